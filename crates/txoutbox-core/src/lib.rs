@@ -1,0 +1,26 @@
+//! Core of [txoutbox](https://docs.rs/txoutbox): message and topic types, errors, the [`Store`]
+//! and [`Sink`] traits, and the relay engine. This crate holds no SQL and no Kafka code: the store
+//! crates (PostgreSQL, SQLite) and the Kafka sink implement its traits. Applications depend on the
+//! `txoutbox` facade instead.
+
+mod error;
+mod identifier;
+mod message;
+pub mod relay;
+mod retry;
+mod sink;
+mod store;
+mod topic;
+mod topics;
+
+pub use error::{BoxError, Error, Result};
+pub use identifier::{DEFAULT_TABLE, TableName};
+pub use message::{
+    CREATED_AT_HEADER, MESSAGE_ID_HEADER, NewMessage, OutboxMessage, headers_from_json, headers_to_json,
+};
+pub use relay::{Relay, RelayConfig, RelayHandle, Wakeup};
+pub use retry::RetryPolicy;
+pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, SinkErrorKind};
+pub use store::{Backlog, Completion, Failure, Store};
+pub use topic::{PublishStrategy, Topic, validate_topic_name};
+pub use topics::Topics;

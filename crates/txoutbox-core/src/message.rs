@@ -1,0 +1,118 @@
+//! Messages on their way in (written by `publish`) and on their way out (read by the relay).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Name of the Kafka header carrying the message's stable id, for consumer de-duplication.
+pub const MESSAGE_ID_HEADER: &str = "txoutbox-message-id";
+/// Name of the Kafka header carrying the message's creation time (RFC 3339, UTC).
+pub const CREATED_AT_HEADER: &str = "txoutbox-created-at";
+
+/// A message encoded for its topic, ready to be written to the outbox table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// Stable id (UUID v7), sent as the `txoutbox-message-id` header.
+    pub message_id: Uuid,
+    /// The Kafka topic.
+    pub topic: String,
+    /// The Kafka record key; `None` lets the partitioner spread the records.
+    pub key: Option<Vec<u8>>,
+    /// The record value; `None` is a tombstone.
+    pub payload: Option<Vec<u8>>,
+    /// User headers, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl NewMessage {
+    /// The headers as the JSON object stored in the table's `headers` column (`None` when empty).
+    pub fn headers_json(&self) -> Option<String> {
+        headers_to_json(&self.headers)
+    }
+}
+
+/// Encodes headers as the table contract's JSON object (`{"name": "value", ...}`).
+pub fn headers_to_json(headers: &[(String, String)]) -> Option<String> {
+    if headers.is_empty() {
+        return None;
+    }
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    Some(serde_json::Value::Object(map).to_string())
+}
+
+/// Decodes the table's `headers` column. Non-string values (from foreign writers) are kept as
+/// their JSON text; anything that is not a JSON object is an error message for the row.
+pub fn headers_from_json(json: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(map)) => Ok(map
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect()),
+        Ok(serde_json::Value::Null) => Ok(Vec::new()),
+        Ok(_) => Err("the headers column must hold a JSON object of strings".to_owned()),
+        Err(e) => Err(format!("the headers column is not valid JSON: {e}")),
+    }
+}
+
+/// A pending row as the relay reads it from the outbox table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    /// The row id: insertion order, which is the order messages of one key are sent in.
+    pub id: i64,
+    /// The stable message id sent as the `txoutbox-message-id` header.
+    pub message_id: String,
+    /// The Kafka topic.
+    pub topic: String,
+    /// The record key.
+    pub key: Option<Vec<u8>>,
+    /// The record value.
+    pub payload: Option<Vec<u8>>,
+    /// User headers.
+    pub headers: Vec<(String, String)>,
+    /// When the row was written.
+    pub created_at: DateTime<Utc>,
+    /// Failed delivery attempts so far (transient failures do not count).
+    pub attempts: i32,
+    /// Not to be sent before this time (set after a failed attempt).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The row's bucket, derived from its key.
+    pub bucket: i32,
+    /// Set when the row cannot be sent at all (e.g. malformed headers from a foreign writer).
+    pub malformed: Option<String>,
+}
+
+impl OutboxMessage {
+    /// Whether the row may be sent at `now` (no back-off pending).
+    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+        self.next_attempt_at.is_none_or(|at| at <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_foreign_values() {
+        let headers = vec![("a".to_owned(), "1".to_owned()), ("b".to_owned(), "x".to_owned())];
+        let json = headers_to_json(&headers).unwrap();
+        let mut back = headers_from_json(Some(&json)).unwrap();
+        back.sort();
+        assert_eq!(back, headers);
+        assert_eq!(headers_to_json(&[]), None);
+        assert_eq!(
+            headers_from_json(Some(r#"{"n": 5}"#)).unwrap(),
+            vec![("n".to_owned(), "5".to_owned())]
+        );
+        assert!(headers_from_json(Some("[1]")).is_err());
+        assert!(headers_from_json(Some("{")).is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! The completer: awaits deliveries in order, marks delivered rows in batches, records failures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::{error, warn};
+
+use super::backoff::Backoff;
+use super::fetcher::SentBatch;
+use super::shared::Shared;
+use crate::message::OutboxMessage;
+use crate::sink::{DeliveryResult, Sink};
+use crate::store::{Failure, Store};
+
+/// Rows marked by one statement at most, when several delivered batches are ready together.
+const MAX_ROWS_PER_MARK: usize = 10_000;
+
+/// A batch whose every message has an outcome.
+struct Settled {
+    rows: Arc<[OutboxMessage]>,
+    results: Vec<DeliveryResult>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Runs until the fetcher hangs up and every batch it sent is settled (or the shutdown timeout
+/// passes: rows whose delivery is still unknown then simply stay pending).
+pub(crate) async fn run<S: Store, K: Sink>(
+    shared: Arc<Shared<S, K>>,
+    mut batches: mpsc::Receiver<SentBatch>,
+) {
+    let mut transport_backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut next: Option<SentBatch> = None;
+    loop {
+        let first = match next.take() {
+            Some(batch) => batch,
+            None => match batches.recv().await {
+                Some(batch) => batch,
+                None => break,
+            },
+        };
+        let Some(first) = wait_delivery(&shared, first).await else {
+            break;
+        };
+        let mut rows = first.rows.len();
+        let mut settled = vec![first];
+        // Coalesce the batches that are already delivered into one mark.
+        while rows < MAX_ROWS_PER_MARK {
+            match batches.try_recv() {
+                Ok(batch) if batch.delivery.is_done() => {
+                    rows += batch.rows.len();
+                    let Some(done) = wait_delivery(&shared, batch).await else {
+                        break;
+                    };
+                    settled.push(done);
+                }
+                Ok(batch) => {
+                    next = Some(batch);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        settle(&shared, settled, &mut transport_backoff).await;
+    }
+}
+
+/// Waits for a batch's outcomes; gives up (returns `None`) once a shutdown has waited
+/// `shutdown_timeout`.
+async fn wait_delivery<S, K>(shared: &Shared<S, K>, batch: SentBatch) -> Option<Settled> {
+    let SentBatch {
+        rows,
+        delivery,
+        permit,
+    } = batch;
+    let deadline = async {
+        shared.cancel.cancelled().await;
+        tokio::time::sleep(shared.config.shutdown_timeout).await;
+    };
+    tokio::select! {
+        results = delivery.wait() => Some(Settled { rows, results, _permit: permit }),
+        _ = deadline => {
+            warn!(
+                rows = rows.len(),
+                "shutdown timeout passed before Kafka confirmed these messages; they stay pending and will be sent again"
+            );
+            None
+        }
+    }
+}
+
+async fn settle<S: Store, K: Sink>(
+    shared: &Shared<S, K>,
+    settled: Vec<Settled>,
+    transport_backoff: &mut Backoff,
+) {
+    let mut delivered = Vec::new();
+    let mut failures = Vec::new();
+    let mut transient = 0usize;
+    let mut first_transient = None;
+    for batch in &settled {
+        for (row, result) in batch.rows.iter().zip(&batch.results) {
+            match result {
+                Ok(()) => delivered.push(row.id),
+                Err(e) if e.is_transient() => {
+                    transient += 1;
+                    first_transient.get_or_insert_with(|| e.clone());
+                }
+                Err(e) => failures.push(failure_for(shared, row, &e.to_string())),
+            }
+        }
+    }
+
+    if !delivered.is_empty() {
+        write_with_retry(shared, "mark delivered messages", || {
+            shared.store.complete(&delivered, shared.config.completion)
+        })
+        .await;
+    }
+    if !failures.is_empty() {
+        for f in &failures {
+            match f.next_attempt_at {
+                Some(at) => {
+                    warn!(id = f.id, attempts = f.attempts, error = %f.error, retry_at = %at, "message failed; will retry")
+                }
+                None => {
+                    error!(id = f.id, attempts = f.attempts, error = %f.error, "message dead-lettered after its last attempt")
+                }
+            }
+        }
+        write_with_retry(shared, "record failed attempts", || {
+            shared.store.record_failures(&failures)
+        })
+        .await;
+    }
+    if let Some(error) = first_transient {
+        let delay = transport_backoff.next_delay();
+        warn!(
+            messages = transient, %error, retry_in = ?delay,
+            "Kafka is not accepting messages right now; they stay pending and will be sent again"
+        );
+        shared.pause_for(delay);
+    } else if !delivered.is_empty() {
+        transport_backoff.reset();
+        shared.resume();
+    }
+
+    // Only now may the fetcher see these rows again (completed rows are gone from its reads).
+    for batch in &settled {
+        shared.in_flight.remove(batch.rows.iter().map(|row| row.id));
+    }
+    if transient > 0 || !failures.is_empty() {
+        shared.wake.notify_one();
+    }
+}
+
+fn failure_for<S, K>(shared: &Shared<S, K>, row: &OutboxMessage, error: &str) -> Failure {
+    let attempts = row.attempts.saturating_add(1);
+    let next_attempt_at = shared
+        .config
+        .retry
+        .backoff(attempts.max(0) as u32)
+        .map(|delay| Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX));
+    Failure {
+        id: row.id,
+        attempts,
+        error: error.to_owned(),
+        next_attempt_at,
+    }
+}
+
+/// Retries a database write until it succeeds, or gives up once a shutdown has begun (the rows
+/// then stay pending and are sent again: at-least-once).
+async fn write_with_retry<S, K, F, Fut>(shared: &Shared<S, K>, what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::Result<()>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        match write().await {
+            Ok(()) => return,
+            Err(error) => {
+                if shared.cancel.is_cancelled() {
+                    error!(%error, "could not {what} during shutdown; those messages stay pending and will be sent again");
+                    return;
+                }
+                let delay = backoff.next_delay();
+                warn!(%error, retry_in = ?delay, "could not {what}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

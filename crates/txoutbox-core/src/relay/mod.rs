@@ -1,0 +1,166 @@
+//! The relay: a tokio service that moves committed outbox rows to a sink.
+//!
+//! Two services share the work: the [fetcher](fetcher) reads pending rows in id order and hands
+//! them to the sink batch by batch without waiting for acknowledgements; the
+//! [completer](completer) awaits each batch's outcomes in order and marks delivered rows with one
+//! statement per batch (or per several batches). A row is never marked before its delivery is
+//! confirmed.
+
+mod backoff;
+mod completer;
+mod config;
+mod fetcher;
+mod in_flight;
+mod select;
+mod shared;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::RelayConfig;
+
+use crate::error::{Error, Result};
+use crate::sink::Sink;
+use crate::store::Store;
+use shared::Shared;
+
+/// A relay from a [`Store`] to a [`Sink`], ready to start.
+///
+/// ```no_run
+/// # async fn demo<S: txoutbox_core::Store, K: txoutbox_core::Sink>(store: S, sink: K) -> txoutbox_core::Result<()> {
+/// use txoutbox_core::{Relay, RelayConfig};
+///
+/// let relay = Relay::new(store, sink, RelayConfig::default())?.start();
+/// let wakeup = relay.wakeup(); // call `wakeup.notify()` after committing new messages
+/// // ... serve requests ...
+/// relay.shutdown().await?; // finishes what is in flight
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Relay<S, K> {
+    shared: Shared<S, K>,
+}
+
+impl<S: Store, K: Sink> Relay<S, K> {
+    /// A relay over `store` and `sink`; fails if the config is invalid.
+    pub fn new(store: S, sink: K, config: RelayConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            shared: Shared::new(
+                store,
+                sink,
+                config,
+                Arc::new(Notify::new()),
+                CancellationToken::new(),
+            ),
+        })
+    }
+
+    /// Spawns the relay on the current tokio runtime.
+    pub fn start(self) -> RelayHandle {
+        let wake = Arc::clone(&self.shared.wake);
+        let cancel = self.shared.cancel.clone();
+        let task = tokio::spawn(self.run_inner());
+        RelayHandle { wake, cancel, task }
+    }
+
+    /// Runs the relay in the current task until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let cancel = self.shared.cancel.clone();
+        let run = self.run_inner();
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => return result,
+            () = shutdown => cancel.cancel(),
+        }
+        run.await
+    }
+
+    async fn run_inner(self) -> Result<()> {
+        let shared = Arc::new(self.shared);
+        // A missing table is a mistake to report at once; a database that is down is waited for.
+        let mut backoff = backoff::Backoff::new(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(5),
+        );
+        loop {
+            match shared.store.check().await {
+                Ok(()) => break,
+                Err(error) if error.is_retryable() => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, retry_in = ?delay, "the outbox database is not reachable yet");
+                    if !shared.sleep(delay).await {
+                        return Ok(());
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the relay cannot start");
+                    return Err(error);
+                }
+            }
+        }
+        info!(
+            batch_size = shared.config.batch_size,
+            max_in_flight = shared.config.max_in_flight,
+            poll_interval = ?shared.config.poll_interval,
+            "relay started"
+        );
+        // A few batches may wait for the completer; the in-flight permits bound the rows anyway.
+        let (to_completer, from_fetcher) = mpsc::channel(64);
+        let completer = tokio::spawn(completer::run(Arc::clone(&shared), from_fetcher));
+        fetcher::run(Arc::clone(&shared), to_completer).await;
+        if let Err(e) = completer.await {
+            tracing::error!(error = %e, "relay completer panicked");
+        }
+        info!("relay stopped");
+        Ok(())
+    }
+}
+
+/// Wakes a relay when new messages were committed, so it does not wait for its poll interval.
+#[derive(Debug, Clone)]
+pub struct Wakeup {
+    notify: Arc<Notify>,
+}
+
+impl Wakeup {
+    /// Asks the relay to look for new messages now. Cheap; many calls coalesce into one look.
+    pub fn notify(&self) {
+        self.notify.notify_one();
+    }
+}
+
+/// A running relay.
+#[derive(Debug)]
+pub struct RelayHandle {
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    task: JoinHandle<Result<()>>,
+}
+
+impl RelayHandle {
+    /// A handle that wakes this relay.
+    pub fn wakeup(&self) -> Wakeup {
+        Wakeup {
+            notify: Arc::clone(&self.wake),
+        }
+    }
+
+    /// Whether the relay has stopped (after a shutdown, or a panic).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops reading new rows (if it has not stopped already, e.g. because it could not start), waits (up to the shutdown timeout) for messages already handed to
+    /// the sink, marks the delivered ones, and returns. Nothing is lost: rows whose delivery is
+    /// unknown stay pending. Returns the error that stopped the relay, if one did.
+    pub async fn shutdown(self) -> Result<()> {
+        self.cancel.cancel();
+        self.task.await.map_err(|_| Error::Shutdown)?
+    }
+}

@@ -1,0 +1,194 @@
+//! The transport a relay sends messages through, and the per-batch delivery tracking it reports to.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::message::OutboxMessage;
+
+/// How the relay should react to a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SinkErrorKind {
+    /// The transport is unavailable or slow (broker down, timeout, leader change). The message is
+    /// retried later without counting an attempt against it.
+    Transient,
+    /// This message cannot be delivered as it is (too large, invalid or unauthorized topic,
+    /// invalid record). Counts an attempt; after the last one the message is dead-lettered.
+    Permanent,
+}
+
+/// A failed delivery, classified by the sink at the boundary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    kind: SinkErrorKind,
+    code: Option<String>,
+    message: String,
+}
+
+impl SinkError {
+    /// A transient failure.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(SinkErrorKind::Transient, None, message)
+    }
+
+    /// A permanent failure of one message.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(SinkErrorKind::Permanent, None, message)
+    }
+
+    /// A failure with the transport's own error code (e.g. `MessageSizeTooLarge`).
+    pub fn new(kind: SinkErrorKind, code: Option<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The class of the failure.
+    pub fn kind(&self) -> SinkErrorKind {
+        self.kind
+    }
+
+    /// Whether the failure is transient.
+    pub fn is_transient(&self) -> bool {
+        self.kind == SinkErrorKind::Transient
+    }
+
+    /// The transport's error code, if it gave one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+/// The outcome of one message of a batch.
+pub type DeliveryResult = Result<(), SinkError>;
+
+/// Collects the outcomes of a batch's messages as the transport reports them, from any thread.
+///
+/// A sink creates one per batch with [`DeliveryTracker::new`], hands each message's index to its
+/// transport, calls [`complete`](DeliveryTracker::complete) exactly once per index, and returns
+/// [`DeliveryTracker::delivery`] to the relay.
+#[derive(Debug)]
+pub struct DeliveryTracker {
+    results: Mutex<Vec<Option<DeliveryResult>>>,
+    remaining: AtomicUsize,
+    done: Notify,
+}
+
+impl DeliveryTracker {
+    /// A tracker for a batch of `len` messages.
+    pub fn new(len: usize) -> Arc<Self> {
+        Arc::new(Self {
+            results: Mutex::new(vec![None; len]),
+            remaining: AtomicUsize::new(len),
+            done: Notify::new(),
+        })
+    }
+
+    /// Records the outcome of message `index`. A second outcome for the same index is ignored.
+    pub fn complete(&self, index: usize, result: DeliveryResult) {
+        let first = {
+            let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
+            match results.get_mut(index) {
+                Some(slot @ None) => {
+                    *slot = Some(result);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if first && self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+
+    /// Whether every message has an outcome.
+    pub fn is_done(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) == 0
+    }
+
+    /// The handle the relay awaits.
+    pub fn delivery(self: &Arc<Self>) -> BatchDelivery {
+        BatchDelivery {
+            tracker: Arc::clone(self),
+        }
+    }
+}
+
+/// The outcomes of a batch handed to a sink, available once the transport reported every message.
+#[derive(Debug)]
+pub struct BatchDelivery {
+    tracker: Arc<DeliveryTracker>,
+}
+
+impl BatchDelivery {
+    /// Whether every message has an outcome (so [`wait`](Self::wait) returns at once).
+    pub fn is_done(&self) -> bool {
+        self.tracker.is_done()
+    }
+
+    /// Waits for every outcome; they come back in the batch's order.
+    pub async fn wait(self) -> Vec<DeliveryResult> {
+        while !self.tracker.is_done() {
+            self.tracker.done.notified().await;
+        }
+        let mut results = self.tracker.results.lock().unwrap_or_else(|p| p.into_inner());
+        results
+            .iter_mut()
+            .map(|r| {
+                r.take()
+                    .unwrap_or_else(|| Err(SinkError::transient("no outcome reported")))
+            })
+            .collect()
+    }
+}
+
+/// Where the relay sends messages: Kafka in production, anything in tests.
+///
+/// The relay works in batches so that a transactional transport (exactly-once mode) can wrap one
+/// batch in one transaction. `send_batch` must hand the messages to the transport **in order**
+/// before it returns (the relay relies on it for per-key order) and must not wait for their
+/// delivery: that is what the returned [`BatchDelivery`] is for, so batches are pipelined.
+pub trait Sink: Send + Sync + 'static {
+    /// Enqueues a batch in order and returns the handle that resolves with each message's outcome.
+    fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> impl Future<Output = BatchDelivery> + Send;
+}
+
+impl<S: Sink> Sink for Arc<S> {
+    fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> impl Future<Output = BatchDelivery> + Send {
+        (**self).send_batch(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tracker_reports_in_batch_order_once_all_arrive() {
+        let tracker = DeliveryTracker::new(3);
+        let delivery = tracker.delivery();
+        let t = Arc::clone(&tracker);
+        let waiter = tokio::spawn(delivery.wait());
+        t.complete(2, Err(SinkError::permanent("too big")));
+        t.complete(0, Ok(()));
+        assert!(!t.is_done());
+        t.complete(0, Err(SinkError::transient("ignored: second outcome")));
+        t.complete(1, Ok(()));
+        let results = waiter.await.unwrap();
+        assert_eq!(
+            results,
+            vec![Ok(()), Ok(()), Err(SinkError::permanent("too big"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_batch_is_done_at_once() {
+        assert!(DeliveryTracker::new(0).delivery().wait().await.is_empty());
+    }
+}

@@ -1,0 +1,84 @@
+//! What the relay needs from a database: the only way the engine reaches one (it holds no SQL).
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::message::OutboxMessage;
+
+/// What happens to a row once Kafka acknowledged it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Completion {
+    /// Delete the row at once: the cheapest path, and the default.
+    #[default]
+    Delete,
+    /// Keep the row, marked `published` with its time, until retention removes it.
+    MarkPublished,
+}
+
+/// A failed attempt to record for one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The row id.
+    pub id: i64,
+    /// The row's attempt count after this failure.
+    pub attempts: i32,
+    /// The error, kept in the row's `last_error`.
+    pub error: String,
+    /// When to try again; `None` moves the row to the `dead` state.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The backlog at a glance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Rows waiting to be published.
+    pub pending: u64,
+    /// Creation time of the oldest pending row.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Rows in the dead-letter state.
+    pub dead: u64,
+}
+
+/// The relay's view of an outbox table.
+///
+/// Implemented by each store crate (PostgreSQL, SQLite, ...), which owns its SQL and migrations.
+/// Every method is one short statement so the relay can overlap database work with sends.
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the outbox table exists at the schema version this store expects. The relay
+    /// calls it once at start and stops with its error, which says what to do.
+    fn check(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Up to `limit` pending rows in id order, the oldest first, including rows still backing off
+    /// (the relay needs them to hold back later rows of the same key).
+    fn fetch_pending(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send;
+
+    /// Marks rows delivered (delete them, or mark them published).
+    fn complete(&self, ids: &[i64], completion: Completion) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records failed attempts (and dead-letters rows whose `next_attempt_at` is `None`).
+    fn record_failures(&self, failures: &[Failure]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Counts pending and dead rows.
+    fn backlog(&self) -> impl Future<Output = Result<Backlog>> + Send;
+}
+
+impl<S: Store> Store for std::sync::Arc<S> {
+    fn check(&self) -> impl Future<Output = Result<()>> + Send {
+        (**self).check()
+    }
+    fn fetch_pending(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
+        (**self).fetch_pending(limit)
+    }
+    fn complete(&self, ids: &[i64], completion: Completion) -> impl Future<Output = Result<()>> + Send {
+        (**self).complete(ids, completion)
+    }
+    fn record_failures(&self, failures: &[Failure]) -> impl Future<Output = Result<()>> + Send {
+        (**self).record_failures(failures)
+    }
+    fn backlog(&self) -> impl Future<Output = Result<Backlog>> + Send {
+        (**self).backlog()
+    }
+}

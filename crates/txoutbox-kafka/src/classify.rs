@@ -1,0 +1,85 @@
+//! librdkafka errors sorted into the relay's classes, at the boundary.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use txoutbox_core::{SinkError, SinkErrorKind};
+
+/// Whether an error code means this message can never be delivered as it is.
+fn is_permanent(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        MessageSizeTooLarge
+            | InvalidMessageSize
+            | MessageBatchTooLarge
+            | UnknownTopicOrPartition
+            | UnknownTopic
+            | TopicAuthorizationFailed
+            | InvalidTopic
+            | UnknownPartition
+            | InvalidRecord
+            | InvalidMessage
+            | PolicyViolation
+            | UnsupportedForMessageFormat
+            | InvalidRequiredAcks
+            | InvalidTimestamp
+    )
+}
+
+/// Turns a librdkafka error about one message into a classified [`SinkError`] whose message says
+/// what to do.
+pub(crate) fn classify(error: &KafkaError, topic: &str) -> SinkError {
+    let Some(code) = error.rdkafka_error_code() else {
+        return SinkError::new(SinkErrorKind::Transient, None, error.to_string());
+    };
+    let hint = match code {
+        RDKafkaErrorCode::MessageSizeTooLarge
+        | RDKafkaErrorCode::InvalidMessageSize
+        | RDKafkaErrorCode::MessageBatchTooLarge => {
+            " (the message is larger than the broker's or the topic's `max.message.bytes`, or the \
+             producer's `message.max.bytes`: raise the limit, then replay the message)"
+        }
+        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+            " (create the topic, or enable auto-creation on the broker)"
+        }
+        RDKafkaErrorCode::TopicAuthorizationFailed => " (grant the relay's principal WRITE on the topic)",
+        _ => "",
+    };
+    let kind = if is_permanent(code) {
+        SinkErrorKind::Permanent
+    } else {
+        SinkErrorKind::Transient
+    };
+    SinkError::new(
+        kind,
+        Some(format!("{code:?}")),
+        format!("topic `{topic}`: {error}{hint}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_codes_into_classes() {
+        let too_large = classify(
+            &KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+            "t",
+        );
+        assert_eq!(too_large.kind(), SinkErrorKind::Permanent);
+        assert!(too_large.to_string().contains("max.message.bytes"), "{too_large}");
+        assert_eq!(too_large.code(), Some("MessageSizeTooLarge"));
+        for transient in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::LeaderNotAvailable,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::RequestTimedOut,
+        ] {
+            assert!(
+                classify(&KafkaError::MessageProduction(transient), "t").is_transient(),
+                "{transient:?}"
+            );
+        }
+    }
+}

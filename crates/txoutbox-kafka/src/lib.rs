@@ -1,0 +1,13 @@
+//! Kafka sink for [txoutbox](https://docs.rs/txoutbox), over [rdkafka] with the bundled librdkafka.
+//!
+//! The producer is idempotent with `acks=all`: each partition keeps its order across retries, and
+//! an acknowledged message survives the loss of its leader. Any librdkafka property passes
+//! through [`KafkaConfig::set`] (TLS, SASL, compression, ...); secret values never reach the logs.
+
+mod classify;
+mod config;
+mod context;
+mod sink;
+
+pub use config::KafkaConfig;
+pub use sink::KafkaSink;

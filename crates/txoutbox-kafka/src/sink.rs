@@ -1,0 +1,119 @@
+//! The Kafka sink: an idempotent, acks=all producer that pipelines batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use txoutbox_core::{
+    BatchDelivery, CREATED_AT_HEADER, DeliveryTracker, Error, MESSAGE_ID_HEADER, OutboxMessage, Result, Sink,
+};
+
+use crate::classify::classify;
+use crate::config::KafkaConfig;
+use crate::context::{DeliveryRef, SinkContext};
+
+/// How long to wait for room when librdkafka's local queue is full.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
+
+/// Sends outbox messages to Kafka with the record key, the user headers, a stable
+/// `txoutbox-message-id` header, a `txoutbox-created-at` header and the creation time as the
+/// record timestamp.
+pub struct KafkaSink {
+    producer: ThreadedProducer<SinkContext>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink").finish_non_exhaustive()
+    }
+}
+
+impl KafkaSink {
+    /// Creates the producer. Does not wait for the brokers: a relay started while Kafka is down
+    /// keeps its messages pending and catches up when it comes.
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        config.validate()?;
+        tracing::info!(properties = ?config.redacted(), "creating Kafka producer");
+        let producer = config
+            .client_config()
+            .create_with_context(SinkContext)
+            .map_err(|e| Error::Config(format!("could not create the Kafka producer: {e}")))?;
+        Ok(Self { producer })
+    }
+
+    /// Waits up to `timeout` for every queued message to be delivered.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.producer
+            .flush(timeout)
+            .map_err(|e| Error::Sink(classify(&e, "*")))
+    }
+
+    fn headers(message: &OutboxMessage) -> OwnedHeaders {
+        let created_at = message.created_at.to_rfc3339_opts(chrono_secs(), true);
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 2);
+        for (name, value) in &message.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        headers
+            .insert(Header {
+                key: MESSAGE_ID_HEADER,
+                value: Some(message.message_id.as_bytes()),
+            })
+            .insert(Header {
+                key: CREATED_AT_HEADER,
+                value: Some(created_at.as_bytes()),
+            })
+    }
+}
+
+fn chrono_secs() -> chrono::SecondsFormat {
+    chrono::SecondsFormat::Micros
+}
+
+impl Sink for KafkaSink {
+    async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
+        let tracker = DeliveryTracker::new(batch.len());
+        for (index, message) in batch.iter().enumerate() {
+            if let Some(reason) = &message.malformed {
+                tracker.complete(index, Err(txoutbox_core::SinkError::permanent(reason.clone())));
+                continue;
+            }
+            let opaque = Box::new(DeliveryRef {
+                tracker: Arc::clone(&tracker),
+                index,
+            });
+            let mut record =
+                BaseRecord::<[u8], [u8], Box<DeliveryRef>>::with_opaque_to(&message.topic, opaque)
+                    .headers(Self::headers(message))
+                    .timestamp(message.created_at.timestamp_millis());
+            if let Some(key) = &message.key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(payload) = &message.payload {
+                record = record.payload(payload.as_slice());
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                    }
+                    Err((error, returned)) => {
+                        returned
+                            .delivery_opaque
+                            .tracker
+                            .complete(index, Err(classify(&error, &message.topic)));
+                        break;
+                    }
+                }
+            }
+        }
+        tracker.delivery()
+    }
+}

@@ -1,0 +1,13 @@
+//! PostgreSQL store for [txoutbox](https://docs.rs/txoutbox): the outbox table's migrations,
+//! `publish` / `publish_all` in the caller's transaction, and the relay's queries.
+//!
+//! Start with [`PgOutbox`].
+
+mod error;
+mod migrate;
+mod outbox;
+mod sql;
+mod store;
+
+pub use outbox::PgOutbox;
+pub use store::PgStore;

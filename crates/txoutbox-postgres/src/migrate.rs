@@ -1,0 +1,104 @@
+//! The store's migrations, applied in order under an advisory lock, each in its transaction.
+
+use sqlx::{AssertSqlSafe, PgPool, Row};
+use txoutbox_core::{Error, Result};
+
+use crate::error::db_error;
+use crate::sql::Statements;
+
+/// The migrations, oldest first: (version, name, SQL template).
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "outbox table",
+    include_str!("../migrations/0001_outbox_table.sql"),
+)];
+
+/// The newest schema version this crate knows.
+pub(crate) const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Creates or upgrades the outbox table; safe to run concurrently from many processes.
+pub(crate) async fn migrate(pool: &PgPool, sql: &Statements) -> Result<()> {
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    // One migrator per table at a time; the lock ends with the transaction.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("txoutbox migrate {}", sql.table))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    if let Some(schema) = sql.table.schema() {
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    }
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS {} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        sql.migrations_table
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    let applied: i32 = sqlx::query(AssertSqlSafe(format!(
+        "SELECT coalesce(max(version), 0) FROM {}",
+        sql.migrations_table
+    )))
+    .fetch_one(&mut *tx)
+    .await
+    .and_then(|row| row.try_get(0))
+    .map_err(db_error)?;
+    if applied > LATEST_VERSION {
+        return Err(Error::SchemaNotReady {
+            table: sql.table.to_string(),
+            reason: format!(
+                "it is at schema version {applied}, newer than this txoutbox ({LATEST_VERSION}); upgrade txoutbox"
+            ),
+        });
+    }
+    for (version, name, template) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
+        let statement = template
+            .replace("{{table}}", &sql.table.quoted())
+            .replace("{{name}}", sql.table.table());
+        sqlx::raw_sql(AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (version, name) VALUES ($1, $2)",
+            sql.migrations_table
+        )))
+        .bind(version)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tracing::info!(table = %sql.table, version, name, "applied outbox migration");
+    }
+    tx.commit().await.map_err(db_error)
+}
+
+/// Fails with a clear error unless the table is at the version this crate expects.
+pub(crate) async fn check(pool: &PgPool, sql: &Statements) -> Result<()> {
+    let version: Option<i32> = sqlx::query(AssertSqlSafe(format!(
+        "SELECT max(version) FROM {}",
+        sql.migrations_table
+    )))
+    .fetch_one(pool)
+    .await
+    .and_then(|row| row.try_get(0))
+    .or_else(|e| match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+        _ => Err(e),
+    })
+    .map_err(db_error)?;
+    match version {
+        Some(v) if v == LATEST_VERSION => Ok(()),
+        found => Err(Error::SchemaNotReady {
+            table: sql.table.to_string(),
+            reason: match found {
+                None => "it does not exist".to_owned(),
+                Some(v) => format!("it is at schema version {v}, this txoutbox expects {LATEST_VERSION}"),
+            },
+        }),
+    }
+}

@@ -1,0 +1,143 @@
+//! The write side: `publish` inside the caller's transaction.
+
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, PgExecutor, PgPool};
+use txoutbox_core::{NewMessage, Result, TableName, Topics};
+use uuid::Uuid;
+
+use crate::error::db_error;
+use crate::migrate;
+use crate::sql::Statements;
+use crate::store::PgStore;
+
+/// The outbox on PostgreSQL: publishes messages in the caller's transaction.
+///
+/// ```no_run
+/// # use serde::Serialize;
+/// # use txoutbox_core::{Topic, Topics};
+/// # use txoutbox_postgres::PgOutbox;
+/// # #[derive(Serialize)] struct OrderCreated { id: i64 }
+/// # async fn demo(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// let topics = Topics::new().with(Topic::<OrderCreated>::json("orders")?.key(|o| o.id.to_string()))?;
+/// let outbox = PgOutbox::new(topics);
+/// outbox.migrate(&pool).await?;
+///
+/// let mut tx = pool.begin().await?;
+/// sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind(42_i64).execute(&mut *tx).await?;
+/// outbox.publish(&mut *tx, &OrderCreated { id: 42 }).await?; // same transaction
+/// tx.commit().await?; // the order and its event commit together, or neither does
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgOutbox {
+    topics: Arc<Topics>,
+    sql: Arc<Statements>,
+}
+
+impl PgOutbox {
+    /// An outbox over the default table (`outbox_messages` in the connection's `search_path`).
+    pub fn new(topics: Topics) -> Self {
+        Self::with_table(topics, TableName::default())
+    }
+
+    /// An outbox over the given table.
+    pub fn with_table(topics: Topics, table: TableName) -> Self {
+        Self {
+            topics: Arc::new(topics),
+            sql: Arc::new(Statements::new(table)),
+        }
+    }
+
+    /// The table this outbox writes to.
+    pub fn table(&self) -> &TableName {
+        &self.sql.table
+    }
+
+    /// The topic definitions.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Creates or upgrades the outbox table and its indexes. Idempotent; safe to call from every
+    /// replica at start-up (an advisory lock serializes them).
+    pub async fn migrate(&self, pool: &PgPool) -> Result<()> {
+        migrate::migrate(pool, &self.sql).await
+    }
+
+    /// The relay's view of this outbox, over `pool`.
+    pub fn store(&self, pool: PgPool) -> PgStore {
+        PgStore::new(pool, Arc::clone(&self.sql))
+    }
+
+    /// Writes one message with the caller's executor (pass `&mut *tx` to publish in your
+    /// transaction). Returns the message id sent as the `txoutbox-message-id` header.
+    pub async fn publish<'e, T: 'static>(&self, executor: impl PgExecutor<'e>, message: &T) -> Result<Uuid> {
+        let message = self.topics.encode(message)?;
+        self.publish_message(executor, message).await
+    }
+
+    /// Writes many messages of one type in a single statement, in order.
+    pub async fn publish_all<'e, 'm, T: 'static>(
+        &self,
+        executor: impl PgExecutor<'e>,
+        messages: impl IntoIterator<Item = &'m T>,
+    ) -> Result<Vec<Uuid>> {
+        let messages = self.topics.encode_all(messages)?;
+        self.publish_messages(executor, messages).await
+    }
+
+    /// Writes an already encoded message (any topic, no type lookup).
+    pub async fn publish_message<'e>(
+        &self,
+        executor: impl PgExecutor<'e>,
+        message: NewMessage,
+    ) -> Result<Uuid> {
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.insert_one)))
+            .bind(message.message_id)
+            .bind(&message.topic)
+            .bind(&message.key)
+            .bind(&message.payload)
+            .bind(message.headers_json())
+            .execute(executor)
+            .await
+            .map_err(db_error)?;
+        Ok(message.message_id)
+    }
+
+    /// Writes already encoded messages in a single statement, in order.
+    pub async fn publish_messages<'e>(
+        &self,
+        executor: impl PgExecutor<'e>,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Uuid>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = messages.len();
+        let (mut ids, mut topics, mut keys, mut payloads, mut headers) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for message in messages {
+            headers.push(message.headers_json());
+            ids.push(message.message_id);
+            topics.push(message.topic);
+            keys.push(message.key);
+            payloads.push(message.payload);
+        }
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.insert_many)))
+            .bind(&ids)
+            .bind(&topics)
+            .bind(&keys)
+            .bind(&payloads)
+            .bind(&headers)
+            .execute(executor)
+            .await
+            .map_err(db_error)?;
+        Ok(ids)
+    }
+}

@@ -1,0 +1,68 @@
+//! The statements of the PostgreSQL store, built once from the validated table name.
+
+use std::sync::Arc;
+
+use txoutbox_core::TableName;
+
+/// Columns the relay reads, in [`crate::store`]'s decoding order.
+const ROW_COLUMNS: &str = "id, message_id, topic, key, payload, headers::text AS headers, created_at, attempts, next_attempt_at, bucket";
+
+/// Every statement of the store, with the table name filled in.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) table: TableName,
+    pub(crate) migrations_table: String,
+    pub(crate) insert_one: Arc<str>,
+    pub(crate) insert_many: Arc<str>,
+    pub(crate) fetch_pending: Arc<str>,
+    pub(crate) delete: Arc<str>,
+    pub(crate) mark_published: Arc<str>,
+    pub(crate) record_failures: Arc<str>,
+    pub(crate) backlog: Arc<str>,
+}
+
+impl Statements {
+    pub(crate) fn new(table: TableName) -> Self {
+        let t = table.quoted();
+        Self {
+            migrations_table: table.quoted_with_suffix("_migrations"),
+            insert_one: format!(
+                "INSERT INTO {t} (message_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5::jsonb)"
+            )
+            .into(),
+            // One statement for the whole batch, in the caller's order.
+            insert_many: format!(
+                "INSERT INTO {t} (message_id, topic, key, payload, headers) \
+                 SELECT m, tp, k, p, h::jsonb \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::text[]) \
+                   WITH ORDINALITY AS u(m, tp, k, p, h, ord) \
+                 ORDER BY ord"
+            )
+            .into(),
+            fetch_pending: format!(
+                "SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' ORDER BY id LIMIT $1"
+            )
+            .into(),
+            delete: format!("DELETE FROM {t} WHERE id = ANY($1) AND status = 'pending'").into(),
+            mark_published: format!(
+                "UPDATE {t} SET status = 'published', published_at = now(), next_attempt_at = NULL \
+                 WHERE id = ANY($1) AND status = 'pending'"
+            )
+            .into(),
+            record_failures: format!(
+                "UPDATE {t} AS o SET attempts = f.attempts, last_error = f.error, next_attempt_at = f.next, \
+                   status = CASE WHEN f.next IS NULL THEN 'dead' ELSE 'pending' END \
+                 FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::timestamptz[]) AS f(id, attempts, error, next) \
+                 WHERE o.id = f.id AND o.status = 'pending'"
+            )
+            .into(),
+            backlog: format!(
+                "SELECT (SELECT count(*) FROM {t} WHERE status = 'pending'), \
+                        (SELECT created_at FROM {t} WHERE status = 'pending' ORDER BY id LIMIT 1), \
+                        (SELECT count(*) FROM {t} WHERE status = 'dead')"
+            )
+            .into(),
+            table,
+        }
+    }
+}

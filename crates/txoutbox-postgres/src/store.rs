@@ -1,0 +1,113 @@
+//! The relay side: read pending rows, complete them, record failures.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgPool, Row};
+use txoutbox_core::{Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json};
+use uuid::Uuid;
+
+use crate::error::db_error;
+use crate::migrate;
+use crate::sql::Statements;
+
+/// The relay's [`Store`] over a PostgreSQL outbox table. Create it with
+/// [`PgOutbox::store`](crate::PgOutbox::store).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    sql: Arc<Statements>,
+}
+
+impl PgStore {
+    pub(crate) fn new(pool: PgPool, sql: Arc<Statements>) -> Self {
+        Self { pool, sql }
+    }
+
+    /// The pool the store uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn decode(row: &PgRow) -> Result<OutboxMessage, sqlx::Error> {
+    let headers: Option<String> = row.try_get("headers")?;
+    let (headers, malformed) = match headers_from_json(headers.as_deref()) {
+        Ok(headers) => (headers, None),
+        Err(reason) => (Vec::new(), Some(reason)),
+    };
+    Ok(OutboxMessage {
+        id: row.try_get("id")?,
+        message_id: row.try_get::<Uuid, _>("message_id")?.to_string(),
+        topic: row.try_get("topic")?,
+        key: row.try_get("key")?,
+        payload: row.try_get("payload")?,
+        headers,
+        created_at: row.try_get("created_at")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        bucket: row.try_get("bucket")?,
+        malformed,
+    })
+}
+
+impl Store for PgStore {
+    async fn check(&self) -> Result<()> {
+        migrate::check(&self.pool, &self.sql).await
+    }
+
+    async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.fetch_pending)))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(decode)
+            .collect::<Result<_, _>>()
+            .map_err(db_error)
+    }
+
+    async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
+        let statement = match completion {
+            Completion::MarkPublished => &self.sql.mark_published,
+            _ => &self.sql.delete,
+        };
+        sqlx::query(AssertSqlSafe(Arc::clone(statement)))
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn record_failures(&self, failures: &[Failure]) -> Result<()> {
+        let ids: Vec<i64> = failures.iter().map(|f| f.id).collect();
+        let attempts: Vec<i32> = failures.iter().map(|f| f.attempts).collect();
+        let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+        let next: Vec<Option<DateTime<Utc>>> = failures.iter().map(|f| f.next_attempt_at).collect();
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.record_failures)))
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&errors)
+            .bind(&next)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let row = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.backlog)))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let count = |i| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64);
+        Ok(Backlog {
+            pending: count(0).map_err(db_error)?,
+            oldest_pending: row.try_get(1).map_err(db_error)?,
+            dead: count(2).map_err(db_error)?,
+        })
+    }
+}

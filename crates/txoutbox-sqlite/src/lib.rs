@@ -1,0 +1,16 @@
+//! SQLite store for [txoutbox](https://docs.rs/txoutbox), the embedded default: the outbox
+//! table's migrations, `publish` / `publish_all` in the caller's transaction, and the relay's
+//! queries.
+//!
+//! One relay process per database file: SQLite has no row locks to share work between relays.
+//!
+//! Start with [`SqliteOutbox`].
+
+mod error;
+mod migrate;
+mod outbox;
+mod sql;
+mod store;
+
+pub use outbox::SqliteOutbox;
+pub use store::SqliteStore;

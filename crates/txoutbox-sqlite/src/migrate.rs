@@ -1,0 +1,125 @@
+//! The store's migrations, applied in order in one immediate transaction.
+
+use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use txoutbox_core::{Error, Result};
+
+use crate::error::db_error;
+use crate::sql::Statements;
+
+/// The migrations, oldest first: (version, name, SQL template).
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "outbox table",
+    include_str!("../migrations/0001_outbox_table.sql"),
+)];
+
+/// The newest schema version this crate knows.
+pub(crate) const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Creates or upgrades the outbox table. Switches the database to WAL journaling, so the
+/// application's writers and the relay's readers do not block each other.
+pub(crate) async fn migrate(pool: &SqlitePool, sql: &Statements) -> Result<()> {
+    let schema_prefix = sql
+        .table
+        .schema()
+        .map(|s| format!("\"{s}\"."))
+        .unwrap_or_default();
+    sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA {schema_prefix}journal_mode = WAL")))
+        .execute(pool)
+        .await
+        .map_err(db_error)?;
+    let mut conn = pool.acquire().await.map_err(db_error)?;
+    // BEGIN IMMEDIATE takes the write lock first: concurrent migrators wait instead of racing.
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let result = async {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))",
+            sql.migrations_table
+        )))
+        .execute(&mut *conn)
+        .await?;
+        let applied: i32 = sqlx::query(AssertSqlSafe(format!(
+            "SELECT coalesce(max(version), 0) FROM {}",
+            sql.migrations_table
+        )))
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+        Ok::<_, sqlx::Error>(applied)
+    }
+    .await;
+    let applied = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            return Err(db_error(e));
+        }
+    };
+    if applied > LATEST_VERSION {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        return Err(Error::SchemaNotReady {
+            table: sql.table.to_string(),
+            reason: format!(
+                "it is at schema version {applied}, newer than this txoutbox ({LATEST_VERSION}); upgrade txoutbox"
+            ),
+        });
+    }
+    let apply = async {
+        for (version, name, template) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
+            let statement = template
+                .replace("{{table}}", &sql.table.quoted())
+                .replace("{{schema_prefix}}", &schema_prefix)
+                .replace("{{name}}", sql.table.table());
+            sqlx::raw_sql(AssertSqlSafe(statement))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {} (version, name) VALUES (?1, ?2)",
+                sql.migrations_table
+            )))
+            .bind(version)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+            tracing::info!(table = %sql.table, version, name, "applied outbox migration");
+        }
+        sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    if let Err(e) = apply {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        return Err(db_error(e));
+    }
+    Ok(())
+}
+
+/// Fails with a clear error unless the table is at the version this crate expects.
+pub(crate) async fn check(pool: &SqlitePool, sql: &Statements) -> Result<()> {
+    let version: Option<i32> = sqlx::query(AssertSqlSafe(format!(
+        "SELECT max(version) FROM {}",
+        sql.migrations_table
+    )))
+    .fetch_one(pool)
+    .await
+    .and_then(|row| row.try_get(0))
+    .or_else(|e| match &e {
+        sqlx::Error::Database(db) if db.message().contains("no such table") => Ok(None),
+        _ => Err(e),
+    })
+    .map_err(db_error)?;
+    match version {
+        Some(v) if v == LATEST_VERSION => Ok(()),
+        found => Err(Error::SchemaNotReady {
+            table: sql.table.to_string(),
+            reason: match found {
+                None => "it does not exist".to_owned(),
+                Some(v) => format!("it is at schema version {v}, this txoutbox expects {LATEST_VERSION}"),
+            },
+        }),
+    }
+}

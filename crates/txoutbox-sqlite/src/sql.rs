@@ -1,0 +1,73 @@
+//! The statements of the SQLite store, built once from the validated table name.
+
+use std::sync::Arc;
+
+use txoutbox_core::TableName;
+
+/// Columns the relay reads, in [`crate::store`]'s decoding order.
+const ROW_COLUMNS: &str =
+    "id, message_id, topic, key, payload, headers, created_at, attempts, next_attempt_at, bucket";
+
+/// Every statement of the store, with the table name filled in.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) table: TableName,
+    pub(crate) migrations_table: String,
+    pub(crate) insert_one: Arc<str>,
+    pub(crate) insert_many: Arc<str>,
+    pub(crate) fetch_pending: Arc<str>,
+    pub(crate) delete: Arc<str>,
+    pub(crate) mark_published: Arc<str>,
+    pub(crate) record_failures: Arc<str>,
+    pub(crate) backlog: Arc<str>,
+}
+
+impl Statements {
+    pub(crate) fn new(table: TableName) -> Self {
+        let t = table.quoted();
+        Self {
+            migrations_table: table.quoted_with_suffix("_migrations"),
+            insert_one: format!(
+                "INSERT INTO {t} (message_id, topic, key, payload, headers) VALUES (?1, ?2, ?3, ?4, ?5)"
+            )
+            .into(),
+            // One statement for the whole batch: a JSON array of [id, topic, hex key, hex payload,
+            // headers] rows, inserted in array order.
+            insert_many: format!(
+                "INSERT INTO {t} (message_id, topic, key, payload, headers) \
+                 SELECT value ->> 0, value ->> 1, unhex(value ->> 2), unhex(value ->> 3), value ->> 4 \
+                 FROM json_each(?1) ORDER BY json_each.key"
+            )
+            .into(),
+            fetch_pending: format!(
+                "SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' ORDER BY id LIMIT ?1"
+            )
+            .into(),
+            delete: format!(
+                "DELETE FROM {t} WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending'"
+            )
+            .into(),
+            mark_published: format!(
+                "UPDATE {t} SET status = 'published', next_attempt_at = NULL, \
+                   published_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending'"
+            )
+            .into(),
+            record_failures: format!(
+                "UPDATE {t} AS o SET attempts = f.value ->> 1, last_error = f.value ->> 2, \
+                   next_attempt_at = f.value ->> 3, \
+                   status = CASE WHEN f.value ->> 3 IS NULL THEN 'dead' ELSE 'pending' END \
+                 FROM json_each(?1) AS f \
+                 WHERE o.id = f.value ->> 0 AND o.status = 'pending'"
+            )
+            .into(),
+            backlog: format!(
+                "SELECT (SELECT count(*) FROM {t} WHERE status = 'pending'), \
+                        (SELECT created_at FROM {t} WHERE status = 'pending' ORDER BY id LIMIT 1), \
+                        (SELECT count(*) FROM {t} WHERE status = 'dead')"
+            )
+            .into(),
+            table,
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The relay side: read pending rows, complete them, record failures.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use txoutbox_core::{Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json};
+
+use crate::error::db_error;
+use crate::migrate;
+use crate::sql::Statements;
+
+/// The relay's [`Store`] over a SQLite outbox table. Create it with
+/// [`SqliteOutbox::store`](crate::SqliteOutbox::store).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    sql: Arc<Statements>,
+}
+
+impl SqliteStore {
+    pub(crate) fn new(pool: SqlitePool, sql: Arc<Statements>) -> Self {
+        Self { pool, sql }
+    }
+
+    /// The pool the store uses.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn decode(row: &SqliteRow) -> Result<OutboxMessage, sqlx::Error> {
+    let headers: Option<String> = row.try_get("headers")?;
+    let (headers, malformed) = match headers_from_json(headers.as_deref()) {
+        Ok(headers) => (headers, None),
+        Err(reason) => (Vec::new(), Some(reason)),
+    };
+    Ok(OutboxMessage {
+        id: row.try_get("id")?,
+        message_id: row.try_get("message_id")?,
+        topic: row.try_get("topic")?,
+        key: row.try_get("key")?,
+        payload: row.try_get("payload")?,
+        headers,
+        created_at: millis(row.try_get("created_at")?),
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get::<Option<i64>, _>("next_attempt_at")?.map(millis),
+        bucket: row.try_get("bucket")?,
+        malformed,
+    })
+}
+
+fn id_list(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
+}
+
+impl Store for SqliteStore {
+    async fn check(&self) -> Result<()> {
+        migrate::check(&self.pool, &self.sql).await
+    }
+
+    async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.fetch_pending)))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(decode)
+            .collect::<Result<_, _>>()
+            .map_err(db_error)
+    }
+
+    async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
+        let statement = match completion {
+            Completion::MarkPublished => &self.sql.mark_published,
+            _ => &self.sql.delete,
+        };
+        sqlx::query(AssertSqlSafe(Arc::clone(statement)))
+            .bind(id_list(ids))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn record_failures(&self, failures: &[Failure]) -> Result<()> {
+        let rows: Vec<serde_json::Value> = failures
+            .iter()
+            .map(|f| {
+                serde_json::json!([
+                    f.id,
+                    f.attempts,
+                    f.error,
+                    f.next_attempt_at.map(|at| at.timestamp_millis())
+                ])
+            })
+            .collect();
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.record_failures)))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let row = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.backlog)))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let count = |i| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64);
+        Ok(Backlog {
+            pending: count(0).map_err(db_error)?,
+            oldest_pending: row.try_get::<Option<i64>, _>(1).map_err(db_error)?.map(millis),
+            dead: count(2).map_err(db_error)?,
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! Topics per test and independent consumers that read back what reached the broker.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The test broker (`TXOUTBOX_KAFKA_BOOTSTRAP`).
+pub fn bootstrap() -> String {
+    crate::required_env("TXOUTBOX_KAFKA_BOOTSTRAP")
+}
+
+/// A record as a consumer saw it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Record {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    pub fn key_str(&self) -> &str {
+        self.key
+            .as_deref()
+            .map(|k| std::str::from_utf8(k).unwrap())
+            .unwrap_or("")
+    }
+
+    pub fn payload_str(&self) -> &str {
+        self.payload
+            .as_deref()
+            .map(|k| std::str::from_utf8(k).unwrap())
+            .unwrap_or("")
+    }
+}
+
+/// Creates topics with `partitions` partitions each (replication factor 1).
+pub async fn create_topics(names: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topics");
+    for r in results {
+        r.unwrap_or_else(|(topic, e)| panic!("cannot create topic {topic}: {e}"));
+    }
+}
+
+/// A fresh topic name with the given prefix, created with `partitions` partitions.
+pub async fn new_topic(prefix: &str, partitions: i32) -> String {
+    let name = crate::unique(prefix).replace('_', "-");
+    create_topics(&[&name], partitions).await;
+    name
+}
+
+fn consumer(isolation: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", crate::unique("readback"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer")
+}
+
+/// Reads every record of `topics` up to their current end (the high watermarks at the call).
+pub async fn read_all(topics: &[String]) -> Vec<Record> {
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || read_all_blocking(&topics, "read_uncommitted"))
+        .await
+        .unwrap()
+}
+
+fn read_all_blocking(topics: &[String], isolation: &str) -> Vec<Record> {
+    let consumer = consumer(isolation);
+    let timeout = Duration::from_secs(10);
+    let mut assignment = TopicPartitionList::new();
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("metadata");
+        for p in metadata.topics()[0].partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), timeout)
+                .expect("watermarks");
+            assignment
+                .add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+            ends.insert((topic.clone(), p.id()), high);
+        }
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut records = Vec::new();
+    let mut positions: HashMap<(String, i32), i64> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = |positions: &HashMap<(String, i32), i64>| {
+        ends.iter()
+            .all(|(tp, high)| *high == 0 || positions.get(tp).is_some_and(|p| p + 1 >= *high))
+    };
+    while !done(&positions) {
+        assert!(Instant::now() < deadline, "timed out reading back {topics:?}");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("consume");
+        let headers = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        positions.insert(
+            (message.topic().to_owned(), message.partition()),
+            message.offset(),
+        );
+        records.push(Record {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp_ms: message.timestamp().to_millis(),
+        });
+    }
+    records
+}
+
+/// Counts the records currently in `topics` (sum of high watermarks minus low watermarks).
+pub async fn count(topics: &[String]) -> i64 {
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer = consumer("read_uncommitted");
+        let timeout = Duration::from_secs(10);
+        let mut total = 0;
+        for topic in &topics {
+            let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("metadata");
+            for p in metadata.topics()[0].partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p.id(), timeout)
+                    .expect("watermarks");
+                total += high - low;
+            }
+        }
+        total
+    })
+    .await
+    .unwrap()
+}

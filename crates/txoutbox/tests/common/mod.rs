@@ -1,0 +1,135 @@
+//! Shared parts of the end-to-end tests: message types, the relay under test, and the checks of
+//! what a consumer read back from the broker.
+
+#![allow(dead_code)] // reason: each test binary uses a different subset
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use txoutbox::kafka::{KafkaConfig, KafkaSink};
+use txoutbox::{Relay, RelayConfig, RelayHandle, Store, Topic, Topics};
+use txoutbox_testing::kafka::Record;
+
+/// A test event; the const parameter gives each topic its own message type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event<const TOPIC: usize> {
+    pub key: String,
+    pub seq: u64,
+}
+
+/// Topics `names[0..3]` for `Event<0>`, `Event<1>`, `Event<2>`, keyed by `key`, with a header.
+pub fn three_topics(names: &[String]) -> Topics {
+    Topics::new()
+        .with(keyed::<0>(&names[0]))
+        .unwrap()
+        .with(keyed::<1>(&names[1]))
+        .unwrap()
+        .with(keyed::<2>(&names[2]))
+        .unwrap()
+}
+
+pub fn keyed<const N: usize>(name: &str) -> Topic<Event<N>> {
+    Topic::<Event<N>>::json(name)
+        .unwrap()
+        .key(|e| e.key.clone())
+        .header("origin", "txoutbox-tests")
+        .headers_with(|e| vec![("seq".into(), e.seq.to_string())])
+}
+
+/// The relay settings the tests use: small poll interval, so nothing waits long.
+pub fn relay_config() -> RelayConfig {
+    RelayConfig::default().with_poll_interval(Duration::from_millis(50))
+}
+
+pub fn kafka_sink() -> KafkaSink {
+    KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap())).unwrap()
+}
+
+pub fn start_relay<S: Store>(store: S, config: RelayConfig) -> RelayHandle {
+    Relay::new(store, kafka_sink(), config).unwrap().start()
+}
+
+/// Waits until the store has no pending rows.
+pub async fn drained<S: Store>(store: &S, timeout: Duration) {
+    let ok = txoutbox_testing::eventually(timeout, || async {
+        store.backlog().await.map(|b| b.pending == 0).unwrap_or(false)
+    })
+    .await;
+    assert!(
+        ok,
+        "the relay did not drain the outbox within {timeout:?}: {:?}",
+        store.backlog().await
+    );
+}
+
+/// What the consumer saw, checked against what was written.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub records: usize,
+    pub distinct: usize,
+    pub duplicates: usize,
+    pub order_violations: usize,
+}
+
+/// Checks per-key order (a key's `seq` never goes backwards past what was already delivered
+/// before it, in partition order), counts duplicates by message id, and checks that every
+/// record carries its headers and the key it was written with.
+pub fn verify(records: &[Record]) -> Verdict {
+    let mut by_partition: HashMap<(String, i32), Vec<&Record>> = HashMap::new();
+    for r in records {
+        by_partition
+            .entry((r.topic.clone(), r.partition))
+            .or_default()
+            .push(r);
+    }
+    let mut seen_ids = HashSet::new();
+    let mut verdict = Verdict {
+        records: records.len(),
+        ..Verdict::default()
+    };
+    let mut key_partition: HashMap<(String, String), i32> = HashMap::new();
+    for ((topic, partition), mut rs) in by_partition {
+        rs.sort_by_key(|r| r.offset);
+        let mut highest: HashMap<String, u64> = HashMap::new();
+        for r in rs {
+            let id = r
+                .header(txoutbox::MESSAGE_ID_HEADER)
+                .expect("message-id header")
+                .to_owned();
+            assert!(
+                r.header(txoutbox::CREATED_AT_HEADER).is_some(),
+                "created-at header missing"
+            );
+            assert_eq!(
+                r.header("origin"),
+                Some("txoutbox-tests"),
+                "static header missing"
+            );
+            let payload: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+            let key = payload["key"].as_str().unwrap().to_owned();
+            let seq = payload["seq"].as_u64().unwrap();
+            assert_eq!(r.key_str(), key, "record key differs from the message's key");
+            assert_eq!(
+                r.header("seq"),
+                Some(seq.to_string().as_str()),
+                "dynamic header wrong"
+            );
+            let first = key_partition
+                .entry((topic.clone(), key.clone()))
+                .or_insert(partition);
+            assert_eq!(*first, partition, "key {key} spread over several partitions");
+            if !seen_ids.insert(id) {
+                verdict.duplicates += 1;
+                continue;
+            }
+            let top = highest.entry(key).or_insert(0);
+            if seq < *top {
+                verdict.order_violations += 1;
+            }
+            *top = (*top).max(seq);
+        }
+    }
+    verdict.distinct = seen_ids.len();
+    verdict
+}
