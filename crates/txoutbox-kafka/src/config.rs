@@ -13,6 +13,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("acks", "all"),
     ("linger.ms", "5"),
     ("client.id", "txoutbox"),
+    // The Java client's partitioner: a key lands on the same partition whichever client wrote it.
+    ("partitioner", "murmur2_random"),
     ("queue.buffering.max.messages", "1000000"),
 ];
 

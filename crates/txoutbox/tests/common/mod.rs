@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // reason: each test binary uses a different subset
 
+pub mod cases;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
