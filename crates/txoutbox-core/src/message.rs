@@ -85,11 +85,30 @@ pub struct OutboxMessage {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The row's bucket, derived from its key.
     pub bucket: i32,
-    /// Set when the row cannot be sent at all (e.g. malformed headers from a foreign writer).
+    /// Set when the row cannot be sent at all (e.g. malformed headers from a foreign writer); the
+    /// relay dead-letters such a row at once with this reason.
     pub malformed: Option<String>,
 }
 
 impl OutboxMessage {
+    /// A row that could not be decoded (e.g. a foreign writer put text where bytes belong). The
+    /// relay dead-letters it at once with `reason`, instead of stopping on it.
+    pub fn unreadable(id: i64, reason: impl Into<String>) -> Self {
+        Self {
+            id,
+            message_id: String::new(),
+            topic: String::new(),
+            key: None,
+            payload: None,
+            headers: Vec::new(),
+            created_at: DateTime::<Utc>::default(),
+            attempts: 0,
+            next_attempt_at: None,
+            bucket: 0,
+            malformed: Some(reason.into()),
+        }
+    }
+
     /// Whether the row may be sent at `now` (no back-off pending).
     pub fn is_due(&self, now: DateTime<Utc>) -> bool {
         self.next_attempt_at.is_none_or(|at| at <= now)

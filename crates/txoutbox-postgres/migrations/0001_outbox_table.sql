@@ -6,7 +6,8 @@ CREATE TABLE IF NOT EXISTS {{table}} (
     topic           TEXT        NOT NULL CHECK (topic <> ''),
     key             BYTEA,
     payload         BYTEA,
-    headers         JSONB,
+    -- json, not jsonb: it keeps the headers in the order they were written.
+    headers         JSON,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     status          TEXT        NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'published', 'dead')),
     attempts        INTEGER     NOT NULL DEFAULT 0,

@@ -27,13 +27,13 @@ impl Statements {
         Self {
             migrations_table: table.quoted_with_suffix("_migrations"),
             insert_one: format!(
-                "INSERT INTO {t} (message_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5::jsonb)"
+                "INSERT INTO {t} (message_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5::json)"
             )
             .into(),
             // One statement for the whole batch, in the caller's order.
             insert_many: format!(
                 "INSERT INTO {t} (message_id, topic, key, payload, headers) \
-                 SELECT m, tp, k, p, h::jsonb \
+                 SELECT m, tp, k, p, h::json \
                  FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::text[]) \
                    WITH ORDINALITY AS u(m, tp, k, p, h, ord) \
                  ORDER BY ord"

@@ -31,7 +31,16 @@ impl PgStore {
     }
 }
 
+/// Decodes a row; a row that does not fit the table contract comes back as
+/// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
 fn decode(row: &PgRow) -> Result<OutboxMessage, sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
+    Ok(decode_fields(row).unwrap_or_else(|e| {
+        OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
+    }))
+}
+
+fn decode_fields(row: &PgRow) -> Result<OutboxMessage, sqlx::Error> {
     let headers: Option<String> = row.try_get("headers")?;
     let (headers, malformed) = match headers_from_json(headers.as_deref()) {
         Ok(headers) => (headers, None),

@@ -34,7 +34,16 @@ fn millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// Decodes a row; a row that does not fit the table contract comes back as
+/// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
 fn decode(row: &SqliteRow) -> Result<OutboxMessage, sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
+    Ok(decode_fields(row).unwrap_or_else(|e| {
+        OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
+    }))
+}
+
+fn decode_fields(row: &SqliteRow) -> Result<OutboxMessage, sqlx::Error> {
     let headers: Option<String> = row.try_get("headers")?;
     let (headers, malformed) = match headers_from_json(headers.as_deref()) {
         Ok(headers) => (headers, None),

@@ -76,7 +76,7 @@ async fn wait_delivery<S, K>(shared: &Shared<S, K>, batch: SentBatch) -> Option<
     } = batch;
     let deadline = async {
         shared.cancel.cancelled().await;
-        tokio::time::sleep(shared.config.shutdown_timeout).await;
+        tokio::time::sleep_until(shared.shutdown_deadline()).await;
     };
     tokio::select! {
         results = delivery.wait() => Some(Settled { rows, results, _permit: permit }),
@@ -157,11 +157,16 @@ async fn settle<S: Store, K: Sink>(
 
 fn failure_for<S, K>(shared: &Shared<S, K>, row: &OutboxMessage, error: &str) -> Failure {
     let attempts = row.attempts.saturating_add(1);
-    let next_attempt_at = shared
-        .config
-        .retry
-        .backoff(attempts.max(0) as u32)
-        .map(|delay| Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX));
+    // Retrying a row that cannot even be read would fail the same way: dead-letter it at once.
+    let next_attempt_at = if row.malformed.is_some() {
+        None
+    } else {
+        shared
+            .config
+            .retry
+            .backoff(attempts.max(0) as u32)
+            .map(|delay| Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX))
+    };
     Failure {
         id: row.id,
         attempts,
@@ -187,7 +192,11 @@ where
                     return;
                 }
                 let delay = backoff.next_delay();
-                warn!(%error, retry_in = ?delay, "could not {what}");
+                if error.is_retryable() {
+                    warn!(%error, retry_in = ?delay, "could not {what}");
+                } else {
+                    error!(%error, retry_in = ?delay, "could not {what}; this needs fixing by hand");
+                }
                 tokio::time::sleep(delay).await;
             }
         }

@@ -54,7 +54,11 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, completer:
             }
             Err(error) => {
                 let delay = db_backoff.next_delay();
-                warn!(%error, retry_in = ?delay, "could not read pending outbox messages");
+                if error.is_retryable() {
+                    warn!(%error, retry_in = ?delay, "could not read pending outbox messages");
+                } else {
+                    tracing::error!(%error, retry_in = ?delay, "could not read pending outbox messages; this needs fixing by hand");
+                }
                 if !shared.sleep(delay).await {
                     break;
                 }

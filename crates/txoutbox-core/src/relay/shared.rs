@@ -23,6 +23,8 @@ pub(crate) struct Shared<S, K> {
     pub(crate) cancel: CancellationToken,
     /// While the transport reports transient failures, the fetcher waits until this instant.
     paused_until: Mutex<Option<Instant>>,
+    /// When a graceful shutdown gives up waiting for deliveries: one deadline for the whole stop.
+    shutdown_deadline: std::sync::OnceLock<Instant>,
 }
 
 impl<S, K> Shared<S, K> {
@@ -42,6 +44,7 @@ impl<S, K> Shared<S, K> {
             wake,
             cancel,
             paused_until: Mutex::new(None),
+            shutdown_deadline: std::sync::OnceLock::new(),
         }
     }
 
@@ -56,6 +59,14 @@ impl<S, K> Shared<S, K> {
     pub(crate) fn paused_until(&self) -> Option<Instant> {
         let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
         until.filter(|at| *at > Instant::now())
+    }
+
+    /// The instant a shutdown stops waiting for deliveries; fixed by the first caller after the
+    /// shutdown began.
+    pub(crate) fn shutdown_deadline(&self) -> Instant {
+        *self
+            .shutdown_deadline
+            .get_or_init(|| Instant::now() + self.config.shutdown_timeout)
     }
 
     /// Sleeps unless a shutdown begins first; returns `false` on shutdown.
