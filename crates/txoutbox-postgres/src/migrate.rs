@@ -13,23 +13,36 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
     include_str!("../migrations/0001_outbox_table.sql"),
 )];
 
+/// What to do about a missing or older table.
+const RUN_MIGRATIONS: &str = "run the migrations first (`migrate()` or `txoutbox migrate`)";
+
 /// The newest schema version this crate knows.
 pub(crate) const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Creates or upgrades the outbox table; safe to run concurrently from many processes.
 pub(crate) async fn migrate(pool: &PgPool, sql: &Statements) -> Result<()> {
     let mut tx = pool.begin().await.map_err(db_error)?;
-    // One migrator per table at a time; the lock ends with the transaction.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("txoutbox migrate {}", sql.table))
+    // One txoutbox migrator per database at a time (two tables may share a new schema); the
+    // lock ends with the transaction. Migrations are rare, so the coarse lock costs nothing.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('txoutbox migrate', 0))")
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
     if let Some(schema) = sql.table.schema() {
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        // Only when missing: CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege
+        // even when the schema exists, which an application role often lacks.
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(schema)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        if !exists {
+            sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
     }
     sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE TABLE IF NOT EXISTS {} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
@@ -96,8 +109,15 @@ pub(crate) async fn check(pool: &PgPool, sql: &Statements) -> Result<()> {
         found => Err(Error::SchemaNotReady {
             table: sql.table.to_string(),
             reason: match found {
-                None => "it does not exist".to_owned(),
-                Some(v) => format!("it is at schema version {v}, this txoutbox expects {LATEST_VERSION}"),
+                None => format!("it does not exist; {RUN_MIGRATIONS}"),
+                Some(v) if v < LATEST_VERSION => {
+                    format!(
+                        "it is at schema version {v}, this txoutbox expects {LATEST_VERSION}; {RUN_MIGRATIONS}"
+                    )
+                }
+                Some(v) => format!(
+                    "it is at schema version {v}, newer than this txoutbox ({LATEST_VERSION}); upgrade txoutbox"
+                ),
             },
         }),
     }

@@ -13,6 +13,9 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
     include_str!("../migrations/0001_outbox_table.sql"),
 )];
 
+/// What to do about a missing or older table.
+const RUN_MIGRATIONS: &str = "run the migrations first (`migrate()` or `txoutbox migrate`)";
+
 /// The newest schema version this crate knows.
 pub(crate) const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
@@ -117,8 +120,15 @@ pub(crate) async fn check(pool: &SqlitePool, sql: &Statements) -> Result<()> {
         found => Err(Error::SchemaNotReady {
             table: sql.table.to_string(),
             reason: match found {
-                None => "it does not exist".to_owned(),
-                Some(v) => format!("it is at schema version {v}, this txoutbox expects {LATEST_VERSION}"),
+                None => format!("it does not exist; {RUN_MIGRATIONS}"),
+                Some(v) if v < LATEST_VERSION => {
+                    format!(
+                        "it is at schema version {v}, this txoutbox expects {LATEST_VERSION}; {RUN_MIGRATIONS}"
+                    )
+                }
+                Some(v) => format!(
+                    "it is at schema version {v}, newer than this txoutbox ({LATEST_VERSION}); upgrade txoutbox"
+                ),
             },
         }),
     }
