@@ -1,0 +1,307 @@
+//! Shared pieces: the benchmark message, producer settings, statistics, instrumented store,
+//! discarding sink, an independent consumer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio::sync::Notify;
+use txoutbox::{
+    Backlog, BatchDelivery, Completion, DeliveryTracker, Failure, OutboxMessage, Sink, Store, Topic,
+};
+
+/// Payload size of every benchmark message.
+pub const PAYLOAD_BYTES: usize = 100;
+
+/// A benchmark message: a key among `keys` distinct ones and a 100-byte payload.
+#[derive(Debug, Clone)]
+pub struct BenchMsg {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// `n` messages cycling over `keys` keys.
+pub fn messages(n: usize, keys: usize) -> Vec<BenchMsg> {
+    (0..n)
+        .map(|i| {
+            let mut payload = format!("message-{i:012}-").into_bytes();
+            payload.resize(PAYLOAD_BYTES, b'x');
+            BenchMsg {
+                key: format!("key-{:04}", i % keys),
+                payload,
+            }
+        })
+        .collect()
+}
+
+/// The topic definition of [`BenchMsg`]: raw payload bytes, keyed.
+pub fn topic_def(name: &str) -> Topic<BenchMsg> {
+    Topic::with_encoder(name, |m: &BenchMsg| Ok(m.payload.clone()))
+        .expect("valid topic name")
+        .key(|m: &BenchMsg| m.key.clone())
+}
+
+/// The properties `KafkaSink` uses by default (txoutbox-kafka `config.rs` DEFAULTS).
+pub fn producer_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("client.id", "txoutbox-bench-raw")
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "1000000");
+    c
+}
+
+/// Percentiles of a set of durations, in microseconds.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Percentiles {
+    pub count: usize,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+pub fn percentiles(samples: &[Duration]) -> Percentiles {
+    if samples.is_empty() {
+        return Percentiles::default();
+    }
+    let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    us.sort_by(f64::total_cmp);
+    let at = |q: f64| us[((us.len() as f64 - 1.0) * q).round() as usize];
+    Percentiles {
+        count: us.len(),
+        mean_us: us.iter().sum::<f64>() / us.len() as f64,
+        p50_us: at(0.50),
+        p95_us: at(0.95),
+        p99_us: at(0.99),
+        max_us: *us.last().unwrap(),
+    }
+}
+
+/// Time and rows spent in the store's relay statements during a run.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub completed: AtomicU64,
+    pub fetch_calls: AtomicU64,
+    pub fetch_rows: AtomicU64,
+    pub fetch_nanos: AtomicU64,
+    pub complete_calls: AtomicU64,
+    pub complete_nanos: AtomicU64,
+    pub done: Notify,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStatsReport {
+    pub fetch_calls: u64,
+    pub fetch_rows: u64,
+    pub fetch_total_ms: f64,
+    pub fetch_mean_ms: f64,
+    pub complete_calls: u64,
+    pub complete_total_ms: f64,
+    pub complete_mean_ms: f64,
+}
+
+impl StoreStats {
+    pub fn report(&self) -> StoreStatsReport {
+        let fc = self.fetch_calls.load(Ordering::Relaxed);
+        let cc = self.complete_calls.load(Ordering::Relaxed);
+        let fms = self.fetch_nanos.load(Ordering::Relaxed) as f64 / 1e6;
+        let cms = self.complete_nanos.load(Ordering::Relaxed) as f64 / 1e6;
+        StoreStatsReport {
+            fetch_calls: fc,
+            fetch_rows: self.fetch_rows.load(Ordering::Relaxed),
+            fetch_total_ms: fms,
+            fetch_mean_ms: if fc > 0 { fms / fc as f64 } else { 0.0 },
+            complete_calls: cc,
+            complete_total_ms: cms,
+            complete_mean_ms: if cc > 0 { cms / cc as f64 } else { 0.0 },
+        }
+    }
+}
+
+/// A store wrapper that times the relay's statements and counts completed rows, so a run can end
+/// the moment the last row is completed (no backlog polling load on the database).
+pub struct Instrumented<S> {
+    pub inner: S,
+    pub stats: Arc<StoreStats>,
+}
+
+impl<S: Store> Store for Instrumented<S> {
+    async fn check(&self) -> txoutbox::Result<()> {
+        self.inner.check().await
+    }
+
+    async fn fetch_pending(&self, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+        let t = Instant::now();
+        let rows = self.inner.fetch_pending(limit).await;
+        self.stats
+            .fetch_nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.fetch_calls.fetch_add(1, Ordering::Relaxed);
+        if let Ok(rows) = &rows {
+            self.stats
+                .fetch_rows
+                .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        }
+        rows
+    }
+
+    async fn complete(&self, ids: &[i64], completion: Completion) -> txoutbox::Result<()> {
+        let t = Instant::now();
+        let result = self.inner.complete(ids, completion).await;
+        self.stats
+            .complete_nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.complete_calls.fetch_add(1, Ordering::Relaxed);
+        if result.is_ok() {
+            self.stats
+                .completed
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            self.stats.done.notify_one();
+        }
+        result
+    }
+
+    async fn record_failures(&self, failures: &[Failure]) -> txoutbox::Result<()> {
+        self.inner.record_failures(failures).await
+    }
+
+    async fn backlog(&self) -> txoutbox::Result<Backlog> {
+        self.inner.backlog().await
+    }
+}
+
+/// A sink that reports every message delivered at once: the relay's own ceiling.
+pub struct DiscardSink;
+
+impl Sink for DiscardSink {
+    async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
+        let tracker = DeliveryTracker::new(batch.len());
+        for i in 0..batch.len() {
+            tracker.complete(i, Ok(()));
+        }
+        tracker.delivery()
+    }
+}
+
+/// An independent consumer reading a topic from the beginning on its own thread, recording when
+/// each record arrived, keyed by the value of header `id_header`.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Watcher {
+    pub fn start(bootstrap: &str, topic: &str, partitions: i32, id_header: &'static str) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set(
+                "group.id",
+                format!("bench-watch-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .set("fetch.min.bytes", "1")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).expect("assign");
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let (s, m) = (Arc::clone(&stop), Arc::clone(&seen));
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Some(msg) = consumer.poll(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let now = Instant::now();
+                let Ok(msg) = msg else { continue };
+                let id = msg.headers().and_then(|hs| {
+                    hs.iter()
+                        .find(|h| h.key == id_header)
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+                if let Some(id) = id {
+                    m.lock().unwrap().entry(id).or_insert(now);
+                }
+            }
+        });
+        Self { stop, seen, thread }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Waits until `n` distinct records were seen (or `timeout`), stops, returns what was seen.
+    pub async fn finish(self, n: usize, timeout: Duration) -> HashMap<String, Instant> {
+        let deadline = Instant::now() + timeout;
+        while self.count() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
+        Arc::try_unwrap(self.seen)
+            .map(|m| m.into_inner().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+/// The Kafka bootstrap servers from the environment.
+pub fn bootstrap() -> String {
+    txoutbox_testing::kafka::bootstrap()
+}
+
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((v.iter().sum(), idle))
+}
+
+/// Share of the machine's CPU busy over `window` (0.0 to 1.0), from /proc/stat.
+pub async fn cpu_busy(window: Duration) -> f64 {
+    let Some((t0, i0)) = cpu_times() else { return 0.0 };
+    tokio::time::sleep(window).await;
+    let Some((t1, i1)) = cpu_times() else { return 0.0 };
+    let total = t1.saturating_sub(t0).max(1) as f64;
+    1.0 - i1.saturating_sub(i0) as f64 / total
+}
+
+/// Waits (up to `max_wait`) until the machine is mostly idle, since other work on this small
+/// machine skews every figure; returns the busy share seen last, to be reported with the run.
+pub async fn wait_quiet(label: &str, max_wait: Duration) -> f64 {
+    let deadline = Instant::now() + max_wait;
+    loop {
+        let busy = cpu_busy(Duration::from_millis(500)).await;
+        if busy < 0.25 || Instant::now() >= deadline {
+            if busy >= 0.25 {
+                eprintln!(
+                    "[{label}] machine still {:.0}% busy with other work; running anyway",
+                    busy * 100.0
+                );
+            }
+            return busy;
+        }
+    }
+}

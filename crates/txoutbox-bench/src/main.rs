@@ -1,0 +1,271 @@
+//! txoutbox benchmarks against the services named by the environment
+//! (`TXOUTBOX_KAFKA_BOOTSTRAP`, `TXOUTBOX_POSTGRES_URL`): relay throughput vs. a raw producer,
+//! the cost of `publish` in a business transaction, and commit → Kafka latency.
+//!
+//! `cargo run --release -p txoutbox-bench -- all --json target/bench.json`
+
+mod common;
+mod enqueue;
+mod latency;
+mod throughput;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "txoutbox-bench",
+    about = "txoutbox benchmarks (PostgreSQL, SQLite, Kafka)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Throughput: messages per run.
+    #[arg(long, global = true, default_value_t = 200_000)]
+    messages: usize,
+    /// Throughput: distinct keys.
+    #[arg(long, global = true, default_value_t = 1_000)]
+    keys: usize,
+    /// Throughput: relay batch sizes to try (max_in_flight is 4x each).
+    #[arg(long, global = true, value_delimiter = ',', default_values_t = vec![1_000usize, 5_000])]
+    batch_sizes: Vec<usize>,
+    /// Throughput: max_in_flight as a multiple of the batch size.
+    #[arg(long, global = true, default_value_t = 4)]
+    inflight_factor: usize,
+    /// Throughput: skip the SQLite relay runs.
+    #[arg(long, global = true)]
+    no_sqlite: bool,
+    /// Enqueue: sequential transactions per variant.
+    #[arg(long, global = true, default_value_t = 5_000)]
+    transactions: usize,
+    /// Enqueue: rows per bulk statement.
+    #[arg(long, global = true, default_value_t = 1_000)]
+    bulk_rows: usize,
+    /// Enqueue: bulk repetitions.
+    #[arg(long, global = true, default_value_t = 50)]
+    bulk_reps: usize,
+    /// Latency: steady rates in messages per second.
+    #[arg(long, global = true, value_delimiter = ',', default_values_t = vec![500.0f64, 2_000.0])]
+    rates: Vec<f64>,
+    /// Latency: seconds per rate.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    seconds: f64,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// Raw producer vs. relay drain rate (PostgreSQL, SQLite, discard sink).
+    Throughput,
+    /// publish / publish_all overhead on PostgreSQL.
+    Enqueue,
+    /// Commit → Kafka latency through the relay vs. raw producer latency.
+    Latency,
+    /// Every scenario, one after the other.
+    All,
+}
+
+#[derive(Serialize, Default)]
+struct Results {
+    machine: serde_json::Value,
+    throughput: Option<throughput::ThroughputResult>,
+    enqueue: Option<enqueue::EnqueueResult>,
+    latency: Option<latency::LatencyResult>,
+}
+
+fn machine() -> serde_json::Value {
+    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    serde_json::json!({
+        "nproc": nproc,
+        "mem_total_gib": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "started_at": chrono::Utc::now().to_rfc3339(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let want = |s: Scenario| cli.scenario == s || cli.scenario == Scenario::All;
+    let mut results = Results {
+        machine: machine(),
+        ..Default::default()
+    };
+    if want(Scenario::Throughput) {
+        results.throughput = Some(
+            throughput::run(
+                cli.messages,
+                cli.keys,
+                &cli.batch_sizes,
+                cli.inflight_factor,
+                !cli.no_sqlite,
+            )
+            .await,
+        );
+    }
+    if want(Scenario::Enqueue) {
+        results.enqueue = Some(enqueue::run(cli.transactions, cli.bulk_rows, cli.bulk_reps).await);
+    }
+    if want(Scenario::Latency) {
+        results.latency = Some(latency::run(&cli.rates, cli.seconds).await);
+    }
+    print_tables(&results);
+    if let Some(path) = &cli.json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+        eprintln!("results written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.2} ms", us / 1000.0)
+}
+
+fn print_tables(r: &Results) {
+    println!(
+        "\nmachine: {} cores, {} GiB",
+        r.machine["nproc"], r.machine["mem_total_gib"]
+    );
+    if let Some(t) = &r.throughput {
+        println!(
+            "\n== throughput: {} messages, {} keys, 100-byte payloads, {} partitions ==",
+            t.messages, t.keys, t.partitions
+        );
+        println!(
+            "{:<34} {:>10} {:>12} {:>9}  {:>8} {:>10} {:>11} {:>10}",
+            "run", "seconds", "msg/s", "vs raw", "fetches", "fetch ms", "rows read", "mark ms"
+        );
+        println!(
+            "{:<34} {:>10.2} {:>12.0} {:>9}",
+            "raw rdkafka producer", t.raw.seconds, t.raw.msgs_per_sec, "1.00x"
+        );
+        for x in &t.relays {
+            let name = format!(
+                "relay {}/{} batch {} inflight {}",
+                x.store, x.sink, x.batch_size, x.max_in_flight
+            );
+            let ratio = x
+                .ratio_to_raw
+                .map(|v| format!("{v:.2}x"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<34} {:>10.2} {:>12.0} {:>9}  {:>8} {:>10.0} {:>11} {:>10.0}{}",
+                name,
+                x.seconds,
+                x.msgs_per_sec,
+                ratio,
+                x.store_stats.fetch_calls,
+                x.store_stats.fetch_total_ms,
+                x.store_stats.fetch_rows,
+                x.store_stats.complete_total_ms,
+                if x.timed_out { "  TIMED OUT" } else { "" }
+            );
+        }
+    }
+    if let Some(e) = &r.enqueue {
+        println!("\n== enqueue (PostgreSQL, sequential, one connection) ==");
+        println!("{:<44} {:>10} {:>10} {:>10}", "variant", "mean", "p50", "p99");
+        let row = |name: &str, p: &common::Percentiles| {
+            println!(
+                "{:<44} {:>10} {:>10} {:>10}",
+                name,
+                format!("{:.0} µs", p.mean_us),
+                format!("{:.0} µs", p.p50_us),
+                format!("{:.0} µs", p.p99_us)
+            )
+        };
+        row(
+            &format!("(a) tx: insert order ({}x)", e.transactions),
+            &e.tx_alone,
+        );
+        row("(b) tx: insert order + publish", &e.tx_with_publish);
+        row(
+            "(b') tx: insert order + plain 1-row insert",
+            &e.tx_with_plain_insert,
+        );
+        println!(
+            "    ratio b/a: mean {:.2}, p50 {:.2}",
+            e.publish_ratio, e.publish_ratio_p50
+        );
+        println!(
+            "    ratio b'/a (any second statement): mean {:.2}, p50 {:.2}",
+            e.tx_with_plain_insert.mean_us / e.tx_alone.mean_us,
+            e.tx_with_plain_insert.p50_us / e.tx_alone.p50_us
+        );
+        row(
+            &format!(
+                "(c) bulk UNNEST insert {} rows ({}x)",
+                e.bulk_rows, e.bulk_repetitions
+            ),
+            &e.bulk_insert,
+        );
+        row(&format!("(d) publish_all {} rows", e.bulk_rows), &e.publish_all);
+        println!(
+            "    ratio d/c: mean {:.2}, p50 {:.2}",
+            e.publish_all_ratio, e.publish_all_ratio_p50
+        );
+    }
+    if let Some(l) = &r.latency {
+        println!(
+            "\n== latency (relay on PostgreSQL, batch {}, poll {} ms, woken after each commit; {} writers) ==",
+            l.relay_batch_size, l.relay_poll_interval_ms, l.writers
+        );
+        println!(
+            "{:<38} {:>9} {:>10} {:>10} {:>10} {:>8}",
+            "measure", "rate", "p50", "p95", "p99", "missing"
+        );
+        for x in &l.rates {
+            let row = |name: &str, rate: f64, p: &common::Percentiles, missing: usize| {
+                println!(
+                    "{:<38} {:>9.0} {:>10} {:>10} {:>10} {:>8}",
+                    name,
+                    rate,
+                    ms(p.p50_us),
+                    ms(p.p95_us),
+                    ms(p.p99_us),
+                    missing
+                )
+            };
+            println!("-- target {}/s", x.target_rate);
+            row(
+                "relay commit -> consumed",
+                x.relay_achieved_rate,
+                &x.relay_commit_to_consume,
+                x.relay_missing,
+            );
+            row(
+                "raw produce -> ack (callback)",
+                x.raw_achieved_rate,
+                &x.raw_produce_to_ack,
+                0,
+            );
+            row(
+                "raw produce -> consumed",
+                x.raw_achieved_rate,
+                &x.raw_produce_to_consume,
+                x.raw_missing,
+            );
+        }
+    }
+}
