@@ -8,6 +8,7 @@ mod identifier;
 mod message;
 pub mod relay;
 mod retry;
+mod schema;
 mod sink;
 mod store;
 mod topic;
@@ -20,6 +21,7 @@ pub use message::{
 };
 pub use relay::{Relay, RelayConfig, RelayHandle, Wakeup};
 pub use retry::RetryPolicy;
+pub use schema::check_schema_version;
 pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, SinkErrorKind};
 pub use store::{Backlog, Completion, Failure, Store};
 pub use topic::{PublishStrategy, Topic, validate_topic_name};

@@ -1,7 +1,7 @@
 //! The store's migrations, applied in order under an advisory lock, each in its transaction.
 
 use sqlx::{AssertSqlSafe, PgPool, Row};
-use txoutbox_core::{Error, Result};
+use txoutbox_core::{Result, check_schema_version};
 
 use crate::error::db_error;
 use crate::sql::Statements;
@@ -12,9 +12,6 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
     "outbox table",
     include_str!("../migrations/0001_outbox_table.sql"),
 )];
-
-/// What to do about a missing or older table.
-const RUN_MIGRATIONS: &str = "run the migrations first (`migrate()` or `txoutbox migrate`)";
 
 /// The newest schema version this crate knows.
 pub(crate) const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -61,12 +58,7 @@ pub(crate) async fn migrate(pool: &PgPool, sql: &Statements) -> Result<()> {
     .and_then(|row| row.try_get(0))
     .map_err(db_error)?;
     if applied > LATEST_VERSION {
-        return Err(Error::SchemaNotReady {
-            table: sql.table.to_string(),
-            reason: format!(
-                "it is at schema version {applied}, newer than this txoutbox ({LATEST_VERSION}); upgrade txoutbox"
-            ),
-        });
+        return check_schema_version(&sql.table, Some(applied), LATEST_VERSION);
     }
     for (version, name, template) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
         let statement = template
@@ -104,21 +96,5 @@ pub(crate) async fn check(pool: &PgPool, sql: &Statements) -> Result<()> {
         _ => Err(e),
     })
     .map_err(db_error)?;
-    match version {
-        Some(v) if v == LATEST_VERSION => Ok(()),
-        found => Err(Error::SchemaNotReady {
-            table: sql.table.to_string(),
-            reason: match found {
-                None => format!("it does not exist; {RUN_MIGRATIONS}"),
-                Some(v) if v < LATEST_VERSION => {
-                    format!(
-                        "it is at schema version {v}, this txoutbox expects {LATEST_VERSION}; {RUN_MIGRATIONS}"
-                    )
-                }
-                Some(v) => format!(
-                    "it is at schema version {v}, newer than this txoutbox ({LATEST_VERSION}); upgrade txoutbox"
-                ),
-            },
-        }),
-    }
+    check_schema_version(&sql.table, version, LATEST_VERSION)
 }
