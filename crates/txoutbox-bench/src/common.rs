@@ -136,14 +136,13 @@ pub struct Instrumented<S> {
     pub stats: Arc<StoreStats>,
 }
 
-impl<S: Store> Store for Instrumented<S> {
-    async fn check(&self) -> txoutbox::Result<()> {
-        self.inner.check().await
-    }
-
-    async fn fetch_pending(&self, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+impl<S: Store> Instrumented<S> {
+    async fn timed_fetch(
+        &self,
+        fetch: impl std::future::Future<Output = txoutbox::Result<Vec<OutboxMessage>>>,
+    ) -> txoutbox::Result<Vec<OutboxMessage>> {
         let t = Instant::now();
-        let rows = self.inner.fetch_pending(limit).await;
+        let rows = fetch.await;
         self.stats
             .fetch_nanos
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -154,6 +153,20 @@ impl<S: Store> Store for Instrumented<S> {
                 .fetch_add(rows.len() as u64, Ordering::Relaxed);
         }
         rows
+    }
+}
+
+impl<S: Store> Store for Instrumented<S> {
+    async fn check(&self) -> txoutbox::Result<()> {
+        self.inner.check().await
+    }
+
+    async fn fetch_pending(&self, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+        self.timed_fetch(self.inner.fetch_pending(limit)).await
+    }
+
+    async fn fetch_after(&self, after: i64, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+        self.timed_fetch(self.inner.fetch_after(after, limit)).await
     }
 
     async fn complete(&self, ids: &[i64], completion: Completion) -> txoutbox::Result<()> {

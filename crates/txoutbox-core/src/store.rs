@@ -55,6 +55,23 @@ pub trait Store: Send + Sync + 'static {
     /// (the relay needs them to hold back later rows of the same key).
     fn fetch_pending(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send;
 
+    /// Pending rows after a cursor: up to `limit` rows with an id above `after`, **plus** every
+    /// pending row with an id at or below `after` that became visible since this store's previous
+    /// fetch (a transaction that took its id early and committed late), all in id order.
+    ///
+    /// The relay calls it to read on from where it left off without reading its in-flight rows
+    /// again. The default reads from the start, which is always correct, only slower; stores
+    /// whose ids always commit in order (SQLite) or that can tell late commits apart
+    /// (PostgreSQL, by transaction id) do better.
+    fn fetch_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
+        let _ = after;
+        self.fetch_pending(limit)
+    }
+
     /// Marks rows delivered (delete them, or mark them published).
     fn complete(&self, ids: &[i64], completion: Completion) -> impl Future<Output = Result<()>> + Send;
 
@@ -71,6 +88,13 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn fetch_pending(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
         (**self).fetch_pending(limit)
+    }
+    fn fetch_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
+        (**self).fetch_after(after, limit)
     }
     fn complete(&self, ids: &[i64], completion: Completion) -> impl Future<Output = Result<()>> + Send {
         (**self).complete(ids, completion)

@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS {{table}} (
     -- A stable hash of the key into 64 buckets, computed by the database so that rows written by
     -- any application get one. hashtextextended is the function behind PostgreSQL's hash
     -- partitioning, so its results are stable across versions.
+    -- The writing transaction: lets the relay find rows whose transaction took its id early and
+    -- committed late, without reading every pending row again.
+    xid             XID8        NOT NULL DEFAULT pg_current_xact_id(),
     bucket          INTEGER     NOT NULL GENERATED ALWAYS AS (
                         (hashtextextended(encode(coalesce(key, '\x'::bytea), 'hex'), 0) & 63)::integer
                     ) STORED
@@ -25,6 +28,9 @@ CREATE TABLE IF NOT EXISTS {{table}} (
 -- The relay reads pending rows in id order through this partial index; published and dead rows
 -- never slow it down, however many there are.
 CREATE INDEX IF NOT EXISTS "{{name}}_pending" ON {{table}} (id) WHERE status = 'pending';
+
+-- Late commits are looked up through this one (few rows: those of recent transactions).
+CREATE INDEX IF NOT EXISTS "{{name}}_pending_xid" ON {{table}} (xid) WHERE status = 'pending';
 
 -- Dead letters are listed, replayed and purged through this one.
 CREATE INDEX IF NOT EXISTS "{{name}}_dead" ON {{table}} (id) WHERE status = 'dead';

@@ -39,8 +39,21 @@ impl Statements {
                  ORDER BY ord"
             )
             .into(),
+            // $1 cursor (0 = from the start), $2 limit, $3 the snapshot horizon of the previous
+            // fetch: rows of transactions that were still running then may have committed since
+            // with ids at or below the cursor. The horizon of this fetch comes back on every row
+            // (and on a row of NULLs when nothing is pending).
             fetch_pending: format!(
-                "SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' ORDER BY id LIMIT $1"
+                "SELECT h.horizon, r.* FROM \
+                   (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) AS h \
+                 LEFT JOIN LATERAL ( \
+                   (SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' AND id > $1 ORDER BY id LIMIT $2) \
+                   UNION ALL \
+                   (SELECT {ROW_COLUMNS} FROM {t} \
+                    WHERE status = 'pending' AND id <= $1 AND xid >= ($3::bigint)::text::xid8 \
+                    ORDER BY id LIMIT $2) \
+                 ) AS r ON true \
+                 ORDER BY r.id"
             )
             .into(),
             delete: format!("DELETE FROM {t} WHERE id = ANY($1) AND status = 'pending'").into(),

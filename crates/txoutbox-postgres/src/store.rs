@@ -1,6 +1,7 @@
 //! The relay side: read pending rows, complete them, record failures.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -18,11 +19,40 @@ use crate::sql::Statements;
 pub struct PgStore {
     pool: PgPool,
     sql: Arc<Statements>,
+    /// The snapshot horizon (`pg_snapshot_xmin`) of the previous fetch: every transaction below
+    /// it had finished, so only rows written by transactions at or above it can appear late.
+    horizon: Arc<AtomicI64>,
 }
 
 impl PgStore {
     pub(crate) fn new(pool: PgPool, sql: Arc<Statements>) -> Self {
-        Self { pool, sql }
+        Self {
+            pool,
+            sql,
+            horizon: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    async fn fetch(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.fetch_pending)))
+            .bind(after)
+            .bind(limit)
+            .bind(self.horizon.load(Ordering::Acquire))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if let Some(first) = rows.first() {
+            let horizon: i64 = first.try_get("horizon").map_err(db_error)?;
+            self.horizon.store(horizon, Ordering::Release);
+        }
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<i64>, _>("id").map_err(db_error)?.is_some() {
+                messages.push(decode(row).map_err(db_error)?);
+            }
+        }
+        Ok(messages)
     }
 
     /// The pool the store uses.
@@ -67,15 +97,11 @@ impl Store for PgStore {
     }
 
     async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
-        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.fetch_pending)))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        rows.iter()
-            .map(decode)
-            .collect::<Result<_, _>>()
-            .map_err(db_error)
+        self.fetch(0, limit).await
+    }
+
+    async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
+        self.fetch(after, limit).await
     }
 
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {

@@ -40,7 +40,7 @@ impl Statements {
             )
             .into(),
             fetch_pending: format!(
-                "SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' ORDER BY id LIMIT ?1"
+                "SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' AND id > ?2 ORDER BY id LIMIT ?1"
             )
             .into(),
             delete: format!(

@@ -74,8 +74,15 @@ impl Store for SqliteStore {
     }
 
     async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
+        self.fetch_after(0, limit).await
+    }
+
+    /// SQLite runs one write transaction at a time, and a row's id is taken under its write lock:
+    /// ids become visible in id order, so no row can appear late below the cursor.
+    async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
         let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.fetch_pending)))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(after)
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?;

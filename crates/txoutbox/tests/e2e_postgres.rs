@@ -153,3 +153,64 @@ async fn a_relay_on_a_missing_table_stops_with_a_clear_error() {
     assert!(err.to_string().contains("run the migrations"), "{err}");
     db.drop_schema().await;
 }
+
+/// Commit order is not id order: a transaction that took its id early and commits late must
+/// still go before the later messages of its key, even when the relay has read past its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_committing_transaction_keeps_its_key_in_order() {
+    let topics = three_new_topics("pg-late").await;
+    let pg = Pg::new(&topics).await;
+    let store = pg.store();
+    // A long poll interval: only wake-ups and the cursor's late-commit lookup can find rows.
+    let relay = start_relay(
+        store.clone(),
+        relay_config().with_poll_interval(Duration::from_secs(60)),
+    );
+    let wakeup = relay.wakeup();
+
+    let mut early = pg.db.pool.begin().await.unwrap();
+    pg.outbox
+        .publish(
+            &mut *early,
+            &Event::<0> {
+                key: "k".into(),
+                seq: 1,
+            },
+        )
+        .await
+        .unwrap();
+    pg.write(
+        vec![Msg::T0(Event {
+            key: "other".into(),
+            seq: 1,
+        })],
+        vec![],
+        true,
+    )
+    .await;
+    wakeup.notify();
+    // The relay reads past the early row's id while it is still invisible.
+    common::drained(&store, Duration::from_secs(30)).await;
+    early.commit().await.unwrap();
+    pg.write(
+        vec![Msg::T0(Event {
+            key: "k".into(),
+            seq: 2,
+        })],
+        vec![],
+        true,
+    )
+    .await;
+    wakeup.notify();
+    common::drained(&store, Duration::from_secs(30)).await;
+    relay.shutdown().await.unwrap();
+
+    let records = txoutbox_testing::kafka::read_all(&topics[..1]).await;
+    let verdict = common::verify(&records);
+    assert_eq!((verdict.distinct, verdict.duplicates), (3, 0), "{verdict:?}");
+    assert_eq!(
+        verdict.order_violations, 0,
+        "k:2 overtook the late-committing k:1: {records:?}"
+    );
+    pg.teardown().await;
+}

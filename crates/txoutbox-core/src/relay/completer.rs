@@ -107,7 +107,14 @@ async fn settle<S: Store, K: Sink>(
                     transient += 1;
                     first_transient.get_or_insert_with(|| e.clone());
                 }
-                Err(e) => failures.push(failure_for(shared, row, &e.to_string())),
+                Err(e) => {
+                    let failure = failure_for(shared, row, &e.to_string());
+                    // Hold the key at once: its later rows must not overtake this one.
+                    if let (Some(at), Some(key)) = (failure.next_attempt_at, &row.key) {
+                        shared.hold((row.topic.clone(), key.clone()), at);
+                    }
+                    failures.push(failure);
+                }
             }
         }
     }
@@ -125,7 +132,7 @@ async fn settle<S: Store, K: Sink>(
                     warn!(id = f.id, attempts = f.attempts, error = %f.error, retry_at = %at, "message failed; will retry")
                 }
                 None => {
-                    error!(id = f.id, attempts = f.attempts, error = %f.error, "message dead-lettered after its last attempt")
+                    error!(id = f.id, attempts = f.attempts, error = %f.error, "message dead-lettered")
                 }
             }
         }
@@ -133,6 +140,11 @@ async fn settle<S: Store, K: Sink>(
             shared.store.record_failures(&failures)
         })
         .await;
+    }
+    // Rows below the cursor must be read again: those that failed transiently, and the later rows
+    // of a key whose failing row is now dead (they were held back while it was retried).
+    if transient > 0 || failures.iter().any(|f| f.next_attempt_at.is_none()) {
+        shared.request_rescan();
     }
     if let Some(error) = first_transient {
         let delay = transport_backoff.next_delay();

@@ -26,13 +26,24 @@ pub(crate) struct SentBatch {
 pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, completer: mpsc::Sender<SentBatch>) {
     let config = &shared.config;
     let mut db_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    // Where reading goes on from; `None` reads from the start (at start, after failures, and on
+    // each idle poll as a safety net).
+    let mut cursor: Option<i64> = None;
     let mut idle = false;
     loop {
         if idle {
-            tokio::select! {
-                _ = shared.cancel.cancelled() => break,
-                _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep(config.poll_interval) => {}
+            let (released, next_due) = shared.release_due_holds(Utc::now());
+            let wait = next_due
+                .and_then(|at| (at - Utc::now()).to_std().ok())
+                .map_or(config.poll_interval, |d| d.min(config.poll_interval));
+            if released {
+                cursor = None;
+            } else {
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => break,
+                    _ = shared.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => cursor = None,
+                }
             }
         }
         if shared.cancel.is_cancelled() {
@@ -44,10 +55,17 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, completer:
                 _ = tokio::time::sleep_until(until) => {}
             }
         }
+        if shared.take_rescan() || shared.release_due_holds(Utc::now()).0 {
+            cursor = None;
+        }
 
-        // Rows in flight are still pending in the table: read past them.
+        // Rows in flight are still pending in the table: a read from the start passes over them.
         let limit = config.batch_size + shared.in_flight.begin_fetch();
-        let rows = match shared.store.fetch_pending(limit).await {
+        let fetched = match cursor {
+            None => shared.store.fetch_pending(limit).await,
+            Some(after) => shared.store.fetch_after(after, limit).await,
+        };
+        let rows = match fetched {
             Ok(rows) => {
                 db_backoff.reset();
                 rows
@@ -66,14 +84,24 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, completer:
                 continue;
             }
         };
-        let batch = select_sendable(
+        let fresh = rows.iter().filter(|r| cursor.is_none_or(|c| r.id > c)).count();
+        let more = fresh >= limit;
+        let selection = select_sendable(
             rows,
             |id| shared.in_flight.contains(id),
+            |topic, key| shared.is_held(topic, key),
             Utc::now(),
             config.batch_size,
         );
+        for (key, until) in selection.holds {
+            shared.hold(key, until);
+        }
+        if let Some(last) = selection.last_considered {
+            cursor = Some(cursor.map_or(last, |c| c.max(last)));
+        }
+        let batch = selection.send;
         if batch.is_empty() {
-            idle = true;
+            idle = !more;
             continue;
         }
 

@@ -6,40 +6,60 @@ use chrono::{DateTime, Utc};
 
 use crate::message::OutboxMessage;
 
+/// A key whose messages must wait: the topic and the record key.
+pub(crate) type HeldKey = (String, Vec<u8>);
+
+/// What the fetcher does with one fetch.
+#[derive(Debug, Default)]
+pub(crate) struct Selection {
+    /// Rows to send now, in id order.
+    pub(crate) send: Vec<OutboxMessage>,
+    /// The highest id the fetcher is done with (sent, in flight or held); the cursor moves there.
+    pub(crate) last_considered: Option<i64>,
+    /// Keys found backing off, with the time their row is due.
+    pub(crate) holds: Vec<(HeldKey, DateTime<Utc>)>,
+}
+
 /// Picks, in id order, up to `limit` rows to send now.
 ///
 /// Rows already in flight are skipped (later rows of their key may follow them: the producer
 /// keeps a partition's order). A row that is still backing off holds back every later row of its
-/// key; rows without a key never hold each other back.
+/// key, and so does a key the relay holds already; rows without a key never hold each other back.
 pub(crate) fn select_sendable(
     rows: Vec<OutboxMessage>,
     in_flight: impl Fn(i64) -> bool,
+    held: impl Fn(&str, &[u8]) -> bool,
     now: DateTime<Utc>,
     limit: usize,
-) -> Vec<OutboxMessage> {
-    let mut held_keys: HashSet<Vec<u8>> = HashSet::new();
-    let mut sendable = Vec::with_capacity(rows.len().min(limit));
+) -> Selection {
+    let mut held_here: HashSet<HeldKey> = HashSet::new();
+    let mut selection = Selection::default();
     for row in rows {
-        if sendable.len() == limit {
+        if selection.send.len() == limit {
             break;
         }
+        selection.last_considered = Some(row.id);
         if in_flight(row.id) {
             continue;
         }
         if let Some(key) = &row.key {
-            if held_keys.contains(key) {
+            // Clones only while some key of this fetch is held, which is rare.
+            let held_in_fetch =
+                !held_here.is_empty() && held_here.contains(&(row.topic.clone(), key.clone()));
+            if held_in_fetch || held(&row.topic, key) {
                 continue;
             }
-            if !row.is_due(now) {
-                held_keys.insert(key.clone());
+            if let Some(at) = row.next_attempt_at.filter(|_| !row.is_due(now)) {
+                held_here.insert((row.topic.clone(), key.clone()));
+                selection.holds.push(((row.topic.clone(), key.clone()), at));
                 continue;
             }
         } else if !row.is_due(now) {
             continue;
         }
-        sendable.push(row);
+        selection.send.push(row);
     }
-    sendable
+    selection
 }
 
 #[cfg(test)]
@@ -78,21 +98,47 @@ mod tests {
             row(5, None, true),
             row(6, None, false),
         ];
-        let picked = select_sendable(rows, |_| false, Utc::now(), 10);
-        assert_eq!(ids(&picked), vec![1, 3, 6]);
+        let picked = select_sendable(rows, |_| false, |_, _| false, Utc::now(), 10);
+        assert_eq!(ids(&picked.send), vec![1, 3, 6]);
+        assert_eq!(picked.last_considered, Some(6));
+        assert_eq!(picked.holds.len(), 1);
+        assert_eq!(picked.holds[0].0, ("t".to_owned(), b"b".to_vec()));
     }
 
     #[test]
-    fn skips_in_flight_rows_but_not_their_key_and_respects_the_limit() {
+    fn the_same_key_on_another_topic_is_not_held() {
+        let mut other = row(2, Some("a"), false);
+        other.topic = "u".into();
+        let rows = vec![row(1, Some("a"), true), other, row(3, Some("a"), false)];
+        assert_eq!(
+            ids(&select_sendable(rows, |_| false, |_, _| false, Utc::now(), 10).send),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn keys_the_relay_holds_are_skipped() {
+        let rows = vec![row(1, Some("a"), false), row(2, Some("b"), false)];
+        let picked = select_sendable(rows, |_| false, |_, key| key == b"a", Utc::now(), 10);
+        assert_eq!(ids(&picked.send), vec![2]);
+        assert_eq!(picked.last_considered, Some(2));
+    }
+
+    #[test]
+    fn skips_in_flight_rows_but_not_their_key_and_stops_at_the_limit() {
         let rows = vec![
             row(1, Some("a"), false),
             row(2, Some("a"), false),
             row(3, Some("b"), false),
         ];
+        let picked = select_sendable(rows.clone(), |id| id == 1, |_, _| false, Utc::now(), 10);
+        assert_eq!(ids(&picked.send), vec![2, 3]);
+        let picked = select_sendable(rows, |_| false, |_, _| false, Utc::now(), 2);
+        assert_eq!(ids(&picked.send), vec![1, 2]);
         assert_eq!(
-            ids(&select_sendable(rows.clone(), |id| id == 1, Utc::now(), 10)),
-            vec![2, 3]
+            picked.last_considered,
+            Some(2),
+            "the cursor must not pass a row left unsent"
         );
-        assert_eq!(ids(&select_sendable(rows, |_| false, Utc::now(), 2)), vec![1, 2]);
     }
 }

@@ -1,7 +1,11 @@
 //! State shared by the relay's services.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -9,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::RelayConfig;
 use super::in_flight::InFlight;
+use super::select::HeldKey;
 
 /// What the fetcher and the completer share.
 #[derive(Debug)]
@@ -25,6 +30,11 @@ pub(crate) struct Shared<S, K> {
     paused_until: Mutex<Option<Instant>>,
     /// When a graceful shutdown gives up waiting for deliveries: one deadline for the whole stop.
     shutdown_deadline: std::sync::OnceLock<Instant>,
+    /// Keys whose earliest pending row is backing off, until it is due. Their later rows are
+    /// skipped (the cursor passes them) and picked up by the rescan that follows the release.
+    held: Mutex<HashMap<HeldKey, DateTime<Utc>>>,
+    /// Set when rows below the cursor must be read again (a transient failure, a dead letter).
+    rescan: AtomicBool,
 }
 
 impl<S, K> Shared<S, K> {
@@ -45,6 +55,8 @@ impl<S, K> Shared<S, K> {
             cancel,
             paused_until: Mutex::new(None),
             shutdown_deadline: std::sync::OnceLock::new(),
+            held: Mutex::new(HashMap::new()),
+            rescan: AtomicBool::new(false),
         }
     }
 
@@ -59,6 +71,42 @@ impl<S, K> Shared<S, K> {
     pub(crate) fn paused_until(&self) -> Option<Instant> {
         let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
         until.filter(|at| *at > Instant::now())
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<HeldKey, DateTime<Utc>>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds a key back until `until`.
+    pub(crate) fn hold(&self, key: HeldKey, until: DateTime<Utc>) {
+        let mut held = self.held();
+        let entry = held.entry(key).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// Whether messages of this key must wait.
+    pub(crate) fn is_held(&self, topic: &str, key: &[u8]) -> bool {
+        let held = self.held();
+        !held.is_empty() && held.contains_key(&(topic.to_owned(), key.to_vec()))
+    }
+
+    /// Releases the holds that are due; returns whether any was (their rows wait below the
+    /// cursor, so the next fetch must rescan), and when the next one falls due.
+    pub(crate) fn release_due_holds(&self, now: DateTime<Utc>) -> (bool, Option<DateTime<Utc>>) {
+        let mut held = self.held();
+        let before = held.len();
+        held.retain(|_, until| *until > now);
+        (held.len() < before, held.values().min().copied())
+    }
+
+    /// Asks the fetcher to read from the start again.
+    pub(crate) fn request_rescan(&self) {
+        self.rescan.store(true, Ordering::Release);
+    }
+
+    /// Takes a pending rescan request.
+    pub(crate) fn take_rescan(&self) -> bool {
+        self.rescan.swap(false, Ordering::AcqRel)
     }
 
     /// The instant a shutdown stops waiting for deliveries; fixed by the first caller after the
