@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::backoff::Backoff;
 use super::select::select_sendable;
+use super::sender::Selected;
 use super::shared::Shared;
 use crate::message::OutboxMessage;
 use crate::sink::{BatchDelivery, Sink};
@@ -22,8 +23,8 @@ pub(crate) struct SentBatch {
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
-/// Runs until shutdown; dropping `completer` when it returns lets the completer drain.
-pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, completer: mpsc::Sender<SentBatch>) {
+/// Runs until shutdown; dropping `sender` when it returns lets the sender and completer drain.
+pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mpsc::Sender<Selected>) {
     let config = &shared.config;
     let mut db_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     // Where reading goes on from; `None` reads from the start (at start, after failures, and on
@@ -59,11 +60,18 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, completer:
             cursor = None;
         }
 
-        // Rows in flight are still pending in the table: a read from the start passes over them.
-        let limit = config.batch_size + shared.in_flight.begin_fetch();
-        let fetched = match cursor {
-            None => shared.store.fetch_pending(limit).await,
-            Some(after) => shared.store.fetch_after(after, limit).await,
+        // Rows in flight are still pending in the table: a read from the start passes over them;
+        // a read from the cursor is past them already.
+        let in_flight = shared.in_flight.begin_fetch();
+        let (limit, fetched) = match cursor {
+            None => {
+                let limit = config.batch_size + in_flight;
+                (limit, shared.store.fetch_pending(limit).await)
+            }
+            Some(after) => (
+                config.batch_size,
+                shared.store.fetch_after(after, config.batch_size).await,
+            ),
         };
         let rows = match fetched {
             Ok(rows) => {
@@ -111,17 +119,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, completer:
         };
         shared.in_flight.insert(batch.iter().map(|row| row.id));
         let rows: Arc<[OutboxMessage]> = batch.into();
-        debug!(rows = rows.len(), first_id = rows[0].id, "sending batch");
-        let delivery = shared.sink.send_batch(Arc::clone(&rows)).await;
-        if completer
-            .send(SentBatch {
-                rows,
-                delivery,
-                permit,
-            })
-            .await
-            .is_err()
-        {
+        if sender.send(Selected { rows, permit }).await.is_err() {
             break;
         }
         // Look again at once: a burst may have more rows than one batch.

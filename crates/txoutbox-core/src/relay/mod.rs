@@ -1,7 +1,8 @@
 //! The relay: a tokio service that moves committed outbox rows to a sink.
 //!
-//! Two services share the work: the [fetcher](fetcher) reads pending rows in id order and hands
-//! them to the sink batch by batch without waiting for acknowledgements; the
+//! Three services share the work: the [fetcher](fetcher) reads pending rows in id order and
+//! selects the batches that may go now; the [sender](sender) hands them to the sink in order
+//! without waiting for acknowledgements (so the next read overlaps it); the
 //! [completer](completer) awaits each batch's outcomes in order and marks delivered rows with one
 //! statement per batch (or per several batches). A row is never marked before its delivery is
 //! confirmed.
@@ -12,6 +13,7 @@ mod config;
 mod fetcher;
 mod in_flight;
 mod select;
+mod sender;
 mod shared;
 
 use std::future::Future;
@@ -111,9 +113,15 @@ impl<S: Store, K: Sink> Relay<S, K> {
             "relay started"
         );
         // A few batches may wait for the completer; the in-flight permits bound the rows anyway.
-        let (to_completer, from_fetcher) = mpsc::channel(64);
-        let completer = tokio::spawn(completer::run(Arc::clone(&shared), from_fetcher));
-        fetcher::run(Arc::clone(&shared), to_completer).await;
+        let (to_completer, from_sender) = mpsc::channel(64);
+        // One selected batch may wait while the sender enqueues the previous one.
+        let (to_sender, from_fetcher) = mpsc::channel(1);
+        let completer = tokio::spawn(completer::run(Arc::clone(&shared), from_sender));
+        let sender = tokio::spawn(sender::run(Arc::clone(&shared), from_fetcher, to_completer));
+        fetcher::run(Arc::clone(&shared), to_sender).await;
+        if let Err(e) = sender.await {
+            tracing::error!(error = %e, "relay sender panicked");
+        }
         if let Err(e) = completer.await {
             tracing::error!(error = %e, "relay completer panicked");
         }
