@@ -18,6 +18,9 @@ pub enum SinkErrorKind {
     /// This message cannot be delivered as it is (too large, invalid or unauthorized topic,
     /// invalid record). Counts an attempt; after the last one the message is dead-lettered.
     Permanent,
+    /// Not handed to the transport because an earlier message of its key failed in the same
+    /// batch: sending it would let it overtake. Nothing is counted; it is read again later.
+    Deferred,
 }
 
 /// A failed delivery, classified by the sink at the boundary.
@@ -38,6 +41,15 @@ impl SinkError {
     /// A permanent failure of one message.
     pub fn permanent(message: impl Into<String>) -> Self {
         Self::new(SinkErrorKind::Permanent, None, message)
+    }
+
+    /// A message held back behind an earlier failure of its key.
+    pub fn deferred() -> Self {
+        Self::new(
+            SinkErrorKind::Deferred,
+            None,
+            "held back: an earlier message of its key failed",
+        )
     }
 
     /// A failure with the transport's own error code (e.g. `MessageSizeTooLarge`).
@@ -107,6 +119,18 @@ impl DeliveryTracker {
         }
     }
 
+    /// The indexes that already failed permanently (e.g. rejected when enqueued), so the relay
+    /// can hold their keys before it hands over the next batch.
+    pub fn permanent_failures_so_far(&self) -> Vec<usize> {
+        let results = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Some(Err(e)) if e.kind() == SinkErrorKind::Permanent))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Whether every message has an outcome.
     pub fn is_done(&self) -> bool {
         self.remaining.load(Ordering::Acquire) == 0
@@ -127,6 +151,11 @@ pub struct BatchDelivery {
 }
 
 impl BatchDelivery {
+    /// See [`DeliveryTracker::permanent_failures_so_far`].
+    pub fn permanent_failures_so_far(&self) -> Vec<usize> {
+        self.tracker.permanent_failures_so_far()
+    }
+
     /// Whether every message has an outcome (so [`wait`](Self::wait) returns at once).
     pub fn is_done(&self) -> bool {
         self.tracker.is_done()

@@ -1,5 +1,6 @@
 //! The Kafka sink: an idempotent, acks=all producer that pipelines batches.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +79,17 @@ fn chrono_secs() -> chrono::SecondsFormat {
 impl Sink for KafkaSink {
     async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
         let tracker = DeliveryTracker::new(batch.len());
+        // Keys whose message was refused here: their later messages in this batch must not
+        // overtake it.
+        let mut refused: HashSet<(&str, &[u8])> = HashSet::new();
         for (index, message) in batch.iter().enumerate() {
+            if let Some(key) = &message.key
+                && !refused.is_empty()
+                && refused.contains(&(message.topic.as_str(), key.as_slice()))
+            {
+                tracker.complete(index, Err(txoutbox_core::SinkError::deferred()));
+                continue;
+            }
             if let Some(reason) = &message.malformed {
                 tracker.complete(index, Err(txoutbox_core::SinkError::permanent(reason.clone())));
                 continue;
@@ -105,6 +116,9 @@ impl Sink for KafkaSink {
                         tokio::time::sleep(QUEUE_FULL_WAIT).await;
                     }
                     Err((error, returned)) => {
+                        if let Some(key) = &message.key {
+                            refused.insert((message.topic.as_str(), key.as_slice()));
+                        }
                         returned
                             .delivery_opaque
                             .tracker

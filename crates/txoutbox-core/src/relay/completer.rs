@@ -11,7 +11,7 @@ use super::backoff::Backoff;
 use super::fetcher::SentBatch;
 use super::shared::Shared;
 use crate::message::OutboxMessage;
-use crate::sink::{DeliveryResult, Sink};
+use crate::sink::{DeliveryResult, Sink, SinkErrorKind};
 use crate::store::{Failure, Store};
 
 /// Rows marked by one statement at most, when several delivered batches are ready together.
@@ -99,19 +99,26 @@ async fn settle<S: Store, K: Sink>(
     let mut failures = Vec::new();
     let mut transient = 0usize;
     let mut first_transient = None;
+    let mut deferred = 0usize;
     for batch in &settled {
         for (row, result) in batch.rows.iter().zip(&batch.results) {
             match result {
                 Ok(()) => delivered.push(row.id),
+                Err(e) if e.kind() == SinkErrorKind::Deferred => deferred += 1,
                 Err(e) if e.is_transient() => {
                     transient += 1;
                     first_transient.get_or_insert_with(|| e.clone());
                 }
                 Err(e) => {
                     let failure = failure_for(shared, row, &e.to_string());
-                    // Hold the key at once: its later rows must not overtake this one.
-                    if let (Some(at), Some(key)) = (failure.next_attempt_at, &row.key) {
-                        shared.hold((row.topic.clone(), key.clone()), at);
+                    // Hold the key until the retry: its later rows must not overtake this one. A
+                    // dead row releases its key.
+                    if let Some(key) = &row.key {
+                        let key = (row.topic.clone(), key.clone());
+                        match failure.next_attempt_at {
+                            Some(at) => shared.hold(key, at),
+                            None => shared.release(&key),
+                        }
                     }
                     failures.push(failure);
                 }
@@ -143,7 +150,7 @@ async fn settle<S: Store, K: Sink>(
     }
     // Rows below the cursor must be read again: those that failed transiently, and the later rows
     // of a key whose failing row is now dead (they were held back while it was retried).
-    if transient > 0 || failures.iter().any(|f| f.next_attempt_at.is_none()) {
+    if transient > 0 || deferred > 0 || failures.iter().any(|f| f.next_attempt_at.is_none()) {
         shared.request_rescan();
     }
     if let Some(error) = first_transient {
@@ -162,7 +169,7 @@ async fn settle<S: Store, K: Sink>(
     for batch in &settled {
         shared.in_flight.remove(batch.rows.iter().map(|row| row.id));
     }
-    if transient > 0 || !failures.is_empty() {
+    if transient > 0 || deferred > 0 || !failures.is_empty() {
         shared.wake.notify_one();
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use chrono::{TimeDelta, Utc};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::debug;
 
@@ -25,8 +26,31 @@ pub(crate) async fn run<S, K: Sink>(
     completer: mpsc::Sender<SentBatch>,
 ) {
     while let Some(Selected { rows, permit }) = selected.recv().await {
+        // A key may have been held since the fetcher selected this batch (a row of it was refused
+        // in the previous batch): its rows must not overtake that row, so they go back to pending.
+        let (rows, held): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(|row| {
+            row.key
+                .as_ref()
+                .is_none_or(|key| !shared.is_held(&row.topic, key))
+        });
+        if !held.is_empty() {
+            shared.in_flight.remove(held.iter().map(|row| row.id));
+            shared.request_rescan();
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let rows: Arc<[OutboxMessage]> = rows.into();
         debug!(rows = rows.len(), first_id = rows[0].id, "sending batch");
         let delivery = shared.sink.send_batch(Arc::clone(&rows)).await;
+        // Rows refused on the spot (e.g. too large) hold their key before the next batch goes out;
+        // the completer replaces the hold with the row's retry time.
+        for index in delivery.permanent_failures_so_far() {
+            let row = &rows[index];
+            if let Some(key) = &row.key {
+                shared.hold((row.topic.clone(), key.clone()), Utc::now() + TimeDelta::days(1));
+            }
+        }
         let batch = SentBatch {
             rows,
             delivery,

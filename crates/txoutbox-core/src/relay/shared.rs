@@ -77,11 +77,14 @@ impl<S, K> Shared<S, K> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Holds a key back until `until`.
+    /// Holds a key back until `until` (replacing an earlier hold of it).
     pub(crate) fn hold(&self, key: HeldKey, until: DateTime<Utc>) {
-        let mut held = self.held();
-        let entry = held.entry(key).or_insert(until);
-        *entry = (*entry).max(until);
+        self.held().insert(key, until);
+    }
+
+    /// Lets a key flow again (its failing row is dead).
+    pub(crate) fn release(&self, key: &HeldKey) {
+        self.held().remove(key);
     }
 
     /// Whether messages of this key must wait.

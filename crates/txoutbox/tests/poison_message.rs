@@ -1,0 +1,122 @@
+//! A message Kafka will never accept is retried, then dead-lettered with its error, while every
+//! other key keeps flowing and its own key's later messages wait for it.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Event, drained, keyed, relay_config, verify};
+use sqlx::AssertSqlSafe;
+use txoutbox::kafka::{KafkaConfig, KafkaSink};
+use txoutbox::postgres::PgOutbox;
+use txoutbox::{Relay, RetryPolicy, Store, Topics};
+use txoutbox_testing::kafka::{new_topic, read_all};
+use txoutbox_testing::postgres::TestSchema;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_and_holds_back_only_its_own_key() {
+    txoutbox_testing::init_tracing();
+    let topic = new_topic("poison", 3).await;
+    let db = TestSchema::new().await;
+    let outbox = PgOutbox::with_table(Topics::new().with(keyed::<0>(&topic)).unwrap(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+
+    // The poison: larger than the producer accepts. Then its key's next message, then 100 others.
+    let topics = outbox.topics();
+    let mut poison = topics
+        .encode(&Event::<0> {
+            key: "poison".into(),
+            seq: 1,
+        })
+        .unwrap();
+    poison.payload =
+        Some(format!(r#"{{"key":"poison","seq":1,"pad":"{}"}}"#, "x".repeat(20_000)).into_bytes());
+    outbox.publish_message(&db.pool, poison).await.unwrap();
+    let poison_key = "poison".to_owned();
+    let mut events = vec![Event::<0> {
+        key: poison_key.clone(),
+        seq: 2,
+    }];
+    events.extend((0..100).map(|i| Event {
+        key: format!("k{}", i % 5),
+        seq: i + 1,
+    }));
+    outbox.publish_all(&db.pool, &events).await.unwrap();
+
+    let sink = KafkaSink::new(
+        &KafkaConfig::new(txoutbox_testing::kafka::bootstrap()).set("message.max.bytes", "10000"),
+    )
+    .unwrap();
+    // Two attempts, two seconds apart: a window in which the poison is failing but not dead.
+    let retry = RetryPolicy::default()
+        .with_max_attempts(2)
+        .with_backoff(Duration::from_secs(2), Duration::from_secs(2))
+        .with_jitter(0.0);
+    let store = outbox.store(db.pool.clone());
+    let relay = Relay::new(store.clone(), sink, relay_config().with_retry(retry))
+        .unwrap()
+        .start();
+
+    // Every other key flows while the poison waits for its second attempt.
+    let table = outbox.table().quoted();
+    let attempts = || async {
+        sqlx::query_scalar::<_, i32>(AssertSqlSafe(format!(
+            "SELECT attempts FROM {table} ORDER BY id LIMIT 1"
+        )))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let others_done = txoutbox_testing::eventually(Duration::from_secs(30), || async {
+        store.backlog().await.unwrap().pending == 2
+    })
+    .await;
+    assert!(
+        others_done,
+        "the other keys must flow: {:?}",
+        store.backlog().await
+    );
+    assert_eq!(
+        attempts().await,
+        1,
+        "the poison failed once and waits for its next attempt"
+    );
+    let early = read_all(std::slice::from_ref(&topic)).await;
+    assert_eq!(early.len(), 100);
+    assert!(
+        early.iter().all(|r| r.key_str() != poison_key),
+        "the poison's key must wait behind it"
+    );
+
+    // After the last attempt it is dead, with its error, and its key flows again.
+    drained(&store, Duration::from_secs(30)).await;
+    relay.shutdown().await.unwrap();
+    let (status, error): (String, String) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT status, last_error FROM {} ORDER BY id LIMIT 1",
+        outbox.table().quoted()
+    )))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "dead");
+    assert!(
+        error.contains("max.message.bytes"),
+        "the error says what to do: {error}"
+    );
+    assert_eq!(store.backlog().await.unwrap().dead, 1);
+
+    let records = read_all(&[topic]).await;
+    let verdict = verify(&records);
+    assert_eq!(
+        (verdict.distinct, verdict.duplicates, verdict.order_violations),
+        (101, 0, 0),
+        "{verdict:?}"
+    );
+    assert_eq!(
+        records.iter().filter(|r| r.key_str() == poison_key).count(),
+        1,
+        "its second message arrives"
+    );
+    db.drop_schema().await;
+}
