@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::message::OutboxMessage;
+use crate::relay::Wakeup;
 
 /// What happens to a row once Kafka acknowledged it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,6 +81,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts pending and dead rows.
     fn backlog(&self) -> impl Future<Output = Result<Backlog>> + Send;
+
+    /// Starts pushing wake-ups: the returned task calls `wakeup.notify()` whenever new rows may
+    /// have committed, reconnecting by itself, until it is aborted. `None` (the default) when the
+    /// database has no push notifications; the relay then relies on in-process wake-ups and its
+    /// poll interval.
+    fn watch(&self, wakeup: Wakeup) -> Option<tokio::task::JoinHandle<()>> {
+        let _ = wakeup;
+        None
+    }
 }
 
 impl<S: Store> Store for std::sync::Arc<S> {
@@ -104,5 +114,8 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn backlog(&self) -> impl Future<Output = Result<Backlog>> + Send {
         (**self).backlog()
+    }
+    fn watch(&self, wakeup: Wakeup) -> Option<tokio::task::JoinHandle<()>> {
+        (**self).watch(wakeup)
     }
 }

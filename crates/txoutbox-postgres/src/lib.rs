@@ -4,6 +4,7 @@
 //! Start with [`PgOutbox`].
 
 mod error;
+mod listen;
 mod migrate;
 mod outbox;
 mod sql;

@@ -7,11 +7,18 @@ use crate::error::db_error;
 use crate::sql::Statements;
 
 /// The migrations, oldest first: (version, name, SQL template).
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "outbox table",
-    include_str!("../migrations/0001_outbox_table.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "outbox table",
+        include_str!("../migrations/0001_outbox_table.sql"),
+    ),
+    (
+        2,
+        "notify trigger",
+        include_str!("../migrations/0002_notify_trigger.sql"),
+    ),
+];
 
 /// The newest schema version this crate knows.
 pub(crate) const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -61,8 +68,15 @@ pub(crate) async fn migrate(pool: &PgPool, sql: &Statements) -> Result<()> {
         return check_schema_version(&sql.table, Some(applied), LATEST_VERSION);
     }
     for (version, name, template) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
+        let schema_prefix = sql
+            .table
+            .schema()
+            .map(|s| format!("\"{s}\"."))
+            .unwrap_or_default();
         let statement = template
             .replace("{{table}}", &sql.table.quoted())
+            .replace("{{schema_prefix}}", &schema_prefix)
+            .replace("{{channel}}", &sql.channel)
             .replace("{{name}}", sql.table.table());
         sqlx::raw_sql(AssertSqlSafe(statement))
             .execute(&mut *tx)

@@ -12,6 +12,9 @@ const ROW_COLUMNS: &str = "id, message_id, topic, key, payload, headers::text AS
 pub(crate) struct Statements {
     pub(crate) table: TableName,
     pub(crate) migrations_table: String,
+    /// The LISTEN/NOTIFY channel of this table (only identifier characters, so it is safe in a
+    /// string literal and as a quoted identifier).
+    pub(crate) channel: String,
     pub(crate) insert_one: Arc<str>,
     pub(crate) insert_many: Arc<str>,
     pub(crate) fetch_pending: Arc<str>,
@@ -26,6 +29,7 @@ impl Statements {
         let t = table.quoted();
         Self {
             migrations_table: table.quoted_with_suffix("_migrations"),
+            channel: channel_name(&table),
             insert_one: format!(
                 "INSERT INTO {t} (message_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5::json)"
             )
@@ -78,4 +82,14 @@ impl Statements {
             table,
         }
     }
+}
+
+/// `txoutbox_<schema>_<table>`, cut to PostgreSQL's 63-byte identifier limit.
+fn channel_name(table: &TableName) -> String {
+    let mut channel = match table.schema() {
+        Some(schema) => format!("txoutbox_{schema}_{}", table.table()),
+        None => format!("txoutbox_{}", table.table()),
+    };
+    channel.truncate(63);
+    channel
 }

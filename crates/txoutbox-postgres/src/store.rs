@@ -92,6 +92,14 @@ fn decode_fields(row: &PgRow) -> Result<OutboxMessage, sqlx::Error> {
 }
 
 impl Store for PgStore {
+    fn watch(&self, wakeup: txoutbox_core::Wakeup) -> Option<tokio::task::JoinHandle<()>> {
+        Some(tokio::spawn(crate::listen::listen(
+            self.pool.clone(),
+            self.sql.channel.clone(),
+            wakeup,
+        )))
+    }
+
     async fn check(&self) -> Result<()> {
         migrate::check(&self.pool, &self.sql).await
     }

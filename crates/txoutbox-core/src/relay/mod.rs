@@ -71,6 +71,13 @@ impl<S: Store, K: Sink> Relay<S, K> {
         RelayHandle { wake, cancel, task }
     }
 
+    /// The wake-up handle of this relay, before it starts (for [`run_until`](Self::run_until)).
+    pub fn wakeup(&self) -> Wakeup {
+        Wakeup {
+            notify: Arc::clone(&self.shared.wake),
+        }
+    }
+
     /// Runs the relay in the current task until `shutdown` resolves, then shuts down gracefully.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let cancel = self.shared.cancel.clone();
@@ -112,6 +119,12 @@ impl<S: Store, K: Sink> Relay<S, K> {
             poll_interval = ?shared.config.poll_interval,
             "relay started"
         );
+        let watcher = shared.store.watch(Wakeup {
+            notify: Arc::clone(&shared.wake),
+        });
+        if watcher.is_some() {
+            info!("push wake-ups on: committed messages wake the relay at once");
+        }
         // A few batches may wait for the completer; the in-flight permits bound the rows anyway.
         let (to_completer, from_sender) = mpsc::channel(64);
         // One selected batch may wait while the sender enqueues the previous one.
@@ -124,6 +137,9 @@ impl<S: Store, K: Sink> Relay<S, K> {
         }
         if let Err(e) = completer.await {
             tracing::error!(error = %e, "relay completer panicked");
+        }
+        if let Some(watcher) = watcher {
+            watcher.abort();
         }
         info!("relay stopped");
         Ok(())
