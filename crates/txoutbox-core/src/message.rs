@@ -21,9 +21,28 @@ pub struct NewMessage {
     pub payload: Option<Vec<u8>>,
     /// User headers, in order.
     pub headers: Vec<(String, String)>,
+    /// How it reaches Kafka (from its topic).
+    pub strategy: crate::topic::PublishStrategy,
 }
 
 impl NewMessage {
+    /// The row as the relay would read it, once written with `id` at `created_at`.
+    pub fn into_outbox_message(self, id: i64, created_at: DateTime<Utc>) -> OutboxMessage {
+        OutboxMessage {
+            id,
+            message_id: self.message_id.to_string(),
+            topic: self.topic,
+            key: self.key,
+            payload: self.payload,
+            headers: self.headers,
+            created_at,
+            attempts: 0,
+            next_attempt_at: None,
+            bucket: 0,
+            malformed: None,
+        }
+    }
+
     /// The headers as the JSON object stored in the table's `headers` column (`None` when empty).
     pub fn headers_json(&self) -> Option<String> {
         headers_to_json(&self.headers)

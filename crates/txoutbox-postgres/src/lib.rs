@@ -9,6 +9,8 @@ mod migrate;
 mod outbox;
 mod sql;
 mod store;
+mod transaction;
 
 pub use outbox::PgOutbox;
 pub use store::PgStore;
+pub use transaction::PgOutboxTransaction;

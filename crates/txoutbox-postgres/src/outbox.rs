@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, PgExecutor, PgPool};
-use txoutbox_core::{NewMessage, Result, TableName, Topics};
+use txoutbox_core::{ImmediateSend, NewMessage, Result, TableName, Topics};
 use uuid::Uuid;
 
 use crate::error::db_error;
 use crate::migrate;
 use crate::sql::Statements;
 use crate::store::PgStore;
+use crate::transaction::PgOutboxTransaction;
 
 /// The outbox on PostgreSQL: publishes messages in the caller's transaction.
 ///
@@ -29,10 +30,21 @@ use crate::store::PgStore;
 /// tx.commit().await?; // the order and its event commit together, or neither does
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOutbox {
     topics: Arc<Topics>,
     sql: Arc<Statements>,
+    immediate: Option<Arc<dyn ImmediateSend>>,
+}
+
+impl std::fmt::Debug for PgOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOutbox")
+            .field("table", &self.sql.table)
+            .field("topics", &self.topics)
+            .field("immediate", &self.immediate.is_some())
+            .finish()
+    }
 }
 
 impl PgOutbox {
@@ -46,7 +58,31 @@ impl PgOutbox {
         Self {
             topics: Arc::new(topics),
             sql: Arc::new(Statements::new(table)),
+            immediate: None,
         }
+    }
+
+    /// Sends the messages of immediate topics from this process after each outbox transaction
+    /// commits (see [`PgOutbox::begin`]).
+    #[must_use]
+    pub fn with_immediate(mut self, sender: Arc<dyn ImmediateSend>) -> Self {
+        self.immediate = Some(sender);
+        self
+    }
+
+    /// Begins an outbox transaction: your statements and your messages in one transaction, and
+    /// an explicit commit point after which immediate topics are sent.
+    pub async fn begin(&self, pool: &PgPool) -> Result<PgOutboxTransaction> {
+        let tx = pool.begin().await.map_err(db_error)?;
+        Ok(PgOutboxTransaction::new(tx, self.clone()))
+    }
+
+    pub(crate) fn sql(&self) -> &Statements {
+        &self.sql
+    }
+
+    pub(crate) fn immediate(&self) -> Option<Arc<dyn ImmediateSend>> {
+        self.immediate.clone()
     }
 
     /// The table this outbox writes to.
@@ -71,7 +107,8 @@ impl PgOutbox {
     }
 
     /// Writes one message with the caller's executor (pass `&mut *tx` to publish in your
-    /// transaction). Returns the message id sent as the `txoutbox-message-id` header.
+    /// transaction). Returns the message id sent as the `txoutbox-message-id` header. The relay
+    /// sends it, whatever the topic's strategy (immediate sends need [`PgOutbox::begin`]).
     pub async fn publish<'e, T: 'static>(&self, executor: impl PgExecutor<'e>, message: &T) -> Result<Uuid> {
         let message = self.topics.encode(message)?;
         self.publish_message(executor, message).await

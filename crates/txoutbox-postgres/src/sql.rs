@@ -17,6 +17,7 @@ pub(crate) struct Statements {
     pub(crate) channel: String,
     pub(crate) insert_one: Arc<str>,
     pub(crate) insert_many: Arc<str>,
+    pub(crate) insert_immediate: Arc<str>,
     pub(crate) fetch_pending: Arc<str>,
     pub(crate) delete: Arc<str>,
     pub(crate) mark_published: Arc<str>,
@@ -32,6 +33,14 @@ impl Statements {
             channel: channel_name(&table),
             insert_one: format!(
                 "INSERT INTO {t} (message_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5::json)"
+            )
+            .into(),
+            // A row the publishing process sends itself after commit: the relay leaves it alone
+            // for the grace period ($6, milliseconds).
+            insert_immediate: format!(
+                "INSERT INTO {t} (message_id, topic, key, payload, headers, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5::json, now() + $6 * interval '1 millisecond') \
+                 RETURNING id, created_at"
             )
             .into(),
             // One statement for the whole batch, in the caller's order.

@@ -91,6 +91,7 @@ fn new_message(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        strategy: Default::default(),
     }
 }
 
