@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, PgExecutor, PgPool};
-use txoutbox_core::{ImmediateSend, NewMessage, Result, TableName, Topics};
+use txoutbox_core::{ImmediateSend, NewMessage, Result, TableName, Topics, Wakeup};
 use uuid::Uuid;
 
 use crate::error::db_error;
@@ -35,6 +35,7 @@ pub struct PgOutbox {
     topics: Arc<Topics>,
     sql: Arc<Statements>,
     immediate: Option<Arc<dyn ImmediateSend>>,
+    wakeup: Option<Wakeup>,
 }
 
 impl std::fmt::Debug for PgOutbox {
@@ -59,7 +60,20 @@ impl PgOutbox {
             topics: Arc::new(topics),
             sql: Arc::new(Statements::new(table)),
             immediate: None,
+            wakeup: None,
         }
+    }
+
+    /// Wakes this relay (in the same process) after each outbox transaction commits. Across
+    /// processes, PostgreSQL's LISTEN/NOTIFY does it anyway.
+    #[must_use]
+    pub fn with_wakeup(mut self, wakeup: Wakeup) -> Self {
+        self.wakeup = Some(wakeup);
+        self
+    }
+
+    pub(crate) fn wakeup(&self) -> Option<&Wakeup> {
+        self.wakeup.as_ref()
     }
 
     /// Sends the messages of immediate topics from this process after each outbox transaction

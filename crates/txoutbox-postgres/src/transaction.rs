@@ -55,6 +55,26 @@ impl PgOutboxTransaction {
         }
     }
 
+    /// Publishes many messages of one type in this transaction, in one statement (immediate
+    /// topics: one statement per message).
+    pub async fn publish_all<'m, T: 'static>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'m T>,
+    ) -> Result<Vec<Uuid>> {
+        let messages = self.outbox.topics().encode_all(messages)?;
+        if messages
+            .iter()
+            .all(|m| m.strategy == PublishStrategy::BackgroundOnly)
+        {
+            return self.outbox.publish_messages(&mut *self.tx, messages).await;
+        }
+        let mut ids = Vec::with_capacity(messages.len());
+        for message in messages {
+            ids.push(self.publish_message(message).await?);
+        }
+        Ok(ids)
+    }
+
     /// Publishes one message in this transaction.
     pub async fn publish<T: 'static>(&mut self, message: &T) -> Result<Uuid> {
         let message = self.outbox.topics().encode(message)?;
@@ -83,10 +103,14 @@ impl PgOutboxTransaction {
         Ok(message_id)
     }
 
-    /// Commits, then hands the messages of immediate topics to the outbox's immediate sender (in
-    /// the background: this returns once the database committed).
+    /// Commits, then wakes the in-process relay (if one is attached with
+    /// [`PgOutbox::with_wakeup`]) and hands the messages of immediate topics to the outbox's
+    /// immediate sender (in the background: this returns once the database committed).
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await.map_err(db_error)?;
+        if let Some(wakeup) = self.outbox.wakeup() {
+            wakeup.notify();
+        }
         if self.immediate.is_empty() {
             return Ok(());
         }

@@ -11,6 +11,8 @@ mod migrate;
 mod outbox;
 mod sql;
 mod store;
+mod transaction;
 
 pub use outbox::SqliteOutbox;
 pub use store::SqliteStore;
+pub use transaction::SqliteOutboxTransaction;

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, SqliteExecutor, SqlitePool};
-use txoutbox_core::{NewMessage, Result, TableName, Topics};
+use txoutbox_core::{NewMessage, Result, TableName, Topics, Wakeup};
 use uuid::Uuid;
 
 use crate::error::db_error;
 use crate::migrate;
 use crate::sql::Statements;
 use crate::store::SqliteStore;
+use crate::transaction::SqliteOutboxTransaction;
 
 /// The outbox on SQLite: publishes messages in the caller's transaction.
 ///
@@ -33,6 +34,7 @@ use crate::store::SqliteStore;
 pub struct SqliteOutbox {
     topics: Arc<Topics>,
     sql: Arc<Statements>,
+    wakeup: Option<Wakeup>,
 }
 
 impl SqliteOutbox {
@@ -46,7 +48,26 @@ impl SqliteOutbox {
         Self {
             topics: Arc::new(topics),
             sql: Arc::new(Statements::new(table)),
+            wakeup: None,
         }
+    }
+
+    /// Wakes this relay (in the same process) after each outbox transaction commits.
+    #[must_use]
+    pub fn with_wakeup(mut self, wakeup: Wakeup) -> Self {
+        self.wakeup = Some(wakeup);
+        self
+    }
+
+    pub(crate) fn wakeup(&self) -> Option<&Wakeup> {
+        self.wakeup.as_ref()
+    }
+
+    /// Begins an outbox transaction: your statements and your messages in one transaction, and a
+    /// commit that wakes the in-process relay.
+    pub async fn begin(&self, pool: &SqlitePool) -> Result<SqliteOutboxTransaction> {
+        let tx = pool.begin().await.map_err(db_error)?;
+        Ok(SqliteOutboxTransaction::new(tx, self.clone()))
     }
 
     /// The table this outbox writes to.

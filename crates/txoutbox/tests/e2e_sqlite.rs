@@ -106,3 +106,45 @@ async fn publish_all_of_a_thousand_is_one_statement_and_all_arrive() {
     );
     cases::bulk_batch_arrives_whole(lite, &topics, &ids).await;
 }
+
+/// SQLite has no push notifications: an outbox transaction's commit wakes the relay of the same
+/// process directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_the_in_process_relay_at_once() {
+    use std::time::{Duration, Instant};
+    let topics = three_new_topics("lite-wake").await;
+    let lite = Lite::new(&topics).await;
+    // A poll interval far beyond the test: only the wake-up can deliver in time.
+    let relay = common::start_relay(
+        lite.store(),
+        common::relay_config().with_poll_interval(Duration::from_secs(60)),
+    );
+    let outbox = lite.outbox.clone().with_wakeup(relay.wakeup());
+    // (The first message may also be found by the relay's first look at start; the next two
+    // can only be found through the wake-up.)
+    for seq in 1..=3 {
+        let started = Instant::now();
+        let mut tx = outbox.begin(&lite.db.pool).await.unwrap();
+        sqlx::query("INSERT INTO orders (note) VALUES ('order')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.publish(&Event::<0> { key: "k".into(), seq }).await.unwrap();
+        tx.commit().await.unwrap();
+        let arrived = txoutbox_testing::eventually(Duration::from_secs(10), || async {
+            txoutbox_testing::kafka::count(&topics[..1]).await >= seq as i64
+        })
+        .await;
+        assert!(
+            arrived && started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    relay.shutdown().await.unwrap();
+    let verdict = common::verify(&txoutbox_testing::kafka::read_all(&topics[..1]).await);
+    assert_eq!(
+        (verdict.distinct, verdict.duplicates, verdict.order_violations),
+        (3, 0, 0)
+    );
+}
