@@ -30,6 +30,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
     // Where reading goes on from; `None` reads from the start (at start, after failures, and on
     // each idle poll as a safety net).
     let mut cursor: Option<i64> = None;
+    let mut last_rescan = tokio::time::Instant::now();
     let mut idle = false;
     loop {
         if idle {
@@ -56,8 +57,16 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 _ = tokio::time::sleep_until(until) => {}
             }
         }
-        if shared.take_rescan() || shared.release_due_holds(Utc::now()).0 {
+        // Also rescan once per poll interval under load: rows made pending again behind the
+        // cursor by hand (an operator's UPDATE) are found within one interval, busy or idle.
+        if shared.take_rescan()
+            || shared.release_due_holds(Utc::now()).0
+            || last_rescan.elapsed() >= config.poll_interval
+        {
             cursor = None;
+        }
+        if cursor.is_none() {
+            last_rescan = tokio::time::Instant::now();
         }
 
         // Rows in flight are still pending in the table: a read from the start passes over them;
