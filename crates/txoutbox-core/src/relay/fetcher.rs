@@ -27,8 +27,8 @@ pub(crate) struct SentBatch {
 pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mpsc::Sender<Selected>) {
     let config = &shared.config;
     let mut db_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    // Where reading goes on from; `None` reads from the start (at start, after failures, and on
-    // each idle poll as a safety net).
+    // Where reading goes on from; `None` reads from the start (at start, after failures, when a
+    // held key is released, and at least once per poll interval as a safety net).
     let mut cursor: Option<i64> = None;
     let mut last_rescan = tokio::time::Instant::now();
     let mut idle = false;
