@@ -75,7 +75,8 @@ async fn main() -> anyhow::Result<()> {
     // 3. The relay, in this process.
     let sink = KafkaSink::new(&KafkaConfig::new(&bootstrap))?;
     let relay = Relay::new(outbox.store(pool.clone()), sink, RelayConfig::default())?.start();
-    let wakeup = relay.wakeup();
+    // Each outbox transaction's commit wakes the relay: events leave at once, not at the next poll.
+    let outbox = outbox.with_wakeup(relay.wakeup());
 
     // 4. Business transactions: each order and its event commit together, or not at all.
     let orders = [
@@ -88,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let mut committed = 0;
     for (i, (customer, total_cents)) in orders.iter().enumerate() {
         let order_id = i as i64 + 1;
-        let mut tx = pool.begin().await?;
+        let mut tx = outbox.begin(&pool).await?;
         sqlx::query("INSERT INTO orders (id, customer, total_cents) VALUES (?, ?, ?)")
             .bind(order_id)
             .bind(customer)
@@ -100,26 +101,21 @@ async fn main() -> anyhow::Result<()> {
             customer: customer.to_string(),
             total_cents: *total_cents,
         };
-        let message_id = outbox.publish(&mut *tx, &event).await?;
-        tx.commit().await?;
-        wakeup.notify();
+        let message_id = tx.publish(&event).await?;
+        tx.commit().await?; // the order and its event commit together, and the relay wakes
         committed += 1;
         println!("committed  order #{order_id} for {customer} with its event {message_id}");
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = outbox.begin(&pool).await?;
     sqlx::query("INSERT INTO orders (id, customer, total_cents) VALUES (99, 'mallory', 1)")
         .execute(&mut *tx)
         .await?;
-    outbox
-        .publish(
-            &mut *tx,
-            &OrderPlaced {
-                order_id: 99,
-                customer: "mallory".into(),
-                total_cents: 1,
-            },
-        )
-        .await?;
+    tx.publish(&OrderPlaced {
+        order_id: 99,
+        customer: "mallory".into(),
+        total_cents: 1,
+    })
+    .await?;
     tx.rollback().await?;
     println!("rolled back order #99 for mallory: its event must never reach Kafka");
 
