@@ -6,6 +6,7 @@
 mod error;
 mod identifier;
 mod immediate;
+mod maintenance;
 mod message;
 pub mod relay;
 mod retry;
@@ -18,6 +19,7 @@ mod topics;
 pub use error::{BoxError, Error, Result};
 pub use identifier::{DEFAULT_TABLE, TableName};
 pub use immediate::{Immediate, ImmediateSend};
+pub use maintenance::{DeadLetter, DeadLetterFilter, DeadLetters, Retention};
 pub use message::{
     CREATED_AT_HEADER, MESSAGE_ID_HEADER, NewMessage, OutboxMessage, headers_from_json, headers_to_json,
 };

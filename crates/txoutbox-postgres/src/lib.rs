@@ -5,6 +5,7 @@
 
 mod error;
 mod listen;
+mod maintenance;
 mod migrate;
 mod outbox;
 mod sql;

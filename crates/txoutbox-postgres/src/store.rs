@@ -59,6 +59,10 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    pub(crate) fn sql(&self) -> &Statements {
+        &self.sql
+    }
 }
 
 /// Decodes a row; a row that does not fit the table contract comes back as

@@ -7,6 +7,7 @@
 //! Start with [`SqliteOutbox`].
 
 mod error;
+mod maintenance;
 mod migrate;
 mod outbox;
 mod sql;

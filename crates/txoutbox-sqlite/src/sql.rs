@@ -20,7 +20,16 @@ pub(crate) struct Statements {
     pub(crate) mark_published: Arc<str>,
     pub(crate) record_failures: Arc<str>,
     pub(crate) backlog: Arc<str>,
+    pub(crate) list_dead: Arc<str>,
+    pub(crate) replay_dead: Arc<str>,
+    pub(crate) purge_dead: Arc<str>,
+    pub(crate) purge_published: Arc<str>,
 }
+
+/// The dead-letter filter: ?1 topic, ?2 lowest id, ?3 highest id, ?4 created before (ms since the
+/// epoch); each NULL for "any".
+const DEAD_FILTER: &str = "status = 'dead' AND (?1 IS NULL OR topic = ?1) \
+     AND (?2 IS NULL OR id >= ?2) AND (?3 IS NULL OR id <= ?3) AND (?4 IS NULL OR created_at < ?4)";
 
 impl Statements {
     pub(crate) fn new(table: TableName) -> Self {
@@ -65,6 +74,21 @@ impl Statements {
                 "SELECT (SELECT count(*) FROM {t} WHERE status = 'pending'), \
                         (SELECT created_at FROM {t} WHERE status = 'pending' ORDER BY id LIMIT 1), \
                         (SELECT count(*) FROM {t} WHERE status = 'dead')"
+            )
+            .into(),
+            list_dead: format!(
+                "SELECT id, message_id, topic, key, headers, coalesce(length(payload), 0) AS payload_len, \
+                   created_at, attempts, last_error FROM {t} WHERE {DEAD_FILTER} ORDER BY id LIMIT ?5"
+            )
+            .into(),
+            replay_dead: format!(
+                "UPDATE {t} SET status = 'pending', attempts = 0, next_attempt_at = NULL WHERE {DEAD_FILTER}"
+            )
+            .into(),
+            purge_dead: format!("DELETE FROM {t} WHERE {DEAD_FILTER}").into(),
+            purge_published: format!(
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
+                   WHERE status = 'published' AND published_at < ?1 ORDER BY id LIMIT ?2)"
             )
             .into(),
             table,

@@ -28,9 +28,13 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    pub(crate) fn sql(&self) -> &Statements {
+        &self.sql
+    }
 }
 
-fn millis(ms: i64) -> DateTime<Utc> {
+pub(crate) fn millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 

@@ -6,11 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Event, drained, keyed, relay_config, verify};
+use common::{Event, drained, keyed, relay_config, start_relay, verify};
 use sqlx::AssertSqlSafe;
 use txoutbox::kafka::{KafkaConfig, KafkaSink};
 use txoutbox::postgres::PgOutbox;
-use txoutbox::{Relay, RetryPolicy, Store, Topics};
+use txoutbox::{DeadLetterFilter, DeadLetters, Relay, RetryPolicy, Store, Topics};
 use txoutbox_testing::kafka::{new_topic, read_all};
 use txoutbox_testing::postgres::TestSchema;
 
@@ -106,7 +106,7 @@ async fn a_poison_message_is_dead_lettered_and_holds_back_only_its_own_key() {
     );
     assert_eq!(store.backlog().await.unwrap().dead, 1);
 
-    let records = read_all(&[topic]).await;
+    let records = read_all(std::slice::from_ref(&topic)).await;
     let verdict = verify(&records);
     assert_eq!(
         (verdict.distinct, verdict.duplicates, verdict.order_violations),
@@ -118,5 +118,31 @@ async fn a_poison_message_is_dead_lettered_and_holds_back_only_its_own_key() {
         1,
         "its second message arrives"
     );
+
+    // The cause is fixed (a producer that accepts the size): replaying the dead letter publishes it.
+    let dead = store.list_dead(&DeadLetterFilter::all(), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].key.as_deref(), dead[0].attempts),
+        (Some(&b"poison"[..]), 2)
+    );
+    assert_eq!(
+        store
+            .replay_dead(&DeadLetterFilter::all().topic(&topic))
+            .await
+            .unwrap(),
+        1
+    );
+    let relay = start_relay(store.clone(), relay_config());
+    drained(&store, Duration::from_secs(30)).await;
+    relay.shutdown().await.unwrap();
+    let records = read_all(std::slice::from_ref(&topic)).await;
+    assert_eq!(records.len(), 102, "the replayed message arrives, once");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.key_str() == poison_key && r.payload.as_ref().is_some_and(|p| p.len() > 20_000))
+    );
+    assert_eq!(store.backlog().await.unwrap().dead, 0);
     db.drop_schema().await;
 }

@@ -1,0 +1,107 @@
+//! Operator actions on the outbox table: dead letters (list, replay, purge) and retention.
+
+use std::future::Future;
+use std::ops::RangeInclusive;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+
+/// Which dead letters an action applies to; every field narrows the selection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// Only this topic.
+    pub topic: Option<String>,
+    /// Only rows with an id in this range.
+    pub ids: Option<RangeInclusive<i64>>,
+    /// Only rows created before this time.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+impl DeadLetterFilter {
+    /// Every dead letter.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only this topic.
+    #[must_use]
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// Only ids in this range.
+    #[must_use]
+    pub fn ids(mut self, ids: RangeInclusive<i64>) -> Self {
+        self.ids = Some(ids);
+        self
+    }
+
+    /// Only rows created before `time`.
+    #[must_use]
+    pub fn created_before(mut self, time: DateTime<Utc>) -> Self {
+        self.created_before = Some(time);
+        self
+    }
+
+    /// The id bounds as nullable parameters.
+    pub fn id_bounds(&self) -> (Option<i64>, Option<i64>) {
+        match &self.ids {
+            Some(range) => (Some(*range.start()), Some(*range.end())),
+            None => (None, None),
+        }
+    }
+}
+
+/// A dead-lettered message, without its payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Row id.
+    pub id: i64,
+    /// The stable message id.
+    pub message_id: String,
+    /// The Kafka topic.
+    pub topic: String,
+    /// The record key.
+    pub key: Option<Vec<u8>>,
+    /// User headers (as stored; empty when unreadable).
+    pub headers: Vec<(String, String)>,
+    /// Payload size in bytes.
+    pub payload_len: i64,
+    /// When the row was written.
+    pub created_at: DateTime<Utc>,
+    /// Failed attempts.
+    pub attempts: i32,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+/// Dead-letter actions, implemented by each store.
+pub trait DeadLetters: Send + Sync {
+    /// Up to `limit` dead letters matching `filter`, oldest first.
+    fn list_dead(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>>> + Send;
+
+    /// Moves matching dead letters back to `pending` with their attempts reset; the relay sends
+    /// them again. Returns how many.
+    fn replay_dead(&self, filter: &DeadLetterFilter) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Deletes matching dead letters. Returns how many.
+    fn purge_dead(&self, filter: &DeadLetterFilter) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Retention of published rows (kept with `Completion::MarkPublished`).
+pub trait Retention: Send + Sync {
+    /// Deletes at most `batch` published rows published before `before`, oldest first, in one
+    /// short statement; returns how many. Call it in a loop until it returns less than `batch`:
+    /// never one unbounded DELETE. Pending and dead rows are never touched.
+    fn purge_published(
+        &self,
+        before: DateTime<Utc>,
+        batch: usize,
+    ) -> impl Future<Output = Result<u64>> + Send;
+}
