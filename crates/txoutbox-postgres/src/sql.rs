@@ -62,19 +62,21 @@ impl Statements {
                  ORDER BY ord"
             )
             .into(),
-            // $1 cursor (0 = from the start), $2 limit, $3 the snapshot horizon of the previous
-            // fetch: rows of transactions that were still running then may have committed since
-            // with ids at or below the cursor. The horizon of this fetch comes back on every row
-            // (and on a row of NULLs when nothing is pending).
+            // $1 cursor (0 = from the start), $2 limit above the cursor, $3 the snapshot of the
+            // previous fetch (text; NULL at first), $4 limit of late rows. Late rows are the
+            // pending rows at or below the cursor that the previous fetch could not see: written
+            // by a transaction still running then (or not yet started). Every row comes back with
+            // this fetch's snapshot (and a row of NULLs when nothing is pending).
             fetch_pending: format!(
-                "SELECT h.horizon, r.* FROM \
-                   (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) AS h \
+                "SELECT h.snap, r.* FROM (SELECT pg_current_snapshot()::text AS snap) AS h \
                  LEFT JOIN LATERAL ( \
                    (SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' AND id > $1 ORDER BY id LIMIT $2) \
                    UNION ALL \
                    (SELECT {ROW_COLUMNS} FROM {t} \
-                    WHERE status = 'pending' AND id <= $1 AND xid >= ($3::bigint)::text::xid8 \
-                    ORDER BY id LIMIT $2) \
+                    WHERE status = 'pending' AND id <= $1 \
+                      AND xid >= pg_snapshot_xmin($3::text::pg_snapshot) \
+                      AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot) \
+                    ORDER BY id LIMIT $4) \
                  ) AS r ON true \
                  ORDER BY r.id"
             )

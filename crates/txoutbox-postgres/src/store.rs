@@ -1,7 +1,6 @@
 //! The relay side: read pending rows, complete them, record failures.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -19,9 +18,10 @@ use crate::sql::Statements;
 pub struct PgStore {
     pool: PgPool,
     sql: Arc<Statements>,
-    /// The snapshot horizon (`pg_snapshot_xmin`) of the previous fetch: every transaction below
-    /// it had finished, so only rows written by transactions at or above it can appear late.
-    horizon: Arc<AtomicI64>,
+    /// The snapshot of the previous fetch (`pg_current_snapshot()` as text): a row it could not
+    /// see (its transaction was still running, or had not started) may appear late below the
+    /// cursor; every other row at or below the cursor was read already.
+    snapshot: Arc<Mutex<Option<String>>>,
 }
 
 impl PgStore {
@@ -29,28 +29,38 @@ impl PgStore {
         Self {
             pool,
             sql,
-            horizon: Arc::new(AtomicI64::new(0)),
+            snapshot: Arc::new(Mutex::new(None)),
         }
     }
 
     async fn fetch(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Late rows are few (transactions that committed out of id order); this cap only bounds
+        // a pathological fetch, and a capped fetch keeps the old snapshot so none is skipped.
+        let late_limit = limit.saturating_mul(10).max(10_000);
+        let previous = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.fetch_pending)))
             .bind(after)
             .bind(limit)
-            .bind(self.horizon.load(Ordering::Acquire))
+            .bind(previous)
+            .bind(late_limit)
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?;
-        if let Some(first) = rows.first() {
-            let horizon: i64 = first.try_get("horizon").map_err(db_error)?;
-            self.horizon.store(horizon, Ordering::Release);
-        }
         let mut messages = Vec::with_capacity(rows.len());
+        let mut late = 0;
         for row in &rows {
             if row.try_get::<Option<i64>, _>("id").map_err(db_error)?.is_some() {
-                messages.push(decode(row).map_err(db_error)?);
+                let message = decode(row).map_err(db_error)?;
+                late += i64::from(message.id <= after);
+                messages.push(message);
             }
+        }
+        if late < late_limit
+            && let Some(first) = rows.first()
+        {
+            let snapshot: String = first.try_get("snap").map_err(db_error)?;
+            *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
         }
         Ok(messages)
     }

@@ -174,3 +174,56 @@ pub async fn count(topics: &[String]) -> i64 {
     .await
     .unwrap()
 }
+
+/// What a consumer saw, checked for loss, duplicates and per-key order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Records read.
+    pub records: usize,
+    /// Distinct messages (by the `txoutbox-message-id` header).
+    pub distinct: usize,
+    /// Records whose message id was seen before.
+    pub duplicates: usize,
+    /// New messages whose sequence number is below one already delivered for their key.
+    pub order_violations: usize,
+}
+
+/// Counts distinct messages, duplicates and per-key order violations. `key_seq` reads a record's
+/// key and its sequence number within the key (written in increasing order). A duplicate may
+/// repeat an earlier message; a key must never go backwards past what was already delivered.
+pub fn verdict(records: &[Record], key_seq: impl Fn(&Record) -> (String, u64)) -> Verdict {
+    let mut by_partition: HashMap<(String, i32), Vec<&Record>> = HashMap::new();
+    for r in records {
+        by_partition
+            .entry((r.topic.clone(), r.partition))
+            .or_default()
+            .push(r);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut verdict = Verdict {
+        records: records.len(),
+        ..Verdict::default()
+    };
+    for (_, mut rs) in by_partition {
+        rs.sort_by_key(|r| r.offset);
+        let mut highest: HashMap<String, u64> = HashMap::new();
+        for r in rs {
+            let id = r
+                .header("txoutbox-message-id")
+                .expect("message-id header")
+                .to_owned();
+            if !seen.insert(id) {
+                verdict.duplicates += 1;
+                continue;
+            }
+            let (key, seq) = key_seq(r);
+            let top = highest.entry(key).or_insert(0);
+            if seq < *top {
+                verdict.order_violations += 1;
+            }
+            *top = (*top).max(seq);
+        }
+    }
+    verdict.distinct = seen.len();
+    verdict
+}

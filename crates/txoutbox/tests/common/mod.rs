@@ -5,7 +5,7 @@
 
 pub mod cases;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -65,73 +65,42 @@ pub async fn drained<S: Store>(store: &S, timeout: Duration) {
     );
 }
 
-/// What the consumer saw, checked against what was written.
-#[derive(Debug, Default)]
-pub struct Verdict {
-    pub records: usize,
-    pub distinct: usize,
-    pub duplicates: usize,
-    pub order_violations: usize,
+pub use txoutbox_testing::kafka::Verdict;
+
+/// Checks every record's headers and key against its payload, then loss, duplicates and per-key
+/// order (see [`txoutbox_testing::kafka::verdict`]); keys must stay on one partition.
+pub fn verify(records: &[Record]) -> Verdict {
+    let mut key_partition: HashMap<(String, String), i32> = HashMap::new();
+    for r in records {
+        assert!(
+            r.header(txoutbox::CREATED_AT_HEADER).is_some(),
+            "created-at header missing"
+        );
+        assert_eq!(
+            r.header("origin"),
+            Some("txoutbox-tests"),
+            "static header missing"
+        );
+        let (key, seq) = key_seq(r);
+        assert_eq!(r.key_str(), key, "record key differs from the message's key");
+        assert_eq!(
+            r.header("seq"),
+            Some(seq.to_string().as_str()),
+            "dynamic header wrong"
+        );
+        let first = key_partition
+            .entry((r.topic.clone(), key.clone()))
+            .or_insert(r.partition);
+        assert_eq!(*first, r.partition, "key {key} spread over several partitions");
+    }
+    txoutbox_testing::kafka::verdict(records, key_seq)
 }
 
-/// Checks per-key order (a key's `seq` never goes backwards past what was already delivered
-/// before it, in partition order), counts duplicates by message id, and checks that every
-/// record carries its headers and the key it was written with.
-pub fn verify(records: &[Record]) -> Verdict {
-    let mut by_partition: HashMap<(String, i32), Vec<&Record>> = HashMap::new();
-    for r in records {
-        by_partition
-            .entry((r.topic.clone(), r.partition))
-            .or_default()
-            .push(r);
-    }
-    let mut seen_ids = HashSet::new();
-    let mut verdict = Verdict {
-        records: records.len(),
-        ..Verdict::default()
-    };
-    let mut key_partition: HashMap<(String, String), i32> = HashMap::new();
-    for ((topic, partition), mut rs) in by_partition {
-        rs.sort_by_key(|r| r.offset);
-        let mut highest: HashMap<String, u64> = HashMap::new();
-        for r in rs {
-            let id = r
-                .header(txoutbox::MESSAGE_ID_HEADER)
-                .expect("message-id header")
-                .to_owned();
-            assert!(
-                r.header(txoutbox::CREATED_AT_HEADER).is_some(),
-                "created-at header missing"
-            );
-            assert_eq!(
-                r.header("origin"),
-                Some("txoutbox-tests"),
-                "static header missing"
-            );
-            let payload: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
-            let key = payload["key"].as_str().unwrap().to_owned();
-            let seq = payload["seq"].as_u64().unwrap();
-            assert_eq!(r.key_str(), key, "record key differs from the message's key");
-            assert_eq!(
-                r.header("seq"),
-                Some(seq.to_string().as_str()),
-                "dynamic header wrong"
-            );
-            let first = key_partition
-                .entry((topic.clone(), key.clone()))
-                .or_insert(partition);
-            assert_eq!(*first, partition, "key {key} spread over several partitions");
-            if !seen_ids.insert(id) {
-                verdict.duplicates += 1;
-                continue;
-            }
-            let top = highest.entry(key).or_insert(0);
-            if seq < *top {
-                verdict.order_violations += 1;
-            }
-            *top = (*top).max(seq);
-        }
-    }
-    verdict.distinct = seen_ids.len();
-    verdict
+/// The key and sequence number of an [`Event`] record.
+pub fn key_seq(r: &Record) -> (String, u64) {
+    let payload: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+    (
+        payload["key"].as_str().unwrap().to_owned(),
+        payload["seq"].as_u64().unwrap(),
+    )
 }
