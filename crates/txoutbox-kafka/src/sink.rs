@@ -52,7 +52,7 @@ impl KafkaSink {
     }
 
     fn headers(message: &OutboxMessage) -> OwnedHeaders {
-        let created_at = message.created_at.to_rfc3339_opts(chrono_secs(), true);
+        let created_at = message.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 2);
         for (name, value) in &message.headers {
             headers = headers.insert(Header {
@@ -70,10 +70,6 @@ impl KafkaSink {
                 value: Some(created_at.as_bytes()),
             })
     }
-}
-
-fn chrono_secs() -> chrono::SecondsFormat {
-    chrono::SecondsFormat::Micros
 }
 
 impl Sink for KafkaSink {

@@ -28,19 +28,23 @@ pub(crate) async fn run<S, K: Sink>(
     while let Some(Selected { rows, permit }) = selected.recv().await {
         // A key may have been held since the fetcher selected this batch (a row of it was refused
         // in the previous batch): its rows must not overtake that row, so they go back to pending.
-        let (rows, held): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(|row| {
+        // Rare: the batch is copied only when one of its rows is held.
+        let is_held = |row: &OutboxMessage| {
             row.key
                 .as_ref()
-                .is_none_or(|key| !shared.is_held(&row.topic, key))
-        });
-        if !held.is_empty() {
+                .is_some_and(|key| shared.is_held(&row.topic, key))
+        };
+        let rows: Arc<[OutboxMessage]> = if rows.iter().any(is_held) {
+            let (held, keep): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(is_held);
             shared.in_flight.remove(held.iter().map(|row| row.id));
             shared.request_rescan();
-        }
+            keep.into()
+        } else {
+            rows
+        };
         if rows.is_empty() {
             continue;
         }
-        let rows: Arc<[OutboxMessage]> = rows.into();
         debug!(rows = rows.len(), first_id = rows[0].id, "sending batch");
         let delivery = shared.sink.send_batch(Arc::clone(&rows)).await;
         // Rows refused on the spot (e.g. too large) hold their key before the next batch goes out;
