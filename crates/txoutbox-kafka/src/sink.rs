@@ -52,7 +52,9 @@ impl KafkaSink {
     }
 
     fn headers(message: &OutboxMessage) -> OwnedHeaders {
-        let created_at = message.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let created_at = message
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 2);
         for (name, value) in &message.headers {
             headers = headers.insert(Header {

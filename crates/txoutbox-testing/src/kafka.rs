@@ -186,6 +186,8 @@ pub struct Verdict {
     pub duplicates: usize,
     /// New messages whose sequence number is below one already delivered for their key.
     pub order_violations: usize,
+    /// The keys that went backwards, for a failing test's report.
+    pub violating_keys: Vec<String>,
 }
 
 /// Counts distinct messages, duplicates and per-key order violations. `key_seq` reads a record's
@@ -217,13 +219,16 @@ pub fn verdict(records: &[Record], key_seq: impl Fn(&Record) -> (String, u64)) -
                 continue;
             }
             let (key, seq) = key_seq(r);
-            let top = highest.entry(key).or_insert(0);
+            let top = highest.entry(key.clone()).or_insert(0);
             if seq < *top {
                 verdict.order_violations += 1;
+                verdict.violating_keys.push(key);
             }
             *top = (*top).max(seq);
         }
     }
+    verdict.violating_keys.sort();
+    verdict.violating_keys.dedup();
     verdict.distinct = seen.len();
     verdict
 }
