@@ -23,6 +23,7 @@
 //! dead-letters, ...) and must fail.
 
 pub mod cases;
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 

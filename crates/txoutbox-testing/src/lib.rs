@@ -5,6 +5,7 @@
 #![allow(missing_docs)] // reason: internal test support, not published
 
 pub mod kafka;
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 

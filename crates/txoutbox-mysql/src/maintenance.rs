@@ -1,0 +1,79 @@
+//! Dead letters and retention on MySQL / MariaDB.
+
+use chrono::{DateTime, Utc};
+use sqlx::mysql::MySqlArguments;
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, MySql, Row};
+use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, headers_from_json};
+
+use crate::error::db_error;
+use crate::store::MySqlStore;
+
+/// Binds the dead-letter filter: each value twice (see `sql::DEAD_FILTER`).
+fn filtered<'q>(statement: &'q str, filter: &DeadLetterFilter) -> Query<'q, MySql, MySqlArguments> {
+    let (low, high) = filter.id_bounds();
+    sqlx::query(AssertSqlSafe(statement))
+        .bind(filter.topic.clone())
+        .bind(filter.topic.clone())
+        .bind(low)
+        .bind(low)
+        .bind(high)
+        .bind(high)
+        .bind(filter.created_before)
+        .bind(filter.created_before)
+}
+
+impl DeadLetters for MySqlStore {
+    async fn list_dead(&self, filter: &DeadLetterFilter, limit: usize) -> Result<Vec<DeadLetter>> {
+        let rows = filtered(&self.sql().list_dead, filter)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let headers: Option<String> = row.try_get("headers")?;
+                Ok(DeadLetter {
+                    id: row.try_get("id")?,
+                    message_id: row.try_get("message_id")?,
+                    topic: row.try_get("topic")?,
+                    key: row.try_get("key")?,
+                    headers: headers_from_json(headers.as_deref()).unwrap_or_default(),
+                    payload_len: row.try_get("payload_len")?,
+                    created_at: row.try_get("created_at")?,
+                    attempts: row.try_get("attempts")?,
+                    last_error: row.try_get("last_error")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
+    }
+
+    async fn replay_dead(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        let done = filtered(&self.sql().replay_dead, filter)
+            .execute(self.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_dead(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        let done = filtered(&self.sql().purge_dead, filter)
+            .execute(self.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl Retention for MySqlStore {
+    async fn purge_published(&self, before: DateTime<Utc>, batch: usize) -> Result<u64> {
+        let done = sqlx::query(AssertSqlSafe(self.sql().purge_published.as_str()))
+            .bind(before)
+            .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+            .execute(self.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,181 @@
+//! The statements of the MySQL / MariaDB store, built from the validated table name. Every value
+//! is a bound parameter; lists of ids are `IN (?, …)` lists whose length is rounded up to a power
+//! of two (padded with a repeated id), so a connection caches a handful of statement shapes.
+
+use txoutbox_core::TableName;
+
+/// Columns the relay reads, in [`crate::store`]'s decoding order.
+const ROW_COLUMNS: &str =
+    "id, message_id, topic, `key`, payload, headers, created_at, attempts, next_attempt_at, bucket";
+
+/// The most ids one `IN` list holds (MySQL allows 65,535 parameters per statement).
+pub(crate) const MAX_IDS: usize = 8_192;
+
+/// The parameters one row of a multi-row insert takes.
+pub(crate) const INSERT_PARAMS: usize = 5;
+
+/// The dead-letter filter: topic, lowest id, highest id, created before, each bound twice (MySQL
+/// has only positional parameters) and each NULL for "any".
+const DEAD_FILTER: &str = "status = 'dead' AND (? IS NULL OR topic = ?) \
+     AND (? IS NULL OR id >= ?) AND (? IS NULL OR id <= ?) AND (? IS NULL OR created_at < ?)";
+
+/// `` `name` `` for an identifier [`TableName`] validated (letters, digits, underscores).
+pub(crate) fn quote(identifier: &str) -> String {
+    format!("`{identifier}`")
+}
+
+/// The qualified, quoted name of `table` with `suffix` appended to the table part.
+pub(crate) fn qualified(table: &TableName, suffix: &str) -> String {
+    let name = quote(&format!("{}{suffix}", table.table()));
+    match table.schema() {
+        Some(schema) => format!("{}.{name}", quote(schema)),
+        None => name,
+    }
+}
+
+/// `n` rounded up to a power of two (at least 1): the length an id list is padded to.
+pub(crate) fn padded_len(n: usize) -> usize {
+    n.max(1).next_power_of_two()
+}
+
+fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
+}
+
+/// Every statement of the store, with the table name filled in.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) table: TableName,
+    pub(crate) quoted: String,
+    pub(crate) migrations_table: String,
+    pub(crate) insert_one: String,
+    pub(crate) fetch_after: String,
+    pub(crate) pending_ids_upto: String,
+    pub(crate) record_failure: String,
+    pub(crate) backlog: String,
+    pub(crate) list_dead: String,
+    pub(crate) replay_dead: String,
+    pub(crate) purge_dead: String,
+    pub(crate) purge_published: String,
+}
+
+impl Statements {
+    pub(crate) fn new(table: TableName) -> Self {
+        let t = qualified(&table, "");
+        Self {
+            migrations_table: qualified(&table, "_migrations"),
+            insert_one: format!(
+                "INSERT INTO {t} (message_id, topic, `key`, payload, headers) VALUES (?, ?, ?, ?, ?)"
+            ),
+            // ? the relay lock's name (NULL without one), ? cursor, ? limit. `holder` is the
+            // connection holding the relay lock when the rows were read.
+            fetch_after: format!(
+                "SELECT {ROW_COLUMNS}, CAST(IS_USED_LOCK(?) AS SIGNED) AS holder FROM {t} \
+                 WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?"
+            ),
+            // Only ids, through the (status, id) index: the candidates for late commits.
+            pending_ids_upto: format!(
+                "SELECT id FROM {t} WHERE status = 'pending' AND id <= ? ORDER BY id LIMIT ?"
+            ),
+            // ? attempts, ? error, ? next attempt, ? next attempt again, ? id.
+            record_failure: format!(
+                "UPDATE {t} SET attempts = ?, last_error = ?, next_attempt_at = ?, \
+                   status = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END \
+                 WHERE id = ? AND status = 'pending'"
+            ),
+            backlog: format!(
+                "SELECT (SELECT count(*) FROM {t} WHERE status = 'pending') AS pending, \
+                        (SELECT created_at FROM {t} WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest, \
+                        (SELECT count(*) FROM {t} WHERE status = 'dead') AS dead"
+            ),
+            list_dead: format!(
+                "SELECT id, message_id, topic, `key`, headers, \
+                   CAST(coalesce(length(payload), 0) AS SIGNED) AS payload_len, created_at, attempts, last_error \
+                 FROM {t} WHERE {DEAD_FILTER} ORDER BY id LIMIT ?"
+            ),
+            replay_dead: format!(
+                "UPDATE {t} SET status = 'pending', attempts = 0, next_attempt_at = NULL WHERE {DEAD_FILTER}"
+            ),
+            purge_dead: format!("DELETE FROM {t} WHERE {DEAD_FILTER}"),
+            // Single-table DELETE takes ORDER BY and LIMIT: one bounded batch, oldest first.
+            purge_published: format!(
+                "DELETE FROM {t} WHERE status = 'published' AND published_at < ? ORDER BY id LIMIT ?"
+            ),
+            quoted: t,
+            table,
+        }
+    }
+
+    /// A multi-row insert of `rows` messages, in the given order.
+    pub(crate) fn insert_many(&self, rows: usize) -> String {
+        let mut sql = format!(
+            "INSERT INTO {} (message_id, topic, `key`, payload, headers) VALUES ",
+            self.quoted
+        );
+        sql.reserve(rows * 17);
+        for i in 0..rows {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ?, ?)");
+        }
+        sql
+    }
+
+    /// Pending rows among `n` ids (plus the relay lock's name first, as in `fetch_after`).
+    pub(crate) fn fetch_ids(&self, n: usize) -> String {
+        format!(
+            "SELECT {ROW_COLUMNS}, CAST(IS_USED_LOCK(?) AS SIGNED) AS holder FROM {} \
+             WHERE status = 'pending' AND id IN ({}) ORDER BY id",
+            self.quoted,
+            placeholders(n)
+        )
+    }
+
+    /// Deletes the pending rows among `n` ids.
+    pub(crate) fn delete(&self, n: usize) -> String {
+        format!(
+            "DELETE FROM {} WHERE status = 'pending' AND id IN ({})",
+            self.quoted,
+            placeholders(n)
+        )
+    }
+
+    /// Marks the pending rows among `n` ids published.
+    pub(crate) fn mark_published(&self, n: usize) -> String {
+        format!(
+            "UPDATE {} SET status = 'published', published_at = CURRENT_TIMESTAMP(6), next_attempt_at = NULL \
+             WHERE status = 'pending' AND id IN ({})",
+            self.quoted,
+            placeholders(n)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_backquoted_and_qualified() {
+        let t = TableName::with_schema("shop", "outbox").unwrap();
+        assert_eq!(qualified(&t, ""), "`shop`.`outbox`");
+        assert_eq!(qualified(&t, "_migrations"), "`shop`.`outbox_migrations`");
+        assert_eq!(qualified(&TableName::default(), ""), "`outbox_messages`");
+    }
+
+    #[test]
+    fn id_lists_are_padded_to_powers_of_two() {
+        assert_eq!([0, 1, 2, 3, 5, 1000].map(padded_len), [1, 1, 2, 4, 8, 1024]);
+        let sql = Statements::new(TableName::default());
+        assert!(sql.delete(3).ends_with("IN (?, ?, ?)"));
+        assert_eq!(sql.insert_many(2).matches('?').count(), 2 * INSERT_PARAMS);
+    }
+}

@@ -1,0 +1,281 @@
+//! The relay side: read pending rows, complete them, record failures.
+//!
+//! Reading on from a cursor: MySQL takes an `AUTO_INCREMENT` id at insert and shows the row at
+//! commit, so a row can appear below the cursor after the relay read past its id, and MySQL has
+//! no transaction ids to tell such rows apart (PostgreSQL's `xid8`). The store remembers the ids
+//! it returned that may still be pending; `fetch_after` lists the pending ids at or below the
+//! cursor (ids only, through the `(status, id)` index), and every listed id it never returned is a
+//! late commit, read in full with the rows above the cursor.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use sqlx::mysql::MySqlRow;
+use sqlx::{AssertSqlSafe, MySqlPool, Row};
+use txoutbox_core::{Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json};
+
+use crate::error::db_error;
+use crate::migrate;
+use crate::relay_lock::{Held, RelayLock};
+use crate::sql::{MAX_IDS, Statements, padded_len};
+
+/// The most pending ids at or below the cursor one fetch lists; beyond it the fetch reads from
+/// the start instead (always correct, slower).
+const BELOW_CURSOR_CAP: i64 = 100_000;
+
+/// The relay's [`Store`] over a MySQL / MariaDB outbox table. Create it with
+/// [`MySqlOutbox::store`](crate::MySqlOutbox::store).
+///
+/// Only one relay reads a table at a time: the stores of one `MySqlOutbox` share the table's
+/// relay lock (a server named lock); a store of another outbox, in this process or another,
+/// returns no rows while that lock is held elsewhere, and takes over when it frees.
+#[derive(Debug, Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+    sql: Arc<Statements>,
+    lock: Arc<RelayLock>,
+    /// Ids this store returned that may still be pending: a pending id at or below the cursor
+    /// that is not in here committed late.
+    returned: Arc<Mutex<BTreeSet<i64>>>,
+}
+
+impl MySqlStore {
+    pub(crate) fn new(pool: MySqlPool, sql: Arc<Statements>, lock: Arc<RelayLock>) -> Self {
+        Self {
+            pool,
+            sql,
+            lock,
+            returned: Arc::new(Mutex::new(BTreeSet::new())),
+        }
+    }
+
+    /// The pool the store uses.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    pub(crate) fn sql(&self) -> &Statements {
+        &self.sql
+    }
+
+    fn returned(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
+        self.returned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decodes fetched rows; `None` when they were read while another connection held the relay
+    /// lock.
+    async fn decode_rows(&self, rows: &[MySqlRow], held: &Held) -> Result<Option<Vec<OutboxMessage>>> {
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            let holder: Option<i64> = row.try_get("holder").map_err(db_error)?;
+            if holder != Some(held.holder) {
+                self.lock.lost().await;
+                return Ok(None);
+            }
+            messages.push(decode(row).map_err(db_error)?);
+        }
+        Ok(Some(messages))
+    }
+
+    async fn fetch_from(&self, held: &Held, after: i64, limit: usize) -> Result<Option<Vec<OutboxMessage>>> {
+        let rows = sqlx::query(AssertSqlSafe(self.sql.fetch_after.as_str()))
+            .bind(&held.name)
+            .bind(after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        self.decode_rows(&rows, held).await
+    }
+
+    async fn fetch_ids(&self, held: &Held, ids: &[i64]) -> Result<Option<Vec<OutboxMessage>>> {
+        let mut messages = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS) {
+            let n = padded_len(chunk.len());
+            let sql = self.sql.fetch_ids(n);
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&held.name);
+            for i in 0..n {
+                query = query.bind(chunk[i.min(chunk.len() - 1)]);
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
+            match self.decode_rows(&rows, held).await? {
+                Some(mut part) => messages.append(&mut part),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(messages))
+    }
+
+    async fn fetch_start(&self, held: &Held, limit: usize) -> Result<Vec<OutboxMessage>> {
+        let Some(rows) = self.fetch_from(held, 0, limit).await? else {
+            return Ok(Vec::new());
+        };
+        let mut returned = self.returned();
+        // Every pending row up to the last one read is in `rows`: forget the others.
+        match rows.last() {
+            Some(last) if rows.len() >= limit => {
+                let above = returned.split_off(&(last.id + 1));
+                *returned = above;
+            }
+            _ => returned.clear(),
+        }
+        returned.extend(rows.iter().map(|m| m.id));
+        Ok(rows)
+    }
+}
+
+/// Decodes a row; a row that does not fit the table contract comes back as
+/// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
+fn decode(row: &MySqlRow) -> Result<OutboxMessage, sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
+    Ok(decode_fields(row).unwrap_or_else(|e| {
+        OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
+    }))
+}
+
+fn decode_fields(row: &MySqlRow) -> Result<OutboxMessage, sqlx::Error> {
+    let headers: Option<String> = row.try_get("headers")?;
+    let (headers, malformed) = match headers_from_json(headers.as_deref()) {
+        Ok(headers) => (headers, None),
+        Err(reason) => (Vec::new(), Some(reason)),
+    };
+    Ok(OutboxMessage {
+        id: row.try_get("id")?,
+        message_id: row.try_get("message_id")?,
+        topic: row.try_get("topic")?,
+        key: row.try_get("key")?,
+        payload: row.try_get("payload")?,
+        headers,
+        created_at: row.try_get("created_at")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        bucket: row.try_get("bucket")?,
+        malformed,
+    })
+}
+
+impl Store for MySqlStore {
+    async fn check(&self) -> Result<()> {
+        migrate::check(&self.pool, &self.sql).await
+    }
+
+    /// Up to `limit` pending rows from the start; none while another relay holds the table's
+    /// relay lock.
+    async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        match self.lock.acquire(&self.pool).await? {
+            Some(held) => self.fetch_start(&held, limit).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Rows above `after`, plus the late commits at or below it (see the module docs).
+    async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
+        let Some(held) = self.lock.acquire(&self.pool).await? else {
+            return Ok(Vec::new());
+        };
+        let below: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto.as_str()))
+            .bind(after)
+            .bind(BELOW_CURSOR_CAP)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if below.len() as i64 >= BELOW_CURSOR_CAP {
+            tracing::warn!(
+                table = %self.sql.table,
+                "over {BELOW_CURSOR_CAP} pending rows behind the relay's cursor: reading from the start"
+            );
+            return self.fetch_start(&held, limit).await;
+        }
+        let late: Vec<i64> = {
+            let mut returned = self.returned();
+            let pending: HashSet<i64> = below.iter().copied().collect();
+            // Returned ids at or below the cursor that are no longer pending are done.
+            returned.retain(|id| *id > after || pending.contains(id));
+            below.into_iter().filter(|id| !returned.contains(id)).collect()
+        };
+        let mut rows = if late.is_empty() {
+            Vec::new()
+        } else {
+            match self.fetch_ids(&held, &late).await? {
+                Some(rows) => rows,
+                None => return Ok(Vec::new()),
+            }
+        };
+        // Late rows first in id order; the rows above the cursor follow unless the late ones are
+        // a batch already (they must go first: the relay keeps keys in id order).
+        if rows.len() < limit.max(1) * 10 && limit > 0 {
+            match self.fetch_from(&held, after, limit).await? {
+                Some(mut above) => rows.append(&mut above),
+                None => return Ok(Vec::new()),
+            }
+        }
+        self.returned().extend(rows.iter().map(|m| m.id));
+        Ok(rows)
+    }
+
+    async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
+        for chunk in ids.chunks(MAX_IDS) {
+            let n = padded_len(chunk.len());
+            let sql = match completion {
+                Completion::MarkPublished => self.sql.mark_published(n),
+                _ => self.sql.delete(n),
+            };
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for i in 0..n {
+                query = query.bind(chunk[i.min(chunk.len() - 1)]);
+            }
+            query.execute(&self.pool).await.map_err(db_error)?;
+        }
+        let mut returned = self.returned();
+        for id in ids {
+            returned.remove(id);
+        }
+        Ok(())
+    }
+
+    /// One `UPDATE` per failure, in one transaction (failures are few; MySQL has no array
+    /// parameters to update many rows with different values in one statement).
+    async fn record_failures(&self, failures: &[Failure]) -> Result<()> {
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        for f in failures {
+            sqlx::query(AssertSqlSafe(self.sql.record_failure.as_str()))
+                .bind(f.attempts)
+                .bind(&f.error)
+                .bind(f.next_attempt_at)
+                .bind(f.next_attempt_at)
+                .bind(f.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        // A dead row may be replayed: it must then count as a late commit.
+        let mut returned = self.returned();
+        for f in failures.iter().filter(|f| f.next_attempt_at.is_none()) {
+            returned.remove(&f.id);
+        }
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.backlog.as_str()))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let count = |name| row.try_get::<i64, _>(name).map(|n| n.max(0) as u64);
+        Ok(Backlog {
+            pending: count("pending").map_err(db_error)?,
+            oldest_pending: row
+                .try_get::<Option<DateTime<Utc>>, _>("oldest")
+                .map_err(db_error)?,
+            dead: count("dead").map_err(db_error)?,
+        })
+    }
+}
