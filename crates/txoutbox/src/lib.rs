@@ -37,7 +37,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Features: `sqlite` and `kafka` (default), `postgres`.
+//! Features: `sqlite` and `kafka` (default), `postgres`, `mysql` (MySQL 8.0.16+ / MariaDB 10.6+).
 //! See `docs/guarantees.md`, `docs/state-machine.md` and `docs/table-contract.md` in the
 //! repository for the semantics.
 
@@ -53,6 +53,12 @@ pub mod postgres {
 #[cfg(feature = "sqlite")]
 pub mod sqlite {
     pub use txoutbox_sqlite::*;
+}
+
+/// The MySQL / MariaDB store.
+#[cfg(feature = "mysql")]
+pub mod mysql {
+    pub use txoutbox_mysql::*;
 }
 
 /// The Kafka sink.
