@@ -52,13 +52,24 @@ impl Record {
 
 /// Creates topics with `partitions` partitions each (replication factor 1).
 pub async fn create_topics(names: &[&str], partitions: i32) {
+    create_topics_on(&bootstrap(), names, partitions, &[]).await;
+}
+
+/// Creates topics on the broker at `bootstrap`, with `partitions` partitions each (replication
+/// factor 1) and the given topic configs (e.g. `("message.timestamp.type", "LogAppendTime")`).
+pub async fn create_topics_on(bootstrap: &str, names: &[&str], partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|n| {
+            configs.iter().fold(
+                NewTopic::new(n, partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
         .collect();
     let results = admin
         .create_topics(
@@ -74,14 +85,28 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
 
 /// A fresh topic name with the given prefix, created with `partitions` partitions.
 pub async fn new_topic(prefix: &str, partitions: i32) -> String {
+    new_topic_on(&bootstrap(), prefix, partitions, &[]).await
+}
+
+/// A fresh topic on the broker at `bootstrap`, with `partitions` partitions and topic configs.
+pub async fn new_topic_on(
+    bootstrap: &str,
+    prefix: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> String {
     let name = crate::unique(prefix).replace('_', "-");
-    create_topics(&[&name], partitions).await;
+    create_topics_on(bootstrap, &[&name], partitions, configs).await;
     name
 }
 
-fn consumer(isolation: &str) -> BaseConsumer {
+/// Topic config that makes each record's timestamp the broker's append time: read back, it says
+/// when the broker stored the record (used to measure recovery times).
+pub const LOG_APPEND_TIME: (&str, &str) = ("message.timestamp.type", "LogAppendTime");
+
+fn consumer_on(bootstrap: &str, isolation: &str) -> BaseConsumer {
     ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", crate::unique("readback"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation)
@@ -91,14 +116,20 @@ fn consumer(isolation: &str) -> BaseConsumer {
 
 /// Reads every record of `topics` up to their current end (the high watermarks at the call).
 pub async fn read_all(topics: &[String]) -> Vec<Record> {
+    read_all_from(&bootstrap(), topics).await
+}
+
+/// Reads every record of `topics` on the broker at `bootstrap` up to their current end.
+pub async fn read_all_from(bootstrap: &str, topics: &[String]) -> Vec<Record> {
     let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || read_all_blocking(&topics, "read_uncommitted"))
+    let bootstrap = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || read_all_blocking(&bootstrap, &topics, "read_uncommitted"))
         .await
         .unwrap()
 }
 
-fn read_all_blocking(topics: &[String], isolation: &str) -> Vec<Record> {
-    let consumer = consumer(isolation);
+fn read_all_blocking(bootstrap: &str, topics: &[String], isolation: &str) -> Vec<Record> {
+    let consumer = consumer_on(bootstrap, isolation);
     let timeout = Duration::from_secs(10);
     let mut assignment = TopicPartitionList::new();
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();
@@ -155,9 +186,15 @@ fn read_all_blocking(topics: &[String], isolation: &str) -> Vec<Record> {
 
 /// Counts the records currently in `topics` (sum of high watermarks minus low watermarks).
 pub async fn count(topics: &[String]) -> i64 {
+    count_on(&bootstrap(), topics).await
+}
+
+/// Counts the records currently in `topics` on the broker at `bootstrap`.
+pub async fn count_on(bootstrap: &str, topics: &[String]) -> i64 {
     let topics = topics.to_vec();
+    let bootstrap = bootstrap.to_owned();
     tokio::task::spawn_blocking(move || {
-        let consumer = consumer("read_uncommitted");
+        let consumer = consumer_on(&bootstrap, "read_uncommitted");
         let timeout = Duration::from_secs(10);
         let mut total = 0;
         for topic in &topics {

@@ -1,30 +1,56 @@
-//! A relay as its own process, for the chaos tests that `kill -9` it: PostgreSQL outbox table in
-//! the schema `TXOUTBOX_CHAOS_SCHEMA`, Kafka at `TXOUTBOX_KAFKA_BOOTSTRAP`. Runs until killed (or
-//! SIGTERM: graceful).
+//! A relay as its own process, for the chaos tests that kill it or take its services away. Runs
+//! until killed (or SIGTERM: graceful).
+//!
+//! Environment:
+//! - `TXOUTBOX_KAFKA_BOOTSTRAP`: the broker.
+//! - `TXOUTBOX_CHAOS_STORE`: `postgres` (default) or `sqlite`.
+//! - PostgreSQL: the outbox table `outbox_messages` in the schema `TXOUTBOX_CHAOS_SCHEMA`, at
+//!   `TXOUTBOX_POSTGRES_URL`.
+//! - SQLite: the outbox table `outbox_messages` in the database file `TXOUTBOX_CHAOS_SQLITE`.
+//! - `TXOUTBOX_CHAOS_COMPLETION`: `delete` (default) or `mark` (keep rows, marked published).
 
 use std::time::Duration;
 
-use txoutbox_core::{Relay, RelayConfig, TableName};
+use txoutbox_core::{Completion, Relay, RelayConfig, Sink, Store, TableName};
 use txoutbox_kafka::{KafkaConfig, KafkaSink};
 use txoutbox_postgres::PgOutbox;
+use txoutbox_sqlite::SqliteOutbox;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     txoutbox_testing::init_tracing();
-    let schema = txoutbox_testing::required_env("TXOUTBOX_CHAOS_SCHEMA");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&txoutbox_testing::postgres::url())
-        .await?;
-    let outbox = PgOutbox::with_table(
-        txoutbox_core::Topics::new(),
-        TableName::with_schema(schema, "outbox_messages")?,
-    );
     let sink = KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap()))?;
-    let config = RelayConfig::default()
+    let mut config = RelayConfig::default()
         .with_batch_size(500)
         .with_poll_interval(Duration::from_millis(200));
-    let relay = Relay::new(outbox.store(pool), sink, config)?;
+    if std::env::var("TXOUTBOX_CHAOS_COMPLETION").as_deref() == Ok("mark") {
+        config = config.with_completion(Completion::MarkPublished);
+    }
+    match std::env::var("TXOUTBOX_CHAOS_STORE").as_deref() {
+        Ok("sqlite") => {
+            let path = txoutbox_testing::required_env("TXOUTBOX_CHAOS_SQLITE");
+            let pool = txoutbox_testing::sqlite::TestDb::connect(path.as_ref(), 4).await;
+            let outbox = SqliteOutbox::new(txoutbox_core::Topics::new());
+            run(outbox.store(pool), sink, config).await
+        }
+        Ok("postgres") | Err(_) => {
+            let schema = txoutbox_testing::required_env("TXOUTBOX_CHAOS_SCHEMA");
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .connect(&txoutbox_testing::postgres::url())
+                .await?;
+            let outbox = PgOutbox::with_table(
+                txoutbox_core::Topics::new(),
+                TableName::with_schema(schema, "outbox_messages")?,
+            );
+            run(outbox.store(pool), sink, config).await
+        }
+        Ok(other) => anyhow::bail!("TXOUTBOX_CHAOS_STORE={other}: expected postgres or sqlite"),
+    }
+}
+
+async fn run(store: impl Store, sink: impl Sink, config: RelayConfig) -> anyhow::Result<()> {
+    let relay = Relay::new(store, sink, config)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     relay
         .run_until(async move {

@@ -1,0 +1,669 @@
+//! Private service instances for the outage tests: a Kafka KRaft node and a PostgreSQL cluster
+//! that a test may stop, kill and restart without disturbing the tests that share the services of
+//! `scripts/services.sh`.
+//!
+//! - [`KafkaNode`] runs Apache Kafka from the jars `scripts/services.sh` fetched
+//!   (`TXOUTBOX_KAFKA_HOME`, default `~/.cache/txoutbox/kafka-4.1.1`), one combined
+//!   broker+controller node on free loopback ports, with its data in a temporary folder.
+//! - [`PgCluster`] runs `initdb` and `pg_ctl` of the installed PostgreSQL (the highest version under
+//!   `/usr/lib/postgresql/*/bin`, or `TXOUTBOX_PG_BINDIR`) on a free loopback port, with its data in
+//!   a temporary folder. As root it runs as the OS user `postgres`, like `scripts/services.sh`.
+//!
+//! Both are stopped hard and their folders deleted when dropped (also when a test panics).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node or cluster may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free loopback port")
+}
+
+fn port_accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+}
+
+/// A fresh folder under the temporary directory, readable by every user (its contents are not).
+fn temp_folder(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(crate::unique(prefix));
+    std::fs::create_dir_all(&dir).expect("create a temporary folder");
+    dir
+}
+
+/// The last `lines` lines of a file, for error messages.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Whether this process runs as root (uid 0).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// uid and gid of an OS user, from `/etc/passwd`.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// Sends `signal` (e.g. `TERM`, `KILL`, `STOP`, `CONT`) to a process.
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits up to `timeout` for a child to exit; true when it did.
+fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a blocking closure on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka
+// ---------------------------------------------------------------------------------------------
+
+/// The folder holding the Kafka jars (`TXOUTBOX_KAFKA_HOME`/lib, default
+/// `~/.cache/txoutbox/kafka-4.1.1/lib`), as `scripts/services.sh` fetched them.
+pub fn kafka_lib() -> PathBuf {
+    let home = std::env::var_os("TXOUTBOX_KAFKA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/txoutbox/kafka-4.1.1")
+        });
+    home.join("lib")
+}
+
+/// A Kafka cluster id: 16 random bytes in URL-safe base64 without padding (22 characters).
+fn kafka_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    loop {
+        let bytes = *uuid::Uuid::new_v4().as_bytes();
+        let mut bits = 0u32;
+        let mut n = 0;
+        let mut out = String::new();
+        for b in bytes {
+            bits = (bits << 8) | u32::from(b);
+            n += 8;
+            while n >= 6 {
+                n -= 6;
+                out.push(ALPHABET[((bits >> n) & 63) as usize] as char);
+            }
+        }
+        if n > 0 {
+            out.push(ALPHABET[((bits << (6 - n)) & 63) as usize] as char);
+        }
+        if !out.starts_with('-') {
+            return out;
+        }
+    }
+}
+
+/// A private single-node Apache Kafka (KRaft, broker and controller in one JVM) on free loopback
+/// ports. Stopping and starting it keeps its data folder, so topics and records survive.
+#[derive(Debug)]
+pub struct KafkaNode {
+    dir: PathBuf,
+    broker_port: u16,
+    controller_port: u16,
+    child: Option<Child>,
+}
+
+impl KafkaNode {
+    /// Formats a data folder and starts the node; returns once it serves.
+    pub async fn start() -> Self {
+        blocking(Self::start_blocking).await
+    }
+
+    fn start_blocking() -> Self {
+        let lib = kafka_lib();
+        assert!(
+            lib.join(".complete").exists(),
+            "no Kafka jars in {}: run `scripts/services.sh up kafka` once (it fetches them), or set TXOUTBOX_KAFKA_HOME",
+            lib.display()
+        );
+        let dir = temp_folder("txoutbox-kafka");
+        let (broker_port, controller_port) = loop {
+            let (b, c) = (free_port(), free_port());
+            if b != c {
+                break (b, c);
+            }
+        };
+        let properties = format!(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={data}\n\
+             auto.create.topics.enable=false\n\
+             num.partitions=3\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=3\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             share.coordinator.state.topic.replication.factor=1\n\
+             share.coordinator.state.topic.min.isr=1\n\
+             group.initial.rebalance.delay.ms=0\n",
+            data = dir.join("data").display()
+        );
+        std::fs::write(dir.join("server.properties"), properties).unwrap();
+        let log4j = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka/log4j2.xml");
+        std::fs::copy(&log4j, dir.join("log4j2.xml"))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", log4j.display()));
+        let format = Command::new("java")
+            .arg("-cp")
+            .arg(format!("{}/*", lib.display()))
+            .args(["kafka.tools.StorageTool", "format", "--cluster-id"])
+            .arg(kafka_cluster_id())
+            .arg("--config")
+            .arg(dir.join("server.properties"))
+            .arg("--standalone")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run java (Kafka's StorageTool)");
+        assert!(
+            format.status.success(),
+            "formatting {} failed: {}{}",
+            dir.display(),
+            String::from_utf8_lossy(&format.stdout),
+            String::from_utf8_lossy(&format.stderr)
+        );
+        let mut node = Self {
+            dir,
+            broker_port,
+            controller_port,
+            child: None,
+        };
+        node.launch_and_wait();
+        node
+    }
+
+    fn launch_and_wait(&mut self) {
+        assert!(self.child.is_none(), "the Kafka node is running already");
+        for port in [self.broker_port, self.controller_port] {
+            assert!(
+                !port_accepts(port),
+                "port {port} was taken by another process while the node was down"
+            );
+        }
+        let log_path = self.dir.join("node.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let offset = log.metadata().unwrap().len();
+        let child = Command::new("java")
+            .args([
+                "-Xms256m",
+                "-Xmx768m",
+                "-server",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+            ])
+            .arg(format!("-Dtxoutbox.node.dir={}", self.dir.display()))
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir.join("log4j2.xml").display()
+            ))
+            .arg("-cp")
+            .arg(format!("{}/*", kafka_lib().display()))
+            .arg("kafka.Kafka")
+            .arg(self.dir.join("server.properties"))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start java (Kafka)");
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!(
+                    "the Kafka node exited while starting ({status}):\n{}",
+                    tail(&log_path, 60)
+                );
+            }
+            if log_contains_since(&log_path, offset, "Kafka Server started") && port_accepts(self.broker_port)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Kafka node did not start within {READY_TIMEOUT:?}:\n{}",
+                tail(&log_path, 60)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `127.0.0.1:<broker port>`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.broker_port)
+    }
+
+    /// The JVM's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the node's process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Stops the node with SIGTERM (a controlled shutdown) and waits until it is gone.
+    pub async fn stop(&mut self) {
+        self.signal_and_wait("TERM").await;
+    }
+
+    /// Kills the node with SIGKILL and waits until it is gone.
+    pub async fn kill(&mut self) {
+        self.signal_and_wait("KILL").await;
+    }
+
+    async fn signal_and_wait(&mut self, sig: &'static str) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let child = blocking(move || {
+            signal(child.id(), sig);
+            if !wait_exit(&mut child, Duration::from_secs(60)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            child
+        })
+        .await;
+        drop(child);
+    }
+
+    /// Starts the stopped node again on the same data folder and ports; returns once it serves.
+    pub async fn restart(&mut self) {
+        let mut me = std::mem::replace(
+            self,
+            Self {
+                dir: PathBuf::new(),
+                broker_port: 0,
+                controller_port: 0,
+                child: None,
+            },
+        );
+        me = blocking(move || {
+            me.launch_and_wait();
+            me
+        })
+        .await;
+        *self = me;
+    }
+
+    /// The node's log (stdout and stderr of every start).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+}
+
+fn log_contains_since(path: &Path, offset: u64, needle: &str) -> bool {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return false;
+    }
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    text.contains(needle)
+}
+
+impl Drop for KafkaNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !self.dir.as_os_str().is_empty() && std::env::var_os("TXOUTBOX_KEEP_INSTANCES").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// The bin folder of the installed PostgreSQL: `TXOUTBOX_PG_BINDIR`, else the highest version
+/// under `/usr/lib/postgresql/*/bin` with `initdb` and `pg_ctl` (as `scripts/services.sh` picks
+/// it), else the folder of `initdb` on the `PATH`.
+pub fn pg_bindir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TXOUTBOX_PG_BINDIR") {
+        return dir.into();
+    }
+    let mut best: Option<(u32, PathBuf)> = None;
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        for entry in entries.flatten() {
+            let bin = entry.path().join("bin");
+            let version = entry
+                .file_name()
+                .to_string_lossy()
+                .split('.')
+                .next()
+                .and_then(|v| v.parse::<u32>().ok());
+            if let Some(v) = version
+                && bin.join("initdb").exists()
+                && bin.join("pg_ctl").exists()
+                && best.as_ref().is_none_or(|(b, _)| v > *b)
+            {
+                best = Some((v, bin));
+            }
+        }
+    }
+    if let Some((_, bin)) = best {
+        return bin;
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path).find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+        })
+        .unwrap_or_else(|| {
+            panic!("no PostgreSQL found (initdb, pg_ctl): run `scripts/services.sh up postgres` once (it installs it), or set TXOUTBOX_PG_BINDIR")
+        })
+}
+
+/// How `pg_ctl` stops the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgStopMode {
+    /// `-m fast`: roll back open transactions, disconnect clients, checkpoint.
+    Fast,
+    /// `-m immediate`: abort every process at once; the next start recovers from the WAL.
+    Immediate,
+}
+
+impl PgStopMode {
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Immediate => "immediate",
+        }
+    }
+}
+
+/// A private PostgreSQL cluster (its own `initdb`, data folder and loopback port), superuser
+/// `postgres` with trust authentication on 127.0.0.1.
+#[derive(Debug)]
+pub struct PgCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    /// The OS user the server runs as when we are root.
+    run_as: Option<String>,
+}
+
+impl PgCluster {
+    /// Runs `initdb` and starts the server; returns once it accepts connections.
+    pub async fn start() -> Self {
+        blocking(Self::start_blocking).await
+    }
+
+    fn start_blocking() -> Self {
+        let bin = pg_bindir();
+        let run_as = is_root().then(|| "postgres".to_owned());
+        let dir = temp_folder("txoutbox-pg");
+        if let Some(user) = &run_as {
+            let (uid, gid) = user_ids(user).unwrap_or_else(|| {
+                panic!("running as root, but there is no OS user {user} to run PostgreSQL as")
+            });
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the cluster folder");
+        }
+        let cluster = Self {
+            dir,
+            bin,
+            port: free_port(),
+            run_as,
+        };
+        let data = cluster.data();
+        cluster.run_checked(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-locale",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+        );
+        let conf = format!(
+            "\n# txoutbox-testing: a private cluster\n\
+             listen_addresses = '127.0.0.1'\n\
+             port = {}\n\
+             unix_socket_directories = '{}'\n\
+             max_connections = 100\n\
+             shared_buffers = 64MB\n\
+             log_min_messages = warning\n",
+            cluster.port,
+            cluster.dir.display()
+        );
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
+        text.push_str(&conf);
+        std::fs::write(&conf_path, text).expect("write postgresql.conf");
+        cluster.pg_ctl_start();
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(path);
+                c
+            }
+            None => Command::new(path),
+        };
+        command.current_dir("/").stdin(Stdio::null());
+        command
+    }
+
+    fn run_checked(&self, program: &str, args: &[&str]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed ({}): {}{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.dir.join("postgres.log"), 30)
+        );
+    }
+
+    fn pg_ctl_start(&self) {
+        assert!(
+            !port_accepts(self.port),
+            "port {} was taken by another process while the cluster was down",
+            self.port
+        );
+        let data = self.data();
+        let log = self.dir.join("postgres.log");
+        self.run_checked(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "180",
+                "start",
+            ],
+        );
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !port_accepts(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL started but does not accept connections:\n{}",
+                tail(&log, 30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pg_ctl_stop(&self, mode: PgStopMode) {
+        let data = self.data();
+        self.run_checked(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                mode.arg(),
+                "-w",
+                "-t",
+                "120",
+                "stop",
+            ],
+        );
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub fn url(&self) -> String {
+        self.url_for("postgres")
+    }
+
+    /// The URL of another database of this cluster.
+    pub fn url_for(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (`pg_ctl stop -m <mode>`) and waits until it is down.
+    pub async fn stop(&self, mode: PgStopMode) {
+        let me = self.clone_handle();
+        blocking(move || me.pg_ctl_stop(mode)).await;
+    }
+
+    /// Starts the stopped server on the same data folder; returns once it accepts connections.
+    pub async fn start_again(&self) {
+        let me = self.clone_handle();
+        blocking(move || me.pg_ctl_start()).await;
+    }
+
+    /// A handle for blocking calls on another thread; never dropped as the owner (no cleanup).
+    fn clone_handle(&self) -> PgHandle {
+        PgHandle(Self {
+            dir: self.dir.clone(),
+            bin: self.bin.clone(),
+            port: self.port,
+            run_as: self.run_as.clone(),
+        })
+    }
+
+    /// The server log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+}
+
+/// A copy of a cluster's coordinates that does not stop or delete it when dropped.
+struct PgHandle(PgCluster);
+
+impl std::ops::Deref for PgHandle {
+    type Target = PgCluster;
+    fn deref(&self) -> &PgCluster {
+        &self.0
+    }
+}
+
+impl Drop for PgHandle {
+    fn drop(&mut self) {
+        // Leave the cluster alone: only its owner cleans up.
+        self.0.dir = PathBuf::new();
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
+        let data = self.data();
+        if data.join("postmaster.pid").exists() {
+            let _ = self
+                .command("pg_ctl")
+                .args([
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "60",
+                    "stop",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if std::env::var_os("TXOUTBOX_KEEP_INSTANCES").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
