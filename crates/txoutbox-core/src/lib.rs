@@ -4,10 +4,12 @@
 //! `txoutbox` facade instead.
 
 mod error;
+mod health;
 mod identifier;
 mod immediate;
 mod maintenance;
 mod message;
+pub mod metrics;
 pub mod relay;
 mod retry;
 mod schema;
@@ -17,13 +19,14 @@ mod topic;
 mod topics;
 
 pub use error::{BoxError, Error, Result};
+pub use health::{HealthCheck, HealthReport, HealthThresholds};
 pub use identifier::{DEFAULT_TABLE, TableName};
 pub use immediate::{Immediate, ImmediateSend};
-pub use maintenance::{DeadLetter, DeadLetterFilter, DeadLetters, Retention};
+pub use maintenance::{DeadLetter, DeadLetterFilter, DeadLetters, Retention, Statistics, TopicStats};
 pub use message::{
     CREATED_AT_HEADER, MESSAGE_ID_HEADER, NewMessage, OutboxMessage, headers_from_json, headers_to_json,
 };
-pub use relay::{Relay, RelayConfig, RelayHandle, Wakeup};
+pub use relay::{Condition, Relay, RelayConfig, RelayHandle, RelayMonitor, Wakeup};
 pub use retry::RetryPolicy;
 pub use schema::check_schema_version;
 pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, SinkErrorKind};

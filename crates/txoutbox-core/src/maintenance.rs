@@ -105,3 +105,26 @@ pub trait Retention: Send + Sync {
         batch: usize,
     ) -> impl Future<Output = Result<u64>> + Send;
 }
+
+/// The rows of one topic, by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TopicStats {
+    /// The Kafka topic.
+    pub topic: String,
+    /// Rows waiting to be published.
+    pub pending: u64,
+    /// Creation time of the oldest pending row.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Rows in the dead-letter state.
+    pub dead: u64,
+    /// Published rows kept for retention (`Completion::MarkPublished`).
+    pub published: u64,
+}
+
+/// Per-topic statistics, for operators (`txoutbox status`).
+pub trait Statistics: Send + Sync {
+    /// Every topic with rows in the table, by name. Reads the whole table: meant for an
+    /// operator's occasional look, not for every health check (use
+    /// [`Store::backlog`](crate::Store::backlog) there).
+    fn topic_stats(&self) -> impl Future<Output = Result<Vec<TopicStats>>> + Send;
+}

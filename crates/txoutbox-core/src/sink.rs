@@ -186,11 +186,22 @@ impl BatchDelivery {
 pub trait Sink: Send + Sync + 'static {
     /// Enqueues a batch in order and returns the handle that resolves with each message's outcome.
     fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> impl Future<Output = BatchDelivery> + Send;
+
+    /// Checks that the transport answers (e.g. a metadata request to the brokers). The relay
+    /// calls it now and then while nothing is in flight, so its health shows an unreachable
+    /// transport even when there is nothing to send. The default answers `Ok`.
+    fn probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 impl<S: Sink> Sink for Arc<S> {
     fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> impl Future<Output = BatchDelivery> + Send {
         (**self).send_batch(batch)
+    }
+
+    fn probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).probe()
     }
 }
 

@@ -33,7 +33,7 @@ pub struct Failure {
 }
 
 /// The backlog at a glance.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Backlog {
     /// Rows waiting to be published.
     pub pending: u64,

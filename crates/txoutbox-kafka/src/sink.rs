@@ -15,6 +15,9 @@ use crate::classify::classify;
 use crate::config::KafkaConfig;
 use crate::context::{DeliveryRef, SinkContext};
 
+/// How long a probe waits for the brokers' metadata.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long to wait for room when librdkafka's local queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 
@@ -22,7 +25,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 /// `txoutbox-message-id` header, a `txoutbox-created-at` header and the creation time as the
 /// record timestamp.
 pub struct KafkaSink {
-    producer: ThreadedProducer<SinkContext>,
+    producer: Arc<ThreadedProducer<SinkContext>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -41,7 +44,9 @@ impl KafkaSink {
             .client_config()
             .create_with_context(SinkContext)
             .map_err(|e| Error::Config(format!("could not create the Kafka producer: {e}")))?;
-        Ok(Self { producer })
+        Ok(Self {
+            producer: Arc::new(producer),
+        })
     }
 
     /// Waits up to `timeout` for every queued message to be delivered.
@@ -127,5 +132,24 @@ impl Sink for KafkaSink {
             }
         }
         tracker.delivery()
+    }
+
+    /// Asks the brokers for the cluster's metadata (on a blocking thread: librdkafka waits).
+    async fn probe(&self) -> Result<(), txoutbox_core::SinkError> {
+        let producer = Arc::clone(&self.producer);
+        let outcome = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, PROBE_TIMEOUT).map(|_| ())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(txoutbox_core::SinkError::transient(format!(
+                "no answer from the Kafka brokers within {}s: {error}",
+                PROBE_TIMEOUT.as_secs()
+            ))),
+            Err(join) => Err(txoutbox_core::SinkError::transient(format!(
+                "the Kafka probe failed: {join}"
+            ))),
+        }
     }
 }

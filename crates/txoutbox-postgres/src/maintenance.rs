@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Postgres, Row};
-use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, headers_from_json};
+use txoutbox_core::{
+    DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, Statistics, TopicStats, headers_from_json,
+};
 use uuid::Uuid;
 
 use crate::error::db_error;
@@ -73,5 +75,28 @@ impl Retention for PgStore {
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected())
+    }
+}
+
+impl Statistics for PgStore {
+    async fn topic_stats(&self) -> Result<Vec<TopicStats>> {
+        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql().topic_stats)))
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_error)?;
+        let count =
+            |row: &sqlx::postgres::PgRow, column| row.try_get::<i64, _>(column).map(|n| n.max(0) as u64);
+        rows.iter()
+            .map(|row| {
+                Ok(TopicStats {
+                    topic: row.try_get("topic")?,
+                    pending: count(row, "pending")?,
+                    oldest_pending: row.try_get("oldest_pending")?,
+                    dead: count(row, "dead")?,
+                    published: count(row, "published")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
     }
 }

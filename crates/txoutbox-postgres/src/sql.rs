@@ -27,6 +27,7 @@ pub(crate) struct Statements {
     pub(crate) replay_dead: Arc<str>,
     pub(crate) purge_dead: Arc<str>,
     pub(crate) purge_published: Arc<str>,
+    pub(crate) topic_stats: Arc<str>,
 }
 
 /// The dead-letter filter: $1 topic, $2 lowest id, $3 highest id, $4 created before (each NULL
@@ -116,6 +117,14 @@ impl Statements {
             purge_published: format!(
                 "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
                    WHERE status = 'published' AND published_at < $1 ORDER BY id LIMIT $2)"
+            )
+            .into(),
+            topic_stats: format!(
+                "SELECT topic, count(*) FILTER (WHERE status = 'pending') AS pending, \
+                   min(created_at) FILTER (WHERE status = 'pending') AS oldest_pending, \
+                   count(*) FILTER (WHERE status = 'dead') AS dead, \
+                   count(*) FILTER (WHERE status = 'published') AS published \
+                 FROM {t} GROUP BY topic ORDER BY topic"
             )
             .into(),
             table,

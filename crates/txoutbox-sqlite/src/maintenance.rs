@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use sqlx::query::Query;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{AssertSqlSafe, Row, Sqlite};
-use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, headers_from_json};
+use txoutbox_core::{
+    DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, Statistics, TopicStats, headers_from_json,
+};
 
 use crate::error::db_error;
 use crate::store::{SqliteStore, millis};
@@ -72,5 +74,28 @@ impl Retention for SqliteStore {
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected())
+    }
+}
+
+impl Statistics for SqliteStore {
+    async fn topic_stats(&self) -> Result<Vec<TopicStats>> {
+        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql().topic_stats)))
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_error)?;
+        let count =
+            |row: &sqlx::sqlite::SqliteRow, column| row.try_get::<i64, _>(column).map(|n| n.max(0) as u64);
+        rows.iter()
+            .map(|row| {
+                Ok(TopicStats {
+                    topic: row.try_get("topic")?,
+                    pending: count(row, "pending")?,
+                    oldest_pending: row.try_get::<Option<i64>, _>("oldest_pending")?.map(millis),
+                    dead: count(row, "dead")?,
+                    published: count(row, "published")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
     }
 }

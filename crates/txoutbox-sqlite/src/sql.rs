@@ -24,6 +24,7 @@ pub(crate) struct Statements {
     pub(crate) replay_dead: Arc<str>,
     pub(crate) purge_dead: Arc<str>,
     pub(crate) purge_published: Arc<str>,
+    pub(crate) topic_stats: Arc<str>,
 }
 
 /// The dead-letter filter: ?1 topic, ?2 lowest id, ?3 highest id, ?4 created before (ms since the
@@ -89,6 +90,13 @@ impl Statements {
             purge_published: format!(
                 "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
                    WHERE status = 'published' AND published_at < ?1 ORDER BY id LIMIT ?2)"
+            )
+            .into(),
+            topic_stats: format!(
+                "SELECT topic, sum(status = 'pending') AS pending, \
+                   min(CASE WHEN status = 'pending' THEN created_at END) AS oldest_pending, \
+                   sum(status = 'dead') AS dead, sum(status = 'published') AS published \
+                 FROM {t} GROUP BY topic ORDER BY topic"
             )
             .into(),
             table,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tracing::{error, warn};
+use tracing::{Instrument, debug_span, error, warn};
 
 use super::backoff::Backoff;
 use super::fetcher::SentBatch;
@@ -111,6 +111,10 @@ async fn settle<S: Store, K: Sink>(
                 }
                 Err(e) => {
                     let failure = failure_for(shared, row, &e.to_string());
+                    if failure.next_attempt_at.is_none() {
+                        shared.monitor.dead_lettered_one();
+                        crate::metrics::record_dead_lettered(&row.topic);
+                    }
                     // Hold the key until the retry: its later rows must not overtake this one. A
                     // dead row releases its key.
                     if let Some(key) = &row.key {
@@ -127,10 +131,19 @@ async fn settle<S: Store, K: Sink>(
     }
 
     if !delivered.is_empty() {
-        write_with_retry(shared, "mark delivered messages", || {
+        write_with_retry(shared, "complete", "mark delivered messages", || {
             shared.store.complete(&delivered, shared.config.completion)
         })
+        .instrument(debug_span!("txoutbox.mark", rows = delivered.len()))
         .await;
+        shared.monitor.delivered(delivered.len());
+        crate::metrics::record_delivered(
+            settled
+                .iter()
+                .flat_map(|batch| batch.rows.iter().zip(&batch.results))
+                .filter(|(_, result)| result.is_ok())
+                .map(|(row, _)| row),
+        );
     }
     if !failures.is_empty() {
         for f in &failures {
@@ -143,17 +156,20 @@ async fn settle<S: Store, K: Sink>(
                 }
             }
         }
-        write_with_retry(shared, "record failed attempts", || {
+        write_with_retry(shared, "record_failures", "record failed attempts", || {
             shared.store.record_failures(&failures)
         })
         .await;
+        crate::metrics::record_send_failures("permanent", failures.len());
     }
     // Rows below the cursor must be read again: those that failed transiently, and the later rows
     // of a key whose failing row is now dead (they were held back while it was retried).
     if transient > 0 || deferred > 0 || failures.iter().any(|f| f.next_attempt_at.is_none()) {
         shared.request_rescan();
     }
+    crate::metrics::record_send_failures("transient", transient);
     if let Some(error) = first_transient {
+        shared.monitor.sink_failed(&error);
         let delay = transport_backoff.next_delay();
         warn!(
             messages = transient, %error, retry_in = ?delay,
@@ -196,16 +212,25 @@ fn failure_for<S, K>(shared: &Shared<S, K>, row: &OutboxMessage, error: &str) ->
 
 /// Retries a database write until it succeeds, or gives up once a shutdown has begun (the rows
 /// then stay pending and are sent again: at-least-once).
-async fn write_with_retry<S, K, F, Fut>(shared: &Shared<S, K>, what: &str, mut write: F)
-where
+async fn write_with_retry<S, K, F, Fut>(
+    shared: &Shared<S, K>,
+    operation: &'static str,
+    what: &str,
+    mut write: F,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = crate::Result<()>>,
 {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match write().await {
-            Ok(()) => return,
+            Ok(()) => {
+                shared.monitor.store_ok();
+                return;
+            }
             Err(error) => {
+                shared.monitor.store_failed(&error);
+                crate::metrics::record_store_error(operation);
                 if shared.cancel.is_cancelled() {
                     error!(%error, "could not {what} during shutdown; those messages stay pending and will be sent again");
                     return;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tracing::warn;
+use tracing::{Instrument, debug_span, warn};
 
 use super::backoff::Backoff;
 use super::select::select_sendable;
@@ -72,22 +72,30 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         // Rows in flight are still pending in the table: a read from the start passes over them;
         // a read from the cursor is past them already.
         let in_flight = shared.in_flight.begin_fetch();
+        let span = debug_span!("txoutbox.claim", after = cursor);
         let (limit, fetched) = match cursor {
             None => {
                 let limit = config.batch_size + in_flight;
-                (limit, shared.store.fetch_pending(limit).await)
+                (limit, shared.store.fetch_pending(limit).instrument(span).await)
             }
             Some(after) => (
                 config.batch_size,
-                shared.store.fetch_after(after, config.batch_size).await,
+                shared
+                    .store
+                    .fetch_after(after, config.batch_size)
+                    .instrument(span)
+                    .await,
             ),
         };
         let rows = match fetched {
             Ok(rows) => {
                 db_backoff.reset();
+                shared.monitor.store_ok();
                 rows
             }
             Err(error) => {
+                shared.monitor.store_failed(&error);
+                crate::metrics::record_store_error("fetch");
                 let delay = db_backoff.next_delay();
                 if error.is_retryable() {
                     warn!(%error, retry_in = ?delay, "could not read pending outbox messages");

@@ -45,6 +45,11 @@ impl InFlight {
         sets.flying.len()
     }
 
+    /// Whether no row is in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sets().flying.is_empty()
+    }
+
     /// Whether the fetcher must skip this row: in flight, or completed during the current fetch.
     pub(crate) fn contains(&self, id: i64) -> bool {
         let sets = self.sets();

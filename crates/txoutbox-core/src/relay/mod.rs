@@ -12,6 +12,8 @@ mod completer;
 mod config;
 mod fetcher;
 mod in_flight;
+mod monitor;
+mod probe;
 mod select;
 mod sender;
 mod shared;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use config::RelayConfig;
+pub use monitor::{Condition, RelayMonitor};
 
 use crate::error::{Error, Result};
 use crate::sink::Sink;
@@ -67,8 +70,19 @@ impl<S: Store, K: Sink> Relay<S, K> {
     pub fn start(self) -> RelayHandle {
         let wake = Arc::clone(&self.shared.wake);
         let cancel = self.shared.cancel.clone();
+        let monitor = self.monitor();
         let task = tokio::spawn(self.run_inner());
-        RelayHandle { wake, cancel, task }
+        RelayHandle {
+            wake,
+            cancel,
+            monitor,
+            task,
+        }
+    }
+
+    /// What this relay observes of itself, for health checks (see [`HealthCheck`](crate::HealthCheck)).
+    pub fn monitor(&self) -> RelayMonitor {
+        self.shared.monitor.clone()
     }
 
     /// The wake-up handle of this relay, before it starts (for [`run_until`](Self::run_until)).
@@ -92,6 +106,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
 
     async fn run_inner(self) -> Result<()> {
         let shared = Arc::new(self.shared);
+        let _running = shared.monitor.running_guard();
         // A missing table is a mistake to report at once; a database that is down is waited for.
         let mut backoff = backoff::Backoff::new(
             std::time::Duration::from_millis(200),
@@ -99,8 +114,12 @@ impl<S: Store, K: Sink> Relay<S, K> {
         );
         loop {
             match shared.store.check().await {
-                Ok(()) => break,
+                Ok(()) => {
+                    shared.monitor.store_ok();
+                    break;
+                }
                 Err(error) if error.is_retryable() => {
+                    shared.monitor.store_failed(&error);
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, retry_in = ?delay, "the outbox database is not reachable yet");
                     if !shared.sleep(delay).await {
@@ -130,6 +149,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
         // One selected batch may wait while the sender enqueues the previous one.
         let (to_sender, from_fetcher) = mpsc::channel(1);
         let completer = tokio::spawn(completer::run(Arc::clone(&shared), from_sender));
+        let prober = tokio::spawn(probe::run(Arc::clone(&shared)));
         let sender = tokio::spawn(sender::run(Arc::clone(&shared), from_fetcher, to_completer));
         fetcher::run(Arc::clone(&shared), to_sender).await;
         if let Err(e) = sender.await {
@@ -138,6 +158,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
         if let Err(e) = completer.await {
             tracing::error!(error = %e, "relay completer panicked");
         }
+        prober.abort();
         if let Some(watcher) = watcher {
             watcher.abort();
         }
@@ -164,6 +185,7 @@ impl Wakeup {
 pub struct RelayHandle {
     wake: Arc<Notify>,
     cancel: CancellationToken,
+    monitor: RelayMonitor,
     task: JoinHandle<Result<()>>,
 }
 
@@ -173,6 +195,11 @@ impl RelayHandle {
         Wakeup {
             notify: Arc::clone(&self.wake),
         }
+    }
+
+    /// What this relay observes of itself, for health checks (see [`HealthCheck`](crate::HealthCheck)).
+    pub fn monitor(&self) -> RelayMonitor {
+        self.monitor.clone()
     }
 
     /// Whether the relay has stopped (after a shutdown, or a panic).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tracing::debug;
+use tracing::{Instrument, debug, debug_span};
 
 use super::fetcher::SentBatch;
 use super::shared::Shared;
@@ -46,7 +46,16 @@ pub(crate) async fn run<S, K: Sink>(
             continue;
         }
         debug!(rows = rows.len(), first_id = rows[0].id, "sending batch");
-        let delivery = shared.sink.send_batch(Arc::clone(&rows)).await;
+        crate::metrics::record_batch(rows.len());
+        let delivery = shared
+            .sink
+            .send_batch(Arc::clone(&rows))
+            .instrument(debug_span!(
+                "txoutbox.send",
+                rows = rows.len(),
+                first_id = rows[0].id
+            ))
+            .await;
         // Rows refused on the spot (e.g. too large) hold their key before the next batch goes out;
         // the completer replaces the hold with the row's retry time.
         for index in delivery.permanent_failures_so_far() {

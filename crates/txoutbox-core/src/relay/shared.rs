@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::RelayConfig;
 use super::in_flight::InFlight;
+use super::monitor::RelayMonitor;
 use super::select::HeldKey;
 
 /// What the fetcher and the completer share.
@@ -35,6 +36,8 @@ pub(crate) struct Shared<S, K> {
     held: Mutex<HashMap<HeldKey, DateTime<Utc>>>,
     /// Set when rows below the cursor must be read again (a transient failure, a dead letter).
     rescan: AtomicBool,
+    /// What the relay observes of itself, for health checks.
+    pub(crate) monitor: RelayMonitor,
 }
 
 impl<S, K> Shared<S, K> {
@@ -57,6 +60,7 @@ impl<S, K> Shared<S, K> {
             shutdown_deadline: std::sync::OnceLock::new(),
             held: Mutex::new(HashMap::new()),
             rescan: AtomicBool::new(false),
+            monitor: RelayMonitor::default(),
         }
     }
 

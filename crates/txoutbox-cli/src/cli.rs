@@ -1,0 +1,204 @@
+//! The command line: subcommands and flags. Every setting may also come from the environment
+//! (`TXOUTBOX_*`, shown in `--help`) or from the config file; flags win over the environment,
+//! which wins over the file, which wins over the defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The txoutbox daemon and operator tool: relays committed outbox rows to Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "txoutbox", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the outbox is and how to log.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// A TOML config file (see docs/operations.md). Its keys are checked: a typo is an error.
+    #[arg(long, short = 'c', env = "TXOUTBOX_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// The outbox database: postgres://user@host/db or sqlite:///path/to/file.db.
+    #[arg(long, env = "TXOUTBOX_DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// The outbox table, `table` or `schema.table`. Default: outbox_messages.
+    #[arg(long, env = "TXOUTBOX_TABLE", global = true)]
+    pub table: Option<String>,
+    /// Log format on stderr. Levels come from RUST_LOG (default: info).
+    #[arg(long, env = "TXOUTBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event, for log collectors.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Creates or upgrades the outbox table (idempotent; safe from several replicas at once).
+    Migrate,
+    /// Runs the relay until SIGTERM or SIGINT, with /metrics, /health and /live on the HTTP port.
+    Relay(RelayArgs),
+    /// Shows the backlog: pending messages per topic, the oldest one's age, dead letters, rate.
+    Status(StatusArgs),
+    /// Lists, replays or purges dead-lettered messages.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+    /// Deletes published rows older than the retention period, in small batches, once.
+    Cleanup(CleanupArgs),
+}
+
+/// Flags of `txoutbox relay`.
+#[derive(Debug, Args, Default)]
+pub struct RelayArgs {
+    /// Kafka bootstrap servers, host:port[,host:port].
+    #[arg(long, env = "TXOUTBOX_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: Option<String>,
+    /// A librdkafka producer property, key=value (repeatable), e.g. -X compression.type=lz4.
+    #[arg(long = "kafka-property", short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// Rows read and sent per batch.
+    #[arg(long, env = "TXOUTBOX_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Messages sent but not yet completed, at most.
+    #[arg(long, env = "TXOUTBOX_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// How long an idle relay waits before looking again, e.g. 500ms or 2s.
+    #[arg(long, env = "TXOUTBOX_POLL_INTERVAL", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+    /// What happens to delivered rows.
+    #[arg(long, env = "TXOUTBOX_COMPLETION", value_enum)]
+    pub completion: Option<CompletionArg>,
+    /// Attempts before a failing message is dead-lettered.
+    #[arg(long, env = "TXOUTBOX_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// Keep published rows this long, then purge them (needs --completion mark-published).
+    #[arg(long, env = "TXOUTBOX_KEEP_PUBLISHED_FOR", value_parser = parse_duration)]
+    pub keep_published_for: Option<Duration>,
+    /// The HTTP address for /metrics, /health and /live; `off` disables it.
+    #[arg(long, env = "TXOUTBOX_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// /health reports 503 above this many pending messages.
+    #[arg(long, env = "TXOUTBOX_HEALTH_MAX_PENDING")]
+    pub health_max_pending: Option<u64>,
+    /// /health reports 503 when the oldest pending message is older than this, e.g. 5m.
+    #[arg(long, env = "TXOUTBOX_HEALTH_MAX_AGE", value_parser = parse_duration)]
+    pub health_max_age: Option<Duration>,
+    /// How often the backlog is measured for /health and the gauges.
+    #[arg(long, env = "TXOUTBOX_HEALTH_INTERVAL", value_parser = parse_duration)]
+    pub health_interval: Option<Duration>,
+}
+
+/// What the relay does with delivered rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompletionArg {
+    /// Delete them at once (fastest).
+    Delete,
+    /// Keep them, marked published, until retention purges them.
+    MarkPublished,
+}
+
+/// Flags of `txoutbox status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON for scripts instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Redraw every interval until interrupted, e.g. --watch 2s.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = parse_duration)]
+    pub watch: Option<Duration>,
+    /// A running relay's HTTP address, to show its publish rate. Default: the configured one.
+    #[arg(long, env = "TXOUTBOX_RELAY_URL")]
+    pub relay_url: Option<String>,
+}
+
+/// `txoutbox dead-letters ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Lists dead letters (never their payloads).
+    List {
+        /// Which ones.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves dead letters back to pending with their attempts reset; the relay sends them again.
+    Replay {
+        /// Which ones.
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Deletes dead letters for good.
+    Purge {
+        /// Which ones.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Required when no filter narrows the selection: purge every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Narrows a dead-letter action.
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// Only this topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only this row id.
+    #[arg(long, conflicts_with_all = ["from_id", "to_id"])]
+    pub id: Option<i64>,
+    /// Only row ids from this one on.
+    #[arg(long)]
+    pub from_id: Option<i64>,
+    /// Only row ids up to this one.
+    #[arg(long)]
+    pub to_id: Option<i64>,
+    /// Only rows older than this, e.g. 1h or 7d.
+    #[arg(long, value_parser = parse_duration)]
+    pub older_than: Option<Duration>,
+}
+
+/// Flags of `txoutbox cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Delete published rows older than this. Default: the configured retention.
+    #[arg(long, value_parser = parse_duration)]
+    pub older_than: Option<Duration>,
+    /// Rows per DELETE statement.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+}
+
+/// Parses `5s`, `250ms`, `7d`, ...
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 500ms, 30s, 5m, 7d"))
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        // The text may hold a secret: not echoed.
+        _ => Err("expected KEY=VALUE, e.g. compression.type=lz4".to_owned()),
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod cleanup;
+pub mod dead_letters;
+pub mod migrate;
+pub mod relay;
+pub mod status;

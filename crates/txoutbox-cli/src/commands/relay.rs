@@ -1,0 +1,147 @@
+//! `txoutbox relay`: the daemon.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+use txoutbox_core::{HealthCheck, Relay, Retention, Store, metrics as names};
+use txoutbox_kafka::KafkaSink;
+
+use crate::database::{Create, Database, redact};
+use crate::error::CliError;
+use crate::history::History;
+use crate::http::{AppState, router};
+use crate::settings::{RelaySettings, Target};
+use crate::with_store;
+
+/// Runs the relay until SIGTERM or SIGINT.
+pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliError> {
+    let prometheus = install_recorder()?;
+    let database = Database::connect(target, Create::Never, 4).await?;
+    info!(database = %redact(&target.database_url), table = %database.table(), "outbox database connected");
+    let sink = KafkaSink::new(&settings.kafka)?;
+    with_store!(&database, store => serve(store, sink, settings, prometheus).await)
+}
+
+fn install_recorder() -> Result<PrometheusHandle, CliError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(names::DELIVERY_LATENCY.to_owned()),
+            &[
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+            ],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(names::BATCH_MESSAGES.to_owned()),
+                &[
+                    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+                ],
+            )
+        })
+        .map_err(|e| CliError::runtime(format!("cannot set up metrics: {e}")))?
+        .install_recorder()
+        .map_err(|e| CliError::runtime(format!("cannot set up metrics: {e}")))?;
+    names::describe();
+    Ok(handle)
+}
+
+async fn serve<S>(
+    store: S,
+    sink: KafkaSink,
+    settings: RelaySettings,
+    prometheus: PrometheusHandle,
+) -> Result<(), CliError>
+where
+    S: Store + Retention + Clone,
+{
+    let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
+    let monitor = relay.monitor();
+    let state = Arc::new(AppState {
+        prometheus,
+        health: RwLock::new(None),
+        monitor: monitor.clone(),
+        published: History::default(),
+    });
+    let mut background = tokio::task::JoinSet::new();
+
+    // Listen first: a port that is taken is a configuration error to report before relaying.
+    if let Some(address) = &settings.http_listen {
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+            CliError::usage(format!(
+                "cannot listen on {address} for /metrics and /health: {e}. Choose another address with \
+                 --http-listen (or `off`)"
+            ))
+        })?;
+        info!(address = %listener.local_addr().map_or_else(|_| address.clone(), |a| a.to_string()), "serving /metrics, /health, /live, /status");
+        let app = router(Arc::clone(&state));
+        background.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                error!(error = %e, "the HTTP server stopped");
+            }
+        });
+    }
+
+    let health = HealthCheck::new(store.clone(), settings.health).with_relay(monitor.clone());
+    let health_state = Arc::clone(&state);
+    let interval = settings.health_interval;
+    background.spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            ticker.tick().await;
+            let report = health.check().await;
+            let mut latest = health_state.health.write().unwrap_or_else(|p| p.into_inner());
+            let changed = latest.as_ref().is_none_or(|old| old.healthy != report.healthy);
+            if changed && !report.healthy {
+                warn!(reasons = ?report.reasons, "unhealthy");
+            } else if changed {
+                info!("healthy");
+            }
+            *latest = Some(report);
+        }
+    });
+
+    let rate_state = Arc::clone(&state);
+    background.spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let now = ticker.tick().await;
+            rate_state.published.record(now, rate_state.monitor.published());
+        }
+    });
+
+    if let Some(retention) = settings.retention {
+        let store = store.clone();
+        background.spawn(async move {
+            let mut ticker = tokio::time::interval(retention.interval);
+            loop {
+                ticker.tick().await;
+                let before = Utc::now() - TimeDelta::from_std(retention.keep_for).unwrap_or(TimeDelta::MAX);
+                match crate::commands::cleanup::purge(&store, before, retention.batch).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(rows = n, "retention purged published rows"),
+                    Err(e) => warn!(error = %e, "retention could not purge published rows; will try again"),
+                }
+            }
+        });
+    }
+
+    let shutdown = async {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            error!("cannot listen for SIGTERM/SIGINT; stop the relay with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+        }
+    };
+    let outcome = relay.run_until(shutdown).await;
+    // Dropping the set aborts the HTTP server and the timers.
+    drop(background);
+    outcome.map_err(CliError::from)
+}

@@ -1,0 +1,143 @@
+//! `txoutbox status`: the backlog per topic, dead letters, and a running relay's rate.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use txoutbox_core::{Statistics, TopicStats};
+
+use crate::cli::StatusArgs;
+use crate::database::{Create, Database, redact};
+use crate::error::CliError;
+use crate::settings::Target;
+use crate::with_store;
+
+/// What `status` shows; also its JSON form.
+#[derive(Debug, Serialize)]
+struct Status {
+    table: String,
+    database: String,
+    pending: u64,
+    oldest_pending_age_seconds: Option<f64>,
+    dead: u64,
+    published_kept: u64,
+    topics: Vec<TopicStats>,
+    /// What the relay at the configured HTTP address says about itself, if one answers there.
+    relay: Option<serde_json::Value>,
+    relay_url: String,
+}
+
+/// Shows the status once, or redraws it every `--watch` interval.
+pub async fn run(target: &Target, args: &StatusArgs, relay_url: String) -> Result<(), CliError> {
+    let database = Database::connect(target, Create::Never, 1).await?;
+    let relay_url = normalize(&relay_url);
+    loop {
+        let status = collect(&database, target, &relay_url).await?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&status).map_err(|e| CliError::runtime(e.to_string()))?
+            );
+        } else {
+            if args.watch.is_some() {
+                // Clear the screen and go home, then redraw.
+                print!("\x1b[2J\x1b[H");
+            }
+            print_human(&status, Utc::now());
+        }
+        let Some(interval) = args.watch else {
+            return Ok(());
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+async fn collect(database: &Database, target: &Target, relay_url: &str) -> Result<Status, CliError> {
+    let topics = with_store!(database, store => store.topic_stats().await?);
+    let now = Utc::now();
+    let oldest: Option<DateTime<Utc>> = topics.iter().filter_map(|t| t.oldest_pending).min();
+    Ok(Status {
+        table: database.table().to_string(),
+        database: redact(&target.database_url),
+        pending: topics.iter().map(|t| t.pending).sum(),
+        oldest_pending_age_seconds: oldest.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1e3),
+        dead: topics.iter().map(|t| t.dead).sum(),
+        published_kept: topics.iter().map(|t| t.published).sum(),
+        relay: relay_status(relay_url).await,
+        relay_url: relay_url.to_owned(),
+        topics,
+    })
+}
+
+fn normalize(url: &str) -> String {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        url.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{}", url.trim_end_matches('/'))
+    }
+}
+
+/// The relay's own `/status`, or `None` when no relay answers there.
+async fn relay_status(base: &str) -> Option<serde_json::Value> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .ok()?;
+    let response = client.get(format!("{base}/status")).send().await.ok()?;
+    response.json().await.ok()
+}
+
+fn age(seconds: f64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds.round() as u64)).to_string()
+}
+
+fn print_human(status: &Status, now: DateTime<Utc>) {
+    println!("outbox {} on {}", status.table, status.database);
+    println!();
+    println!(
+        "{:<32}  {:>10}  {:>14}  {:>8}  {:>10}",
+        "TOPIC", "PENDING", "OLDEST", "DEAD", "PUBLISHED"
+    );
+    for t in &status.topics {
+        let oldest = t.oldest_pending.map_or_else(
+            || "-".to_owned(),
+            |at| age((now - at).num_milliseconds().max(0) as f64 / 1e3),
+        );
+        println!(
+            "{:<32}  {:>10}  {:>14}  {:>8}  {:>10}",
+            t.topic, t.pending, oldest, t.dead, t.published
+        );
+    }
+    println!(
+        "{:<32}  {:>10}  {:>14}  {:>8}  {:>10}",
+        "total",
+        status.pending,
+        status
+            .oldest_pending_age_seconds
+            .map_or_else(|| "-".to_owned(), age),
+        status.dead,
+        status.published_kept
+    );
+    println!();
+    match &status.relay {
+        None => println!("relay: none answers at {}", status.relay_url),
+        Some(relay) => {
+            let rate = relay["publish_rate_per_second"].as_f64().unwrap_or(0.0);
+            let healthy = relay["health"]["healthy"].as_bool().unwrap_or(false);
+            println!(
+                "relay at {}: publishing {rate:.0} msg/s over the last minute, {} published since it started; {}",
+                status.relay_url,
+                relay["published_total"].as_u64().unwrap_or(0),
+                if healthy { "healthy" } else { "UNHEALTHY" }
+            );
+            if let Some(reasons) = relay["health"]["reasons"].as_array() {
+                for reason in reasons {
+                    println!("  - {}", reason.as_str().unwrap_or_default());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The outbox database named by a URL: PostgreSQL or SQLite.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use txoutbox_core::{TableName, Topics};
+use txoutbox_postgres::PgOutbox;
+use txoutbox_sqlite::SqliteOutbox;
+
+use crate::error::CliError;
+use crate::settings::Target;
+
+/// How long to wait for a database connection before saying it is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connected outbox database.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// PostgreSQL.
+    Postgres(PgPool, TableName),
+    /// SQLite.
+    Sqlite(SqlitePool, TableName),
+}
+
+/// Runs `$body` with `$store` bound to the database's store, whatever its type.
+#[macro_export]
+macro_rules! with_store {
+    ($database:expr, $store:ident => $body:expr) => {
+        match $database {
+            $crate::database::Database::Postgres(pool, table) => {
+                let $store = $crate::database::pg_outbox(table).store(pool.clone());
+                $body
+            }
+            $crate::database::Database::Sqlite(pool, table) => {
+                let $store = $crate::database::sqlite_outbox(table).store(pool.clone());
+                $body
+            }
+        }
+    };
+}
+
+/// Whether connecting may create a missing SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// `migrate`: create it.
+    IfMissing,
+    /// Everything else: a missing file is a mistake to report.
+    Never,
+}
+
+impl Database {
+    /// Connects, with an error that names the (redacted) URL and what to check.
+    pub async fn connect(target: &Target, create: Create, max_connections: u32) -> Result<Self, CliError> {
+        let url = &target.database_url;
+        let shown = redact(url);
+        let unreachable = |e: sqlx::Error| {
+            CliError::runtime(format!(
+                "cannot connect to the outbox database at {shown}: {e}. Check the URL, that the server is \
+                 running and reachable, and the credentials"
+            ))
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| CliError::usage(format!("bad database URL {shown}: {e}")))?
+                .application_name("txoutbox");
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(unreachable)?;
+            Ok(Self::Postgres(pool, target.table.clone()))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| CliError::usage(format!("bad database URL {shown}: {e}")))?
+                .create_if_missing(create == Create::IfMissing)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(|e| match create {
+                    Create::Never => CliError::runtime(format!(
+                        "cannot open the SQLite outbox {shown}: {e}. Check the path; run `txoutbox migrate` \
+                         first to create it"
+                    )),
+                    Create::IfMissing => unreachable(e),
+                })?;
+            Ok(Self::Sqlite(pool, target.table.clone()))
+        } else {
+            Err(CliError::usage(format!(
+                "unsupported database URL {shown}: use postgres://user@host/db or sqlite:///path/to/file.db"
+            )))
+        }
+    }
+
+    /// Creates or upgrades the outbox table.
+    pub async fn migrate(&self) -> Result<(), CliError> {
+        match self {
+            Self::Postgres(pool, table) => pg_outbox(table).migrate(pool).await?,
+            Self::Sqlite(pool, table) => sqlite_outbox(table).migrate(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &TableName {
+        match self {
+            Self::Postgres(_, table) | Self::Sqlite(_, table) => table,
+        }
+    }
+}
+
+/// The PostgreSQL outbox of `table` (the daemon publishes nothing itself: no topics).
+pub fn pg_outbox(table: &TableName) -> PgOutbox {
+    PgOutbox::with_table(Topics::new(), table.clone())
+}
+
+/// The SQLite outbox of `table`.
+pub fn sqlite_outbox(table: &TableName) -> SqliteOutbox {
+    SqliteOutbox::with_table(Topics::new(), table.clone())
+}
+
+/// The URL with its password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let tail = redact_query(tail);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => format!("{scheme}://{userinfo}@{host}{tail}"),
+        },
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
+/// Hides `password=` query parameters.
+fn redact_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.to_ascii_lowercase().contains("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/shop?sslmode=require"),
+            "postgres://app:***@db:5432/shop?sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://db/shop?password=s3cret"),
+            "postgres://db/shop?password=***"
+        );
+        assert_eq!(redact("postgres://app@db/shop"), "postgres://app@db/shop");
+        assert_eq!(redact("sqlite:///var/lib/shop.db"), "sqlite:///var/lib/shop.db");
+    }
+}

@@ -1,0 +1,88 @@
+//! The daemon's HTTP endpoints: `/metrics` (Prometheus text), `/health` (readiness: 503 with the
+//! reasons when a check fails), `/live` (liveness) and `/status` (JSON for `txoutbox status`).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use txoutbox_core::{HealthReport, RelayMonitor};
+
+use crate::history::History;
+
+/// What the handlers read; written by the daemon's background tasks.
+#[derive(Debug)]
+pub struct AppState {
+    /// Renders the metrics.
+    pub prometheus: PrometheusHandle,
+    /// The latest health report (`None` until the first check).
+    pub health: RwLock<Option<HealthReport>>,
+    /// The relay's own view.
+    pub monitor: RelayMonitor,
+    /// Published counts over time.
+    pub published: History,
+}
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/live", get(live))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.prometheus.render(),
+    )
+        .into_response()
+}
+
+fn latest(state: &AppState) -> Option<HealthReport> {
+    state.health.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    match latest(&state) {
+        Some(report) => {
+            let code = if report.healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (code, axum::Json(report)).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"healthy": false, "reasons": ["starting: no check has run yet"]})),
+        )
+            .into_response(),
+    }
+}
+
+async fn live(State(state): State<Arc<AppState>>) -> Response {
+    if state.monitor.is_running() {
+        (StatusCode::OK, "live\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the relay is not running\n").into_response()
+    }
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(serde_json::json!({
+        "running": state.monitor.is_running(),
+        "published_total": state.monitor.published(),
+        "dead_lettered_total": state.monitor.dead_lettered(),
+        "publish_rate_per_second": state.published.rate(Duration::from_secs(60)).unwrap_or(0.0),
+        "last_delivery": state.monitor.last_delivery(),
+        "health": latest(&state),
+    }))
+    .into_response()
+}

@@ -1,0 +1,68 @@
+//! `txoutbox`: the outbox relay daemon and operator tool. See `txoutbox --help` and
+//! docs/operations.md.
+
+mod cli;
+mod commands;
+mod database;
+mod error;
+mod history;
+mod http;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let file = settings::file_config(&cli.global)?;
+    let target = settings::target(&cli.global, &file)?;
+    match &cli.command {
+        Command::Migrate => commands::migrate::run(&target).await,
+        Command::Relay(args) => commands::relay::run(&target, settings::relay(args, &file)?).await,
+        Command::Status(args) => {
+            let relay_url = args
+                .relay_url
+                .clone()
+                .unwrap_or_else(|| settings::http_listen(&file));
+            commands::status::run(&target, args, relay_url).await
+        }
+        Command::DeadLetters(command) => commands::dead_letters::run(&target, command).await,
+        Command::Cleanup(args) => {
+            commands::cleanup::run(&target, args, settings::keep_published_for(&file)).await
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

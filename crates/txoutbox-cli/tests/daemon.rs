@@ -1,0 +1,273 @@
+//! The `txoutbox` binary end to end, against real PostgreSQL and Kafka: migrate, rows inserted
+//! with plain SQL as the table contract allows, relay, status, metrics, health, dead letters.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::AssertSqlSafe;
+use support::{Daemon, metric, ok, txoutbox};
+use txoutbox_testing::eventually;
+use txoutbox_testing::kafka::{count, new_topic, read_all, verdict};
+use txoutbox_testing::postgres::TestSchema;
+
+/// Inserts `n` rows with plain SQL, as a service in another language would: keys `key-0..keys`,
+/// payload `<key>:<seq>`, one header.
+async fn insert_rows(db: &TestSchema, topic: &str, n: usize, keys: usize) {
+    let table = db.qualify("outbox_messages");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let mut tx = db.pool.begin().await.unwrap();
+        for &i in chunk {
+            let key = format!("key-{}", i % keys);
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {table} (topic, key, payload, headers) VALUES ($1, convert_to($2, 'UTF8'), \
+                 convert_to($3, 'UTF8'), '{{\"source\": \"plain-sql\"}}')"
+            )))
+            .bind(topic)
+            .bind(&key)
+            .bind(format!("{key}:{}", i / keys))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_relay_status_and_metrics_match_what_the_consumer_sees() {
+    let db = TestSchema::new().await;
+    let topic = new_topic("daemon", 3).await;
+    let migrated = ok(&txoutbox(&db, &["migrate"]));
+    assert!(migrated.contains("is ready"), "{migrated}");
+    ok(&txoutbox(&db, &["migrate"])); // idempotent
+    insert_rows(&db, &topic, 1_000, 50).await;
+
+    // Before any relay: status sees the backlog, in JSON and for people.
+    let status = json(&ok(&txoutbox(
+        &db,
+        &["status", "--json", "--relay-url", "127.0.0.1:1"],
+    )));
+    assert_eq!(status["pending"], 1_000);
+    assert_eq!(status["topics"][0]["topic"], topic.as_str());
+    assert_eq!(status["topics"][0]["pending"], 1_000);
+    assert!(status["relay"].is_null());
+    let human = ok(&txoutbox(&db, &["status", "--relay-url", "127.0.0.1:1"]));
+    assert!(human.contains(&topic) && human.contains("1000"), "{human}");
+
+    let daemon = Daemon::start(&db, &["--poll-interval", "200ms", "--health-interval", "200ms"]).await;
+    let delivered = eventually(Duration::from_secs(60), || async {
+        count(std::slice::from_ref(&topic)).await >= 1_000
+    })
+    .await;
+    assert!(delivered, "not every message reached Kafka: {}", daemon.logs());
+    let drained = eventually(Duration::from_secs(30), || async {
+        let status = json(&ok(&txoutbox(
+            &db,
+            &["status", "--json", "--relay-url", &daemon.base],
+        )));
+        status["pending"] == 0 && status["relay"]["published_total"] == 1_000
+    })
+    .await;
+    assert!(drained, "status never showed the drained backlog");
+
+    let records = read_all(std::slice::from_ref(&topic)).await;
+    let v = verdict(&records, |r| {
+        let (key, seq) = r.payload_str().split_once(':').unwrap();
+        (key.to_owned(), seq.parse().unwrap())
+    });
+    assert_eq!(
+        (v.records, v.distinct, v.duplicates, v.order_violations),
+        (1_000, 1_000, 0, 0),
+        "{v:?}"
+    );
+    assert!(records.iter().all(|r| r.header("source") == Some("plain-sql")));
+    assert!(records.iter().all(|r| r.payload_str().starts_with(r.key_str())));
+
+    let (code, text) = daemon.get("/metrics").await.expect("/metrics answers");
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&text, "txoutbox_messages_published_total", &[("topic", &topic)]),
+        Some(1_000.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "txoutbox_delivery_latency_seconds_count", &[]),
+        Some(1_000.0)
+    );
+    assert_eq!(metric(&text, "txoutbox_up", &[("component", "relay")]), Some(1.0));
+    let (code, health) = daemon.get("/health").await.unwrap();
+    assert_eq!(code, 200, "{health}");
+
+    let logs = daemon.stop();
+    assert!(
+        logs.contains("SIGTERM: shutting down") && logs.contains("relay stopped"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("txoutbox:txoutbox@"),
+        "the database password reached the log"
+    );
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_503_past_the_backlog_threshold_and_back_when_it_drains() {
+    let db = TestSchema::new().await;
+    let topic = new_topic("daemon-health", 1).await;
+    ok(&txoutbox(&db, &["migrate"]));
+    insert_rows(&db, &topic, 300, 10).await;
+    // Another session holds the rows: the relay sends them but cannot complete them, so the
+    // backlog stays up, as behind a slow database.
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT id FROM {} FOR UPDATE",
+        db.qualify("outbox_messages")
+    )))
+    .fetch_all(&mut *blocker)
+    .await
+    .unwrap();
+
+    let daemon = Daemon::start(
+        &db,
+        &[
+            "--health-max-pending",
+            "100",
+            "--health-interval",
+            "100ms",
+            "--poll-interval",
+            "200ms",
+        ],
+    )
+    .await;
+    let unhealthy = eventually(Duration::from_secs(30), || async {
+        matches!(daemon.get("/health").await, Some((503, body)) if body.contains("300 messages are pending, above the threshold of 100"))
+    })
+    .await;
+    assert!(
+        unhealthy,
+        "/health never reported the backlog: {:?}",
+        daemon.get("/health").await
+    );
+    let (_, metrics) = daemon.get("/metrics").await.unwrap();
+    assert_eq!(metric(&metrics, "txoutbox_pending_messages", &[]), Some(300.0));
+
+    blocker.rollback().await.unwrap();
+    let healthy = eventually(Duration::from_secs(30), || async {
+        matches!(daemon.get("/health").await, Some((200, _)))
+    })
+    .await;
+    assert!(
+        healthy,
+        "/health did not recover: {:?}",
+        daemon.get("/health").await
+    );
+    assert_eq!(count(std::slice::from_ref(&topic)).await, 300);
+    daemon.stop();
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_listed_and_replay_publishes_it_once_its_cause_is_fixed() {
+    let db = TestSchema::new().await;
+    // A topic that does not exist yet (the broker does not create topics by itself).
+    let topic = txoutbox_testing::unique("daemon-missing");
+    ok(&txoutbox(&db, &["migrate"]));
+    insert_rows(&db, &topic, 1, 1).await;
+    let daemon = Daemon::start(&db, &["--max-attempts", "1", "--poll-interval", "200ms"]).await;
+
+    let dead = eventually(Duration::from_secs(60), || async {
+        let list = json(&ok(&txoutbox(&db, &["dead-letters", "list", "--json"])));
+        list.as_array().is_some_and(|l| l.len() == 1)
+    })
+    .await;
+    assert!(dead, "the message was not dead-lettered: {}", daemon.logs());
+    let list = json(&ok(&txoutbox(
+        &db,
+        &["dead-letters", "list", "--json", "--topic", &topic],
+    )));
+    let letter = &list[0];
+    assert_eq!(letter["key"], "key-0");
+    assert_eq!(letter["attempts"], 1);
+    assert_eq!(letter["headers"]["source"], "plain-sql");
+    assert!(
+        letter["last_error"].as_str().unwrap().contains("Unknown topic"),
+        "{letter}"
+    );
+    let human = ok(&txoutbox(&db, &["dead-letters", "list"]));
+    assert!(human.contains(&topic) && human.contains("key-0"), "{human}");
+    let status = json(&ok(&txoutbox(
+        &db,
+        &["status", "--json", "--relay-url", &daemon.base],
+    )));
+    assert_eq!(status["dead"], 1);
+
+    // Purging everything needs saying so.
+    let refused = txoutbox(&db, &["dead-letters", "purge"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--all"));
+
+    txoutbox_testing::kafka::create_topics(&[&topic], 1).await;
+    let replayed = ok(&txoutbox(&db, &["dead-letters", "replay", "--topic", &topic]));
+    assert!(replayed.contains("replayed 1 dead letters"), "{replayed}");
+    let published = eventually(Duration::from_secs(60), || async {
+        count(std::slice::from_ref(&topic)).await == 1
+    })
+    .await;
+    assert!(
+        published,
+        "the replayed message was not published: {}",
+        daemon.logs()
+    );
+    let records = read_all(std::slice::from_ref(&topic)).await;
+    assert_eq!(
+        (records[0].key_str(), records[0].payload_str()),
+        ("key-0", "key-0:0")
+    );
+    let (_, metrics) = daemon.get("/metrics").await.unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            "txoutbox_messages_dead_lettered_total",
+            &[("topic", &topic)]
+        ),
+        Some(1.0)
+    );
+    daemon.stop();
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_published_rows_then_cleanup_purges_them() {
+    let db = TestSchema::new().await;
+    let topic = new_topic("daemon-retention", 1).await;
+    ok(&txoutbox(&db, &["migrate"]));
+    insert_rows(&db, &topic, 50, 5).await;
+    let daemon = Daemon::start(
+        &db,
+        &["--completion", "mark-published", "--poll-interval", "200ms"],
+    )
+    .await;
+    let kept = eventually(Duration::from_secs(60), || async {
+        let status = json(&ok(&txoutbox(
+            &db,
+            &["status", "--json", "--relay-url", "127.0.0.1:1"],
+        )));
+        status["published_kept"] == 50 && status["pending"] == 0
+    })
+    .await;
+    assert!(kept, "published rows were not kept: {}", daemon.logs());
+    daemon.stop();
+
+    let none = ok(&txoutbox(&db, &["cleanup", "--older-than", "1h"]));
+    assert!(none.contains("purged 0 published rows"), "{none}");
+    let purged = ok(&txoutbox(&db, &["cleanup", "--older-than", "0s", "--batch", "7"]));
+    assert!(purged.contains("purged 50 published rows"), "{purged}");
+    assert_eq!(count(&[topic]).await, 50);
+    db.drop_schema().await;
+}

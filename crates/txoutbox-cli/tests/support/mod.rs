@@ -1,0 +1,139 @@
+//! Drives the real `txoutbox` binary: runs commands, starts the daemon on a free port, reads its
+//! HTTP endpoints.
+
+#![allow(dead_code)] // reason: each test binary uses part of the support module
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use txoutbox_testing::eventually;
+use txoutbox_testing::postgres::TestSchema;
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_txoutbox")
+}
+
+/// `txoutbox <args>` against the test schema's outbox; waits for it.
+pub fn txoutbox(db: &TestSchema, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
+        .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
+        .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
+        .env_remove("TXOUTBOX_CONFIG")
+        .output()
+        .expect("run txoutbox")
+}
+
+/// Stdout of a command that must succeed.
+pub fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "txoutbox failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A free loopback port (released before the daemon binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `txoutbox relay`.
+pub struct Daemon {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `txoutbox relay <args>` on the test schema and waits until `/live` answers.
+    pub async fn start(db: &TestSchema, args: &[&str]) -> Self {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("{}.log", txoutbox_testing::unique("txoutbox-daemon")));
+        let child = Command::new(binary())
+            .arg("relay")
+            .args(["--http-listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
+            .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
+            .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start txoutbox relay");
+        let daemon = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let live = eventually(Duration::from_secs(30), || async {
+            matches!(daemon.get("/live").await, Some((200, _)))
+        })
+        .await;
+        assert!(live, "the daemon did not come up: {}", daemon.logs());
+        daemon
+    }
+
+    /// GET a path: status code and body, `None` when nothing answers.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let code = response.status().as_u16();
+        Some((code, response.text().await.ok()?))
+    }
+
+    /// The daemon's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the log.
+    pub fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(sent.success());
+        let status = self.child.wait().expect("wait for the daemon");
+        let logs = self.logs();
+        assert!(status.success(), "the daemon exited with {status}: {logs}");
+        logs
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of a sample in Prometheus text, parsed by an independent parser.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("/metrics is valid Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}

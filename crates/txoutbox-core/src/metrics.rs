@@ -1,0 +1,126 @@
+//! The relay's metrics, recorded through the [`metrics`](https://docs.rs/metrics) facade: install
+//! any recorder (the `txoutbox` daemon installs a Prometheus one) and they appear; without one
+//! they cost next to nothing.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `txoutbox_messages_published_total` | counter | `topic` | messages Kafka acknowledged and the relay completed |
+//! | `txoutbox_send_failures_total` | counter | `class` (`transient`, `permanent`) | failed sends; transient ones are retried without burning attempts |
+//! | `txoutbox_messages_dead_lettered_total` | counter | `topic` | messages moved to the dead-letter state |
+//! | `txoutbox_store_errors_total` | counter | `operation` (`fetch`, `complete`, `record_failures`) | failed database operations (retried) |
+//! | `txoutbox_batch_messages` | histogram | | messages per batch handed to the transport |
+//! | `txoutbox_delivery_latency_seconds` | histogram | | time from the row's `created_at` (in the writer's transaction) to its acknowledgement |
+//! | `txoutbox_pending_messages` | gauge | | pending rows (set by [`HealthCheck`](crate::HealthCheck)) |
+//! | `txoutbox_oldest_pending_age_seconds` | gauge | | age of the oldest pending row (ditto) |
+//! | `txoutbox_dead_messages` | gauge | | rows in the dead-letter state (ditto) |
+//! | `txoutbox_up` | gauge | `component` (`relay`, `database`, `broker`) | 1 when healthy, 0 otherwise (ditto) |
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use crate::message::OutboxMessage;
+use crate::store::Backlog;
+
+/// Messages acknowledged and completed, by topic.
+pub const PUBLISHED: &str = "txoutbox_messages_published_total";
+/// Failed sends, by class.
+pub const SEND_FAILURES: &str = "txoutbox_send_failures_total";
+/// Messages dead-lettered, by topic.
+pub const DEAD_LETTERED: &str = "txoutbox_messages_dead_lettered_total";
+/// Failed database operations, by operation.
+pub const STORE_ERRORS: &str = "txoutbox_store_errors_total";
+/// Messages per batch.
+pub const BATCH_MESSAGES: &str = "txoutbox_batch_messages";
+/// Commit-to-acknowledgement latency.
+pub const DELIVERY_LATENCY: &str = "txoutbox_delivery_latency_seconds";
+/// Pending rows.
+pub const PENDING: &str = "txoutbox_pending_messages";
+/// Age of the oldest pending row.
+pub const OLDEST_PENDING_AGE: &str = "txoutbox_oldest_pending_age_seconds";
+/// Dead rows.
+pub const DEAD: &str = "txoutbox_dead_messages";
+/// Component health, 1 or 0.
+pub const UP: &str = "txoutbox_up";
+
+/// Registers the descriptions and units of every txoutbox metric with the installed recorder.
+/// Call once after installing it.
+pub fn describe() {
+    describe_counter!(
+        PUBLISHED,
+        "Messages acknowledged by Kafka and completed in the outbox"
+    );
+    describe_counter!(
+        SEND_FAILURES,
+        "Failed sends by class; transient ones are retried without burning attempts"
+    );
+    describe_counter!(DEAD_LETTERED, "Messages moved to the dead-letter state");
+    describe_counter!(STORE_ERRORS, "Failed outbox database operations (retried)");
+    describe_histogram!(BATCH_MESSAGES, Unit::Count, "Messages per batch handed to Kafka");
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "Time from a message's creation in its transaction to Kafka's acknowledgement"
+    );
+    describe_gauge!(PENDING, "Pending outbox rows");
+    describe_gauge!(
+        OLDEST_PENDING_AGE,
+        Unit::Seconds,
+        "Age of the oldest pending outbox row"
+    );
+    describe_gauge!(DEAD, "Outbox rows in the dead-letter state");
+    describe_gauge!(UP, "1 when the component is healthy, 0 otherwise");
+}
+
+/// Records the messages of settled batches that were delivered.
+pub(crate) fn record_delivered<'a>(rows: impl Iterator<Item = &'a OutboxMessage>) {
+    let now = Utc::now();
+    let latency = histogram!(DELIVERY_LATENCY);
+    let mut by_topic: HashMap<&str, u64> = HashMap::new();
+    for row in rows {
+        let seconds = (now - row.created_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        latency.record(seconds.max(0.0));
+        *by_topic.entry(row.topic.as_str()).or_default() += 1;
+    }
+    for (topic, n) in by_topic {
+        counter!(PUBLISHED, "topic" => topic.to_owned()).increment(n);
+    }
+}
+
+/// Records a failed send.
+pub(crate) fn record_send_failures(class: &'static str, n: usize) {
+    if n > 0 {
+        counter!(SEND_FAILURES, "class" => class).increment(n as u64);
+    }
+}
+
+/// Records a dead-lettered message.
+pub(crate) fn record_dead_lettered(topic: &str) {
+    counter!(DEAD_LETTERED, "topic" => topic.to_owned()).increment(1);
+}
+
+/// Records a failed database operation.
+pub(crate) fn record_store_error(operation: &'static str) {
+    counter!(STORE_ERRORS, "operation" => operation).increment(1);
+}
+
+/// Records the size of a batch handed to the transport.
+pub(crate) fn record_batch(len: usize) {
+    histogram!(BATCH_MESSAGES).record(len as f64);
+}
+
+/// Sets the backlog gauges.
+pub(crate) fn record_backlog(backlog: &Backlog) {
+    gauge!(PENDING).set(backlog.pending as f64);
+    gauge!(DEAD).set(backlog.dead as f64);
+    let age = backlog
+        .oldest_pending
+        .map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3);
+    gauge!(OLDEST_PENDING_AGE).set(age);
+}
+
+/// Sets a component's up gauge.
+pub(crate) fn record_up(component: &'static str, up: bool) {
+    gauge!(UP, "component" => component).set(if up { 1.0 } else { 0.0 });
+}
