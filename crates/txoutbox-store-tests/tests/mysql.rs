@@ -1,7 +1,359 @@
 //! The store conformance suite on MySQL / MariaDB (each case in a fresh database, the table named
-//! with it), plus what only this store has: the server version check, multi-row inserts split by
-//! `max_allowed_packet`, late commits found behind the cursor, and one active relay per table.
+//! with it), plus what only this store has: databases created by `migrate`, concurrent migrators,
+//! multi-row inserts split by `max_allowed_packet`, late commits found behind the cursor, one
+//! active relay per table, and dead letters and retention.
 
+use chrono::{TimeDelta, Utc};
+use sqlx::{AssertSqlSafe, MySqlPool};
+use txoutbox_core::{
+    Completion, DeadLetterFilter, DeadLetters, Error, Failure, NewMessage, Retention, Store, TableName,
+    Topic, Topics,
+};
+use txoutbox_mysql::MySqlOutbox;
 use txoutbox_store_tests::mysql::MySqlHarness;
+use txoutbox_store_tests::{OrderCreated, topics};
+use txoutbox_testing::mysql::TestDatabase;
+use txoutbox_testing::unique;
+use uuid::Uuid;
 
 txoutbox_store_tests::store_conformance!(MySqlHarness);
+
+async fn execute(pool: &MySqlPool, sql: String) {
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(pool)
+        .await
+        .expect("admin statement");
+}
+
+fn raw(topic: &str, payload: Vec<u8>) -> NewMessage {
+    NewMessage {
+        message_id: Uuid::now_v7(),
+        topic: topic.to_owned(),
+        key: Some(b"k".to_vec()),
+        payload: Some(payload),
+        headers: vec![("h".to_owned(), "v".to_owned())],
+        strategy: Default::default(),
+    }
+}
+
+/// A table in a database that does not exist yet: `check` says to run the migrations, and
+/// `migrate` creates the database.
+#[tokio::test]
+async fn table_in_a_database_that_does_not_exist_yet() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(2).await;
+    let database = unique("absent");
+    let outbox = MySqlOutbox::with_table(
+        topics(),
+        TableName::with_schema(&database, "outbox_messages").unwrap(),
+    );
+    let store = outbox.store(db.pool.clone());
+    let checked = store.check().await;
+    let migrated = outbox.migrate(&db.pool).await;
+    let published = outbox.publish(&db.pool, &OrderCreated::new(1)).await;
+    let fetched = store.fetch_pending(10).await;
+    execute(&db.pool, format!("DROP DATABASE IF EXISTS `{database}`")).await;
+    drop(store);
+    db.drop_database().await;
+
+    let err = checked.expect_err("check before migrate");
+    assert!(matches!(err, Error::SchemaNotReady { .. }), "{err:?}");
+    migrated.expect("migrate creates the database");
+    published.expect("publish");
+    assert_eq!(fetched.expect("fetch").len(), 1);
+}
+
+/// Two services whose outbox tables share a database that does not exist yet start at the same
+/// time: both migrations succeed (a named lock serializes txoutbox migrators).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_of_two_tables_in_a_new_database() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(4).await;
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        let database = unique("shared");
+        let outbox =
+            |table| MySqlOutbox::with_table(topics(), TableName::with_schema(&database, table).unwrap());
+        let (a, b) = (outbox("orders_outbox"), outbox("billing_outbox"));
+        let (ra, rb) = tokio::join!(a.migrate(&db.pool), b.migrate(&db.pool));
+        errors.extend(ra.err().into_iter().chain(rb.err()).map(|e| e.to_string()));
+        execute(&db.pool, format!("DROP DATABASE IF EXISTS `{database}`")).await;
+    }
+    db.drop_database().await;
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// A batch larger than the server's `max_allowed_packet` is written with several multi-row
+/// inserts (not one per message), all in the caller's transaction and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_above_max_allowed_packet_is_split_into_few_statements() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(2).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    // About two and a half packets of 256 KiB payloads.
+    let payload = 256 * 1024;
+    let n = usize::try_from(packet).unwrap() * 5 / 2 / payload;
+    let messages: Vec<NewMessage> = (0..n)
+        .map(|i| raw("bulk", vec![(i % 251) as u8; payload]))
+        .collect();
+    let sent: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let inserts_before = com_insert(&mut tx).await;
+    outbox.publish_messages(&mut tx, messages).await.unwrap();
+    let statements = com_insert(&mut tx).await - inserts_before;
+    tx.rollback().await.unwrap();
+    let after_rollback: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        db.qualify("outbox_messages")
+    )))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let again: Vec<NewMessage> = (0..n)
+        .map(|i| raw("bulk", vec![(i % 251) as u8; payload]))
+        .collect();
+    let again_ids: Vec<String> = again.iter().map(|m| m.message_id.to_string()).collect();
+    outbox.publish_messages(&mut tx, again).await.unwrap();
+    tx.commit().await.unwrap();
+    let store = MySqlOutbox::with_table(topics(), db.table()).store(db.pool.clone());
+    let fetched = store.fetch_pending(n + 10).await.unwrap();
+    drop(store);
+    db.drop_database().await;
+
+    assert!(
+        (3..=4).contains(&statements),
+        "{n} rows in {statements} INSERT statements"
+    );
+    assert_eq!(
+        after_rollback, 0,
+        "the split statements are atomic in the caller's transaction"
+    );
+    assert_eq!(sent.len(), n);
+    assert_eq!(
+        fetched.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(),
+        again_ids,
+        "every row, in order"
+    );
+    for (i, m) in fetched.iter().enumerate() {
+        assert_eq!(m.payload.as_deref(), Some(&vec![(i % 251) as u8; payload][..]));
+    }
+}
+
+/// The INSERT statements this session has run (`Com_insert`).
+async fn com_insert(conn: &mut sqlx::MySqlConnection) -> i64 {
+    let (_, value): (String, String) = sqlx::query_as("SHOW SESSION STATUS LIKE 'Com_insert'")
+        .fetch_one(conn)
+        .await
+        .unwrap();
+    value.parse().unwrap()
+}
+
+/// A row whose transaction took its id early and committed after the store read past that id is
+/// returned by the next `fetch_after`, once, with the rows above the cursor.
+#[tokio::test]
+async fn fetch_after_finds_a_late_commit_below_the_cursor_once() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(4).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let store = outbox.store(db.pool.clone());
+
+    let mut early = db.pool.begin().await.unwrap();
+    let late_id = outbox.publish(&mut *early, &OrderCreated::new(1)).await.unwrap();
+    let first = outbox.publish(&db.pool, &OrderCreated::new(2)).await.unwrap();
+    let read = store.fetch_pending(10).await.unwrap();
+    assert_eq!(
+        read.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(),
+        [first.to_string()]
+    );
+    let cursor = read[0].id;
+    early.commit().await.unwrap();
+    let above = outbox.publish(&db.pool, &OrderCreated::new(3)).await.unwrap();
+
+    let next = store.fetch_after(cursor, 10).await.unwrap();
+    let again = store.fetch_after(next.last().unwrap().id, 10).await.unwrap();
+    drop(store);
+    db.drop_database().await;
+
+    assert_eq!(
+        next.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(),
+        [late_id.to_string(), above.to_string()],
+        "the late row first (its id is lower), then the new one"
+    );
+    assert!(next[0].id < cursor, "the late row's id is behind the cursor");
+    assert!(again.is_empty(), "a late row is returned once: {again:?}");
+}
+
+/// The stores of two outboxes (two processes) over one table: only the one holding the table's
+/// relay lock reads rows; when its outbox's stores are gone, the other takes over.
+#[tokio::test]
+async fn only_one_outbox_reads_a_table_at_a_time() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(4).await;
+    let writer = MySqlOutbox::with_table(topics(), db.table());
+    writer.migrate(&db.pool).await.unwrap();
+    writer.publish(&db.pool, &OrderCreated::new(1)).await.unwrap();
+    let (a, b) = (
+        MySqlOutbox::with_table(topics(), db.table()),
+        MySqlOutbox::with_table(topics(), db.table()),
+    );
+    let a_store = a.store(db.pool.clone());
+    let a_first = a_store.fetch_pending(10).await.unwrap().len();
+    let a_clone_reads = a.store(db.pool.clone()).fetch_pending(10).await.unwrap().len();
+    let b_store = b.store(db.pool.clone());
+    let b_while_a = b_store.fetch_pending(10).await.unwrap().len();
+    let b_after = b_store.fetch_after(0, 10).await.unwrap().len();
+    let backlog = b_store.backlog().await.unwrap().pending;
+    drop(a_store);
+    let b_once_a_is_gone = b_store.fetch_pending(10).await.unwrap().len();
+    drop(b_store);
+    db.drop_database().await;
+
+    assert_eq!(a_first, 1, "the first store takes the lock and reads");
+    assert_eq!(a_clone_reads, 1, "stores of one outbox share the lock");
+    assert_eq!((b_while_a, b_after), (0, 0), "another outbox stands by");
+    assert_eq!(backlog, 1, "the backlog is read without the lock");
+    assert_eq!(b_once_a_is_gone, 1, "the standby store takes over");
+}
+
+#[derive(serde::Serialize)]
+struct Msg(u32);
+
+/// Dead letters and retention: they touch only the rows they are asked to, and retention deletes
+/// in bounded batches (the same checks as `tests/maintenance.rs` runs on PostgreSQL and SQLite).
+#[tokio::test]
+async fn dead_letters_and_retention_on_mysql() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::new().await;
+    let topics = Topics::new()
+        .with(Topic::<Msg>::json("orders").unwrap().key(|m| m.0.to_string()))
+        .unwrap();
+    // Eight messages: 1–4 on `orders`, 5–8 on `audit`.
+    let messages: Vec<NewMessage> = (0..8)
+        .map(|i| {
+            let mut m = topics.encode(&Msg(i)).unwrap();
+            if i >= 4 {
+                m.topic = "audit".into();
+            }
+            m
+        })
+        .collect();
+    let outbox = MySqlOutbox::with_table(topics, db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    outbox.publish_messages(&mut tx, messages).await.unwrap();
+    tx.commit().await.unwrap();
+    let store = outbox.store(db.pool.clone());
+    let ids: Vec<i64> = store
+        .fetch_pending(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+
+    // 1, 2, 5, 6 dead; 3, 7 published; 4, 8 pending.
+    let dead = |id| Failure {
+        id,
+        attempts: 3,
+        error: format!("boom {id}"),
+        next_attempt_at: None,
+    };
+    store
+        .record_failures(&[dead(ids[0]), dead(ids[1]), dead(ids[4]), dead(ids[5])])
+        .await
+        .unwrap();
+    store
+        .complete(&[ids[2], ids[6]], Completion::MarkPublished)
+        .await
+        .unwrap();
+
+    let all = store.list_dead(&DeadLetterFilter::all(), 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [ids[0], ids[1], ids[4], ids[5]]
+    );
+    assert_eq!(
+        all[0].last_error.as_deref(),
+        Some(format!("boom {}", ids[0]).as_str())
+    );
+    assert_eq!((all[0].attempts, all[0].topic.as_str()), (3, "orders"));
+    assert!(all[0].payload_len > 0);
+    let orders = store
+        .list_dead(&DeadLetterFilter::all().topic("orders"), 100)
+        .await
+        .unwrap();
+    assert_eq!(orders.len(), 2);
+    let one = DeadLetterFilter::all().ids(ids[1]..=ids[1]);
+    assert_eq!(store.list_dead(&one, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        store.list_dead(&DeadLetterFilter::all(), 1).await.unwrap().len(),
+        1
+    );
+    let old = DeadLetterFilter::all().created_before(Utc::now() - TimeDelta::hours(1));
+    assert!(store.list_dead(&old, 100).await.unwrap().is_empty());
+
+    // Replay one: pending again with a clean slate; the relay's cursor read finds it as late.
+    assert_eq!(store.replay_dead(&one).await.unwrap(), 1);
+    let late = store.fetch_after(ids[7], 100).await.unwrap();
+    assert_eq!(late.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[1]]);
+    assert_eq!((late[0].attempts, late[0].next_attempt_at), (0, None));
+    let pending: Vec<i64> = store
+        .fetch_pending(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(pending, [ids[1], ids[3], ids[7]]);
+
+    // Purge the audit dead letters only.
+    assert_eq!(
+        store
+            .purge_dead(&DeadLetterFilter::all().topic("audit"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .list_dead(&DeadLetterFilter::all(), 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Retention: published rows only, in bounded batches, only those published before the cut.
+    assert_eq!(
+        store
+            .purge_published(Utc::now() - TimeDelta::hours(1), 1)
+            .await
+            .unwrap(),
+        0
+    );
+    let cut = Utc::now() + TimeDelta::seconds(1);
+    assert_eq!(
+        store.purge_published(cut, 1).await.unwrap(),
+        1,
+        "one bounded batch"
+    );
+    assert_eq!(store.purge_published(cut, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_published(cut, 1).await.unwrap(), 0);
+    let backlog = store.backlog().await.unwrap();
+    assert_eq!(
+        (backlog.pending, backlog.dead),
+        (3, 1),
+        "pending and dead rows untouched"
+    );
+    drop(store);
+    db.drop_database().await;
+}
