@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite: starts (or reuses) PostgreSQL and Kafka on loopback, then runs every test
+# The whole test suite: starts (or reuses) PostgreSQL, MariaDB and Kafka on loopback, then runs every test
 # of the workspace against them. Extra arguments go to `cargo test` (e.g. a test name filter).
 #
 #   scripts/test.sh
-#   TXOUTBOX_POSTGRES_URL=postgres://... TXOUTBOX_KAFKA_BOOTSTRAP=host:9092 scripts/test.sh
+#   TXOUTBOX_POSTGRES_URL=postgres://... TXOUTBOX_MYSQL_URL=mysql://... TXOUTBOX_KAFKA_BOOTSTRAP=host:9092 scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/services.sh up kafka postgres >/dev/null
+scripts/services.sh up kafka postgres mariadb >/dev/null
 eval "$(scripts/services.sh env)"
-export TXOUTBOX_KAFKA_BOOTSTRAP TXOUTBOX_POSTGRES_URL
+export TXOUTBOX_KAFKA_BOOTSTRAP TXOUTBOX_POSTGRES_URL TXOUTBOX_MYSQL_URL
 
 cargo test --workspace --all-features --locked "$@"
