@@ -218,6 +218,7 @@ impl MySqlOutbox {
 }
 
 /// One message of a multi-row insert, with its encoded columns.
+#[derive(Debug)]
 struct Row<'m> {
     message: &'m NewMessage,
     message_id: String,
