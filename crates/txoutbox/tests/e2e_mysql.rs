@@ -333,3 +333,37 @@ async fn two_relays_on_one_table_never_send_a_row_twice() {
     drop(watcher);
     my.teardown().await;
 }
+
+/// The idle cost of a relay on MySQL (no LISTEN/NOTIFY, so it polls): the server-wide statement
+/// count (`Questions`) over ten poll intervals with nothing to send. Server-wide, so run it alone:
+/// `cargo test -p txoutbox --features mysql --test e2e_mysql -- --ignored --nocapture idle`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; needs the server to itself"]
+async fn idle_relay_query_cost() {
+    let topics = three_new_topics("my-idle").await;
+    let my = My::new(&topics).await;
+    let poll = Duration::from_millis(500);
+    let relay = start_relay(my.store(), relay_config().with_poll_interval(poll));
+    tokio::time::sleep(2 * poll).await; // past the start-up (check, first lock)
+    let questions = || async {
+        let (_, v): (String, String) = sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Questions'")
+            .fetch_one(&my.db.pool)
+            .await
+            .unwrap();
+        v.parse::<i64>().unwrap()
+    };
+    let before = questions().await;
+    tokio::time::sleep(20 * poll).await;
+    // Minus the second SHOW STATUS itself.
+    let statements = questions().await - before - 1;
+    relay.shutdown().await.unwrap();
+    println!(
+        "idle relay: {statements} statements in 20 poll intervals of {poll:?} ({:.2} per interval)",
+        statements as f64 / 20.0
+    );
+    assert!(
+        statements <= 2 * 20,
+        "{statements} statements in 20 idle intervals"
+    );
+    my.teardown().await;
+}
