@@ -8,6 +8,8 @@
 //!   `TXOUTBOX_POSTGRES_URL`.
 //! - SQLite: the outbox table `outbox_messages` in the database file `TXOUTBOX_CHAOS_SQLITE`.
 //! - `TXOUTBOX_CHAOS_COMPLETION`: `delete` (default) or `mark` (keep rows, marked published).
+//! - `TXOUTBOX_CHAOS_POLL_MS`: the poll interval (default 200 ms). A long one makes the relay rely
+//!   on its wake-ups (PostgreSQL: LISTEN/NOTIFY).
 
 use std::time::Duration;
 
@@ -22,7 +24,12 @@ async fn main() -> anyhow::Result<()> {
     let sink = KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap()))?;
     let mut config = RelayConfig::default()
         .with_batch_size(500)
-        .with_poll_interval(Duration::from_millis(200));
+        .with_poll_interval(Duration::from_millis(
+            std::env::var("TXOUTBOX_CHAOS_POLL_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(200),
+        ));
     if std::env::var("TXOUTBOX_CHAOS_COMPLETION").as_deref() == Ok("mark") {
         config = config.with_completion(Completion::MarkPublished);
     }
