@@ -64,6 +64,9 @@ pub enum Command {
 /// Flags of `txoutbox relay`.
 #[derive(Debug, Args, Default)]
 pub struct RelayArgs {
+    /// Create or upgrade the outbox table first (as `txoutbox migrate` does).
+    #[arg(long, env = "TXOUTBOX_MIGRATE")]
+    pub migrate: bool,
     /// Kafka bootstrap servers, host:port[,host:port].
     #[arg(long, env = "TXOUTBOX_KAFKA_BOOTSTRAP")]
     pub kafka_bootstrap: Option<String>,

@@ -123,6 +123,8 @@ pub struct Target {
 /// Everything `txoutbox relay` needs.
 #[derive(Debug)]
 pub struct RelaySettings {
+    /// Migrate before relaying.
+    pub migrate: bool,
     /// The relay engine's settings.
     pub relay: RelayConfig,
     /// The Kafka producer's settings.
@@ -274,6 +276,7 @@ pub fn relay(args: &RelayArgs, file: &FileConfig) -> Result<RelaySettings, CliEr
         .unwrap_or(Duration::from_secs(5));
 
     Ok(RelaySettings {
+        migrate: args.migrate,
         relay,
         kafka,
         retention,

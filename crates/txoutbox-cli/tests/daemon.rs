@@ -271,3 +271,52 @@ async fn retention_keeps_published_rows_then_cleanup_purges_them() {
     assert_eq!(count(&[topic]).await, 50);
     db.drop_schema().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_relays_a_fresh_sqlite_file() {
+    let topic = new_topic("daemon-sqlite", 1).await;
+    let path = std::env::temp_dir().join(format!("{}.db", txoutbox_testing::unique("daemon")));
+    let url = format!("sqlite://{}", path.display());
+    let daemon = Daemon::start_on(
+        &url,
+        "outbox_messages",
+        &["--migrate", "--poll-interval", "100ms"],
+    )
+    .await;
+
+    // Another program writes rows with plain SQL, as the table contract allows.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for i in 0..20 {
+        sqlx::query(
+            "INSERT INTO outbox_messages (topic, key, payload) VALUES (?1, CAST(?2 AS BLOB), CAST(?3 AS BLOB))",
+        )
+        .bind(&topic)
+        .bind(format!("key-{}", i % 3))
+        .bind(format!("key-{}:{}", i % 3, i / 3))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let delivered = eventually(Duration::from_secs(30), || async {
+        count(std::slice::from_ref(&topic)).await == 20
+    })
+    .await;
+    assert!(
+        delivered,
+        "the SQLite rows did not reach Kafka: {}",
+        daemon.logs()
+    );
+    let records = read_all(std::slice::from_ref(&topic)).await;
+    let v = verdict(&records, |r| {
+        let (key, seq) = r.payload_str().split_once(':').unwrap();
+        (key.to_owned(), seq.parse().unwrap())
+    });
+    assert_eq!(
+        (v.distinct, v.duplicates, v.order_violations),
+        (20, 0, 0),
+        "{v:?}"
+    );
+    daemon.stop();
+    pool.close().await;
+    let _ = std::fs::remove_file(&path);
+}

@@ -17,6 +17,7 @@ mod sink;
 mod store;
 mod topic;
 mod topics;
+mod trace_context;
 
 pub use error::{BoxError, Error, Result};
 pub use health::{HealthCheck, HealthReport, HealthThresholds};
@@ -33,3 +34,4 @@ pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, 
 pub use store::{Backlog, Completion, Failure, Store};
 pub use topic::{PublishStrategy, Topic, validate_topic_name};
 pub use topics::Topics;
+pub use trace_context::{TRACEPARENT_HEADER, TRACESTATE_HEADER};

@@ -169,8 +169,14 @@ impl<T> Topic<T> {
         self.strategy
     }
 
-    /// Encodes a message into the row `publish` writes.
+    /// Encodes a message into the row `publish` writes. With the `opentelemetry` feature, the
+    /// current span's `traceparent` joins the headers (unless they name one already).
     pub fn encode(&self, message: &T) -> Result<NewMessage> {
+        self.encode_traced(message, &crate::trace_context::current())
+    }
+
+    /// Encodes with the given trace-context headers (computed once for a batch).
+    pub(crate) fn encode_traced(&self, message: &T, trace: &[(String, String)]) -> Result<NewMessage> {
         let payload = (self.encode)(message).map_err(|source| Error::Encode {
             topic: self.name.clone(),
             source,
@@ -179,6 +185,7 @@ impl<T> Topic<T> {
         if let Some(dynamic) = &self.headers {
             headers.extend(dynamic(message));
         }
+        crate::trace_context::add_to(&mut headers, trace);
         Ok(NewMessage {
             strategy: self.strategy,
             message_id: Uuid::now_v7(),

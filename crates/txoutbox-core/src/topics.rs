@@ -73,7 +73,11 @@ impl Topics {
         messages: impl IntoIterator<Item = &'a T>,
     ) -> Result<Vec<NewMessage>> {
         let topic = self.get::<T>()?;
-        messages.into_iter().map(|m| topic.encode(m)).collect()
+        let trace = crate::trace_context::current();
+        messages
+            .into_iter()
+            .map(|m| topic.encode_traced(m, &trace))
+            .collect()
     }
 
     /// The names of the registered topics, in registration order.

@@ -20,7 +20,15 @@ use crate::with_store;
 /// Runs the relay until SIGTERM or SIGINT.
 pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliError> {
     let prometheus = install_recorder()?;
-    let database = Database::connect(target, Create::Never, 4).await?;
+    let create = if settings.migrate {
+        Create::IfMissing
+    } else {
+        Create::Never
+    };
+    let database = Database::connect(target, create, 4).await?;
+    if settings.migrate {
+        database.migrate().await?;
+    }
     info!(database = %redact(&target.database_url), table = %database.table(), "outbox database connected");
     let sink = KafkaSink::new(&settings.kafka)?;
     with_store!(&database, store => serve(store, sink, settings, prometheus).await)

@@ -59,14 +59,20 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `txoutbox relay <args>` on the test schema and waits until `/live` answers.
     pub async fn start(db: &TestSchema, args: &[&str]) -> Self {
+        let table = format!("{}.outbox_messages", db.schema);
+        Self::start_on(&txoutbox_testing::postgres::url(), &table, args).await
+    }
+
+    /// Starts `txoutbox relay <args>` on any outbox and waits until `/live` answers.
+    pub async fn start_on(database_url: &str, table: &str, args: &[&str]) -> Self {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("{}.log", txoutbox_testing::unique("txoutbox-daemon")));
         let child = Command::new(binary())
             .arg("relay")
             .args(["--http-listen", &format!("127.0.0.1:{port}")])
             .args(args)
-            .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
-            .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
+            .env("TXOUTBOX_DATABASE_URL", database_url)
+            .env("TXOUTBOX_TABLE", table)
             .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
