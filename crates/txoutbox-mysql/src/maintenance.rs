@@ -1,10 +1,12 @@
-//! Dead letters and retention on MySQL / MariaDB.
+//! Dead letters, retention and per-topic statistics on MySQL / MariaDB.
 
 use chrono::{DateTime, Utc};
 use sqlx::mysql::MySqlArguments;
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, MySql, Row};
-use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, headers_from_json};
+use txoutbox_core::{
+    DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, Statistics, TopicStats, headers_from_json,
+};
 
 use crate::error::db_error;
 use crate::store::MySqlStore;
@@ -75,5 +77,30 @@ impl Retention for MySqlStore {
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected())
+    }
+}
+
+impl Statistics for MySqlStore {
+    async fn topic_stats(&self) -> Result<Vec<TopicStats>> {
+        let rows = sqlx::query(AssertSqlSafe(self.sql().topic_stats.as_str()))
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_error)?;
+        let count = |row: &sqlx::mysql::MySqlRow, column| {
+            row.try_get::<Option<i64>, _>(column)
+                .map(|n| n.unwrap_or(0).max(0) as u64)
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(TopicStats {
+                    topic: row.try_get("topic")?,
+                    pending: count(row, "pending")?,
+                    oldest_pending: row.try_get("oldest_pending")?,
+                    dead: count(row, "dead")?,
+                    published: count(row, "published")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
     }
 }

@@ -64,6 +64,7 @@ pub(crate) struct Statements {
     pub(crate) replay_dead: String,
     pub(crate) purge_dead: String,
     pub(crate) purge_published: String,
+    pub(crate) topic_stats: String,
 }
 
 impl Statements {
@@ -107,6 +108,14 @@ impl Statements {
             // Single-table DELETE takes ORDER BY and LIMIT: one bounded batch, oldest first.
             purge_published: format!(
                 "DELETE FROM {t} WHERE status = 'published' AND published_at < ? ORDER BY id LIMIT ?"
+            ),
+            // Comparisons are 0 or 1 in MySQL: their sum counts the matching rows.
+            topic_stats: format!(
+                "SELECT topic, CAST(sum(status = 'pending') AS SIGNED) AS pending, \
+                   min(CASE WHEN status = 'pending' THEN created_at END) AS oldest_pending, \
+                   CAST(sum(status = 'dead') AS SIGNED) AS dead, \
+                   CAST(sum(status = 'published') AS SIGNED) AS published \
+                 FROM {t} GROUP BY topic ORDER BY topic"
             ),
             quoted: t,
             table,

@@ -1,13 +1,13 @@
 //! The store conformance suite on MySQL / MariaDB (each case in a fresh database, the table named
 //! with it), plus what only this store has: databases created by `migrate`, concurrent migrators,
 //! multi-row inserts split by `max_allowed_packet`, late commits found behind the cursor, one
-//! active relay per table, and dead letters and retention.
+//! active relay per table, and dead letters, retention and per-topic statistics.
 
 use chrono::{TimeDelta, Utc};
 use sqlx::{AssertSqlSafe, MySqlPool};
 use txoutbox_core::{
-    Completion, DeadLetterFilter, DeadLetters, Error, Failure, NewMessage, Retention, Store, TableName,
-    Topic, Topics,
+    Completion, DeadLetterFilter, DeadLetters, Error, Failure, NewMessage, Retention, Statistics, Store,
+    TableName, Topic, TopicStats, Topics,
 };
 use txoutbox_mysql::MySqlOutbox;
 use txoutbox_store_tests::mysql::MySqlHarness;
@@ -275,6 +275,34 @@ async fn dead_letters_and_retention_on_mysql() {
         .complete(&[ids[2], ids[6]], Completion::MarkPublished)
         .await
         .unwrap();
+
+    let stats = store.topic_stats().await.unwrap();
+    let oldest = |topic: &str| {
+        stats
+            .iter()
+            .find(|s| s.topic == topic)
+            .and_then(|s| s.oldest_pending)
+    };
+    assert_eq!(
+        stats,
+        [
+            TopicStats {
+                topic: "audit".into(),
+                pending: 1,
+                oldest_pending: oldest("audit"),
+                dead: 2,
+                published: 1,
+            },
+            TopicStats {
+                topic: "orders".into(),
+                pending: 1,
+                oldest_pending: oldest("orders"),
+                dead: 2,
+                published: 1,
+            },
+        ]
+    );
+    assert!(oldest("orders").is_some() && oldest("audit").is_some());
 
     let all = store.list_dead(&DeadLetterFilter::all(), 100).await.unwrap();
     assert_eq!(
