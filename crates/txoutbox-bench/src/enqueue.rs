@@ -1,11 +1,14 @@
-//! Scenario 2: what `publish` and `publish_all` add to a business transaction on PostgreSQL.
+//! Scenario 2: what `publish` and `publish_all` add to a business transaction on PostgreSQL, and
+//! the same on MySQL / MariaDB.
 
 use std::time::Instant;
 
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Connection};
 use txoutbox::Topics;
+use txoutbox::mysql::MySqlOutbox;
 use txoutbox::postgres::PgOutbox;
+use txoutbox_testing::mysql::TestDatabase;
 use txoutbox_testing::postgres::TestSchema;
 
 use crate::common::{BenchMsg, Percentiles, messages, percentiles, topic_def, wait_quiet};
@@ -29,9 +32,26 @@ pub struct EnqueueResult {
     pub publish_all_ratio: f64,
     pub publish_all_ratio_p50: f64,
     pub cpu_busy_before: f64,
+    /// The same measurements on MySQL / MariaDB.
+    pub mysql: Option<MySqlEnqueueResult>,
 }
 
-pub async fn run(m: usize, bulk_rows: usize, reps: usize) -> EnqueueResult {
+/// Enqueue cost on MySQL / MariaDB: (a) a business insert alone, (b) with `publish`, (c) a
+/// hand-written multi-row insert of `bulk_rows` rows, (d) `publish_all` of as many.
+#[derive(Debug, Clone, Serialize)]
+pub struct MySqlEnqueueResult {
+    pub transactions: usize,
+    pub tx_alone: Percentiles,
+    pub tx_with_publish: Percentiles,
+    pub publish_ratio_p50: f64,
+    pub bulk_rows: usize,
+    pub bulk_repetitions: usize,
+    pub bulk_insert: Percentiles,
+    pub publish_all: Percentiles,
+    pub publish_all_ratio_p50: f64,
+}
+
+pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> EnqueueResult {
     let schema = TestSchema::with_pool_size(2).await;
     // The topic is never read here: the rows only have to be written.
     let outbox = PgOutbox::with_table(
@@ -155,6 +175,11 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize) -> EnqueueResult {
     schema.drop_schema().await;
     let bulk = percentiles(&bulk);
     let all = percentiles(&all);
+    let mysql = if mysql {
+        Some(run_mysql(m, bulk_rows, reps).await)
+    } else {
+        None
+    };
     EnqueueResult {
         transactions: m,
         publish_ratio: with.mean_us / alone.mean_us,
@@ -167,6 +192,116 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize) -> EnqueueResult {
         publish_all_ratio: all.mean_us / bulk.mean_us,
         publish_all_ratio_p50: all.p50_us / bulk.p50_us,
         cpu_busy_before,
+        bulk_insert: bulk,
+        publish_all: all,
+        mysql,
+    }
+}
+
+async fn run_mysql(m: usize, bulk_rows: usize, reps: usize) -> MySqlEnqueueResult {
+    let db = TestDatabase::with_pool_size(2).await;
+    let outbox = MySqlOutbox::with_table(
+        Topics::new().with(topic_def("bench-enqueue")).unwrap(),
+        db.table(),
+    );
+    outbox.migrate(&db.pool).await.unwrap();
+    let orders = db.qualify("orders");
+    let plain = db.qualify("plain_messages");
+    for ddl in [
+        format!(
+            "CREATE TABLE {orders} (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer TEXT NOT NULL, \
+               total_cents BIGINT NOT NULL, created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
+        ),
+        format!(
+            "CREATE TABLE {plain} (id BIGINT AUTO_INCREMENT PRIMARY KEY, message_id CHAR(36) NOT NULL, \
+               topic VARCHAR(255) NOT NULL, `key` BLOB, payload LONGBLOB, headers LONGTEXT, \
+               created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
+        ),
+    ] {
+        sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&db.pool).await.unwrap();
+    }
+    let insert_order = format!("INSERT INTO {orders} (customer, total_cents) VALUES (?, ?)");
+    let msgs = messages(m.max(bulk_rows), 1_000);
+    let mut conn = db.pool.acquire().await.unwrap();
+    wait_quiet("enqueue", std::time::Duration::from_secs(30)).await;
+
+    eprintln!("[enqueue] mysql: {m} transactions each, alone and with publish ...");
+    let (block, warmup) = (250, 200);
+    let (mut alone, mut with) = (Vec::new(), Vec::new());
+    let mut i = 0usize;
+    while alone.len() < m + warmup || with.len() < m + warmup {
+        for publish in [false, true] {
+            for _ in 0..block {
+                let msg = &msgs[i % msgs.len()];
+                i += 1;
+                let t = Instant::now();
+                let mut tx = conn.begin().await.unwrap();
+                sqlx::query(AssertSqlSafe(insert_order.clone()))
+                    .bind(&msg.key)
+                    .bind(i as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                if publish {
+                    outbox.publish(&mut *tx, msg).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+                if publish { &mut with } else { &mut alone }.push(t.elapsed());
+            }
+        }
+    }
+    let alone = percentiles(&alone[warmup..warmup + m]);
+    let with = percentiles(&with[warmup..warmup + m]);
+
+    eprintln!("[enqueue] mysql: multi-row insert vs publish_all of {bulk_rows}, {reps} repetitions ...");
+    let chunk: &[BenchMsg] = &msgs[..bulk_rows];
+    let mut bulk_sql = format!("INSERT INTO {plain} (message_id, topic, `key`, payload, headers) VALUES ");
+    for j in 0..chunk.len() {
+        bulk_sql.push_str(if j == 0 {
+            "(?, ?, ?, ?, ?)"
+        } else {
+            ", (?, ?, ?, ?, ?)"
+        });
+    }
+    let (mut bulk, mut all) = (Vec::new(), Vec::new());
+    for rep in 0..reps + 3 {
+        for publish_all in [false, true] {
+            let t = Instant::now();
+            let mut tx = conn.begin().await.unwrap();
+            if publish_all {
+                outbox.publish_all(&mut tx, chunk).await.unwrap();
+            } else {
+                // The same work a hand-written writer does: one multi-row statement.
+                let mut query = sqlx::query(AssertSqlSafe(bulk_sql.as_str()));
+                for msg in chunk {
+                    query = query
+                        .bind(uuid::Uuid::now_v7().hyphenated().to_string())
+                        .bind("bench-enqueue")
+                        .bind(msg.key.as_bytes())
+                        .bind(msg.payload.as_slice())
+                        .bind(None::<String>);
+                }
+                query.execute(&mut *tx).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+            let d = t.elapsed();
+            if rep >= 3 {
+                if publish_all { &mut all } else { &mut bulk }.push(d);
+            }
+        }
+    }
+    drop(conn);
+    db.drop_database().await;
+    let bulk = percentiles(&bulk);
+    let all = percentiles(&all);
+    MySqlEnqueueResult {
+        transactions: m,
+        publish_ratio_p50: with.p50_us / alone.p50_us,
+        tx_alone: alone,
+        tx_with_publish: with,
+        bulk_rows,
+        bulk_repetitions: reps,
+        publish_all_ratio_p50: all.p50_us / bulk.p50_us,
         bulk_insert: bulk,
         publish_all: all,
     }

@@ -1,5 +1,5 @@
 //! txoutbox benchmarks against the services named by the environment
-//! (`TXOUTBOX_KAFKA_BOOTSTRAP`, `TXOUTBOX_POSTGRES_URL`): relay throughput vs. a raw producer,
+//! (`TXOUTBOX_KAFKA_BOOTSTRAP`, `TXOUTBOX_POSTGRES_URL`, `TXOUTBOX_MYSQL_URL`): relay throughput vs. a raw producer,
 //! the cost of `publish` in a business transaction, and commit → Kafka latency.
 //!
 //! `cargo run --release -p txoutbox-bench -- all --json target/bench.json`
@@ -17,7 +17,7 @@ use serde::Serialize;
 #[derive(Parser, Debug)]
 #[command(
     name = "txoutbox-bench",
-    about = "txoutbox benchmarks (PostgreSQL, SQLite, Kafka)"
+    about = "txoutbox benchmarks (PostgreSQL, SQLite, MariaDB, Kafka)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,6 +40,9 @@ struct Cli {
     /// Throughput: skip the SQLite relay runs.
     #[arg(long, global = true)]
     no_sqlite: bool,
+    /// Throughput and enqueue: skip the MySQL / MariaDB runs (`TXOUTBOX_MYSQL_URL`).
+    #[arg(long, global = true)]
+    no_mysql: bool,
     /// Enqueue: sequential transactions per variant.
     #[arg(long, global = true, default_value_t = 5_000)]
     transactions: usize,
@@ -59,9 +62,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
-    /// Raw producer vs. relay drain rate (PostgreSQL, SQLite, discard sink).
+    /// Raw producer vs. relay drain rate (PostgreSQL, SQLite, MySQL, discard sink).
     Throughput,
-    /// publish / publish_all overhead on PostgreSQL.
+    /// publish / publish_all overhead on PostgreSQL and MySQL / MariaDB.
     Enqueue,
     /// Commit → Kafka latency through the relay vs. raw producer latency.
     Latency,
@@ -117,12 +120,14 @@ async fn main() -> anyhow::Result<()> {
                 &cli.batch_sizes,
                 cli.inflight_factor,
                 !cli.no_sqlite,
+                !cli.no_mysql,
             )
             .await,
         );
     }
     if want(Scenario::Enqueue) {
-        results.enqueue = Some(enqueue::run(cli.transactions, cli.bulk_rows, cli.bulk_reps).await);
+        results.enqueue =
+            Some(enqueue::run(cli.transactions, cli.bulk_rows, cli.bulk_reps, !cli.no_mysql).await);
     }
     if want(Scenario::Latency) {
         results.latency = Some(latency::run(&cli.rates, cli.seconds).await);
@@ -225,6 +230,25 @@ fn print_tables(r: &Results) {
             "    ratio d/c: mean {:.2}, p50 {:.2}",
             e.publish_all_ratio, e.publish_all_ratio_p50
         );
+        if let Some(my) = &e.mysql {
+            println!("\n== enqueue (MySQL / MariaDB, sequential, one connection) ==");
+            println!("{:<44} {:>10} {:>10} {:>10}", "variant", "mean", "p50", "p99");
+            row(
+                &format!("(a) tx: insert order ({}x)", my.transactions),
+                &my.tx_alone,
+            );
+            row("(b) tx: insert order + publish", &my.tx_with_publish);
+            println!("    ratio b/a: p50 {:.2}", my.publish_ratio_p50);
+            row(
+                &format!(
+                    "(c) multi-row insert {} rows ({}x)",
+                    my.bulk_rows, my.bulk_repetitions
+                ),
+                &my.bulk_insert,
+            );
+            row(&format!("(d) publish_all {} rows", my.bulk_rows), &my.publish_all);
+            println!("    ratio d/c: p50 {:.2}", my.publish_all_ratio_p50);
+        }
     }
     if let Some(l) = &r.latency {
         println!(

@@ -1,5 +1,5 @@
-//! Scenario 1: raw producer vs. relay drain rate on PostgreSQL and SQLite, plus the relay's own
-//! ceiling with a discarding sink.
+//! Scenario 1: raw producer vs. relay drain rate on PostgreSQL, SQLite and MySQL / MariaDB, plus
+//! the relay's own ceiling with a discarding sink.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,9 +11,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde::Serialize;
 use txoutbox::kafka::{KafkaConfig, KafkaSink};
+use txoutbox::mysql::MySqlOutbox;
 use txoutbox::postgres::PgOutbox;
 use txoutbox::sqlite::SqliteOutbox;
 use txoutbox::{CREATED_AT_HEADER, MESSAGE_ID_HEADER, Relay, RelayConfig, Sink, Store, Topics};
+use txoutbox_testing::mysql::TestDatabase;
 use txoutbox_testing::postgres::TestSchema;
 use txoutbox_testing::sqlite::TestDb;
 
@@ -273,12 +275,59 @@ async fn relay_sqlite(msgs: &[BenchMsg], batch: usize, factor: usize, raw: f64) 
     }
 }
 
+async fn relay_mysql(msgs: &[BenchMsg], batch: usize, factor: usize, raw: f64) -> RelayResult {
+    let topic = new_topic().await;
+    let db = TestDatabase::with_pool_size(4).await;
+    let outbox = MySqlOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), db.table());
+    outbox.migrate(&db.pool).await.expect("migrate");
+    let t = Instant::now();
+    for chunk in msgs.chunks(PREWRITE_CHUNK) {
+        let mut tx = db.pool.begin().await.unwrap();
+        outbox.publish_all(&mut tx, chunk).await.expect("publish_all");
+        tx.commit().await.unwrap();
+    }
+    let prewrite_seconds = t.elapsed().as_secs_f64();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ANALYZE TABLE {}",
+        db.qualify("outbox_messages")
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let store = outbox.store(db.pool.clone());
+    let cpu_busy_before = wait_quiet("throughput", Duration::from_secs(30)).await;
+    let sink = KafkaSink::new(&KafkaConfig::new(bootstrap())).expect("sink");
+    let (seconds, timed_out, stats) = drain(store.clone(), sink, msgs.len(), batch, factor * batch).await;
+    let pending_after = store.backlog().await.ok().map(|b| b.pending);
+    let records_in_topic = Some(txoutbox_testing::kafka::count(&[topic]).await);
+    drop(store);
+    db.drop_database().await;
+    let msgs_per_sec = msgs.len() as f64 / seconds;
+    RelayResult {
+        store: "mysql".into(),
+        sink: "kafka".into(),
+        batch_size: batch,
+        max_in_flight: factor * batch,
+        messages: msgs.len(),
+        prewrite_seconds,
+        seconds,
+        msgs_per_sec,
+        ratio_to_raw: Some(msgs_per_sec / raw),
+        timed_out,
+        pending_after,
+        records_in_topic,
+        store_stats: stats.report(),
+        cpu_busy_before,
+    }
+}
+
 pub async fn run(
     n: usize,
     keys: usize,
     batch_sizes: &[usize],
     factor: usize,
     sqlite: bool,
+    mysql: bool,
 ) -> ThroughputResult {
     let msgs = messages(n, keys);
     let topic = new_topic().await;
@@ -306,6 +355,12 @@ pub async fn run(
         if sqlite {
             eprintln!("[throughput] sqlite relay, batch {batch} ...");
             let r = relay_sqlite(&msgs, batch, factor, raw.msgs_per_sec).await;
+            eprintln!("[throughput]   {:.0} msg/s ({:.2} s)", r.msgs_per_sec, r.seconds);
+            relays.push(r);
+        }
+        if mysql {
+            eprintln!("[throughput] mysql relay, batch {batch} ...");
+            let r = relay_mysql(&msgs, batch, factor, raw.msgs_per_sec).await;
             eprintln!("[throughput]   {:.0} msg/s ({:.2} s)", r.msgs_per_sec, r.seconds);
             relays.push(r);
         }

@@ -205,9 +205,9 @@ impl Store for MySqlStore {
                 None => return Ok(Vec::new()),
             }
         };
-        // Late rows first in id order; the rows above the cursor follow unless the late ones are
-        // a batch already (they must go first: the relay keeps keys in id order).
-        if rows.len() < limit.max(1) * 10 && limit > 0 {
+        // Late rows first in id order; the rows above the cursor follow unless the late ones
+        // make ten batches already (they must go first: the relay keeps keys in id order).
+        if limit > 0 && rows.len() < limit.saturating_mul(10) {
             match self.fetch_from(&held, after, limit).await? {
                 Some(mut above) => rows.append(&mut above),
                 None => return Ok(Vec::new()),
