@@ -7,7 +7,7 @@
 //! backwards, and counts the duplicates; the recovery times are measured and printed.
 //!
 //! Light by default (part of the test command): 5,000 messages, 2 restarts with 3 s down. The full
-//! run: `TXOUTBOX_CHAOS_MESSAGES=100000 TXOUTBOX_CHAOS_DB_RESTARTS=4 TXOUTBOX_CHAOS_DB_DOWN_SECS=10 scripts/test.sh -p txoutbox-testing --test chaos_db -- --nocapture`
+//! run: `TXOUTBOX_CHAOS_MESSAGES=100000 TXOUTBOX_CHAOS_DB_RESTARTS=4 TXOUTBOX_CHAOS_DB_DOWN_SECS=10 TXOUTBOX_CHAOS_DB_GAP_SECS=10 scripts/test.sh -p txoutbox-testing --test chaos_db -- --nocapture`
 
 mod chaos_common;
 

@@ -5,8 +5,11 @@
 //! Light by default (part of the test command). The full run of the issue:
 //! `TXOUTBOX_CHAOS_MESSAGES=100000 TXOUTBOX_CHAOS_KILLS=20 scripts/test.sh -p txoutbox-testing --test chaos_kill -- --nocapture`
 
-use std::process::{Child, Command};
+mod chaos_common;
+
 use std::time::{Duration, Instant};
+
+use chaos_common::{RelayProcess, stop_relay};
 
 use rand::Rng;
 use serde::Serialize;
@@ -28,12 +31,8 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn spawn_relay(schema: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_txoutbox-chaos-relay"))
-        .env("TXOUTBOX_CHAOS_SCHEMA", schema)
-        .env("RUST_LOG", "error")
-        .spawn()
-        .expect("start the relay process")
+fn spawn_relay(schema: &str) -> RelayProcess {
+    chaos_common::spawn_relay(&[("TXOUTBOX_CHAOS_SCHEMA", schema)])
 }
 
 fn key_seq(r: &Record) -> (String, u64) {
@@ -104,10 +103,7 @@ async fn kill_9_of_the_relay_loses_nothing_and_keeps_key_order() {
     .await;
     let drain_time = started.elapsed();
     // Graceful stop of the last relay.
-    let _ = Command::new("kill")
-        .args(["-TERM", &relay.id().to_string()])
-        .status();
-    relay.wait().unwrap();
+    stop_relay(relay);
     assert!(
         drained,
         "the relay did not drain the outbox: {:?}",

@@ -32,8 +32,34 @@ pub fn key_seq(r: &Record) -> (String, u64) {
     (v["key"].as_str().unwrap().to_owned(), v["seq"].as_u64().unwrap())
 }
 
-/// Starts the relay process (`txoutbox-chaos-relay`) with these environment variables.
-pub fn spawn_relay(env: &[(&str, &str)]) -> Child {
+/// The relay process; killed (SIGKILL) when dropped, so a failing test leaves no relay behind.
+pub struct RelayProcess(Option<Child>);
+
+impl std::ops::Deref for RelayProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl std::ops::DerefMut for RelayProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the relay process (`txoutbox-chaos-relay`) with these environment variables. Its log
+/// level is `TXOUTBOX_CHAOS_RELAY_LOG` (default `error`).
+pub fn spawn_relay(env: &[(&str, &str)]) -> RelayProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_txoutbox-chaos-relay"));
     command.env(
         "RUST_LOG",
@@ -42,15 +68,16 @@ pub fn spawn_relay(env: &[(&str, &str)]) -> Child {
     for (k, v) in env {
         command.env(k, v);
     }
-    command.spawn().expect("start the relay process")
+    RelayProcess(Some(command.spawn().expect("start the relay process")))
 }
 
 /// Stops the relay process gracefully (SIGTERM) and waits for it.
-pub fn stop_relay(mut relay: Child) {
+pub fn stop_relay(mut relay: RelayProcess) {
+    let mut child = relay.0.take().unwrap();
     let _ = Command::new("kill")
-        .args(["-TERM", &relay.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status();
-    relay.wait().unwrap();
+    child.wait().unwrap();
 }
 
 /// Wall-clock milliseconds since the epoch (comparable with the broker's LogAppendTime).
