@@ -82,6 +82,19 @@ pub struct RelayArgs {
     /// How long an idle relay waits before looking again, e.g. 500ms or 2s.
     #[arg(long, env = "TXOUTBOX_POLL_INTERVAL", value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,
+    /// How relays on one table cooperate (PostgreSQL): one relay, one leader at a time, or
+    /// buckets of keys shared among all.
+    #[arg(long, env = "TXOUTBOX_COORDINATION", value_enum)]
+    pub coordination: Option<CoordinationArg>,
+    /// How long a relay node's leases outlive its last renewal (exclusive, work-balance).
+    #[arg(long, env = "TXOUTBOX_LEASE", value_parser = parse_duration)]
+    pub lease: Option<Duration>,
+    /// How often a relay node renews its leases; at most a third of --lease.
+    #[arg(long, env = "TXOUTBOX_HEARTBEAT", value_parser = parse_duration)]
+    pub heartbeat: Option<Duration>,
+    /// This relay node's unique name (default: host-pid-random).
+    #[arg(long, env = "TXOUTBOX_NODE_ID")]
+    pub node_id: Option<String>,
     /// What happens to delivered rows.
     #[arg(long, env = "TXOUTBOX_COMPLETION", value_enum)]
     pub completion: Option<CompletionArg>,
@@ -113,6 +126,18 @@ pub enum CompletionArg {
     Delete,
     /// Keep them, marked published, until retention purges them.
     MarkPublished,
+}
+
+/// How relays on one table cooperate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CoordinationArg {
+    /// One relay per table (nothing coordinated).
+    Single,
+    /// Every replica runs a relay; the lease holder relays, the others stand by.
+    Exclusive,
+    /// Buckets of keys shared evenly among the live relays.
+    WorkBalance,
 }
 
 /// Flags of `txoutbox status`.

@@ -10,6 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use txoutbox_core::coordination::{Ownership, Scope};
 use txoutbox_core::{HealthReport, RelayMonitor};
 
 use crate::history::History;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub monitor: RelayMonitor,
     /// Published counts over time.
     pub published: History,
+    /// A coordinated relay's leases.
+    pub ownership: Option<Ownership>,
 }
 
 /// The routes.
@@ -83,6 +86,21 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
         "publish_rate_per_second": state.published.rate(Duration::from_secs(60)).unwrap_or(0.0),
         "last_delivery": state.monitor.last_delivery(),
         "health": latest(&state),
+        "coordination": state.ownership.as_ref().map(|o| {
+            let (applied, fenced) = o.write_counts();
+            serde_json::json!({
+                "node": o.node(),
+                "epoch": o.epoch(),
+                "scope": match o.scope() {
+                    Scope::Nothing => serde_json::json!("nothing"),
+                    Scope::All => serde_json::json!("all"),
+                    Scope::Buckets(buckets) => serde_json::json!(buckets),
+                },
+                "draining": o.draining_buckets(),
+                "rows_applied": applied,
+                "rows_fenced": fenced,
+            })
+        }),
     }))
     .into_response()
 }

@@ -5,10 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use txoutbox_core::coordination::{Coordination, LeaseSettings};
 use txoutbox_core::{Completion, HealthThresholds, RelayConfig, RetryPolicy, TableName};
 use txoutbox_kafka::KafkaConfig;
 
-use crate::cli::{CompletionArg, GlobalArgs, RelayArgs};
+use crate::cli::{CompletionArg, CoordinationArg, GlobalArgs, RelayArgs};
 use crate::error::CliError;
 
 /// The default HTTP address of the daemon.
@@ -44,6 +45,12 @@ struct FileRelay {
     completion: Option<CompletionArg>,
     #[serde(default, with = "humantime_serde_opt")]
     shutdown_timeout: Option<Duration>,
+    coordination: Option<CoordinationArg>,
+    #[serde(default, with = "humantime_serde_opt")]
+    lease: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    heartbeat: Option<Duration>,
+    node_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +134,8 @@ pub struct RelaySettings {
     pub migrate: bool,
     /// The relay engine's settings.
     pub relay: RelayConfig,
+    /// How relays on the table cooperate.
+    pub coordination: Coordination,
     /// The Kafka producer's settings.
     pub kafka: KafkaConfig,
     /// Keep published rows this long (with `Completion::MarkPublished`).
@@ -275,9 +284,28 @@ pub fn relay(args: &RelayArgs, file: &FileConfig) -> Result<RelaySettings, CliEr
         .or(file.health.interval)
         .unwrap_or(Duration::from_secs(5));
 
+    let mut lease = LeaseSettings::default();
+    let (length, heartbeat) = (
+        args.lease.or(file.relay.lease).unwrap_or(lease.lease),
+        args.heartbeat.or(file.relay.heartbeat).unwrap_or(lease.heartbeat),
+    );
+    lease = lease.with_timing(length, heartbeat);
+    if let Some(node) = args.node_id.clone().or_else(|| file.relay.node_id.clone()) {
+        lease = lease.with_node_id(node);
+    }
+    let coordination = match args.coordination.or(file.relay.coordination) {
+        None | Some(CoordinationArg::Single) => Coordination::Single,
+        Some(CoordinationArg::Exclusive) => Coordination::Exclusive(lease),
+        Some(CoordinationArg::WorkBalance) => Coordination::WorkBalance(lease),
+    };
+    coordination
+        .validate()
+        .map_err(|e| CliError::usage(format!("{e} (--lease, --heartbeat)")))?;
+
     Ok(RelaySettings {
         migrate: args.migrate,
         relay,
+        coordination,
         kafka,
         retention,
         http_listen,

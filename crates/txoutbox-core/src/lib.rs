@@ -3,6 +3,7 @@
 //! crates (PostgreSQL, SQLite) and the Kafka sink implement its traits. Applications depend on the
 //! `txoutbox` facade instead.
 
+pub mod coordination;
 mod error;
 mod health;
 mod identifier;

@@ -14,6 +14,7 @@
 //! | `txoutbox_oldest_pending_age_seconds` | gauge | | age of the oldest pending row (ditto) |
 //! | `txoutbox_dead_messages` | gauge | | rows in the dead-letter state (ditto) |
 //! | `txoutbox_up` | gauge | `component` (`relay`, `database`, `broker`) | 1 when healthy, 0 otherwise (ditto) |
+//! | `txoutbox_fenced_rows_total` | counter | | rows whose write was refused: this relay no longer held their lease |
 
 use std::collections::HashMap;
 
@@ -43,6 +44,8 @@ pub const OLDEST_PENDING_AGE: &str = "txoutbox_oldest_pending_age_seconds";
 pub const DEAD: &str = "txoutbox_dead_messages";
 /// Component health, 1 or 0.
 pub const UP: &str = "txoutbox_up";
+/// Rows whose write was refused because this relay no longer held their lease.
+pub const FENCED: &str = "txoutbox_fenced_rows_total";
 
 /// Registers the descriptions and units of every txoutbox metric with the installed recorder.
 /// Call once after installing it.
@@ -71,6 +74,10 @@ pub fn describe() {
     );
     describe_gauge!(DEAD, "Outbox rows in the dead-letter state");
     describe_gauge!(UP, "1 when the component is healthy, 0 otherwise");
+    describe_counter!(
+        FENCED,
+        "Rows whose write the database refused because this relay no longer held their lease"
+    );
 }
 
 /// Records the messages of settled batches that were delivered.
@@ -118,6 +125,11 @@ pub(crate) fn record_backlog(backlog: &Backlog) {
         .oldest_pending
         .map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3);
     gauge!(OLDEST_PENDING_AGE).set(age);
+}
+
+/// Records rows whose write was fenced off.
+pub(crate) fn record_fenced(rows: u64) {
+    counter!(FENCED).increment(rows);
 }
 
 /// Sets a component's up gauge.

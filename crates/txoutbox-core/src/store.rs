@@ -52,6 +52,13 @@ pub trait Store: Send + Sync + 'static {
     /// calls it once at start and stops with its error, which says what to do.
     fn check(&self) -> impl Future<Output = Result<()>> + Send;
 
+    /// Called once when a relay starts, after [`check`](Self::check): a store that allows only
+    /// one relay per table takes its lock here (held as long as the store lives) and fails,
+    /// saying so, when another relay holds it. The default allows any number.
+    fn lock_for_relay(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Up to `limit` pending rows in id order, the oldest first, including rows still backing off
     /// (the relay needs them to hold back later rows of the same key).
     fn fetch_pending(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send;
@@ -95,6 +102,9 @@ pub trait Store: Send + Sync + 'static {
 impl<S: Store> Store for std::sync::Arc<S> {
     fn check(&self) -> impl Future<Output = Result<()>> + Send {
         (**self).check()
+    }
+    fn lock_for_relay(&self) -> impl Future<Output = Result<()>> + Send {
+        (**self).lock_for_relay()
     }
     fn fetch_pending(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
         (**self).fetch_pending(limit)

@@ -4,6 +4,7 @@
 //! Start with [`PgOutbox`].
 
 mod error;
+mod leases;
 mod listen;
 mod maintenance;
 mod migrate;

@@ -18,6 +18,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "notify trigger",
         include_str!("../migrations/0002_notify_trigger.sql"),
     ),
+    (
+        3,
+        "relay leases",
+        include_str!("../migrations/0003_relay_leases.sql"),
+    ),
 ];
 
 /// The newest schema version this crate knows.

@@ -28,6 +28,53 @@ pub(crate) struct Statements {
     pub(crate) purge_dead: Arc<str>,
     pub(crate) purge_published: Arc<str>,
     pub(crate) topic_stats: Arc<str>,
+    /// Reads of a work-balance node: `fetch_pending` limited to the buckets in $5.
+    pub(crate) fetch_pending_in_buckets: Arc<str>,
+    /// Writes of a coordinated node: conditional on its lease ($2 node, $3 epoch; failures: $5, $6).
+    pub(crate) delete_fenced: Arc<str>,
+    pub(crate) mark_published_fenced: Arc<str>,
+    pub(crate) record_failures_fenced: Arc<str>,
+    pub(crate) leases: LeaseStatements,
+}
+
+/// The statements of the relay-node and lease tables.
+#[derive(Debug)]
+pub(crate) struct LeaseStatements {
+    pub(crate) join: Arc<str>,
+    pub(crate) forget_dead_nodes: Arc<str>,
+    pub(crate) heartbeat: Arc<str>,
+    pub(crate) claim: Arc<str>,
+    pub(crate) release: Arc<str>,
+    pub(crate) release_all: Arc<str>,
+    pub(crate) leave: Arc<str>,
+    pub(crate) list: Arc<str>,
+}
+
+/// The relay's pending-row read: $1 cursor, $2 limit, $3 previous snapshot, $4 late limit, and
+/// `filter` appended to both halves (a bucket condition, or nothing).
+fn fetch_statement(t: &str, filter: &str) -> String {
+    format!(
+        "SELECT h.snap, r.* FROM (SELECT pg_current_snapshot()::text AS snap) AS h \
+         LEFT JOIN LATERAL ( \
+           (SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' AND id > $1{filter} ORDER BY id LIMIT $2) \
+           UNION ALL \
+           (SELECT {ROW_COLUMNS} FROM {t} \
+            WHERE status = 'pending' AND id <= $1{filter} \
+              AND xid >= pg_snapshot_xmin($3::text::pg_snapshot) \
+              AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot) \
+            ORDER BY id LIMIT $4) \
+         ) AS r ON true \
+         ORDER BY r.id"
+    )
+}
+
+/// The fence of a coordinated node's writes on row `o`: it holds the row's bucket (or the whole
+/// table) at its epoch, and the lease has not ended.
+fn fence(leases: &str, node: &str, epoch: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM {leases} AS l WHERE l.owner = {node} AND l.epoch = {epoch} \
+           AND l.lease_until > now() AND l.bucket IN (-1, o.bucket))"
+    )
 }
 
 /// The dead-letter filter: $1 topic, $2 lowest id, $3 highest id, $4 created before (each NULL
@@ -39,6 +86,7 @@ const DEAD_FILTER: &str = "status = 'dead' AND ($1::text IS NULL OR topic = $1) 
 impl Statements {
     pub(crate) fn new(table: TableName) -> Self {
         let t = table.quoted();
+        let leases = table.quoted_with_suffix("_relay_leases");
         Self {
             migrations_table: table.quoted_with_suffix("_migrations"),
             channel: channel_name(&table),
@@ -68,20 +116,8 @@ impl Statements {
             // pending rows at or below the cursor that the previous fetch could not see: written
             // by a transaction still running then (or not yet started). Every row comes back with
             // this fetch's snapshot (and a row of NULLs when nothing is pending).
-            fetch_pending: format!(
-                "SELECT h.snap, r.* FROM (SELECT pg_current_snapshot()::text AS snap) AS h \
-                 LEFT JOIN LATERAL ( \
-                   (SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' AND id > $1 ORDER BY id LIMIT $2) \
-                   UNION ALL \
-                   (SELECT {ROW_COLUMNS} FROM {t} \
-                    WHERE status = 'pending' AND id <= $1 \
-                      AND xid >= pg_snapshot_xmin($3::text::pg_snapshot) \
-                      AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot) \
-                    ORDER BY id LIMIT $4) \
-                 ) AS r ON true \
-                 ORDER BY r.id"
-            )
-            .into(),
+            fetch_pending: fetch_statement(&t, "").into(),
+            fetch_pending_in_buckets: fetch_statement(&t, " AND bucket = ANY($5::int[])").into(),
             delete: format!("DELETE FROM {t} WHERE id = ANY($1) AND status = 'pending'").into(),
             mark_published: format!(
                 "UPDATE {t} SET status = 'published', published_at = now(), next_attempt_at = NULL \
@@ -127,7 +163,84 @@ impl Statements {
                  FROM {t} GROUP BY topic ORDER BY topic"
             )
             .into(),
+            delete_fenced: format!(
+                "DELETE FROM {t} AS o WHERE o.id = ANY($1) AND o.status = 'pending' AND {}",
+                fence(&leases, "$2", "$3")
+            )
+            .into(),
+            mark_published_fenced: format!(
+                "UPDATE {t} AS o SET status = 'published', published_at = now(), next_attempt_at = NULL \
+                 WHERE o.id = ANY($1) AND o.status = 'pending' AND {}",
+                fence(&leases, "$2", "$3")
+            )
+            .into(),
+            record_failures_fenced: format!(
+                "UPDATE {t} AS o SET attempts = f.attempts, last_error = f.error, next_attempt_at = f.next, \
+                   status = CASE WHEN f.next IS NULL THEN 'dead' ELSE 'pending' END \
+                 FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::timestamptz[]) AS f(id, attempts, error, next) \
+                 WHERE o.id = f.id AND o.status = 'pending' AND {}",
+                fence(&leases, "$5", "$6")
+            )
+            .into(),
+            leases: LeaseStatements::new(&table, &leases),
             table,
+        }
+    }
+}
+
+impl LeaseStatements {
+    fn new(table: &TableName, leases: &str) -> Self {
+        let nodes = table.quoted_with_suffix("_relay_nodes");
+        // A regclass literal: the quoted, validated name inside a string.
+        let epochs = table.quoted_with_suffix("_relay_epoch").replace('\'', "''");
+        let ms = "* interval '1 millisecond'";
+        Self {
+            join: format!(
+                "INSERT INTO {nodes} (node_id, mode, epoch, alive_until) \
+                 VALUES ($1, $2, nextval('{epochs}'), now() + $3 {ms}) \
+                 ON CONFLICT (node_id) DO UPDATE SET mode = EXCLUDED.mode, epoch = EXCLUDED.epoch, \
+                   alive_until = EXCLUDED.alive_until, joined_at = now() \
+                 RETURNING epoch"
+            )
+            .into(),
+            forget_dead_nodes: format!("DELETE FROM {nodes} WHERE alive_until < now() - interval '1 hour'")
+                .into(),
+            // The renewal and the live nodes in one statement; `alive` is false when the session
+            // was lost (expired, or replaced by a newer one).
+            heartbeat: format!(
+                "WITH renewed AS (UPDATE {nodes} SET alive_until = now() + $3 {ms} \
+                   WHERE node_id = $1 AND epoch = $2 AND alive_until > now() RETURNING node_id) \
+                 SELECT n.node_id, n.mode, EXISTS (SELECT 1 FROM renewed) AS alive FROM {nodes} AS n \
+                 WHERE n.alive_until > now() OR n.node_id = $1 ORDER BY n.node_id"
+            )
+            .into(),
+            claim: format!(
+                "INSERT INTO {leases} AS l (bucket, owner, epoch, lease_until) \
+                 SELECT b, $1, $2, now() + $4 {ms} FROM unnest($3::int[]) AS b \
+                 ON CONFLICT (bucket) DO UPDATE SET owner = EXCLUDED.owner, epoch = EXCLUDED.epoch, \
+                   lease_until = EXCLUDED.lease_until \
+                 WHERE l.owner IS NULL OR l.lease_until <= now() \
+                    OR (l.owner = EXCLUDED.owner AND l.epoch = EXCLUDED.epoch) \
+                 RETURNING bucket"
+            )
+            .into(),
+            release: format!(
+                "UPDATE {leases} SET owner = NULL, epoch = NULL, lease_until = '-infinity' \
+                 WHERE bucket = ANY($3) AND owner = $1 AND epoch = $2"
+            )
+            .into(),
+            release_all: format!(
+                "UPDATE {leases} SET owner = NULL, epoch = NULL, lease_until = '-infinity' \
+                 WHERE owner = $1 AND epoch = $2"
+            )
+            .into(),
+            leave: format!("DELETE FROM {nodes} WHERE node_id = $1 AND epoch = $2").into(),
+            list: format!(
+                "SELECT bucket, owner, epoch, \
+                   CASE WHEN lease_until = '-infinity' THEN NULL ELSE lease_until END AS lease_until \
+                 FROM {leases} ORDER BY bucket"
+            )
+            .into(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
+use txoutbox_core::coordination::{Ownership, Scope};
 use txoutbox_core::{Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json};
 use uuid::Uuid;
 
@@ -22,6 +23,8 @@ pub struct PgStore {
     /// see (its transaction was still running, or had not started) may appear late below the
     /// cursor; every other row at or below the cursor was read already.
     snapshot: Arc<Mutex<Option<String>>>,
+    /// Set for a coordinated relay: its reads are scoped and its writes fenced.
+    pub(crate) ownership: Option<Ownership>,
 }
 
 impl PgStore {
@@ -30,6 +33,7 @@ impl PgStore {
             pool,
             sql,
             snapshot: Arc::new(Mutex::new(None)),
+            ownership: None,
         }
     }
 
@@ -39,14 +43,24 @@ impl PgStore {
         // a pathological fetch, and a capped fetch keeps the old snapshot so none is skipped.
         let late_limit = limit.saturating_mul(10).max(10_000);
         let previous = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.fetch_pending)))
+        let buckets = match self.ownership.as_ref().map(Ownership::scope) {
+            None | Some(Scope::All) => None,
+            Some(Scope::Nothing) => return Ok(Vec::new()),
+            Some(Scope::Buckets(buckets)) => Some(buckets),
+        };
+        let statement = match buckets {
+            Some(_) => &self.sql.fetch_pending_in_buckets,
+            None => &self.sql.fetch_pending,
+        };
+        let mut query = sqlx::query(AssertSqlSafe(Arc::clone(statement)))
             .bind(after)
             .bind(limit)
             .bind(previous)
-            .bind(late_limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
+            .bind(late_limit);
+        if let Some(buckets) = buckets {
+            query = query.bind(buckets);
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
         let mut messages = Vec::with_capacity(rows.len());
         let mut late = 0;
         for row in &rows {
@@ -127,9 +141,28 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
-        let statement = match completion {
-            Completion::MarkPublished => &self.sql.mark_published,
-            _ => &self.sql.delete,
+        let mark = completion == Completion::MarkPublished;
+        if let Some(ownership) = &self.ownership {
+            let statement = if mark {
+                &self.sql.mark_published_fenced
+            } else {
+                &self.sql.delete_fenced
+            };
+            let (node, epoch) = ownership.fence();
+            let done = sqlx::query(AssertSqlSafe(Arc::clone(statement)))
+                .bind(ids)
+                .bind(node)
+                .bind(epoch)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
+            ownership.record_write(ids.len(), done.rows_affected());
+            return Ok(());
+        }
+        let statement = if mark {
+            &self.sql.mark_published
+        } else {
+            &self.sql.delete
         };
         sqlx::query(AssertSqlSafe(Arc::clone(statement)))
             .bind(ids)
@@ -144,14 +177,23 @@ impl Store for PgStore {
         let attempts: Vec<i32> = failures.iter().map(|f| f.attempts).collect();
         let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
         let next: Vec<Option<DateTime<Utc>>> = failures.iter().map(|f| f.next_attempt_at).collect();
-        sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.record_failures)))
+        let statement = match &self.ownership {
+            Some(_) => &self.sql.record_failures_fenced,
+            None => &self.sql.record_failures,
+        };
+        let mut query = sqlx::query(AssertSqlSafe(Arc::clone(statement)))
             .bind(&ids)
             .bind(&attempts)
             .bind(&errors)
-            .bind(&next)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+            .bind(&next);
+        if let Some(ownership) = &self.ownership {
+            let (node, epoch) = ownership.fence();
+            query = query.bind(node.to_owned()).bind(epoch);
+        }
+        let done = query.execute(&self.pool).await.map_err(db_error)?;
+        if let Some(ownership) = &self.ownership {
+            ownership.record_write(ids.len(), done.rows_affected());
+        }
         Ok(())
     }
 

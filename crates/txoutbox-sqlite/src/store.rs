@@ -1,6 +1,6 @@
 //! The relay side: read pending rows, complete them, record failures.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
@@ -17,11 +17,17 @@ use crate::sql::Statements;
 pub struct SqliteStore {
     pool: SqlitePool,
     sql: Arc<Statements>,
+    /// The relay lock file, held while a relay uses this store (one relay per table and file).
+    relay_lock: Arc<Mutex<Option<std::fs::File>>>,
 }
 
 impl SqliteStore {
     pub(crate) fn new(pool: SqlitePool, sql: Arc<Statements>) -> Self {
-        Self { pool, sql }
+        Self {
+            pool,
+            sql,
+            relay_lock: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// The pool the store uses.
@@ -73,6 +79,44 @@ fn id_list(ids: &[i64]) -> String {
 }
 
 impl Store for SqliteStore {
+    /// One relay per table and database file: an exclusive lock on
+    /// `<database file>.txoutbox-relay-<table>.lock` (in-memory databases need none).
+    async fn lock_for_relay(&self) -> Result<()> {
+        let database = self.pool.connect_options().get_filename().to_path_buf();
+        if database.as_os_str().is_empty() || database.to_string_lossy().contains(":memory:") {
+            return Ok(());
+        }
+        let mut path = database.into_os_string();
+        path.push(format!(".txoutbox-relay-{}.lock", self.sql.table.table()));
+        let path = std::path::PathBuf::from(path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| {
+                txoutbox_core::Error::Config(format!(
+                    "cannot open the relay lock file {}: {e}",
+                    path.display()
+                ))
+            })?;
+        match file.try_lock() {
+            Ok(()) => {
+                *self.relay_lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(txoutbox_core::Error::Config(format!(
+                "another relay already runs on this SQLite outbox (it holds {}): SQLite supports one relay \
+                 per table and database file",
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(txoutbox_core::Error::Config(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
     async fn check(&self) -> Result<()> {
         migrate::check(&self.pool, &self.sql).await
     }

@@ -7,15 +7,15 @@ use chrono::{TimeDelta, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
+use txoutbox_core::coordination::Coordination;
 use txoutbox_core::{HealthCheck, Relay, Retention, Store, metrics as names};
 use txoutbox_kafka::KafkaSink;
 
-use crate::database::{Create, Database, redact};
+use crate::database::{Create, Database, pg_outbox, redact, sqlite_outbox};
 use crate::error::CliError;
 use crate::history::History;
 use crate::http::{AppState, router};
 use crate::settings::{RelaySettings, Target};
-use crate::with_store;
 
 /// Runs the relay until SIGTERM or SIGINT.
 pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliError> {
@@ -31,7 +31,28 @@ pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliErro
     }
     info!(database = %redact(&target.database_url), table = %database.table(), "outbox database connected");
     let sink = KafkaSink::new(&settings.kafka)?;
-    with_store!(&database, store => serve(store, sink, settings, prometheus).await)
+    match &database {
+        Database::Postgres(pool, table) => {
+            let store = pg_outbox(table).store(pool.clone());
+            let relay = Relay::coordinated(
+                store.clone(),
+                sink,
+                settings.relay.clone(),
+                settings.coordination.clone(),
+            )?;
+            serve(relay, store, settings, prometheus).await
+        }
+        Database::Sqlite(pool, table) => {
+            if settings.coordination != Coordination::Single {
+                return Err(CliError::usage(
+                    "SQLite supports one relay per database file: run it with --coordination single (the default)",
+                ));
+            }
+            let store = sqlite_outbox(table).store(pool.clone());
+            let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
+            serve(relay, store, settings, prometheus).await
+        }
+    }
 }
 
 fn install_recorder() -> Result<PrometheusHandle, CliError> {
@@ -58,21 +79,21 @@ fn install_recorder() -> Result<PrometheusHandle, CliError> {
 }
 
 async fn serve<S>(
+    relay: Relay<S, KafkaSink>,
     store: S,
-    sink: KafkaSink,
     settings: RelaySettings,
     prometheus: PrometheusHandle,
 ) -> Result<(), CliError>
 where
     S: Store + Retention + Clone,
 {
-    let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
     let monitor = relay.monitor();
     let state = Arc::new(AppState {
         prometheus,
         health: RwLock::new(None),
         monitor: monitor.clone(),
         published: History::default(),
+        ownership: relay.ownership(),
     });
     let mut background = tokio::task::JoinSet::new();
 

@@ -109,6 +109,31 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends a signal (`KILL`, `STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// `kill -9`, and waits for the process to go.
+    pub fn kill9(mut self) -> String {
+        self.signal("KILL");
+        let _ = self.child.wait();
+        self.logs()
+    }
+
+    /// The daemon's `/status` as JSON (`Null` when it does not answer).
+    pub async fn status(&self) -> serde_json::Value {
+        match self.get("/status").await {
+            Some((200, body)) => serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+            _ => serde_json::Value::Null,
+        }
+    }
+
     /// SIGTERM, then waits for a clean exit; returns the log.
     pub fn stop(mut self) -> String {
         let pid = self.child.id().to_string();

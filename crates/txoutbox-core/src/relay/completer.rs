@@ -183,7 +183,7 @@ async fn settle<S: Store, K: Sink>(
 
     // Only now may the fetcher see these rows again (completed rows are gone from its reads).
     for batch in &settled {
-        shared.in_flight.remove(batch.rows.iter().map(|row| row.id));
+        shared.leave_flight(&batch.rows);
     }
     if transient > 0 || deferred > 0 || !failures.is_empty() {
         shared.wake.notify_one();

@@ -11,6 +11,7 @@ use super::backoff::Backoff;
 use super::select::select_sendable;
 use super::sender::Selected;
 use super::shared::Shared;
+use crate::coordination::Scope;
 use crate::message::OutboxMessage;
 use crate::sink::{BatchDelivery, Sink};
 use crate::store::Store;
@@ -44,6 +45,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 tokio::select! {
                     _ = shared.cancel.cancelled() => break,
                     _ = shared.wake.notified() => {}
+                    _ = ownership_changed(&shared) => {}
                     _ = tokio::time::sleep(wait) => cursor = None,
                 }
             }
@@ -59,6 +61,16 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         }
         // Also rescan once per poll interval under load: rows made pending again behind the
         // cursor by hand (an operator's UPDATE) are found within one interval, busy or idle.
+        if let Some(ownership) = &shared.ownership {
+            if ownership.take_changed() {
+                cursor = None;
+            }
+            // Nothing leased (yet): nothing to read.
+            if ownership.scope() == Scope::Nothing {
+                idle = true;
+                continue;
+            }
+        }
         if shared.take_rescan()
             || shared.release_due_holds(Utc::now()).0
             || last_rescan.elapsed() >= config.poll_interval
@@ -134,12 +146,20 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             _ = shared.cancel.cancelled() => break,
             permit = shared.in_flight.reserve(batch.len()) => permit,
         };
-        shared.in_flight.insert(batch.iter().map(|row| row.id));
+        shared.enter_flight(&batch);
         let rows: Arc<[OutboxMessage]> = batch.into();
         if sender.send(Selected { rows, permit }).await.is_err() {
             break;
         }
         // Look again at once: a burst may have more rows than one batch.
         idle = false;
+    }
+}
+
+/// Resolves when a coordinated relay's scope changes; never for a single relay.
+async fn ownership_changed<S, K>(shared: &Shared<S, K>) {
+    match &shared.ownership {
+        Some(ownership) => ownership.changed().await,
+        None => std::future::pending().await,
     }
 }

@@ -29,6 +29,7 @@ use tracing::info;
 pub use config::RelayConfig;
 pub use monitor::{Condition, RelayMonitor};
 
+use crate::coordination::{Coordination, Leases, Ownership};
 use crate::error::{Error, Result};
 use crate::sink::Sink;
 use crate::store::Store;
@@ -46,9 +47,22 @@ use shared::Shared;
 /// relay.shutdown().await?; // finishes what is in flight
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Relay<S, K> {
     shared: Shared<S, K>,
+    /// A coordinated relay's coordinator, started with the relay; it ends after `engine_done`.
+    coordinator: Option<CoordinatorTask>,
+    engine_done: CancellationToken,
+}
+
+type CoordinatorTask = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+impl<S: std::fmt::Debug, K: std::fmt::Debug> std::fmt::Debug for Relay<S, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("shared", &self.shared)
+            .field("coordinated", &self.coordinator.is_some())
+            .finish()
+    }
 }
 
 impl<S: Store, K: Sink> Relay<S, K> {
@@ -63,7 +77,43 @@ impl<S: Store, K: Sink> Relay<S, K> {
                 Arc::new(Notify::new()),
                 CancellationToken::new(),
             ),
+            coordinator: None,
+            engine_done: CancellationToken::new(),
         })
+    }
+
+    /// A relay that shares its table with other relay nodes as `coordination` says (see
+    /// [`coordination`](crate::coordination)); the store must support leases.
+    /// [`Coordination::Single`] is the same as [`Relay::new`].
+    ///
+    /// ```no_run
+    /// # async fn demo<S: txoutbox_core::Store + txoutbox_core::coordination::Leases, K: txoutbox_core::Sink>(store: S, sink: K) -> txoutbox_core::Result<()> {
+    /// use txoutbox_core::coordination::Coordination;
+    /// use txoutbox_core::{Relay, RelayConfig};
+    ///
+    /// let relay = Relay::coordinated(store, sink, RelayConfig::default(), Coordination::work_balance())?.start();
+    /// # Ok(()) }
+    /// ```
+    pub fn coordinated(mut store: S, sink: K, config: RelayConfig, coordination: Coordination) -> Result<Self>
+    where
+        S: Leases,
+    {
+        coordination.validate()?;
+        let Some(settings) = coordination.lease_settings() else {
+            return Self::new(store, sink, config);
+        };
+        let ownership = Ownership::new(settings.resolved_node_id());
+        store.attach(ownership.clone());
+        let leases = store.clone();
+        let mut relay = Self::new(store, sink, config)?;
+        relay.shared.ownership = Some(ownership.clone());
+        relay.coordinator = Some(Box::pin(crate::coordination::run(
+            leases,
+            ownership,
+            coordination,
+            relay.engine_done.clone(),
+        )));
+        Ok(relay)
     }
 
     /// Spawns the relay on the current tokio runtime.
@@ -83,6 +133,11 @@ impl<S: Store, K: Sink> Relay<S, K> {
     /// What this relay observes of itself, for health checks (see [`HealthCheck`](crate::HealthCheck)).
     pub fn monitor(&self) -> RelayMonitor {
         self.shared.monitor.clone()
+    }
+
+    /// A coordinated relay's current leases and fence (`None` for a single relay).
+    pub fn ownership(&self) -> Option<Ownership> {
+        self.shared.ownership.clone()
     }
 
     /// The wake-up handle of this relay, before it starts (for [`run_until`](Self::run_until)).
@@ -105,7 +160,34 @@ impl<S: Store, K: Sink> Relay<S, K> {
     }
 
     async fn run_inner(self) -> Result<()> {
-        let shared = Arc::new(self.shared);
+        let Self {
+            shared,
+            coordinator,
+            engine_done,
+        } = self;
+        let shared = Arc::new(shared);
+        let cancel = shared.cancel.clone();
+        let coordinator = coordinator.map(|task| {
+            tokio::spawn(async move {
+                let result = task.await;
+                if let Err(error) = &result {
+                    tracing::error!(%error, "relay coordination failed; the relay stops");
+                    cancel.cancel();
+                }
+                result
+            })
+        });
+        let result = Self::run_engine(Arc::clone(&shared), coordinator.is_some()).await;
+        // The engine has settled what it sent: the coordinator may now give up the leases.
+        engine_done.cancel();
+        let coordination = match coordinator {
+            Some(task) => task.await.map_err(|_| Error::Shutdown).and_then(|r| r),
+            None => Ok(()),
+        };
+        result.and(coordination)
+    }
+
+    async fn run_engine(shared: Arc<Shared<S, K>>, coordinated: bool) -> Result<()> {
         let _running = shared.monitor.running_guard();
         // A missing table is a mistake to report at once; a database that is down is waited for.
         let mut backoff = backoff::Backoff::new(
@@ -115,6 +197,10 @@ impl<S: Store, K: Sink> Relay<S, K> {
         loop {
             match shared.store.check().await {
                 Ok(()) => {
+                    if let Err(error) = shared.store.lock_for_relay().await {
+                        tracing::error!(%error, "the relay cannot start");
+                        return Err(error);
+                    }
                     shared.monitor.store_ok();
                     break;
                 }
@@ -136,6 +222,8 @@ impl<S: Store, K: Sink> Relay<S, K> {
             batch_size = shared.config.batch_size,
             max_in_flight = shared.config.max_in_flight,
             poll_interval = ?shared.config.poll_interval,
+            node = shared.ownership.as_ref().map(|o| o.node()),
+            coordinated,
             "relay started"
         );
         let watcher = shared.store.watch(Wakeup {

@@ -34,9 +34,20 @@ pub(crate) async fn run<S, K: Sink>(
                 .as_ref()
                 .is_some_and(|key| shared.is_held(&row.topic, key))
         };
+        // A coordinated relay whose leases may have ended (it was paused, or cannot renew) sends
+        // nothing: the rows stay pending for whoever holds them now.
+        if shared.ownership.as_ref().is_some_and(|o| !o.may_send()) {
+            debug!(
+                rows = rows.len(),
+                "not sending: the leases of these rows may have ended"
+            );
+            shared.leave_flight(&rows);
+            shared.request_rescan();
+            continue;
+        }
         let rows: Arc<[OutboxMessage]> = if rows.iter().any(is_held) {
             let (held, keep): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(is_held);
-            shared.in_flight.remove(held.iter().map(|row| row.id));
+            shared.leave_flight(&held);
             shared.request_rescan();
             keep.into()
         } else {

@@ -15,6 +15,7 @@ use super::config::RelayConfig;
 use super::in_flight::InFlight;
 use super::monitor::RelayMonitor;
 use super::select::HeldKey;
+use crate::coordination::Ownership;
 
 /// What the fetcher and the completer share.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub(crate) struct Shared<S, K> {
     rescan: AtomicBool,
     /// What the relay observes of itself, for health checks.
     pub(crate) monitor: RelayMonitor,
+    /// In a coordinated relay: what this node may read and send now.
+    pub(crate) ownership: Option<Ownership>,
 }
 
 impl<S, K> Shared<S, K> {
@@ -61,6 +64,23 @@ impl<S, K> Shared<S, K> {
             held: Mutex::new(HashMap::new()),
             rescan: AtomicBool::new(false),
             monitor: RelayMonitor::default(),
+            ownership: None,
+        }
+    }
+
+    /// Puts rows in flight (and counts them per bucket for a coordinated relay's drains).
+    pub(crate) fn enter_flight(&self, rows: &[crate::OutboxMessage]) {
+        self.in_flight.insert(rows.iter().map(|row| row.id));
+        if let Some(ownership) = &self.ownership {
+            ownership.add_in_flight(rows.iter().map(|row| row.bucket));
+        }
+    }
+
+    /// Takes rows out of flight.
+    pub(crate) fn leave_flight(&self, rows: &[crate::OutboxMessage]) {
+        self.in_flight.remove(rows.iter().map(|row| row.id));
+        if let Some(ownership) = &self.ownership {
+            ownership.remove_in_flight(rows.iter().map(|row| row.bucket));
         }
     }
 

@@ -1,0 +1,77 @@
+//! What a store offers for coordination: node heartbeats and bucket leases with epochs.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::ownership::Ownership;
+use crate::error::Result;
+
+/// The lease that covers the whole table (exclusive mode).
+pub const EXCLUSIVE_LEASE: i32 = -1;
+
+/// A live relay node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveNode {
+    /// Its id.
+    pub node_id: String,
+    /// Its coordination mode.
+    pub mode: String,
+}
+
+/// A lease as stored, for status pages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseInfo {
+    /// The bucket ([`EXCLUSIVE_LEASE`] for the whole table).
+    pub bucket: i32,
+    /// The holder, if any.
+    pub owner: Option<String>,
+    /// The holder's session epoch.
+    pub epoch: Option<i64>,
+    /// Until when it holds (database time).
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+/// Node membership and leases, in the outbox's database. Times are the database's, so nodes need
+/// no synchronised clocks.
+pub trait Leases: Send + Sync + Clone + 'static {
+    /// The number of buckets rows are spread over (fixed by the table).
+    fn bucket_count(&self) -> i32;
+
+    /// Scopes this store's reads to what `ownership` may read, and fences its writes with the
+    /// ownership's node and epoch. Called once, by the relay, before it starts.
+    fn attach(&mut self, ownership: Ownership);
+
+    /// Starts a node session: registers `node` in `mode`, alive for `ttl`, and returns a fresh
+    /// epoch (greater than every earlier one).
+    fn join(&self, node: &str, mode: &str, ttl: Duration) -> impl Future<Output = Result<i64>> + Send;
+
+    /// Keeps the session alive for `ttl` more and returns every live node sorted by id; `None`
+    /// when the session was lost (it expired, or another session replaced it).
+    fn heartbeat(
+        &self,
+        node: &str,
+        epoch: i64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<Vec<LiveNode>>>> + Send;
+
+    /// Takes or renews, for `ttl`, the leases of `buckets` that are free, expired or already this
+    /// session's; returns the buckets the session holds afterwards.
+    fn claim(
+        &self,
+        node: &str,
+        epoch: i64,
+        buckets: &[i32],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<i32>>> + Send;
+
+    /// Gives up this session's leases of `buckets`, at once.
+    fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Ends the session: releases its leases and unregisters the node.
+    fn leave(&self, node: &str, epoch: i64) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every lease, for status pages.
+    fn leases(&self) -> impl Future<Output = Result<Vec<LeaseInfo>>> + Send;
+}

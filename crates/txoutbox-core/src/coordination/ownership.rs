@@ -1,0 +1,226 @@
+//! What a coordinated relay may do right now: the buckets it may read, the fence its writes
+//! carry, and until when it may send. Shared by the coordinator (which writes it), the relay
+//! engine and the store (which read it).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The rows a node may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// None: the node holds no lease (yet).
+    Nothing,
+    /// Every row (it holds the table's exclusive lease).
+    All,
+    /// Rows of these buckets, sorted.
+    Buckets(Vec<i32>),
+}
+
+#[derive(Debug)]
+struct Session {
+    epoch: i64,
+    scope: Scope,
+    /// Sends are allowed until then (local clock; a margin before the lease ends).
+    valid_until: Option<Instant>,
+    /// Buckets still leased while their in-flight messages settle, no longer read.
+    draining: BTreeSet<i32>,
+}
+
+#[derive(Debug)]
+struct State {
+    node: String,
+    session: RwLock<Session>,
+    /// In-flight rows per bucket: a bucket is released only once its count is zero.
+    in_flight: Mutex<HashMap<i32, usize>>,
+    /// Set when the scope grew or the session changed: rows below the cursor must be read again.
+    changed: AtomicBool,
+    /// Wakes the fetcher on a change.
+    wake: Notify,
+    applied: AtomicU64,
+    fenced: AtomicU64,
+}
+
+/// A node's current right to relay. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ownership {
+    state: Arc<State>,
+}
+
+impl Ownership {
+    /// A node that holds nothing yet.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            state: Arc::new(State {
+                node: node.into(),
+                session: RwLock::new(Session {
+                    epoch: 0,
+                    scope: Scope::Nothing,
+                    valid_until: None,
+                    draining: BTreeSet::new(),
+                }),
+                in_flight: Mutex::new(HashMap::new()),
+                changed: AtomicBool::new(false),
+                wake: Notify::new(),
+                applied: AtomicU64::new(0),
+                fenced: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.state.node
+    }
+
+    /// The fence every write carries: the node and its session's epoch.
+    pub fn fence(&self) -> (&str, i64) {
+        (&self.state.node, self.session().epoch)
+    }
+
+    /// This node's current session epoch (0 before it joined).
+    pub fn epoch(&self) -> i64 {
+        self.session().epoch
+    }
+
+    /// Buckets still leased while their in-flight messages settle.
+    pub fn draining_buckets(&self) -> Vec<i32> {
+        self.session().draining.iter().copied().collect()
+    }
+
+    /// The rows this node may read now.
+    pub fn scope(&self) -> Scope {
+        self.session().scope.clone()
+    }
+
+    /// Whether the node may hand messages to Kafka now (its leases are surely still valid).
+    pub fn may_send(&self) -> bool {
+        let session = self.session();
+        (session.scope != Scope::Nothing || !session.draining.is_empty())
+            && session.valid_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Rows whose write the database applied / refused because the lease was gone (fenced).
+    pub fn write_counts(&self) -> (u64, u64) {
+        (
+            self.state.applied.load(Ordering::Relaxed),
+            self.state.fenced.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Called by stores after a fenced write of `requested` rows that changed `applied`.
+    pub fn record_write(&self, requested: usize, applied: u64) {
+        self.state.applied.fetch_add(applied, Ordering::Relaxed);
+        let fenced = (requested as u64).saturating_sub(applied);
+        if fenced > 0 {
+            self.state.fenced.fetch_add(fenced, Ordering::Relaxed);
+            crate::metrics::record_fenced(fenced);
+            tracing::warn!(
+                rows = fenced,
+                node = %self.state.node,
+                "fenced: this relay no longer holds the lease of these rows; their new owner handles them"
+            );
+        }
+    }
+
+    fn session(&self) -> std::sync::RwLockReadGuard<'_, Session> {
+        self.state.session.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn session_mut(&self) -> std::sync::RwLockWriteGuard<'_, Session> {
+        self.state.session.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session: nothing held yet.
+    pub(crate) fn begin(&self, epoch: i64) {
+        *self.session_mut() = Session {
+            epoch,
+            scope: Scope::Nothing,
+            valid_until: None,
+            draining: BTreeSet::new(),
+        };
+        self.mark_changed();
+    }
+
+    /// The session was lost: stop reading and sending at once.
+    pub(crate) fn lose(&self) {
+        let mut session = self.session_mut();
+        session.scope = Scope::Nothing;
+        session.valid_until = None;
+        session.draining.clear();
+    }
+
+    /// Buckets being drained.
+    pub(crate) fn draining(&self) -> BTreeSet<i32> {
+        self.session().draining.clone()
+    }
+
+    pub(crate) fn set_draining(&self, draining: BTreeSet<i32>) {
+        self.session_mut().draining = draining;
+    }
+
+    /// After a successful renewal.
+    pub(crate) fn set(&self, scope: Scope, valid_until: Instant) {
+        let grew = {
+            let mut session = self.session_mut();
+            let grew = match (&session.scope, &scope) {
+                (_, Scope::Nothing) => false,
+                (Scope::All, _) => false,
+                (Scope::Buckets(old), Scope::Buckets(new)) => new.iter().any(|b| !old.contains(b)),
+                _ => true,
+            };
+            session.scope = scope;
+            session.valid_until = Some(valid_until);
+            grew
+        };
+        if grew {
+            self.mark_changed();
+        }
+    }
+
+    fn mark_changed(&self) {
+        self.state.changed.store(true, Ordering::Release);
+        self.state.wake.notify_one();
+    }
+
+    /// Whether the scope grew since the last call (the fetcher then reads from the start).
+    pub(crate) fn take_changed(&self) -> bool {
+        self.state.changed.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves when the scope changes.
+    pub(crate) async fn changed(&self) {
+        self.state.wake.notified().await;
+    }
+
+    /// Rows of `bucket` in flight.
+    pub(crate) fn in_flight(&self, bucket: i32) -> usize {
+        self.counts().get(&bucket).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn add_in_flight(&self, buckets: impl IntoIterator<Item = i32>) {
+        let mut counts = self.counts();
+        for b in buckets {
+            *counts.entry(b).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn remove_in_flight(&self, buckets: impl IntoIterator<Item = i32>) {
+        let mut counts = self.counts();
+        for b in buckets {
+            if let Some(n) = counts.get_mut(&b) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(&b);
+                }
+            }
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<i32, usize>> {
+        self.state.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
