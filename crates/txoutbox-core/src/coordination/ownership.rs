@@ -134,6 +134,20 @@ impl Ownership {
         self.state.session.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Enters session `epoch` holding nothing, as the coordinator does after joining; for tests
+    /// of stores' fencing.
+    #[doc(hidden)]
+    pub fn begin_for_tests(&self, epoch: i64) {
+        self.begin(epoch);
+    }
+
+    /// Sets the readable scope with a long validity, as the coordinator does after a renewal;
+    /// for tests of stores' scoped reads.
+    #[doc(hidden)]
+    pub fn set_for_tests(&self, scope: Scope) {
+        self.set(scope, Instant::now() + std::time::Duration::from_secs(3600));
+    }
+
     /// A new session: nothing held yet.
     pub(crate) fn begin(&self, epoch: i64) {
         *self.session_mut() = Session {
