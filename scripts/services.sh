@@ -14,6 +14,9 @@
 #   scripts/services.sh kafka-kill [node]                   SIGKILL the Kafka node (default node 1)
 #   scripts/services.sh kafka-stop [node]                   SIGTERM it and wait (controlled shutdown)
 #   scripts/services.sh kafka-start [node]                  start it again on the same data folder
+#   scripts/services.sh kafka-lib                           fetch the Kafka jars if needed; print their folder
+#   scripts/services.sh pg-bindir                           install PostgreSQL if needed; print its bin folder
+#                                                           (both for tests that run private instances)
 #
 # Service names: kafka; postgres (pg, postgresql); mariadb (mysql).
 #
@@ -992,6 +995,20 @@ cmd_kafka_signal() { # KILL|TERM [node]
 	write_env_file
 }
 
+# For tests that run their own broker: the jars' folder (fetched on first use), on stdout.
+cmd_kafka_lib() {
+	kafka_ensure_java
+	kafka_fetch_jars
+	printf '%s\n' "$KAFKA_LIB"
+}
+
+# For tests that run their own PostgreSQL cluster: the bin folder (installed on first use), on stdout.
+cmd_pg_bindir() {
+	pg_ensure_installed
+	pg_bindir
+	printf '\n'
+}
+
 cmd_kafka_start() { # [node]
 	local id=${1:-1} ports pid
 	kafka_own_or_die kafka-start
@@ -1025,6 +1042,8 @@ main() {
 	kafka-kill) cmd_kafka_signal KILL "$@" ;;
 	kafka-stop) cmd_kafka_signal TERM "$@" ;;
 	kafka-start) cmd_kafka_start "$@" ;;
+	kafka-lib) cmd_kafka_lib ;;
+	pg-bindir) cmd_pg_bindir ;;
 	-h | --help | help)
 		usage
 		;;

@@ -98,8 +98,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 // Kafka
 // ---------------------------------------------------------------------------------------------
 
-/// The folder holding the Kafka jars (`TXOUTBOX_KAFKA_HOME`/lib, default
-/// `~/.cache/txoutbox/kafka-4.1.1/lib`), as `scripts/services.sh` fetched them.
+/// The folder holding the Kafka jars: `TXOUTBOX_KAFKA_HOME`/lib (default
+/// `~/.cache/txoutbox/kafka-4.1.1/lib`) when `scripts/services.sh` fetched them there, else what
+/// `scripts/services.sh kafka-lib` prints (it fetches them first).
 pub fn kafka_lib() -> PathBuf {
     let home = std::env::var_os("TXOUTBOX_KAFKA_HOME")
         .map(PathBuf::from)
@@ -107,7 +108,31 @@ pub fn kafka_lib() -> PathBuf {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
                 .join(".cache/txoutbox/kafka-4.1.1")
         });
-    home.join("lib")
+    let lib = home.join("lib");
+    if lib.join(".complete").exists() {
+        return lib;
+    }
+    PathBuf::from(services_sh("kafka-lib"))
+}
+
+/// Runs `scripts/services.sh <command>` and returns its stdout's last line.
+fn services_sh(command: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
+    let out = Command::new(&script)
+        .arg(command)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {} {command}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("").trim().to_owned();
+    assert!(
+        out.status.success() && !last.is_empty(),
+        "{} {command} failed ({})",
+        script.display(),
+        out.status
+    );
+    last
 }
 
 /// A Kafka cluster id: 16 random bytes in URL-safe base64 without padding (22 characters).
@@ -153,11 +178,6 @@ impl KafkaNode {
 
     fn start_blocking() -> Self {
         let lib = kafka_lib();
-        assert!(
-            lib.join(".complete").exists(),
-            "no Kafka jars in {}: run `scripts/services.sh up kafka` once (it fetches them), or set TXOUTBOX_KAFKA_HOME",
-            lib.display()
-        );
         let dir = temp_folder("txoutbox-kafka");
         let (broker_port, controller_port) = loop {
             let (b, c) = (free_port(), free_port());
@@ -376,7 +396,8 @@ impl Drop for KafkaNode {
 
 /// The bin folder of the installed PostgreSQL: `TXOUTBOX_PG_BINDIR`, else the highest version
 /// under `/usr/lib/postgresql/*/bin` with `initdb` and `pg_ctl` (as `scripts/services.sh` picks
-/// it), else the folder of `initdb` on the `PATH`.
+/// it), else the folder of `initdb` on the `PATH`, else what `scripts/services.sh pg-bindir`
+/// prints (it installs PostgreSQL first).
 pub fn pg_bindir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TXOUTBOX_PG_BINDIR") {
         return dir.into();
@@ -405,11 +426,10 @@ pub fn pg_bindir() -> PathBuf {
     }
     std::env::var_os("PATH")
         .and_then(|path| {
-            std::env::split_paths(&path).find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+            std::env::split_paths(&path)
+                .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
         })
-        .unwrap_or_else(|| {
-            panic!("no PostgreSQL found (initdb, pg_ctl): run `scripts/services.sh up postgres` once (it installs it), or set TXOUTBOX_PG_BINDIR")
-        })
+        .unwrap_or_else(|| PathBuf::from(services_sh("pg-bindir")))
 }
 
 /// How `pg_ctl` stops the server.

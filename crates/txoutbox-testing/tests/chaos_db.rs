@@ -132,8 +132,9 @@ async fn database_restarted_mid_run_loses_nothing_and_the_relay_reconnects() {
             )))
             .fetch_one(&pool)
             .await;
-            if let Ok(row) = row {
-                break row;
+            match row {
+                Ok(row) => break row,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await, // the pool reconnects
             }
         };
         let caught_up = txoutbox_testing::eventually(Duration::from_secs(300), || async {
