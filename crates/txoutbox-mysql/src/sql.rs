@@ -70,20 +70,26 @@ pub(crate) struct Statements {
 impl Statements {
     pub(crate) fn new(table: TableName) -> Self {
         let t = qualified(&table, "");
+        // Pending rows are read by a range over this index, never by `ref` on the status alone:
+        // MariaDB prefers `ref` when many rows match (also deleted rows not purged yet), and
+        // `ref` walks every pending entry from the first (measured: 104,000 entries read to find
+        // 4,000 ids). FORCE INDEX makes it take the range, which reads only what it returns.
+        let status_index = quote(&format!("{}_status_id", table.table()));
         Self {
             migrations_table: qualified(&table, "_migrations"),
             insert_one: format!(
                 "INSERT INTO {t} (message_id, topic, `key`, payload, headers) VALUES (?, ?, ?, ?, ?)"
             ),
-            // ? the relay lock's name (NULL without one), ? cursor, ? limit. `holder` is the
+            // ? the relay lock's name, ? cursor (0 = from the start), ? limit. `holder` is the
             // connection holding the relay lock when the rows were read.
             fetch_after: format!(
-                "SELECT {ROW_COLUMNS}, CAST(IS_USED_LOCK(?) AS SIGNED) AS holder FROM {t} \
+                "SELECT {ROW_COLUMNS}, CAST(IS_USED_LOCK(?) AS SIGNED) AS holder FROM {t} FORCE INDEX ({status_index}) \
                  WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?"
             ),
-            // Only ids, through the (status, id) index: the candidates for late commits.
+            // Only ids: the candidates for late commits.
             pending_ids_upto: format!(
-                "SELECT id FROM {t} WHERE status = 'pending' AND id <= ? ORDER BY id LIMIT ?"
+                "SELECT id FROM {t} FORCE INDEX ({status_index}) \
+                 WHERE status = 'pending' AND id <= ? ORDER BY id LIMIT ?"
             ),
             // ? attempts, ? error, ? next attempt, ? next attempt again, ? id.
             record_failure: format!(

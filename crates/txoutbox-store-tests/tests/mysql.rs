@@ -385,3 +385,68 @@ async fn dead_letters_and_retention_on_mysql() {
     drop(store);
     db.drop_database().await;
 }
+
+/// Reading on from a cursor touches the rows behind it (in flight) and the rows it returns, not
+/// the backlog nor deleted rows not purged yet: the index entries read stay far below the
+/// 14,000 pending rows and 86,000 deleted ones.
+#[tokio::test]
+async fn fetch_after_reads_index_entries_in_proportion_to_its_result() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(1).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let orders: Vec<OrderCreated> = (0..100_000).map(OrderCreated::new).collect();
+    for chunk in orders.chunks(5_000) {
+        let mut tx = db.pool.begin().await.unwrap();
+        outbox.publish_all(&mut tx, chunk).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    // Settled statistics, then 86,000 rows completed (their index entries kept by an old
+    // snapshot) and 4,000 read and still pending (in flight), as a relay would leave them.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "ANALYZE TABLE {}",
+        db.qualify("outbox_messages")
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let store = outbox.store(db.pool.clone());
+    let first = store.fetch_pending(90_000).await.unwrap();
+    // An old snapshot elsewhere holds back purge: the deleted rows' index entries stay.
+    let other = TestDatabase::connect(&db.database, 1).await;
+    let mut snapshot = other.begin().await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *snapshot).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        db.qualify("outbox_messages")
+    )))
+    .execute(&mut *snapshot)
+    .await
+    .unwrap();
+    let done: Vec<i64> = first[..86_000].iter().map(|m| m.id).collect();
+    store.complete(&done, Completion::Delete).await.unwrap();
+    let cursor = first.last().unwrap().id;
+
+    // One pooled connection: its session counters are the store's.
+    let read_next = || async {
+        let (_, v): (String, String) = sqlx::query_as("SHOW SESSION STATUS LIKE 'Handler_read_next'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        v.parse::<i64>().unwrap()
+    };
+    let before = read_next().await;
+    let next = store.fetch_after(cursor, 1_000).await.unwrap();
+    let read = read_next().await - before;
+    snapshot.rollback().await.unwrap();
+    other.close().await;
+    drop(store);
+    db.drop_database().await;
+
+    assert_eq!(next.len(), 1_000);
+    assert!(next.iter().all(|m| m.id > cursor));
+    assert!(
+        read < 10_000,
+        "fetch_after read {read} index entries for 1,000 rows and 4,000 in flight (backlog 10,000, 86,000 deleted)"
+    );
+}
