@@ -341,6 +341,20 @@ impl KafkaNode {
         drop(child);
     }
 
+    /// Freezes the node (SIGSTOP): its connections stay open, nothing answers.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "STOP");
+        }
+    }
+
+    /// Lets a frozen node go on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "CONT");
+        }
+    }
+
     /// Starts the stopped node again on the same data folder and ports; returns once it serves.
     pub async fn restart(&mut self) {
         let mut me = std::mem::replace(

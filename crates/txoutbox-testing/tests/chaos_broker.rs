@@ -6,7 +6,9 @@
 //!
 //! Light by default (part of the test command): 5,000 messages, a 10 s outage. The full run:
 //! `TXOUTBOX_CHAOS_MESSAGES=100000 TXOUTBOX_CHAOS_OUTAGE_SECS=30 scripts/test.sh -p txoutbox-testing --test chaos_broker -- --nocapture`
-//! (`TXOUTBOX_CHAOS_BROKER_KILL=1` kills the broker with SIGKILL instead of stopping it.)
+//! `TXOUTBOX_CHAOS_BROKER_MODE`: `stop` (SIGTERM, a controlled shutdown; the default), `kill`
+//! (SIGKILL; also `TXOUTBOX_CHAOS_BROKER_KILL=1`) or `pause` (SIGSTOP, then SIGCONT: a hung broker
+//! whose connections stay open).
 
 mod chaos_common;
 
@@ -24,7 +26,13 @@ async fn broker_stopped_mid_run_loses_nothing_and_the_relay_catches_up() {
     txoutbox_testing::init_tracing();
     let total = env_number("TXOUTBOX_CHAOS_MESSAGES", 5_000);
     let outage = Duration::from_secs(env_number("TXOUTBOX_CHAOS_OUTAGE_SECS", 10));
-    let kill = env_number("TXOUTBOX_CHAOS_BROKER_KILL", 0) == 1;
+    let mode = match std::env::var("TXOUTBOX_CHAOS_BROKER_MODE").as_deref() {
+        _ if env_number("TXOUTBOX_CHAOS_BROKER_KILL", 0) == 1 => "kill",
+        Ok("kill") => "kill",
+        Ok("pause") => "pause",
+        Ok("stop") | Err(_) => "stop",
+        Ok(other) => panic!("TXOUTBOX_CHAOS_BROKER_MODE={other}: expected stop, kill or pause"),
+    };
     const KEYS: u64 = 400;
     const WRITERS: u64 = 4;
 
@@ -60,14 +68,18 @@ async fn broker_stopped_mid_run_loses_nothing_and_the_relay_catches_up() {
     tokio::time::sleep(outage).await; // the moment of the outage: a third into the run, by design
     let (_, pending_at_stop) = max_id_and_pending(&db.pool, &table).await;
     let stop_began = SystemTime::now();
-    if kill {
-        broker.kill().await;
-    } else {
-        broker.stop().await;
+    match mode {
+        "kill" => broker.kill().await,
+        "pause" => broker.pause(),
+        _ => broker.stop().await,
     }
     let stopped = SystemTime::now();
     tokio::time::sleep(outage).await; // the outage itself
-    broker.restart().await;
+    if mode == "pause" {
+        broker.resume();
+    } else {
+        broker.restart().await;
+    }
     let back = SystemTime::now();
     let back_instant = Instant::now();
     let (max_id_at_return, pending_at_return) = max_id_and_pending(&db.pool, &table).await;
@@ -111,12 +123,11 @@ async fn broker_stopped_mid_run_loses_nothing_and_the_relay_catches_up() {
         .filter(|&t| t >= epoch_ms(stop_began) && t < epoch_ms(stopped))
         .count();
     eprintln!(
-        "chaos broker {}: {total} messages over {KEYS} keys, broker down {:.1} s ({} ms to stop, {stored_during_stop} records stored while stopping); \
+        "chaos broker {mode}: {total} messages over {KEYS} keys, broker down {:.1} s ({} ms to stop, {stored_during_stop} records stored while stopping); \
          {} records read, {} distinct, {} lost, {} duplicates, {} order violations; \
          {pending_at_stop} pending at the stop, {pending_at_return} at the return; \
          first record stored {} after the broker was back, rows committed before its return all delivered {:.1} s after it; \
          writers: {} commits, {} failed attempts",
-        if kill { "kill -9" } else { "stop" },
         back.duration_since(stopped).unwrap().as_secs_f64(),
         stopped.duration_since(stop_began).unwrap().as_millis(),
         v.records,
