@@ -5,7 +5,8 @@
 //! no transaction ids to tell such rows apart (PostgreSQL's `xid8`). The store remembers the ids
 //! it returned that may still be pending; `fetch_after` lists the pending ids at or below the
 //! cursor (ids only, through the `(status, id)` index), and every listed id it never returned is a
-//! late commit, read in full with the rows above the cursor.
+//! late commit, read in full with the rows above the cursor. The rows above the cursor are read
+//! first: a row that committed before any of them is then among the listed ids.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -177,6 +178,13 @@ impl Store for MySqlStore {
         let Some(held) = self.lock.acquire(&self.pool).await? else {
             return Ok(Vec::new());
         };
+        // The rows above the cursor first, the ids behind it second. The order matters: each
+        // statement has its own snapshot, and a row seen above the cursor must not overtake an
+        // earlier row of its key that committed before it with a lower id. Read in this order,
+        // that earlier row committed before the first read, so the second one sees it.
+        let Some(mut above) = self.fetch_from(&held, after, limit).await? else {
+            return Ok(Vec::new());
+        };
         let below: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto.as_str()))
             .bind(after)
             .bind(BELOW_CURSOR_CAP)
@@ -205,13 +213,10 @@ impl Store for MySqlStore {
                 None => return Ok(Vec::new()),
             }
         };
-        // Late rows first in id order; the rows above the cursor follow unless the late ones
-        // make ten batches already (they must go first: the relay keeps keys in id order).
-        if limit > 0 && rows.len() < limit.saturating_mul(10) {
-            match self.fetch_from(&held, after, limit).await? {
-                Some(mut above) => rows.append(&mut above),
-                None => return Ok(Vec::new()),
-            }
+        // Late rows first, in id order; the rows above the cursor follow unless the late ones
+        // make ten batches already (then they are read again next time, after the late ones).
+        if rows.len() < limit.saturating_mul(10) {
+            rows.append(&mut above);
         }
         self.returned().extend(rows.iter().map(|m| m.id));
         Ok(rows)
