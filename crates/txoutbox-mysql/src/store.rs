@@ -30,7 +30,11 @@ const BELOW_CURSOR_CAP: i64 = 100_000;
 ///
 /// Only one relay reads a table at a time: the stores of one `MySqlOutbox` share the table's
 /// relay lock (a server named lock); a store of another outbox, in this process or another,
-/// returns no rows while that lock is held elsewhere, and takes over when it frees.
+/// returns no rows while that lock is held elsewhere, and takes over when it frees. So run one
+/// relay per `MySqlOutbox` (two relays over stores of one outbox would both read).
+///
+/// `watch` is not implemented (MySQL has no LISTEN/NOTIFY): wake the relay with
+/// [`MySqlOutbox::with_wakeup`](crate::MySqlOutbox::with_wakeup), or rely on its poll interval.
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
