@@ -450,3 +450,56 @@ async fn fetch_after_reads_index_entries_in_proportion_to_its_result() {
         "fetch_after read {read} index entries for 1,000 rows and 4,000 in flight (backlog 10,000, 86,000 deleted)"
     );
 }
+
+/// Errors come back classified from the server's error numbers: a lock wait timeout (1205) while
+/// another transaction holds the row is transient (the conformance suite shows that a refused
+/// row, a `CHECK` violation, is not).
+#[tokio::test]
+async fn a_lock_wait_timeout_is_retryable() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(2).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    outbox.publish(&db.pool, &OrderCreated::new(1)).await.unwrap();
+    // A store whose sessions give up waiting for a row lock after one second.
+    let impatient = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::raw_sql("SET SESSION innodb_lock_wait_timeout = 1")
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect_with(txoutbox_testing::mysql::options(Some(&db.database)))
+        .await
+        .unwrap();
+    let store = outbox.store(impatient.clone());
+    let id = store.fetch_pending(10).await.unwrap()[0].id;
+
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT id FROM {} WHERE id = ? FOR UPDATE",
+        db.qualify("outbox_messages")
+    )))
+    .bind(id)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let waited = store.complete(&[id], Completion::Delete).await;
+    holder.rollback().await.unwrap();
+    let retried = store.complete(&[id], Completion::Delete).await;
+
+    drop(store);
+    impatient.close().await;
+    db.drop_database().await;
+
+    let err = waited.expect_err("complete while another transaction holds the row");
+    assert!(err.is_retryable(), "a lock wait timeout is transient: {err}");
+    assert!(
+        err.to_string().contains("1205") || err.to_string().contains("Lock wait"),
+        "{err}"
+    );
+    retried.expect("the same statement succeeds once the lock is free");
+}
