@@ -23,9 +23,6 @@ use txoutbox_testing::postgres::TestSchema;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_stopped_mid_run_loses_nothing_and_the_relay_catches_up() {
-    txoutbox_testing::init_tracing();
-    let total = env_number("TXOUTBOX_CHAOS_MESSAGES", 5_000);
-    let outage = Duration::from_secs(env_number("TXOUTBOX_CHAOS_OUTAGE_SECS", 10));
     let mode = match std::env::var("TXOUTBOX_CHAOS_BROKER_MODE").as_deref() {
         _ if env_number("TXOUTBOX_CHAOS_BROKER_KILL", 0) == 1 => "kill",
         Ok("kill") => "kill",
@@ -33,6 +30,33 @@ async fn broker_stopped_mid_run_loses_nothing_and_the_relay_catches_up() {
         Ok("stop") | Err(_) => "stop",
         Ok(other) => panic!("TXOUTBOX_CHAOS_BROKER_MODE={other}: expected stop, kill or pause"),
     };
+    outage_run(
+        env_number("TXOUTBOX_CHAOS_MESSAGES", 5_000),
+        Duration::from_secs(env_number("TXOUTBOX_CHAOS_OUTAGE_SECS", 10)),
+        mode,
+        &std::env::var("TXOUTBOX_CHAOS_KAFKA").unwrap_or_default(),
+    )
+    .await;
+}
+
+/// A broker outage longer than the producer's `message.timeout.ms` (10 s here, 300 s by default),
+/// while writers keep committing: the messages queued at the start of the outage expire in
+/// librdkafka before the later ones, the later ones are delivered when the broker returns, and the
+/// expired ones are re-sent after them. Fails today with order violations (see the ignore reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "relay bug: after a broker outage longer than message.timeout.ms, rows that expired in librdkafka's queue \
+            are re-sent after later rows of their key that were still queued and got delivered (completer.rs settle(): \
+            a transient failure holds no key and leaves later in-flight rows of the key to the producer); \
+            180 and 280 order violations over 20,000 messages in two runs"]
+async fn broker_down_longer_than_the_message_timeout_keeps_key_order() {
+    outage_run(20_000, Duration::from_secs(8), "stop", "message.timeout.ms=10000").await;
+}
+
+/// Writers commit `total` messages spread over three times `outage`; a third into the run the
+/// private broker is stopped (`mode`: stop, kill or pause) for `outage`, then comes back. The
+/// relay process gets the extra producer properties `kafka` (`name=value,…`).
+async fn outage_run(total: u64, outage: Duration, mode: &str, kafka: &str) {
+    txoutbox_testing::init_tracing();
     const KEYS: u64 = 400;
     const WRITERS: u64 = 4;
 
@@ -52,6 +76,7 @@ async fn broker_stopped_mid_run_loses_nothing_and_the_relay_catches_up() {
     let mut relay = spawn_relay(&[
         ("TXOUTBOX_CHAOS_SCHEMA", &db.schema),
         ("TXOUTBOX_KAFKA_BOOTSTRAP", &bootstrap),
+        ("TXOUTBOX_CHAOS_KAFKA", kafka),
     ]);
     // The writes span the run: a third before the outage, a third during it, a third after.
     let plan = PgWriters {
@@ -123,11 +148,16 @@ async fn broker_stopped_mid_run_loses_nothing_and_the_relay_catches_up() {
         .filter(|&t| t >= epoch_ms(stop_began) && t < epoch_ms(stopped))
         .count();
     eprintln!(
-        "chaos broker {mode}: {total} messages over {KEYS} keys, broker down {:.1} s ({} ms to stop, {stored_during_stop} records stored while stopping); \
+        "chaos broker {mode}{}: {total} messages over {KEYS} keys, broker down {:.1} s ({} ms to stop, {stored_during_stop} records stored while stopping); \
          {} records read, {} distinct, {} lost, {} duplicates, {} order violations; \
          {pending_at_stop} pending at the stop, {pending_at_return} at the return; \
          first record stored {} after the broker was back, rows committed before its return all delivered {:.1} s after it; \
          writers: {} commits, {} failed attempts",
+        if kafka.is_empty() {
+            String::new()
+        } else {
+            format!(" ({kafka})")
+        },
         back.duration_since(stopped).unwrap().as_secs_f64(),
         stopped.duration_since(stop_began).unwrap().as_millis(),
         v.records,

@@ -8,6 +8,8 @@
 //!   `TXOUTBOX_POSTGRES_URL`.
 //! - SQLite: the outbox table `outbox_messages` in the database file `TXOUTBOX_CHAOS_SQLITE`.
 //! - `TXOUTBOX_CHAOS_COMPLETION`: `delete` (default) or `mark` (keep rows, marked published).
+//! - `TXOUTBOX_CHAOS_KAFKA`: extra librdkafka properties, `name=value` pairs separated by commas
+//!   (e.g. `message.timeout.ms=10000`).
 //! - `TXOUTBOX_CHAOS_POLL_MS`: the poll interval (default 200 ms). A long one makes the relay rely
 //!   on its wake-ups (PostgreSQL: LISTEN/NOTIFY).
 
@@ -21,7 +23,16 @@ use txoutbox_sqlite::SqliteOutbox;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     txoutbox_testing::init_tracing();
-    let sink = KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap()))?;
+    let mut kafka = KafkaConfig::new(txoutbox_testing::kafka::bootstrap());
+    for pair in std::env::var("TXOUTBOX_CHAOS_KAFKA")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((name, value)) = pair.split_once('=') {
+            kafka = kafka.set(name.trim(), value.trim());
+        }
+    }
+    let sink = KafkaSink::new(&kafka)?;
     let mut config = RelayConfig::default()
         .with_batch_size(500)
         .with_poll_interval(Duration::from_millis(
