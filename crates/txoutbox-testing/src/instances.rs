@@ -3,11 +3,15 @@
 //! `scripts/services.sh`.
 //!
 //! - [`KafkaNode`] runs Apache Kafka from the jars `scripts/services.sh` fetched
-//!   (`TXOUTBOX_KAFKA_HOME`, default `~/.cache/txoutbox/kafka-4.1.1`), one combined
-//!   broker+controller node on free loopback ports, with its data in a temporary folder.
+//!   (`TXOUTBOX_KAFKA_HOME`, default `~/.cache/txoutbox/kafka-4.1.1`; `scripts/services.sh
+//!   kafka-lib` fetches them when they are missing), one combined broker+controller node on free
+//!   loopback ports, with its data in a temporary folder.
 //! - [`PgCluster`] runs `initdb` and `pg_ctl` of the installed PostgreSQL (the highest version under
-//!   `/usr/lib/postgresql/*/bin`, or `TXOUTBOX_PG_BINDIR`) on a free loopback port, with its data in
-//!   a temporary folder. As root it runs as the OS user `postgres`, like `scripts/services.sh`.
+//!   `/usr/lib/postgresql/*/bin`, or `TXOUTBOX_PG_BINDIR`; `scripts/services.sh pg-bindir` installs
+//!   it when missing) on a free loopback port, with its data in a temporary folder. As root it runs
+//!   as the OS user `postgres`, like `scripts/services.sh`.
+//!
+//! `TXOUTBOX_KEEP_INSTANCES=1` keeps their folders (logs, data) after the test, for a post-mortem.
 //!
 //! Both are stopped hard and their folders deleted when dropped (also when a test panics).
 
@@ -32,7 +36,7 @@ fn port_accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
 }
 
-/// A fresh folder under the temporary directory, readable by every user (its contents are not).
+/// A fresh folder under the temporary directory.
 fn temp_folder(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(crate::unique(prefix));
     std::fs::create_dir_all(&dir).expect("create a temporary folder");
