@@ -165,6 +165,25 @@ impl Store for MySqlStore {
         migrate::check(&self.pool, &self.sql).await
     }
 
+    /// Tries to take the table's relay lock at start, so the first relay to start is the active
+    /// one. Never refuses to start: while another relay holds the lock this one stands by (its
+    /// fetches return nothing) and takes over when the lock frees.
+    async fn lock_for_relay(&self) -> Result<()> {
+        match self.lock.acquire(&self.pool).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                tracing::info!(
+                    table = %self.sql.table,
+                    "another relay is active on this table; standing by until its lock frees"
+                );
+                Ok(())
+            }
+            // The fetches try again.
+            Err(error) if error.is_retryable() => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Up to `limit` pending rows from the start; none while another relay holds the table's
     /// relay lock.
     async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
