@@ -21,6 +21,9 @@ pub enum SinkErrorKind {
     /// Not handed to the transport because an earlier message of its key failed in the same
     /// batch: sending it would let it overtake. Nothing is counted; it is read again later.
     Deferred,
+    /// Another relay took over this relay's transport identity (e.g. its Kafka transactional
+    /// id): nothing was delivered, and this relay must stop. The rows stay pending for it.
+    Fenced,
 }
 
 /// A failed delivery, classified by the sink at the boundary.
@@ -136,6 +139,11 @@ impl DeliveryTracker {
         self.remaining.load(Ordering::Acquire) == 0
     }
 
+    /// Each message's outcome as reported so far (`None`: not reported yet).
+    pub fn outcomes_so_far(&self) -> Vec<Option<DeliveryResult>> {
+        self.results.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The handle the relay awaits.
     pub fn delivery(self: &Arc<Self>) -> BatchDelivery {
         BatchDelivery {
@@ -193,6 +201,20 @@ pub trait Sink: Send + Sync + 'static {
     fn probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
         async { Ok(()) }
     }
+
+    /// Called once when the relay starts, before it reads: the ids of rows the transport already
+    /// holds for good (committed in an earlier run) that the store may still list as pending. The
+    /// relay completes them without sending them again. A transactional sink learns them from
+    /// its progress records; the default has none.
+    fn recover(&self) -> impl Future<Output = crate::Result<Vec<i64>>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Called after the store confirmed the completion of delivered rows, so a transactional sink
+    /// stops listing them as delivered-but-unmarked. The default does nothing.
+    fn completed(&self, ids: &[i64]) {
+        let _ = ids;
+    }
 }
 
 impl<S: Sink> Sink for Arc<S> {
@@ -202,6 +224,14 @@ impl<S: Sink> Sink for Arc<S> {
 
     fn probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).probe()
+    }
+
+    fn recover(&self) -> impl Future<Output = crate::Result<Vec<i64>>> + Send {
+        (**self).recover()
+    }
+
+    fn completed(&self, ids: &[i64]) {
+        (**self).completed(ids);
     }
 }
 

@@ -7,7 +7,9 @@
 mod classify;
 mod config;
 mod context;
+mod exactly_once;
 mod sink;
 
 pub use config::KafkaConfig;
+pub use exactly_once::{ExactlyOnceSettings, ExactlyOnceSink};
 pub use sink::KafkaSink;

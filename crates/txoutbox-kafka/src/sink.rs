@@ -56,7 +56,8 @@ impl KafkaSink {
             .map_err(|e| Error::Sink(classify(&e, "*")))
     }
 
-    fn headers(message: &OutboxMessage) -> OwnedHeaders {
+    /// The record headers of a message: the user's, then the message id and creation time.
+    pub(crate) fn headers(message: &OutboxMessage) -> OwnedHeaders {
         let created_at = message
             .created_at
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);

@@ -100,11 +100,15 @@ async fn settle<S: Store, K: Sink>(
     let mut transient = 0usize;
     let mut first_transient = None;
     let mut deferred = 0usize;
+    let mut fenced = None;
     for batch in &settled {
         for (row, result) in batch.rows.iter().zip(&batch.results) {
             match result {
                 Ok(()) => delivered.push(row.id),
                 Err(e) if e.kind() == SinkErrorKind::Deferred => deferred += 1,
+                Err(e) if e.kind() == SinkErrorKind::Fenced => {
+                    fenced.get_or_insert_with(|| e.clone());
+                }
                 Err(e) if e.is_transient() => {
                     transient += 1;
                     first_transient.get_or_insert_with(|| e.clone());
@@ -136,6 +140,7 @@ async fn settle<S: Store, K: Sink>(
         })
         .instrument(debug_span!("txoutbox.mark", rows = delivered.len()))
         .await;
+        shared.sink.completed(&delivered);
         shared.monitor.delivered(delivered.len());
         crate::metrics::record_delivered(
             settled
@@ -161,6 +166,10 @@ async fn settle<S: Store, K: Sink>(
         })
         .await;
         crate::metrics::record_send_failures("permanent", failures.len());
+    }
+    if let Some(error) = fenced {
+        error!(%error, "another relay took over this relay's Kafka identity; this relay stops, its rows stay pending");
+        shared.fail(crate::Error::Sink(error));
     }
     // Rows below the cursor must be read again: those that failed transiently, and the later rows
     // of a key whose failing row is now dead (they were held back while it was retried).

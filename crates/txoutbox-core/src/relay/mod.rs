@@ -218,6 +218,11 @@ impl<S: Store, K: Sink> Relay<S, K> {
                 }
             }
         }
+        // Rows the transport already holds for good (a transactional sink's last progress) are
+        // completed before anything is read, so they are not sent again.
+        if !recover(&shared).await? {
+            return Ok(());
+        }
         info!(
             batch_size = shared.config.batch_size,
             max_in_flight = shared.config.max_in_flight,
@@ -251,8 +256,57 @@ impl<S: Store, K: Sink> Relay<S, K> {
             watcher.abort();
         }
         info!("relay stopped");
-        Ok(())
+        match shared.take_failure() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
+}
+
+/// Asks the sink which rows it already delivered for good and completes them. Returns false when
+/// the relay was shut down meanwhile.
+async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
+    let mut backoff = backoff::Backoff::new(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(5),
+    );
+    let ids = loop {
+        match shared.sink.recover().await {
+            Ok(ids) => break ids,
+            Err(error) if error.is_retryable() => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, "cannot read the transport's progress yet");
+                if !shared.sleep(delay).await {
+                    return Ok(false);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "the relay cannot start");
+                return Err(error);
+            }
+        }
+    };
+    if ids.is_empty() {
+        return Ok(true);
+    }
+    loop {
+        match shared.store.complete(&ids, shared.config.completion).await {
+            Ok(()) => break,
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, "cannot complete the rows the transport already holds");
+                if !shared.sleep(delay).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    info!(
+        rows = ids.len(),
+        "completed rows that Kafka already held from the previous run"
+    );
+    shared.sink.completed(&ids);
+    Ok(true)
 }
 
 /// Wakes a relay when new messages were committed, so it does not wait for its poll interval.

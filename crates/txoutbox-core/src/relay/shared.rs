@@ -41,6 +41,8 @@ pub(crate) struct Shared<S, K> {
     pub(crate) monitor: RelayMonitor,
     /// In a coordinated relay: what this node may read and send now.
     pub(crate) ownership: Option<Ownership>,
+    /// The error that stops the relay, if one does (e.g. its sink was fenced).
+    failure: Mutex<Option<crate::Error>>,
 }
 
 impl<S, K> Shared<S, K> {
@@ -65,7 +67,23 @@ impl<S, K> Shared<S, K> {
             rescan: AtomicBool::new(false),
             monitor: RelayMonitor::default(),
             ownership: None,
+            failure: Mutex::new(None),
         }
+    }
+
+    /// Stops the relay with `error` (the first one wins): it finishes what is in flight and
+    /// returns the error.
+    pub(crate) fn fail(&self, error: crate::Error) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(error);
+        self.cancel.cancel();
+    }
+
+    /// The error that stopped the relay, if any.
+    pub(crate) fn take_failure(&self) -> Option<crate::Error> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Puts rows in flight (and counts them per bucket for a coordinated relay's drains).

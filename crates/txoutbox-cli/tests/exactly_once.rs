@@ -1,0 +1,338 @@
+//! Exactly-once delivery through the real daemon, Kafka transactions and a read_committed
+//! consumer: the relay crashes at each step of a transaction and at random, a paused relay is
+//! fenced by its successor — and every committed message is read exactly once, in key order.
+//! A read_uncommitted consumer of the same topic sees the aborted duplicates, which proves the
+//! crashes really hit open transactions.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::AssertSqlSafe;
+use support::{Daemon, ok, txoutbox};
+use txoutbox_testing::eventually;
+use txoutbox_testing::kafka::{Record, new_topic, verdict};
+use txoutbox_testing::postgres::TestSchema;
+
+const KEYS: u64 = 100;
+
+/// Two writers committing concurrently (so ids commit out of order), each its own keys.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(db: &TestSchema, topic: &str, limit: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for writer in 0..2u64 {
+            let (pool, table, topic) = (db.pool.clone(), db.qualify("outbox_messages"), topic.to_owned());
+            let (stop, committed) = (Arc::clone(&stop), Arc::clone(&committed));
+            tasks.push(tokio::spawn(async move {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) && committed.load(Ordering::Relaxed) < limit {
+                    let mut tx = pool.begin().await.unwrap();
+                    for k in 0..KEYS / 2 {
+                        let key = format!("w{writer}-k{k}");
+                        sqlx::query(AssertSqlSafe(format!(
+                            "INSERT INTO {table} (topic, key, payload) VALUES ($1, convert_to($2, 'UTF8'), convert_to($3, 'UTF8'))"
+                        )))
+                        .bind(&topic)
+                        .bind(&key)
+                        .bind(format!("{key}:{seq}"))
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    }
+                    tx.commit().await.unwrap();
+                    committed.fetch_add(KEYS / 2, Ordering::Relaxed);
+                    seq += 1;
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+            }));
+        }
+        Self {
+            stop,
+            committed,
+            tasks,
+        }
+    }
+
+    /// Waits until the writers reached their limit.
+    async fn finish(self) -> u64 {
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the writers now.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.finish().await
+    }
+}
+
+/// Reads a topic to its end with the given isolation level (position-based: a read_committed
+/// consumer never sees the control records at the end of a partition).
+async fn read(topic: &str, isolation: &'static str) -> Vec<Record> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", txoutbox_testing::kafka::bootstrap())
+            .set("group.id", txoutbox_testing::unique("eos-check"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in metadata.topics()[0].partitions() {
+            let (_, high) = consumer.fetch_watermarks(&topic, p.id(), timeout).unwrap();
+            assignment.add_partition_offset(&topic, p.id(), Offset::Beginning).unwrap();
+            ends.insert(p.id(), high);
+        }
+        consumer.assign(&assignment).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut records = Vec::new();
+        loop {
+            let positions = consumer.position().unwrap();
+            let done = ends.iter().all(|(p, high)| {
+                *high == 0
+                    || matches!(positions.find_partition(&topic, *p).map(|e| e.offset()), Some(Offset::Offset(at)) if at >= *high)
+            });
+            if done {
+                return records;
+            }
+            assert!(Instant::now() < deadline, "timed out reading {topic} ({isolation})");
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message.unwrap();
+                records.push(Record {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    headers: message
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    timestamp_ms: message.timestamp().to_millis(),
+                });
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn pending(db: &TestSchema) -> i64 {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {} WHERE status = 'pending'",
+        db.qualify("outbox_messages")
+    )))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+fn eos_args(progress: &str) -> Vec<String> {
+    [
+        "--delivery",
+        "exactly-once",
+        "--progress-topic",
+        progress,
+        "--poll-interval",
+        "100ms",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Checks exactly-once for read_committed and returns (committed read, uncommitted read).
+async fn verify(topic: &str, committed: u64, what: &str) -> (usize, usize) {
+    let records = read(topic, "read_committed").await;
+    let v = verdict(&records, |r| {
+        let (key, seq) = r.payload_str().split_once(':').unwrap();
+        (key.to_owned(), seq.parse().unwrap())
+    });
+    let uncommitted = read(topic, "read_uncommitted").await.len();
+    eprintln!(
+        "{what}: committed {committed}; read_committed read {} (distinct {}, duplicates {}, order violations {}); \
+         read_uncommitted read {uncommitted}",
+        v.records, v.distinct, v.duplicates, v.order_violations
+    );
+    assert_eq!(v.distinct as u64, committed, "{what}: lost messages");
+    assert_eq!(
+        v.duplicates, 0,
+        "{what}: a read_committed consumer saw duplicates"
+    );
+    assert_eq!(v.order_violations, 0, "{what}: {:?}", v.violating_keys);
+    (v.records, uncommitted)
+}
+
+/// Runs `txoutbox relay` with a crash point; returns once the process died there.
+#[cfg(feature = "failpoints")]
+async fn crash_at(db: &TestSchema, progress: &str, step: &str, after: u32) -> String {
+    let log = std::env::temp_dir().join(format!("{}.log", txoutbox_testing::unique("eos-crash")));
+    let mut child = Command::new(support::binary())
+        .arg("relay")
+        .args(eos_args(progress))
+        .args(["--http-listen", "off"])
+        .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
+        .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
+        .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
+        .env("TXOUTBOX_CRASH_AT", step)
+        .env("TXOUTBOX_CRASH_AFTER", after.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "the relay should have crashed at {step}: {logs}"
+    );
+    assert!(logs.contains(&format!("crashing at {step}")), "{logs}");
+    logs
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_every_step_of_a_transaction_loses_nothing_and_repeats_nothing() {
+    let db = TestSchema::new().await;
+    let topic = new_topic("eos-steps", 3).await;
+    let progress = txoutbox_testing::unique("eos-progress");
+    ok(&txoutbox(&db, &["migrate"]));
+    // The writers go on until every crash point was hit, so each run has rows to send.
+    let writers = Writers::start(&db, &topic, u64::MAX);
+    for (step, after) in [
+        ("before-produce", 2),
+        ("before-commit", 3),
+        ("after-commit", 3),
+        ("after-mark", 3),
+    ] {
+        crash_at(&db, &progress, step, after).await;
+    }
+    let committed = writers.stop().await;
+    let args = eos_args(&progress);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(&db, &args).await;
+    let drained = eventually(Duration::from_secs(60), || async { pending(&db).await == 0 }).await;
+    assert!(drained, "not drained: {}", daemon.logs());
+    let logs = daemon.stop();
+    assert!(
+        logs.contains("completed rows that Kafka already held"),
+        "the after-commit crash was recovered from the progress topic: {logs}"
+    );
+    let (read_committed, read_uncommitted) = verify(&topic, committed, "crash at each step").await;
+    assert!(
+        read_uncommitted > read_committed,
+        "the crashes before the commit left aborted records for a read_uncommitted consumer"
+    );
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
+    let kills: usize = std::env::var("TXOUTBOX_EOS_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4);
+    let messages: u64 = std::env::var("TXOUTBOX_EOS_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let db = TestSchema::new().await;
+    let topic = new_topic("eos-kill", 3).await;
+    let progress = txoutbox_testing::unique("eos-progress");
+    ok(&txoutbox(&db, &["migrate"]));
+    let writers = Writers::start(&db, &topic, messages);
+    let args = eos_args(&progress);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for kill in 0..kills {
+        let daemon = Daemon::start(&db, &args).await;
+        // Let it work a random while (between 0.3 and 1.5 s), then kill -9.
+        let pause = 300 + (rand_ms(kill) % 1_200);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        daemon.kill9();
+    }
+    let committed = writers.finish().await;
+    let daemon = Daemon::start(&db, &args).await;
+    let drained = eventually(Duration::from_secs(90), || async { pending(&db).await == 0 }).await;
+    assert!(drained, "not drained: {}", daemon.logs());
+    daemon.stop();
+    verify(&topic, committed, &format!("{kills} kill -9 at random moments")).await;
+    db.drop_schema().await;
+}
+
+/// A pseudo-random number from the clock (no seed to keep).
+fn rand_ms(salt: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    u64::from(nanos / 1_000) ^ (salt as u64 * 7_919)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_relay_is_fenced_by_its_successor_and_stops() {
+    let db = TestSchema::new().await;
+    let topic = new_topic("eos-zombie", 3).await;
+    let progress = txoutbox_testing::unique("eos-progress");
+    ok(&txoutbox(&db, &["migrate"]));
+    let writers = Writers::start(&db, &topic, 6_000);
+    let args = eos_args(&progress);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let zombie = Daemon::start(&db, &args).await;
+    let flowing = eventually(Duration::from_secs(30), || async {
+        zombie.status().await["published_total"].as_u64() > Some(500)
+    })
+    .await;
+    assert!(flowing, "{}", zombie.logs());
+    zombie.signal("STOP");
+    let successor = Daemon::start(&db, &args).await;
+    let working = eventually(Duration::from_secs(30), || async {
+        successor.status().await["published_total"].as_u64() > Some(500)
+    })
+    .await;
+    assert!(working, "{}", successor.logs());
+    zombie.signal("CONT");
+    let committed = writers.finish().await;
+    // The zombie's next transactional call is refused: it stops by itself.
+    let mut zombie = zombie;
+    let stopped = eventually(Duration::from_secs(60), || async {
+        zombie.status().await.is_null()
+    })
+    .await;
+    let zombie_logs = zombie.logs();
+    assert!(stopped, "the fenced relay kept running: {zombie_logs}");
+    assert!(zombie_logs.contains("fenced"), "{zombie_logs}");
+    let code = zombie.wait();
+    assert_ne!(code, Some(0), "a fenced relay exits with an error");
+    let drained = eventually(Duration::from_secs(60), || async { pending(&db).await == 0 }).await;
+    assert!(drained, "{}", successor.logs());
+    successor.stop();
+    verify(&topic, committed, "a paused relay and its successor").await;
+    db.drop_schema().await;
+}

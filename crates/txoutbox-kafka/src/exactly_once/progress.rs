@@ -1,0 +1,218 @@
+//! Progress records: written last in every Kafka transaction to a compacted one-partition topic,
+//! keyed by the transactional id. Each names exactly the outbox rows its transaction holds, and
+//! the rows of earlier transactions not yet confirmed marked in the database — never a bare
+//! "highest id", since ids commit out of order.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use txoutbox_core::{Error, Result};
+
+/// One transaction's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Progress {
+    /// Format version.
+    pub(crate) v: u32,
+    /// The transaction (random, unique).
+    pub(crate) txn: String,
+    /// The outbox rows this transaction holds.
+    pub(crate) ids: Vec<i64>,
+    /// Rows of earlier committed transactions not yet confirmed marked in the database.
+    pub(crate) unmarked: Vec<i64>,
+}
+
+impl Progress {
+    /// Every row a successor must complete: the transaction's and the unmarked ones.
+    pub(crate) fn all_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.ids.iter().chain(&self.unmarked).copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// How long reading the progress topic may take at most.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Creates the progress topic when missing (compacted, one partition), or checks that it is one.
+pub(crate) async fn ensure_topic(client: &ClientConfig, topic: &str, replication: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client
+        .create()
+        .map_err(|e| Error::Config(format!("cannot create a Kafka admin client: {e}")))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| {
+            Error::Sink(txoutbox_core::SinkError::transient(format!(
+                "cannot read Kafka metadata: {e}"
+            )))
+        })?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        let partitions = metadata.topics()[0].partitions().len();
+        if partitions != 1 {
+            return Err(Error::Config(format!(
+                "the progress topic `{topic}` has {partitions} partitions; exactly-once needs it with one \
+                 partition and cleanup.policy=compact"
+            )));
+        }
+        return check_compacted(&admin, topic).await;
+    }
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(replication))
+        .set("cleanup.policy", "compact")
+        .set("min.compaction.lag.ms", "0");
+    let results = admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .map_err(|e| Error::Config(format!("cannot create the progress topic `{topic}`: {e}")))?;
+    for result in results {
+        match result {
+            Ok(_) => tracing::info!(topic, "created the exactly-once progress topic"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(Error::Config(format!(
+                    "cannot create the progress topic `{topic}`: {code:?}; create it with one partition and \
+                     cleanup.policy=compact"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check_compacted(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<()> {
+    let resource = rdkafka::admin::ResourceSpecifier::Topic(topic);
+    let described = admin
+        .describe_configs([&resource], &AdminOptions::new())
+        .await
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot read the settings of the progress topic `{topic}`: {e}"
+            ))
+        })?;
+    let policy = described
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.entries)
+        .find(|e| e.name == "cleanup.policy")
+        .and_then(|e| e.value);
+    match policy.as_deref() {
+        Some(p) if p.contains("compact") => Ok(()),
+        other => Err(Error::Config(format!(
+            "the progress topic `{topic}` has cleanup.policy={}; exactly-once needs `compact` (with `delete` \
+             the progress of an idle relay would expire and its rows be sent twice)",
+            other.unwrap_or("?")
+        ))),
+    }
+}
+
+/// Reads the progress topic to its end with a read_committed consumer and returns the last
+/// committed progress of `transactional_id`. Blocking: call it off the async runtime.
+pub(crate) fn read_last(
+    client: &ClientConfig,
+    topic: &str,
+    transactional_id: &str,
+) -> Result<Option<Progress>> {
+    let mut config = client.clone();
+    config
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("group.id", "txoutbox-progress-reader")
+        .set("enable.partition.eof", "false");
+    for key in [
+        "transactional.id",
+        "enable.idempotence",
+        "acks",
+        "linger.ms",
+        "partitioner",
+        "queue.buffering.max.messages",
+        "transaction.timeout.ms",
+        "compression.type",
+        "message.max.bytes",
+    ] {
+        config.remove(key);
+    }
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| Error::Config(format!("cannot create the progress reader: {e}")))?;
+    let transient = |what: &str, e: rdkafka::error::KafkaError| {
+        Error::Sink(txoutbox_core::SinkError::transient(format!(
+            "cannot read the progress topic `{topic}` ({what}): {e}"
+        )))
+    };
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .map_err(|e| transient("watermarks", e))?;
+    if high <= low {
+        return Ok(None);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Offset(low))
+        .map_err(|e| transient("assign", e))?;
+    consumer.assign(&assignment).map_err(|e| transient("assign", e))?;
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        let position = consumer
+            .position()
+            .ok()
+            .and_then(|p| p.find_partition(topic, 0).map(|e| e.offset()));
+        if let Some(Offset::Offset(at)) = position
+            && at >= high
+        {
+            return Ok(last);
+        }
+        if started.elapsed() > READ_TIMEOUT {
+            return Err(Error::Sink(txoutbox_core::SinkError::transient(format!(
+                "reading the progress topic `{topic}` to its end took over {}s (an open transaction of \
+                 another relay may hold it back)",
+                READ_TIMEOUT.as_secs()
+            ))));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                if message.key() == Some(transactional_id.as_bytes())
+                    && let Some(payload) = message.payload()
+                {
+                    let progress: Progress = serde_json::from_slice(payload).map_err(|e| {
+                        Error::Config(format!(
+                            "a progress record of `{transactional_id}` in `{topic}` is not readable ({e}): \
+                             refusing to guess which rows Kafka holds"
+                        ))
+                    })?;
+                    last = Some(progress);
+                }
+            }
+            Some(Err(e)) => return Err(transient("poll", e)),
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_successor_completes_the_rows_of_the_last_transaction_and_the_unmarked_ones() {
+        let progress = Progress {
+            v: 1,
+            txn: "t".into(),
+            ids: vec![7, 3, 9],
+            unmarked: vec![1, 3],
+        };
+        assert_eq!(progress.all_ids(), [1, 3, 7, 9]);
+        let json = serde_json::to_string(&progress).unwrap();
+        assert_eq!(serde_json::from_str::<Progress>(&json).unwrap(), progress);
+    }
+}
