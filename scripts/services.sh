@@ -17,6 +17,9 @@
 #   scripts/services.sh kafka-lib                           fetch the Kafka jars if needed; print their folder
 #   scripts/services.sh pg-bindir                           install PostgreSQL if needed; print its bin folder
 #                                                           (both for tests that run private instances)
+#   scripts/services.sh browser                             install Chromium and chromedriver if needed (Debian's
+#                                                           chromium, chromium-driver; `up` does it too); print
+#                                                           chromedriver's path (for the web console's browser tests)
 #
 # Service names: kafka; postgres (pg, postgresql); mariadb (mysql).
 #
@@ -572,6 +575,13 @@ pg_ensure_installed() {
 	[[ -n $(pg_bindir) ]] || die "postgres: installed the postgresql package but found no initdb under /usr/lib/postgresql/*/bin"
 }
 
+# Headless Chromium and its WebDriver for the web console's browser tests (idempotent).
+browser_ensure_installed() {
+	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
+	apt_install chromium chromium-driver
+	command -v chromedriver >/dev/null 2>&1 || die "chromium: installed chromium-driver but found no chromedriver on PATH"
+}
+
 pg_up() {
 	local ext pid bin user root t0 conf
 	if ext=$(pg_external); then
@@ -929,6 +939,7 @@ cmd_up() {
 		esac
 	done
 	write_env_file
+	(browser_ensure_installed) || say "chromium: not installed; the web console's browser tests will be skipped"
 	say "services: up (${SERVICES[*]}) in $(since "$t0") s; env: $ENV_FILE"
 	printf '%s\n' "$ENV_FILE"
 }
@@ -1044,6 +1055,10 @@ main() {
 	kafka-start) cmd_kafka_start "$@" ;;
 	kafka-lib) cmd_kafka_lib ;;
 	pg-bindir) cmd_pg_bindir ;;
+	browser)
+		browser_ensure_installed
+		command -v chromedriver
+		;;
 	-h | --help | help)
 		usage
 		;;

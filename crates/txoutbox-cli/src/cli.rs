@@ -51,7 +51,7 @@ pub enum Command {
     /// Creates or upgrades the outbox table (idempotent; safe from several replicas at once).
     Migrate,
     /// Runs the relay until SIGTERM or SIGINT, with /metrics, /health and /live on the HTTP port.
-    Relay(RelayArgs),
+    Relay(Box<RelayArgs>),
     /// Shows the backlog: pending messages per topic, the oldest one's age, dead letters, rate.
     Status(StatusArgs),
     /// Lists, replays or purges dead-lettered messages.
@@ -107,6 +107,16 @@ pub struct RelayArgs {
     /// The HTTP address for /metrics, /health and /live; `off` disables it.
     #[arg(long, env = "TXOUTBOX_HTTP_LISTEN")]
     pub http_listen: Option<String>,
+    /// Serve the web console at /ui on the HTTP port (see docs/operations.md, "Web console").
+    #[arg(long, env = "TXOUTBOX_UI")]
+    pub ui: bool,
+    /// The bearer token the console's actions (replay, purge) need, at least 16 characters;
+    /// without one the console is read-only. Prefer the environment variable to the flag.
+    #[arg(long, env = "TXOUTBOX_UI_TOKEN", hide_env_values = true)]
+    pub ui_token: Option<String>,
+    /// Let the console show dead letters' payloads (hidden by default).
+    #[arg(long, env = "TXOUTBOX_UI_SHOW_PAYLOADS")]
+    pub ui_show_payloads: bool,
     /// /health reports 503 above this many pending messages.
     #[arg(long, env = "TXOUTBOX_HEALTH_MAX_PENDING")]
     pub health_max_pending: Option<u64>,

@@ -1,5 +1,6 @@
 //! The daemon's recent history: published-message counts sampled every second, for the publish
-//! rate that `txoutbox status` and `/status` show.
+//! rate that `txoutbox status` and `/status` show, and (with the web console) a per-second
+//! timeline of publish rate, commit→ack latency and backlog for its charts.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -41,9 +42,187 @@ impl History {
     }
 }
 
+/// One second of the console's timeline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// When it was taken (wall clock, for the charts' time axis).
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Messages published per second since the previous sample.
+    pub rate: f64,
+    /// Mean commit→ack latency of the messages acknowledged in that second, in milliseconds.
+    pub latency_avg_ms: Option<f64>,
+    /// Their 99th-percentile latency (estimated from the histogram's buckets), in milliseconds.
+    pub latency_p99_ms: Option<f64>,
+    /// Pending messages as the latest health check counted them.
+    pub pending: Option<u64>,
+}
+
+/// The last [`KEPT`] of per-second samples, oldest first.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    samples: Mutex<VecDeque<Sample>>,
+}
+
+impl Timeline {
+    /// Appends a sample and forgets those older than [`KEPT`].
+    pub fn push(&self, sample: Sample) {
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        samples.push_back(sample);
+        let kept = chrono::TimeDelta::from_std(KEPT).unwrap_or(chrono::TimeDelta::MAX);
+        while samples.front().is_some_and(|s| sample.at - s.at > kept) {
+            samples.pop_front();
+        }
+    }
+
+    /// The samples of the last `window`, oldest first.
+    pub fn last(&self, window: Duration) -> Vec<Sample> {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(newest) = samples.back().map(|s| s.at) else {
+            return Vec::new();
+        };
+        let window = chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
+        samples
+            .iter()
+            .filter(|s| newest - s.at < window)
+            .copied()
+            .collect()
+    }
+}
+
+/// A cumulative latency histogram as rendered in Prometheus text: `(upper bound, count)` buckets,
+/// sum and count. Two snapshots a second apart give that second's mean and percentiles.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// Reads the histogram `name` (without labels other than `le`) from Prometheus text;
+    /// `None` when it is not there yet.
+    pub fn from_prometheus(text: &str, name: &str) -> Option<Self> {
+        let mut histogram = Self::default();
+        let mut seen = false;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            let Some((series, value)) = rest.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = match value.trim().parse() {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            if let Some(labels) = series.strip_prefix("_bucket{") {
+                let Some(le) = labels
+                    .split(',')
+                    .find_map(|l| l.trim().strip_prefix("le=\""))
+                    .and_then(|l| l.split('"').next())
+                else {
+                    continue;
+                };
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    match le.parse() {
+                        Ok(b) => b,
+                        Err(_) => continue,
+                    }
+                };
+                histogram.buckets.push((bound, value as u64));
+                seen = true;
+            } else if series == "_sum" {
+                histogram.sum = value;
+                seen = true;
+            } else if series == "_count" {
+                histogram.count = value as u64;
+                seen = true;
+            }
+        }
+        histogram.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        seen.then_some(histogram)
+    }
+
+    /// What was observed between `earlier` and `self`: mean and `quantile` (0..1), in the
+    /// histogram's unit; `None` when nothing was observed in between.
+    pub fn since(&self, earlier: &Self, quantile: f64) -> Option<(f64, f64)> {
+        let count = self.count.checked_sub(earlier.count).filter(|&c| c > 0)?;
+        let mean = (self.sum - earlier.sum) / count as f64;
+        let delta: Vec<(f64, u64)> = self
+            .buckets
+            .iter()
+            .map(|&(bound, n)| {
+                let before = earlier
+                    .buckets
+                    .iter()
+                    .find(|(b, _)| *b == bound)
+                    .map_or(0, |(_, n)| *n);
+                (bound, n.saturating_sub(before))
+            })
+            .collect();
+        // As Prometheus' histogram_quantile: linear within the bucket that holds the rank.
+        let rank = quantile * count as f64;
+        let mut lower = (0.0, 0u64);
+        for &(bound, cumulative) in &delta {
+            if cumulative as f64 >= rank {
+                if bound.is_infinite() {
+                    return Some((mean, lower.0));
+                }
+                let in_bucket = cumulative.saturating_sub(lower.1) as f64;
+                let fraction = if in_bucket > 0.0 {
+                    (rank - lower.1 as f64) / in_bucket
+                } else {
+                    1.0
+                };
+                return Some((mean, lower.0 + (bound - lower.0) * fraction));
+            }
+            lower = (bound, cumulative);
+        }
+        Some((mean, lower.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_of_one_second_from_two_histogram_snapshots() {
+        let text = |b1: u64, b2: u64, inf: u64, sum: f64| {
+            format!(
+                "# TYPE lat histogram\nlat_bucket{{le=\"0.01\"}} {b1}\nlat_bucket{{le=\"0.1\"}} {b2}\n\
+                 lat_bucket{{le=\"+Inf\"}} {inf}\nlat_sum {sum}\nlat_count {inf}\nother 1\n"
+            )
+        };
+        assert_eq!(Histogram::from_prometheus("other 1\n", "lat"), None);
+        let before = Histogram::from_prometheus(&text(10, 10, 10, 0.05), "lat").unwrap();
+        // 100 more: 0 below 10 ms, 100 between 10 and 100 ms, mean 50 ms.
+        let after = Histogram::from_prometheus(&text(10, 110, 110, 5.05), "lat").unwrap();
+        let (mean, p99) = after.since(&before, 0.99).unwrap();
+        assert!((mean - 0.05).abs() < 1e-9, "{mean}");
+        assert!((p99 - 0.0991).abs() < 1e-9, "{p99}");
+        assert_eq!(after.since(&after, 0.99), None);
+    }
+
+    #[test]
+    fn the_timeline_keeps_the_last_window() {
+        let timeline = Timeline::default();
+        let start = chrono::Utc::now();
+        for second in 0..20 {
+            timeline.push(Sample {
+                at: start + chrono::TimeDelta::seconds(second),
+                rate: second as f64,
+                latency_avg_ms: None,
+                latency_p99_ms: None,
+                pending: Some(0),
+            });
+        }
+        let last = timeline.last(Duration::from_secs(5));
+        assert_eq!(last.len(), 5);
+        assert_eq!(last[0].rate, 15.0);
+    }
 
     #[test]
     fn rate_over_a_window() {

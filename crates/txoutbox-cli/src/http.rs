@@ -1,5 +1,6 @@
 //! The daemon's HTTP endpoints: `/metrics` (Prometheus text), `/health` (readiness: 503 with the
-//! reasons when a check fails), `/live` (liveness) and `/status` (JSON for `txoutbox status`).
+//! reasons when a check fails), `/live` (liveness) and `/status` (JSON for `txoutbox status`);
+//! with `--ui`, the web console under `/ui` (see [`crate::ui`]).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -28,16 +29,21 @@ pub struct AppState {
     pub published: History,
     /// A coordinated relay's leases.
     pub ownership: Option<Ownership>,
+    /// The web console at `/ui`, when enabled.
+    pub console: Option<crate::ui::Console>,
 }
 
 /// The routes.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/live", get(live))
-        .route("/status", get(status))
-        .with_state(state)
+        .route("/status", get(status));
+    if state.console.is_some() {
+        routes = routes.merge(crate::ui::routes());
+    }
+    routes.with_state(state)
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -8,6 +8,7 @@ mod error;
 mod history;
 mod http;
 mod settings;
+mod ui;
 
 use std::process::ExitCode;
 

@@ -77,6 +77,8 @@ struct FileRetention {
 #[serde(deny_unknown_fields)]
 struct FileHttp {
     listen: Option<String>,
+    ui: Option<bool>,
+    ui_show_payloads: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +144,8 @@ pub struct RelaySettings {
     pub retention: Option<Retention>,
     /// The HTTP address, `None` when disabled.
     pub http_listen: Option<String>,
+    /// The web console at `/ui`, when enabled.
+    pub console: Option<crate::ui::ConsoleSettings>,
     /// `/health` thresholds.
     pub health: HealthThresholds,
     /// How often `/health` measures the backlog.
@@ -272,6 +276,27 @@ pub fn relay(args: &RelayArgs, file: &FileConfig) -> Result<RelaySettings, CliEr
         .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_owned());
     let http_listen = (http_listen != "off" && !http_listen.is_empty()).then_some(http_listen);
 
+    let console = match (args.ui || file.http.ui.unwrap_or(false), &args.ui_token) {
+        (false, _) => None,
+        (true, Some(token)) if token.trim().chars().count() < crate::ui::MIN_TOKEN_LEN => {
+            return Err(CliError::usage(format!(
+                "the console token (--ui-token, TXOUTBOX_UI_TOKEN) must have at least {} characters, e.g. \
+                 the output of `openssl rand -hex 24`",
+                crate::ui::MIN_TOKEN_LEN
+            )));
+        }
+        (true, token) => Some(crate::ui::ConsoleSettings {
+            token: token.as_ref().map(|t| t.trim().to_owned()),
+            show_payloads: args.ui_show_payloads || file.http.ui_show_payloads.unwrap_or(false),
+            database: None,
+        }),
+    };
+    if console.is_some() && http_listen.is_none() {
+        return Err(CliError::usage(
+            "the console (--ui) is served on the HTTP port: give it an address with --http-listen, not `off`",
+        ));
+    }
+
     let mut health = HealthThresholds::none();
     if let Some(max) = args.health_max_pending.or(file.health.max_pending) {
         health = health.max_pending(max);
@@ -309,6 +334,7 @@ pub fn relay(args: &RelayArgs, file: &FileConfig) -> Result<RelaySettings, CliEr
         kafka,
         retention,
         http_listen,
+        console,
         health,
         health_interval,
     })

@@ -30,6 +30,10 @@ pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliErro
         database.migrate().await?;
     }
     info!(database = %redact(&target.database_url), table = %database.table(), "outbox database connected");
+    let mut settings = settings;
+    if let Some(console) = settings.console.as_mut() {
+        console.database = Some(database.clone());
+    }
     let sink = KafkaSink::new(&settings.kafka)?;
     match &database {
         Database::Postgres(pool, table) => {
@@ -94,6 +98,7 @@ where
         monitor: monitor.clone(),
         published: History::default(),
         ownership: relay.ownership(),
+        console: crate::ui::Console::from_settings(&settings),
     });
     let mut background = tokio::task::JoinSet::new();
 
@@ -108,7 +113,12 @@ where
         info!(address = %listener.local_addr().map_or_else(|_| address.clone(), |a| a.to_string()), "serving /metrics, /health, /live, /status");
         let app = router(Arc::clone(&state));
         background.spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            {
                 error!(error = %e, "the HTTP server stopped");
             }
         });
@@ -139,6 +149,9 @@ where
         loop {
             let now = ticker.tick().await;
             rate_state.published.record(now, rate_state.monitor.published());
+            if let Some(console) = &rate_state.console {
+                console.record_second(&rate_state, now);
+            }
         }
     });
 

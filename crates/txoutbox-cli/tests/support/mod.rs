@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // reason: each test binary uses part of the support module
 
+pub mod browser;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -65,6 +67,17 @@ impl Daemon {
 
     /// Starts `txoutbox relay <args>` on any outbox and waits until `/live` answers.
     pub async fn start_on(database_url: &str, table: &str, args: &[&str]) -> Self {
+        Self::start_with_env(database_url, table, args, &[]).await
+    }
+
+    /// Starts `txoutbox relay <args>` with extra environment variables (e.g. a secret that must
+    /// not appear on the command line) and waits until `/live` answers.
+    pub async fn start_with_env(
+        database_url: &str,
+        table: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("{}.log", txoutbox_testing::unique("txoutbox-daemon")));
         let child = Command::new(binary())
@@ -75,6 +88,7 @@ impl Daemon {
             .env("TXOUTBOX_TABLE", table)
             .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -117,6 +131,11 @@ impl Daemon {
             .status()
             .expect("kill");
         assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child.wait().ok().and_then(|s| s.code())
     }
 
     /// `kill -9`, and waits for the process to go.

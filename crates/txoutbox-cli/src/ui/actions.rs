@@ -1,0 +1,250 @@
+//! The console's actions: replay and purge dead letters. Each one needs the configured bearer
+//! token in an `Authorization` header (which a cross-site form or image can never send, and a
+//! cross-site script only after a CORS preflight that is never granted), a JSON body, and no
+//! cross-site `Origin` or `Sec-Fetch-Site`. Every attempt is logged, without the token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{info, warn};
+use txoutbox_core::{DeadLetterFilter, DeadLetters};
+
+use super::api::{Selection, refuse, reply};
+use crate::http::AppState;
+
+/// Largest accepted request body.
+const MAX_BODY: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Replay,
+    Purge,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Replay => "replay",
+            Self::Purge => "purge",
+        }
+    }
+}
+
+/// The body of an action: a selection, and `all` to act on every dead letter.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    topic: Option<String>,
+    id: Option<i64>,
+    older_than: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// `POST /ui/api/dead-letters/replay`.
+pub(super) async fn replay(state: State<Arc<AppState>>, request: Request) -> Response {
+    act(state, request, Action::Replay).await
+}
+
+/// `POST /ui/api/dead-letters/purge`.
+pub(super) async fn purge(state: State<Arc<AppState>>, request: Request) -> Response {
+    act(state, request, Action::Purge).await
+}
+
+async fn act(State(state): State<Arc<AppState>>, request: Request, action: Action) -> Response {
+    let Some(console) = state.console.as_ref() else {
+        return refuse(StatusCode::NOT_FOUND, "the console is off");
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.to_string());
+    let headers = request.headers().clone();
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .chars()
+        .take(120)
+        .collect::<String>();
+    let action_name = action.name();
+
+    if let Err(reason) = same_origin(&headers) {
+        warn!(action = action_name, %peer, user_agent = %agent, reason, "console action refused: cross-site request");
+        return refuse(StatusCode::FORBIDDEN, format!("refused: {reason}"));
+    }
+    let Some(expected) = console.settings.token.as_deref() else {
+        warn!(action = action_name, %peer, user_agent = %agent, "console action refused: the console is read-only");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "the console is read-only: start the relay with --ui-token (or TXOUTBOX_UI_TOKEN) to allow actions",
+        );
+    };
+    match bearer(&headers) {
+        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {}
+        given => {
+            warn!(action = action_name, %peer, user_agent = %agent, token_given = given.is_some(), "console action refused: wrong or missing token");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "a valid token is needed: enter the console token (Authorization: Bearer <token>)",
+            );
+        }
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send a JSON body (Content-Type: application/json)",
+        );
+    }
+    let bytes = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
+    };
+    let body: Body = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("bad body: {e}")),
+    };
+    let selection = Selection {
+        topic: body.topic,
+        id: body.id,
+        older_than: body.older_than,
+        limit: None,
+    };
+    let filter = match selection.filter() {
+        Ok(f) => f,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
+    };
+    if filter == DeadLetterFilter::all() && !body.all {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "refusing to act on every dead letter: narrow it by topic, id or age, or send \"all\": true",
+        );
+    }
+    let outcome = crate::with_store!(&console.database, store => match action {
+        Action::Replay => store.replay_dead(&filter).await,
+        Action::Purge => store.purge_dead(&filter).await,
+    });
+    match outcome {
+        Ok(n) => {
+            info!(
+                action = action_name,
+                messages = n,
+                topic = filter.topic.as_deref().unwrap_or("*"),
+                ids = ?filter.ids,
+                created_before = ?filter.created_before,
+                %peer,
+                user_agent = %agent,
+                "console action"
+            );
+            reply(StatusCode::OK, json!({ "action": action_name, "messages": n }))
+        }
+        Err(e) => {
+            warn!(action = action_name, error = %e, %peer, "console action failed");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{action_name} failed: {e}"),
+            )
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Refuses a request that a browser marks as coming from another site: `Sec-Fetch-Site` other
+/// than `same-origin` (or `none`), or an `Origin` whose host is not the `Host` the request was
+/// sent to.
+fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or_default();
+        if !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none")) {
+            return Err("the request comes from another site (Sec-Fetch-Site)");
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .ok_or("the request has an Origin but no Host")?;
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if origin_host != Some(host) {
+            return Err("the request comes from another origin (Origin does not match Host)");
+        }
+    }
+    Ok(())
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn cross_site_requests_are_told_apart() {
+        assert!(same_origin(&headers(&[])).is_ok());
+        assert!(
+            same_origin(&headers(&[
+                ("host", "127.0.0.1:9464"),
+                ("origin", "http://127.0.0.1:9464")
+            ]))
+            .is_ok()
+        );
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])).is_ok());
+        assert!(same_origin(&headers(&[("sec-fetch-site", "cross-site")])).is_err());
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-site")])).is_err());
+        assert!(
+            same_origin(&headers(&[
+                ("host", "127.0.0.1:9464"),
+                ("origin", "http://evil.example")
+            ]))
+            .is_err()
+        );
+        assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:9464")])).is_err());
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer(&headers(&[("authorization", "Bearer abc")])), Some("abc"));
+        assert_eq!(bearer(&headers(&[("authorization", "Basic abc")])), None);
+        assert!(constant_time_eq(b"same", b"same"));
+        assert!(!constant_time_eq(b"same", b"sane"));
+        assert!(!constant_time_eq(b"same", b"same!"));
+    }
+}

@@ -1,0 +1,272 @@
+//! The web console at `/ui` (`txoutbox relay --ui`): an overview of the backlog with charts, and
+//! the dead letters with replay and purge. See docs/operations.md, "Web console".
+//!
+//! Everything it needs is compiled into the binary (one HTML page, one script, one style sheet).
+//! The read views use what the daemon already measures (the health check's indexed backlog
+//! query, the per-second timeline) plus two bounded queries: the per-topic statistics, cached and
+//! refreshed at most every [`TOPIC_STATS_EVERY`] while someone looks, and `list_dead` with a limit.
+//! Actions need the configured bearer token in an `Authorization` header and a same-origin request.
+
+mod actions;
+mod api;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use tracing::{info, warn};
+use txoutbox_core::TopicStats;
+use txoutbox_core::coordination::Coordination;
+
+use crate::database::Database;
+use crate::history::{Histogram, Sample, Timeline};
+use crate::http::AppState;
+use crate::settings::RelaySettings;
+
+/// How often, at most, the per-topic statistics (a scan of the table) are recomputed, and only
+/// while a console asks for them.
+pub const TOPIC_STATS_EVERY: Duration = Duration::from_secs(30);
+
+/// The shortest token accepted, so that a guessable one is refused at start.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+const PAGE: &str = include_str!("../../assets/console.html");
+const SCRIPT: &str = include_str!("../../assets/console.js");
+const STYLE: &str = include_str!("../../assets/console.css");
+
+/// The console's settings.
+#[derive(Clone, Default)]
+pub struct ConsoleSettings {
+    /// The bearer token that actions need; `None` makes the console read-only.
+    pub token: Option<String>,
+    /// Whether the dead-letter view may show payloads.
+    pub show_payloads: bool,
+    /// The outbox database, set by the daemon once connected.
+    pub database: Option<Database>,
+}
+
+impl fmt::Debug for ConsoleSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token itself.
+        f.debug_struct("ConsoleSettings")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("show_payloads", &self.show_payloads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The console's state inside the daemon.
+#[derive(Debug)]
+pub struct Console {
+    database: Database,
+    settings: ConsoleSettings,
+    /// `single`, `exclusive` or `work-balance`.
+    mode: &'static str,
+    timeline: Timeline,
+    topics: Mutex<TopicCache>,
+    last: Mutex<Option<Last>>,
+}
+
+/// The cached per-topic statistics.
+#[derive(Debug, Default)]
+struct TopicCache {
+    rows: Option<(DateTime<Utc>, Vec<TopicStats>)>,
+    error: Option<String>,
+    refreshing: bool,
+    started: Option<Instant>,
+}
+
+/// The previous second's counters, to compute the next sample's deltas.
+#[derive(Debug)]
+struct Last {
+    at: Instant,
+    published: u64,
+    latency: Option<Histogram>,
+}
+
+impl Console {
+    /// The console the daemon's settings ask for, if any (and once its database is set).
+    pub fn from_settings(settings: &RelaySettings) -> Option<Self> {
+        let console = settings.console.as_ref()?;
+        let database = console.database.clone()?;
+        let mode = match settings.coordination {
+            Coordination::Single => "single",
+            Coordination::Exclusive(_) => "exclusive",
+            Coordination::WorkBalance(_) => "work-balance",
+            _ => "coordinated",
+        };
+        let address = settings.http_listen.as_deref().unwrap_or_default();
+        let loopback = address
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback())
+            || address.starts_with("localhost:");
+        info!(
+            path = "/ui",
+            read_only = console.token.is_none(),
+            show_payloads = console.show_payloads,
+            "serving the web console"
+        );
+        if !loopback {
+            warn!(
+                %address,
+                "the web console is served on a non-loopback address: anyone who reaches it can read the \
+                 backlog and the dead letters' keys and errors; put it behind an authenticating proxy"
+            );
+        }
+        Some(Self::new(database, console.clone(), mode))
+    }
+
+    /// The console of `database`, for a relay in coordination `mode`.
+    pub fn new(database: Database, settings: ConsoleSettings, mode: &'static str) -> Self {
+        Self {
+            database,
+            settings,
+            mode,
+            timeline: Timeline::default(),
+            topics: Mutex::new(TopicCache::default()),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether actions are disabled (no token configured).
+    pub fn read_only(&self) -> bool {
+        self.settings.token.is_none()
+    }
+
+    /// Takes this second's sample: publish rate, latency from the delivery-latency histogram,
+    /// and the pending count of the latest health check. Called every second by the daemon.
+    pub fn record_second(&self, state: &AppState, now: Instant) {
+        let published = state.monitor.published();
+        let latency = Histogram::from_prometheus(
+            &state.prometheus.render(),
+            txoutbox_core::metrics::DELIVERY_LATENCY,
+        );
+        let pending = state
+            .health
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|h| h.backlog)
+            .map(|b| b.pending);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(previous) = last.as_ref() {
+            let elapsed = now.duration_since(previous.at).as_secs_f64();
+            let rate = if elapsed > 0.0 {
+                published.saturating_sub(previous.published) as f64 / elapsed
+            } else {
+                0.0
+            };
+            let observed = match (&latency, &previous.latency) {
+                (Some(now), Some(before)) => now.since(before, 0.99),
+                (Some(now), None) => now.since(&Histogram::default(), 0.99),
+                _ => None,
+            };
+            self.timeline.push(Sample {
+                at: Utc::now(),
+                rate,
+                latency_avg_ms: observed.map(|(mean, _)| mean * 1e3),
+                latency_p99_ms: observed.map(|(_, p99)| p99 * 1e3),
+                pending,
+            });
+        }
+        *last = Some(Last {
+            at: now,
+            published,
+            latency,
+        });
+    }
+
+    /// The cached per-topic statistics, and starts a refresh in the background when they are
+    /// older than [`TOPIC_STATS_EVERY`] (one at a time).
+    fn topic_stats(state: &Arc<AppState>, console: &Self) -> serde_json::Value {
+        let mut cache = console.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = cache.started.is_none_or(|at| at.elapsed() >= TOPIC_STATS_EVERY);
+        if stale && !cache.refreshing {
+            cache.refreshing = true;
+            cache.started = Some(Instant::now());
+            let state = Arc::clone(state);
+            tokio::spawn(async move {
+                let Some(console) = state.console.as_ref() else {
+                    return;
+                };
+                let outcome = crate::with_store!(&console.database, store => {
+                    txoutbox_core::Statistics::topic_stats(&store).await
+                });
+                let mut cache = console.topics.lock().unwrap_or_else(|p| p.into_inner());
+                cache.refreshing = false;
+                match outcome {
+                    Ok(rows) => {
+                        cache.rows = Some((Utc::now(), rows));
+                        cache.error = None;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "the console could not read the per-topic statistics");
+                        cache.error = Some(e.to_string());
+                    }
+                }
+            });
+        }
+        serde_json::json!({
+            "as_of": cache.rows.as_ref().map(|(at, _)| at),
+            "refresh_seconds": TOPIC_STATS_EVERY.as_secs(),
+            "refreshing": cache.refreshing,
+            "error": cache.error,
+            "rows": cache.rows.as_ref().map_or(&[][..], |(_, rows)| rows.as_slice()),
+        })
+    }
+}
+
+/// The console's routes (served only with `--ui`).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/ui", get(page))
+        .route("/ui/", get(page))
+        .route("/ui/dead-letters", get(page))
+        .route("/ui/assets/console.js", get(script))
+        .route("/ui/assets/console.css", get(style))
+        .route("/ui/api/overview", get(api::overview))
+        .route("/ui/api/dead-letters", get(api::dead_letters))
+        .route("/ui/api/dead-letters/{id}/payload", get(api::payload))
+        .route("/ui/api/dead-letters/replay", post(actions::replay))
+        .route("/ui/api/dead-letters/purge", post(actions::purge))
+}
+
+/// Headers of every console response: no framing, no sniffing, nothing loaded from elsewhere.
+fn hardened(content_type: &'static str, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn page() -> Response {
+    hardened("text/html; charset=utf-8", PAGE)
+}
+
+async fn script() -> Response {
+    hardened("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> Response {
+    hardened("text/css; charset=utf-8", STYLE)
+}

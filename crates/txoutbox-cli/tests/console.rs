@@ -1,0 +1,501 @@
+//! The web console (`txoutbox relay --ui`) in headless Chromium, against the real daemon, a real
+//! PostgreSQL and a real Kafka broker: the overview shows what the database holds and its charts
+//! refresh; a dead letter shows with its key and error and is replayed (with the token) to Kafka;
+//! a read-only console, a wrong token and cross-site requests are refused; payloads stay hidden
+//! unless enabled.
+//!
+//! Screenshots go to `$TXOUTBOX_SCREENSHOTS` when set (the README's come from
+//! `TXOUTBOX_SCREENSHOTS=crates/txoutbox-cli/assets/screenshots`), else to a temporary folder.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::AssertSqlSafe;
+use support::Daemon;
+use support::browser::Browser;
+use txoutbox_testing::eventually;
+use txoutbox_testing::kafka::{count, new_topic, read_all};
+use txoutbox_testing::postgres::TestSchema;
+
+/// A refused request: what it is, its headers, the expected status.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+
+const TOKEN: &str = "console-test-token-0123456789";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Inserts `n` rows with plain SQL: keys `key-<i>`, payload `key-<i>:<i>`, one header; rows
+/// `deferred` are not due for an hour (pending, but the relay leaves them alone).
+async fn insert_rows(db: &TestSchema, topic: &str, n: usize, deferred: bool) {
+    let table = db.qualify("outbox_messages");
+    let next = if deferred {
+        "now() + interval '1 hour'"
+    } else {
+        "NULL"
+    };
+    let mut tx = db.pool.begin().await.unwrap();
+    for i in 0..n {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (topic, key, payload, headers, next_attempt_at) VALUES ($1, \
+             convert_to($2, 'UTF8'), convert_to($3, 'UTF8'), '{{\"source\": \"plain-sql\"}}', {next})"
+        )))
+        .bind(topic)
+        .bind(format!("key-{i}"))
+        .bind(format!("key-{i}:{i}"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// Rows in a state, counted by SQL (independently of the daemon).
+async fn rows_in(db: &TestSchema, status: &str, topic: &str) -> i64 {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {} WHERE status = $1 AND topic = $2",
+        db.qualify("outbox_messages")
+    )))
+    .bind(status)
+    .bind(topic)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// The log without its colour codes.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // Skip to the end of the escape sequence.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn screenshot(name: &str) -> PathBuf {
+    match std::env::var_os("TXOUTBOX_SCREENSHOTS") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("console-screenshots")
+            .join(name),
+    }
+}
+
+async fn get_json(daemon: &Daemon, path: &str) -> Value {
+    let (code, body) = daemon.get(path).await.expect("the daemon answers");
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {body}"))
+}
+
+/// POSTs an action with extra headers; status code and body.
+async fn post(daemon: &Daemon, action: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/ui/api/dead-letters/{action}", daemon.base))
+        .timeout(Duration::from_secs(10))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.expect("the daemon answers");
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+/// Waits until the daemon lists `n` dead letters.
+async fn until_dead(daemon: &Daemon, n: usize) {
+    let dead = eventually(WAIT, || async {
+        get_json(daemon, "/ui/api/dead-letters").await["rows"]
+            .as_array()
+            .is_some_and(|rows| rows.len() == n)
+    })
+    .await;
+    assert!(dead, "no dead letter showed up: {}", daemon.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_what_the_database_holds_and_its_charts_refresh() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let db = TestSchema::new().await;
+    let live = new_topic("console-live", 1).await;
+    // Never sent in this test: the rows are not due for an hour.
+    let waiting = txoutbox_testing::unique("console-waiting");
+    support::ok(&support::txoutbox(&db, &["migrate"]));
+    insert_rows(&db, &waiting, 25, true).await;
+    insert_rows(&db, &live, 200, false).await;
+
+    let daemon = Daemon::start(
+        &db,
+        &["--ui", "--poll-interval", "200ms", "--health-interval", "200ms"],
+    )
+    .await;
+    let delivered = eventually(WAIT, || async { count(std::slice::from_ref(&live)).await == 200 }).await;
+    assert!(delivered, "the live rows did not reach Kafka: {}", daemon.logs());
+    assert_eq!(rows_in(&db, "pending", &waiting).await, 25);
+
+    browser.goto(&format!("{}/ui", daemon.base)).await;
+    let row = format!("tr[data-topic=\"{waiting}\"] td.pending");
+    let shown = browser
+        .wait_until(
+            &format!(
+                "document.getElementById('pending').textContent === '25' && \
+                 document.querySelector('{row}')?.textContent === '25'"
+            ),
+            WAIT,
+        )
+        .await;
+    assert!(
+        shown,
+        "the overview never showed 25 pending on {waiting}: pending {:?}, topics {:?}",
+        browser.text("#pending").await,
+        browser.text("#topics").await
+    );
+    // The delivered topic left no row behind (completion: delete).
+    assert_eq!(
+        browser
+            .text(&format!("tr[data-topic=\"{live}\"] td.pending"))
+            .await,
+        None
+    );
+    assert_eq!(browser.text("#dead").await.as_deref(), Some("0"));
+    assert_eq!(browser.text("#health").await.as_deref(), Some("healthy"));
+
+    // The charts: drawn as SVG, with the publish burst and its latency, and redrawn as time goes.
+    let drawn = browser
+        .wait_until(
+            "['chart-rate', 'chart-latency', 'chart-pending'].every(id => \
+               Number(document.querySelector('#' + id + ' svg')?.dataset.points) > 0) && \
+             document.querySelector('#chart-latency svg .s0') !== null && \
+             document.querySelector('#chart-latency svg .s1') !== null",
+            WAIT,
+        )
+        .await;
+    assert!(
+        drawn,
+        "the charts were not drawn: {:?}",
+        browser.text(".charts").await
+    );
+    let series = get_json(&daemon, "/ui/api/overview").await["series"].clone();
+    let max_rate = series["rate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .fold(0.0, f64::max);
+    assert!(max_rate > 0.0, "no publish rate in {series}");
+    assert!(
+        series["latency_avg_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_f64().is_some_and(|ms| ms > 0.0)),
+        "no latency in {series}"
+    );
+    let first = browser
+        .eval(
+            "return [document.querySelector('#chart-rate svg').dataset.last, document.body.dataset.refreshes]",
+            json!([]),
+        )
+        .await;
+    let refreshed = browser
+        .wait_until(
+            &format!(
+                "document.querySelector('#chart-rate svg').dataset.last !== {} && \
+                 Number(document.body.dataset.refreshes) > {}",
+                first[0],
+                first[1].as_str().unwrap_or("0")
+            ),
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(refreshed, "the charts did not refresh by themselves");
+    browser.screenshot(&screenshot("console-overview.png")).await;
+
+    // Coordination: a single relay owns the whole table.
+    let nodes = browser.text("#nodes").await.unwrap_or_default();
+    assert!(nodes.contains("no coordination"), "{nodes}");
+    // Payloads are never in the overview.
+    let page = browser.eval("return document.body.innerText", json!([])).await;
+    assert!(!page.as_str().unwrap_or_default().contains("key-0:0"), "{page}");
+
+    drop(browser);
+    daemon.stop();
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_shown_and_replayed_from_the_console_with_the_token() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let db = TestSchema::new().await;
+    // A topic that does not exist yet: the message dies after one attempt.
+    let topic = txoutbox_testing::unique("console-missing");
+    support::ok(&support::txoutbox(&db, &["migrate"]));
+    insert_rows(&db, &topic, 1, false).await;
+    // The token comes from the environment, as the docs advise.
+    let table = format!("{}.outbox_messages", db.schema);
+    let daemon = Daemon::start_with_env(
+        &txoutbox_testing::postgres::url(),
+        &table,
+        &["--ui", "--max-attempts", "1", "--poll-interval", "200ms"],
+        &[("TXOUTBOX_UI_TOKEN", TOKEN)],
+    )
+    .await;
+    until_dead(&daemon, 1).await;
+    txoutbox_testing::kafka::create_topics(&[&topic], 1).await;
+
+    browser.goto(&format!("{}/ui/dead-letters", daemon.base)).await;
+    let listed = browser
+        .wait_until(
+            "document.querySelector('#dead-table tbody tr[data-id] td.key')?.textContent === 'key-0'",
+            WAIT,
+        )
+        .await;
+    assert!(
+        listed,
+        "the dead letter is not listed: {:?}",
+        browser.text("#dead-table").await
+    );
+    let row = browser.text("#dead-table tbody tr[data-id]").await.unwrap();
+    assert!(row.contains(&topic), "{row}");
+    assert!(row.contains("Unknown topic"), "the error is not shown: {row}");
+    assert!(
+        row.contains("source=plain-sql"),
+        "the headers are not shown: {row}"
+    );
+    let page = browser.eval("return document.body.innerText", json!([])).await;
+    assert!(
+        !page.as_str().unwrap_or_default().contains("key-0:0"),
+        "the payload is shown: {page}"
+    );
+    assert!(
+        browser.text(".payload").await.is_none(),
+        "a payload button without --ui-show-payloads"
+    );
+    browser.screenshot(&screenshot("console-dead-letters.png")).await;
+
+    // Without the token: refused, and nothing changes.
+    browser.click("#dead-table tbody tr[data-id] button.replay").await;
+    browser.click("#confirm-yes").await;
+    let refused = browser
+        .wait_until(
+            "document.getElementById('notice').textContent.includes('refused (401)')",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(refused, "no refusal shown: {:?}", browser.text("#notice").await);
+    assert_eq!(rows_in(&db, "dead", &topic).await, 1);
+
+    // With the token: replayed, and a consumer reads the message.
+    browser.type_into("#token", TOKEN).await;
+    browser.click("#token-use").await;
+    browser.click("#dead-table tbody tr[data-id] button.replay").await;
+    browser.click("#confirm-yes").await;
+    let replayed = browser
+        .wait_until(
+            "document.getElementById('notice').textContent.includes('1 dead letter replayed')",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        replayed,
+        "the replay did not succeed: {:?}",
+        browser.text("#notice").await
+    );
+    let published = eventually(WAIT, || async { count(std::slice::from_ref(&topic)).await == 1 }).await;
+    assert!(
+        published,
+        "the replayed message never reached Kafka: {}",
+        daemon.logs()
+    );
+    let records = read_all(std::slice::from_ref(&topic)).await;
+    assert_eq!(
+        (records[0].key_str(), records[0].payload_str()),
+        ("key-0", "key-0:0")
+    );
+    assert_eq!(records[0].header("source"), Some("plain-sql"));
+
+    let logs = plain(&daemon.stop());
+    assert!(
+        logs.contains("console action refused: wrong or missing token"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("console action") && logs.contains("messages=1") && logs.contains("action=\"replay\""),
+        "{logs}"
+    );
+    assert!(!logs.contains(TOKEN), "the token reached the log");
+    drop(browser);
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_consoles_wrong_tokens_and_cross_site_requests_are_refused() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let db = TestSchema::new().await;
+    let topic = txoutbox_testing::unique("console-refused");
+    support::ok(&support::txoutbox(&db, &["migrate"]));
+    insert_rows(&db, &topic, 1, false).await;
+    let by_id = |id: i64| json!({ "id": id });
+
+    // No token configured: read-only, in the page and for the API.
+    let daemon = Daemon::start(&db, &["--ui", "--max-attempts", "1", "--poll-interval", "200ms"]).await;
+    until_dead(&daemon, 1).await;
+    let id = get_json(&daemon, "/ui/api/dead-letters").await["rows"][0]["id"]
+        .as_i64()
+        .unwrap();
+    browser.goto(&format!("{}/ui/dead-letters", daemon.base)).await;
+    let read_only = browser
+        .wait_until(
+            "document.getElementById('access').textContent === 'read-only' && \
+             document.querySelector('#dead-table tbody tr[data-id] button.replay')?.disabled === true && \
+             document.getElementById('token-box').hidden",
+            WAIT,
+        )
+        .await;
+    assert!(
+        read_only,
+        "the page does not show a read-only console: {:?}",
+        browser.text("#dead-letters").await
+    );
+    let (code, body) = post(
+        &daemon,
+        "replay",
+        &by_id(id),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("read-only"), "{body}");
+    // Payloads are hidden by default.
+    let (code, body) = daemon
+        .get(&format!("/ui/api/dead-letters/{id}/payload"))
+        .await
+        .unwrap();
+    assert_eq!(code, 403, "{body}");
+    let (_, list) = daemon.get("/ui/api/dead-letters").await.unwrap();
+    assert!(!list.contains("key-0:0"), "{list}");
+    let logs = daemon.stop();
+    assert!(
+        logs.contains("console action refused: the console is read-only"),
+        "{logs}"
+    );
+
+    // With a token: the wrong one, none, and cross-site requests with the right one are refused.
+    let table = format!("{}.outbox_messages", db.schema);
+    let daemon = Daemon::start_with_env(
+        &txoutbox_testing::postgres::url(),
+        &table,
+        &[
+            "--ui",
+            "--ui-show-payloads",
+            "--max-attempts",
+            "1",
+            "--poll-interval",
+            "200ms",
+        ],
+        &[("TXOUTBOX_UI_TOKEN", TOKEN)],
+    )
+    .await;
+    let bearer = format!("Bearer {TOKEN}");
+    let host = daemon.base.trim_start_matches("http://").to_owned();
+    let cases: [Case; 5] = [
+        ("no token", vec![], 401),
+        (
+            "a wrong token",
+            vec![("authorization", "Bearer not-the-token-at-all")],
+            401,
+        ),
+        (
+            "another site's origin",
+            vec![("authorization", &bearer), ("origin", "http://evil.example")],
+            403,
+        ),
+        (
+            "a cross-site fetch",
+            vec![("authorization", &bearer), ("sec-fetch-site", "cross-site")],
+            403,
+        ),
+        (
+            "a same-site fetch",
+            vec![("authorization", &bearer), ("sec-fetch-site", "same-site")],
+            403,
+        ),
+    ];
+    for (what, headers, expected) in &cases {
+        let (code, body) = post(&daemon, "replay", &by_id(id), headers).await;
+        assert_eq!(code, *expected, "{what}: {body}");
+        let (code, body) = post(&daemon, "purge", &by_id(id), headers).await;
+        assert_eq!(code, *expected, "{what}: {body}");
+    }
+    // A form post (no JSON) is refused even with the token.
+    let (code, _) = {
+        let response = reqwest::Client::new()
+            .post(format!("{}/ui/api/dead-letters/purge", daemon.base))
+            .header("authorization", &bearer)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("id=1")
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), ())
+    };
+    assert_eq!(code, 415);
+    // Everything at once needs saying so.
+    let (code, body) = post(&daemon, "purge", &json!({}), &[("authorization", &bearer)]).await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        rows_in(&db, "dead", &topic).await,
+        1,
+        "a refused request changed the row"
+    );
+
+    // The page's own origin is accepted, and with --ui-show-payloads the payload can be shown.
+    let origin = format!("http://{host}");
+    let (code, body) = daemon
+        .get(&format!("/ui/api/dead-letters/{id}/payload"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("key-0:0"), "{body}");
+    let (code, body) = post(
+        &daemon,
+        "purge",
+        &json!({ "topic": topic }),
+        &[
+            ("authorization", &bearer),
+            ("origin", &origin),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (200, r#"{"action":"purge","messages":1}"#));
+    assert_eq!(rows_in(&db, "dead", &topic).await, 0);
+
+    let logs = daemon.stop();
+    assert!(
+        logs.contains("console action refused: cross-site request"),
+        "{logs}"
+    );
+    assert!(!logs.contains(TOKEN), "the token reached the log");
+    drop(browser);
+    db.drop_schema().await;
+}
