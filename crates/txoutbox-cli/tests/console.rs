@@ -137,15 +137,32 @@ async fn the_overview_shows_what_the_database_holds_and_its_charts_refresh() {
     let waiting = txoutbox_testing::unique("console-waiting");
     support::ok(&support::txoutbox(&db, &["migrate"]));
     insert_rows(&db, &waiting, 25, true).await;
-    insert_rows(&db, &live, 200, false).await;
 
     let daemon = Daemon::start(
         &db,
         &["--ui", "--poll-interval", "200ms", "--health-interval", "200ms"],
     )
     .await;
-    let delivered = eventually(WAIT, || async { count(std::slice::from_ref(&live)).await == 200 }).await;
-    assert!(delivered, "the live rows did not reach Kafka: {}", daemon.logs());
+    // Bursts of traffic a few seconds apart, for the charts to show.
+    let samples = || async {
+        get_json(&daemon, "/ui/api/overview").await["series"]["t"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    for wave in 1..=4 {
+        insert_rows(&db, &live, 50 * wave, false).await;
+        let total = (50 * wave * (wave + 1) / 2) as i64;
+        let delivered = eventually(WAIT, || async {
+            count(std::slice::from_ref(&live)).await == total
+        })
+        .await;
+        assert!(delivered, "the live rows did not reach Kafka: {}", daemon.logs());
+        let before = samples().await;
+        assert!(
+            eventually(WAIT, || async { samples().await >= before + 3 }).await,
+            "no samples taken"
+        );
+    }
     assert_eq!(rows_in(&db, "pending", &waiting).await, 25);
 
     browser.goto(&format!("{}/ui", daemon.base)).await;
@@ -497,5 +514,68 @@ async fn read_only_consoles_wrong_tokens_and_cross_site_requests_are_refused() {
     );
     assert!(!logs.contains(TOKEN), "the token reached the log");
     drop(browser);
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_lists_the_relay_nodes_and_the_buckets_each_owns() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let db = TestSchema::new().await;
+    support::ok(&support::txoutbox(&db, &["migrate"]));
+    let node = |name: &'static str| {
+        [
+            "--ui",
+            "--coordination",
+            "work-balance",
+            "--node-id",
+            name,
+            "--lease",
+            "3s",
+            "--heartbeat",
+            "500ms",
+            "--poll-interval",
+            "200ms",
+        ]
+    };
+    let first = Daemon::start(&db, &node("relay-a")).await;
+    let second = Daemon::start(&db, &node("relay-b")).await;
+
+    browser.goto(&format!("{}/ui", first.base)).await;
+    // The 64 buckets end up shared evenly, and the page says which node holds which.
+    let shared = browser
+        .wait_until(
+            "document.querySelector('tr[data-node=\"relay-a\"]')?.textContent.includes('32 buckets') && \
+             document.querySelector('tr[data-node=\"relay-b\"]')?.textContent.includes('32 buckets')",
+            WAIT,
+        )
+        .await;
+    assert!(
+        shared,
+        "the nodes and their buckets are not shown: {:?}",
+        browser.text("#nodes").await
+    );
+    let mine = browser.text("tr[data-node=\"relay-a\"]").await.unwrap();
+    assert!(mine.contains("(this node)"), "{mine}");
+    let mode = browser.text("#coord-mode").await.unwrap();
+    assert!(
+        mode.contains("work-balance") && mode.contains("relay-a"),
+        "{mode}"
+    );
+    // The page agrees with the leases table.
+    let owned: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT owner, count(*) FROM {} WHERE owner IS NOT NULL AND lease_until > now() GROUP BY owner ORDER BY owner",
+        db.qualify("outbox_messages_relay_leases")
+    )))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(owned, [("relay-a".to_owned(), 32), ("relay-b".to_owned(), 32)]);
+    browser.screenshot(&screenshot("console-nodes.png")).await;
+
+    drop(browser);
+    second.stop();
+    first.stop();
     db.drop_schema().await;
 }
