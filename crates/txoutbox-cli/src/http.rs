@@ -41,7 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/live", get(live))
         .route("/status", get(status));
     if state.console.is_some() {
-        routes = routes.merge(crate::ui::routes());
+        routes = routes.merge(crate::ui::routes(&state));
     }
     routes.with_state(state)
 }

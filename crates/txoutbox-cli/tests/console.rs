@@ -463,6 +463,14 @@ async fn read_only_consoles_wrong_tokens_and_cross_site_requests_are_refused() {
         let (code, body) = post(&daemon, "purge", &by_id(id), headers).await;
         assert_eq!(code, *expected, "{what}: {body}");
     }
+    // A page on another host name that resolves to the daemon (DNS rebinding) reads nothing.
+    let rebound = reqwest::Client::new()
+        .get(format!("{}/ui/api/dead-letters", daemon.base))
+        .header("host", "rebound.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status().as_u16(), 403);
     // A form post (no JSON) is refused even with the token.
     let (code, _) = {
         let response = reqwest::Client::new()
@@ -577,5 +585,23 @@ async fn the_overview_lists_the_relay_nodes_and_the_buckets_each_owns() {
     drop(browser);
     second.stop();
     first.stop();
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_settings_are_checked_before_the_relay_starts() {
+    let db = TestSchema::new().await;
+    let short = support::txoutbox(&db, &["relay", "--ui", "--ui-token", "short-secret"]);
+    assert_eq!(short.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&short.stderr);
+    assert!(message.contains("at least 16 characters"), "{message}");
+    assert!(
+        !message.contains("short-secret"),
+        "the token was echoed: {message}"
+    );
+    let off = support::txoutbox(&db, &["relay", "--ui", "--http-listen", "off"]);
+    assert_eq!(off.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&off.stderr);
+    assert!(message.contains("--http-listen"), "{message}");
     db.drop_schema().await;
 }
