@@ -210,6 +210,11 @@ pub trait Sink: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
+    /// Called after a delivery failed transiently: the transport should give up the messages it
+    /// holds but has not sent yet (each then reports a transient failure), so none of them can
+    /// overtake the failed one of its key, which the relay sends again. The default does nothing.
+    fn discard_queued(&self) {}
+
     /// Called after the store confirmed the completion of delivered rows, so a transactional sink
     /// stops listing them as delivered-but-unmarked. The default does nothing.
     fn completed(&self, ids: &[i64]) {
@@ -232,6 +237,10 @@ impl<S: Sink> Sink for Arc<S> {
 
     fn completed(&self, ids: &[i64]) {
         (**self).completed(ids);
+    }
+
+    fn discard_queued(&self) {
+        (**self).discard_queued();
     }
 }
 

@@ -17,8 +17,12 @@ pub(crate) struct DeliveryRef {
     pub(crate) index: usize,
 }
 
-/// Context of the sink's producer.
-pub(crate) struct SinkContext;
+/// Context of the sink's producer. `on_timeout` (at-least-once sink only) is told when a message
+/// expired in librdkafka's queue, so the sink can purge the messages queued after it.
+#[derive(Default)]
+pub(crate) struct SinkContext {
+    pub(crate) on_timeout: Option<std::sync::mpsc::SyncSender<()>>,
+}
 
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -53,7 +57,15 @@ impl ProducerContext for SinkContext {
     fn delivery(&self, result: &DeliveryResult<'_>, delivery: Self::DeliveryOpaque) {
         let outcome = match result {
             Ok(_) => Ok(()),
-            Err((error, message)) => Err(classify(error, message.topic())),
+            Err((error, message)) => {
+                if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageTimedOut)
+                    && let Some(signal) = &self.on_timeout
+                {
+                    // Coalesced: one pending purge request is enough.
+                    let _ = signal.try_send(());
+                }
+                Err(classify(error, message.topic()))
+            }
         };
         delivery.tracker.complete(delivery.index, outcome);
     }

@@ -40,13 +40,16 @@ impl KafkaSink {
     pub fn new(config: &KafkaConfig) -> Result<Self> {
         config.validate()?;
         tracing::info!(properties = ?config.redacted(), "creating Kafka producer");
-        let producer = config
+        let (on_timeout, timeouts) = std::sync::mpsc::sync_channel(1);
+        let producer: ThreadedProducer<SinkContext> = config
             .client_config()
-            .create_with_context(SinkContext)
+            .create_with_context(SinkContext {
+                on_timeout: Some(on_timeout),
+            })
             .map_err(|e| Error::Config(format!("could not create the Kafka producer: {e}")))?;
-        Ok(Self {
-            producer: Arc::new(producer),
-        })
+        let producer = Arc::new(producer);
+        spawn_purger(Arc::downgrade(&producer), timeouts);
+        Ok(Self { producer })
     }
 
     /// Waits up to `timeout` for every queued message to be delivered.
@@ -77,6 +80,34 @@ impl KafkaSink {
                 key: CREATED_AT_HEADER,
                 value: Some(created_at.as_bytes()),
             })
+    }
+}
+
+/// When a message expires in librdkafka's queue (`message.timeout.ms` passed, e.g. during a long
+/// broker outage), the messages queued after it — possibly of the same keys — would still be
+/// delivered if the broker came back before they expire too, and the expired one would then be
+/// sent again after them: a key out of order. So the first expiry purges the whole local queue:
+/// every queued message fails as transient and the relay sends them all again in id order.
+/// (Messages already on the wire are not purged: the idempotent producer orders those.)
+fn spawn_purger(
+    producer: std::sync::Weak<ThreadedProducer<SinkContext>>,
+    timeouts: std::sync::mpsc::Receiver<()>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("txoutbox-purge".into())
+        .spawn(move || {
+            // Ends when the producer (which holds the sending side) is dropped.
+            while timeouts.recv().is_ok() {
+                let Some(producer) = producer.upgrade() else { return };
+                tracing::warn!(
+                    "a message expired in the Kafka producer's queue (message.timeout.ms); purging the queue so \
+                     every key is sent again in order"
+                );
+                producer.purge(rdkafka::producer::PurgeConfig::default().queue());
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the Kafka queue purger; a broker outage longer than message.timeout.ms may reorder keys");
     }
 }
 
@@ -133,6 +164,12 @@ impl Sink for KafkaSink {
             }
         }
         tracker.delivery()
+    }
+
+    /// Purges librdkafka's local queue: the queued messages report `PurgeQueue` (transient).
+    fn discard_queued(&self) {
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue());
     }
 
     /// Asks the brokers for the cluster's metadata (on a blocking thread: librdkafka waits).

@@ -80,8 +80,18 @@ fn id_list(ids: &[i64]) -> String {
 
 impl Store for SqliteStore {
     /// One relay per table and database file: an exclusive lock on
-    /// `<database file>.txoutbox-relay-<table>.lock` (in-memory databases need none).
+    /// `<database file>.txoutbox-relay-<table>.lock` (in-memory databases need none), held while
+    /// this store or a clone of it lives.
     async fn lock_for_relay(&self) -> Result<()> {
+        // This store (or a clone of it) holds the lock already: a relay restarted in-process.
+        if self
+            .relay_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return Ok(());
+        }
         let database = self.pool.connect_options().get_filename().to_path_buf();
         if database.as_os_str().is_empty() || database.to_string_lossy().contains(":memory:") {
             return Ok(());

@@ -42,12 +42,10 @@ async fn broker_stopped_mid_run_loses_nothing_and_the_relay_catches_up() {
 /// A broker outage longer than the producer's `message.timeout.ms` (10 s here, 300 s by default),
 /// while writers keep committing: the messages queued at the start of the outage expire in
 /// librdkafka before the later ones, the later ones are delivered when the broker returns, and the
-/// expired ones are re-sent after them. Fails today with order violations (see the ignore reason).
+/// expired ones would be re-sent after them. The relay prevents it: the first expiry purges the
+/// producer's queue, batches read before a failure are not sent, and reading resumes once
+/// everything in flight has settled, so every key is sent again in id order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "relay bug: after a broker outage longer than message.timeout.ms, rows that expired in librdkafka's queue \
-            are re-sent after later rows of their key that were still queued and got delivered (completer.rs settle(): \
-            a transient failure holds no key and leaves later in-flight rows of the key to the producer); \
-            180 and 280 order violations over 20,000 messages in two runs"]
 async fn broker_down_longer_than_the_message_timeout_keeps_key_order() {
     outage_run(20_000, Duration::from_secs(8), "stop", "message.timeout.ms=10000").await;
 }

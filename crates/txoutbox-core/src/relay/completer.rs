@@ -177,6 +177,10 @@ async fn settle<S: Store, K: Sink>(
         shared.request_rescan();
     }
     crate::metrics::record_send_failures("transient", transient);
+    if transient > 0 {
+        shared.request_drain();
+        shared.sink.discard_queued();
+    }
     if let Some(error) = first_transient {
         shared.monitor.sink_failed(&error);
         let delay = transport_backoff.next_delay();
@@ -194,6 +198,7 @@ async fn settle<S: Store, K: Sink>(
     for batch in &settled {
         shared.leave_flight(&batch.rows);
     }
+    shared.settled.notify_waiters();
     if transient > 0 || deferred > 0 || !failures.is_empty() {
         shared.wake.notify_one();
     }

@@ -81,6 +81,20 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             last_rescan = tokio::time::Instant::now();
         }
 
+        // After a transient failure, wait for everything in flight to settle before reading:
+        // rows of the failed keys that are still queued must fail (or land) first.
+        if shared.take_drain() {
+            cursor = None;
+            while !shared.in_flight.is_empty() {
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => return,
+                    _ = shared.settled.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+        let epoch = shared.epoch();
+
         // Rows in flight are still pending in the table: a read from the start passes over them;
         // a read from the cursor is past them already.
         let in_flight = shared.in_flight.begin_fetch();
@@ -148,7 +162,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         };
         shared.enter_flight(&batch);
         let rows: Arc<[OutboxMessage]> = batch.into();
-        if sender.send(Selected { rows, permit }).await.is_err() {
+        if sender.send(Selected { rows, permit, epoch }).await.is_err() {
             break;
         }
         // Look again at once: a burst may have more rows than one batch.

@@ -17,6 +17,8 @@ use crate::sink::Sink;
 pub(crate) struct Selected {
     pub(crate) rows: Arc<[OutboxMessage]>,
     pub(crate) permit: OwnedSemaphorePermit,
+    /// The send epoch when the rows were selected.
+    pub(crate) epoch: u64,
 }
 
 /// Runs until the fetcher hangs up (after sending what it had selected) or the completer does.
@@ -25,7 +27,18 @@ pub(crate) async fn run<S, K: Sink>(
     mut selected: mpsc::Receiver<Selected>,
     completer: mpsc::Sender<SentBatch>,
 ) {
-    while let Some(Selected { rows, permit }) = selected.recv().await {
+    while let Some(Selected { rows, permit, epoch }) = selected.recv().await {
+        // A delivery failed since these rows were selected: they could overtake the failed rows
+        // of their keys. They go back to pending and are read again after the drain.
+        if epoch != shared.epoch() {
+            debug!(
+                rows = rows.len(),
+                "not sending: a delivery failed since these rows were read"
+            );
+            shared.leave_flight(&rows);
+            shared.request_rescan();
+            continue;
+        }
         // A key may have been held since the fetcher selected this batch (a row of it was refused
         // in the previous batch): its rows must not overtake that row, so they go back to pending.
         // Rare: the batch is copied only when one of its rows is held.
@@ -67,6 +80,11 @@ pub(crate) async fn run<S, K: Sink>(
                 first_id = rows[0].id
             ))
             .await;
+        // A delivery failed while this batch was being handed over: it may sit behind the purge
+        // that followed, so give it up too.
+        if epoch != shared.epoch() {
+            shared.sink.discard_queued();
+        }
         // Rows refused on the spot (e.g. too large) hold their key before the next batch goes out;
         // the completer replaces the hold with the row's retry time.
         for index in delivery.permanent_failures_so_far() {

@@ -43,6 +43,13 @@ pub(crate) struct Shared<S, K> {
     pub(crate) ownership: Option<Ownership>,
     /// The error that stops the relay, if one does (e.g. its sink was fenced).
     failure: Mutex<Option<crate::Error>>,
+    /// Bumped when a delivery failed transiently: batches selected before it are not sent, and
+    /// the fetcher reads again only once everything in flight has settled (see `drain`).
+    epoch: std::sync::atomic::AtomicU64,
+    /// The epoch the fetcher last drained for.
+    drained_epoch: std::sync::atomic::AtomicU64,
+    /// Notified after every settled batch.
+    pub(crate) settled: Notify,
 }
 
 impl<S, K> Shared<S, K> {
@@ -68,7 +75,29 @@ impl<S, K> Shared<S, K> {
             monitor: RelayMonitor::default(),
             ownership: None,
             failure: Mutex::new(None),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+            drained_epoch: std::sync::atomic::AtomicU64::new(0),
+            settled: Notify::new(),
         }
+    }
+
+    /// The send epoch: batches selected in an older one are not sent.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A delivery failed transiently: messages of its keys may be queued behind it. Nothing
+    /// selected before now is sent, and reading resumes once all in flight has settled, from
+    /// the start — so every key is sent again in id order.
+    pub(crate) fn request_drain(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.request_rescan();
+    }
+
+    /// Whether a drain was requested since the last call.
+    pub(crate) fn take_drain(&self) -> bool {
+        let epoch = self.epoch();
+        self.drained_epoch.swap(epoch, Ordering::AcqRel) != epoch
     }
 
     /// Stops the relay with `error` (the first one wins): it finishes what is in flight and

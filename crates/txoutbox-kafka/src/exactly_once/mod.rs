@@ -209,7 +209,7 @@ impl ExactlyOnceSink {
             .inner
             .config
             .client_config()
-            .create_with_context(SinkContext)
+            .create_with_context(SinkContext::default())
             .map_err(|e| Error::Config(format!("could not create the Kafka producer: {e}")))?;
         let producer = Arc::new(producer);
         let init = Arc::clone(&producer);
