@@ -177,7 +177,9 @@ async fn settle<S: Store, K: Sink>(
         shared.request_rescan();
     }
     crate::metrics::record_send_failures("transient", transient);
-    if transient > 0 {
+    // A failed message (retried later) must not be overtaken by later messages of its key that
+    // are still queued: they are given up and sent again after it.
+    if transient > 0 || !failures.is_empty() {
         shared.request_drain();
         shared.sink.discard_queued();
     }
