@@ -95,6 +95,16 @@ pub struct RelayArgs {
     /// This relay node's unique name (default: host-pid-random).
     #[arg(long, env = "TXOUTBOX_NODE_ID")]
     pub node_id: Option<String>,
+    /// Delivery guarantee: at-least-once (default), or exactly-once for read_committed
+    /// consumers (Kafka transactions with progress records; single or exclusive coordination).
+    #[arg(long, env = "TXOUTBOX_DELIVERY", value_enum)]
+    pub delivery: Option<DeliveryArg>,
+    /// Exactly-once: the Kafka transactional id (default: txoutbox-<table>).
+    #[arg(long, env = "TXOUTBOX_TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
+    /// Exactly-once: the compacted progress topic (default: txoutbox-progress).
+    #[arg(long, env = "TXOUTBOX_PROGRESS_TOPIC")]
+    pub progress_topic: Option<String>,
     /// What happens to delivered rows.
     #[arg(long, env = "TXOUTBOX_COMPLETION", value_enum)]
     pub completion: Option<CompletionArg>,
@@ -136,6 +146,16 @@ pub enum CompletionArg {
     Delete,
     /// Keep them, marked published, until retention purges them.
     MarkPublished,
+}
+
+/// The delivery guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryArg {
+    /// Every message at least once; a crash may resend a few (the default).
+    AtLeastOnce,
+    /// Every message exactly once for read_committed consumers.
+    ExactlyOnce,
 }
 
 /// How relays on one table cooperate.

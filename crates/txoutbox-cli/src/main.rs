@@ -42,7 +42,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let target = settings::target(&cli.global, &file)?;
     match &cli.command {
         Command::Migrate => commands::migrate::run(&target).await,
-        Command::Relay(args) => commands::relay::run(&target, settings::relay(args, &file)?).await,
+        Command::Relay(args) => {
+            commands::relay::run(&target, settings::relay(args, &file, &target.table)?).await
+        }
         Command::Status(args) => {
             let relay_url = args
                 .relay_url

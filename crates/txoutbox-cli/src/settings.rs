@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use txoutbox_core::coordination::{Coordination, LeaseSettings};
 use txoutbox_core::{Completion, HealthThresholds, RelayConfig, RetryPolicy, TableName};
-use txoutbox_kafka::KafkaConfig;
+use txoutbox_kafka::{ExactlyOnceSettings, KafkaConfig};
 
-use crate::cli::{CompletionArg, CoordinationArg, GlobalArgs, RelayArgs};
+use crate::cli::{CompletionArg, CoordinationArg, DeliveryArg, GlobalArgs, RelayArgs};
 use crate::error::CliError;
 
 /// The default HTTP address of the daemon.
@@ -46,6 +46,9 @@ struct FileRelay {
     #[serde(default, with = "humantime_serde_opt")]
     shutdown_timeout: Option<Duration>,
     coordination: Option<CoordinationArg>,
+    delivery: Option<DeliveryArg>,
+    transactional_id: Option<String>,
+    progress_topic: Option<String>,
     #[serde(default, with = "humantime_serde_opt")]
     lease: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -138,6 +141,8 @@ pub struct RelaySettings {
     pub relay: RelayConfig,
     /// How relays on the table cooperate.
     pub coordination: Coordination,
+    /// Exactly-once settings, when chosen.
+    pub exactly_once: Option<ExactlyOnceSettings>,
     /// The Kafka producer's settings.
     pub kafka: KafkaConfig,
     /// Keep published rows this long (with `Completion::MarkPublished`).
@@ -195,7 +200,7 @@ pub fn target(global: &GlobalArgs, file: &FileConfig) -> Result<Target, CliError
 }
 
 /// The relay's settings.
-pub fn relay(args: &RelayArgs, file: &FileConfig) -> Result<RelaySettings, CliError> {
+pub fn relay(args: &RelayArgs, file: &FileConfig, table: &TableName) -> Result<RelaySettings, CliError> {
     let defaults = RelayConfig::default();
     let completion = match args.completion.or(file.relay.completion) {
         Some(CompletionArg::MarkPublished) => Completion::MarkPublished,
@@ -327,10 +332,39 @@ pub fn relay(args: &RelayArgs, file: &FileConfig) -> Result<RelaySettings, CliEr
         .validate()
         .map_err(|e| CliError::usage(format!("{e} (--lease, --heartbeat)")))?;
 
+    let exactly_once = match args.delivery.or(file.relay.delivery) {
+        None | Some(DeliveryArg::AtLeastOnce) => None,
+        Some(DeliveryArg::ExactlyOnce) => {
+            if matches!(coordination, Coordination::WorkBalance(_)) {
+                return Err(CliError::usage(
+                    "exactly-once delivery runs with --coordination single or exclusive (one transactional \
+                     producer per table); work-balance is not supported with it yet",
+                ));
+            }
+            let mut settings = ExactlyOnceSettings::for_table(&table.to_string());
+            if let Some(id) = args
+                .transactional_id
+                .clone()
+                .or_else(|| file.relay.transactional_id.clone())
+            {
+                settings = settings.with_transactional_id(id);
+            }
+            if let Some(topic) = args
+                .progress_topic
+                .clone()
+                .or_else(|| file.relay.progress_topic.clone())
+            {
+                settings = settings.with_progress_topic(topic);
+            }
+            Some(settings)
+        }
+    };
+
     Ok(RelaySettings {
         migrate: args.migrate,
         relay,
         coordination,
+        exactly_once,
         kafka,
         retention,
         http_listen,
@@ -377,7 +411,7 @@ mod tests {
             kafka_bootstrap: Some("flag:9092".into()),
             ..RelayArgs::default()
         };
-        let settings = relay(&args, &file).unwrap();
+        let settings = relay(&args, &file, &TableName::new("t").unwrap()).unwrap();
         assert_eq!(settings.relay.batch_size, 50);
         assert_eq!(settings.relay.poll_interval, Duration::from_secs(2));
         assert_eq!(settings.kafka.get("bootstrap.servers"), Some("flag:9092"));
@@ -391,7 +425,7 @@ mod tests {
             keep_published_for: Some(Duration::from_secs(60)),
             ..RelayArgs::default()
         };
-        let err = relay(&args, &FileConfig::default()).unwrap_err();
+        let err = relay(&args, &FileConfig::default(), &TableName::new("t").unwrap()).unwrap_err();
         assert!(err.to_string().contains("mark-published"), "{err}");
     }
 }

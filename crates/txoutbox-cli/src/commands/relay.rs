@@ -8,8 +8,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 use txoutbox_core::coordination::Coordination;
-use txoutbox_core::{HealthCheck, Relay, Retention, Store, metrics as names};
-use txoutbox_kafka::KafkaSink;
+use txoutbox_core::{HealthCheck, Relay, Retention, Sink, Store, metrics as names};
+use txoutbox_kafka::{ExactlyOnceSink, KafkaSink};
 
 use crate::database::{Create, Database, pg_outbox, redact, sqlite_outbox};
 use crate::error::CliError;
@@ -34,8 +34,26 @@ pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliErro
     if let Some(console) = settings.console.as_mut() {
         console.database = Some(database.clone());
     }
-    let sink = KafkaSink::new(&settings.kafka)?;
-    match &database {
+    match settings.exactly_once.clone() {
+        Some(exactly_once) => {
+            let sink = ExactlyOnceSink::new(&settings.kafka, exactly_once)?;
+            relay_with(&database, sink, settings, prometheus).await
+        }
+        None => {
+            let sink = KafkaSink::new(&settings.kafka)?;
+            relay_with(&database, sink, settings, prometheus).await
+        }
+    }
+}
+
+/// Builds the relay for the database and serves it.
+async fn relay_with<K: Sink>(
+    database: &Database,
+    sink: K,
+    settings: RelaySettings,
+    prometheus: PrometheusHandle,
+) -> Result<(), CliError> {
+    match database {
         Database::Postgres(pool, table) => {
             let store = pg_outbox(table).store(pool.clone());
             let relay = Relay::coordinated(
@@ -82,14 +100,15 @@ fn install_recorder() -> Result<PrometheusHandle, CliError> {
     Ok(handle)
 }
 
-async fn serve<S>(
-    relay: Relay<S, KafkaSink>,
+async fn serve<S, K>(
+    relay: Relay<S, K>,
     store: S,
     settings: RelaySettings,
     prometheus: PrometheusHandle,
 ) -> Result<(), CliError>
 where
     S: Store + Retention + Clone,
+    K: Sink,
 {
     let monitor = relay.monitor();
     let state = Arc::new(AppState {
