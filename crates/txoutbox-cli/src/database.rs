@@ -3,9 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use txoutbox_core::{TableName, Topics};
+use txoutbox_mysql::MySqlOutbox;
 use txoutbox_postgres::PgOutbox;
 use txoutbox_sqlite::SqliteOutbox;
 
@@ -22,6 +24,8 @@ pub enum Database {
     Postgres(PgPool, TableName),
     /// SQLite.
     Sqlite(SqlitePool, TableName),
+    /// MySQL 8 or MariaDB 10.6+.
+    MySql(MySqlPool, TableName),
 }
 
 /// Runs `$body` with `$store` bound to the database's store, whatever its type.
@@ -35,6 +39,10 @@ macro_rules! with_store {
             }
             $crate::database::Database::Sqlite(pool, table) => {
                 let $store = $crate::database::sqlite_outbox(table).store(pool.clone());
+                $body
+            }
+            $crate::database::Database::MySql(pool, table) => {
+                let $store = $crate::database::mysql_outbox(table).store(pool.clone());
                 $body
             }
         }
@@ -91,9 +99,21 @@ impl Database {
                     Create::IfMissing => unreachable(e),
                 })?;
             Ok(Self::Sqlite(pool, target.table.clone()))
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            let url = url.replacen("mariadb://", "mysql://", 1);
+            let options = MySqlConnectOptions::from_str(&url)
+                .map_err(|e| CliError::usage(format!("bad database URL {shown}: {e}")))?;
+            let pool = MySqlPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(unreachable)?;
+            Ok(Self::MySql(pool, target.table.clone()))
         } else {
             Err(CliError::usage(format!(
-                "unsupported database URL {shown}: use postgres://user@host/db or sqlite:///path/to/file.db"
+                "unsupported database URL {shown}: use postgres://user@host/db, mysql://user@host/db or \
+                 sqlite:///path/to/file.db"
             )))
         }
     }
@@ -103,6 +123,7 @@ impl Database {
         match self {
             Self::Postgres(pool, table) => pg_outbox(table).migrate(pool).await?,
             Self::Sqlite(pool, table) => sqlite_outbox(table).migrate(pool).await?,
+            Self::MySql(pool, table) => mysql_outbox(table).migrate(pool).await?,
         }
         Ok(())
     }
@@ -110,7 +131,7 @@ impl Database {
     /// The table's name.
     pub fn table(&self) -> &TableName {
         match self {
-            Self::Postgres(_, table) | Self::Sqlite(_, table) => table,
+            Self::Postgres(_, table) | Self::Sqlite(_, table) | Self::MySql(_, table) => table,
         }
     }
 }
@@ -118,6 +139,11 @@ impl Database {
 /// The PostgreSQL outbox of `table` (the daemon publishes nothing itself: no topics).
 pub fn pg_outbox(table: &TableName) -> PgOutbox {
     PgOutbox::with_table(Topics::new(), table.clone())
+}
+
+/// The MySQL / MariaDB outbox of `table`.
+pub fn mysql_outbox(table: &TableName) -> MySqlOutbox {
+    MySqlOutbox::with_table(Topics::new(), table.clone())
 }
 
 /// The SQLite outbox of `table`.

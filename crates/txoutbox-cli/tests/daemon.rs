@@ -320,3 +320,54 @@ async fn one_command_relays_a_fresh_sqlite_file() {
     pool.close().await;
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_relays_a_mariadb_outbox() {
+    let topic = new_topic("daemon-mysql", 3).await;
+    let db = txoutbox_testing::mysql::TestDatabase::new().await;
+    let url = txoutbox_testing::mysql::url();
+    let table = format!("{}.outbox_messages", db.database);
+    let daemon = Daemon::start_on(&url, &table, &["--migrate", "--poll-interval", "100ms"]).await;
+    for i in 0..30 {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (topic, `key`, payload) VALUES (?, ?, ?)",
+            db.qualify("outbox_messages")
+        )))
+        .bind(&topic)
+        .bind(format!("key-{}", i % 4).into_bytes())
+        .bind(format!("key-{}:{}", i % 4, i / 4).into_bytes())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let delivered = eventually(Duration::from_secs(30), || async {
+        count(std::slice::from_ref(&topic)).await == 30
+    })
+    .await;
+    assert!(
+        delivered,
+        "the MariaDB rows did not reach Kafka: {}",
+        daemon.logs()
+    );
+    let records = read_all(std::slice::from_ref(&topic)).await;
+    let v = verdict(&records, |r| {
+        let (key, seq) = r.payload_str().split_once(':').unwrap();
+        (key.to_owned(), seq.parse().unwrap())
+    });
+    assert_eq!(
+        (v.distinct, v.duplicates, v.order_violations),
+        (30, 0, 0),
+        "{v:?}"
+    );
+    let status = std::process::Command::new(support::binary())
+        .args(["status", "--json", "--relay-url", &daemon.base])
+        .env("TXOUTBOX_DATABASE_URL", &url)
+        .env("TXOUTBOX_TABLE", &table)
+        .output()
+        .unwrap();
+    let status = json(&ok(&status));
+    assert_eq!(status["pending"], 0);
+    assert_eq!(status["relay"]["published_total"], 30);
+    daemon.stop();
+    db.drop_database().await;
+}

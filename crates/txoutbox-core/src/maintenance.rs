@@ -92,6 +92,10 @@ pub trait DeadLetters: Send + Sync {
 
     /// Deletes matching dead letters. Returns how many.
     fn purge_dead(&self, filter: &DeadLetterFilter) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The payload of dead letter `id` (`None`: no such dead letter; `Some(None)`: no payload),
+    /// for an operator who chose to look at it.
+    fn dead_payload(&self, id: i64) -> impl Future<Output = Result<Option<Option<Vec<u8>>>>> + Send;
 }
 
 /// Retention of published rows (kept with `Completion::MarkPublished`).

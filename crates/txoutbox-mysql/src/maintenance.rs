@@ -26,6 +26,14 @@ fn filtered<'q>(statement: &'q str, filter: &DeadLetterFilter) -> Query<'q, MySq
 }
 
 impl DeadLetters for MySqlStore {
+    async fn dead_payload(&self, id: i64) -> Result<Option<Option<Vec<u8>>>> {
+        sqlx::query_scalar(AssertSqlSafe(self.sql().dead_payload.as_str()))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db_error)
+    }
+
     async fn list_dead(&self, filter: &DeadLetterFilter, limit: usize) -> Result<Vec<DeadLetter>> {
         let rows = filtered(&self.sql().list_dead, filter)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))

@@ -61,6 +61,7 @@ pub(crate) struct Statements {
     pub(crate) record_failure: String,
     pub(crate) backlog: String,
     pub(crate) list_dead: String,
+    pub(crate) dead_payload: String,
     pub(crate) replay_dead: String,
     pub(crate) purge_dead: String,
     pub(crate) purge_published: String,
@@ -102,6 +103,7 @@ impl Statements {
                         (SELECT created_at FROM {t} WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest, \
                         (SELECT count(*) FROM {t} WHERE status = 'dead') AS dead"
             ),
+            dead_payload: format!("SELECT payload FROM {t} WHERE id = ? AND status = 'dead'"),
             list_dead: format!(
                 "SELECT id, message_id, topic, `key`, headers, \
                    CAST(coalesce(length(payload), 0) AS SIGNED) AS payload_len, created_at, attempts, last_error \

@@ -57,12 +57,27 @@ impl DeadLetters for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn dead_payload(&self, id: i64) -> Result<Option<Option<Vec<u8>>>> {
+        self.payload_of_dead(id).await
+    }
+
     async fn purge_dead(&self, filter: &DeadLetterFilter) -> Result<u64> {
         let done = filtered(&self.sql().purge_dead, filter)
             .execute(self.pool())
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected())
+    }
+}
+
+impl PgStore {
+    /// See [`DeadLetters::dead_payload`].
+    async fn payload_of_dead(&self, id: i64) -> Result<Option<Option<Vec<u8>>>> {
+        sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.sql().dead_payload)))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db_error)
     }
 }
 

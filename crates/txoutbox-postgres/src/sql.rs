@@ -28,6 +28,7 @@ pub(crate) struct Statements {
     pub(crate) purge_dead: Arc<str>,
     pub(crate) purge_published: Arc<str>,
     pub(crate) topic_stats: Arc<str>,
+    pub(crate) dead_payload: Arc<str>,
     /// Reads of a work-balance node: `fetch_pending` limited to the buckets in $5.
     pub(crate) fetch_pending_in_buckets: Arc<str>,
     /// Writes of a coordinated node: conditional on its lease ($2 node, $3 epoch; failures: $5, $6).
@@ -117,6 +118,7 @@ impl Statements {
             // by a transaction still running then (or not yet started). Every row comes back with
             // this fetch's snapshot (and a row of NULLs when nothing is pending).
             fetch_pending: fetch_statement(&t, "").into(),
+            dead_payload: format!("SELECT payload FROM {t} WHERE id = $1 AND status = 'dead'").into(),
             fetch_pending_in_buckets: fetch_statement(&t, " AND bucket = ANY($5::int[])").into(),
             delete: format!("DELETE FROM {t} WHERE id = ANY($1) AND status = 'pending'").into(),
             mark_published: format!(

@@ -56,6 +56,14 @@ impl DeadLetters for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn dead_payload(&self, id: i64) -> Result<Option<Option<Vec<u8>>>> {
+        sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.sql().dead_payload)))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db_error)
+    }
+
     async fn purge_dead(&self, filter: &DeadLetterFilter) -> Result<u64> {
         let done = filtered(&self.sql().purge_dead, filter)
             .execute(self.pool())

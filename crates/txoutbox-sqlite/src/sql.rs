@@ -25,6 +25,7 @@ pub(crate) struct Statements {
     pub(crate) purge_dead: Arc<str>,
     pub(crate) purge_published: Arc<str>,
     pub(crate) topic_stats: Arc<str>,
+    pub(crate) dead_payload: Arc<str>,
 }
 
 /// The dead-letter filter: ?1 topic, ?2 lowest id, ?3 highest id, ?4 created before (ms since the
@@ -92,6 +93,7 @@ impl Statements {
                    WHERE status = 'published' AND published_at < ?1 ORDER BY id LIMIT ?2)"
             )
             .into(),
+            dead_payload: format!("SELECT payload FROM {t} WHERE id = ?1 AND status = 'dead'").into(),
             topic_stats: format!(
                 "SELECT topic, sum(status = 'pending') AS pending, \
                    min(CASE WHEN status = 'pending' THEN created_at END) AS oldest_pending, \

@@ -61,6 +61,17 @@ async fn exercise<S: Store + DeadLetters + Retention>(store: S, ids: Vec<i64>) {
     );
     assert_eq!((all[0].attempts, all[0].topic.as_str()), (3, "orders"));
     assert!(all[0].payload_len > 0);
+    let payload = store.dead_payload(ids[0]).await.unwrap().flatten().unwrap();
+    assert_eq!(
+        payload.len() as i64,
+        all[0].payload_len,
+        "the dead letter's payload"
+    );
+    assert_eq!(
+        store.dead_payload(ids[3]).await.unwrap(),
+        None,
+        "a pending row is no dead letter"
+    );
     let orders = store
         .list_dead(&DeadLetterFilter::all().topic("orders"), 100)
         .await

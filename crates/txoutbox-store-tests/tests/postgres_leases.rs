@@ -76,7 +76,10 @@ async fn a_bucket_has_one_holder_until_it_is_released() {
     assert_eq!(names, ["a", "b"]);
     store.leave("a", a).await.unwrap();
     let leases = store.leases().await.unwrap();
-    assert!(leases.iter().all(|l| l.owner.as_deref() != Some("a")), "{leases:?}");
+    assert!(
+        leases.iter().all(|l| l.owner.as_deref() != Some("a")),
+        "{leases:?}"
+    );
     db.drop_schema().await;
 }
 
@@ -88,12 +91,20 @@ async fn writes_of_a_session_whose_lease_was_taken_are_fenced_off() {
     let old = store.join("old", "work-balance", LONG).await.unwrap();
     let buckets: Vec<i32> = rows.iter().map(|(_, b)| *b).collect();
     // A short lease that runs out.
-    store.claim("old", old, &buckets, Duration::from_millis(200)).await.unwrap();
+    store
+        .claim("old", old, &buckets, Duration::from_millis(200))
+        .await
+        .unwrap();
     let old_view = Ownership::new("old");
     let old_store = attached(&outbox, &db, &old_view);
     let expired = txoutbox_testing::eventually(Duration::from_secs(5), || async {
         let now = chrono::Utc::now();
-        store.leases().await.unwrap().iter().all(|l| l.lease_until.is_none_or(|t| t < now))
+        store
+            .leases()
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.lease_until.is_none_or(|t| t < now))
     })
     .await;
     assert!(expired);
@@ -107,13 +118,19 @@ async fn writes_of_a_session_whose_lease_was_taken_are_fenced_off() {
 
     // The old session's completion changes nothing; the new one's goes through.
     old_view.begin_for_tests(old);
-    old_store.complete(&[rows[0].0], Completion::Delete).await.unwrap();
+    old_store
+        .complete(&[rows[0].0], Completion::Delete)
+        .await
+        .unwrap();
     assert_eq!(status(&db, rows[0].0).await.as_deref(), Some("pending"));
     assert_eq!(old_view.write_counts(), (0, 1));
     let new_view = Ownership::new("new");
     new_view.begin_for_tests(new);
     let new_store = attached(&outbox, &db, &new_view);
-    new_store.complete(&[rows[0].0], Completion::Delete).await.unwrap();
+    new_store
+        .complete(&[rows[0].0], Completion::Delete)
+        .await
+        .unwrap();
     assert_eq!(status(&db, rows[0].0).await, None);
     assert_eq!(new_view.write_counts(), (1, 0));
 

@@ -11,7 +11,7 @@ use txoutbox_core::coordination::Coordination;
 use txoutbox_core::{HealthCheck, Relay, Retention, Sink, Store, metrics as names};
 use txoutbox_kafka::{ExactlyOnceSink, KafkaSink};
 
-use crate::database::{Create, Database, pg_outbox, redact, sqlite_outbox};
+use crate::database::{Create, Database, mysql_outbox, pg_outbox, redact, sqlite_outbox};
 use crate::error::CliError;
 use crate::history::History;
 use crate::http::{AppState, router};
@@ -71,6 +71,17 @@ async fn relay_with<K: Sink>(
                 ));
             }
             let store = sqlite_outbox(table).store(pool.clone());
+            let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
+            serve(relay, store, settings, prometheus).await
+        }
+        Database::MySql(pool, table) => {
+            if settings.coordination != Coordination::Single {
+                return Err(CliError::usage(
+                    "MySQL/MariaDB runs one active relay per table (others stand by on a server lock): use \
+                     --coordination single (the default)",
+                ));
+            }
+            let store = mysql_outbox(table).store(pool.clone());
             let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
             serve(relay, store, settings, prometheus).await
         }

@@ -11,7 +11,6 @@ use axum::response::Response;
 use chrono::{TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::AssertSqlSafe;
 use txoutbox_core::coordination::{EXCLUSIVE_LEASE, Leases, Scope};
 use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters};
 
@@ -104,7 +103,7 @@ async fn coordination(state: &AppState, console: &Console) -> Value {
     };
     let leases = match &console.database {
         Database::Postgres(pool, table) => pg_outbox(table).store(pool.clone()).leases().await,
-        Database::Sqlite(..) => Ok(Vec::new()),
+        Database::Sqlite(..) | Database::MySql(..) => Ok(Vec::new()),
     };
     let now = Utc::now();
     let (nodes, free, error) = match leases {
@@ -254,26 +253,7 @@ pub(super) async fn payload(State(state): State<Arc<AppState>>, Path(id): Path<i
             "payloads are hidden: start the relay with --ui-show-payloads to show them",
         );
     }
-    let found: Result<Option<Option<Vec<u8>>>, sqlx::Error> = match &console.database {
-        Database::Postgres(pool, table) => {
-            sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT payload FROM {} WHERE id = $1 AND status = 'dead'",
-                table.quoted()
-            )))
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-        }
-        Database::Sqlite(pool, table) => {
-            sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT payload FROM {} WHERE id = ?1 AND status = 'dead'",
-                table.quoted()
-            )))
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-        }
-    };
+    let found = crate::with_store!(&console.database, store => store.dead_payload(id).await);
     match found {
         Ok(Some(payload)) => {
             let payload = payload.unwrap_or_default();
