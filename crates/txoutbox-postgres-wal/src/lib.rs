@@ -1,0 +1,22 @@
+//! PostgreSQL **WAL mode** for [txoutbox](https://docs.rs/txoutbox): messages travel through the
+//! write-ahead log instead of the outbox table.
+//!
+//! - [`PgWalOutbox::publish`] writes a *transactional logical message*
+//!   (`pg_logical_emit_message(true, prefix, envelope)`) in the caller's transaction: PostgreSQL
+//!   decodes it only if the transaction commits, in commit order, and no table is written.
+//! - [`PgWalStore`] implements [`txoutbox_core::Store`] over a logical replication slot
+//!   (`pgoutput`), so the regular relay engine sends the messages to Kafka unchanged; the slot's
+//!   confirmed position moves past a transaction only once all its messages were acknowledged
+//!   (or dead-lettered), so a crash replays, never skips.
+//!
+//! See `docs/wal-mode.md` for the envelope format, the guarantees and the operational risks of a
+//! replication slot.
+
+mod envelope;
+mod error;
+mod outbox;
+mod store;
+
+pub use envelope::{ENVELOPE_VERSION, Envelope, decode as decode_envelope, encode as encode_envelope};
+pub use outbox::{DEFAULT_PREFIX, DEFAULT_SLOT, PgWalOutbox, WalConfig};
+pub use store::{PgWalStore, SlotStatus};

@@ -1,0 +1,837 @@
+//! The relay side: a [`Store`] over a logical replication slot.
+//!
+//! A background task streams the slot and decodes the outbox's logical messages into a buffer,
+//! with synthetic ids in commit order. The relay reads the buffer; `complete` confirms the slot
+//! up to the end of the last transaction whose messages were all completed, never further.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use sqlx::{AssertSqlSafe, PgPool};
+use tokio::sync::{Notify, watch};
+use txoutbox_core::{Backlog, Completion, Error, Failure, OutboxMessage, Result, Store, Topics, Wakeup};
+use txoutbox_postgres::PgOutbox;
+use uuid::Uuid;
+
+use crate::envelope;
+use crate::error::db_error;
+use crate::outbox::{WalConfig, check_wal_level};
+
+/// The relay's [`Store`] in WAL mode. Create it with
+/// [`PgWalOutbox::store`](crate::PgWalOutbox::store).
+///
+/// One store streams its slot from [`lock_for_relay`](Store::lock_for_relay) on (the relay calls
+/// it at start) until it is dropped; PostgreSQL lets one session stream a slot at a time, so a
+/// second relay waits for the first (up to [`WalConfig::takeover_timeout`]).
+#[derive(Clone)]
+pub struct PgWalStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgWalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgWalStore")
+            .field("slot", &self.inner.shared.config.slot)
+            .field("prefix", &self.inner.shared.config.prefix)
+            .finish()
+    }
+}
+
+/// Stops the streaming task when the last handle of the store goes.
+struct Inner {
+    shared: Arc<Shared>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+struct Shared {
+    pool: PgPool,
+    config: Arc<WalConfig>,
+    replication: ReplicationConfig,
+    dead_insert: String,
+    dead_count: String,
+    state: Mutex<State>,
+    /// New messages arrived (wakes the relay through `watch`).
+    arrived: Notify,
+    /// Buffer space was freed (wakes the streaming task under back-pressure).
+    space: Notify,
+    /// The position to confirm to PostgreSQL.
+    confirm: watch::Sender<Lsn>,
+    /// The highest WAL position the stream has reached.
+    received: watch::Sender<Lsn>,
+    /// The stream's state, for `lock_for_relay`.
+    status: watch::Sender<StreamStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum StreamStatus {
+    Idle,
+    Connecting,
+    Streaming,
+    Failed(String),
+}
+
+/// A committed transaction whose messages are not all completed yet.
+#[derive(Debug)]
+struct Tx {
+    first_id: i64,
+    outstanding: usize,
+    end_lsn: Lsn,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Decoded messages not completed yet, by synthetic id (commit order).
+    buffer: BTreeMap<i64, OutboxMessage>,
+    /// Transactions not confirmed yet, in commit order.
+    txs: VecDeque<Tx>,
+    next_id: i64,
+    /// End of the last transaction taken into the buffer: replays after a reconnect skip up to it.
+    last_commit_end: Lsn,
+    confirmed: Lsn,
+}
+
+impl State {
+    /// Confirms every leading transaction with nothing outstanding; returns the new position.
+    fn advance(&mut self) -> Option<Lsn> {
+        let mut to = None;
+        while self.txs.front().is_some_and(|t| t.outstanding == 0) {
+            to = self.txs.pop_front().map(|t| t.end_lsn);
+        }
+        let to = to.filter(|&l| l > self.confirmed)?;
+        self.confirmed = to;
+        Some(to)
+    }
+
+    fn complete_one(&mut self, id: i64) {
+        if self.buffer.remove(&id).is_none() {
+            return;
+        }
+        let at = self.txs.partition_point(|t| t.first_id <= id);
+        if let Some(tx) = at.checked_sub(1).and_then(|i| self.txs.get_mut(i)) {
+            tx.outstanding = tx.outstanding.saturating_sub(1);
+        }
+    }
+}
+
+/// PostgreSQL's epoch (2000-01-01) plus microseconds.
+fn pg_time(micros: i64) -> DateTime<Utc> {
+    let epoch = Utc
+        .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
+    epoch + chrono::Duration::microseconds(micros)
+}
+
+fn replication_config(url: &str, config: &WalConfig) -> Result<ReplicationConfig> {
+    let bad = |why: &str| {
+        Error::Config(format!(
+            "invalid database URL for the replication connection ({why}): use postgres://user:password@host:port/database"
+        ))
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(bad("the scheme is not postgres://"));
+    }
+    let decode = percent_decode;
+    let host = parsed.host_str().ok_or_else(|| bad("no host"))?.to_owned();
+    let user = decode(parsed.username());
+    let password = parsed.password().map(decode).unwrap_or_default();
+    let database = decode(parsed.path().trim_start_matches('/'));
+    let database = if database.is_empty() {
+        user.clone()
+    } else {
+        database
+    };
+    Ok(ReplicationConfig::new(
+        host,
+        user,
+        password,
+        database,
+        config.slot.clone(),
+        config.publication.clone(),
+    )
+    .with_port(parsed.port().unwrap_or(5432))
+    .with_status_interval(config.status_interval)
+    .with_wakeup_interval(config.status_interval)
+    .with_application_name(format!("txoutbox-wal-{}", config.slot)))
+}
+
+impl PgWalStore {
+    pub(crate) fn new(pool: PgPool, url: &str, config: Arc<WalConfig>) -> Result<Self> {
+        let replication = replication_config(url, &config)?;
+        let t = config.dead_letter_table.quoted();
+        let shared = Shared {
+            pool,
+            replication,
+            dead_insert: format!(
+                "INSERT INTO {t} (message_id, topic, key, payload, headers, status, attempts, last_error, created_at) \
+                 SELECT m, tp, k, p, h::json, 'dead', a, e, c \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::int[], $7::text[], $8::timestamptz[]) \
+                   AS u(m, tp, k, p, h, a, e, c)"
+            ),
+            dead_count: format!("SELECT count(*) FROM {t} WHERE status = 'dead'"),
+            config,
+            state: Mutex::new(State {
+                next_id: 1,
+                ..State::default()
+            }),
+            arrived: Notify::new(),
+            space: Notify::new(),
+            confirm: watch::Sender::new(Lsn::ZERO),
+            received: watch::Sender::new(Lsn::ZERO),
+            status: watch::Sender::new(StreamStatus::Idle),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared: Arc::new(shared),
+                task: Mutex::new(None),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared().state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The slot as PostgreSQL sees it: whether a relay streams it, its confirmed position, how
+    /// many bytes of WAL it keeps, and whether it is at risk of invalidation.
+    pub async fn slot_status(&self) -> Result<SlotStatus> {
+        let row: Option<SlotRow> = sqlx::query_as(
+            "SELECT active, confirmed_flush_lsn::text, \
+               (pg_current_wal_lsn() - coalesce(confirmed_flush_lsn, restart_lsn))::bigint, \
+               wal_status, safe_wal_size \
+             FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+        )
+        .bind(&self.shared().config.slot)
+        .fetch_optional(&self.shared().pool)
+        .await
+        .map_err(db_error)?;
+        let Some((active, confirmed, lag, wal_status, safe)) = row else {
+            return Err(missing_slot(&self.shared().config));
+        };
+        Ok(SlotStatus {
+            active,
+            confirmed_lsn: confirmed,
+            lag_bytes: lag.unwrap_or(0).max(0) as u64,
+            wal_status: wal_status.unwrap_or_default(),
+            safe_wal_size: safe,
+            buffered: self.state().buffer.len(),
+        })
+    }
+
+    /// Waits (up to `timeout`) until PostgreSQL recorded the last position this store confirmed,
+    /// so a relay started after this one replays nothing that was already acknowledged. The
+    /// stream reports its position every [`WalConfig::status_interval`]; call this before
+    /// dropping the store at a graceful shutdown. Returns whether it was recorded in time.
+    pub async fn flush_confirmation(&self, timeout: Duration) -> Result<bool> {
+        let confirmed = self.state().confirmed;
+        if confirmed == Lsn::ZERO {
+            return Ok(true);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let done: Option<bool> = sqlx::query_scalar(
+                "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots \
+                 WHERE slot_name = $1 AND database = current_database()",
+            )
+            .bind(&self.shared().config.slot)
+            .bind(confirmed.to_pg_string())
+            .fetch_optional(&self.shared().pool)
+            .await
+            .map_err(db_error)?
+            .flatten();
+            if done == Some(true) {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20).min(self.shared().config.status_interval)).await;
+        }
+    }
+
+    /// Starts streaming (once), then waits until PostgreSQL accepted this session on the slot.
+    async fn start_streaming(&self) -> Result<()> {
+        let mut status = self.shared().status.subscribe();
+        {
+            let mut task = self.inner.task.lock().unwrap_or_else(|p| p.into_inner());
+            if task.as_ref().is_none_or(|t| t.is_finished()) {
+                self.shared().status.send_replace(StreamStatus::Connecting);
+                *task = Some(tokio::spawn(stream(Arc::clone(&self.inner.shared))));
+            }
+        }
+        let timeout = self.shared().config.takeover_timeout + Duration::from_secs(10);
+        let ready = tokio::time::timeout(
+            timeout,
+            status.wait_for(|s| matches!(s, StreamStatus::Streaming | StreamStatus::Failed(_))),
+        )
+        .await;
+        match ready {
+            Ok(Ok(s)) => match &*s {
+                StreamStatus::Failed(error) => Err(Error::Config(error.clone())),
+                _ => Ok(()),
+            },
+            Ok(Err(_)) => Err(Error::Config("the replication task ended".into())),
+            Err(_) => Err(Error::database(
+                format!(
+                    "could not start streaming the replication slot {:?} within {timeout:?}",
+                    self.shared().config.slot
+                ),
+                true,
+            )),
+        }
+    }
+
+    /// Counts the outbox's messages still in the slot, without consuming them (only while no
+    /// session streams the slot).
+    async fn peek_count(&self) -> Result<u64> {
+        let c = &self.shared().config;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
+               'proto_version', '1', 'publication_names', $2, 'messages', 'true') \
+             WHERE get_byte(data, 0) = 77 AND get_byte(data, 1) = 1 \
+               AND substring(data FROM 11 FOR $4) = convert_to($3, 'UTF8') || '\\x00'::bytea",
+        )
+        .bind(&c.slot)
+        .bind(&c.publication)
+        .bind(&c.prefix)
+        .bind(i32::try_from(c.prefix.len() + 1).unwrap_or(i32::MAX))
+        .fetch_one(&self.shared().pool)
+        .await
+        .map_err(db_error)?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Waits until the stream has read everything committed before now: writes a
+    /// non-transactional marker message and waits for the stream to pass it.
+    async fn sync(&self) -> Result<()> {
+        let marker = format!("{}.sync", self.shared().config.prefix);
+        let lsn: String = sqlx::query_scalar("SELECT pg_logical_emit_message(false, $1, ''::bytea)::text")
+            .bind(&marker)
+            .fetch_one(&self.shared().pool)
+            .await
+            .map_err(db_error)?;
+        let lsn = Lsn::parse(&lsn).map_err(|e| Error::database(e.to_string(), false))?;
+        let mut received = self.shared().received.subscribe();
+        match tokio::time::timeout(Duration::from_secs(10), received.wait_for(|&r| r >= lsn)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::database(
+                "the replication stream did not catch up within 10 s; the backlog is unknown",
+                true,
+            )),
+        }
+    }
+}
+
+/// active, confirmed_flush_lsn, lag bytes, wal_status, safe_wal_size.
+type SlotRow = (bool, Option<String>, Option<i64>, Option<String>, Option<i64>);
+
+/// What [`PgWalStore::slot_status`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotStatus {
+    /// Whether a session streams the slot now.
+    pub active: bool,
+    /// The position the relay confirmed last (`confirmed_flush_lsn`).
+    pub confirmed_lsn: Option<String>,
+    /// WAL written since the confirmed position, in bytes: what the slot keeps on disk.
+    pub lag_bytes: u64,
+    /// `reserved`, `extended`, `unreserved` (at risk) or `lost` (invalidated: messages are gone).
+    pub wal_status: String,
+    /// Bytes of WAL that may still be written before the slot is invalidated
+    /// (`max_slot_wal_keep_size`); `None` when unlimited.
+    pub safe_wal_size: Option<i64>,
+    /// Messages this store holds decoded, not yet completed.
+    pub buffered: usize,
+}
+
+fn missing_slot(config: &WalConfig) -> Error {
+    Error::Config(format!(
+        "the replication slot {:?} does not exist: run the migrations (PgWalOutbox::migrate) first",
+        config.slot
+    ))
+}
+
+/// Decodes `%XX` escapes of a URL part.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Streams the slot until aborted, reconnecting after transient failures.
+async fn stream(shared: Arc<Shared>) {
+    let mut delay = Duration::from_millis(100);
+    let deadline = tokio::time::Instant::now() + shared.config.takeover_timeout;
+    loop {
+        let started = session(&shared).await;
+        let error = match started {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        let fatal = error.fatal;
+        let in_use = error.message.contains("55006");
+        if fatal
+            || (in_use
+                && !shared.status.borrow().eq(&StreamStatus::Streaming)
+                && tokio::time::Instant::now() >= deadline)
+        {
+            tracing::error!(slot = %shared.config.slot, error = %error.message, "WAL relay stopped");
+            shared.status.send_replace(StreamStatus::Failed(error.message));
+            return;
+        }
+        tracing::warn!(slot = %shared.config.slot, error = %error.message, retry_in = ?delay, "replication stream interrupted");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+struct StreamError {
+    message: String,
+    fatal: bool,
+}
+
+fn classify(error: pgwire_replication::PgWireError, config: &WalConfig) -> StreamError {
+    let message = error.to_string();
+    let lost = message.contains("can no longer get changes") || message.contains("invalidated");
+    let missing = message.contains("does not exist");
+    let auth = matches!(error, pgwire_replication::PgWireError::Auth(_))
+        || message.contains("28000")
+        || message.contains("42501");
+    let message = if lost {
+        format!(
+            "the replication slot {:?} was invalidated (it kept more WAL than max_slot_wal_keep_size \
+             allows): messages written since its last confirmed position are gone from the WAL. \
+             Recover them from the application, then drop and recreate the slot ({message})",
+            config.slot
+        )
+    } else if missing {
+        format!(
+            "{message}: create the slot and publication with PgWalOutbox::migrate (or `txoutbox migrate`)"
+        )
+    } else if auth {
+        format!(
+            "{message}: the replication connection needs a role with the REPLICATION attribute and a pg_hba.conf `replication` entry"
+        )
+    } else {
+        message
+    };
+    StreamError {
+        message,
+        fatal: lost || missing || auth,
+    }
+}
+
+/// A transaction being decoded.
+struct Building {
+    commit_time: DateTime<Utc>,
+    messages: Vec<std::result::Result<envelope::Envelope, (String, Vec<u8>)>>,
+}
+
+/// One replication session: connect, stream, return on error.
+async fn session(shared: &Shared) -> std::result::Result<(), StreamError> {
+    let config = &shared.config;
+    let confirmed = shared.state.lock().unwrap_or_else(|p| p.into_inner()).confirmed;
+    let mut replication = shared.replication.clone();
+    if confirmed > Lsn::ZERO {
+        replication = replication.with_ack_lsn(confirmed);
+    }
+    let mut client = ReplicationClient::connect(replication)
+        .await
+        .map_err(|e| classify(e, config))?;
+    client.wait_started().await.map_err(|e| classify(e, config))?;
+    shared.status.send_replace(StreamStatus::Streaming);
+    tracing::info!(slot = %config.slot, "streaming the replication slot");
+    let mut confirm = shared.confirm.subscribe();
+    let sync_prefix = format!("{}.sync", config.prefix);
+    let mut building: Option<Building> = None;
+    loop {
+        // Back-pressure: stop reading while the buffer is full.
+        loop {
+            let space = shared.space.notified();
+            let full = shared
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .buffer
+                .len()
+                >= config.max_buffered;
+            if !full {
+                break;
+            }
+            tokio::select! {
+                _ = space => {}
+                changed = confirm.changed() => if changed.is_ok() {
+                    client.update_applied_lsn(*confirm.borrow_and_update());
+                },
+            }
+        }
+        let event = tokio::select! {
+            event = client.recv() => event.map_err(|e| classify(e, config))?,
+            changed = confirm.changed() => {
+                if changed.is_ok() {
+                    client.update_applied_lsn(*confirm.borrow_and_update());
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            return Err(StreamError {
+                message: "the replication stream ended".into(),
+                fatal: false,
+            });
+        };
+        match event {
+            ReplicationEvent::Begin {
+                commit_time_micros, ..
+            } => {
+                building = Some(Building {
+                    commit_time: pg_time(commit_time_micros),
+                    messages: Vec::new(),
+                });
+            }
+            ReplicationEvent::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+            } => {
+                if transactional && prefix == config.prefix {
+                    if let Some(b) = building.as_mut() {
+                        b.messages
+                            .push(envelope::decode(&content).map_err(|e| (e, content.to_vec())));
+                    }
+                } else if !transactional && prefix == sync_prefix {
+                    shared.received.send_if_modified(|r| raise(r, lsn));
+                }
+            }
+            ReplicationEvent::Commit { end_lsn, .. } => {
+                let Some(b) = building.take() else { continue };
+                take_transaction(shared, b, end_lsn);
+                shared.received.send_if_modified(|r| raise(r, end_lsn));
+            }
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                if building.is_none() {
+                    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                    // Nothing outstanding: everything before wal_end is done (transactions of
+                    // other tables are not even sent), so the slot may move on.
+                    if state.txs.is_empty() && wal_end > state.confirmed {
+                        state.confirmed = wal_end;
+                        state.last_commit_end = state.last_commit_end.max(wal_end);
+                        shared.confirm.send_replace(wal_end);
+                    }
+                }
+                shared.received.send_if_modified(|r| raise(r, wal_end));
+            }
+            ReplicationEvent::XLogData { .. } | ReplicationEvent::StoppedAt { .. } => {}
+        }
+    }
+}
+
+fn raise(r: &mut Lsn, to: Lsn) -> bool {
+    if to > *r {
+        *r = to;
+        true
+    } else {
+        false
+    }
+}
+
+/// Buffers a committed transaction's messages under fresh ids (unless a replay after a
+/// reconnect brought it again).
+fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
+    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    if end_lsn <= state.last_commit_end {
+        return;
+    }
+    state.last_commit_end = end_lsn;
+    let first_id = state.next_id;
+    let n = b.messages.len();
+    for decoded in b.messages {
+        let id = state.next_id;
+        state.next_id += 1;
+        let message = match decoded {
+            Ok(e) => OutboxMessage {
+                id,
+                message_id: e.message_id.to_string(),
+                topic: e.topic,
+                key: e.key,
+                payload: e.payload,
+                headers: e.headers,
+                created_at: b.commit_time,
+                attempts: 0,
+                next_attempt_at: None,
+                bucket: 0,
+                malformed: None,
+            },
+            Err((reason, raw)) => {
+                let mut m = OutboxMessage::unreadable(id, format!("unreadable WAL envelope: {reason}"));
+                m.payload = Some(raw);
+                m.created_at = b.commit_time;
+                m
+            }
+        };
+        state.buffer.insert(id, message);
+    }
+    state.txs.push_back(Tx {
+        first_id,
+        outstanding: n,
+        end_lsn,
+    });
+    if let Some(to) = state.advance() {
+        shared.confirm.send_replace(to);
+    }
+    drop(state);
+    if n > 0 {
+        shared.arrived.notify_one();
+    }
+}
+
+impl Store for PgWalStore {
+    async fn check(&self) -> Result<()> {
+        let pool = &self.shared().pool;
+        let config = &self.shared().config;
+        check_wal_level(pool).await?;
+        PgOutbox::with_table(Topics::new(), config.dead_letter_table.clone())
+            .store(pool.clone())
+            .check()
+            .await?;
+        let slot: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT plugin, wal_status FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+        )
+        .bind(&config.slot)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_error)?;
+        match slot {
+            None => Err(missing_slot(config)),
+            Some((plugin, _)) if plugin != "pgoutput" => Err(Error::Config(format!(
+                "the replication slot {:?} uses the plugin {plugin:?}; WAL mode needs pgoutput: drop it and run the migrations",
+                config.slot
+            ))),
+            Some((_, Some(status))) if status == "lost" => Err(Error::Config(format!(
+                "the replication slot {:?} was invalidated (max_slot_wal_keep_size): messages since its last \
+                 confirmed position are gone; recover them from the application, then drop and recreate the slot",
+                config.slot
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn lock_for_relay(&self) -> Result<()> {
+        self.start_streaming().await
+    }
+
+    async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
+        Ok(self.state().buffer.values().take(limit).cloned().collect())
+    }
+
+    async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
+        // Ids are given in commit order: nothing ever appears below the cursor.
+        Ok(self
+            .state()
+            .buffer
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(_, m)| m.clone())
+            .collect())
+    }
+
+    async fn complete(&self, ids: &[i64], _completion: Completion) -> Result<()> {
+        // The WAL keeps no rows: both completions mean "confirm past it".
+        let mut state = self.state();
+        for &id in ids {
+            state.complete_one(id);
+        }
+        if let Some(to) = state.advance() {
+            self.shared().confirm.send_replace(to);
+        }
+        drop(state);
+        self.shared().space.notify_one();
+        Ok(())
+    }
+
+    async fn record_failures(&self, failures: &[Failure]) -> Result<()> {
+        let mut dead = Vec::new();
+        {
+            let mut state = self.state();
+            for f in failures {
+                let Some(m) = state.buffer.get_mut(&f.id) else {
+                    continue;
+                };
+                m.attempts = f.attempts;
+                match f.next_attempt_at {
+                    Some(at) => m.next_attempt_at = Some(at),
+                    None => dead.push((m.clone(), f.error.clone())),
+                }
+            }
+        }
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let n = dead.len();
+        let (mut ids, mut topics, mut keys, mut payloads, mut headers, mut attempts, mut errors, mut created) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (m, error) in &dead {
+            ids.push(Uuid::parse_str(&m.message_id).unwrap_or_else(|_| Uuid::now_v7()));
+            topics.push(if m.topic.is_empty() {
+                "(unreadable)".to_owned()
+            } else {
+                m.topic.clone()
+            });
+            keys.push(m.key.clone());
+            payloads.push(m.payload.clone());
+            headers.push(txoutbox_core::headers_to_json(&m.headers));
+            attempts.push(m.attempts);
+            errors.push(error.clone());
+            created.push(m.created_at);
+        }
+        sqlx::query(AssertSqlSafe(self.shared().dead_insert.clone()))
+            .bind(&ids)
+            .bind(&topics)
+            .bind(&keys)
+            .bind(&payloads)
+            .bind(&headers)
+            .bind(&attempts)
+            .bind(&errors)
+            .bind(&created)
+            .execute(&self.shared().pool)
+            .await
+            .map_err(db_error)?;
+        // Kept in the dead-letter table now: counts as completed for the slot.
+        let ids: Vec<i64> = dead.iter().map(|(m, _)| m.id).collect();
+        self.complete(&ids, Completion::Delete).await
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let streaming = *self.shared().status.borrow() == StreamStatus::Streaming
+            && self
+                .inner
+                .task
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|t| !t.is_finished());
+        let unread = if streaming {
+            self.sync().await?;
+            0
+        } else {
+            self.peek_count().await?
+        };
+        let (buffered, oldest) = {
+            let state = self.state();
+            (
+                state.buffer.len() as u64,
+                state.buffer.values().next().map(|m| m.created_at),
+            )
+        };
+        let dead: i64 = sqlx::query_scalar(AssertSqlSafe(self.shared().dead_count.clone()))
+            .fetch_one(&self.shared().pool)
+            .await
+            .map_err(db_error)?;
+        Ok(Backlog {
+            pending: buffered + unread,
+            oldest_pending: oldest,
+            dead: dead.max(0) as u64,
+        })
+    }
+
+    fn watch(&self, wakeup: Wakeup) -> Option<tokio::task::JoinHandle<()>> {
+        let shared = Arc::clone(&self.inner.shared);
+        Some(tokio::spawn(async move {
+            loop {
+                shared.arrived.notified().await;
+                wakeup.notify();
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirms_only_past_fully_completed_transactions() {
+        let mut s = State {
+            next_id: 1,
+            ..State::default()
+        };
+        for (i, (first, n)) in [(1, 2), (3, 1), (4, 2)].into_iter().enumerate() {
+            for id in first..first + n {
+                s.buffer.insert(id, OutboxMessage::unreadable(id, "x"));
+            }
+            s.txs.push_back(Tx {
+                first_id: first,
+                outstanding: n as usize,
+                end_lsn: Lsn(100 * (i as u64 + 1)),
+            });
+        }
+        s.complete_one(3); // the second transaction, while the first is open
+        assert_eq!(s.advance(), None);
+        s.complete_one(1);
+        assert_eq!(s.advance(), None);
+        s.complete_one(2);
+        assert_eq!(s.advance(), Some(Lsn(200)));
+        s.complete_one(5);
+        s.complete_one(5); // twice: no effect
+        assert_eq!(s.advance(), None);
+        s.complete_one(4);
+        assert_eq!(s.advance(), Some(Lsn(300)));
+        assert!(s.buffer.is_empty() && s.txs.is_empty());
+    }
+
+    #[test]
+    fn urls_become_replication_settings() {
+        let c = replication_config(
+            "postgres://u%40x:p%2Fw@db.example:6543/shop",
+            &WalConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.host.as_str(),
+                c.port,
+                c.user.as_str(),
+                c.password.as_str(),
+                c.database.as_str()
+            ),
+            ("db.example", 6543, "u@x", "p/w", "shop")
+        );
+        assert!(replication_config("mysql://x/y", &WalConfig::default()).is_err());
+    }
+}
