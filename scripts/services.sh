@@ -6,6 +6,9 @@
 # Usage:
 #   scripts/services.sh up [kafka] [postgres] [mariadb]   start (default: kafka postgres), wait until
 #                                                           ready, write the env file, print its path
+#   scripts/services.sh up kafka-cluster                    a 3-node KRaft cluster besides (nodes 11, 12, 13:
+#                                                           replication factor 3, min.insync.replicas=2); its
+#                                                           brokers go to TXOUTBOX_KAFKA_CLUSTER_BOOTSTRAP
 #   scripts/services.sh env                                 `export TXOUTBOX_...=...` lines for what is up
 #                                                           (eval "$(scripts/services.sh env)")
 #   scripts/services.sh status                              one line per service
@@ -14,6 +17,7 @@
 #   scripts/services.sh kafka-kill [node]                   SIGKILL the Kafka node (default node 1)
 #   scripts/services.sh kafka-stop [node]                   SIGTERM it and wait (controlled shutdown)
 #   scripts/services.sh kafka-start [node]                  start it again on the same data folder
+#                                                           (node 11, 12 or 13: one node of the cluster)
 #   scripts/services.sh kafka-lib                           fetch the Kafka jars if needed; print their folder
 #   scripts/services.sh pg-bindir                           install PostgreSQL if needed; print its bin folder
 #                                                           (both for tests that run private instances)
@@ -21,7 +25,7 @@
 #                                                           chromium, chromium-driver; `up` does it too); print
 #                                                           chromedriver's path (for the web console's browser tests)
 #
-# Service names: kafka; postgres (pg, postgresql); mariadb (mysql).
+# Service names: kafka; kafka-cluster; postgres (pg, postgresql); mariadb (mysql).
 #
 # A service that the environment already names is used as is and never started or stopped here:
 #   TXOUTBOX_KAFKA_BOOTSTRAP (or KAFKA_BOOTSTRAP), TXOUTBOX_POSTGRES_URL (or DATABASE_URL when it is
@@ -34,6 +38,9 @@
 #   TXOUTBOX_KAFKA_PORT              broker port                  (19092)
 #   TXOUTBOX_KAFKA_CONTROLLER_PORT   KRaft controller port        (19093)
 #   TXOUTBOX_KAFKA_HEAP              JVM heap options             (-Xms512m -Xmx1g)
+#   TXOUTBOX_KAFKA_CLUSTER_PORT      first cluster port           (29092: brokers 29092/94/96,
+#                                                                  controllers 29093/95/97)
+#   TXOUTBOX_KAFKA_CLUSTER_HEAP      heap of each cluster node    (-Xms128m -Xmx384m)
 #   TXOUTBOX_POSTGRES_PORT           PostgreSQL port              (55432)
 #   TXOUTBOX_MARIADB_PORT            MariaDB port                 (33306)
 #   TXOUTBOX_SERVICES_TIMEOUT        seconds to wait for a service to become ready (120)
@@ -56,6 +63,8 @@ readonly KAFKA_LIB="$KAFKA_HOME_DIR/lib"
 readonly KAFKA_PORT="${TXOUTBOX_KAFKA_PORT:-19092}"
 readonly KAFKA_CONTROLLER_PORT="${TXOUTBOX_KAFKA_CONTROLLER_PORT:-19093}"
 readonly KAFKA_HEAP="${TXOUTBOX_KAFKA_HEAP:--Xms512m -Xmx1g}"
+readonly KAFKA_CLUSTER_PORT="${TXOUTBOX_KAFKA_CLUSTER_PORT:-29092}"
+readonly KAFKA_CLUSTER_HEAP="${TXOUTBOX_KAFKA_CLUSTER_HEAP:--Xms128m -Xmx384m}"
 readonly PG_PORT="${TXOUTBOX_POSTGRES_PORT:-55432}"
 readonly MARIADB_PORT="${TXOUTBOX_MARIADB_PORT:-33306}"
 readonly TIMEOUT="${TXOUTBOX_SERVICES_TIMEOUT:-120}"
@@ -317,13 +326,19 @@ kafka_random_cluster_id() {
 # use controller.quorum.voters=1@127.0.0.1:C1,2@…,3@… with a plain `format` of the same cluster id,
 # and replication factor 3 / min ISR 2 for the internal topics.
 kafka_write_config() {
-	local id=$1 bport=$2 cport=$3 dir
+	local id=$1 bport=$2 cport=$3 dir quorum rf=1 min_isr=1
 	dir=$(kafka_node_dir "$id")
+	quorum="controller.quorum.bootstrap.servers=127.0.0.1:$cport"
+	if kafka_is_cluster_node "$id"; then
+		quorum="controller.quorum.voters=$(kafka_cluster_voters)"
+		rf=3
+		min_isr=2
+	fi
 	cat >"$dir/server.properties" <<EOF
 # Written by scripts/services.sh on every start of this node; edits are lost.
 process.roles=broker,controller
 node.id=$id
-controller.quorum.bootstrap.servers=127.0.0.1:$cport
+$quorum
 listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
 advertised.listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
 inter.broker.listener.name=PLAINTEXT
@@ -333,11 +348,13 @@ log.dirs=$dir/data
 # Unknown topics are errors: tests create their own topics with an admin client.
 auto.create.topics.enable=false
 num.partitions=3
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+default.replication.factor=$rf
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$rf
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 EOF
 	cp "$SCRIPT_DIR/kafka/log4j2.xml" "$dir/log4j2.xml"
@@ -355,11 +372,17 @@ kafka_node_format() {
 		return 0
 	fi
 	t0=$(now_us)
-	[[ -s $dir/cluster.id ]] || kafka_random_cluster_id >"$dir/cluster.id"
-	cluster_id=$(<"$dir/cluster.id")
+	local standalone=(--standalone) id_file=$dir/cluster.id
+	if kafka_is_cluster_node "$id"; then
+		# One cluster id for the three nodes, a plain format (the voters are in the config).
+		standalone=()
+		id_file=$SERVICES_DIR/kafka-cluster.id
+	fi
+	[[ -s $id_file ]] || kafka_random_cluster_id >"$id_file"
+	cluster_id=$(<"$id_file")
 	rm -rf "$dir/data"
 	if ! java -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format --cluster-id "$cluster_id" \
-		--config "$dir/server.properties" --standalone </dev/null >"$dir/format.log" 2>&1 9>&-; then
+		--config "$dir/server.properties" "${standalone[@]}" </dev/null >"$dir/format.log" 2>&1 9>&-; then
 		log_tail "$dir/format.log" 30
 		die "kafka: formatting $dir/data failed"
 	fi
@@ -380,7 +403,7 @@ kafka_node_launch() {
 	mkdir -p "$dir"
 	kafka_write_config "$id" "$bport" "$cport"
 	kafka_node_format "$id" "$bport" "$cport"
-	read -r -a heap <<<"$KAFKA_HEAP"
+	if kafka_is_cluster_node "$id"; then read -r -a heap <<<"$KAFKA_CLUSTER_HEAP"; else read -r -a heap <<<"$KAFKA_HEAP"; fi
 	printf '\n===== scripts/services.sh: starting kafka-%s at %s =====\n' "$id" "$(date -Is)" >>"$dir/node.log"
 	KAFKA_LOG_OFFSET=$(stat -c %s "$dir/node.log")
 	rm -f "$dir/pid"
@@ -440,6 +463,22 @@ kafka_node_stop() {
 # The nodes of the cluster: "id broker-port controller-port" per line. One node for now.
 kafka_nodes() { printf '1 %s %s\n' "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; }
 
+# The 3-node cluster (`up kafka-cluster`): nodes 11, 12, 13 on consecutive ports.
+kafka_cluster_nodes() {
+	local i
+	for i in 0 1 2; do
+		printf '%s %s %s\n' "$((11 + i))" "$((KAFKA_CLUSTER_PORT + 2 * i))" "$((KAFKA_CLUSTER_PORT + 2 * i + 1))"
+	done
+}
+
+kafka_is_cluster_node() { [[ $1 == 11 || $1 == 12 || $1 == 13 ]]; }
+
+kafka_cluster_voters() {
+	local id _b cport out=""
+	while read -r id _b cport; do out+="${out:+,}$id@127.0.0.1:$cport"; done < <(kafka_cluster_nodes)
+	printf '%s' "$out"
+}
+
 kafka_node_ports() { # id -> "bport cport"
 	local id bport cport
 	while read -r id bport cport; do
@@ -447,15 +486,15 @@ kafka_node_ports() { # id -> "bport cport"
 			printf '%s %s' "$bport" "$cport"
 			return 0
 		}
-	done < <(kafka_nodes)
-	die "kafka: no node $1 (nodes: $(kafka_nodes | cut -d' ' -f1 | tr '\n' ' '))"
+	done < <(kafka_nodes; kafka_cluster_nodes)
+	die "kafka: no node $1 (nodes: $( (kafka_nodes; kafka_cluster_nodes) | cut -d' ' -f1 | tr '\n' ' '))"
 }
 
 # Phase 1 of `up kafka`: launch what is not running. Sets KAFKA_PENDING to the nodes to wait for.
 KAFKA_PENDING=()
 kafka_launch() {
-	local ext id bport cport pid
-	if ext=$(kafka_external); then
+	local nodes=${1:-kafka_nodes} ext id bport cport pid
+	if [[ $nodes == kafka_nodes ]] && ext=$(kafka_external); then
 		say "kafka: using $ext from the environment (nothing started)"
 		return 0
 	fi
@@ -474,7 +513,7 @@ kafka_launch() {
 			kafka_node_launch "$id" "$bport" "$cport"
 		fi
 		KAFKA_PENDING+=("$id:$bport")
-	done < <(kafka_nodes)
+	done < <("$nodes")
 }
 
 kafka_wait() {
@@ -496,9 +535,47 @@ kafka_env() {
 	fi
 }
 
+# Stops the cluster's nodes together: one by one, the last could not finish its controlled
+# shutdown (no controller quorum left) and would wait for the SIGKILL after 60 s.
+kafka_cluster_down() {
+	local id _b _c pid pids=() t0
+	t0=$(now_us)
+	while read -r id _b _c; do
+		if pid=$(kafka_node_pid "$id"); then
+			kill -TERM "$pid"
+			pids+=("$id:$pid")
+		fi
+	done < <(kafka_cluster_nodes)
+	((${#pids[@]})) || {
+		say "kafka: the cluster is not running"
+		return 0
+	}
+	for id in "${pids[@]}"; do
+		pid=${id##*:}
+		if ! wait_gone "$pid" 30; then
+			say "kafka: kafka-${id%%:*} (pid $pid) still up 30 s after SIGTERM; sending SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+			wait_gone "$pid" 10 || die "kafka: kafka-${id%%:*} (pid $pid) does not die"
+		fi
+		rm -f "$(kafka_node_dir "${id%%:*}")/pid"
+	done
+	say "kafka: cluster stopped in $(since "$t0") s"
+}
+
+# The cluster's brokers while at least one of its nodes runs.
+kafka_cluster_env() {
+	local id bport _c out="" up=""
+	while read -r id bport _c; do
+		out+="${out:+,}127.0.0.1:$bport"
+		kafka_node_pid "$id" >/dev/null && up=1
+	done < <(kafka_cluster_nodes)
+	[[ -n $up ]] || return 1
+	printf '%s' "$out"
+}
+
 kafka_status() {
-	local ext id bport cport pid
-	if ext=$(kafka_external); then
+	local nodes=${1:-kafka_nodes} ext id bport cport pid
+	if [[ $nodes == kafka_nodes ]] && ext=$(kafka_external); then
 		printf 'kafka      external  %s\n' "$ext"
 		return 0
 	fi
@@ -510,7 +587,7 @@ kafka_status() {
 		else
 			printf 'kafka-%s    stopped\n' "$id"
 		fi
-	done < <(kafka_nodes)
+	done < <("$nodes")
 }
 
 kafka_down() {
@@ -894,9 +971,10 @@ parse_services() {
 	for a in "$@"; do
 		case $a in
 		kafka) s=kafka ;;
+		kafka-cluster) s=kafka-cluster ;;
 		postgres | postgresql | pg) s=postgres ;;
 		mariadb | mysql) s=mariadb ;;
-		*) die "unknown service '$a' (known: kafka, postgres, mariadb)" ;;
+		*) die "unknown service '$a' (known: kafka, kafka-cluster, postgres, mariadb)" ;;
 		esac
 		[[ $seen == *" $s "* ]] || SERVICES+=("$s")
 		seen+="$s "
@@ -912,6 +990,7 @@ lock() {
 cmd_env() {
 	local v
 	if v=$(kafka_env); then printf 'export TXOUTBOX_KAFKA_BOOTSTRAP=%q\n' "$v"; fi
+	if v=$(kafka_cluster_env); then printf 'export TXOUTBOX_KAFKA_CLUSTER_BOOTSTRAP=%q\n' "$v"; fi
 	if v=$(pg_env); then printf 'export TXOUTBOX_POSTGRES_URL=%q\n' "$v"; fi
 	if v=$(mariadb_env); then printf 'export TXOUTBOX_MYSQL_URL=%q\n' "$v"; fi
 }
@@ -930,11 +1009,12 @@ cmd_up() {
 	lock
 	# Launch the slow starters first (Kafka's JVM, mariadbd), do PostgreSQL meanwhile, then wait.
 	for s in "${SERVICES[@]}"; do [[ $s == kafka ]] && kafka_launch; done
+	for s in "${SERVICES[@]}"; do [[ $s == kafka-cluster ]] && kafka_launch kafka_cluster_nodes; done
 	for s in "${SERVICES[@]}"; do [[ $s == mariadb ]] && mariadb_launch; done
 	for s in "${SERVICES[@]}"; do [[ $s == postgres ]] && pg_up; done
 	for s in "${SERVICES[@]}"; do
 		case $s in
-		kafka) kafka_wait ;;
+		kafka | kafka-cluster) kafka_wait ;;
 		mariadb) mariadb_wait ;;
 		esac
 	done
@@ -947,11 +1027,12 @@ cmd_up() {
 cmd_down() {
 	local s
 	parse_services "$@"
-	((${#SERVICES[@]})) || SERVICES=(kafka mariadb postgres)
+	((${#SERVICES[@]})) || SERVICES=(kafka kafka-cluster mariadb postgres)
 	lock
 	for s in "${SERVICES[@]}"; do
 		case $s in
 		kafka) kafka_down ;;
+		kafka-cluster) kafka_cluster_down ;;
 		postgres) pg_down ;;
 		mariadb) mariadb_down ;;
 		esac
@@ -962,12 +1043,16 @@ cmd_down() {
 cmd_reset() {
 	local s root id _b _c
 	parse_services "$@"
-	((${#SERVICES[@]})) || SERVICES=(kafka mariadb postgres)
+	((${#SERVICES[@]})) || SERVICES=(kafka kafka-cluster mariadb postgres)
 	cmd_down "${SERVICES[@]}"
 	for s in "${SERVICES[@]}"; do
 		case $s in
 		kafka)
 			while read -r id _b _c; do rm -rf "$(kafka_node_dir "$id")"; done < <(kafka_nodes)
+			;;
+		kafka-cluster)
+			while read -r id _b _c; do rm -rf "$(kafka_node_dir "$id")"; done < <(kafka_cluster_nodes)
+			rm -f "$SERVICES_DIR/kafka-cluster.id"
 			;;
 		postgres)
 			root=$(db_root postgres "$(pg_os_user)")
@@ -987,18 +1072,21 @@ cmd_reset() {
 
 cmd_status() {
 	kafka_status
+	# The cluster only once it was set up (`up kafka-cluster`).
+	if [[ -d $(kafka_node_dir 11) ]]; then kafka_status kafka_cluster_nodes; fi
 	pg_status
 	mariadb_status
 }
 
 kafka_own_or_die() {
 	local ext
+	if [[ -n ${2:-} ]] && kafka_is_cluster_node "$2"; then return 0; fi
 	if ext=$(kafka_external); then die "kafka: the environment names an external broker ($ext); $1 acts only on ours"; fi
 }
 
 cmd_kafka_signal() { # KILL|TERM [node]
 	local sig=$1 id=${2:-1}
-	kafka_own_or_die "kafka-$(tr '[:upper:]' '[:lower:]' <<<"$sig")"
+	kafka_own_or_die "kafka-$(tr '[:upper:]' '[:lower:]' <<<"$sig")" "$id"
 	kafka_node_ports "$id" >/dev/null
 	lock
 	kafka_node_pid "$id" >/dev/null || die "kafka: kafka-$id is not running"
@@ -1022,7 +1110,7 @@ cmd_pg_bindir() {
 
 cmd_kafka_start() { # [node]
 	local id=${1:-1} ports pid
-	kafka_own_or_die kafka-start
+	kafka_own_or_die kafka-start "$id"
 	ports=$(kafka_node_ports "$id")
 	lock
 	if pid=$(kafka_node_pid "$id"); then

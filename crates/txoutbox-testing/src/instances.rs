@@ -11,6 +11,10 @@
 //!   it when missing) on a free loopback port, with its data in a temporary folder. As root it runs
 //!   as the OS user `postgres`, like `scripts/services.sh`.
 //!
+//! - [`KafkaCluster`] runs three combined broker+controller nodes of the same KRaft cluster (a
+//!   controller quorum of three, replication factor 3 and `min.insync.replicas=2` by default), each
+//!   of which can be stopped, killed, paused and restarted on its own: a broker failover.
+//!
 //! `TXOUTBOX_KEEP_INSTANCES=1` keeps their folders (logs, data) after the test, for a post-mortem.
 //!
 //! Both are stopped hard and their folders deleted when dropped (also when a test panics).
@@ -406,6 +410,398 @@ impl Drop for KafkaNode {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka: a 3-node cluster
+// ---------------------------------------------------------------------------------------------
+
+/// The JVM heap of each cluster node: three JVMs share the 2-core test machine.
+const CLUSTER_NODE_HEAP: &str = "-Xmx384m";
+
+/// One node of a [`KafkaCluster`].
+#[derive(Debug)]
+struct ClusterNode {
+    id: i32,
+    dir: PathBuf,
+    broker_port: u16,
+    controller_port: u16,
+    child: Option<Child>,
+    /// Where this start's log begins (to find its "started" line).
+    log_offset: u64,
+}
+
+impl ClusterNode {
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    /// Starts the JVM; does not wait.
+    fn launch(&mut self, lib: &Path) {
+        assert!(self.child.is_none(), "kafka-{} is running already", self.id);
+        for port in [self.broker_port, self.controller_port] {
+            assert!(
+                !port_accepts(port),
+                "port {port} was taken by another process while kafka-{} was down",
+                self.id
+            );
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        self.log_offset = log.metadata().unwrap().len();
+        let child = Command::new("java")
+            .args([
+                "-Xms128m",
+                CLUSTER_NODE_HEAP,
+                "-server",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true",
+            ])
+            .arg(format!("-Dtxoutbox.node.dir={}", self.dir.display()))
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir.join("log4j2.xml").display()
+            ))
+            .arg("-cp")
+            .arg(format!("{}/*", lib.display()))
+            .arg("kafka.Kafka")
+            .arg(self.dir.join("server.properties"))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start java (Kafka)");
+        self.child = Some(child);
+    }
+
+    /// Whether this start is ready (panics when the process died).
+    fn ready(&mut self) -> bool {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            self.child = None;
+            panic!(
+                "kafka-{} exited while starting ({status}):\n{}",
+                self.id,
+                tail(&self.log_path(), 60)
+            );
+        }
+        log_contains_since(&self.log_path(), self.log_offset, "Kafka Server started")
+            && port_accepts(self.broker_port)
+    }
+}
+
+/// Waits until every node in `nodes` that runs is ready.
+fn wait_ready(nodes: &mut [&mut ClusterNode]) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let mut all = true;
+        for node in nodes.iter_mut() {
+            all &= node.ready();
+        }
+        if all {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("kafka-{}:\n{}", n.id, tail(&n.log_path(), 30)))
+                .collect();
+            panic!(
+                "the Kafka cluster did not start within {READY_TIMEOUT:?}:\n{}",
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A private 3-node Apache Kafka cluster (KRaft; each node is a broker and one of three
+/// controller voters) on free loopback ports, with replication factor 3 and
+/// `min.insync.replicas=2` as the defaults for new topics and the internal ones. Each node can be
+/// stopped (SIGTERM), killed (SIGKILL), paused (SIGSTOP) and restarted on its own data folder.
+///
+/// Nodes are numbered 1 to 3, as their `node.id` (which is also what partition metadata names as
+/// the leader).
+#[derive(Debug)]
+pub struct KafkaCluster {
+    dir: PathBuf,
+    lib: PathBuf,
+    nodes: Vec<ClusterNode>,
+}
+
+impl KafkaCluster {
+    /// Formats three data folders with one cluster id and starts the nodes; returns once every
+    /// node serves.
+    pub async fn start() -> Self {
+        blocking(Self::start_blocking).await
+    }
+
+    fn start_blocking() -> Self {
+        let lib = kafka_lib();
+        let dir = temp_folder("txoutbox-kafka-cluster");
+        let mut ports = std::collections::HashSet::new();
+        while ports.len() < 6 {
+            ports.insert(free_port());
+        }
+        let ports: Vec<u16> = ports.into_iter().collect();
+        let voters = (0..3)
+            .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[2 * i + 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster_id = kafka_cluster_id();
+        let log4j = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka/log4j2.xml");
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let (id, broker_port, controller_port) = (i as i32 + 1, ports[2 * i], ports[2 * i + 1]);
+            let node_dir = dir.join(format!("kafka-{id}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let properties = format!(
+                "process.roles=broker,controller\n\
+                 node.id={id}\n\
+                 controller.quorum.voters={voters}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
+                 inter.broker.listener.name=PLAINTEXT\n\
+                 controller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+                 log.dirs={data}\n\
+                 auto.create.topics.enable=false\n\
+                 num.partitions=6\n\
+                 default.replication.factor=3\n\
+                 min.insync.replicas=2\n\
+                 unclean.leader.election.enable=false\n\
+                 offsets.topic.replication.factor=3\n\
+                 offsets.topic.num.partitions=3\n\
+                 transaction.state.log.replication.factor=3\n\
+                 transaction.state.log.min.isr=2\n\
+                 share.coordinator.state.topic.replication.factor=3\n\
+                 share.coordinator.state.topic.min.isr=2\n\
+                 group.initial.rebalance.delay.ms=0\n\
+                 num.network.threads=2\n\
+                 num.io.threads=2\n\
+                 background.threads=2\n",
+                data = node_dir.join("data").display()
+            );
+            std::fs::write(node_dir.join("server.properties"), properties).unwrap();
+            std::fs::copy(&log4j, node_dir.join("log4j2.xml"))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", log4j.display()));
+            let format = Command::new("java")
+                .arg("-cp")
+                .arg(format!("{}/*", lib.display()))
+                .args(["kafka.tools.StorageTool", "format", "--cluster-id", &cluster_id])
+                .arg("--config")
+                .arg(node_dir.join("server.properties"))
+                .stdin(Stdio::null())
+                .output()
+                .expect("run java (Kafka's StorageTool)");
+            assert!(
+                format.status.success(),
+                "formatting {} failed: {}{}",
+                node_dir.display(),
+                String::from_utf8_lossy(&format.stdout),
+                String::from_utf8_lossy(&format.stderr)
+            );
+            nodes.push(ClusterNode {
+                id,
+                dir: node_dir,
+                broker_port,
+                controller_port,
+                child: None,
+                log_offset: 0,
+            });
+        }
+        let mut cluster = Self { dir, lib, nodes };
+        for node in &mut cluster.nodes {
+            node.launch(&cluster.lib);
+        }
+        wait_ready(&mut cluster.nodes.iter_mut().collect::<Vec<_>>());
+        cluster
+    }
+
+    /// The node ids: 1, 2, 3.
+    pub fn ids(&self) -> Vec<i32> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    fn node(&mut self, id: i32) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no Kafka node {id} in the cluster (1 to 3)"))
+    }
+
+    /// Every broker, `127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.broker_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The brokers of the nodes other than `id` (for a client that must not need that node).
+    pub fn bootstrap_without(&self, id: i32) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.id != id)
+            .map(|n| format!("127.0.0.1:{}", n.broker_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The JVM's process id of node `id`, while it runs.
+    pub fn pid(&self, id: i32) -> Option<u32> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(|n| n.child.as_ref().map(Child::id))
+    }
+
+    /// Whether node `id` runs.
+    pub fn is_running(&self, id: i32) -> bool {
+        self.pid(id).is_some()
+    }
+
+    /// Stops node `id` with SIGTERM (a controlled shutdown: its leaderships move first) and waits
+    /// until it is gone.
+    pub async fn stop(&mut self, id: i32) {
+        self.signal_and_wait(id, "TERM").await;
+    }
+
+    /// Kills node `id` with SIGKILL (no controlled shutdown) and waits until it is gone.
+    pub async fn kill(&mut self, id: i32) {
+        self.signal_and_wait(id, "KILL").await;
+    }
+
+    async fn signal_and_wait(&mut self, id: i32, sig: &'static str) {
+        let Some(mut child) = self.node(id).child.take() else {
+            return;
+        };
+        let child = blocking(move || {
+            signal(child.id(), sig);
+            if !wait_exit(&mut child, Duration::from_secs(60)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            child
+        })
+        .await;
+        drop(child);
+    }
+
+    /// Freezes node `id` (SIGSTOP): its connections stay open, nothing answers.
+    pub fn pause(&self, id: i32) {
+        if let Some(pid) = self.pid(id) {
+            signal(pid, "STOP");
+        }
+    }
+
+    /// Lets a frozen node go on (SIGCONT).
+    pub fn resume(&self, id: i32) {
+        if let Some(pid) = self.pid(id) {
+            signal(pid, "CONT");
+        }
+    }
+
+    /// Starts the stopped node `id` again on its data folder and ports; returns once it serves.
+    pub async fn restart(&mut self, id: i32) {
+        let mut me = std::mem::replace(
+            self,
+            Self {
+                dir: PathBuf::new(),
+                lib: PathBuf::new(),
+                nodes: Vec::new(),
+            },
+        );
+        me = blocking(move || {
+            let lib = me.lib.clone();
+            let node = me.node(id);
+            node.launch(&lib);
+            wait_ready(&mut [node]);
+            me
+        })
+        .await;
+        *self = me;
+    }
+
+    /// Node `id`'s log (stdout and stderr of every start).
+    pub fn log_path(&self, id: i32) -> PathBuf {
+        self.dir.join(format!("kafka-{id}/node.log"))
+    }
+}
+
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if !self.dir.as_os_str().is_empty() && std::env::var_os("TXOUTBOX_KEEP_INSTANCES").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Creates a topic with `partitions` partitions, replication factor `replicas` and the given topic
+/// configs on the brokers at `bootstrap`; returns its (fresh) name.
+pub async fn new_replicated_topic(
+    bootstrap: &str,
+    prefix: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) -> String {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let name = crate::unique(prefix).replace('_', "-");
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let topic = configs.iter().fold(
+        NewTopic::new(&name, partitions, TopicReplication::Fixed(replicas)),
+        |t, (k, v)| t.set(k, v),
+    );
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topic");
+    for r in results {
+        r.unwrap_or_else(|(topic, e)| panic!("cannot create topic {topic}: {e}"));
+    }
+    name
+}
+
+/// Each partition of `topic` with its leader's node id and its in-sync replicas, from the
+/// brokers' metadata (`-1` when the partition has no leader).
+pub async fn partition_leaders(bootstrap: &str, topic: &str) -> Vec<(i32, i32, Vec<i32>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("metadata client");
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(30))
+            .expect("topic metadata");
+        metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| (p.id(), p.leader(), p.isr().to_vec()))
+            .collect()
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@
 //!   (e.g. `message.timeout.ms=10000`).
 //! - `TXOUTBOX_CHAOS_POLL_MS`: the poll interval (default 200 ms). A long one makes the relay rely
 //!   on its wake-ups (PostgreSQL: LISTEN/NOTIFY).
+//! - `TXOUTBOX_CHAOS_HEALTH_FILE`: when set, every change of the relay's view of Kafka
+//!   (`RelayMonitor::sink()`) is appended to this file as `<epoch ms> <unknown|ok|failing>`, read
+//!   by the tests that check the relay's health during an outage.
 
 use std::time::Duration;
 
@@ -69,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(store: impl Store, sink: impl Sink, config: RelayConfig) -> anyhow::Result<()> {
     let relay = Relay::new(store, sink, config)?;
+    if let Ok(path) = std::env::var("TXOUTBOX_CHAOS_HEALTH_FILE") {
+        tokio::spawn(record_sink_health(relay.monitor(), path));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     relay
         .run_until(async move {
@@ -76,4 +82,28 @@ async fn run(store: impl Store, sink: impl Sink, config: RelayConfig) -> anyhow:
         })
         .await?;
     Ok(())
+}
+
+/// Appends each change of the sink's condition to `path` (checked every 50 ms).
+async fn record_sink_health(monitor: txoutbox_core::RelayMonitor, path: String) {
+    use std::io::Write;
+    let mut last = "";
+    loop {
+        let state = match monitor.sink() {
+            txoutbox_core::Condition::Ok => "ok",
+            c if c.is_failing() => "failing",
+            _ => "unknown",
+        };
+        if state != last {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                let _ = writeln!(file, "{now} {state}");
+            }
+            last = state;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // sampling period of the health record
+    }
 }
