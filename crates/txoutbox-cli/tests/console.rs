@@ -265,12 +265,22 @@ async fn a_dead_letter_is_shown_and_replayed_from_the_console_with_the_token() {
     let topic = txoutbox_testing::unique("console-missing");
     support::ok(&support::txoutbox(&db, &["migrate"]));
     insert_rows(&db, &topic, 1, false).await;
-    // The token comes from the environment, as the docs advise.
+    // The token comes from the environment, as the docs advise. The producer refreshes its
+    // metadata every 500 ms so that it learns of the topic created below before the replay
+    // (by default it keeps "unknown topic" for minutes and the replayed message dies again).
     let table = format!("{}.outbox_messages", db.schema);
     let daemon = Daemon::start_with_env(
         &txoutbox_testing::postgres::url(),
         &table,
-        &["--ui", "--max-attempts", "1", "--poll-interval", "200ms"],
+        &[
+            "--ui",
+            "--max-attempts",
+            "1",
+            "--poll-interval",
+            "200ms",
+            "-X",
+            "topic.metadata.refresh.interval.ms=500",
+        ],
         &[("TXOUTBOX_UI_TOKEN", TOKEN)],
     )
     .await;
