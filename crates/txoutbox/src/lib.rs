@@ -37,7 +37,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Features: `sqlite` and `kafka` (default), `postgres`, `mysql` (MySQL 8.0.16+ / MariaDB 10.6+).
+//! Features: `sqlite` and `kafka` (default), `postgres`, `postgres-wal` (PostgreSQL WAL mode: relay
+//! from a logical replication slot), `mysql` (MySQL 8.0.16+ / MariaDB 10.6+).
 //! See `docs/guarantees.md`, `docs/state-machine.md` and `docs/table-contract.md` in the
 //! repository for the semantics.
 
@@ -47,6 +48,13 @@ pub use txoutbox_core::*;
 #[cfg(feature = "postgres")]
 pub mod postgres {
     pub use txoutbox_postgres::*;
+}
+
+/// PostgreSQL WAL mode: publish as transactional logical messages, relay from a replication slot
+/// (`docs/wal-mode.md`).
+#[cfg(feature = "postgres-wal")]
+pub mod postgres_wal {
+    pub use txoutbox_postgres_wal::*;
 }
 
 /// The SQLite store (the embedded default).
