@@ -265,6 +265,15 @@ impl PgWalStore {
         }
     }
 
+    /// The stream's fatal error (an invalidated or dropped slot, a refused login), if it stopped
+    /// on one: the relay reports it on every read instead of idling as if nothing were pending.
+    fn stream_failed(&self) -> Result<()> {
+        match &*self.shared().status.borrow() {
+            StreamStatus::Failed(error) => Err(Error::Config(error.clone())),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts streaming (once), then waits until PostgreSQL accepted this session on the slot.
     async fn start_streaming(&self) -> Result<()> {
         let mut status = self.shared().status.subscribe();
@@ -649,11 +658,13 @@ impl Store for PgWalStore {
     }
 
     async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
+        self.stream_failed()?;
         Ok(self.state().buffer.values().take(limit).cloned().collect())
     }
 
     async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
         // Ids are given in commit order: nothing ever appears below the cursor.
+        self.stream_failed()?;
         Ok(self
             .state()
             .buffer

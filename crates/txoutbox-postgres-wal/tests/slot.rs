@@ -244,3 +244,46 @@ async fn a_missing_slot_is_a_clear_error() {
     assert!(err.to_string().contains("run the migrations"), "{err}");
     db.drop_schema().await;
 }
+
+/// A foreign writer builds the envelope in SQL, as `docs/wal-mode.md` shows; a malformed one is
+/// handed to the relay as unreadable (to be dead-lettered), not a stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_built_in_sql_by_a_foreign_writer_is_read() {
+    let f = Fixture::new(WalConfig::default()).await;
+    let prefix = f.outbox.config().prefix.clone();
+    let mut tx = f.db.pool.begin().await.unwrap();
+    sqlx::query(
+        r#"SELECT pg_logical_emit_message(true, $1,
+             '\x01'::bytea
+             || uuid_send(gen_random_uuid())
+             || int4send(octet_length(convert_to(t, 'UTF8'))) || convert_to(t, 'UTF8')
+             || coalesce(int4send(octet_length(k)) || k, '\xffffffff'::bytea)
+             || coalesce(int4send(octet_length(p)) || p, '\xffffffff'::bytea)
+             || coalesce(int4send(octet_length(convert_to(h::text, 'UTF8'))) || convert_to(h::text, 'UTF8'),
+                         '\xffffffff'::bytea))
+           FROM (VALUES ('wal-events', 'k1'::bytea, '{"n":7}'::bytea, '{"origin":"sql"}'::json)) AS m(t, k, p, h)"#,
+    )
+    .bind(&prefix)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_logical_emit_message(true, $1, '\\x0200'::bytea)")
+        .bind(&prefix)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let store = f.store();
+    store.lock_for_relay().await.unwrap();
+    assert_eq!(store.backlog().await.unwrap().pending, 2);
+    let got = store.fetch_pending(10).await.unwrap();
+    assert_eq!(got[0].topic, "wal-events");
+    assert_eq!(got[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(payload_n(&got[0]), 7);
+    assert_eq!(got[0].headers, vec![("origin".to_owned(), "sql".to_owned())]);
+    assert!(got[0].malformed.is_none());
+    let reason = got[1].malformed.as_deref().unwrap();
+    assert!(reason.contains("unknown envelope version 2"), "{reason}");
+    drop(store);
+    f.teardown().await;
+}

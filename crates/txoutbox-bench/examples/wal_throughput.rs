@@ -1,0 +1,282 @@
+//! Relay throughput in PostgreSQL WAL mode beside the polling relay and the raw producer, in one
+//! run against the same broker:
+//!
+//! ```sh
+//! eval "$(scripts/services.sh env)"
+//! cargo run --release -p txoutbox-bench --example wal_throughput -- [messages] [batch]
+//! ```
+//!
+//! Each relay drains a prewritten backlog of `messages` (default 200,000; 100-byte payloads,
+//! 1,000 keys, 3 partitions) to a fresh topic; the WAL relay also runs with a discarding sink
+//! (its own ceiling). Prints one line per run and a JSON summary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tokio::sync::Notify;
+use txoutbox::kafka::{KafkaConfig, KafkaSink};
+use txoutbox::postgres::PgOutbox;
+use txoutbox::postgres_wal::{PgWalOutbox, WalConfig};
+use txoutbox::{
+    BatchDelivery, Completion, DeliveryTracker, Failure, OutboxMessage, Relay, RelayConfig, Sink, Store,
+    Topic, Topics,
+};
+use txoutbox_testing::postgres::{TestSchema, url};
+
+const KEYS: usize = 1_000;
+const PAYLOAD: usize = 100;
+const CHUNK: usize = 5_000;
+
+struct Msg {
+    key: String,
+    payload: Vec<u8>,
+}
+
+fn topic_def(name: &str) -> Topic<Msg> {
+    Topic::with_encoder(name, |m: &Msg| Ok(m.payload.clone()))
+        .unwrap()
+        .key(|m: &Msg| m.key.clone())
+}
+
+/// Counts completed messages and wakes the waiter.
+#[derive(Clone)]
+struct Counting<S> {
+    inner: S,
+    done: Arc<AtomicU64>,
+    notify: Arc<Notify>,
+}
+
+impl<S: Store> Store for Counting<S> {
+    fn check(&self) -> impl Future<Output = txoutbox::Result<()>> + Send {
+        self.inner.check()
+    }
+    fn lock_for_relay(&self) -> impl Future<Output = txoutbox::Result<()>> + Send {
+        self.inner.lock_for_relay()
+    }
+    fn fetch_pending(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = txoutbox::Result<Vec<OutboxMessage>>> + Send {
+        self.inner.fetch_pending(limit)
+    }
+    fn fetch_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> impl Future<Output = txoutbox::Result<Vec<OutboxMessage>>> + Send {
+        self.inner.fetch_after(after, limit)
+    }
+    async fn complete(&self, ids: &[i64], completion: Completion) -> txoutbox::Result<()> {
+        self.inner.complete(ids, completion).await?;
+        self.done.fetch_add(ids.len() as u64, Ordering::AcqRel);
+        self.notify.notify_one();
+        Ok(())
+    }
+    fn record_failures(&self, failures: &[Failure]) -> impl Future<Output = txoutbox::Result<()>> + Send {
+        self.inner.record_failures(failures)
+    }
+    fn backlog(&self) -> impl Future<Output = txoutbox::Result<txoutbox::Backlog>> + Send {
+        self.inner.backlog()
+    }
+    fn watch(&self, wakeup: txoutbox::Wakeup) -> Option<tokio::task::JoinHandle<()>> {
+        self.inner.watch(wakeup)
+    }
+}
+
+struct Discard;
+
+impl Sink for Discard {
+    async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
+        let tracker = DeliveryTracker::new(batch.len());
+        for i in 0..batch.len() {
+            tracker.complete(i, Ok(()));
+        }
+        tracker.delivery()
+    }
+}
+
+/// Runs a relay until `n` messages are completed; returns the seconds it took.
+async fn drain<S: Store + Clone, K: Sink>(store: S, sink: K, n: u64, batch: usize) -> f64 {
+    let counting = Counting {
+        inner: store,
+        done: Arc::new(AtomicU64::new(0)),
+        notify: Arc::new(Notify::new()),
+    };
+    let config = RelayConfig::default()
+        .with_batch_size(batch)
+        .with_max_in_flight(batch * 8)
+        .with_poll_interval(Duration::from_secs(1));
+    let start = Instant::now();
+    let relay = Relay::new(counting.clone(), sink, config).unwrap().start();
+    while counting.done.load(Ordering::Acquire) < n {
+        assert!(start.elapsed() < Duration::from_secs(300), "the relay timed out");
+        let _ = tokio::time::timeout(Duration::from_millis(5), counting.notify.notified()).await;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    relay.shutdown().await.unwrap();
+    seconds
+}
+
+struct Acks(AtomicUsize);
+impl rdkafka::ClientContext for Acks {}
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        assert!(result.is_ok(), "raw produce failed");
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn raw_producer(topic: &str, msgs: &[Msg]) -> f64 {
+    let producer: ThreadedProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", txoutbox_testing::kafka::bootstrap())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(Acks(AtomicUsize::new(0)))
+        .unwrap();
+    let start = Instant::now();
+    for m in msgs {
+        let id = uuid::Uuid::now_v7().to_string();
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header {
+                key: txoutbox::MESSAGE_ID_HEADER,
+                value: Some(id.as_bytes()),
+            })
+            .insert(rdkafka::message::Header {
+                key: txoutbox::CREATED_AT_HEADER,
+                value: Some(chrono::Utc::now().to_rfc3339().as_bytes()),
+            });
+        let mut record = BaseRecord::<[u8], [u8], ()>::to(topic)
+            .key(m.key.as_bytes())
+            .payload(m.payload.as_slice())
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("produce failed: {e}"),
+            }
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(120));
+    assert_eq!(producer.context().0.load(Ordering::Acquire), msgs.len());
+    start.elapsed().as_secs_f64()
+}
+
+async fn polling(msgs: &[Msg], batch: usize) -> (f64, f64) {
+    let topic = txoutbox_testing::kafka::new_topic("bench-wal-poll", 3).await;
+    let db = TestSchema::with_pool_size(4).await;
+    let outbox = PgOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let t = Instant::now();
+    for chunk in msgs.chunks(CHUNK) {
+        let mut tx = db.pool.begin().await.unwrap();
+        outbox.publish_all(&mut *tx, chunk).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let write = t.elapsed().as_secs_f64();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "VACUUM ANALYZE {}",
+        db.table().quoted()
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let sink = KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap())).unwrap();
+    let secs = drain(outbox.store(db.pool.clone()), sink, msgs.len() as u64, batch).await;
+    db.drop_schema().await;
+    (write, secs)
+}
+
+async fn wal(msgs: &[Msg], batch: usize, kafka: bool) -> (f64, f64) {
+    let topic = txoutbox_testing::kafka::new_topic("bench-wal", 3).await;
+    let db = TestSchema::with_pool_size(4).await;
+    let config = WalConfig::default()
+        .with_slot(txoutbox_testing::unique("bench_wal"))
+        .with_dead_letter_table(db.table());
+    let outbox = PgWalOutbox::new(Topics::new().with(topic_def(&topic)).unwrap(), config).unwrap();
+    outbox.migrate(&db.pool).await.unwrap();
+    let t = Instant::now();
+    for chunk in msgs.chunks(CHUNK) {
+        let mut tx = db.pool.begin().await.unwrap();
+        outbox.publish_all(&mut *tx, chunk).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let write = t.elapsed().as_secs_f64();
+    let store = outbox.store(db.pool.clone(), &url()).unwrap();
+    let secs = if kafka {
+        let sink = KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap())).unwrap();
+        drain(store.clone(), sink, msgs.len() as u64, batch).await
+    } else {
+        drain(store.clone(), Discard, msgs.len() as u64, batch).await
+    };
+    drop(store);
+    for _ in 0..100 {
+        if outbox.drop_slot(&db.pool).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.drop_schema().await;
+    (write, secs)
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().map_or(200_000, |a| a.parse().expect("messages"));
+    let batch: usize = args.next().map_or(2_000, |a| a.parse().expect("batch"));
+    let msgs: Vec<Msg> = (0..n)
+        .map(|i| {
+            let mut payload = format!("message-{i:012}-").into_bytes();
+            payload.resize(PAYLOAD, b'x');
+            Msg {
+                key: format!("key-{:04}", i % KEYS),
+                payload,
+            }
+        })
+        .collect();
+    // Warm the broker, then measure the raw producer.
+    let warm = txoutbox_testing::kafka::new_topic("bench-wal-warm", 3).await;
+    raw_producer(&warm, &msgs[..n.min(50_000)]);
+    let topic = txoutbox_testing::kafka::new_topic("bench-wal-raw", 3).await;
+    let raw = raw_producer(&topic, &msgs);
+    let rate = |s: f64| n as f64 / s;
+    println!("raw producer            {:>9.0} msg/s", rate(raw));
+    let (pw, poll) = polling(&msgs, batch).await;
+    println!(
+        "polling relay (pg)      {:>9.0} msg/s  ratio {:.2}  (prewrite {:.0} msg/s)",
+        rate(poll),
+        raw / poll,
+        rate(pw)
+    );
+    let (ww, walk) = wal(&msgs, batch, true).await;
+    println!(
+        "WAL relay (pg)          {:>9.0} msg/s  ratio {:.2}  (prewrite {:.0} msg/s)",
+        rate(walk),
+        raw / walk,
+        rate(ww)
+    );
+    let (_, wald) = wal(&msgs, batch, false).await;
+    println!("WAL relay, discard sink {:>9.0} msg/s", rate(wald));
+    println!(
+        "{}",
+        serde_json::json!({
+            "messages": n, "batch": batch, "raw_msgs_per_sec": rate(raw),
+            "polling_msgs_per_sec": rate(poll), "polling_ratio": raw / poll,
+            "wal_msgs_per_sec": rate(walk), "wal_ratio": raw / walk,
+            "wal_discard_msgs_per_sec": rate(wald),
+            "polling_prewrite_msgs_per_sec": rate(pw), "wal_prewrite_msgs_per_sec": rate(ww),
+        })
+    );
+}
