@@ -757,7 +757,12 @@ impl Store for PgWalStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
                 .is_some_and(|t| !t.is_finished());
-        let unread = if streaming {
+        let full = self.state().buffer.len() >= self.shared().config.max_buffered;
+        let unread = if streaming && full {
+            // Back-pressure: the stream waits for the relay, so a marker would not be reached
+            // soon. The buffered count is a lower bound then (and never zero).
+            0
+        } else if streaming {
             self.sync().await?;
             0
         } else {
