@@ -19,6 +19,8 @@
 #   scripts/services.sh kafka-start [node]                  start it again on the same data folder
 #                                                           (node 11, 12 or 13: one node of the cluster)
 #   scripts/services.sh kafka-lib                           fetch the Kafka jars if needed; print their folder
+#   scripts/services.sh toxiproxy                           build Toxiproxy 2.12.0 with `go install` if needed;
+#                                                           print its server binary (network-fault tests)
 #   scripts/services.sh pg-bindir                           install PostgreSQL if needed; print its bin folder
 #                                                           (both for tests that run private instances)
 #   scripts/services.sh browser                             install Chromium and chromedriver if needed (Debian's
@@ -1125,6 +1127,34 @@ cmd_kafka_start() { # [node]
 	write_env_file
 }
 
+# For the network-fault tests: the Toxiproxy server binary, built from its Go module on first use.
+readonly TOXIPROXY_VERSION=v2.12.0
+cmd_toxiproxy() {
+	local dir=$HOME/.cache/txoutbox/toxiproxy go t0
+	if [[ -x $dir/bin/server && $(cat "$dir/version" 2>/dev/null) == "$TOXIPROXY_VERSION" ]]; then
+		printf '%s\n' "$dir/bin/server"
+		return 0
+	fi
+	go=$(command -v go || true)
+	[[ -n $go || ! -x /usr/local/go/bin/go ]] || go=/usr/local/go/bin/go
+	[[ -n $go ]] || die "toxiproxy: needs Go (1.22 or later) to build it; none found"
+	mkdir -p "$dir"
+	exec 8>"$dir/.lock"
+	flock -w 900 8 || die "toxiproxy: timed out waiting for $dir/.lock"
+	if [[ ! -x $dir/bin/server || $(cat "$dir/version" 2>/dev/null) != "$TOXIPROXY_VERSION" ]]; then
+		t0=$(now_us)
+		say "toxiproxy: building $TOXIPROXY_VERSION with go install (first run, ~1 min)…"
+		GOBIN=$dir/bin "$go" install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" </dev/null >"$dir/build.log" 2>&1 ||
+			{
+				log_tail "$dir/build.log" 30
+				die "toxiproxy: go install failed (log: $dir/build.log)"
+			}
+		printf '%s\n' "$TOXIPROXY_VERSION" >"$dir/version"
+		say "toxiproxy: built in $(since "$t0") s"
+	fi
+	printf '%s\n' "$dir/bin/server"
+}
+
 usage() {
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
 }
@@ -1143,6 +1173,7 @@ main() {
 	kafka-start) cmd_kafka_start "$@" ;;
 	kafka-lib) cmd_kafka_lib ;;
 	pg-bindir) cmd_pg_bindir ;;
+	toxiproxy) cmd_toxiproxy ;;
 	browser)
 		browser_ensure_installed
 		command -v chromedriver

@@ -124,7 +124,7 @@ pub fn kafka_lib() -> PathBuf {
 }
 
 /// Runs `scripts/services.sh <command>` and returns its stdout's last line.
-fn services_sh(command: &str) -> String {
+pub(crate) fn services_sh(command: &str) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
     let out = Command::new(&script)
         .arg(command)
@@ -181,10 +181,22 @@ pub struct KafkaNode {
 impl KafkaNode {
     /// Formats a data folder and starts the node; returns once it serves.
     pub async fn start() -> Self {
-        blocking(Self::start_blocking).await
+        blocking(|| Self::start_blocking(None)).await
     }
 
-    fn start_blocking() -> Self {
+    /// Like [`start`](Self::start), but the broker advertises `127.0.0.1:<advertised>` (a proxy
+    /// in front of it, started by the caller) instead of its own port, so clients that bootstrap
+    /// through the proxy keep going through it. The node itself is ready without the proxy.
+    pub async fn start_advertising(advertised: u16) -> Self {
+        blocking(move || Self::start_blocking(Some(advertised))).await
+    }
+
+    /// The port the broker listens on (behind a proxy: the proxy's upstream).
+    pub fn broker_port(&self) -> u16 {
+        self.broker_port
+    }
+
+    fn start_blocking(advertised: Option<u16>) -> Self {
         let lib = kafka_lib();
         let dir = temp_folder("txoutbox-kafka");
         let (broker_port, controller_port) = loop {
@@ -198,7 +210,7 @@ impl KafkaNode {
              node.id=1\n\
              controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}\n\
              listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{advertised},CONTROLLER://127.0.0.1:{controller_port}\n\
              inter.broker.listener.name=PLAINTEXT\n\
              controller.listener.names=CONTROLLER\n\
              listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
@@ -212,7 +224,8 @@ impl KafkaNode {
              share.coordinator.state.topic.replication.factor=1\n\
              share.coordinator.state.topic.min.isr=1\n\
              group.initial.rebalance.delay.ms=0\n",
-            data = dir.join("data").display()
+            data = dir.join("data").display(),
+            advertised = advertised.unwrap_or(broker_port),
         );
         std::fs::write(dir.join("server.properties"), properties).unwrap();
         let log4j = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka/log4j2.xml");

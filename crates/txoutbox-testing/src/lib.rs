@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
+pub mod toxiproxy;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -6,7 +6,8 @@
 //! of Kafka (`RelayMonitor::sink()`, recorded by the relay process) is read back.
 //!
 //! - `one_broker_killed_*`: the broker leading most partitions is killed a third of the way
-//!   through, restarted a third later. The other two keep a quorum and the in-sync minimum, so the
+//!   through, restarted a third later (12 s by default: longer than the 9 s the controller waits
+//!   before it fences a silent broker and moves its leaderships). The other two keep a quorum and the in-sync minimum, so the
 //!   partitions move to new leaders and the relay carries on.
 //! - `two_brokers_killed_*`: two of three are killed (no controller quorum, fewer in-sync
 //!   replicas than the minimum): nothing can be acknowledged; the relay's health must say so while
@@ -34,7 +35,7 @@ const PARTITIONS: i32 = 6;
 async fn one_broker_killed_mid_run_loses_nothing_and_partitions_move() {
     failover_run(
         env_number("TXOUTBOX_CHAOS_MESSAGES", 3_000),
-        Duration::from_secs(env_number("TXOUTBOX_CHAOS_OUTAGE_SECS", 8)),
+        Duration::from_secs(env_number("TXOUTBOX_CHAOS_OUTAGE_SECS", 12)),
         Scenario::OneBroker,
     )
     .await;
@@ -61,14 +62,15 @@ enum Scenario {
     Majority,
 }
 
-/// The relay process's record of its sink condition: `(epoch ms, state)`.
+/// The relay process's record of its sink condition: `(epoch ms, state)` (repeats when only the
+/// store's condition changed).
 fn health_changes(path: &Path) -> Vec<(i64, String)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
-            let (t, s) = l.split_once(' ')?;
-            Some((t.parse().ok()?, s.to_owned()))
+            let mut fields = l.split_whitespace();
+            Some((fields.next()?.parse().ok()?, fields.next()?.to_owned()))
         })
         .collect()
 }
@@ -173,9 +175,13 @@ async fn failover_run(total: u64, outage: Duration, scenario: Scenario) {
                 .all(|(_, l, _)| *l >= 0 && *l != victim)
         })
         .await;
+        let moved_after = killed.elapsed().unwrap_or_default();
         let leaders_after = partition_leaders(&survivors, &topic).await;
         eprintln!(
-            "leaders before the kill (partition, leader, isr): {leaders_before:?}; after: {leaders_after:?} (all moved: {moved})"
+            "leaders before the kill (partition, leader, isr): {leaders_before:?}; after: {leaders_after:?} \
+             (all moved: {moved}, seen {:.1} s after the kill; the controller fences a silent broker after \
+             broker.session.timeout.ms, 9 s by default)",
+            moved_after.as_secs_f64()
         );
     } else {
         let failing = txoutbox_testing::eventually(outage, || async {
@@ -273,6 +279,7 @@ async fn failover_run(total: u64, outage: Duration, scenario: Scenario) {
         .filter_map(|r| r.timestamp_ms)
         .filter(|&t| t >= killed_ms)
         .collect();
+    times.push(killed_ms); // a stall right from the start counts too
     times.sort_unstable();
     let longest_stall = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     let changes = health_changes(&health_file);

@@ -12,9 +12,10 @@
 //!   (e.g. `message.timeout.ms=10000`).
 //! - `TXOUTBOX_CHAOS_POLL_MS`: the poll interval (default 200 ms). A long one makes the relay rely
 //!   on its wake-ups (PostgreSQL: LISTEN/NOTIFY).
-//! - `TXOUTBOX_CHAOS_HEALTH_FILE`: when set, every change of the relay's view of Kafka
-//!   (`RelayMonitor::sink()`) is appended to this file as `<epoch ms> <unknown|ok|failing>`, read
-//!   by the tests that check the relay's health during an outage.
+//! - `TXOUTBOX_CHAOS_HEALTH_FILE`: when set, every change of the relay's view of Kafka and of its
+//!   database (`RelayMonitor::sink()`, `store()`) is appended to this file as
+//!   `<epoch ms> <sink> <store>`, each `unknown`, `ok` or `failing`, read by the tests that check
+//!   the relay's health during an outage.
 
 use std::time::Duration;
 
@@ -84,16 +85,19 @@ async fn run(store: impl Store, sink: impl Sink, config: RelayConfig) -> anyhow:
     Ok(())
 }
 
-/// Appends each change of the sink's condition to `path` (checked every 50 ms).
+/// Appends each change of the sink's or the store's condition to `path` (checked every 50 ms).
 async fn record_sink_health(monitor: txoutbox_core::RelayMonitor, path: String) {
     use std::io::Write;
-    let mut last = "";
-    loop {
-        let state = match monitor.sink() {
+    fn name(c: txoutbox_core::Condition) -> &'static str {
+        match c {
             txoutbox_core::Condition::Ok => "ok",
             c if c.is_failing() => "failing",
             _ => "unknown",
-        };
+        }
+    }
+    let mut last = String::new();
+    loop {
+        let state = format!("{} {}", name(monitor.sink()), name(monitor.store()));
         if state != last {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
