@@ -8,7 +8,8 @@
 //!
 //! Each relay drains a prewritten backlog of `messages` (default 200,000; 100-byte payloads,
 //! 1,000 keys, 3 partitions) to a fresh topic; the WAL relay also runs with a discarding sink
-//! (its own ceiling). Prints one line per run and a JSON summary.
+//! (its own ceiling). Then commit→ack latency of both relays with writers committing 500
+//! single-message transactions per second for 10 s. Prints one line per run and a JSON summary.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,12 +43,69 @@ fn topic_def(name: &str) -> Topic<Msg> {
         .key(|m: &Msg| m.key.clone())
 }
 
-/// Counts completed messages and wakes the waiter.
+/// Counts completed messages and wakes the waiter; with a probe, also records commit→ack times.
 #[derive(Clone)]
 struct Counting<S> {
     inner: S,
     done: Arc<AtomicU64>,
     notify: Arc<Notify>,
+    probe: Option<Arc<Probe>>,
+}
+
+/// Commit→ack latency: the writer notes when each message (by payload sequence number)
+/// committed; the store wrapper maps the relay's ids to sequence numbers as it reads them and
+/// takes the time when the relay completes them (after Kafka acknowledged them).
+#[derive(Default)]
+struct Probe {
+    committed: std::sync::Mutex<std::collections::HashMap<u64, Instant>>,
+    ids: std::sync::Mutex<std::collections::HashMap<i64, u64>>,
+    acked: std::sync::Mutex<Vec<(u64, Instant)>>,
+}
+
+impl Probe {
+    fn seen(&self, rows: &[OutboxMessage]) {
+        let mut ids = self.ids.lock().unwrap();
+        for r in rows {
+            if let Some(seq) = r.payload.as_deref().and_then(seq_of) {
+                ids.insert(r.id, seq);
+            }
+        }
+    }
+
+    fn completed(&self, done: &[i64]) {
+        let now = Instant::now();
+        let mut ids = self.ids.lock().unwrap();
+        let mut acked = self.acked.lock().unwrap();
+        acked.extend(done.iter().filter_map(|id| ids.remove(id)).map(|seq| (seq, now)));
+    }
+
+    /// (p50, p95, p99) in ms. An ack noted before its writer noted the commit (the relay can be
+    /// that fast) counts as 0.
+    fn percentiles(&self) -> (f64, f64, f64) {
+        let committed = self.committed.lock().unwrap();
+        let mut lat: Vec<u128> = self
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(seq, at)| {
+                committed
+                    .get(seq)
+                    .map(|c| at.saturating_duration_since(*c).as_micros())
+            })
+            .collect();
+        lat.sort_unstable();
+        let p = |q: f64| {
+            let i = ((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1));
+            lat.get(i).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        (p(0.5), p(0.95), p(0.99))
+    }
+}
+
+/// The sequence number at the start of a payload (`message-000000000042-xxx…`).
+fn seq_of(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload.get(8..20)?).ok()?.parse().ok()
 }
 
 impl<S: Store> Store for Counting<S> {
@@ -57,21 +115,25 @@ impl<S: Store> Store for Counting<S> {
     fn lock_for_relay(&self) -> impl Future<Output = txoutbox::Result<()>> + Send {
         self.inner.lock_for_relay()
     }
-    fn fetch_pending(
-        &self,
-        limit: usize,
-    ) -> impl Future<Output = txoutbox::Result<Vec<OutboxMessage>>> + Send {
-        self.inner.fetch_pending(limit)
+    async fn fetch_pending(&self, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+        let rows = self.inner.fetch_pending(limit).await?;
+        if let Some(p) = &self.probe {
+            p.seen(&rows);
+        }
+        Ok(rows)
     }
-    fn fetch_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> impl Future<Output = txoutbox::Result<Vec<OutboxMessage>>> + Send {
-        self.inner.fetch_after(after, limit)
+    async fn fetch_after(&self, after: i64, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+        let rows = self.inner.fetch_after(after, limit).await?;
+        if let Some(p) = &self.probe {
+            p.seen(&rows);
+        }
+        Ok(rows)
     }
     async fn complete(&self, ids: &[i64], completion: Completion) -> txoutbox::Result<()> {
         self.inner.complete(ids, completion).await?;
+        if let Some(p) = &self.probe {
+            p.completed(ids);
+        }
         self.done.fetch_add(ids.len() as u64, Ordering::AcqRel);
         self.notify.notify_one();
         Ok(())
@@ -105,6 +167,7 @@ async fn drain<S: Store + Clone, K: Sink>(store: S, sink: K, n: u64, batch: usiz
         inner: store,
         done: Arc::new(AtomicU64::new(0)),
         notify: Arc::new(Notify::new()),
+        probe: None,
     };
     let config = RelayConfig::default()
         .with_batch_size(batch)
@@ -231,6 +294,103 @@ async fn wal(msgs: &[Msg], batch: usize, kafka: bool) -> (f64, f64) {
     (write, secs)
 }
 
+/// The writer side of a latency run: `rate` single-message transactions per second for
+/// `seconds`, each noted in the probe when its commit returned.
+async fn write_at_rate<F, Fut>(probe: &Probe, rate: u64, seconds: u64, mut publish: F)
+where
+    F: FnMut(Msg) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let n = rate * seconds;
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    for i in 0..n {
+        tick.tick().await;
+        let mut payload = format!("message-{i:012}-").into_bytes();
+        payload.resize(PAYLOAD, b'x');
+        publish(Msg {
+            key: format!("key-{:04}", i as usize % KEYS),
+            payload,
+        })
+        .await;
+        probe.committed.lock().unwrap().insert(i, Instant::now());
+    }
+}
+
+/// Runs a relay over `store` while writing at `rate`; returns (p50, p95, p99) commit→ack in ms.
+async fn latency<S: Store + Clone, F, Fut>(store: S, rate: u64, seconds: u64, publish: F) -> (f64, f64, f64)
+where
+    F: FnMut(Msg) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let probe = Arc::new(Probe::default());
+    let counting = Counting {
+        inner: store,
+        done: Arc::new(AtomicU64::new(0)),
+        notify: Arc::new(Notify::new()),
+        probe: Some(Arc::clone(&probe)),
+    };
+    let sink = KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap())).unwrap();
+    let relay = Relay::new(counting.clone(), sink, RelayConfig::default())
+        .unwrap()
+        .start();
+    write_at_rate(&probe, rate, seconds, publish).await;
+    let n = rate * seconds;
+    let start = Instant::now();
+    while counting.done.load(Ordering::Acquire) < n && start.elapsed() < Duration::from_secs(60) {
+        let _ = tokio::time::timeout(Duration::from_millis(5), counting.notify.notified()).await;
+    }
+    relay.shutdown().await.unwrap();
+    probe.percentiles()
+}
+
+async fn latency_polling(rate: u64, seconds: u64) -> (f64, f64, f64) {
+    let topic = txoutbox_testing::kafka::new_topic("bench-wal-lat-poll", 3).await;
+    let db = TestSchema::with_pool_size(4).await;
+    let outbox = PgOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let store = outbox.store(db.pool.clone());
+    let result = latency(store, rate, seconds, |m| {
+        let (outbox, pool) = (outbox.clone(), db.pool.clone());
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            outbox.publish(&mut *tx, &m).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    })
+    .await;
+    db.drop_schema().await;
+    result
+}
+
+async fn latency_wal(rate: u64, seconds: u64) -> (f64, f64, f64) {
+    let topic = txoutbox_testing::kafka::new_topic("bench-wal-lat", 3).await;
+    let db = TestSchema::with_pool_size(4).await;
+    let config = WalConfig::default()
+        .with_slot(txoutbox_testing::unique("bench_wal_lat"))
+        .with_dead_letter_table(db.table());
+    let outbox = PgWalOutbox::new(Topics::new().with(topic_def(&topic)).unwrap(), config).unwrap();
+    outbox.migrate(&db.pool).await.unwrap();
+    let store = outbox.store(db.pool.clone(), &url()).unwrap();
+    let result = latency(store.clone(), rate, seconds, |m| {
+        let (outbox, pool) = (outbox.clone(), db.pool.clone());
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            outbox.publish(&mut *tx, &m).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    })
+    .await;
+    drop(store);
+    for _ in 0..100 {
+        if outbox.drop_slot(&db.pool).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.drop_schema().await;
+    result
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -269,6 +429,17 @@ async fn main() {
     );
     let (_, wald) = wal(&msgs, batch, false).await;
     println!("WAL relay, discard sink {:>9.0} msg/s", rate(wald));
+    let (lat_rate, lat_secs) = (500, 10);
+    let lp = latency_polling(lat_rate, lat_secs).await;
+    println!(
+        "commit→ack at {lat_rate}/s, polling relay: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        lp.0, lp.1, lp.2
+    );
+    let lw = latency_wal(lat_rate, lat_secs).await;
+    println!(
+        "commit→ack at {lat_rate}/s, WAL relay:     p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        lw.0, lw.1, lw.2
+    );
     println!(
         "{}",
         serde_json::json!({
@@ -277,6 +448,8 @@ async fn main() {
             "wal_msgs_per_sec": rate(walk), "wal_ratio": raw / walk,
             "wal_discard_msgs_per_sec": rate(wald),
             "polling_prewrite_msgs_per_sec": rate(pw), "wal_prewrite_msgs_per_sec": rate(ww),
+            "latency_rate": lat_rate, "polling_latency_ms_p50_p95_p99": [lp.0, lp.1, lp.2],
+            "wal_latency_ms_p50_p95_p99": [lw.0, lw.1, lw.2],
         })
     );
 }
