@@ -326,6 +326,42 @@ impl PgWalStore {
         Ok(n.max(0) as u64)
     }
 
+    fn running(&self) -> bool {
+        self.inner
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Messages committed but not yet buffered: none once the stream passed a marker written
+    /// now; counted by peeking the slot when this store does not stream it.
+    async fn unread(&self) -> Result<u64> {
+        let running = self.running();
+        if running {
+            // A relay starting on this store: the slot is (about to be) ours, so peeking it
+            // would fail; wait for the stream instead.
+            let mut status = self.shared().status.subscribe();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                status.wait_for(|s| matches!(s, StreamStatus::Streaming | StreamStatus::Failed(_))),
+            )
+            .await;
+        }
+        let streaming = running && *self.shared().status.borrow() == StreamStatus::Streaming;
+        let full = self.state().buffer.len() >= self.shared().config.max_buffered;
+        if streaming && full {
+            // Back-pressure: the stream waits for the relay, so a marker would not be reached
+            // soon. The buffered count is a lower bound then (and never zero).
+            Ok(0)
+        } else if streaming {
+            self.sync().await.map(|()| 0)
+        } else {
+            self.peek_count().await
+        }
+    }
+
     /// Waits until the stream has read everything committed before now: writes a
     /// non-transactional marker message and waits for the stream to pass it.
     async fn sync(&self) -> Result<()> {
@@ -749,24 +785,11 @@ impl Store for PgWalStore {
     }
 
     async fn backlog(&self) -> Result<Backlog> {
-        let streaming = *self.shared().status.borrow() == StreamStatus::Streaming
-            && self
-                .inner
-                .task
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .is_some_and(|t| !t.is_finished());
-        let full = self.state().buffer.len() >= self.shared().config.max_buffered;
-        let unread = if streaming && full {
-            // Back-pressure: the stream waits for the relay, so a marker would not be reached
-            // soon. The buffered count is a lower bound then (and never zero).
-            0
-        } else if streaming {
-            self.sync().await?;
-            0
-        } else {
-            self.peek_count().await?
+        let unread = match self.unread().await {
+            Ok(n) => n,
+            // A relay of this store took the slot while we peeked it: read from the stream.
+            Err(_) if self.running() => self.unread().await?,
+            Err(e) => return Err(e),
         };
         let (buffered, oldest) = {
             let state = self.state();
