@@ -181,14 +181,34 @@ pub struct KafkaNode {
 impl KafkaNode {
     /// Formats a data folder and starts the node; returns once it serves.
     pub async fn start() -> Self {
-        blocking(|| Self::start_blocking(None)).await
+        blocking(|| Self::start_blocking(None, None)).await
+    }
+
+    /// A node with a second, secured client listener: SASL_SSL with SCRAM-SHA-512 (the `users`,
+    /// `(name, password)`, created when the storage is formatted), TLS from a certificate for
+    /// `IP:127.0.0.1` signed by a throw-away CA made with `openssl`, and ACLs enforced
+    /// (`StandardAuthorizer`; `super_users` and the internal PLAINTEXT listener may do
+    /// everything, other users nothing). [`bootstrap`](Self::bootstrap) stays the PLAINTEXT
+    /// listener (for the test's own admin client and consumer).
+    pub async fn start_sasl_ssl(users: &[(&str, &str)], super_users: &[&str]) -> (Self, SaslSsl) {
+        let users: Vec<(String, String)> = users
+            .iter()
+            .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
+            .collect();
+        let supers: Vec<String> = super_users.iter().map(|u| (*u).to_owned()).collect();
+        blocking(move || {
+            let mut secure = None;
+            let node = Self::start_blocking(None, Some((&users, &supers, &mut secure)));
+            (node, secure.expect("the secured listener"))
+        })
+        .await
     }
 
     /// Like [`start`](Self::start), but the broker advertises `127.0.0.1:<advertised>` (a proxy
     /// in front of it, started by the caller) instead of its own port, so clients that bootstrap
     /// through the proxy keep going through it. The node itself is ready without the proxy.
     pub async fn start_advertising(advertised: u16) -> Self {
-        blocking(move || Self::start_blocking(Some(advertised))).await
+        blocking(move || Self::start_blocking(Some(advertised), None)).await
     }
 
     /// The port the broker listens on (behind a proxy: the proxy's upstream).
@@ -196,7 +216,11 @@ impl KafkaNode {
         self.broker_port
     }
 
-    fn start_blocking(advertised: Option<u16>) -> Self {
+    #[allow(clippy::type_complexity)] // reason: private; the secured listener's inputs and output
+    fn start_blocking(
+        advertised: Option<u16>,
+        sasl: Option<(&[(String, String)], &[String], &mut Option<SaslSsl>)>,
+    ) -> Self {
         let lib = kafka_lib();
         let dir = temp_folder("txoutbox-kafka");
         let (broker_port, controller_port) = loop {
@@ -205,15 +229,52 @@ impl KafkaNode {
                 break (b, c);
             }
         };
+        let mut secured = String::new();
+        let mut scram = Vec::new();
+        let (mut listeners, mut map) = (String::new(), String::new());
+        if let Some((users, supers, out)) = sasl {
+            let port = loop {
+                let p = free_port();
+                if p != broker_port && p != controller_port {
+                    break p;
+                }
+            };
+            let tls = make_certificates(&dir);
+            listeners = format!(",SASL_SSL://127.0.0.1:{port}");
+            map = ",SASL_SSL:SASL_SSL".to_owned();
+            let supers: Vec<String> = std::iter::once("User:ANONYMOUS".to_owned())
+                .chain(supers.iter().map(|u| format!("User:{u}")))
+                .collect();
+            secured = format!(
+                "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+                 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 ssl.keystore.type=PEM\n\
+                 ssl.keystore.location={keystore}\n\
+                 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+                 super.users={supers}\n",
+                keystore = tls.keystore.display(),
+                supers = supers.join(";"),
+            );
+            for (user, password) in users {
+                scram.push("--add-scram".to_owned());
+                scram.push(format!("SCRAM-SHA-512=[name={user},password={password}]"));
+            }
+            *out = Some(SaslSsl {
+                bootstrap: format!("127.0.0.1:{port}"),
+                ca: tls.ca,
+                untrusted_ca: tls.untrusted_ca,
+            });
+        }
         let properties = format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
              controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}\n\
-             listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{advertised},CONTROLLER://127.0.0.1:{controller_port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{broker_port}{listeners},CONTROLLER://127.0.0.1:{controller_port}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{advertised}{listeners},CONTROLLER://127.0.0.1:{controller_port}\n\
              inter.broker.listener.name=PLAINTEXT\n\
              controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{map}\n\
+             {secured}\
              log.dirs={data}\n\
              auto.create.topics.enable=false\n\
              num.partitions=3\n\
@@ -239,6 +300,7 @@ impl KafkaNode {
             .arg("--config")
             .arg(dir.join("server.properties"))
             .arg("--standalone")
+            .args(&scram)
             .stdin(Stdio::null())
             .output()
             .expect("run java (Kafka's StorageTool)");
@@ -398,6 +460,123 @@ impl KafkaNode {
     /// The node's log (stdout and stderr of every start).
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("node.log")
+    }
+}
+
+/// The secured listener of a [`KafkaNode::start_sasl_ssl`] node.
+#[derive(Debug, Clone)]
+pub struct SaslSsl {
+    /// `127.0.0.1:<SASL_SSL port>`.
+    pub bootstrap: String,
+    /// The CA that signed the broker's certificate (PEM), for `ssl.ca.location`.
+    pub ca: PathBuf,
+    /// Another CA, which did not sign it: a client trusting only this one must refuse the broker.
+    pub untrusted_ca: PathBuf,
+}
+
+struct Certificates {
+    ca: PathBuf,
+    untrusted_ca: PathBuf,
+    /// The broker's unencrypted PKCS#8 key followed by its certificate.
+    keystore: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throw-away CA, a server certificate for `IP:127.0.0.1` signed by it, and a second CA.
+fn make_certificates(dir: &Path) -> Certificates {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    for ca in ["ca", "untrusted-ca"] {
+        openssl(
+            &tls,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=txoutbox test {ca}"),
+            ],
+        );
+    }
+    openssl(
+        &tls,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(tls.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        &tls,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    openssl(
+        &tls,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            "server.key",
+            "-out",
+            "server.pk8",
+        ],
+    );
+    let keystore = format!(
+        "{}{}",
+        std::fs::read_to_string(tls.join("server.pk8")).unwrap(),
+        std::fs::read_to_string(tls.join("server.pem")).unwrap()
+    );
+    std::fs::write(tls.join("keystore.pem"), keystore).unwrap();
+    Certificates {
+        ca: tls.join("ca.pem"),
+        untrusted_ca: tls.join("untrusted-ca.pem"),
+        keystore: tls.join("keystore.pem"),
     }
 }
 
