@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p txoutbox-bench -- all --json target/bench.json`
 
+mod backlog;
 mod common;
 mod enqueue;
 mod latency;
@@ -22,6 +23,12 @@ use serde::Serialize;
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
+    /// Backlog: pending rows of the small case.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    backlog_small: u64,
+    /// Backlog: pending rows of the large case (and settled rows of the third).
+    #[arg(long, global = true, default_value_t = 10_000_000)]
+    backlog_large: u64,
     /// Also write the results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -68,7 +75,10 @@ enum Scenario {
     Enqueue,
     /// Commit → Kafka latency through the relay vs. raw producer latency.
     Latency,
-    /// Every scenario, one after the other.
+    /// Claim cost with a small and a huge backlog, and beside many settled rows (PostgreSQL;
+    /// not part of `all`: filling 10 million rows takes minutes).
+    Backlog,
+    /// Every scenario but `backlog`, one after the other.
     All,
 }
 
@@ -78,6 +88,7 @@ struct Results {
     throughput: Option<throughput::ThroughputResult>,
     enqueue: Option<enqueue::EnqueueResult>,
     latency: Option<latency::LatencyResult>,
+    backlog: Option<backlog::BacklogResult>,
 }
 
 fn machine() -> serde_json::Value {
@@ -132,6 +143,9 @@ async fn main() -> anyhow::Result<()> {
     if want(Scenario::Latency) {
         results.latency = Some(latency::run(&cli.rates, cli.seconds).await);
     }
+    if cli.scenario == Scenario::Backlog {
+        results.backlog = Some(backlog::run(cli.backlog_small, cli.backlog_large, cli.batch_sizes[0], 30).await);
+    }
     print_tables(&results);
     if let Some(path) = &cli.json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -147,7 +161,33 @@ fn ms(us: f64) -> String {
     format!("{:.2} ms", us / 1000.0)
 }
 
+fn print_backlog(b: &backlog::BacklogResult) {
+    println!("\n== backlog scaling: claiming {} rows, {} reads per case ==", b.batch, b.reads);
+    println!(
+        "{:<36} {:>12} {:>12} {:>10} {:>18} {:>18}",
+        "table", "pending", "settled", "fill s", "fetch_pending p50", "fetch_after p50"
+    );
+    for c in &b.cases {
+        println!(
+            "{:<36} {:>12} {:>12} {:>10.0} {:>18} {:>18}",
+            c.shape,
+            c.pending,
+            c.settled,
+            c.fill_seconds,
+            ms(c.fetch_pending.p50_us),
+            ms(c.fetch_after.p50_us)
+        );
+    }
+    println!(
+        "claim cost ratio: large/small backlog {:.2}x, beside many settled rows {:.2}x (target <= 1.5x)",
+        b.pending_ratio, b.settled_ratio
+    );
+}
+
 fn print_tables(r: &Results) {
+    if let Some(b) = &r.backlog {
+        print_backlog(b);
+    }
     println!(
         "\nmachine: {} cores, {} GiB",
         r.machine["nproc"], r.machine["mem_total_gib"]

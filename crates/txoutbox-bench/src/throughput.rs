@@ -10,7 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde::Serialize;
-use txoutbox::kafka::{KafkaConfig, KafkaSink};
+use txoutbox::kafka::{ExactlyOnceSettings, ExactlyOnceSink, KafkaConfig, KafkaSink};
 use txoutbox::mysql::MySqlOutbox;
 use txoutbox::postgres::PgOutbox;
 use txoutbox::sqlite::SqliteOutbox;
@@ -181,7 +181,29 @@ async fn new_topic() -> String {
     txoutbox_testing::kafka::new_topic("bench-tp", 3).await
 }
 
-async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, kafka: bool, raw: f64) -> RelayResult {
+/// Where the PostgreSQL relay sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PgSink {
+    /// At-least-once to Kafka.
+    Kafka,
+    /// Exactly-once to Kafka (transactions and progress records).
+    ExactlyOnce,
+    /// Nowhere: the relay's own ceiling.
+    Discard,
+}
+
+impl PgSink {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Kafka => "kafka",
+            Self::ExactlyOnce => "kafka-exactly-once",
+            Self::Discard => "discard",
+        }
+    }
+}
+
+async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, mode: PgSink, raw: f64) -> RelayResult {
+    let kafka = mode != PgSink::Discard;
     let topic = new_topic().await;
     let schema = TestSchema::with_pool_size(4).await;
     let outbox = PgOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), schema.table());
@@ -203,11 +225,18 @@ async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, kafka: bool, r
     .unwrap();
     let store = outbox.store(schema.pool.clone());
     let cpu_busy_before = wait_quiet("throughput", Duration::from_secs(30)).await;
-    let (seconds, timed_out, stats) = if kafka {
-        let sink = KafkaSink::new(&KafkaConfig::new(bootstrap())).expect("sink");
-        drain(store.clone(), sink, msgs.len(), batch, factor * batch).await
-    } else {
-        drain(store.clone(), DiscardSink, msgs.len(), batch, factor * batch).await
+    let (seconds, timed_out, stats) = match mode {
+        PgSink::Kafka => {
+            let sink = KafkaSink::new(&KafkaConfig::new(bootstrap())).expect("sink");
+            drain(store.clone(), sink, msgs.len(), batch, factor * batch).await
+        }
+        PgSink::ExactlyOnce => {
+            let settings = ExactlyOnceSettings::for_table(&schema.schema)
+                .with_progress_topic(txoutbox_testing::unique("bench-progress"));
+            let sink = ExactlyOnceSink::new(&KafkaConfig::new(bootstrap()), settings).expect("sink");
+            drain(store.clone(), sink, msgs.len(), batch, factor * batch).await
+        }
+        PgSink::Discard => drain(store.clone(), DiscardSink, msgs.len(), batch, factor * batch).await,
     };
     let pending_after = store.backlog().await.ok().map(|b| b.pending);
     let records_in_topic = if kafka {
@@ -219,7 +248,7 @@ async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, kafka: bool, r
     let msgs_per_sec = msgs.len() as f64 / seconds;
     RelayResult {
         store: "postgres".into(),
-        sink: if kafka { "kafka" } else { "discard" }.into(),
+        sink: mode.name().into(),
         batch_size: batch,
         max_in_flight: factor * batch,
         messages: msgs.len(),
@@ -343,12 +372,9 @@ pub async fn run(
     eprintln!("[throughput] raw: {:.0} msg/s", raw.msgs_per_sec);
     let mut relays = Vec::new();
     for &batch in batch_sizes {
-        for kafka in [true, false] {
-            eprintln!(
-                "[throughput] postgres relay, batch {batch}, sink {} ...",
-                if kafka { "kafka" } else { "discard" }
-            );
-            let r = relay_pg(&msgs, batch, factor, kafka, raw.msgs_per_sec).await;
+        for mode in [PgSink::Kafka, PgSink::ExactlyOnce, PgSink::Discard] {
+            eprintln!("[throughput] postgres relay, batch {batch}, sink {} ...", mode.name());
+            let r = relay_pg(&msgs, batch, factor, mode, raw.msgs_per_sec).await;
             eprintln!("[throughput]   {:.0} msg/s ({:.2} s)", r.msgs_per_sec, r.seconds);
             relays.push(r);
         }

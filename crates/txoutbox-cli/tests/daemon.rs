@@ -179,7 +179,13 @@ async fn a_dead_letter_is_listed_and_replay_publishes_it_once_its_cause_is_fixed
     let topic = txoutbox_testing::unique("daemon-missing");
     ok(&txoutbox(&db, &["migrate"]));
     insert_rows(&db, &topic, 1, 1).await;
-    let daemon = Daemon::start(&db, &["--max-attempts", "1", "--poll-interval", "200ms"]).await;
+    // The producer caches "unknown topic" until its next metadata refresh: refresh often, so the
+    // replay after the topic is created finds it.
+    let daemon = Daemon::start(
+        &db,
+        &["--max-attempts", "1", "--poll-interval", "200ms", "-X", "topic.metadata.refresh.interval.ms=500"],
+    )
+    .await;
 
     let dead = eventually(Duration::from_secs(60), || async {
         let list = json(&ok(&txoutbox(&db, &["dead-letters", "list", "--json"])));

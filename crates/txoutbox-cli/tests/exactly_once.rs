@@ -7,6 +7,7 @@
 mod support;
 
 use std::collections::HashMap;
+#[cfg(feature = "failpoints")]
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -301,7 +302,7 @@ async fn a_paused_relay_is_fenced_by_its_successor_and_stops() {
     let topic = new_topic("eos-zombie", 3).await;
     let progress = txoutbox_testing::unique("eos-progress");
     ok(&txoutbox(&db, &["migrate"]));
-    let writers = Writers::start(&db, &topic, 6_000);
+    let writers = Writers::start(&db, &topic, u64::MAX);
     let args = eos_args(&progress);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let zombie = Daemon::start(&db, &args).await;
@@ -318,7 +319,7 @@ async fn a_paused_relay_is_fenced_by_its_successor_and_stops() {
     .await;
     assert!(working, "{}", successor.logs());
     zombie.signal("CONT");
-    let committed = writers.finish().await;
+    let committed = writers.stop().await;
     // The zombie's next transactional call is refused: it stops by itself.
     let mut zombie = zombie;
     let stopped = eventually(Duration::from_secs(60), || async {
