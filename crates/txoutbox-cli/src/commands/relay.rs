@@ -187,10 +187,16 @@ where
 
     if let Some(retention) = settings.retention {
         let store = store.clone();
+        let ownership = state.ownership.clone();
         background.spawn(async move {
             let mut ticker = tokio::time::interval(retention.interval);
             loop {
                 ticker.tick().await;
+                // Of several coordinated relays, only the one leading (holding the table's lease,
+                // or bucket 0) purges: one node, never several DELETEs competing.
+                if ownership.as_ref().is_some_and(|o| !o.leads()) {
+                    continue;
+                }
                 let before = Utc::now() - TimeDelta::from_std(retention.keep_for).unwrap_or(TimeDelta::MAX);
                 match crate::commands::cleanup::purge(&store, before, retention.batch).await {
                     Ok(0) => {}

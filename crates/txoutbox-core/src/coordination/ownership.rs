@@ -91,6 +91,16 @@ impl Ownership {
         self.session().draining.iter().copied().collect()
     }
 
+    /// Whether this node leads the table's housekeeping (retention): it holds the table's
+    /// exclusive lease, or bucket 0 in work balance. Exactly one live node does at a time.
+    pub fn leads(&self) -> bool {
+        match self.scope() {
+            Scope::All => true,
+            Scope::Buckets(buckets) => buckets.first() == Some(&0),
+            Scope::Nothing => false,
+        }
+    }
+
     /// The rows this node may read now.
     pub fn scope(&self) -> Scope {
         self.session().scope.clone()
