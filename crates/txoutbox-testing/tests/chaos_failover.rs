@@ -31,6 +31,9 @@ use txoutbox_testing::postgres::TestSchema;
 
 const PARTITIONS: i32 = 6;
 
+/// One test at a time: each runs three brokers on the shared 2 cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_broker_killed_mid_run_loses_nothing_and_partitions_move() {
     failover_run(
@@ -85,6 +88,7 @@ fn state_at(changes: &[(i64, String)], at_ms: i64) -> Option<&str> {
 }
 
 async fn failover_run(total: u64, outage: Duration, scenario: Scenario) {
+    let _serial = SERIAL.lock().await;
     txoutbox_testing::init_tracing();
     const KEYS: u64 = 400;
     const WRITERS: u64 = 4;
