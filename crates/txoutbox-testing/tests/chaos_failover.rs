@@ -188,17 +188,15 @@ async fn failover_run(total: u64, outage: Duration, scenario: Scenario) {
             moved_after.as_secs_f64()
         );
     } else {
-        let failing = txoutbox_testing::eventually(outage, || async {
+        // Usually Failing about 12 s after the kill (the 10 s message timeout, then the
+        // delivery reports); asserted below over the whole outage, restarts included, so a slow
+        // machine does not fail the test.
+        let _ = txoutbox_testing::eventually(outage, || async {
             health_changes(&health_file)
                 .last()
                 .is_some_and(|(_, s)| s == "failing")
         })
         .await;
-        assert!(
-            failing,
-            "the relay's sink condition did not turn failing within {outage:?} of losing two of three brokers: {:?}",
-            health_changes(&health_file)
-        );
     }
     tokio::time::sleep_until(outage_end.into()).await; // the rest of the outage
     for &id in &victims {
