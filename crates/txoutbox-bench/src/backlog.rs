@@ -78,10 +78,13 @@ async fn case(shape: &str, pending: u64, settled: u64, batch: usize, reads: usiz
     }
     fill(&db, pending, "pending").await;
     let fill_seconds = started.elapsed().as_secs_f64();
-    sqlx::raw_sql(AssertSqlSafe(format!("VACUUM ANALYZE {}", db.qualify("outbox_messages"))))
-        .execute(&db.pool)
-        .await
-        .expect("vacuum");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "VACUUM ANALYZE {}",
+        db.qualify("outbox_messages")
+    )))
+    .execute(&db.pool)
+    .await
+    .expect("vacuum");
     let (middle,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT min(id) + (max(id) - min(id)) / 2 FROM {} WHERE status = 'pending'",
         db.qualify("outbox_messages")

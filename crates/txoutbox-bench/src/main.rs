@@ -144,7 +144,8 @@ async fn main() -> anyhow::Result<()> {
         results.latency = Some(latency::run(&cli.rates, cli.seconds).await);
     }
     if cli.scenario == Scenario::Backlog {
-        results.backlog = Some(backlog::run(cli.backlog_small, cli.backlog_large, cli.batch_sizes[0], 30).await);
+        results.backlog =
+            Some(backlog::run(cli.backlog_small, cli.backlog_large, cli.batch_sizes[0], 30).await);
     }
     print_tables(&results);
     if let Some(path) = &cli.json {
@@ -162,7 +163,10 @@ fn ms(us: f64) -> String {
 }
 
 fn print_backlog(b: &backlog::BacklogResult) {
-    println!("\n== backlog scaling: claiming {} rows, {} reads per case ==", b.batch, b.reads);
+    println!(
+        "\n== backlog scaling: claiming {} rows, {} reads per case ==",
+        b.batch, b.reads
+    );
     println!(
         "{:<36} {:>12} {:>12} {:>10} {:>18} {:>18}",
         "table", "pending", "settled", "fill s", "fetch_pending p50", "fetch_after p50"

@@ -373,7 +373,10 @@ pub async fn run(
     let mut relays = Vec::new();
     for &batch in batch_sizes {
         for mode in [PgSink::Kafka, PgSink::ExactlyOnce, PgSink::Discard] {
-            eprintln!("[throughput] postgres relay, batch {batch}, sink {} ...", mode.name());
+            eprintln!(
+                "[throughput] postgres relay, batch {batch}, sink {} ...",
+                mode.name()
+            );
             let r = relay_pg(&msgs, batch, factor, mode, raw.msgs_per_sec).await;
             eprintln!("[throughput]   {:.0} msg/s ({:.2} s)", r.msgs_per_sec, r.seconds);
             relays.push(r);

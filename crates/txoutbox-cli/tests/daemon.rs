@@ -183,7 +183,14 @@ async fn a_dead_letter_is_listed_and_replay_publishes_it_once_its_cause_is_fixed
     // replay after the topic is created finds it.
     let daemon = Daemon::start(
         &db,
-        &["--max-attempts", "1", "--poll-interval", "200ms", "-X", "topic.metadata.refresh.interval.ms=500"],
+        &[
+            "--max-attempts",
+            "1",
+            "--poll-interval",
+            "200ms",
+            "-X",
+            "topic.metadata.refresh.interval.ms=500",
+        ],
     )
     .await;
 

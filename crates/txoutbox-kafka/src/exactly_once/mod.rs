@@ -302,9 +302,9 @@ impl ExactlyOnceSink {
             })
             .await
             {
-                    Ok(result) => result,
-                    Err(_) => Err(KafkaError::Canceled),
-                };
+                Ok(result) => result,
+                Err(_) => Err(KafkaError::Canceled),
+            };
             match &outcome {
                 Err(KafkaError::Transaction(e)) if e.is_retriable() => continue,
                 _ => break,
