@@ -35,6 +35,24 @@ async fn insert_rows(db: &TestSchema, topic: &str, n: usize, keys: usize) {
     }
 }
 
+/// Waits for `n` records on `topic` and checks they are `n` distinct messages, none twice, every
+/// key (payload `key:seq`) in order.
+async fn expect_exactly_in_order(topic: &str, n: i64, daemon: &Daemon) {
+    let topics = [topic.to_owned()];
+    let delivered = eventually(Duration::from_secs(30), || async { count(&topics).await == n }).await;
+    assert!(delivered, "the rows did not reach Kafka: {}", daemon.logs());
+    let records = read_all(&topics).await;
+    let v = verdict(&records, |r| {
+        let (key, seq) = r.payload_str().split_once(':').unwrap();
+        (key.to_owned(), seq.parse().unwrap())
+    });
+    assert_eq!(
+        (v.distinct as i64, v.duplicates, v.order_violations),
+        (n, 0, 0),
+        "{v:?}"
+    );
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -179,20 +197,7 @@ async fn a_dead_letter_is_listed_and_replay_publishes_it_once_its_cause_is_fixed
     let topic = txoutbox_testing::unique("daemon-missing");
     ok(&txoutbox(&db, &["migrate"]));
     insert_rows(&db, &topic, 1, 1).await;
-    // The producer caches "unknown topic" until its next metadata refresh: refresh often, so the
-    // replay after the topic is created finds it.
-    let daemon = Daemon::start(
-        &db,
-        &[
-            "--max-attempts",
-            "1",
-            "--poll-interval",
-            "200ms",
-            "-X",
-            "topic.metadata.refresh.interval.ms=500",
-        ],
-    )
-    .await;
+    let daemon = Daemon::start(&db, &["--max-attempts", "1", "--poll-interval", "200ms"]).await;
 
     let dead = eventually(Duration::from_secs(60), || async {
         let list = json(&ok(&txoutbox(&db, &["dead-letters", "list", "--json"])));
@@ -228,8 +233,17 @@ async fn a_dead_letter_is_listed_and_replay_publishes_it_once_its_cause_is_fixed
     txoutbox_testing::kafka::create_topics(&[&topic], 1).await;
     let replayed = ok(&txoutbox(&db, &["dead-letters", "replay", "--topic", &topic]));
     assert!(replayed.contains("replayed 1 dead letters"), "{replayed}");
+    // The producer may still hold "unknown topic" from before (until its next metadata refresh):
+    // the message can die once more; an operator would replay it again, and so does the test.
     let published = eventually(Duration::from_secs(60), || async {
-        count(std::slice::from_ref(&topic)).await == 1
+        if count(std::slice::from_ref(&topic)).await == 1 {
+            return true;
+        }
+        let dead = json(&ok(&txoutbox(&db, &["dead-letters", "list", "--json"])));
+        if dead.as_array().is_some_and(|l| !l.is_empty()) {
+            ok(&txoutbox(&db, &["dead-letters", "replay", "--topic", &topic]));
+        }
+        false
     })
     .await;
     assert!(
@@ -310,25 +324,7 @@ async fn one_command_relays_a_fresh_sqlite_file() {
         .await
         .unwrap();
     }
-    let delivered = eventually(Duration::from_secs(30), || async {
-        count(std::slice::from_ref(&topic)).await == 20
-    })
-    .await;
-    assert!(
-        delivered,
-        "the SQLite rows did not reach Kafka: {}",
-        daemon.logs()
-    );
-    let records = read_all(std::slice::from_ref(&topic)).await;
-    let v = verdict(&records, |r| {
-        let (key, seq) = r.payload_str().split_once(':').unwrap();
-        (key.to_owned(), seq.parse().unwrap())
-    });
-    assert_eq!(
-        (v.distinct, v.duplicates, v.order_violations),
-        (20, 0, 0),
-        "{v:?}"
-    );
+    expect_exactly_in_order(&topic, 20, &daemon).await;
     daemon.stop();
     pool.close().await;
     let _ = std::fs::remove_file(&path);
@@ -353,25 +349,7 @@ async fn the_daemon_relays_a_mariadb_outbox() {
         .await
         .unwrap();
     }
-    let delivered = eventually(Duration::from_secs(30), || async {
-        count(std::slice::from_ref(&topic)).await == 30
-    })
-    .await;
-    assert!(
-        delivered,
-        "the MariaDB rows did not reach Kafka: {}",
-        daemon.logs()
-    );
-    let records = read_all(std::slice::from_ref(&topic)).await;
-    let v = verdict(&records, |r| {
-        let (key, seq) = r.payload_str().split_once(':').unwrap();
-        (key.to_owned(), seq.parse().unwrap())
-    });
-    assert_eq!(
-        (v.distinct, v.duplicates, v.order_violations),
-        (30, 0, 0),
-        "{v:?}"
-    );
+    expect_exactly_in_order(&topic, 30, &daemon).await;
     let status = std::process::Command::new(support::binary())
         .args(["status", "--json", "--relay-url", &daemon.base])
         .env("TXOUTBOX_DATABASE_URL", &url)
