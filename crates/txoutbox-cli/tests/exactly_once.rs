@@ -319,13 +319,14 @@ async fn a_paused_relay_is_fenced_by_its_successor_and_stops() {
     .await;
     assert!(working, "{}", successor.logs());
     zombie.signal("CONT");
-    let committed = writers.stop().await;
-    // The zombie's next transactional call is refused: it stops by itself.
+    // The writers go on: the resumed relay reads new rows, and its next transactional call is
+    // refused — it stops by itself.
     let mut zombie = zombie;
     let stopped = eventually(Duration::from_secs(60), || async {
         zombie.status().await.is_null()
     })
     .await;
+    let committed = writers.stop().await;
     let zombie_logs = zombie.logs();
     assert!(stopped, "the fenced relay kept running: {zombie_logs}");
     assert!(zombie_logs.contains("fenced"), "{zombie_logs}");

@@ -177,7 +177,33 @@ fn is_fenced(error: &KafkaError) -> bool {
     )
 }
 
+/// The producer's fatal error, when it says another producer took over the transactional id.
+fn fenced_by_successor(producer: &ThreadedProducer<SinkContext>) -> Option<String> {
+    let (code, reason) = producer.client().fatal_error()?;
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::TransactionCoordinatorFenced
+    )
+    .then_some(reason)
+}
+
 impl ExactlyOnceSink {
+    /// Enters the fenced state: every outcome of `open` is Fenced and the relay stops; the
+    /// producer is never recreated (that would fence the successor in turn).
+    fn fence(&self, state: &mut State, open: &Open, reason: &str) {
+        let message = format!(
+            "another relay took over the Kafka transactional id `{}` (this relay is fenced): {reason}",
+            self.inner.settings.transactional_id
+        );
+        metrics::counter!("txoutbox_transactions_total", "outcome" => "fenced").increment(1);
+        state.producer = None;
+        state.fenced = Some(message.clone());
+        fail_all(open, &SinkError::new(SinkErrorKind::Fenced, None, message));
+    }
+
     /// Checks the settings; connects when the relay starts (`recover`).
     pub fn new(config: &KafkaConfig, settings: ExactlyOnceSettings) -> Result<Self> {
         config.validate()?;
@@ -280,6 +306,10 @@ impl ExactlyOnceSink {
         .key(&key)
         .payload(&payload);
         if let Err((error, _)) = producer.send(record) {
+            if let Some(reason) = fenced_by_successor(&producer) {
+                self.fence(state, &open, &reason);
+                return;
+            }
             tracing::warn!(%error, "could not write the progress record; the transaction is aborted");
             self.abort(state, &producer, open, None).await;
             return;
@@ -371,6 +401,15 @@ impl ExactlyOnceSink {
                 batch.engine.complete(index, outcome);
             }
         }
+        if !ok && let Some(reason) = fenced_by_successor(producer) {
+            let message = format!(
+                "another relay took over the Kafka transactional id `{}` (this relay is fenced): {reason}",
+                self.inner.settings.transactional_id
+            );
+            state.producer = None;
+            state.fenced = Some(message);
+            return;
+        }
         if !ok {
             // An abort that failed leaves the producer unusable: start afresh next time.
             tracing::warn!("could not abort the Kafka transaction; the producer is recreated");
@@ -382,15 +421,10 @@ impl ExactlyOnceSink {
     /// new one, and learn from the progress topic whether the transaction committed. Rows are
     /// never marked on a guess.
     async fn unknown_outcome(&self, state: &mut State, open: Open, error: KafkaError) {
+        let fatal = state.producer.as_deref().and_then(fenced_by_successor);
         state.producer = None;
-        if is_fenced(&error) {
-            let message = format!(
-                "another relay took over the Kafka transactional id `{}` (this relay is fenced): {error}",
-                self.inner.settings.transactional_id
-            );
-            metrics::counter!("txoutbox_transactions_total", "outcome" => "fenced").increment(1);
-            state.fenced = Some(message.clone());
-            fail_all(&open, &SinkError::new(SinkErrorKind::Fenced, None, message));
+        if is_fenced(&error) || fatal.is_some() {
+            self.fence(state, &open, &fatal.unwrap_or_else(|| error.to_string()));
             return;
         }
         tracing::warn!(%error, "the outcome of a Kafka commit is unknown; asking the progress topic");
@@ -513,6 +547,19 @@ impl Sink for ExactlyOnceSink {
                         Err(e) => e.to_string(),
                         Ok(Ok(())) => String::new(),
                     };
+                    if let Some(reason) = fenced_by_successor(&producer) {
+                        let message = format!(
+                            "another relay took over the Kafka transactional id `{}` (this relay is fenced): {reason}",
+                            self.inner.settings.transactional_id
+                        );
+                        state.producer = None;
+                        state.fenced = Some(message.clone());
+                        let error = SinkError::new(SinkErrorKind::Fenced, None, message);
+                        for index in 0..batch.len() {
+                            engine.complete(index, Err(error.clone()));
+                        }
+                        return engine.delivery();
+                    }
                     tracing::warn!(error = %message, "could not begin a Kafka transaction; the producer is recreated");
                     state.producer = None;
                     let error =
