@@ -164,22 +164,8 @@ fn blocking_error(e: tokio::task::JoinError) -> Error {
     )))
 }
 
-/// Whether a transactional error means another producer took over our transactional id.
-fn is_fenced(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-                | RDKafkaErrorCode::TransactionCoordinatorFenced
-        )
-    )
-}
-
-/// The producer's fatal error, when it says another producer took over the transactional id.
-fn fenced_by_successor(producer: &ThreadedProducer<SinkContext>) -> Option<String> {
-    let (code, reason) = producer.client().fatal_error()?;
+/// Whether an error code means another producer took over our transactional id.
+fn is_fenced_code(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::Fenced
@@ -187,13 +173,23 @@ fn fenced_by_successor(producer: &ThreadedProducer<SinkContext>) -> Option<Strin
             | RDKafkaErrorCode::InvalidProducerEpoch
             | RDKafkaErrorCode::TransactionCoordinatorFenced
     )
-    .then_some(reason)
+}
+
+/// Whether a transactional error means another producer took over our transactional id.
+fn is_fenced(error: &KafkaError) -> bool {
+    error.rdkafka_error_code().is_some_and(is_fenced_code)
+}
+
+/// The producer's fatal error, when it says another producer took over the transactional id.
+fn fenced_by_successor(producer: &ThreadedProducer<SinkContext>) -> Option<String> {
+    let (code, reason) = producer.client().fatal_error()?;
+    is_fenced_code(code).then_some(reason)
 }
 
 impl ExactlyOnceSink {
-    /// Enters the fenced state: every outcome of `open` is Fenced and the relay stops; the
-    /// producer is never recreated (that would fence the successor in turn).
-    fn fence(&self, state: &mut State, open: &Open, reason: &str) {
+    /// Enters the fenced state and returns the error every later outcome carries: the relay
+    /// stops, and the producer is never recreated (that would fence the successor in turn).
+    fn enter_fenced(&self, state: &mut State, reason: &str) -> SinkError {
         let message = format!(
             "another relay took over the Kafka transactional id `{}` (this relay is fenced): {reason}",
             self.inner.settings.transactional_id
@@ -201,7 +197,13 @@ impl ExactlyOnceSink {
         metrics::counter!("txoutbox_transactions_total", "outcome" => "fenced").increment(1);
         state.producer = None;
         state.fenced = Some(message.clone());
-        fail_all(open, &SinkError::new(SinkErrorKind::Fenced, None, message));
+        SinkError::new(SinkErrorKind::Fenced, None, message)
+    }
+
+    /// Enters the fenced state; every outcome of `open` is Fenced.
+    fn fence(&self, state: &mut State, open: &Open, reason: &str) {
+        let error = self.enter_fenced(state, reason);
+        fail_all(open, &error);
     }
 
     /// Checks the settings; connects when the relay starts (`recover`).
@@ -402,12 +404,7 @@ impl ExactlyOnceSink {
             }
         }
         if !ok && let Some(reason) = fenced_by_successor(producer) {
-            let message = format!(
-                "another relay took over the Kafka transactional id `{}` (this relay is fenced): {reason}",
-                self.inner.settings.transactional_id
-            );
-            state.producer = None;
-            state.fenced = Some(message);
+            self.enter_fenced(state, &reason);
             return;
         }
         if !ok {
@@ -548,13 +545,7 @@ impl Sink for ExactlyOnceSink {
                         Ok(Ok(())) => String::new(),
                     };
                     if let Some(reason) = fenced_by_successor(&producer) {
-                        let message = format!(
-                            "another relay took over the Kafka transactional id `{}` (this relay is fenced): {reason}",
-                            self.inner.settings.transactional_id
-                        );
-                        state.producer = None;
-                        state.fenced = Some(message.clone());
-                        let error = SinkError::new(SinkErrorKind::Fenced, None, message);
+                        let error = self.enter_fenced(&mut state, &reason);
                         for index in 0..batch.len() {
                             engine.complete(index, Err(error.clone()));
                         }
