@@ -477,6 +477,9 @@ pub struct SaslSsl {
 struct Certificates {
     ca: PathBuf,
     untrusted_ca: PathBuf,
+    /// The server's certificate (PEM) and its unencrypted key (PEM).
+    server_certificate: PathBuf,
+    server_key: PathBuf,
     /// The broker's unencrypted PKCS#8 key followed by its certificate.
     keystore: PathBuf,
 }
@@ -495,7 +498,8 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A throw-away CA, a server certificate for `IP:127.0.0.1` signed by it, and a second CA.
+/// A throw-away CA, a server certificate for `IP:127.0.0.1` and `localhost` signed by it, and a
+/// second CA.
 fn make_certificates(dir: &Path) -> Certificates {
     let tls = dir.join("tls");
     std::fs::create_dir_all(&tls).unwrap();
@@ -534,7 +538,7 @@ fn make_certificates(dir: &Path) -> Certificates {
             "/CN=127.0.0.1",
         ],
     );
-    std::fs::write(tls.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(tls.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
     openssl(
         &tls,
         &[
@@ -576,6 +580,8 @@ fn make_certificates(dir: &Path) -> Certificates {
     Certificates {
         ca: tls.join("ca.pem"),
         untrusted_ca: tls.join("untrusted-ca.pem"),
+        server_certificate: tls.join("server.pem"),
+        server_key: tls.join("server.key"),
         keystore: tls.join("keystore.pem"),
     }
 }
@@ -1070,10 +1076,28 @@ pub struct PgCluster {
 impl PgCluster {
     /// Runs `initdb` and starts the server; returns once it accepts connections.
     pub async fn start() -> Self {
-        blocking(Self::start_blocking).await
+        blocking(|| Self::start_blocking(None)).await
     }
 
-    fn start_blocking() -> Self {
+    /// Like [`start`](Self::start), but clients must come over TLS and give a password: the server
+    /// has a certificate for `127.0.0.1` and `localhost` signed by a throw-away CA, `pg_hba.conf`
+    /// takes `hostssl` connections with SCRAM-SHA-256 for user `postgres` with `password` and
+    /// rejects plain TCP.
+    pub async fn start_tls(password: &str) -> (Self, PgTls) {
+        let password = password.to_owned();
+        blocking(move || {
+            let cluster = Self::start_blocking(Some(&password));
+            let tls = PgTls {
+                port: cluster.port,
+                ca: cluster.dir.join("tls/ca.pem"),
+                untrusted_ca: cluster.dir.join("tls/untrusted-ca.pem"),
+            };
+            (cluster, tls)
+        })
+        .await
+    }
+
+    fn start_blocking(tls_password: Option<&str>) -> Self {
         let bin = pg_bindir();
         let run_as = is_root().then(|| "postgres".to_owned());
         let dir = temp_folder("txoutbox-pg");
@@ -1090,20 +1114,24 @@ impl PgCluster {
             run_as,
         };
         let data = cluster.data();
-        cluster.run_checked(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-locale",
-                "--encoding=UTF8",
-                "--no-sync",
-            ],
-        );
-        let conf = format!(
+        let pwfile = cluster.dir.join("pwfile");
+        let mut initdb = vec![
+            "-D".to_owned(),
+            data.to_str().unwrap().to_owned(),
+            "-U".to_owned(),
+            "postgres".to_owned(),
+            "--auth=trust".to_owned(),
+            "--no-locale".to_owned(),
+            "--encoding=UTF8".to_owned(),
+            "--no-sync".to_owned(),
+        ];
+        if let Some(password) = tls_password {
+            std::fs::write(&pwfile, format!("{password}\n")).expect("write the password file");
+            initdb.push(format!("--pwfile={}", pwfile.display()));
+        }
+        cluster.run_checked("initdb", &initdb.iter().map(String::as_str).collect::<Vec<_>>());
+        let _ = std::fs::remove_file(&pwfile);
+        let mut conf = format!(
             "\n# txoutbox-testing: a private cluster\n\
              listen_addresses = '127.0.0.1'\n\
              port = {}\n\
@@ -1114,6 +1142,31 @@ impl PgCluster {
             cluster.port,
             cluster.dir.display()
         );
+        if tls_password.is_some() {
+            let certificates = make_certificates(&cluster.dir);
+            if let Some(user) = &cluster.run_as {
+                let (uid, gid) = user_ids(user).expect("the server's OS user");
+                std::os::unix::fs::chown(&certificates.server_key, Some(uid), Some(gid))
+                    .expect("chown the server key");
+            }
+            std::fs::set_permissions(
+                &certificates.server_key,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("chmod the server key");
+            conf.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\npassword_encryption = 'scram-sha-256'\n",
+                certificates.server_certificate.display(),
+                certificates.server_key.display()
+            ));
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                 hostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .expect("write pg_hba.conf");
+        }
         let conf_path = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
         text.push_str(&conf);
@@ -1245,6 +1298,35 @@ impl PgCluster {
     /// The server log.
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("postgres.log")
+    }
+}
+
+/// The TLS side of a [`PgCluster::start_tls`] cluster.
+#[derive(Debug, Clone)]
+pub struct PgTls {
+    port: u16,
+    /// The CA that signed the server's certificate (PEM), for `sslrootcert`.
+    pub ca: PathBuf,
+    /// Another CA, which did not sign it: a client trusting only this one must refuse the server.
+    pub untrusted_ca: PathBuf,
+}
+
+impl PgTls {
+    /// `postgres://postgres:<password>@127.0.0.1:<port>/postgres?sslmode=verify-full&sslrootcert=<ca>`.
+    pub fn url(&self, password: &str, ca: &Path) -> String {
+        format!(
+            "postgres://postgres:{password}@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            self.port,
+            ca.display()
+        )
+    }
+
+    /// The URL without TLS (`sslmode=disable`), which the server must refuse.
+    pub fn plain_url(&self, password: &str) -> String {
+        format!(
+            "postgres://postgres:{password}@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
     }
 }
 
