@@ -111,6 +111,14 @@ pub struct RelayArgs {
     /// Attempts before a failing message is dead-lettered.
     #[arg(long, env = "TXOUTBOX_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
+    /// What a dead-lettered message does to the later messages of its key: release it (they
+    /// flow on) or park it (they wait until the dead one is replayed or purged).
+    #[arg(long, env = "TXOUTBOX_ON_DEAD_LETTER", value_enum)]
+    pub on_dead_letter: Option<OnDeadLetterArg>,
+    /// Also send a copy of each dead-lettered message to this topic; `{topic}` stands for the
+    /// message's own topic, e.g. `{topic}.dead` (at-least-once delivery only).
+    #[arg(long, env = "TXOUTBOX_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
     /// Keep published rows this long, then purge them (needs --completion mark-published).
     #[arg(long, env = "TXOUTBOX_KEEP_PUBLISHED_FOR", value_parser = parse_duration)]
     pub keep_published_for: Option<Duration>,
@@ -146,6 +154,16 @@ pub enum CompletionArg {
     Delete,
     /// Keep them, marked published, until retention purges them.
     MarkPublished,
+}
+
+/// What a dead-lettered message does to its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDeadLetterArg {
+    /// Later messages of the key flow on (the default).
+    ReleaseKey,
+    /// Later messages of the key wait until the dead one is replayed or purged.
+    ParkKey,
 }
 
 /// The delivery guarantee.

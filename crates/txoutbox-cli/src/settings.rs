@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use txoutbox_core::coordination::{Coordination, LeaseSettings};
-use txoutbox_core::{Completion, HealthThresholds, RelayConfig, RetryPolicy, TableName};
+use txoutbox_core::{
+    Completion, DeadLetterTopic, HealthThresholds, OnDeadLetter, RelayConfig, RetryPolicy, TableName,
+};
 use txoutbox_kafka::{ExactlyOnceSettings, KafkaConfig};
 
-use crate::cli::{CompletionArg, CoordinationArg, DeliveryArg, GlobalArgs, RelayArgs};
+use crate::cli::{CompletionArg, CoordinationArg, DeliveryArg, GlobalArgs, OnDeadLetterArg, RelayArgs};
 use crate::error::CliError;
 
 /// The default HTTP address of the daemon.
@@ -47,6 +49,8 @@ struct FileRelay {
     shutdown_timeout: Option<Duration>,
     coordination: Option<CoordinationArg>,
     delivery: Option<DeliveryArg>,
+    on_dead_letter: Option<OnDeadLetterArg>,
+    dead_letter_topic: Option<String>,
     transactional_id: Option<String>,
     progress_topic: Option<String>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -215,7 +219,25 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, table: &TableName) -> Result<R
         file.retry.max_backoff.unwrap_or(retry.max_backoff),
     );
     retry = retry.with_backoff(initial, max);
-    let relay = RelayConfig::default()
+    let on_dead_letter = match args.on_dead_letter.or(file.relay.on_dead_letter) {
+        Some(OnDeadLetterArg::ParkKey) => OnDeadLetter::ParkKey,
+        Some(OnDeadLetterArg::ReleaseKey) | None => OnDeadLetter::ReleaseKey,
+    };
+    let dead_letter_topic = args
+        .dead_letter_topic
+        .clone()
+        .or_else(|| file.relay.dead_letter_topic.clone())
+        .map(DeadLetterTopic::new)
+        .transpose()
+        .map_err(|e| CliError::usage(format!("bad --dead-letter-topic: {e}")))?;
+    if dead_letter_topic.is_some() && args.delivery.or(file.relay.delivery) == Some(DeliveryArg::ExactlyOnce)
+    {
+        return Err(CliError::usage(
+            "--dead-letter-topic works with at-least-once delivery only (a transaction's records \
+             all count as delivered rows); with exactly-once, dead rows stay listed in the table",
+        ));
+    }
+    let mut relay = RelayConfig::default()
         .with_batch_size(
             args.batch_size
                 .or(file.relay.batch_size)
@@ -233,7 +255,11 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, table: &TableName) -> Result<R
         )
         .with_completion(completion)
         .with_retry(retry)
-        .with_shutdown_timeout(file.relay.shutdown_timeout.unwrap_or(defaults.shutdown_timeout));
+        .with_shutdown_timeout(file.relay.shutdown_timeout.unwrap_or(defaults.shutdown_timeout))
+        .with_on_dead_letter(on_dead_letter);
+    if let Some(topic) = dead_letter_topic {
+        relay = relay.with_dead_letter_topic(topic);
+    }
     relay.validate().map_err(|e| CliError::usage(e.to_string()))?;
 
     let mut kafka = KafkaConfig::default();

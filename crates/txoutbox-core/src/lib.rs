@@ -28,7 +28,9 @@ pub use maintenance::{DeadLetter, DeadLetterFilter, DeadLetters, Retention, Stat
 pub use message::{
     CREATED_AT_HEADER, MESSAGE_ID_HEADER, NewMessage, OutboxMessage, headers_from_json, headers_to_json,
 };
-pub use relay::{Condition, Relay, RelayConfig, RelayHandle, RelayMonitor, Wakeup};
+pub use relay::{
+    Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor, Wakeup,
+};
 pub use retry::RetryPolicy;
 pub use schema::check_schema_version;
 pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, SinkErrorKind};

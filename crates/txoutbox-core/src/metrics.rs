@@ -30,6 +30,8 @@ pub const PUBLISHED: &str = "txoutbox_messages_published_total";
 pub const SEND_FAILURES: &str = "txoutbox_send_failures_total";
 /// Messages dead-lettered, by topic.
 pub const DEAD_LETTERED: &str = "txoutbox_messages_dead_lettered_total";
+/// Dead-lettered messages whose copy the dead-letter topic refused, by original topic.
+pub const DEAD_LETTER_COPY_FAILURES: &str = "txoutbox_dead_letter_copy_failures_total";
 /// Failed database operations, by operation.
 pub const STORE_ERRORS: &str = "txoutbox_store_errors_total";
 /// Messages per batch.
@@ -59,6 +61,10 @@ pub fn describe() {
         "Failed sends by class; transient ones are retried without burning attempts"
     );
     describe_counter!(DEAD_LETTERED, "Messages moved to the dead-letter state");
+    describe_counter!(
+        DEAD_LETTER_COPY_FAILURES,
+        "Dead-lettered messages whose copy the dead-letter topic refused, even without payload"
+    );
     describe_counter!(STORE_ERRORS, "Failed outbox database operations (retried)");
     describe_histogram!(BATCH_MESSAGES, Unit::Count, "Messages per batch handed to Kafka");
     describe_histogram!(
@@ -105,6 +111,11 @@ pub(crate) fn record_send_failures(class: &'static str, n: usize) {
 /// Records a dead-lettered message.
 pub(crate) fn record_dead_lettered(topic: &str) {
     counter!(DEAD_LETTERED, "topic" => topic.to_owned()).increment(1);
+}
+
+/// Records a dead-lettered message whose copy the dead-letter topic refused.
+pub(crate) fn record_dead_letter_copy_failed(topic: &str) {
+    counter!(DEAD_LETTER_COPY_FAILURES, "topic" => topic.to_owned()).increment(1);
 }
 
 /// Records a failed database operation.

@@ -220,6 +220,13 @@ pub trait Sink: Send + Sync + 'static {
     fn completed(&self, ids: &[i64]) {
         let _ = ids;
     }
+
+    /// Whether the relay may send copies of dead-lettered rows through this sink (to a
+    /// dead-letter topic). A sink that records which rows each send delivered (a transactional
+    /// sink's progress) says no: a copy would count as the row's delivery. The default: yes.
+    fn accepts_dead_letter_copies(&self) -> bool {
+        true
+    }
 }
 
 impl<S: Sink> Sink for Arc<S> {
@@ -241,6 +248,10 @@ impl<S: Sink> Sink for Arc<S> {
 
     fn discard_queued(&self) {
         (**self).discard_queued();
+    }
+
+    fn accepts_dead_letter_copies(&self) -> bool {
+        (**self).accepts_dead_letter_copies()
     }
 }
 

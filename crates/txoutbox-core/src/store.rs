@@ -89,6 +89,20 @@ pub trait Store: Send + Sync + 'static {
     /// Counts pending and dead rows.
     fn backlog(&self) -> impl Future<Output = Result<Backlog>> + Send;
 
+    /// The distinct `(topic, key)` of dead rows that have a key: the keys a relay with
+    /// [`OnDeadLetter::ParkKey`](crate::OnDeadLetter::ParkKey) holds back until their dead rows
+    /// are replayed or purged. A store that cannot list them keeps the default, and a relay in
+    /// that mode refuses to start with its error.
+    fn dead_keys(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send {
+        async {
+            Err(crate::Error::Config(
+                "this outbox store cannot list dead-lettered keys, which parking keys needs: \
+                 use on_dead_letter = release_key with it"
+                    .into(),
+            ))
+        }
+    }
+
     /// Starts pushing wake-ups: the returned task calls `wakeup.notify()` whenever new rows may
     /// have committed, reconnecting by itself, until it is aborted. `None` (the default) when the
     /// database has no push notifications; the relay then relies on in-process wake-ups and its
@@ -124,6 +138,9 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn backlog(&self) -> impl Future<Output = Result<Backlog>> + Send {
         (**self).backlog()
+    }
+    fn dead_keys(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send {
+        (**self).dead_keys()
     }
     fn watch(&self, wakeup: Wakeup) -> Option<tokio::task::JoinHandle<()>> {
         (**self).watch(wakeup)

@@ -60,6 +60,7 @@ pub(crate) struct Statements {
     pub(crate) pending_ids_upto: String,
     pub(crate) record_failure: String,
     pub(crate) backlog: String,
+    pub(crate) dead_keys: String,
     pub(crate) list_dead: String,
     pub(crate) dead_payload: String,
     pub(crate) replay_dead: String,
@@ -102,6 +103,9 @@ impl Statements {
                 "SELECT (SELECT count(*) FROM {t} WHERE status = 'pending') AS pending, \
                         (SELECT created_at FROM {t} WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest, \
                         (SELECT count(*) FROM {t} WHERE status = 'dead') AS dead"
+            ),
+            dead_keys: format!(
+                "SELECT DISTINCT topic, `key` FROM {t} WHERE status = 'dead' AND `key` IS NOT NULL"
             ),
             dead_payload: format!("SELECT payload FROM {t} WHERE id = ? AND status = 'dead'"),
             list_dead: format!(

@@ -306,4 +306,11 @@ impl Store for MySqlStore {
             dead: count("dead").map_err(db_error)?,
         })
     }
+
+    async fn dead_keys(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        sqlx::query_as(AssertSqlSafe(self.sql.dead_keys.as_str()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)
+    }
 }

@@ -23,6 +23,7 @@ pub(crate) struct Statements {
     pub(crate) mark_published: Arc<str>,
     pub(crate) record_failures: Arc<str>,
     pub(crate) backlog: Arc<str>,
+    pub(crate) dead_keys: Arc<str>,
     pub(crate) list_dead: Arc<str>,
     pub(crate) replay_dead: Arc<str>,
     pub(crate) purge_dead: Arc<str>,
@@ -137,6 +138,10 @@ impl Statements {
                 "SELECT (SELECT count(*) FROM {t} WHERE status = 'pending'), \
                         (SELECT created_at FROM {t} WHERE status = 'pending' ORDER BY id LIMIT 1), \
                         (SELECT count(*) FROM {t} WHERE status = 'dead')"
+            )
+            .into(),
+            dead_keys: format!(
+                "SELECT DISTINCT topic, key FROM {t} WHERE status = 'dead' AND key IS NOT NULL"
             )
             .into(),
             list_dead: format!(

@@ -209,4 +209,11 @@ impl Store for PgStore {
             dead: count(2).map_err(db_error)?,
         })
     }
+
+    async fn dead_keys(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        sqlx::query_as(AssertSqlSafe(Arc::clone(&self.sql.dead_keys)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)
+    }
 }

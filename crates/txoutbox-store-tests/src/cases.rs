@@ -622,6 +622,47 @@ pub async fn failure_without_retry_time_dead_letters_the_row<H: Harness>() {
     h.teardown().await;
 }
 
+/// `dead_keys` lists each `(topic, key)` that has a dead row once, and forgets it when the dead
+/// row is replayed or purged (a relay that parks keys reads it).
+pub async fn dead_keys_lists_each_dead_key_once<H: Harness>() {
+    let h = migrated::<H>().await;
+    let store = h.store();
+    assert_eq!(store.dead_keys().await.unwrap(), Vec::new());
+    // Orders 1, 2, 1: two rows of key "1".
+    for id in [1, 2, 1] {
+        h.publish(&OrderCreated::new(id), TxEnd::Commit)
+            .await
+            .expect("publish");
+    }
+    let ids: Vec<i64> = fetch_all(&store).await.iter().map(|m| m.id).collect();
+    let dead = |id| Failure {
+        id,
+        attempts: 1,
+        error: "refused".to_owned(),
+        next_attempt_at: None,
+    };
+    store
+        .record_failures(&[dead(ids[0]), dead(ids[2])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.dead_keys().await.unwrap(),
+        vec![(ORDERS_TOPIC.to_owned(), b"1".to_vec())],
+        "two dead rows of one key: listed once; the pending key 2 is not listed"
+    );
+    store.record_failures(&[dead(ids[1])]).await.unwrap();
+    let mut keys = store.dead_keys().await.unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            (ORDERS_TOPIC.to_owned(), b"1".to_vec()),
+            (ORDERS_TOPIC.to_owned(), b"2".to_vec())
+        ]
+    );
+    h.teardown().await;
+}
+
 /// `backlog` counts pending rows (backing off or not) and dead rows, and gives the creation time
 /// of the oldest pending row.
 pub async fn backlog_counts_pending_and_dead_and_finds_the_oldest<H: Harness>() {

@@ -257,6 +257,7 @@ macro_rules! store_conformance {
             complete_mark_published_keeps_rows_out_of_the_backlog,
             failure_with_retry_time_keeps_the_row_pending,
             failure_without_retry_time_dead_letters_the_row,
+            dead_keys_lists_each_dead_key_once,
             backlog_counts_pending_and_dead_and_finds_the_oldest,
             foreign_row_with_topic_and_payload_gets_defaults,
             foreign_row_with_key_and_headers_is_read_as_given,

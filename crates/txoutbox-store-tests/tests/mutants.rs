@@ -34,6 +34,8 @@ const PUBLISH_ERRORS_SWALLOWED: u8 = 18;
 const TABLE_NAME_NOT_VALIDATED: u8 = 19;
 const FETCH_FAILS_ON_MALFORMED: u8 = 20;
 const HEADERS_SORTED: u8 = 21;
+const DEAD_KEYS_REPEATED: u8 = 22;
+const DEAD_KEYS_OF_EVERY_ROW: u8 = 23;
 
 /// The SQLite store with defect `D`.
 struct MutantStore<const D: u8>(SqliteStore);
@@ -117,6 +119,25 @@ impl<const D: u8> Store for MutantStore<D> {
             _ => {}
         }
         Ok(backlog)
+    }
+
+    async fn dead_keys(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        match D {
+            DEAD_KEYS_REPEATED => {
+                let keys = self.0.dead_keys().await?;
+                Ok(keys.iter().chain(&keys).cloned().collect())
+            }
+            DEAD_KEYS_OF_EVERY_ROW => {
+                let mut keys = self.0.dead_keys().await?;
+                for row in self.0.fetch_pending(usize::MAX).await? {
+                    if let Some(key) = row.key {
+                        keys.push((row.topic, key));
+                    }
+                }
+                Ok(keys)
+            }
+            _ => self.0.dead_keys().await,
+        }
     }
 }
 
@@ -261,6 +282,7 @@ must_catch! {
     complete_mark_published_keeps_rows_out_of_the_backlog: MARK_PUBLISHED_DELETES;
     failure_with_retry_time_keeps_the_row_pending: RETRY_TIME_IN_SECONDS;
     failure_without_retry_time_dead_letters_the_row: NEVER_DEAD, DEAD_NOT_COUNTED;
+    dead_keys_lists_each_dead_key_once: DEAD_KEYS_REPEATED, DEAD_KEYS_OF_EVERY_ROW;
     backlog_counts_pending_and_dead_and_finds_the_oldest: OLDEST_IS_NEWEST, DEAD_NOT_COUNTED;
     foreign_row_with_topic_and_payload_gets_defaults: CREATED_AT_EPOCH;
     foreign_row_with_key_and_headers_is_read_as_given: FETCH_DROPS_HEADERS, HEADERS_SORTED;

@@ -8,6 +8,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{Instrument, debug_span, error, warn};
 
 use super::backoff::Backoff;
+use super::config::OnDeadLetter;
 use super::fetcher::SentBatch;
 use super::shared::Shared;
 use crate::message::OutboxMessage;
@@ -96,7 +97,7 @@ async fn settle<S: Store, K: Sink>(
     transport_backoff: &mut Backoff,
 ) {
     let mut delivered = Vec::new();
-    let mut failures = Vec::new();
+    let mut failing: Vec<(&OutboxMessage, Failure)> = Vec::new();
     let mut transient = 0usize;
     let mut first_transient = None;
     let mut deferred = 0usize;
@@ -113,25 +114,57 @@ async fn settle<S: Store, K: Sink>(
                     transient += 1;
                     first_transient.get_or_insert_with(|| e.clone());
                 }
-                Err(e) => {
-                    let failure = failure_for(shared, row, &e.to_string());
-                    if failure.next_attempt_at.is_none() {
-                        shared.monitor.dead_lettered_one();
-                        crate::metrics::record_dead_lettered(&row.topic);
+                Err(e) => failing.push((row, failure_for(shared, row, &e.to_string()))),
+            }
+        }
+    }
+
+    // Messages that die now first get their copy on the dead-letter topic; while the broker
+    // cannot take a copy, its message stays pending (it dies again later), so each copy is sent
+    // at least once.
+    if let Some(topic) = &shared.config.dead_letter_topic {
+        let dying: Vec<(&OutboxMessage, &Failure)> = failing
+            .iter()
+            .filter(|(_, f)| f.next_attempt_at.is_none())
+            .map(|(row, f)| (*row, f))
+            .collect();
+        if !dying.is_empty() {
+            let not_copied: Vec<(i64, crate::sink::SinkError)> =
+                super::dead_letter_copy::send(&shared.sink, topic, &dying)
+                    .await
+                    .into_iter()
+                    .zip(&dying)
+                    .filter_map(|(outcome, (row, _))| outcome.err().map(|e| (row.id, e)))
+                    .collect();
+            for (id, e) in not_copied {
+                failing.retain(|(row, _)| row.id != id);
+                transient += 1;
+                first_transient.get_or_insert(e);
+            }
+        }
+    }
+    let mut failures = Vec::with_capacity(failing.len());
+    for (row, failure) in failing {
+        if failure.next_attempt_at.is_none() {
+            shared.monitor.dead_lettered_one();
+            crate::metrics::record_dead_lettered(&row.topic);
+        }
+        // Hold the key until the retry: its later rows must not overtake this one. A dead row
+        // releases its key, or parks it (as configured).
+        if let Some(key) = &row.key {
+            let key = (row.topic.clone(), key.clone());
+            match failure.next_attempt_at {
+                Some(at) => shared.hold(key, at),
+                None => {
+                    // Parked before the hold goes, so no moment lets its later rows out.
+                    if shared.config.on_dead_letter == OnDeadLetter::ParkKey {
+                        shared.parked.park(key.clone());
                     }
-                    // Hold the key until the retry: its later rows must not overtake this one. A
-                    // dead row releases its key.
-                    if let Some(key) = &row.key {
-                        let key = (row.topic.clone(), key.clone());
-                        match failure.next_attempt_at {
-                            Some(at) => shared.hold(key, at),
-                            None => shared.release(&key),
-                        }
-                    }
-                    failures.push(failure);
+                    shared.release(&key);
                 }
             }
         }
+        failures.push(failure);
     }
 
     if !delivered.is_empty() {

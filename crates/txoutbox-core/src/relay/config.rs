@@ -6,6 +6,54 @@ use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 use crate::store::Completion;
 
+/// What a dead-lettered message does to the later messages of its key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnDeadLetter {
+    /// The key flows again at once: its later messages are sent, so consumers see them without
+    /// the dead one. The default.
+    #[default]
+    ReleaseKey,
+    /// The key stays parked while it has a dead message: its later messages wait (pending) until
+    /// the dead one is replayed (it is then sent first) or purged. Parking is kept in the table,
+    /// so it survives restarts and holds on every relay node; other keys keep flowing.
+    ParkKey,
+}
+
+/// Where a copy of each dead-lettered message is sent, besides the `dead` state it gets in the
+/// table.
+///
+/// The copy has the message's key, payload and headers plus `txoutbox-dead-letter-topic` (the
+/// original topic), `txoutbox-dead-letter-error`, `txoutbox-dead-letter-attempts` and
+/// `txoutbox-dead-letter-row` (the row id). When the copy is itself refused for good (a message
+/// too large for its topic is too large for the copy too) it is sent once more without its
+/// payload, with `txoutbox-dead-letter-payload: dropped`. While the broker cannot take the copy,
+/// the message stays pending and dies again later: the copy is sent at least once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterTopic {
+    template: String,
+}
+
+impl DeadLetterTopic {
+    /// A topic name, or a template in which `{topic}` stands for the message's own topic (e.g.
+    /// `"{topic}.dead"`). Checked against Kafka's topic name rules.
+    pub fn new(template: impl Into<String>) -> Result<Self> {
+        let template = template.into();
+        crate::topic::validate_topic_name(&template.replace("{topic}", "t"))?;
+        Ok(Self { template })
+    }
+
+    /// The dead-letter topic of a message published to `topic`.
+    pub fn for_topic(&self, topic: &str) -> String {
+        self.template.replace("{topic}", topic)
+    }
+
+    /// The template as given.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+}
+
 /// How a relay reads, sends and completes messages.
 ///
 /// ```
@@ -32,6 +80,10 @@ pub struct RelayConfig {
     pub completion: Completion,
     /// Retries of messages that failed permanently.
     pub retry: RetryPolicy,
+    /// Whether a dead-lettered message releases its key or parks it. Default: release.
+    pub on_dead_letter: OnDeadLetter,
+    /// Where copies of dead-lettered messages go. Default: none (they stay in the table only).
+    pub dead_letter_topic: Option<DeadLetterTopic>,
     /// How long a graceful shutdown waits for messages already handed to the sink. Messages whose
     /// delivery is still unknown then stay pending and are sent again by the next relay.
     /// Default: 30 s.
@@ -46,6 +98,8 @@ impl Default for RelayConfig {
             poll_interval: Duration::from_secs(1),
             completion: Completion::default(),
             retry: RetryPolicy::default(),
+            on_dead_letter: OnDeadLetter::default(),
+            dead_letter_topic: None,
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -84,6 +138,20 @@ impl RelayConfig {
     #[must_use]
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Sets what a dead-lettered message does to its key.
+    #[must_use]
+    pub fn with_on_dead_letter(mut self, on_dead_letter: OnDeadLetter) -> Self {
+        self.on_dead_letter = on_dead_letter;
+        self
+    }
+
+    /// Sends a copy of each dead-lettered message to this topic.
+    #[must_use]
+    pub fn with_dead_letter_topic(mut self, topic: DeadLetterTopic) -> Self {
+        self.dead_letter_topic = Some(topic);
         self
     }
 

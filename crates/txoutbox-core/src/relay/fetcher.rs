@@ -8,6 +8,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{Instrument, debug_span, warn};
 
 use super::backoff::Backoff;
+use super::config::OnDeadLetter;
 use super::select::select_sendable;
 use super::sender::Selected;
 use super::shared::Shared;
@@ -32,6 +33,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
     // held key is released, and at least once per poll interval as a safety net).
     let mut cursor: Option<i64> = None;
     let mut last_rescan = tokio::time::Instant::now();
+    let mut last_parked_reload = tokio::time::Instant::now();
     let mut idle = false;
     loop {
         if idle {
@@ -69,6 +71,18 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             if ownership.scope() == Scope::Nothing {
                 idle = true;
                 continue;
+            }
+        }
+        // Parked keys are read again once per poll interval: a replay or purge made elsewhere (the
+        // CLI, another node) releases its key, and the rows it held wait below the cursor.
+        if config.on_dead_letter == OnDeadLetter::ParkKey
+            && last_parked_reload.elapsed() >= config.poll_interval
+        {
+            last_parked_reload = tokio::time::Instant::now();
+            match reload_parked(&shared).await {
+                Ok(true) => cursor = None,
+                Ok(false) => {}
+                Err(error) => warn!(%error, "could not read the parked keys; keeping the ones known"),
             }
         }
         if shared.take_rescan()
@@ -168,6 +182,13 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         // Look again at once: a burst may have more rows than one batch.
         idle = false;
     }
+}
+
+/// Reads the parked keys (those with a dead row) from the store; returns whether any was released.
+pub(crate) async fn reload_parked<S: Store, K>(shared: &Shared<S, K>) -> crate::Result<bool> {
+    let generation = shared.parked.generation();
+    let keys = shared.store.dead_keys().await?;
+    Ok(shared.parked.reload(keys, generation))
 }
 
 /// Resolves when a coordinated relay's scope changes; never for a single relay.

@@ -10,9 +10,11 @@
 mod backoff;
 mod completer;
 mod config;
+pub mod dead_letter_copy;
 mod fetcher;
 mod in_flight;
 mod monitor;
+mod parked;
 mod probe;
 mod select;
 mod sender;
@@ -26,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use config::RelayConfig;
+pub use config::{DeadLetterTopic, OnDeadLetter, RelayConfig};
 pub use monitor::{Condition, RelayMonitor};
 
 use crate::coordination::{Coordination, Leases, Ownership};
@@ -69,6 +71,14 @@ impl<S: Store, K: Sink> Relay<S, K> {
     /// A relay over `store` and `sink`; fails if the config is invalid.
     pub fn new(store: S, sink: K, config: RelayConfig) -> Result<Self> {
         config.validate()?;
+        if config.dead_letter_topic.is_some() && !sink.accepts_dead_letter_copies() {
+            return Err(crate::Error::Config(
+                "this sink cannot send copies to a dead-letter topic (an exactly-once sink would \
+                 count a copy as the row's delivery): remove dead_letter_topic, dead rows stay \
+                 listed in the table"
+                    .into(),
+            ));
+        }
         Ok(Self {
             shared: Shared::new(
                 store,
@@ -217,6 +227,26 @@ impl<S: Store, K: Sink> Relay<S, K> {
                     return Err(error);
                 }
             }
+        }
+        // Parked keys are known before anything is read, so none of their rows slips out.
+        if shared.config.on_dead_letter == config::OnDeadLetter::ParkKey {
+            loop {
+                match fetcher::reload_parked(&shared).await {
+                    Ok(_) => break,
+                    Err(error) if error.is_retryable() => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(%error, retry_in = ?delay, "cannot read the parked keys yet");
+                        if !shared.sleep(delay).await {
+                            return Ok(());
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the relay cannot start");
+                        return Err(error);
+                    }
+                }
+            }
+            info!(keys = shared.parked.len(), "dead letters park their keys");
         }
         // Rows the transport already holds for good (a transactional sink's last progress) are
         // completed before anything is read, so they are not sent again.

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::RelayConfig;
 use super::in_flight::InFlight;
 use super::monitor::RelayMonitor;
+use super::parked::ParkedKeys;
 use super::select::HeldKey;
 use crate::coordination::Ownership;
 
@@ -35,6 +36,8 @@ pub(crate) struct Shared<S, K> {
     /// Keys whose earliest pending row is backing off, until it is due. Their later rows are
     /// skipped (the cursor passes them) and picked up by the rescan that follows the release.
     held: Mutex<HashMap<HeldKey, DateTime<Utc>>>,
+    /// Keys parked behind a dead-lettered message (only with `OnDeadLetter::ParkKey`).
+    pub(crate) parked: ParkedKeys,
     /// Set when rows below the cursor must be read again (a transient failure, a dead letter).
     rescan: AtomicBool,
     /// What the relay observes of itself, for health checks.
@@ -71,6 +74,7 @@ impl<S, K> Shared<S, K> {
             paused_until: Mutex::new(None),
             shutdown_deadline: std::sync::OnceLock::new(),
             held: Mutex::new(HashMap::new()),
+            parked: ParkedKeys::default(),
             rescan: AtomicBool::new(false),
             monitor: RelayMonitor::default(),
             ownership: None,
@@ -158,10 +162,15 @@ impl<S, K> Shared<S, K> {
         self.held().remove(key);
     }
 
-    /// Whether messages of this key must wait.
+    /// Whether messages of this key must wait (backing off, or parked).
     pub(crate) fn is_held(&self, topic: &str, key: &[u8]) -> bool {
-        let held = self.held();
-        !held.is_empty() && held.contains_key(&(topic.to_owned(), key.to_vec()))
+        {
+            let held = self.held();
+            if !held.is_empty() && held.contains_key(&(topic.to_owned(), key.to_vec())) {
+                return true;
+            }
+        }
+        self.parked.contains(topic, key)
     }
 
     /// Releases the holds that are due; returns whether any was (their rows wait below the

@@ -505,6 +505,11 @@ fn fail_all(open: &Open, error: &SinkError) {
 }
 
 impl Sink for ExactlyOnceSink {
+    /// No: every record a transaction carries counts in its progress record as the row's delivery.
+    fn accepts_dead_letter_copies(&self) -> bool {
+        false
+    }
+
     async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
         let engine = DeliveryTracker::new(batch.len());
         let mut state = self.inner.state.lock().await;

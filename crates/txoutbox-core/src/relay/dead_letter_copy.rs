@@ -1,0 +1,148 @@
+//! Copies of dead-lettered messages sent to the dead-letter topic ([`DeadLetterTopic`]).
+
+use std::sync::Arc;
+
+use tracing::{error, warn};
+
+use super::config::DeadLetterTopic;
+use crate::message::OutboxMessage;
+use crate::sink::{Sink, SinkError, SinkErrorKind};
+use crate::store::Failure;
+
+/// Header naming the topic the message was published to.
+pub const ORIGINAL_TOPIC_HEADER: &str = "txoutbox-dead-letter-topic";
+/// Header with the last error.
+pub const ERROR_HEADER: &str = "txoutbox-dead-letter-error";
+/// Header with the failed attempts.
+pub const ATTEMPTS_HEADER: &str = "txoutbox-dead-letter-attempts";
+/// Header with the outbox row id (for `txoutbox dead-letters replay --id`).
+pub const ROW_HEADER: &str = "txoutbox-dead-letter-row";
+/// Header set (to `dropped`) on a copy sent without its payload, which the topic refused.
+pub const PAYLOAD_HEADER: &str = "txoutbox-dead-letter-payload";
+
+/// The copy of a dead row for `topic`.
+fn copy(
+    row: &OutboxMessage,
+    failure: &Failure,
+    topic: &DeadLetterTopic,
+    with_payload: bool,
+) -> OutboxMessage {
+    let mut copy = row.clone();
+    copy.topic = topic.for_topic(&row.topic);
+    copy.headers.extend([
+        (ORIGINAL_TOPIC_HEADER.to_owned(), row.topic.clone()),
+        (ERROR_HEADER.to_owned(), failure.error.clone()),
+        (ATTEMPTS_HEADER.to_owned(), failure.attempts.to_string()),
+        (ROW_HEADER.to_owned(), row.id.to_string()),
+    ]);
+    // A row that could not be read has nothing trustworthy to copy but its id and error.
+    if copy.malformed.take().is_some() {
+        copy.headers.truncate(0);
+        copy.headers.extend([
+            (ORIGINAL_TOPIC_HEADER.to_owned(), row.topic.clone()),
+            (ERROR_HEADER.to_owned(), failure.error.clone()),
+            (ATTEMPTS_HEADER.to_owned(), failure.attempts.to_string()),
+            (ROW_HEADER.to_owned(), row.id.to_string()),
+        ]);
+    }
+    if !with_payload {
+        copy.payload = None;
+        copy.headers
+            .push((PAYLOAD_HEADER.to_owned(), "dropped".to_owned()));
+    }
+    copy
+}
+
+/// Sends the copies of rows that die now and waits for the broker. Returns, per row, `Err` with
+/// the transient error when the copy could not be sent yet (the row must then stay pending and
+/// die again later), `Ok` otherwise — a copy refused for good is sent again without its payload,
+/// and if that too is refused the row dies all the same, with an error logged.
+pub(crate) async fn send<K: Sink>(
+    sink: &K,
+    topic: &DeadLetterTopic,
+    dying: &[(&OutboxMessage, &Failure)],
+) -> Vec<Result<(), SinkError>> {
+    let copies: Arc<[OutboxMessage]> = dying.iter().map(|(row, f)| copy(row, f, topic, true)).collect();
+    let mut outcomes = sink.send_batch(copies).await.wait().await;
+    let refused: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Err(e) if !e.is_transient()))
+        .map(|(i, _)| i)
+        .collect();
+    if !refused.is_empty() {
+        let stripped: Arc<[OutboxMessage]> = refused
+            .iter()
+            .map(|&i| copy(dying[i].0, dying[i].1, topic, false))
+            .collect();
+        let retried = sink.send_batch(stripped).await.wait().await;
+        for (&i, outcome) in refused.iter().zip(retried) {
+            let first = std::mem::replace(&mut outcomes[i], Ok(()));
+            match outcome {
+                Ok(()) => {
+                    warn!(id = dying[i].0.id, error = %first.err().map(|e| e.to_string()).unwrap_or_default(),
+                        "the dead-letter topic refused the message; its copy was sent without the payload")
+                }
+                Err(e) if e.is_transient() => outcomes[i] = Err(e),
+                Err(e) => {
+                    crate::metrics::record_dead_letter_copy_failed(&dying[i].0.topic);
+                    error!(id = dying[i].0.id, error = %e,
+                        "the dead-letter topic refused the message's copy even without its payload; the message is dead in the table only")
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|r| match r {
+            Err(e) if e.kind() != SinkErrorKind::Permanent => Err(e),
+            _ => Ok(()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> OutboxMessage {
+        let mut row = OutboxMessage::unreadable(7, "x");
+        row.malformed = None;
+        row.topic = "orders".into();
+        row.key = Some(b"k".to_vec());
+        row.payload = Some(b"p".to_vec());
+        row.headers = vec![("h".into(), "v".into())];
+        row
+    }
+
+    fn failure() -> Failure {
+        Failure {
+            id: 7,
+            attempts: 3,
+            error: "too large".into(),
+            next_attempt_at: None,
+        }
+    }
+
+    #[test]
+    fn a_copy_keeps_key_payload_headers_and_says_why_it_died() {
+        let topic = DeadLetterTopic::new("{topic}.dead").unwrap();
+        let c = copy(&row(), &failure(), &topic, true);
+        assert_eq!(c.topic, "orders.dead");
+        assert_eq!(c.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(c.payload.as_deref(), Some(&b"p"[..]));
+        let header = |name: &str| c.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(header("h"), Some("v"));
+        assert_eq!(header(ORIGINAL_TOPIC_HEADER), Some("orders"));
+        assert_eq!(header(ERROR_HEADER), Some("too large"));
+        assert_eq!(header(ATTEMPTS_HEADER), Some("3"));
+        assert_eq!(header(ROW_HEADER), Some("7"));
+        let stripped = copy(&row(), &failure(), &topic, false);
+        assert_eq!(stripped.payload, None);
+        assert!(
+            stripped
+                .headers
+                .contains(&(PAYLOAD_HEADER.into(), "dropped".into()))
+        );
+    }
+}
