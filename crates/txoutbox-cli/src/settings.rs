@@ -454,4 +454,33 @@ mod tests {
         let err = relay(&args, &FileConfig::default(), &TableName::new("t").unwrap()).unwrap_err();
         assert!(err.to_string().contains("mark-published"), "{err}");
     }
+
+    #[test]
+    fn dead_letter_settings_come_from_the_file_and_are_checked() {
+        let file: FileConfig = toml::from_str(
+            "[kafka]\n\"bootstrap.servers\" = \"b:1\"\n[relay]\non_dead_letter = \"park-key\"\n\
+             dead_letter_topic = \"{topic}.dead\"\n",
+        )
+        .unwrap();
+        let table = TableName::new("t").unwrap();
+        let settings = relay(&RelayArgs::default(), &file, &table).unwrap();
+        assert_eq!(settings.relay.on_dead_letter, OnDeadLetter::ParkKey);
+        assert_eq!(
+            settings.relay.dead_letter_topic.map(|t| t.for_topic("orders")),
+            Some("orders.dead".to_owned())
+        );
+
+        let args = RelayArgs {
+            delivery: Some(DeliveryArg::ExactlyOnce),
+            ..RelayArgs::default()
+        };
+        let err = relay(&args, &file, &table).unwrap_err();
+        assert!(err.to_string().contains("at-least-once"), "{err}");
+        let args = RelayArgs {
+            dead_letter_topic: Some("bad topic!".into()),
+            ..RelayArgs::default()
+        };
+        let err = relay(&args, &file, &table).unwrap_err();
+        assert!(err.to_string().contains("--dead-letter-topic"), "{err}");
+    }
 }

@@ -144,6 +144,8 @@ async fn settle<S: Store, K: Sink>(
         }
     }
     let mut failures = Vec::with_capacity(failing.len());
+    // Keys parked now, confirmed once their dead rows are written.
+    let mut parking = Vec::new();
     for (row, failure) in failing {
         if failure.next_attempt_at.is_none() {
             shared.monitor.dead_lettered_one();
@@ -159,6 +161,7 @@ async fn settle<S: Store, K: Sink>(
                     // Parked before the hold goes, so no moment lets its later rows out.
                     if shared.config.on_dead_letter == OnDeadLetter::ParkKey {
                         shared.parked.park(key.clone());
+                        parking.push(key.clone());
                     }
                     shared.release(&key);
                 }
@@ -198,6 +201,9 @@ async fn settle<S: Store, K: Sink>(
             shared.store.record_failures(&failures)
         })
         .await;
+        if !parking.is_empty() {
+            shared.parked.confirm(&parking);
+        }
         crate::metrics::record_send_failures("permanent", failures.len());
     }
     if let Some(error) = fenced {

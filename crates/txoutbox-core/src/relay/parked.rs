@@ -20,7 +20,10 @@ pub(crate) struct ParkedKeys {
 #[derive(Debug, Default)]
 struct Inner {
     keys: HashSet<HeldKey>,
-    /// Bumped whenever this relay parks a key, so a reload that started before does not drop it.
+    /// Keys this relay parked whose dead row may not be committed yet: no reload drops them.
+    unconfirmed: HashSet<HeldKey>,
+    /// Bumped whenever this relay parks a key or confirms one, so a reload that started before
+    /// (and may have missed the dead row) does not drop it.
     generation: u64,
 }
 
@@ -29,10 +32,20 @@ impl ParkedKeys {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Parks a key this relay just dead-lettered a message of.
+    /// Parks a key this relay is dead-lettering a message of, before the dead row is written.
     pub(crate) fn park(&self, key: HeldKey) {
         let mut inner = self.inner();
-        inner.keys.insert(key);
+        inner.keys.insert(key.clone());
+        inner.unconfirmed.insert(key);
+        inner.generation += 1;
+    }
+
+    /// The dead rows of these parked keys are committed: from now on the store lists them.
+    pub(crate) fn confirm<'a>(&self, keys: impl IntoIterator<Item = &'a HeldKey>) {
+        let mut inner = self.inner();
+        for key in keys {
+            inner.unconfirmed.remove(key);
+        }
         inner.generation += 1;
     }
 
@@ -47,13 +60,16 @@ impl ParkedKeys {
         self.inner().generation
     }
 
-    /// Replaces the set with what the store lists (read after `generation` was taken); keys parked
-    /// by this relay meanwhile are kept. Returns whether any key was released.
+    /// Replaces the set with what the store lists (read after `generation` was taken); keys whose
+    /// dead row is not committed yet, or was committed during the read, are kept. Returns whether
+    /// any key was released.
     pub(crate) fn reload(&self, from_store: Vec<HeldKey>, generation: u64) -> bool {
         let mut inner = self.inner();
         let mut keys: HashSet<HeldKey> = from_store.into_iter().collect();
+        keys.extend(inner.unconfirmed.iter().cloned());
         if inner.generation != generation {
-            // A key parked during the read may be missing from it: keep ours until next time.
+            // A key parked or confirmed during the read may be missing from it: keep ours until
+            // next time.
             keys.extend(inner.keys.iter().cloned());
         }
         let released = inner.keys.iter().any(|key| !keys.contains(key));
@@ -88,13 +104,20 @@ mod tests {
     }
 
     #[test]
-    fn a_key_parked_during_a_reload_is_kept() {
+    fn a_key_stays_parked_until_its_dead_row_is_committed_and_read() {
         let parked = ParkedKeys::default();
+        parked.park(key("new")); // its dead row is being written
+        for _ in 0..3 {
+            let generation = parked.generation();
+            assert!(!parked.reload(Vec::new(), generation), "not committed yet: kept");
+            assert!(parked.contains("t", b"new"));
+        }
+        // Committed while a reload was reading: that reload may have missed it, and keeps it.
         let generation = parked.generation();
-        parked.park(key("new")); // dead-lettered while the store was being read
+        parked.confirm([&key("new")]);
         assert!(!parked.reload(Vec::new(), generation));
         assert!(parked.contains("t", b"new"));
-        // The next reload, which sees the dead row, keeps it; one that does not, releases it.
+        // Read from the store: kept; then replayed (no longer listed): released.
         let generation = parked.generation();
         assert!(!parked.reload(vec![key("new")], generation));
         let generation = parked.generation();
