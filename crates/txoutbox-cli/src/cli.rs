@@ -31,6 +31,16 @@ pub struct GlobalArgs {
     /// The outbox table, `table` or `schema.table`. Default: outbox_messages.
     #[arg(long, env = "TXOUTBOX_TABLE", global = true)]
     pub table: Option<String>,
+    /// Where the relay reads messages: the outbox table (default), or, on PostgreSQL, the
+    /// write-ahead log through a logical replication slot (see docs/wal-mode.md).
+    #[arg(long, env = "TXOUTBOX_SOURCE", value_enum, global = true)]
+    pub source: Option<SourceArg>,
+    /// WAL mode: the logical replication slot, one per relay group. Default: txoutbox.
+    #[arg(long, env = "TXOUTBOX_WAL_SLOT", global = true)]
+    pub wal_slot: Option<String>,
+    /// WAL mode: the logical-message prefix writers use. Default: txoutbox.
+    #[arg(long, env = "TXOUTBOX_WAL_PREFIX", global = true)]
+    pub wal_prefix: Option<String>,
     /// Log format on stderr. Levels come from RUST_LOG (default: info).
     #[arg(long, env = "TXOUTBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -45,10 +55,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the relay reads messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceArg {
+    /// The outbox table (every database).
+    Table,
+    /// PostgreSQL's write-ahead log, through a logical replication slot.
+    Wal,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Creates or upgrades the outbox table (idempotent; safe from several replicas at once).
+    /// Creates or upgrades the outbox table (idempotent; safe from several replicas at once);
+    /// with --source wal, the replication slot, its publication and the dead-letter table.
     Migrate,
     /// Runs the relay until SIGTERM or SIGINT, with /metrics, /health and /live on the HTTP port.
     Relay(Box<RelayArgs>),
@@ -59,6 +80,21 @@ pub enum Command {
     DeadLetters(DeadLettersCommand),
     /// Deletes published rows older than the retention period, in small batches, once.
     Cleanup(CleanupArgs),
+    /// WAL mode's replication slot.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+/// `txoutbox wal ...`.
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Drops the replication slot and its publication, so PostgreSQL stops keeping WAL for it.
+    /// Messages committed since the relay's last confirmed position are lost with it.
+    DropSlot {
+        /// Required: confirms that unrelayed messages in the slot may be lost.
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 /// Flags of `txoutbox relay`.
@@ -141,6 +177,11 @@ pub struct RelayArgs {
     /// /health reports 503 when the oldest pending message is older than this, e.g. 5m.
     #[arg(long, env = "TXOUTBOX_HEALTH_MAX_AGE", value_parser = parse_duration)]
     pub health_max_age: Option<Duration>,
+    /// WAL mode: /health reports 503 when less WAL than this may still be written before
+    /// max_slot_wal_keep_size invalidates the slot, e.g. 512MB. Default: 20 % of
+    /// max_slot_wal_keep_size.
+    #[arg(long, env = "TXOUTBOX_HEALTH_MIN_SAFE_WAL_SIZE", value_parser = parse_bytes)]
+    pub health_min_safe_wal_size: Option<u64>,
     /// How often the backlog is measured for /health and the gauges.
     #[arg(long, env = "TXOUTBOX_HEALTH_INTERVAL", value_parser = parse_duration)]
     pub health_interval: Option<Duration>,
@@ -269,6 +310,27 @@ pub struct CleanupArgs {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 500ms, 30s, 5m, 7d"))
+}
+
+/// Parses a byte size: `1048576`, `512kB`, `64MB`, `2GB`, `1TB` (units of 1024, as PostgreSQL's).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kb" => 10,
+        "mb" => 20,
+        "gb" => 30,
+        "tb" => 40,
+        _ => u32::MAX,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|_| shift != u32::MAX)
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("`{text}` is not a byte size; write e.g. 1048576, 512kB, 64MB or 2GB"))
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {

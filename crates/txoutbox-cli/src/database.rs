@@ -9,6 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use txoutbox_core::{TableName, Topics};
 use txoutbox_mysql::MySqlOutbox;
 use txoutbox_postgres::PgOutbox;
+use txoutbox_postgres_wal::{PgWalOutbox, WalConfig};
 use txoutbox_sqlite::SqliteOutbox;
 
 use crate::error::CliError;
@@ -139,6 +140,16 @@ impl Database {
 /// The PostgreSQL outbox of `table` (the daemon publishes nothing itself: no topics).
 pub fn pg_outbox(table: &TableName) -> PgOutbox {
     PgOutbox::with_table(Topics::new(), table.clone())
+}
+
+/// The WAL-mode outbox of `config` (the daemon publishes nothing itself: no topics).
+pub fn wal_outbox(config: &WalConfig) -> Result<PgWalOutbox, CliError> {
+    Ok(PgWalOutbox::new(Topics::new(), config.clone())?)
+}
+
+/// The error for WAL mode on a database other than PostgreSQL (the settings refuse it first).
+pub fn wal_needs_postgres() -> CliError {
+    CliError::usage("--source wal needs a PostgreSQL database (postgres://...)")
 }
 
 /// The MySQL / MariaDB outbox of `table`.

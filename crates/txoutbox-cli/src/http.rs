@@ -31,6 +31,8 @@ pub struct AppState {
     pub ownership: Option<Ownership>,
     /// The web console at `/ui`, when enabled.
     pub console: Option<crate::ui::Console>,
+    /// WAL mode: the replication slot as last checked (`None` otherwise).
+    pub wal_slot: RwLock<Option<serde_json::Value>>,
 }
 
 /// The routes.
@@ -92,6 +94,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
         "publish_rate_per_second": state.published.rate(Duration::from_secs(60)).unwrap_or(0.0),
         "last_delivery": state.monitor.last_delivery(),
         "health": latest(&state),
+        "wal_slot": state.wal_slot.read().unwrap_or_else(|p| p.into_inner()).clone(),
         "coordination": state.ownership.as_ref().map(|o| {
             let (applied, fenced) = o.write_counts();
             serde_json::json!({

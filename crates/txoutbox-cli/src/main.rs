@@ -42,9 +42,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let target = settings::target(&cli.global, &file)?;
     match &cli.command {
         Command::Migrate => commands::migrate::run(&target).await,
-        Command::Relay(args) => {
-            commands::relay::run(&target, settings::relay(args, &file, &target.table)?).await
-        }
+        Command::Relay(args) => commands::relay::run(&target, settings::relay(args, &file, &target)?).await,
         Command::Status(args) => {
             let relay_url = args
                 .relay_url
@@ -56,6 +54,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cleanup(args) => {
             commands::cleanup::run(&target, args, settings::keep_published_for(&file)).await
         }
+        Command::Wal(command) => commands::wal::run(&target, command).await,
     }
 }
 

@@ -10,8 +10,11 @@ use txoutbox_core::{
     Completion, DeadLetterTopic, HealthThresholds, OnDeadLetter, RelayConfig, RetryPolicy, TableName,
 };
 use txoutbox_kafka::{ExactlyOnceSettings, KafkaConfig};
+use txoutbox_postgres_wal::WalConfig;
 
-use crate::cli::{CompletionArg, CoordinationArg, DeliveryArg, GlobalArgs, OnDeadLetterArg, RelayArgs};
+use crate::cli::{
+    CompletionArg, CoordinationArg, DeliveryArg, GlobalArgs, OnDeadLetterArg, RelayArgs, SourceArg,
+};
 use crate::error::CliError;
 
 /// The default HTTP address of the daemon.
@@ -35,11 +38,23 @@ pub struct FileConfig {
     http: FileHttp,
     #[serde(default)]
     health: FileHealth,
+    #[serde(default)]
+    wal: FileWal,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWal {
+    slot: Option<String>,
+    prefix: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    takeover_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileRelay {
+    source: Option<SourceArg>,
     batch_size: Option<usize>,
     max_in_flight: Option<usize>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -96,6 +111,30 @@ struct FileHealth {
     max_oldest_pending_age: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     interval: Option<Duration>,
+    #[serde(default, with = "bytes_opt")]
+    min_safe_wal_size: Option<u64>,
+}
+
+/// Byte sizes in the file are integers (bytes) or strings such as "512MB".
+mod bytes_opt {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Size>::deserialize(d)? {
+            None => Ok(None),
+            Some(Size::Bytes(n)) => Ok(Some(n)),
+            Some(Size::Text(t)) => crate::cli::parse_bytes(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Durations in the file are strings such as "500ms" or "7d".
@@ -132,8 +171,19 @@ impl FileConfig {
 pub struct Target {
     /// The database URL (holds a password maybe: never logged as is).
     pub database_url: String,
-    /// The outbox table.
+    /// The outbox table (in WAL mode: the dead-letter table).
     pub table: TableName,
+    /// Where the relay reads messages.
+    pub source: Source,
+}
+
+/// Where the relay reads messages.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The outbox table.
+    Table,
+    /// PostgreSQL's WAL through a logical replication slot; dead letters go to the target's table.
+    Wal(WalConfig),
 }
 
 /// Everything `txoutbox relay` needs.
@@ -159,6 +209,9 @@ pub struct RelaySettings {
     pub health: HealthThresholds,
     /// How often `/health` measures the backlog.
     pub health_interval: Duration,
+    /// WAL mode: `/health` fails when less WAL than this may still be written before the slot
+    /// is invalidated (`None`: a share of `max_slot_wal_keep_size`).
+    pub min_safe_wal_size: Option<u64>,
 }
 
 /// Scheduled purging of published rows.
@@ -200,11 +253,59 @@ pub fn target(global: &GlobalArgs, file: &FileConfig) -> Result<Target, CliError
         },
     }
     .map_err(|e| CliError::usage(format!("bad --table: {e}")))?;
-    Ok(Target { database_url, table })
+    let source = source(global, file, &table, &database_url)?;
+    Ok(Target {
+        database_url,
+        table,
+        source,
+    })
+}
+
+/// The relay source and, in WAL mode, the slot's settings (checked).
+fn source(global: &GlobalArgs, file: &FileConfig, table: &TableName, url: &str) -> Result<Source, CliError> {
+    let wal_options = global.wal_slot.is_some()
+        || global.wal_prefix.is_some()
+        || file.wal.slot.is_some()
+        || file.wal.prefix.is_some()
+        || file.wal.takeover_timeout.is_some();
+    match global.source.or(file.relay.source).unwrap_or(SourceArg::Table) {
+        SourceArg::Table if wal_options => Err(CliError::usage(
+            "WAL options (--wal-slot, --wal-prefix, [wal] in the config file) apply to --source wal only: \
+             add --source wal (or TXOUTBOX_SOURCE=wal, or `source = \"wal\"` under [relay]), or remove them",
+        )),
+        SourceArg::Table => Ok(Source::Table),
+        SourceArg::Wal => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(CliError::usage(format!(
+                    "--source wal needs a PostgreSQL database (postgres://...), not {}: SQLite and \
+                     MySQL/MariaDB relay from the outbox table only (--source table, the default)",
+                    crate::database::redact(url)
+                )));
+            }
+            let mut config = WalConfig::default().with_dead_letter_table(table.clone());
+            if let Some(slot) = global.wal_slot.clone().or_else(|| file.wal.slot.clone()) {
+                config = config.with_slot(slot);
+            }
+            if let Some(prefix) = global.wal_prefix.clone().or_else(|| file.wal.prefix.clone()) {
+                config = config.with_prefix(prefix);
+            }
+            if let Some(timeout) = file.wal.takeover_timeout {
+                config = config.with_takeover_timeout(timeout);
+            }
+            config
+                .validate()
+                .map_err(|e| CliError::usage(format!("{e} (--wal-slot, --wal-prefix, [wal])")))?;
+            Ok(Source::Wal(config))
+        }
+    }
 }
 
 /// The relay's settings.
-pub fn relay(args: &RelayArgs, file: &FileConfig, table: &TableName) -> Result<RelaySettings, CliError> {
+pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<RelaySettings, CliError> {
+    let table = &target.table;
+    if matches!(target.source, Source::Wal(_)) {
+        wal_restrictions(args, file)?;
+    }
     let defaults = RelayConfig::default();
     let completion = match args.completion.or(file.relay.completion) {
         Some(CompletionArg::MarkPublished) => Completion::MarkPublished,
@@ -397,7 +498,46 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, table: &TableName) -> Result<R
         console,
         health,
         health_interval,
+        min_safe_wal_size: args.health_min_safe_wal_size.or(file.health.min_safe_wal_size),
     })
+}
+
+/// Refuses what WAL mode does not support, saying what to use instead.
+fn wal_restrictions(args: &RelayArgs, file: &FileConfig) -> Result<(), CliError> {
+    if let Some(CoordinationArg::WorkBalance | CoordinationArg::Exclusive) =
+        args.coordination.or(file.relay.coordination)
+    {
+        return Err(CliError::usage(
+            "--source wal runs with --coordination single: PostgreSQL lets one session stream a \
+             replication slot, so a second relay on the same slot already stands by and takes over \
+             (within [wal] takeover_timeout); buckets of keys cannot be shared over one slot",
+        ));
+    }
+    if args.delivery.or(file.relay.delivery) == Some(DeliveryArg::ExactlyOnce) {
+        return Err(CliError::usage(
+            "exactly-once delivery is not supported with --source wal yet (the slot position is not \
+             stored in the Kafka transaction): use --delivery at-least-once; records carry the \
+             txoutbox-message-id header for de-duplication",
+        ));
+    }
+    if args.on_dead_letter.or(file.relay.on_dead_letter) == Some(OnDeadLetterArg::ParkKey) {
+        return Err(CliError::usage(
+            "--on-dead-letter park-key is not supported with --source wal (the relay does not read the \
+             dead-letter table back to hold keys): use release-key, the default",
+        ));
+    }
+    if args.completion.or(file.relay.completion) == Some(CompletionArg::MarkPublished)
+        || args
+            .keep_published_for
+            .or(file.retention.keep_published_for)
+            .is_some()
+    {
+        return Err(CliError::usage(
+            "--source wal keeps no published messages (they were never rows): remove --completion \
+             mark-published and the retention period",
+        ));
+    }
+    Ok(())
 }
 
 /// The configured HTTP address (for `status` to find a running relay).
@@ -420,6 +560,106 @@ pub fn keep_published_for(file: &FileConfig) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    fn table_target() -> Target {
+        Target {
+            database_url: "postgres://h/d".into(),
+            table: TableName::new("t").unwrap(),
+            source: Source::Table,
+        }
+    }
+
+    fn global(url: &str, source: Option<SourceArg>) -> GlobalArgs {
+        GlobalArgs {
+            config: None,
+            database_url: Some(url.into()),
+            table: None,
+            source,
+            wal_slot: None,
+            wal_prefix: None,
+            log_format: crate::cli::LogFormat::Text,
+        }
+    }
+
+    #[test]
+    fn wal_source_comes_from_flags_or_file_and_refuses_what_it_cannot_do() {
+        let file: FileConfig = toml::from_str(
+            "[relay]\nsource = \"wal\"\n[wal]\nslot = \"orders_relay\"\nprefix = \"orders\"\n\
+             [health]\nmin_safe_wal_size = \"64MB\"\n[kafka]\n\"bootstrap.servers\" = \"b:1\"\n",
+        )
+        .unwrap();
+        let target = target(&global("postgres://h/d", None), &file).unwrap();
+        let Source::Wal(config) = &target.source else {
+            panic!("not WAL: {:?}", target.source)
+        };
+        assert_eq!(
+            (config.slot.as_str(), config.prefix.as_str()),
+            ("orders_relay", "orders")
+        );
+        let mut flags = global("postgres://h/d", None);
+        flags.wal_slot = Some("flag_slot".into());
+        let Source::Wal(config) = target_source(&flags, &file) else {
+            panic!("not WAL")
+        };
+        assert_eq!(config.slot, "flag_slot");
+        let settings = relay(&RelayArgs::default(), &file, &target).unwrap();
+        assert_eq!(settings.min_safe_wal_size, Some(64 << 20));
+
+        for url in ["sqlite:///tmp/x.db", "mysql://h/d"] {
+            let err = super::target(&global(url, Some(SourceArg::Wal)), &FileConfig::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("--source wal needs a PostgreSQL"),
+                "{err}"
+            );
+        }
+        let mut bad = global("postgres://h/d", Some(SourceArg::Wal));
+        bad.wal_slot = Some("Bad-Slot".into());
+        assert!(super::target(&bad, &FileConfig::default()).is_err());
+        let mut stray = global("postgres://h/d", Some(SourceArg::Table));
+        stray.wal_slot = Some("s".into());
+        let err = super::target(&stray, &FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("apply to --source wal only"), "{err}");
+
+        let refused = [
+            (
+                RelayArgs {
+                    coordination: Some(CoordinationArg::WorkBalance),
+                    ..RelayArgs::default()
+                },
+                "--coordination single",
+            ),
+            (
+                RelayArgs {
+                    delivery: Some(DeliveryArg::ExactlyOnce),
+                    ..RelayArgs::default()
+                },
+                "exactly-once",
+            ),
+            (
+                RelayArgs {
+                    on_dead_letter: Some(OnDeadLetterArg::ParkKey),
+                    ..RelayArgs::default()
+                },
+                "park-key",
+            ),
+            (
+                RelayArgs {
+                    keep_published_for: Some(Duration::from_secs(60)),
+                    ..RelayArgs::default()
+                },
+                "keeps no published",
+            ),
+        ];
+        for (args, why) in refused {
+            let err = relay(&args, &file, &target).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            assert_eq!(err.exit_code, 2);
+        }
+    }
+
+    fn target_source(global: &GlobalArgs, file: &FileConfig) -> Source {
+        super::target(global, file).unwrap().source
+    }
+
     #[test]
     fn unknown_keys_are_named() {
         let err = toml::from_str::<FileConfig>("[relay]\nbatch_sise = 10\n").unwrap_err();
@@ -437,7 +677,7 @@ mod tests {
             kafka_bootstrap: Some("flag:9092".into()),
             ..RelayArgs::default()
         };
-        let settings = relay(&args, &file, &TableName::new("t").unwrap()).unwrap();
+        let settings = relay(&args, &file, &table_target()).unwrap();
         assert_eq!(settings.relay.batch_size, 50);
         assert_eq!(settings.relay.poll_interval, Duration::from_secs(2));
         assert_eq!(settings.kafka.get("bootstrap.servers"), Some("flag:9092"));
@@ -451,7 +691,7 @@ mod tests {
             keep_published_for: Some(Duration::from_secs(60)),
             ..RelayArgs::default()
         };
-        let err = relay(&args, &FileConfig::default(), &TableName::new("t").unwrap()).unwrap_err();
+        let err = relay(&args, &FileConfig::default(), &table_target()).unwrap_err();
         assert!(err.to_string().contains("mark-published"), "{err}");
     }
 
@@ -462,7 +702,7 @@ mod tests {
              dead_letter_topic = \"{topic}.dead\"\n",
         )
         .unwrap();
-        let table = TableName::new("t").unwrap();
+        let table = table_target();
         let settings = relay(&RelayArgs::default(), &file, &table).unwrap();
         assert_eq!(settings.relay.on_dead_letter, OnDeadLetter::ParkKey);
         assert_eq!(

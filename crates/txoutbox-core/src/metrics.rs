@@ -15,6 +15,10 @@
 //! | `txoutbox_dead_messages` | gauge | | rows in the dead-letter state (ditto) |
 //! | `txoutbox_up` | gauge | `component` (`relay`, `database`, `broker`) | 1 when healthy, 0 otherwise (ditto) |
 //! | `txoutbox_fenced_rows_total` | counter | | rows whose write was refused: this relay no longer held their lease |
+//! | `txoutbox_wal_slot_lag_bytes` | gauge | `slot` | WAL mode: WAL written since the slot's confirmed position (what it keeps on disk) |
+//! | `txoutbox_wal_slot_lag_seconds` | gauge | `slot` | WAL mode: age of the oldest message read from the slot and not yet confirmed (commit time) |
+//! | `txoutbox_wal_slot_safe_wal_size_bytes` | gauge | `slot` | WAL mode: WAL that may still be written before `max_slot_wal_keep_size` invalidates the slot (absent when unlimited) |
+//! | `txoutbox_wal_slot_invalidated` | gauge | `slot` | WAL mode: 1 when the slot was invalidated (`wal_status = lost`) |
 
 use std::collections::HashMap;
 
@@ -48,6 +52,15 @@ pub const DEAD: &str = "txoutbox_dead_messages";
 pub const UP: &str = "txoutbox_up";
 /// Rows whose write was refused because this relay no longer held their lease.
 pub const FENCED: &str = "txoutbox_fenced_rows_total";
+
+/// WAL mode: bytes of WAL the replication slot keeps, by slot.
+pub const WAL_SLOT_LAG_BYTES: &str = "txoutbox_wal_slot_lag_bytes";
+/// WAL mode: age of the oldest unconfirmed message read from the slot, by slot.
+pub const WAL_SLOT_LAG_SECONDS: &str = "txoutbox_wal_slot_lag_seconds";
+/// WAL mode: bytes of WAL that may still be written before the slot is invalidated, by slot.
+pub const WAL_SLOT_SAFE_WAL_SIZE: &str = "txoutbox_wal_slot_safe_wal_size_bytes";
+/// WAL mode: 1 when the slot was invalidated, by slot.
+pub const WAL_SLOT_INVALIDATED: &str = "txoutbox_wal_slot_invalidated";
 
 /// Registers the descriptions and units of every txoutbox metric with the installed recorder.
 /// Call once after installing it.
@@ -84,6 +97,42 @@ pub fn describe() {
         FENCED,
         "Rows whose write the database refused because this relay no longer held their lease"
     );
+    describe_gauge!(
+        WAL_SLOT_LAG_BYTES,
+        Unit::Bytes,
+        "WAL mode: WAL written since the replication slot's confirmed position"
+    );
+    describe_gauge!(
+        WAL_SLOT_LAG_SECONDS,
+        Unit::Seconds,
+        "WAL mode: age of the oldest message read from the slot and not yet confirmed"
+    );
+    describe_gauge!(
+        WAL_SLOT_SAFE_WAL_SIZE,
+        Unit::Bytes,
+        "WAL mode: WAL that may still be written before max_slot_wal_keep_size invalidates the slot"
+    );
+    describe_gauge!(
+        WAL_SLOT_INVALIDATED,
+        "WAL mode: 1 when the replication slot was invalidated (wal_status lost)"
+    );
+}
+
+/// Sets the WAL-mode gauges of replication slot `slot` (the store crate measures them; this
+/// only records). `safe_wal_size` is `None` when `max_slot_wal_keep_size` is unlimited.
+pub fn record_wal_slot(
+    slot: &str,
+    lag_bytes: u64,
+    lag_seconds: f64,
+    safe_wal_size: Option<i64>,
+    invalidated: bool,
+) {
+    gauge!(WAL_SLOT_LAG_BYTES, "slot" => slot.to_owned()).set(lag_bytes as f64);
+    gauge!(WAL_SLOT_LAG_SECONDS, "slot" => slot.to_owned()).set(lag_seconds.max(0.0));
+    if let Some(safe) = safe_wal_size {
+        gauge!(WAL_SLOT_SAFE_WAL_SIZE, "slot" => slot.to_owned()).set(safe as f64);
+    }
+    gauge!(WAL_SLOT_INVALIDATED, "slot" => slot.to_owned()).set(if invalidated { 1.0 } else { 0.0 });
 }
 
 /// Records the messages of settled batches that were delivered.

@@ -19,4 +19,4 @@ mod store;
 
 pub use envelope::{ENVELOPE_VERSION, Envelope, decode as decode_envelope, encode as encode_envelope};
 pub use outbox::{DEFAULT_PREFIX, DEFAULT_SLOT, PgWalOutbox, WalConfig};
-pub use store::{PgWalStore, SlotStatus};
+pub use store::{DEFAULT_SAFE_WAL_SHARE, PgWalStore, SlotStatus};

@@ -243,6 +243,12 @@ impl PgWalOutbox {
         Ok(())
     }
 
+    /// The slot as PostgreSQL sees it (lag, `wal_status`, `safe_wal_size`), read over `pool`
+    /// without a replication connection; fails if the slot does not exist.
+    pub async fn slot_status(&self, pool: &PgPool) -> Result<crate::SlotStatus> {
+        crate::store::slot_status(pool, &self.config).await
+    }
+
     /// The relay's source over this outbox's slot: `pool` for the dead-letter table and
     /// statistics, `database_url` (`postgres://user:password@host:port/database`) for the
     /// replication connection (the role needs the `REPLICATION` attribute).

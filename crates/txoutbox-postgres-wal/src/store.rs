@@ -153,6 +153,21 @@ fn replication_config(url: &str, config: &WalConfig) -> Result<ReplicationConfig
     } else {
         database
     };
+    let sslmode = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map(|(_, v)| v.into_owned());
+    if let Some(mode) = sslmode.as_deref()
+        && !matches!(mode, "disable" | "allow" | "prefer")
+    {
+        // pgwire-replication's TLS needs rustls, a second TLS stack next to OpenSSL: not built.
+        return Err(Error::Config(format!(
+            "the database URL asks for sslmode={mode}, but WAL mode's replication connection cannot use \
+             TLS yet and will not fall back to plain text: run the WAL relay over a trusted network or \
+             a tunnel with sslmode=disable, or relay from the outbox table (--source table), which \
+             supports TLS"
+        )));
+    }
     Ok(ReplicationConfig::new(
         host,
         user,
@@ -209,29 +224,12 @@ impl PgWalStore {
     }
 
     /// The slot as PostgreSQL sees it: whether a relay streams it, its confirmed position, how
-    /// many bytes of WAL it keeps, and whether it is at risk of invalidation.
+    /// many bytes of WAL it keeps, and whether it is at risk of invalidation; `buffered` counts
+    /// this store's decoded messages not yet completed.
     pub async fn slot_status(&self) -> Result<SlotStatus> {
-        let row: Option<SlotRow> = sqlx::query_as(
-            "SELECT active, confirmed_flush_lsn::text, \
-               (pg_current_wal_lsn() - coalesce(confirmed_flush_lsn, restart_lsn))::bigint, \
-               wal_status, safe_wal_size \
-             FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
-        )
-        .bind(&self.shared().config.slot)
-        .fetch_optional(&self.shared().pool)
-        .await
-        .map_err(db_error)?;
-        let Some((active, confirmed, lag, wal_status, safe)) = row else {
-            return Err(missing_slot(&self.shared().config));
-        };
-        Ok(SlotStatus {
-            active,
-            confirmed_lsn: confirmed,
-            lag_bytes: lag.unwrap_or(0).max(0) as u64,
-            wal_status: wal_status.unwrap_or_default(),
-            safe_wal_size: safe,
-            buffered: self.state().buffer.len(),
-        })
+        let mut status = slot_status(&self.shared().pool, &self.shared().config).await?;
+        status.buffered = self.state().buffer.len();
+        Ok(status)
     }
 
     /// Waits (up to `timeout`) until PostgreSQL recorded the last position this store confirmed,
@@ -383,12 +381,49 @@ impl PgWalStore {
     }
 }
 
-/// active, confirmed_flush_lsn, lag bytes, wal_status, safe_wal_size.
-type SlotRow = (bool, Option<String>, Option<i64>, Option<String>, Option<i64>);
+/// active, confirmed_flush_lsn, lag bytes, wal_status, safe_wal_size, max_slot_wal_keep_size.
+type SlotRow = (
+    bool,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// Reads the slot of `config` from `pg_replication_slots` (no replication connection needed).
+pub(crate) async fn slot_status(pool: &PgPool, config: &WalConfig) -> Result<SlotStatus> {
+    let row: Option<SlotRow> = sqlx::query_as(
+        "SELECT active, confirmed_flush_lsn::text, \
+           (pg_current_wal_lsn() - coalesce(confirmed_flush_lsn, restart_lsn))::bigint, \
+           wal_status, safe_wal_size, \
+           nullif(pg_size_bytes(current_setting('max_slot_wal_keep_size')), -1) \
+         FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+    )
+    .bind(&config.slot)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?;
+    let Some((active, confirmed, lag, wal_status, safe, keep)) = row else {
+        return Err(missing_slot(config));
+    };
+    Ok(SlotStatus {
+        slot: config.slot.clone(),
+        active,
+        confirmed_lsn: confirmed,
+        lag_bytes: lag.unwrap_or(0).max(0) as u64,
+        wal_status: wal_status.unwrap_or_default(),
+        safe_wal_size: safe,
+        max_slot_wal_keep_size: keep.filter(|&k| k >= 0),
+        buffered: 0,
+    })
+}
 
 /// What [`PgWalStore::slot_status`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotStatus {
+    /// The slot's name.
+    pub slot: String,
     /// Whether a session streams the slot now.
     pub active: bool,
     /// The position the relay confirmed last (`confirmed_flush_lsn`).
@@ -400,15 +435,87 @@ pub struct SlotStatus {
     /// Bytes of WAL that may still be written before the slot is invalidated
     /// (`max_slot_wal_keep_size`); `None` when unlimited.
     pub safe_wal_size: Option<i64>,
-    /// Messages this store holds decoded, not yet completed.
+    /// The server's `max_slot_wal_keep_size` in bytes; `None` when unlimited (`-1`).
+    pub max_slot_wal_keep_size: Option<i64>,
+    /// Messages this store holds decoded, not yet completed (0 when read without a store).
     pub buffered: usize,
+}
+
+/// Below this share of `max_slot_wal_keep_size` left (`safe_wal_size`), a slot is reported at
+/// risk by [`SlotStatus::problems`] unless a threshold is given: 20 %.
+pub const DEFAULT_SAFE_WAL_SHARE: f64 = 0.2;
+
+impl SlotStatus {
+    /// Whether PostgreSQL invalidated the slot (`wal_status = lost`): the WAL it needed is gone.
+    pub fn is_lost(&self) -> bool {
+        self.wal_status == "lost"
+    }
+
+    /// What is wrong with the slot, one sentence per problem (empty when it is fine), each
+    /// saying what to do:
+    /// - `wal_status = lost`: invalidated, messages since its confirmed position are gone;
+    /// - `wal_status = unreserved`: it keeps more WAL than `max_slot_wal_keep_size` and will be
+    ///   invalidated at the next checkpoint unless the relay catches up;
+    /// - `safe_wal_size` below `min_safe_wal_size` (default: [`DEFAULT_SAFE_WAL_SHARE`] of
+    ///   `max_slot_wal_keep_size`): it will be invalidated soon if the lag keeps growing.
+    pub fn problems(&self, min_safe_wal_size: Option<u64>) -> Vec<String> {
+        let slot = &self.slot;
+        let mb = |bytes: f64| format!("{:.1} MB", bytes / 1_048_576.0);
+        let mut problems = Vec::new();
+        match self.wal_status.as_str() {
+            "lost" => problems.push(format!(
+                "the replication slot {slot:?} was invalidated (wal_status lost: it kept more WAL than \
+                 max_slot_wal_keep_size allows): messages committed since its last confirmed position are \
+                 gone from the WAL and will not be relayed. Re-publish them from the application's data, \
+                 then recreate the slot (txoutbox wal drop-slot --confirm; txoutbox migrate --source wal)"
+            )),
+            "unreserved" => problems.push(format!(
+                "the replication slot {slot:?} keeps more WAL than max_slot_wal_keep_size (wal_status \
+                 unreserved, {} behind): PostgreSQL invalidates it at the next checkpoint unless the relay \
+                 catches up; fix the relay or Kafka now, or raise max_slot_wal_keep_size",
+                mb(self.lag_bytes as f64)
+            )),
+            _ => {}
+        }
+        let threshold = min_safe_wal_size.map(|t| t as f64).or_else(|| {
+            self.max_slot_wal_keep_size
+                .map(|keep| keep as f64 * DEFAULT_SAFE_WAL_SHARE)
+        });
+        if let (Some(safe), Some(threshold), false) = (self.safe_wal_size, threshold, self.is_lost())
+            && (safe as f64) < threshold
+            && self.wal_status != "unreserved"
+        {
+            problems.push(format!(
+                "only {} of WAL may still be written before PostgreSQL invalidates the replication slot \
+                 {slot:?} (safe_wal_size, below the warning threshold of {}; {} behind): make the relay \
+                 catch up or raise max_slot_wal_keep_size",
+                mb(safe.max(0) as f64),
+                mb(threshold),
+                mb(self.lag_bytes as f64)
+            ));
+        }
+        problems
+    }
 }
 
 fn missing_slot(config: &WalConfig) -> Error {
     Error::Config(format!(
-        "the replication slot {:?} does not exist: run the migrations (PgWalOutbox::migrate) first",
+        "the replication slot {:?} does not exist: create it with `txoutbox migrate --source wal` \
+         (or PgWalOutbox::migrate) first",
         config.slot
     ))
+}
+
+/// The invalidated slot's message: the cause and the recovery.
+fn lost_slot(config: &WalConfig, detail: &str) -> String {
+    format!(
+        "the replication slot {:?} was invalidated (wal_status lost: it kept more WAL than \
+         max_slot_wal_keep_size allows){detail}: messages committed since its last confirmed position are \
+         gone from the WAL, and the relay will not skip them silently. Re-publish them from the \
+         application's data, then recreate the slot: `txoutbox wal drop-slot --confirm` and \
+         `txoutbox migrate --source wal` (or PgWalOutbox::drop_slot and migrate)",
+        config.slot
+    )
 }
 
 /// Decodes `%XX` escapes of a URL part.
@@ -470,15 +577,10 @@ fn classify(error: pgwire_replication::PgWireError, config: &WalConfig) -> Strea
         || message.contains("28000")
         || message.contains("42501");
     let message = if lost {
-        format!(
-            "the replication slot {:?} was invalidated (it kept more WAL than max_slot_wal_keep_size \
-             allows): messages written since its last confirmed position are gone from the WAL. \
-             Recover them from the application, then drop and recreate the slot ({message})",
-            config.slot
-        )
+        lost_slot(config, &format!(" ({message})"))
     } else if missing {
         format!(
-            "{message}: create the slot and publication with PgWalOutbox::migrate (or `txoutbox migrate`)"
+            "{message}: create the slot and publication with `txoutbox migrate --source wal` (or PgWalOutbox::migrate)"
         )
     } else if auth {
         format!(
@@ -680,11 +782,7 @@ impl Store for PgWalStore {
                 "the replication slot {:?} uses the plugin {plugin:?}; WAL mode needs pgoutput: drop it and run the migrations",
                 config.slot
             ))),
-            Some((_, Some(status))) if status == "lost" => Err(Error::Config(format!(
-                "the replication slot {:?} was invalidated (max_slot_wal_keep_size): messages since its last \
-                 confirmed position are gone; recover them from the application, then drop and recreate the slot",
-                config.slot
-            ))),
+            Some((_, Some(status))) if status == "lost" => Err(Error::Config(lost_slot(config, ""))),
             Some(_) => Ok(()),
         }
     }
@@ -872,5 +970,52 @@ mod tests {
             ("db.example", 6543, "u@x", "p/w", "shop")
         );
         assert!(replication_config("mysql://x/y", &WalConfig::default()).is_err());
+        assert!(replication_config("postgres://u@h/d?sslmode=prefer", &WalConfig::default()).is_ok());
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let err = replication_config(&format!("postgres://u@h/d?sslmode={mode}"), &WalConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("sslmode={mode}")) && err.contains("cannot use TLS"),
+                "{err}"
+            );
+        }
+    }
+
+    fn status(wal_status: &str, safe: Option<i64>, keep: Option<i64>) -> SlotStatus {
+        SlotStatus {
+            slot: "s".into(),
+            active: true,
+            confirmed_lsn: None,
+            lag_bytes: 10 << 20,
+            wal_status: wal_status.into(),
+            safe_wal_size: safe,
+            max_slot_wal_keep_size: keep,
+            buffered: 0,
+        }
+    }
+
+    #[test]
+    fn slot_problems_warn_before_invalidation() {
+        let keep = Some(100 << 20);
+        assert!(status("reserved", None, None).problems(None).is_empty());
+        assert!(status("reserved", Some(90 << 20), keep).problems(None).is_empty());
+        let low = status("reserved", Some(10 << 20), keep).problems(None);
+        assert!(low.len() == 1 && low[0].contains("safe_wal_size"), "{low:?}");
+        assert!(
+            status("reserved", Some(10 << 20), keep)
+                .problems(Some(1 << 20))
+                .is_empty()
+        );
+        let unreserved = status("unreserved", Some(0), keep).problems(None);
+        assert!(
+            unreserved.len() == 1 && unreserved[0].contains("unreserved"),
+            "{unreserved:?}"
+        );
+        let lost = status("lost", None, keep).problems(None);
+        assert!(
+            lost.len() == 1 && lost[0].contains("invalidated") && lost[0].contains("drop-slot"),
+            "{lost:?}"
+        );
     }
 }

@@ -5,3 +5,4 @@ pub mod dead_letters;
 pub mod migrate;
 pub mod relay;
 pub mod status;
+pub mod wal;

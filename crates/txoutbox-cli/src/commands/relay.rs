@@ -8,14 +8,18 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 use txoutbox_core::coordination::Coordination;
-use txoutbox_core::{HealthCheck, Relay, Retention, Sink, Store, metrics as names};
+use txoutbox_core::{HealthCheck, HealthReport, Relay, Retention, Sink, Store, metrics as names};
 use txoutbox_kafka::{ExactlyOnceSink, KafkaSink};
+use txoutbox_postgres::PgStore;
+use txoutbox_postgres_wal::PgWalStore;
 
-use crate::database::{Create, Database, mysql_outbox, pg_outbox, redact, sqlite_outbox};
+use crate::database::{
+    Create, Database, mysql_outbox, pg_outbox, redact, sqlite_outbox, wal_needs_postgres, wal_outbox,
+};
 use crate::error::CliError;
 use crate::history::History;
 use crate::http::{AppState, router};
-use crate::settings::{RelaySettings, Target};
+use crate::settings::{RelaySettings, Source, Target};
 
 /// Runs the relay until SIGTERM or SIGINT.
 pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliError> {
@@ -27,7 +31,11 @@ pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliErro
     };
     let database = Database::connect(target, create, 4).await?;
     if settings.migrate {
-        database.migrate().await?;
+        match (&target.source, &database) {
+            (Source::Table, _) => database.migrate().await?,
+            (Source::Wal(config), Database::Postgres(pool, _)) => wal_outbox(config)?.migrate(pool).await?,
+            (Source::Wal(_), _) => return Err(wal_needs_postgres()),
+        }
     }
     info!(database = %redact(&target.database_url), table = %database.table(), "outbox database connected");
     let mut settings = settings;
@@ -37,22 +45,41 @@ pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliErro
     match settings.exactly_once.clone() {
         Some(exactly_once) => {
             let sink = ExactlyOnceSink::new(&settings.kafka, exactly_once)?;
-            relay_with(&database, sink, settings, prometheus).await
+            relay_with(target, &database, sink, settings, prometheus).await
         }
         None => {
             let sink = KafkaSink::new(&settings.kafka)?;
-            relay_with(&database, sink, settings, prometheus).await
+            relay_with(target, &database, sink, settings, prometheus).await
         }
     }
 }
 
 /// Builds the relay for the database and serves it.
 async fn relay_with<K: Sink>(
+    target: &Target,
     database: &Database,
     sink: K,
     settings: RelaySettings,
     prometheus: PrometheusHandle,
 ) -> Result<(), CliError> {
+    if let Source::Wal(config) = &target.source {
+        let Database::Postgres(pool, _) = database else {
+            return Err(wal_needs_postgres());
+        };
+        // The replication connection uses the same URL (checked here: no TLS on it yet).
+        let store = wal_outbox(config)?.store(pool.clone(), &target.database_url)?;
+        info!(slot = %config.slot, prefix = %config.prefix, "relaying from the write-ahead log (WAL mode)");
+        let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
+        return serve(
+            relay,
+            store.clone(),
+            None::<PgStore>,
+            Some(store),
+            settings,
+            prometheus,
+        )
+        .await;
+    }
     match database {
         Database::Postgres(pool, table) => {
             let store = pg_outbox(table).store(pool.clone());
@@ -62,7 +89,7 @@ async fn relay_with<K: Sink>(
                 settings.relay.clone(),
                 settings.coordination.clone(),
             )?;
-            serve(relay, store, settings, prometheus).await
+            serve(relay, store.clone(), Some(store), None, settings, prometheus).await
         }
         Database::Sqlite(pool, table) => {
             if settings.coordination != Coordination::Single {
@@ -72,7 +99,7 @@ async fn relay_with<K: Sink>(
             }
             let store = sqlite_outbox(table).store(pool.clone());
             let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
-            serve(relay, store, settings, prometheus).await
+            serve(relay, store.clone(), Some(store), None, settings, prometheus).await
         }
         Database::MySql(pool, table) => {
             if settings.coordination != Coordination::Single {
@@ -83,7 +110,7 @@ async fn relay_with<K: Sink>(
             }
             let store = mysql_outbox(table).store(pool.clone());
             let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
-            serve(relay, store, settings, prometheus).await
+            serve(relay, store.clone(), Some(store), None, settings, prometheus).await
         }
     }
 }
@@ -111,15 +138,20 @@ fn install_recorder() -> Result<PrometheusHandle, CliError> {
     Ok(handle)
 }
 
-async fn serve<S, K>(
+/// Serves `relay` until a signal: HTTP endpoints, health checks, the publish rate, retention
+/// over `purger` (table sources) and, in WAL mode, the slot's health and gauges over `wal`.
+async fn serve<S, K, R>(
     relay: Relay<S, K>,
     store: S,
+    purger: Option<R>,
+    wal: Option<PgWalStore>,
     settings: RelaySettings,
     prometheus: PrometheusHandle,
 ) -> Result<(), CliError>
 where
-    S: Store + Retention + Clone,
+    S: Store + Clone,
     K: Sink,
+    R: Retention + 'static,
 {
     let monitor = relay.monitor();
     let state = Arc::new(AppState {
@@ -129,6 +161,7 @@ where
         published: History::default(),
         ownership: relay.ownership(),
         console: crate::ui::Console::from_settings(&settings),
+        wal_slot: RwLock::new(None),
     });
     let mut background = tokio::task::JoinSet::new();
 
@@ -157,11 +190,17 @@ where
     let health = HealthCheck::new(store.clone(), settings.health).with_relay(monitor.clone());
     let health_state = Arc::clone(&state);
     let interval = settings.health_interval;
+    let min_safe_wal_size = settings.min_safe_wal_size;
+    let wal_health = wal.clone();
     background.spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         loop {
             ticker.tick().await;
-            let report = health.check().await;
+            let mut report = health.check().await;
+            if let Some(store) = &wal_health {
+                let slot = check_slot(store, &mut report, min_safe_wal_size).await;
+                *health_state.wal_slot.write().unwrap_or_else(|p| p.into_inner()) = slot;
+            }
             let mut latest = health_state.health.write().unwrap_or_else(|p| p.into_inner());
             let changed = latest.as_ref().is_none_or(|old| old.healthy != report.healthy);
             if changed && !report.healthy {
@@ -185,8 +224,7 @@ where
         }
     });
 
-    if let Some(retention) = settings.retention {
-        let store = store.clone();
+    if let (Some(retention), Some(store)) = (settings.retention, purger) {
         let ownership = state.ownership.clone();
         background.spawn(async move {
             let mut ticker = tokio::time::interval(retention.interval);
@@ -221,5 +259,58 @@ where
     let outcome = relay.run_until(shutdown).await;
     // Dropping the set aborts the HTTP server and the timers.
     drop(background);
+    if let Some(store) = wal
+        && outcome.is_ok()
+    {
+        // Let PostgreSQL record the last confirmed position, so a successor replays less.
+        match store.flush_confirmation(Duration::from_secs(5)).await {
+            Ok(true) => info!("the replication slot's position is recorded"),
+            Ok(false) => warn!(
+                "the replication slot's last position was not recorded within 5s; a successor resends it"
+            ),
+            Err(e) => warn!(error = %e, "could not check the replication slot's recorded position"),
+        }
+    }
     outcome.map_err(CliError::from)
+}
+
+/// WAL mode: reads the slot, sets its gauges and fails `report` on an invalidated slot or one
+/// close to invalidation; returns the slot's view for `/status`.
+async fn check_slot(
+    store: &PgWalStore,
+    report: &mut HealthReport,
+    min_safe_wal_size: Option<u64>,
+) -> Option<serde_json::Value> {
+    let slot = match store.slot_status().await {
+        Ok(status) => {
+            // Commit time of the oldest message read from the slot and not yet confirmed.
+            let lag_seconds = report
+                .backlog
+                .as_ref()
+                .and_then(|b| b.oldest_pending)
+                .map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3);
+            names::record_wal_slot(
+                &status.slot,
+                status.lag_bytes,
+                lag_seconds,
+                status.safe_wal_size,
+                status.is_lost(),
+            );
+            let problems = status.problems(min_safe_wal_size);
+            report.reasons.extend(problems.iter().cloned());
+            Some(crate::commands::status::slot_json(
+                &status,
+                Some(lag_seconds),
+                &problems,
+            ))
+        }
+        Err(e) => {
+            report
+                .reasons
+                .push(format!("cannot read the replication slot: {e}"));
+            None
+        }
+    };
+    report.healthy = report.reasons.is_empty();
+    slot
 }

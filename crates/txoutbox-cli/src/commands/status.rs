@@ -7,9 +7,9 @@ use serde::Serialize;
 use txoutbox_core::{Statistics, TopicStats};
 
 use crate::cli::StatusArgs;
-use crate::database::{Create, Database, redact};
+use crate::database::{Create, Database, redact, wal_outbox};
 use crate::error::CliError;
-use crate::settings::Target;
+use crate::settings::{Source, Target};
 use crate::with_store;
 
 /// What `status` shows; also its JSON form.
@@ -25,6 +25,29 @@ struct Status {
     /// What the relay at the configured HTTP address says about itself, if one answers there.
     relay: Option<serde_json::Value>,
     relay_url: String,
+    /// WAL mode: the replication slot (the table then holds dead letters only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wal_slot: Option<serde_json::Value>,
+}
+
+/// The JSON view of a replication slot, for `status` and the daemon's `/status`.
+pub fn slot_json(
+    status: &txoutbox_postgres_wal::SlotStatus,
+    lag_seconds: Option<f64>,
+    problems: &[String],
+) -> serde_json::Value {
+    serde_json::json!({
+        "slot": status.slot,
+        "active": status.active,
+        "confirmed_lsn": status.confirmed_lsn,
+        "lag_bytes": status.lag_bytes,
+        "lag_seconds": lag_seconds,
+        "wal_status": status.wal_status,
+        "safe_wal_size": status.safe_wal_size,
+        "max_slot_wal_keep_size": status.max_slot_wal_keep_size,
+        "buffered": status.buffered,
+        "problems": problems,
+    })
 }
 
 /// Shows the status once, or redraws it every `--watch` interval.
@@ -57,6 +80,14 @@ pub async fn run(target: &Target, args: &StatusArgs, relay_url: String) -> Resul
 
 async fn collect(database: &Database, target: &Target, relay_url: &str) -> Result<Status, CliError> {
     let topics = with_store!(database, store => store.topic_stats().await?);
+    let wal_slot = match (&target.source, database) {
+        (Source::Wal(config), Database::Postgres(pool, _)) => {
+            let status = wal_outbox(config)?.slot_status(pool).await?;
+            let problems = status.problems(None);
+            Some(slot_json(&status, None, &problems))
+        }
+        _ => None,
+    };
     let now = Utc::now();
     let oldest: Option<DateTime<Utc>> = topics.iter().filter_map(|t| t.oldest_pending).min();
     Ok(Status {
@@ -69,6 +100,7 @@ async fn collect(database: &Database, target: &Target, relay_url: &str) -> Resul
         relay: relay_status(relay_url).await,
         relay_url: relay_url.to_owned(),
         topics,
+        wal_slot,
     })
 }
 
@@ -97,6 +129,31 @@ fn age(seconds: f64) -> String {
 fn print_human(status: &Status, now: DateTime<Utc>) {
     println!("outbox {} on {}", status.table, status.database);
     println!();
+    if let Some(slot) = &status.wal_slot {
+        let mb = |v: &serde_json::Value| {
+            v.as_f64().map_or_else(
+                || "unlimited".to_owned(),
+                |b| format!("{:.1} MB", b / 1_048_576.0),
+            )
+        };
+        println!(
+            "WAL mode: replication slot {} ({}), {} behind, wal_status {}, {} of WAL left before invalidation",
+            slot["slot"].as_str().unwrap_or_default(),
+            if slot["active"].as_bool().unwrap_or(false) {
+                "streamed by a relay"
+            } else {
+                "no relay streams it"
+            },
+            mb(&slot["lag_bytes"]),
+            slot["wal_status"].as_str().unwrap_or_default(),
+            mb(&slot["safe_wal_size"]),
+        );
+        for problem in slot["problems"].as_array().into_iter().flatten() {
+            println!("  - {}", problem.as_str().unwrap_or_default());
+        }
+        println!("the table below holds dead letters only (pending messages are in the WAL)");
+        println!();
+    }
     println!(
         "{:<32}  {:>10}  {:>14}  {:>8}  {:>10}",
         "TOPIC", "PENDING", "OLDEST", "DEAD", "PUBLISHED"
