@@ -1076,7 +1076,18 @@ pub struct PgCluster {
 impl PgCluster {
     /// Runs `initdb` and starts the server; returns once it accepts connections.
     pub async fn start() -> Self {
-        blocking(|| Self::start_blocking(None)).await
+        blocking(|| Self::start_blocking(None, &[])).await
+    }
+
+    /// Like [`start`](Self::start), with extra `postgresql.conf` settings, e.g.
+    /// `&[("wal_level", "logical"), ("max_slot_wal_keep_size", "64MB")]` for WAL mode. Values
+    /// are written quoted (`name = 'value'`).
+    pub async fn start_with(settings: &[(&str, &str)]) -> Self {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        blocking(move || Self::start_blocking(None, &settings)).await
     }
 
     /// Like [`start`](Self::start), but clients must come over TLS and give a password: the server
@@ -1086,7 +1097,7 @@ impl PgCluster {
     pub async fn start_tls(password: &str) -> (Self, PgTls) {
         let password = password.to_owned();
         blocking(move || {
-            let cluster = Self::start_blocking(Some(&password));
+            let cluster = Self::start_blocking(Some(&password), &[]);
             let tls = PgTls {
                 port: cluster.port,
                 ca: cluster.dir.join("tls/ca.pem"),
@@ -1097,7 +1108,7 @@ impl PgCluster {
         .await
     }
 
-    fn start_blocking(tls_password: Option<&str>) -> Self {
+    fn start_blocking(tls_password: Option<&str>, settings: &[(String, String)]) -> Self {
         let bin = pg_bindir();
         let run_as = is_root().then(|| "postgres".to_owned());
         let dir = temp_folder("txoutbox-pg");
@@ -1142,6 +1153,9 @@ impl PgCluster {
             cluster.port,
             cluster.dir.display()
         );
+        for (name, value) in settings {
+            conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
+        }
         if tls_password.is_some() {
             let certificates = make_certificates(&cluster.dir);
             if let Some(user) = &cluster.run_as {
