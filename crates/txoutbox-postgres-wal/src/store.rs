@@ -500,8 +500,8 @@ impl SlotStatus {
 
 fn missing_slot(config: &WalConfig) -> Error {
     Error::Config(format!(
-        "the replication slot {:?} does not exist: create it with `txoutbox migrate --source wal` \
-         (or PgWalOutbox::migrate) first",
+        "the replication slot {:?} does not exist: run the migrations first (`txoutbox migrate \
+         --source wal`, or PgWalOutbox::migrate)",
         config.slot
     ))
 }
