@@ -297,7 +297,7 @@ async fn relay_processes_killed_with_sigkill_lose_nothing() {
         let confirmed_before = watcher.slot_status().await.unwrap().confirmed_lsn;
         let mut child = spawn();
         // Kill once this process has sent something and confirmed some of it.
-        let progressed = txoutbox_testing::eventually(Duration::from_secs(20), || async {
+        let progressed = txoutbox_testing::eventually(Duration::from_secs(60), || async {
             txoutbox_testing::kafka::count(&topics[..1]).await > before
                 && watcher.slot_status().await.unwrap().confirmed_lsn != confirmed_before
         })
@@ -305,7 +305,13 @@ async fn relay_processes_killed_with_sigkill_lose_nothing() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         if !progressed {
-            // Everything was sent and confirmed by an earlier process: nothing left to kill.
+            // Everything was sent and confirmed by an earlier process: nothing left to kill. (The
+            // killed process's walsender may hold the slot a moment longer.)
+            let released = txoutbox_testing::eventually(Duration::from_secs(30), || async {
+                watcher.backlog().await.is_ok()
+            })
+            .await;
+            assert!(released, "the killed relay's slot was not released");
             let left = watcher.backlog().await.unwrap().pending;
             assert_eq!(left, 0, "relay process {kill} made no progress");
             break;

@@ -6,7 +6,9 @@
 pub(crate) enum Step {
     /// After `begin_transaction`, before any record is produced.
     BeforeProduce,
-    /// After the records and the progress record are produced, before the commit.
+    /// After the records and the progress record are produced and acknowledged by the broker
+    /// (so an aborted transaction leaves records a read_uncommitted consumer sees), before the
+    /// commit.
     BeforeCommit,
     /// After Kafka committed, before the database marks the rows.
     AfterCommit,

@@ -316,7 +316,6 @@ impl ExactlyOnceSink {
             self.abort(state, &producer, open, None).await;
             return;
         }
-        failpoint::hit(Step::BeforeCommit);
         let started = Instant::now();
         let mut outcome = Err(KafkaError::Canceled);
         for _ in 0..3 {
@@ -330,6 +329,7 @@ impl ExactlyOnceSink {
                 while committing.in_flight_count() > 0 && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(1));
                 }
+                failpoint::hit(Step::BeforeCommit);
                 committing.commit_transaction(TXN_TIMEOUT)
             })
             .await
