@@ -62,6 +62,8 @@ struct FileRelay {
     completion: Option<CompletionArg>,
     #[serde(default, with = "humantime_serde_opt")]
     shutdown_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    store_timeout: Option<Duration>,
     coordination: Option<CoordinationArg>,
     delivery: Option<DeliveryArg>,
     on_dead_letter: Option<OnDeadLetterArg>,
@@ -357,6 +359,7 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<Rel
         .with_completion(completion)
         .with_retry(retry)
         .with_shutdown_timeout(file.relay.shutdown_timeout.unwrap_or(defaults.shutdown_timeout))
+        .with_store_timeout(file.relay.store_timeout.unwrap_or(defaults.store_timeout))
         .with_on_dead_letter(on_dead_letter);
     if let Some(topic) = dead_letter_topic {
         relay = relay.with_dead_letter_topic(topic);

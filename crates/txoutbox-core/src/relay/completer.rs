@@ -172,7 +172,7 @@ async fn settle<S: Store, K: Sink>(
 
     if !delivered.is_empty() {
         write_with_retry(shared, "complete", "mark delivered messages", || {
-            shared.store.complete(&delivered, shared.config.completion)
+            shared.bounded(shared.store.complete(&delivered, shared.config.completion))
         })
         .instrument(debug_span!("txoutbox.mark", rows = delivered.len()))
         .await;
@@ -198,7 +198,7 @@ async fn settle<S: Store, K: Sink>(
             }
         }
         write_with_retry(shared, "record_failures", "record failed attempts", || {
-            shared.store.record_failures(&failures)
+            shared.bounded(shared.store.record_failures(&failures))
         })
         .await;
         if !parking.is_empty() {

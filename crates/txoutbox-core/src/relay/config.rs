@@ -84,6 +84,10 @@ pub struct RelayConfig {
     pub on_dead_letter: OnDeadLetter,
     /// Where copies of dead-lettered messages go. Default: none (they stay in the table only).
     pub dead_letter_topic: Option<DeadLetterTopic>,
+    /// How long one call to the store (a read, a mark) may take. A database that does not answer
+    /// in time (e.g. a connection hung on a network that drops packets silently) fails the call
+    /// like an unreachable one: reported in health, retried. Default: 30 s.
+    pub store_timeout: Duration,
     /// How long a graceful shutdown waits for messages already handed to the sink. Messages whose
     /// delivery is still unknown then stay pending and are sent again by the next relay.
     /// Default: 30 s.
@@ -101,6 +105,7 @@ impl Default for RelayConfig {
             on_dead_letter: OnDeadLetter::default(),
             dead_letter_topic: None,
             shutdown_timeout: Duration::from_secs(30),
+            store_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -155,6 +160,13 @@ impl RelayConfig {
         self
     }
 
+    /// Sets the deadline of each store call.
+    #[must_use]
+    pub fn with_store_timeout(mut self, store_timeout: Duration) -> Self {
+        self.store_timeout = store_timeout;
+        self
+    }
+
     /// Sets the graceful-shutdown wait.
     #[must_use]
     pub fn with_shutdown_timeout(mut self, shutdown_timeout: Duration) -> Self {
@@ -175,6 +187,9 @@ impl RelayConfig {
         }
         if self.max_in_flight > u32::MAX as usize / 2 {
             return Err(Error::Config("relay max_in_flight is too large".into()));
+        }
+        if self.store_timeout.is_zero() {
+            return Err(Error::Config("relay store_timeout must be above zero".into()));
         }
         if self.poll_interval.is_zero() {
             return Err(Error::Config("relay poll_interval must be above zero".into()));

@@ -116,13 +116,18 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         let (limit, fetched) = match cursor {
             None => {
                 let limit = config.batch_size + in_flight;
-                (limit, shared.store.fetch_pending(limit).instrument(span).await)
+                (
+                    limit,
+                    shared
+                        .bounded(shared.store.fetch_pending(limit))
+                        .instrument(span)
+                        .await,
+                )
             }
             Some(after) => (
                 config.batch_size,
                 shared
-                    .store
-                    .fetch_after(after, config.batch_size)
+                    .bounded(shared.store.fetch_after(after, config.batch_size))
                     .instrument(span)
                     .await,
             ),
@@ -187,7 +192,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
 /// Reads the parked keys (those with a dead row) from the store; returns whether any was released.
 pub(crate) async fn reload_parked<S: Store, K>(shared: &Shared<S, K>) -> crate::Result<bool> {
     let generation = shared.parked.generation();
-    let keys = shared.store.dead_keys().await?;
+    let keys = shared.bounded(shared.store.dead_keys()).await?;
     Ok(shared.parked.reload(keys, generation))
 }
 

@@ -205,8 +205,9 @@ impl<S: Store, K: Sink> Relay<S, K> {
             std::time::Duration::from_secs(5),
         );
         loop {
-            match shared.store.check().await {
+            match shared.bounded(shared.store.check()).await {
                 Ok(()) => {
+                    // Not bounded: a store may wait here on purpose (a standby for a slot).
                     if let Err(error) = shared.store.lock_for_relay().await {
                         tracing::error!(%error, "the relay cannot start");
                         return Err(error);
@@ -320,7 +321,10 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
         return Ok(true);
     }
     loop {
-        match shared.store.complete(&ids, shared.config.completion).await {
+        match shared
+            .bounded(shared.store.complete(&ids, shared.config.completion))
+            .await
+        {
             Ok(()) => break,
             Err(error) => {
                 let delay = backoff.next_delay();

@@ -182,6 +182,25 @@ impl<S, K> Shared<S, K> {
         (held.len() < before, held.values().min().copied())
     }
 
+    /// A store call bounded by `store_timeout`: a database that does not answer (a hung
+    /// connection) fails the call like an unreachable one, so it is reported and retried.
+    pub(crate) async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = crate::Result<T>>,
+    ) -> crate::Result<T> {
+        let limit = self.config.store_timeout;
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::Error::database(
+                format!(
+                    "the outbox database did not answer within {limit:?} (store_timeout); \
+                     check the network path to it and the server's load"
+                ),
+                true,
+            )),
+        }
+    }
+
     /// Asks the fetcher to read from the start again.
     pub(crate) fn request_rescan(&self) {
         self.rescan.store(true, Ordering::Release);

@@ -45,6 +45,12 @@ async fn main() -> anyhow::Result<()> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(200),
         ));
+    if let Some(ms) = std::env::var("TXOUTBOX_CHAOS_STORE_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.with_store_timeout(Duration::from_millis(ms));
+    }
     if std::env::var("TXOUTBOX_CHAOS_COMPLETION").as_deref() == Ok("mark") {
         config = config.with_completion(Completion::MarkPublished);
     }
