@@ -111,6 +111,18 @@ pub trait Store: Send + Sync + 'static {
         let _ = wakeup;
         None
     }
+
+    /// The relay says whether it is awake (reading again at once, so it needs no push wake-up)
+    /// or about to sleep until a wake-up or its poll interval. A store whose push wake-ups cost
+    /// writers something (PostgreSQL's notify trigger serializes concurrent commits) can stop
+    /// sending them while the relay is awake. Called only on transitions; after declaring itself
+    /// asleep the relay reads once more before it waits, so a row committed in between is not
+    /// missed. A failure is only logged: the poll interval still bounds the latency. The
+    /// default does nothing.
+    fn relay_awake(&self, awake: bool) -> impl Future<Output = Result<()>> + Send {
+        let _ = awake;
+        async { Ok(()) }
+    }
 }
 
 impl<S: Store> Store for std::sync::Arc<S> {
@@ -144,5 +156,8 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn watch(&self, wakeup: Wakeup) -> Option<tokio::task::JoinHandle<()>> {
         (**self).watch(wakeup)
+    }
+    fn relay_awake(&self, awake: bool) -> impl Future<Output = Result<()>> + Send {
+        (**self).relay_awake(awake)
     }
 }

@@ -23,6 +23,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "relay leases",
         include_str!("../migrations/0003_relay_leases.sql"),
     ),
+    (
+        4,
+        "notify while asleep",
+        include_str!("../migrations/0004_notify_while_asleep.sql"),
+    ),
 ];
 
 /// The newest schema version this crate knows.

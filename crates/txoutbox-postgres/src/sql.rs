@@ -36,6 +36,8 @@ pub(crate) struct Statements {
     pub(crate) delete_fenced: Arc<str>,
     pub(crate) mark_published_fenced: Arc<str>,
     pub(crate) record_failures_fenced: Arc<str>,
+    /// The relay says whether it is awake ($1): the notify trigger stays silent while it is.
+    pub(crate) relay_awake: Arc<str>,
     pub(crate) leases: LeaseStatements,
 }
 
@@ -187,6 +189,12 @@ impl Statements {
                  FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::timestamptz[]) AS f(id, attempts, error, next) \
                  WHERE o.id = f.id AND o.status = 'pending' AND {}",
                 fence(&leases, "$5", "$6")
+            )
+            .into(),
+            relay_awake: format!(
+                "INSERT INTO {} (id, awake) VALUES (true, $1) \
+                 ON CONFLICT (id) DO UPDATE SET awake = EXCLUDED.awake",
+                table.quoted_with_suffix("_relay_state")
             )
             .into(),
             leases: LeaseStatements::new(&table, &leases),

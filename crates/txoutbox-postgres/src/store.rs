@@ -128,6 +128,15 @@ impl Store for PgStore {
         )))
     }
 
+    async fn relay_awake(&self, awake: bool) -> Result<()> {
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.relay_awake)))
+            .bind(awake)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     async fn check(&self) -> Result<()> {
         migrate::check(&self.pool, &self.sql).await
     }

@@ -26,6 +26,34 @@ pub(crate) struct SentBatch {
 }
 
 /// Runs until shutdown; dropping `sender` when it returns lets the sender and completer drain.
+///
+/// **Awake and asleep.** The fetcher tells the store ([`Store::relay_awake`]) when it goes to
+/// sleep (a read found nothing to send and it is about to wait for a wake-up or its poll
+/// interval) and when it wakes and finds rows to send; only on these transitions, never on
+/// every loop. PostgreSQL's notify trigger stays silent while the relay is awake, so busy
+/// writers do not pay for notifications nobody waits for. The races, and why none loses a row:
+///
+/// - A writer's trigger decides at insert time, before the writer commits. A writer that inserts
+///   just before the fetcher declares itself asleep does not notify, and commits just after:
+///   therefore the fetcher reads **once more** after declaring itself asleep, and only then
+///   waits. A writer that committed before that read is found by it; one that inserts after the
+///   declaration notifies.
+/// - What remains: a transaction that inserted while the relay was awake (no notification) and
+///   commits only after the relay declared itself asleep **and** read once more (a long
+///   transaction, or one whose snapshot predates the declaration) wakes nobody. The poll
+///   interval covers it: such a row waits at most one interval. Nothing is lost; the rows are
+///   the truth, the flag only decides whether a wake-up is pushed.
+/// - A failed declaration is only logged: a stale "awake" delays new rows by at most one poll
+///   interval, a stale "asleep" only costs writers their notification.
+/// - At start (and whenever a coordinated relay's scope falls to nothing) the fetcher has
+///   declared nothing, so its first transition is always written: a relay killed while awake
+///   leaves the flag "awake", and its successor resets it at its first read. Until then that
+///   successor is reading, not waiting.
+/// - Several relays share the one flag. A standby without a lease declares nothing. A
+///   work-balance node never declares itself awake, only asleep: another node's "awake" would
+///   otherwise silence the notifications a sleeping node waits for, so in that mode writers keep
+///   notifying whenever any node slept last. The exclusive lease holder (and a single relay)
+///   declares both.
 pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mpsc::Sender<Selected>) {
     let config = &shared.config;
     let mut db_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -35,6 +63,9 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
     let mut last_rescan = tokio::time::Instant::now();
     let mut last_parked_reload = tokio::time::Instant::now();
     let mut idle = false;
+    // What this relay last told the store (awake or asleep); `None`: nothing yet, so the first
+    // transition is written whatever a previous relay left behind.
+    let mut declared: Option<bool> = None;
     loop {
         if idle {
             let (released, next_due) = shared.release_due_holds(Utc::now());
@@ -69,6 +100,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             }
             // Nothing leased (yet): nothing to read.
             if ownership.scope() == Scope::Nothing {
+                declared = None;
                 idle = true;
                 continue;
             }
@@ -171,6 +203,14 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         }
         let batch = selection.send;
         if batch.is_empty() {
+            if !more && declared != Some(false) {
+                // About to sleep: say so, then read once more before waiting (a row committed
+                // between the read above and the declaration did not notify).
+                declare(&shared, false).await;
+                declared = Some(false);
+                idle = false;
+                continue;
+            }
             idle = !more;
             continue;
         }
@@ -184,8 +224,33 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         if sender.send(Selected { rows, permit, epoch }).await.is_err() {
             break;
         }
+        // Awake with rows to send (declared after handing the batch on, so it costs no latency).
+        // A work-balance node never silences the writers: another node may be asleep.
+        if declared != Some(true) {
+            let buckets = shared
+                .ownership
+                .as_ref()
+                .is_some_and(|o| matches!(o.scope(), Scope::Buckets(_)));
+            if !buckets {
+                declare(&shared, true).await;
+            }
+            declared = Some(true);
+        }
         // Look again at once: a burst may have more rows than one batch.
         idle = false;
+    }
+}
+
+/// Tells the store whether the relay is awake; a failure is only logged, since the poll interval
+/// still bounds how long a row waits for a wake-up that was not pushed.
+async fn declare<S: Store, K>(shared: &Shared<S, K>, awake: bool) {
+    if let Err(error) = shared.bounded(shared.store.relay_awake(awake)).await {
+        warn!(
+            %error,
+            awake,
+            "could not tell the outbox store whether the relay is awake; new messages may wait \
+             up to the poll interval"
+        );
     }
 }
 
