@@ -147,6 +147,12 @@ impl<S: Store> Store for Counting<S> {
     fn watch(&self, wakeup: txoutbox::Wakeup) -> Option<tokio::task::JoinHandle<()>> {
         self.inner.watch(wakeup)
     }
+    fn dead_keys(&self) -> impl Future<Output = txoutbox::Result<Vec<(String, Vec<u8>)>>> + Send {
+        self.inner.dead_keys()
+    }
+    fn relay_awake(&self, awake: bool) -> impl Future<Output = txoutbox::Result<()>> + Send {
+        self.inner.relay_awake(awake)
+    }
 }
 
 struct Discard;

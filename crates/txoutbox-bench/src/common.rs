@@ -192,6 +192,18 @@ impl<S: Store> Store for Instrumented<S> {
     async fn backlog(&self) -> txoutbox::Result<Backlog> {
         self.inner.backlog().await
     }
+
+    async fn lock_for_relay(&self) -> txoutbox::Result<()> {
+        self.inner.lock_for_relay().await
+    }
+
+    async fn dead_keys(&self) -> txoutbox::Result<Vec<(String, Vec<u8>)>> {
+        self.inner.dead_keys().await
+    }
+
+    async fn relay_awake(&self, awake: bool) -> txoutbox::Result<()> {
+        self.inner.relay_awake(awake).await
+    }
 }
 
 /// A sink that reports every message delivered at once: the relay's own ceiling.

@@ -21,9 +21,14 @@ fn is_retryable_sqlstate(code: &str) -> bool {
 pub(crate) fn db_error(error: sqlx::Error) -> Error {
     let retryable = match &error {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| is_retryable_sqlstate(&code)),
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => {
-            true
-        }
+        // `Protocol`: bytes that are not PostgreSQL's protocol, e.g. from a broken connection or
+        // a proxy in between (seen through a fault-injecting proxy as the answer to the TLS
+        // request): a new connection may well succeed.
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
         _ => false,
     };
     Error::database(error, retryable)
@@ -42,6 +47,12 @@ mod tests {
             assert!(!is_retryable_sqlstate(code), "{code}");
         }
         assert!(db_error(sqlx::Error::PoolTimedOut).is_retryable());
+        assert!(
+            db_error(sqlx::Error::Protocol(
+                "unexpected response from SSLRequest".into()
+            ))
+            .is_retryable()
+        );
         assert!(!db_error(sqlx::Error::RowNotFound).is_retryable());
     }
 }
