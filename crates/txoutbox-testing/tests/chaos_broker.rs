@@ -18,7 +18,7 @@ use chaos_common::*;
 use txoutbox_core::{Store, Topic, Topics};
 use txoutbox_postgres::PgOutbox;
 use txoutbox_testing::instances::KafkaNode;
-use txoutbox_testing::kafka::{LOG_APPEND_TIME, new_topic_on, read_all_from, verdict};
+use txoutbox_testing::kafka::{LOG_APPEND_TIME, new_topic_on};
 use txoutbox_testing::postgres::TestSchema;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +71,7 @@ async fn outage_run(total: u64, outage: Duration, mode: &str, kafka: &str) {
     let store = outbox.store(db.pool.clone());
     let table = db.table().quoted();
 
-    let mut relay = spawn_relay(&[
+    let relay = spawn_relay(&[
         ("TXOUTBOX_CHAOS_SCHEMA", &db.schema),
         ("TXOUTBOX_KAFKA_BOOTSTRAP", &bootstrap),
         ("TXOUTBOX_CHAOS_KAFKA", kafka),
@@ -120,23 +120,9 @@ async fn outage_run(total: u64, outage: Duration, mode: &str, kafka: &str) {
     );
 
     let stats = join_writers(writers).await;
-    let drained = txoutbox_testing::eventually(Duration::from_secs(300), || async {
-        store.backlog().await.map(|b| b.pending == 0).unwrap_or(false)
-    })
-    .await;
-    assert!(
-        relay.try_wait().unwrap().is_none(),
-        "the relay process exited during the run"
-    );
-    stop_relay(relay);
-    assert!(
-        drained,
-        "the relay did not drain the outbox: {:?}",
-        store.backlog().await
-    );
+    let drained = drains(&store, Duration::from_secs(300)).await;
 
-    let records = read_all_from(&bootstrap, std::slice::from_ref(&topic)).await;
-    let v = verdict(&records, key_seq);
+    let (records, v) = stop_and_read_back(relay, drained, &store, &bootstrap, &topic).await;
     let back_ms = epoch_ms(back);
     // The first record the broker stored after it went down (so, after it came back).
     let first = first_append_since(&records, epoch_ms(stopped)).map(|t| t - back_ms);

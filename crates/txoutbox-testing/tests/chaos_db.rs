@@ -18,7 +18,7 @@ use sqlx::postgres::PgPoolOptions;
 use txoutbox_core::{Store, TableName, Topic, Topics};
 use txoutbox_postgres::PgOutbox;
 use txoutbox_testing::instances::{PgCluster, PgStopMode};
-use txoutbox_testing::kafka::{LOG_APPEND_TIME, bootstrap, new_topic_on, read_all_from, verdict};
+use txoutbox_testing::kafka::{LOG_APPEND_TIME, bootstrap, new_topic_on};
 
 /// What one restart measured.
 struct Restart {
@@ -166,24 +166,10 @@ async fn database_restarted_mid_run_loses_nothing_and_the_relay_reconnects() {
     }
 
     let stats = join_writers(writers).await;
-    let drained = txoutbox_testing::eventually(Duration::from_secs(300), || async {
-        store.backlog().await.map(|b| b.pending == 0).unwrap_or(false)
-    })
-    .await;
-    assert!(
-        relay.try_wait().unwrap().is_none(),
-        "the relay process exited during the run"
-    );
-    stop_relay(relay);
-    assert!(
-        drained,
-        "the relay did not drain the outbox: {:?}",
-        store.backlog().await
-    );
+    let drained = drains(&store, Duration::from_secs(300)).await;
 
     let expected = total + restarts; // the writers' messages and one sentinel per restart
-    let records = read_all_from(&bootstrap(), std::slice::from_ref(&topic)).await;
-    let v = verdict(&records, key_seq);
+    let (records, v) = stop_and_read_back(relay, drained, &store, &bootstrap(), &topic).await;
     eprintln!(
         "chaos db: {total} messages over {KEYS} keys + {restarts} sentinels, {restarts} restarts; \
          {} records read, {} distinct, {} lost, {} duplicates, {} order violations; \

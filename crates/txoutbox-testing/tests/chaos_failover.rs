@@ -26,7 +26,7 @@ use chaos_common::*;
 use txoutbox_core::{Store, Topic, Topics};
 use txoutbox_postgres::PgOutbox;
 use txoutbox_testing::instances::{KafkaCluster, new_replicated_topic, partition_leaders};
-use txoutbox_testing::kafka::{LOG_APPEND_TIME, read_all_from, verdict};
+use txoutbox_testing::kafka::LOG_APPEND_TIME;
 use txoutbox_testing::postgres::TestSchema;
 
 const PARTITIONS: i32 = 6;
@@ -119,7 +119,7 @@ async fn failover_run(total: u64, outage: Duration, scenario: Scenario) {
         Scenario::OneBroker => std::env::var("TXOUTBOX_CHAOS_KAFKA").unwrap_or_default(),
         Scenario::Majority => "message.timeout.ms=10000".to_owned(),
     };
-    let mut relay = spawn_relay(&[
+    let relay = spawn_relay(&[
         ("TXOUTBOX_CHAOS_SCHEMA", &db.schema),
         ("TXOUTBOX_KAFKA_BOOTSTRAP", &bootstrap),
         ("TXOUTBOX_CHAOS_KAFKA", &kafka),
@@ -217,10 +217,7 @@ async fn failover_run(total: u64, outage: Duration, scenario: Scenario) {
         store.backlog().await
     );
     let stats = join_writers(writers).await;
-    let drained = txoutbox_testing::eventually(Duration::from_secs(300), || async {
-        store.backlog().await.map(|b| b.pending == 0).unwrap_or(false)
-    })
-    .await;
+    let drained = drains(&store, Duration::from_secs(300)).await;
     // The restarted node(s) rejoin every partition's in-sync replicas.
     let rejoined = txoutbox_testing::eventually(Duration::from_secs(120), || async {
         partition_leaders(&bootstrap, &topic)
@@ -236,19 +233,8 @@ async fn failover_run(total: u64, outage: Duration, scenario: Scenario) {
             .is_some_and(|(_, s)| s == "ok")
     })
     .await;
-    assert!(
-        relay.try_wait().unwrap().is_none(),
-        "the relay process exited during the run"
-    );
-    stop_relay(relay);
-    assert!(
-        drained,
-        "the relay did not drain the outbox: {:?}",
-        store.backlog().await
-    );
 
-    let records = read_all_from(&bootstrap, std::slice::from_ref(&topic)).await;
-    let v = verdict(&records, key_seq);
+    let (records, v) = stop_and_read_back(relay, drained, &store, &bootstrap, &topic).await;
     // Resume time: for each partition the killed broker led, the first record stored after the
     // kill; the slowest of them is when the relay was publishing to every partition again.
     let resumed: Vec<(i32, Option<i64>)> = victim_partitions

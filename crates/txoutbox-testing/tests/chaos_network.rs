@@ -20,7 +20,7 @@ use chaos_common::*;
 use txoutbox_core::{Store, Topic, Topics};
 use txoutbox_postgres::PgOutbox;
 use txoutbox_testing::instances::KafkaNode;
-use txoutbox_testing::kafka::{LOG_APPEND_TIME, new_topic_on, read_all_from, verdict};
+use txoutbox_testing::kafka::{LOG_APPEND_TIME, new_topic_on};
 use txoutbox_testing::postgres::TestSchema;
 use txoutbox_testing::toxiproxy::{Toxiproxy, free_port};
 
@@ -173,7 +173,7 @@ async fn fault_run(fault: Fault) {
     let table = db.table().quoted();
 
     let health_file = std::env::temp_dir().join(txoutbox_testing::unique("network-health"));
-    let mut relay = spawn_relay(&[
+    let relay = spawn_relay(&[
         ("TXOUTBOX_CHAOS_SCHEMA", &db.schema),
         ("TXOUTBOX_KAFKA_BOOTSTRAP", &bootstrap),
         ("TXOUTBOX_POSTGRES_URL", &relay_db_url),
@@ -227,23 +227,9 @@ async fn fault_run(fault: Fault) {
         store.backlog().await
     );
     let stats = join_writers(writers).await;
-    let drained = txoutbox_testing::eventually(Duration::from_secs(240), || async {
-        store.backlog().await.map(|b| b.pending == 0).unwrap_or(false)
-    })
-    .await;
-    assert!(
-        relay.try_wait().unwrap().is_none(),
-        "the relay process exited during the run"
-    );
-    stop_relay(relay);
-    assert!(
-        drained,
-        "the relay did not drain the outbox: {:?}",
-        store.backlog().await
-    );
+    let drained = drains(&store, Duration::from_secs(240)).await;
 
-    let records = read_all_from(&bootstrap, std::slice::from_ref(&topic)).await;
-    let v = verdict(&records, key_seq);
+    let (records, v) = stop_and_read_back(relay, drained, &store, &bootstrap, &topic).await;
     let (began_ms, lifted_ms) = (epoch_ms(began), epoch_ms(lifted));
     let first_after = first_append_since(&records, lifted_ms).map(|t| t - lifted_ms);
     let during = records

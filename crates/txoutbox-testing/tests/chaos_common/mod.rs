@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sqlx::PgPool;
+use txoutbox_core::Store;
 use txoutbox_postgres::PgOutbox;
-use txoutbox_testing::kafka::{Record, Verdict};
+use txoutbox_testing::kafka::{Record, Verdict, read_all_from, verdict};
 
 /// The message every chaos writer commits: its key and its number within the key (1, 2, 3, …).
 #[derive(Serialize)]
@@ -78,6 +79,39 @@ pub fn stop_relay(mut relay: RelayProcess) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     child.wait().unwrap();
+}
+
+/// Whether the relay empties the outbox within `timeout`.
+pub async fn drains(store: &impl Store, timeout: Duration) -> bool {
+    txoutbox_testing::eventually(timeout, || async {
+        store.backlog().await.map(|b| b.pending == 0).unwrap_or(false)
+    })
+    .await
+}
+
+/// How a run ends: the relay process must have stayed up; it is stopped; the outbox must have
+/// drained (`drained`, from [`drains`]); then the topic is read back from the broker.
+pub async fn stop_and_read_back(
+    relay: RelayProcess,
+    drained: bool,
+    store: &impl Store,
+    bootstrap: &str,
+    topic: &str,
+) -> (Vec<Record>, Verdict) {
+    let mut relay = relay;
+    assert!(
+        relay.try_wait().unwrap().is_none(),
+        "the relay process exited during the run"
+    );
+    stop_relay(relay);
+    assert!(
+        drained,
+        "the relay did not drain the outbox: {:?}",
+        store.backlog().await
+    );
+    let records = read_all_from(bootstrap, &[topic.to_owned()]).await;
+    let v = verdict(&records, key_seq);
+    (records, v)
 }
 
 /// Wall-clock milliseconds since the epoch (comparable with the broker's LogAppendTime).
