@@ -29,22 +29,16 @@ fn copy(
 ) -> OutboxMessage {
     let mut copy = row.clone();
     copy.topic = topic.for_topic(&row.topic);
+    // A row that could not be read has nothing trustworthy to copy but its id and error.
+    if copy.malformed.take().is_some() {
+        copy.headers.clear();
+    }
     copy.headers.extend([
         (ORIGINAL_TOPIC_HEADER.to_owned(), row.topic.clone()),
         (ERROR_HEADER.to_owned(), failure.error.clone()),
         (ATTEMPTS_HEADER.to_owned(), failure.attempts.to_string()),
         (ROW_HEADER.to_owned(), row.id.to_string()),
     ]);
-    // A row that could not be read has nothing trustworthy to copy but its id and error.
-    if copy.malformed.take().is_some() {
-        copy.headers.truncate(0);
-        copy.headers.extend([
-            (ORIGINAL_TOPIC_HEADER.to_owned(), row.topic.clone()),
-            (ERROR_HEADER.to_owned(), failure.error.clone()),
-            (ATTEMPTS_HEADER.to_owned(), failure.attempts.to_string()),
-            (ROW_HEADER.to_owned(), row.id.to_string()),
-        ]);
-    }
     if !with_payload {
         copy.payload = None;
         copy.headers
