@@ -1,7 +1,8 @@
 //! The `txoutbox` daemon in PostgreSQL WAL mode (`--source wal`), against real PostgreSQL and
 //! Kafka: migrate / relay / status / drop-slot on the shared server (own schema, slot and prefix
 //! per test), a private server restarted under a running relay (`pg_ctl stop -m fast` and
-//! `immediate`), and a slot invalidated by `max_slot_wal_keep_size`.
+//! `immediate`), a slot invalidated by `max_slot_wal_keep_size` under a running relay (which stops
+//! with exit code 2), and the replication connection over TLS (`sslmode=verify-full`).
 
 mod support;
 
@@ -15,7 +16,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use support::{Daemon, binary, metric, ok};
-use txoutbox_core::{NewMessage, PublishStrategy, Topics};
+use txoutbox_core::{NewMessage, PublishStrategy, Store, Topics};
 use txoutbox_postgres_wal::{PgWalOutbox, WalConfig};
 use txoutbox_testing::eventually;
 use txoutbox_testing::instances::{PgCluster, PgStopMode};
@@ -471,24 +472,32 @@ async fn an_invalidated_slot_is_reported_and_refused_never_skipped() {
     .await;
     assert!(invalidated, "the slot was not invalidated: {}", daemon.logs());
 
-    // The running relay says so on /health and /metrics.
-    let (code, body) = eventually_health_reason(&daemon, "was invalidated").await;
-    assert_eq!(code, 503, "{body}");
+    // The running relay stops by itself, naming the cause and the recovery at error level, with
+    // the exit code of the refusal at start.
+    let invalidated_at = Instant::now();
+    let (code, logs) = exit_within(daemon, &wal.slot, Duration::from_secs(120)).await;
+    println!(
+        "the running relay exited {:.1?} after the slot was seen invalidated",
+        invalidated_at.elapsed()
+    );
+    assert_eq!(code, Some(2), "the relay did not stop with exit code 2: {logs}");
+    let stopped = logs
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("the WAL relay cannot go on"))
+        .unwrap_or_else(|| panic!("no error-level line on the stop: {logs}"));
     assert!(
-        body.contains("drop-slot") && body.contains("max_slot_wal_keep_size"),
-        "{body}"
+        stopped.contains("was invalidated")
+            && stopped.contains("max_slot_wal_keep_size")
+            && stopped.contains("txoutbox wal drop-slot --confirm")
+            && stopped.contains("txoutbox migrate --source wal"),
+        "{stopped}"
     );
-    let (_, metrics) = daemon.get("/metrics").await.unwrap();
-    assert_eq!(
-        metric(
-            &metrics,
-            "txoutbox_wal_slot_invalidated",
-            &[("slot", wal.slot.as_str())]
-        ),
-        Some(1.0),
-        "{metrics}"
+    println!("{stopped}");
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("error: ") && l.contains("was invalidated")),
+        "{logs}"
     );
-    drop(daemon.kill9());
 
     // `status` shows it; a new relay refuses to start, naming the cause and the recovery.
     let status = json(&ok(&wal.run(&["status", "--json", "--relay-url", "127.0.0.1:1"])));
@@ -523,11 +532,127 @@ async fn an_invalidated_slot_is_reported_and_refused_never_skipped() {
     daemon.stop();
 }
 
-/// Waits for `/health` to name `reason`; returns the last answer.
-async fn eventually_health_reason(daemon: &Daemon, reason: &str) -> (u16, String) {
-    let _ = eventually(Duration::from_secs(30), || async {
-        matches!(daemon.get("/health").await, Some((_, body)) if body.contains(reason))
-    })
-    .await;
-    daemon.get("/health").await.unwrap_or((0, String::new()))
+/// Waits up to `timeout` for the daemon to exit by itself; its exit code and log. One still
+/// running then is killed (found by its unique slot name: only the process this test started)
+/// and the test fails.
+async fn exit_within(mut daemon: Daemon, slot: &str, timeout: Duration) -> (Option<i32>, String) {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let code = daemon.wait();
+        let _ = tx.send((code, daemon.logs()));
+    });
+    if let Ok(Ok(exited)) = tokio::time::timeout(timeout, &mut rx).await {
+        return exited;
+    }
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a == binary()) && args.iter().any(|a| a == slot) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &entry.file_name().to_string_lossy()])
+                .status();
+        }
+    }
+    let logs = rx.await.map(|(_, logs)| logs).unwrap_or_default();
+    panic!("the daemon did not stop by itself within {timeout:?}: {logs}");
+}
+
+const TLS_PASSWORD: &str = "wal-Tls-s3cret-4410";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_relay_streams_over_verify_full_tls_and_refuses_an_untrusted_ca() {
+    // A private server that takes TLS connections only, with wal_level = logical (set over TLS,
+    // then a restart).
+    let (cluster, tls) = PgCluster::start_tls(TLS_PASSWORD).await;
+    let url = tls.url(TLS_PASSWORD, &tls.ca);
+    assert!(
+        url.contains("sslmode=verify-full") && url.contains("@127.0.0.1:"),
+        "{url}"
+    );
+    let admin = PgPool::connect(&url).await.expect("connect with verify-full");
+    sqlx::query("ALTER SYSTEM SET wal_level = logical")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    cluster.stop(PgStopMode::Fast).await;
+    cluster.start_again().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap();
+    let level: String = sqlx::query_scalar("SHOW wal_level")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(level, "logical");
+
+    let wal = Wal::new(url.clone(), "outbox_messages".into());
+    let topic = new_topic("cli_wal_tls", 3).await;
+    let topics = [topic.clone()];
+    ok(&wal.run(&["migrate"]));
+    let before = publish(&wal.outbox(), &pool, &topic, 0..20, 10).await;
+
+    // A replication connection that does not trust the server's CA is refused, with the cause
+    // and what to check, and without the password (the server also refuses plain text).
+    let untrusted = wal
+        .outbox()
+        .store(pool.clone(), &tls.url(TLS_PASSWORD, &tls.untrusted_ca))
+        .unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(30), untrusted.lock_for_relay())
+        .await
+        .expect("the refusal comes at once, not after retries")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("certificate")
+            && refused.contains("sslmode=verify-full")
+            && refused.contains("sslrootcert"),
+        "{refused}"
+    );
+    assert!(!refused.contains(TLS_PASSWORD), "{refused}");
+    eprintln!("untrusted CA: {refused}");
+    drop(untrusted);
+
+    // The daemon streams over verify-full: what was committed before, and while it runs.
+    let daemon = wal.daemon(&[]).await;
+    let during = publish(&wal.outbox(), &pool, &topic, 20..40, 10).await;
+    let n = (before.len() + during.len()) as i64;
+    assert_eq!(n, 400);
+    let delivered = eventually(Duration::from_secs(60), || async { count(&topics).await >= n }).await;
+    assert!(delivered, "{}", daemon.logs());
+    let records = read_all(&topics).await;
+    let seen: HashSet<&str> = records
+        .iter()
+        .filter_map(|r| r.header("txoutbox-message-id"))
+        .collect();
+    let lost = before
+        .iter()
+        .chain(&during)
+        .filter(|id| !seen.contains(id.to_string().as_str()))
+        .count();
+    let v = verdict(&records, key_seq);
+    assert_eq!(
+        (lost, v.distinct as i64, v.duplicates, v.order_violations),
+        (0, n, 0, 0),
+        "{v:?}"
+    );
+    // The walsender's session is encrypted.
+    let application = format!("txoutbox-wal-{}", wal.slot);
+    let ssl: Option<bool> = sqlx::query_scalar(
+        "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s ON s.pid = r.pid \
+         WHERE r.application_name = $1",
+    )
+    .bind(&application)
+    .fetch_optional(&pool)
+    .await
+    .unwrap();
+    assert_eq!(ssl, Some(true), "{}", daemon.logs());
+    let logs = daemon.stop();
+    assert!(!logs.contains(TLS_PASSWORD), "{logs}");
+    pool.close().await;
 }

@@ -251,7 +251,10 @@ impl PgWalOutbox {
 
     /// The relay's source over this outbox's slot: `pool` for the dead-letter table and
     /// statistics, `database_url` (`postgres://user:password@host:port/database`) for the
-    /// replication connection (the role needs the `REPLICATION` attribute).
+    /// replication connection (the role needs the `REPLICATION` attribute). Its libpq TLS
+    /// parameters apply to the replication connection as to a libpq client: `sslmode` (default
+    /// `prefer`), `sslrootcert`, `sslcert` and `sslkey`; an unknown `sslmode`, `sslrootcert=system`
+    /// without `verify-full` or half a client certificate is a [`Error::Config`](txoutbox_core::Error::Config).
     pub fn store(&self, pool: PgPool, database_url: &str) -> Result<PgWalStore> {
         PgWalStore::new(pool, database_url, Arc::clone(&self.config))
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::{Notify, watch};
 use txoutbox_core::{Backlog, Completion, Error, Failure, OutboxMessage, Result, Store, Topics, Wakeup};
@@ -144,7 +144,12 @@ fn replication_config(url: &str, config: &WalConfig) -> Result<ReplicationConfig
         return Err(bad("the scheme is not postgres://"));
     }
     let decode = percent_decode;
-    let host = parsed.host_str().ok_or_else(|| bad("no host"))?.to_owned();
+    let host = match parsed.host().ok_or_else(|| bad("no host"))? {
+        url::Host::Domain(name) => decode(name),
+        url::Host::Ipv4(ip) => ip.to_string(),
+        // Without the brackets of the URL form.
+        url::Host::Ipv6(ip) => ip.to_string(),
+    };
     let user = decode(parsed.username());
     let password = parsed.password().map(decode).unwrap_or_default();
     let database = decode(parsed.path().trim_start_matches('/'));
@@ -153,21 +158,7 @@ fn replication_config(url: &str, config: &WalConfig) -> Result<ReplicationConfig
     } else {
         database
     };
-    let sslmode = parsed
-        .query_pairs()
-        .find(|(k, _)| k == "sslmode")
-        .map(|(_, v)| v.into_owned());
-    if let Some(mode) = sslmode.as_deref()
-        && !matches!(mode, "disable" | "allow" | "prefer")
-    {
-        // pgwire-replication's TLS needs rustls, a second TLS stack next to OpenSSL: not built.
-        return Err(Error::Config(format!(
-            "the database URL asks for sslmode={mode}, but WAL mode's replication connection cannot use \
-             TLS yet and will not fall back to plain text: run the WAL relay over a trusted network or \
-             a tunnel with sslmode=disable, or relay from the outbox table (--source table), which \
-             supports TLS"
-        )));
-    }
+    let tls = tls_config(&parsed, &host)?;
     Ok(ReplicationConfig::new(
         host,
         user,
@@ -177,9 +168,81 @@ fn replication_config(url: &str, config: &WalConfig) -> Result<ReplicationConfig
         config.publication.clone(),
     )
     .with_port(parsed.port().unwrap_or(5432))
+    .with_tls(tls)
     .with_status_interval(config.status_interval)
     .with_wakeup_interval(config.status_interval)
     .with_application_name(format!("txoutbox-wal-{}", config.slot)))
+}
+
+/// The URL's libpq TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) as the
+/// replication client's TLS settings, meaning what they mean to libpq (and to the sqlx pool that
+/// shares the URL):
+///
+/// - no `sslmode`: `prefer` (libpq's default), or `verify-full` with `sslrootcert=system`;
+/// - `disable`: plain text; `allow` and `prefer`: TLS when the server offers it, without
+///   verification, plain text otherwise (`allow` tries TLS first, where libpq tries plain text
+///   first: either way either is accepted);
+/// - `require`: TLS without verification, but with `sslrootcert` given it verifies the chain, as
+///   libpq does (`verify-ca`);
+/// - `verify-ca`: the chain is verified against `sslrootcert`; `verify-full` also checks the
+///   host name (or IP address) of the URL against the certificate. Without `sslrootcert` both
+///   trust the Mozilla roots bundled with the client (webpki-roots; libpq reads
+///   `~/.postgresql/root.crt` instead); `sslrootcert=system` also means those roots and requires
+///   `verify-full`, as in libpq;
+/// - `sslcert` + `sslkey`: a client certificate (both or neither).
+fn tls_config(url: &url::Url, host: &str) -> Result<TlsConfig> {
+    let param = |name: &str| {
+        url.query_pairs()
+            .filter(|(k, _)| k == name)
+            .last()
+            .map(|(_, v)| v.into_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let root = param("sslrootcert");
+    let system = root.as_deref() == Some("system");
+    let mode = match param("sslmode").as_deref() {
+        None if system => SslMode::VerifyFull,
+        None | Some("allow" | "prefer") => SslMode::Prefer,
+        Some("disable") => return Ok(TlsConfig::disabled()),
+        Some("require") if root.is_some() => SslMode::VerifyCa,
+        Some("require") => SslMode::Require,
+        Some("verify-ca") => SslMode::VerifyCa,
+        Some("verify-full") => SslMode::VerifyFull,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "invalid sslmode {other:?} in the database URL: use disable, allow, prefer, require, \
+                 verify-ca or verify-full"
+            )));
+        }
+    };
+    if system && mode != SslMode::VerifyFull {
+        return Err(Error::Config(
+            "sslrootcert=system needs sslmode=verify-full (as in libpq): a weaker sslmode would trust \
+             any server certificate signed by a public CA for any host"
+                .into(),
+        ));
+    }
+    let (cert, key) = (param("sslcert"), param("sslkey"));
+    if cert.is_some() != key.is_some() {
+        return Err(Error::Config(
+            "the database URL gives only one of sslcert and sslkey: a client certificate needs both \
+             (PEM files; the key unencrypted)"
+                .into(),
+        ));
+    }
+    let mut tls = TlsConfig {
+        mode,
+        ca_pem_path: root.filter(|_| !system).map(Into::into),
+        sni_hostname: None,
+        client_cert_pem_path: cert.map(Into::into),
+        client_key_pem_path: key.map(Into::into),
+    };
+    if mode == SslMode::VerifyFull && host.parse::<std::net::IpAddr>().is_ok() {
+        // An IP address in the URL: verified against the certificate's IP addresses (as libpq
+        // 14+ does); the client refuses an IP host for verify-full unless named explicitly.
+        tls.sni_hostname = Some(host.to_owned());
+    }
+    Ok(tls)
 }
 
 impl PgWalStore {
@@ -261,6 +324,34 @@ impl PgWalStore {
             }
             tokio::time::sleep(Duration::from_millis(20).min(self.shared().config.status_interval)).await;
         }
+    }
+
+    /// Resolves when the replication stream stopped for good, with the error it stopped on: an
+    /// invalidated or dropped slot, a refused login, a refused TLS certificate. The stream does not
+    /// restart by itself then (reads fail with that error), so a daemon should stop; see
+    /// [`slot_invalidated`](Self::slot_invalidated) for an invalidation seen in
+    /// [`slot_status`](Self::slot_status) first.
+    pub async fn stream_stopped(&self) -> Error {
+        let mut status = self.shared().status.subscribe();
+        let failed = match status.wait_for(|s| matches!(s, StreamStatus::Failed(_))).await {
+            Ok(s) => match &*s {
+                StreamStatus::Failed(error) => Some(error.clone()),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        match failed {
+            Some(error) => Error::Config(error),
+            // The store owns the sender: it cannot go while `self` lives.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The error for a slot PostgreSQL invalidated (`wal_status = lost`, see
+    /// [`SlotStatus::is_lost`]): the cause and the recovery, the message `check` refuses to
+    /// start with.
+    pub fn slot_invalidated(&self) -> Error {
+        Error::Config(lost_slot(&self.shared().config, ""))
     }
 
     /// The stream's fatal error (an invalidated or dropped slot, a refused login), if it stopped
@@ -569,14 +660,32 @@ struct StreamError {
     fatal: bool,
 }
 
-fn classify(error: pgwire_replication::PgWireError, config: &WalConfig) -> StreamError {
+fn classify(error: pgwire_replication::PgWireError, shared: &Shared) -> StreamError {
+    let config = &shared.config;
     let message = error.to_string();
-    let lost = message.contains("can no longer get changes") || message.contains("invalidated");
+    // PostgreSQL 13-15 refuse to stream an invalidated slot with "cannot read from logical
+    // replication slot" (SQLSTATE 55000; the reason is in the detail), raised for nothing else.
+    let lost = message.contains("can no longer get changes")
+        || message.contains("cannot read from logical replication slot")
+        || message.contains("invalidated");
     let missing = message.contains("does not exist");
     let auth = matches!(error, pgwire_replication::PgWireError::Auth(_))
         || message.contains("28000")
         || message.contains("42501");
-    let message = if lost {
+    // A certificate refused, a server without TLS, unreadable PEM files: settings to fix, not
+    // something a retry mends (a connection cut during the handshake is retried).
+    let tls = matches!(error, pgwire_replication::PgWireError::Tls(_))
+        && ["certificate", "config error", "SSLRequest", "SNI", "alert"]
+            .iter()
+            .any(|m| message.contains(m));
+    let message = if tls {
+        format!(
+            "{message}: the replication connection's TLS (sslmode={}) failed. Check sslrootcert (the CA \
+             that signed the server's certificate), that the URL's host is in the certificate \
+             (verify-full), sslcert/sslkey, and that the server has ssl = on",
+            ssl_mode_name(shared.replication.tls.mode)
+        )
+    } else if lost {
         lost_slot(config, &format!(" ({message})"))
     } else if missing {
         format!(
@@ -591,7 +700,18 @@ fn classify(error: pgwire_replication::PgWireError, config: &WalConfig) -> Strea
     };
     StreamError {
         message,
-        fatal: lost || missing || auth,
+        fatal: lost || missing || auth || tls,
+    }
+}
+
+/// libpq's name of the mode the client uses (`allow` shows as `prefer`).
+fn ssl_mode_name(mode: SslMode) -> &'static str {
+    match mode {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCa => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
     }
 }
 
@@ -611,8 +731,8 @@ async fn session(shared: &Shared) -> std::result::Result<(), StreamError> {
     }
     let mut client = ReplicationClient::connect(replication)
         .await
-        .map_err(|e| classify(e, config))?;
-    client.wait_started().await.map_err(|e| classify(e, config))?;
+        .map_err(|e| classify(e, shared))?;
+    client.wait_started().await.map_err(|e| classify(e, shared))?;
     shared.status.send_replace(StreamStatus::Streaming);
     tracing::info!(slot = %config.slot, "streaming the replication slot");
     let mut confirm = shared.confirm.subscribe();
@@ -640,7 +760,7 @@ async fn session(shared: &Shared) -> std::result::Result<(), StreamError> {
             }
         }
         let event = tokio::select! {
-            event = client.recv() => event.map_err(|e| classify(e, config))?,
+            event = client.recv() => event.map_err(|e| classify(e, shared))?,
             changed = confirm.changed() => {
                 if changed.is_ok() {
                     client.update_applied_lsn(*confirm.borrow_and_update());
@@ -970,16 +1090,90 @@ mod tests {
             ("db.example", 6543, "u@x", "p/w", "shop")
         );
         assert!(replication_config("mysql://x/y", &WalConfig::default()).is_err());
-        assert!(replication_config("postgres://u@h/d?sslmode=prefer", &WalConfig::default()).is_ok());
-        for mode in ["require", "verify-ca", "verify-full"] {
-            let err = replication_config(&format!("postgres://u@h/d?sslmode={mode}"), &WalConfig::default())
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(&format!("sslmode={mode}")) && err.contains("cannot use TLS"),
-                "{err}"
-            );
+        let v6 = replication_config("postgres://u@[::1]:5433/d", &WalConfig::default()).unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 5433));
+    }
+
+    fn tls(query: &str) -> Result<TlsConfig> {
+        replication_config(
+            &format!("postgres://u@db.example/d{query}"),
+            &WalConfig::default(),
+        )
+        .map(|c| c.tls)
+    }
+
+    #[test]
+    fn sslmodes_mean_what_they_mean_to_libpq() {
+        let mode = |query: &str| tls(query).unwrap().mode;
+        // libpq's default is prefer: TLS when offered, plain text otherwise.
+        assert_eq!(mode(""), SslMode::Prefer);
+        assert_eq!(mode("?sslmode=disable"), SslMode::Disable);
+        assert_eq!(mode("?sslmode=allow"), SslMode::Prefer);
+        assert_eq!(mode("?sslmode=prefer"), SslMode::Prefer);
+        assert_eq!(mode("?sslmode=require"), SslMode::Require);
+        assert_eq!(mode("?sslmode=verify-ca"), SslMode::VerifyCa);
+        assert_eq!(mode("?sslmode=verify-full"), SslMode::VerifyFull);
+        // require with a root certificate verifies the chain, as in libpq.
+        assert_eq!(mode("?sslmode=require&sslrootcert=/ca.pem"), SslMode::VerifyCa);
+        assert_eq!(mode("?sslmode=prefer&sslrootcert=/ca.pem"), SslMode::Prefer);
+        // sslrootcert=system: the bundled roots, verify-full by default and required.
+        let system = tls("?sslrootcert=system").unwrap();
+        assert_eq!((system.mode, system.ca_pem_path), (SslMode::VerifyFull, None));
+        let weak = tls("?sslrootcert=system&sslmode=verify-ca")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            weak.contains("sslrootcert=system needs sslmode=verify-full"),
+            "{weak}"
+        );
+        // The last value wins; an unknown mode is refused, naming the valid ones.
+        assert_eq!(mode("?sslmode=disable&sslmode=verify-ca"), SslMode::VerifyCa);
+        let bad = tls("?sslmode=verify_full").unwrap_err().to_string();
+        assert!(
+            bad.contains("\"verify_full\"") && bad.contains("verify-full"),
+            "{bad}"
+        );
+        // disable ignores the files, as libpq does.
+        assert_eq!(
+            tls("?sslmode=disable&sslrootcert=/ca.pem&sslcert=/c.pem").unwrap(),
+            TlsConfig::disabled()
+        );
+    }
+
+    #[test]
+    fn tls_files_and_hosts_are_passed_on() {
+        let full =
+            tls("?sslmode=verify-full&sslrootcert=/etc/pg/ca%20x.pem&sslcert=/c.pem&sslkey=/k.pem").unwrap();
+        assert_eq!(
+            full,
+            TlsConfig {
+                mode: SslMode::VerifyFull,
+                ca_pem_path: Some("/etc/pg/ca x.pem".into()),
+                sni_hostname: None,
+                client_cert_pem_path: Some("/c.pem".into()),
+                client_key_pem_path: Some("/k.pem".into()),
+            }
+        );
+        // verify-ca without sslrootcert: the client's bundled (Mozilla) roots.
+        assert_eq!(tls("?sslmode=verify-ca").unwrap().ca_pem_path, None);
+        // Half a client certificate is refused.
+        for query in ["?sslmode=require&sslcert=/c.pem", "?sslkey=/k.pem"] {
+            let err = tls(query).unwrap_err().to_string();
+            assert!(err.contains("sslcert and sslkey"), "{query}: {err}");
         }
+        // verify-full against an IP address checks the certificate's IP addresses.
+        let ip = replication_config(
+            "postgres://u@127.0.0.1:5432/d?sslmode=verify-full&sslrootcert=/ca.pem",
+            &WalConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(ip.tls.sni_hostname.as_deref(), Some("127.0.0.1"));
+        let ca = replication_config(
+            "postgres://u@127.0.0.1:5432/d?sslmode=verify-ca&sslrootcert=/ca.pem",
+            &WalConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(ca.tls.sni_hostname, None);
     }
 
     fn status(wal_status: &str, safe: Option<i64>, keep: Option<i64>) -> SlotStatus {

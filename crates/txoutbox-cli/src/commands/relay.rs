@@ -66,7 +66,7 @@ async fn relay_with<K: Sink>(
         let Database::Postgres(pool, _) = database else {
             return Err(wal_needs_postgres());
         };
-        // The replication connection uses the same URL (checked here: no TLS on it yet).
+        // The replication connection uses the same URL, its libpq TLS parameters included.
         let store = wal_outbox(config)?.store(pool.clone(), &target.database_url)?;
         info!(slot = %config.slot, prefix = %config.prefix, "relaying from the write-ahead log (WAL mode)");
         let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
@@ -164,6 +164,14 @@ where
         wal_slot: RwLock::new(None),
     });
     let mut background = tokio::task::JoinSet::new();
+    // WAL mode: the slot lost or the stream stopped for good stops the daemon (exit code 2).
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<txoutbox_core::Error>(2);
+    if let Some(store) = wal.clone() {
+        let fatal = fatal_tx.clone();
+        background.spawn(async move {
+            let _ = fatal.send(store.stream_stopped().await).await;
+        });
+    }
 
     // Listen first: a port that is taken is a configuration error to report before relaying.
     if let Some(address) = &settings.http_listen {
@@ -192,14 +200,18 @@ where
     let interval = settings.health_interval;
     let min_safe_wal_size = settings.min_safe_wal_size;
     let wal_health = wal.clone();
+    let slot_lost = fatal_tx;
     background.spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         loop {
             ticker.tick().await;
             let mut report = health.check().await;
             if let Some(store) = &wal_health {
-                let slot = check_slot(store, &mut report, min_safe_wal_size).await;
+                let (slot, lost) = check_slot(store, &mut report, min_safe_wal_size).await;
                 *health_state.wal_slot.write().unwrap_or_else(|p| p.into_inner()) = slot;
+                if lost {
+                    let _ = slot_lost.try_send(store.slot_invalidated());
+                }
             }
             let mut latest = health_state.health.write().unwrap_or_else(|p| p.into_inner());
             let changed = latest.as_ref().is_none_or(|old| old.healthy != report.healthy);
@@ -245,20 +257,35 @@ where
         });
     }
 
+    let fatal = std::sync::OnceLock::new();
     let shutdown = async {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
-            error!("cannot listen for SIGTERM/SIGINT; stop the relay with SIGKILL");
-            return std::future::pending().await;
+        let signals = async {
+            let (Ok(mut term), Ok(mut int)) =
+                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+            else {
+                error!("cannot listen for SIGTERM/SIGINT; stop the relay with SIGKILL");
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
+            }
         };
         tokio::select! {
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-            _ = int.recv() => info!("SIGINT: shutting down"),
+            () = signals => {}
+            Some(error) = fatal_rx.recv() => {
+                // Never skip silently: stop (finishing what is in flight) and say why.
+                error!(%error, "the WAL relay cannot go on: shutting down");
+                let _ = fatal.set(error);
+            }
         }
     };
     let outcome = relay.run_until(shutdown).await;
     // Dropping the set aborts the HTTP server and the timers.
     drop(background);
+    if let Some(error) = fatal.into_inner() {
+        return Err(CliError::from(error));
+    }
     if let Some(store) = wal
         && outcome.is_ok()
     {
@@ -275,12 +302,13 @@ where
 }
 
 /// WAL mode: reads the slot, sets its gauges and fails `report` on an invalidated slot or one
-/// close to invalidation; returns the slot's view for `/status`.
+/// close to invalidation; returns the slot's view for `/status` and whether it is invalidated.
 async fn check_slot(
     store: &PgWalStore,
     report: &mut HealthReport,
     min_safe_wal_size: Option<u64>,
-) -> Option<serde_json::Value> {
+) -> (Option<serde_json::Value>, bool) {
+    let mut lost = false;
     let slot = match store.slot_status().await {
         Ok(status) => {
             // Commit time of the oldest message read from the slot and not yet confirmed.
@@ -296,6 +324,7 @@ async fn check_slot(
                 status.safe_wal_size,
                 status.is_lost(),
             );
+            lost = status.is_lost();
             let problems = status.problems(min_safe_wal_size);
             report.reasons.extend(problems.iter().cloned());
             Some(crate::commands::status::slot_json(
@@ -312,5 +341,5 @@ async fn check_slot(
         }
     };
     report.healthy = report.reasons.is_empty();
-    slot
+    (slot, lost)
 }
