@@ -224,6 +224,14 @@ async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, mode: PgSink, 
     .await
     .unwrap();
     let store = outbox.store(schema.pool.clone());
+    let progress_topic = txoutbox_testing::unique("bench-progress");
+    let exactly_once = ExactlyOnceSettings::for_table(&schema.schema).with_progress_topic(progress_topic);
+    // Each sink runs with the window it is meant to run with: the at-least-once one with the
+    // scenario's, the exactly-once one with at least the window its settings recommend.
+    let max_in_flight = match mode {
+        PgSink::ExactlyOnce => (factor * batch).max(exactly_once.recommended_max_in_flight()),
+        PgSink::Kafka | PgSink::Discard => factor * batch,
+    };
     let cpu_busy_before = wait_quiet("throughput", Duration::from_secs(30)).await;
     let (seconds, timed_out, stats) = match mode {
         PgSink::Kafka => {
@@ -231,10 +239,8 @@ async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, mode: PgSink, 
             drain(store.clone(), sink, msgs.len(), batch, factor * batch).await
         }
         PgSink::ExactlyOnce => {
-            let settings = ExactlyOnceSettings::for_table(&schema.schema)
-                .with_progress_topic(txoutbox_testing::unique("bench-progress"));
-            let sink = ExactlyOnceSink::new(&KafkaConfig::new(bootstrap()), settings).expect("sink");
-            drain(store.clone(), sink, msgs.len(), batch, factor * batch).await
+            let sink = ExactlyOnceSink::new(&KafkaConfig::new(bootstrap()), exactly_once).expect("sink");
+            drain(store.clone(), sink, msgs.len(), batch, max_in_flight).await
         }
         PgSink::Discard => drain(store.clone(), DiscardSink, msgs.len(), batch, factor * batch).await,
     };
@@ -250,7 +256,7 @@ async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, mode: PgSink, 
         store: "postgres".into(),
         sink: mode.name().into(),
         batch_size: batch,
-        max_in_flight: factor * batch,
+        max_in_flight,
         messages: msgs.len(),
         prewrite_seconds,
         seconds,

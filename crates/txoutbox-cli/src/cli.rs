@@ -112,7 +112,8 @@ pub struct RelayArgs {
     /// Rows read and sent per batch.
     #[arg(long, env = "TXOUTBOX_BATCH_SIZE")]
     pub batch_size: Option<usize>,
-    /// Messages sent but not yet completed, at most.
+    /// Messages sent but not yet completed, at most (default 10,000; with exactly-once, four
+    /// transactions' worth: 40,000).
     #[arg(long, env = "TXOUTBOX_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
     /// How long an idle relay waits before looking again, e.g. 500ms or 2s.

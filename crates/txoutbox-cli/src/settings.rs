@@ -486,6 +486,11 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<Rel
             {
                 settings = settings.with_progress_topic(topic);
             }
+            // A transaction's rows stay in flight until it commits: without room for several,
+            // the relay would stop reading at every commit.
+            if args.max_in_flight.or(file.relay.max_in_flight).is_none() {
+                relay = relay.with_max_in_flight(settings.recommended_max_in_flight());
+            }
             Some(settings)
         }
     };

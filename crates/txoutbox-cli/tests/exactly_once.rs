@@ -6,17 +6,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 #[cfg(feature = "failpoints")]
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use sqlx::AssertSqlSafe;
 use support::{Daemon, ok, txoutbox};
 use txoutbox_testing::eventually;
@@ -85,63 +80,9 @@ impl Writers {
     }
 }
 
-/// Reads a topic to its end with the given isolation level (position-based: a read_committed
-/// consumer never sees the control records at the end of a partition).
+/// Reads a topic to its end with the given isolation level.
 async fn read(topic: &str, isolation: &'static str) -> Vec<Record> {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", txoutbox_testing::kafka::bootstrap())
-            .set("group.id", txoutbox_testing::unique("eos-check"))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", isolation)
-            .create()
-            .unwrap();
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
-        let mut assignment = TopicPartitionList::new();
-        let mut ends = HashMap::new();
-        for p in metadata.topics()[0].partitions() {
-            let (_, high) = consumer.fetch_watermarks(&topic, p.id(), timeout).unwrap();
-            assignment.add_partition_offset(&topic, p.id(), Offset::Beginning).unwrap();
-            ends.insert(p.id(), high);
-        }
-        consumer.assign(&assignment).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut records = Vec::new();
-        loop {
-            let positions = consumer.position().unwrap();
-            let done = ends.iter().all(|(p, high)| {
-                *high == 0
-                    || matches!(positions.find_partition(&topic, *p).map(|e| e.offset()), Some(Offset::Offset(at)) if at >= *high)
-            });
-            if done {
-                return records;
-            }
-            assert!(Instant::now() < deadline, "timed out reading {topic} ({isolation})");
-            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-                let message = message.unwrap();
-                records.push(Record {
-                    topic: message.topic().to_owned(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                    headers: message
-                        .headers()
-                        .map(|hs| {
-                            hs.iter()
-                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    timestamp_ms: message.timestamp().to_millis(),
-                });
-            }
-        }
-    })
-    .await
-    .unwrap()
+    txoutbox_testing::kafka::read_with_isolation(topic, isolation).await
 }
 
 async fn pending(db: &TestSchema) -> i64 {

@@ -221,6 +221,12 @@ pub trait Sink: Send + Sync + 'static {
         let _ = ids;
     }
 
+    /// Called after the relay handed over the last batch of a burst: it has nothing more to send
+    /// for now (its read came back short) or no room to send more (`max_in_flight` is reached).
+    /// A sink that gathers batches (a Kafka transaction) should complete what it holds now
+    /// instead of waiting for more. The default does nothing.
+    fn end_of_burst(&self) {}
+
     /// Whether the relay may send copies of dead-lettered rows through this sink (to a
     /// dead-letter topic). A sink that records which rows each send delivered (a transactional
     /// sink's progress) says no: a copy would count as the row's delivery. The default: yes.
@@ -248,6 +254,10 @@ impl<S: Sink> Sink for Arc<S> {
 
     fn discard_queued(&self) {
         (**self).discard_queued();
+    }
+
+    fn end_of_burst(&self) {
+        (**self).end_of_burst();
     }
 
     fn accepts_dead_letter_copies(&self) -> bool {

@@ -66,6 +66,9 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
     // What this relay last told the store (awake or asleep); `None`: nothing yet, so the first
     // transition is written whatever a previous relay left behind.
     let mut declared: Option<bool> = None;
+    // A batch went to the sender without the end of its burst: the sink may be gathering it (a
+    // Kafka transaction) and must hear when nothing more follows.
+    let mut burst_open = false;
     loop {
         if idle {
             let (released, next_due) = shared.release_due_holds(Utc::now());
@@ -202,6 +205,18 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             cursor = Some(cursor.map_or(last, |c| c.max(last)));
         }
         let batch = selection.send;
+        if batch.is_empty() && burst_open {
+            burst_open = false;
+            let marker = Selected {
+                rows: Arc::from(Vec::new()),
+                permit: shared.in_flight.reserve(0).await,
+                epoch,
+                end_of_burst: true,
+            };
+            if sender.send(marker).await.is_err() {
+                break;
+            }
+        }
         if batch.is_empty() {
             if !more && declared != Some(false) {
                 // About to sleep: say so, then read once more before waiting (a row committed
@@ -221,7 +236,16 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         };
         shared.enter_flight(&batch);
         let rows: Arc<[OutboxMessage]> = batch.into();
-        if sender.send(Selected { rows, permit, epoch }).await.is_err() {
+        // The burst ends here when the read came back short or the next batch would not fit.
+        let end_of_burst = !more || shared.in_flight.room() < config.batch_size;
+        burst_open = !end_of_burst;
+        let selected = Selected {
+            rows,
+            permit,
+            epoch,
+            end_of_burst,
+        };
+        if sender.send(selected).await.is_err() {
             break;
         }
         // Awake with rows to send (declared after handing the batch on, so it costs no latency).

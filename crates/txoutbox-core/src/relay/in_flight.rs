@@ -64,6 +64,11 @@ impl InFlight {
             .expect("the in-flight semaphore is never closed")
     }
 
+    /// How many more rows fit in flight right now.
+    pub(crate) fn room(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     pub(crate) fn insert(&self, ids: impl IntoIterator<Item = i64>) {
         self.sets().flying.extend(ids);
     }

@@ -19,6 +19,9 @@ pub(crate) struct Selected {
     pub(crate) permit: OwnedSemaphorePermit,
     /// The send epoch when the rows were selected.
     pub(crate) epoch: u64,
+    /// Nothing more follows for now: the sink hears [`Sink::end_of_burst`] after this batch.
+    /// (A marker with no rows only carries this.)
+    pub(crate) end_of_burst: bool,
 }
 
 /// Runs until the fetcher hangs up (after sending what it had selected) or the completer does.
@@ -27,79 +30,93 @@ pub(crate) async fn run<S, K: Sink>(
     mut selected: mpsc::Receiver<Selected>,
     completer: mpsc::Sender<SentBatch>,
 ) {
-    while let Some(Selected { rows, permit, epoch }) = selected.recv().await {
-        // A delivery failed since these rows were selected: they could overtake the failed rows
-        // of their keys. They go back to pending and are read again after the drain.
-        if epoch != shared.epoch() {
-            debug!(
-                rows = rows.len(),
-                "not sending: a delivery failed since these rows were read"
-            );
-            shared.leave_flight(&rows);
-            shared.request_rescan();
-            continue;
+    while let Some(batch) = selected.recv().await {
+        let end_of_burst = batch.end_of_burst;
+        let sent = hand_over(&shared, batch).await;
+        if end_of_burst {
+            shared.sink.end_of_burst();
         }
-        // A key may have been held since the fetcher selected this batch (a row of it was refused
-        // in the previous batch): its rows must not overtake that row, so they go back to pending.
-        // Rare: the batch is copied only when one of its rows is held.
-        let is_held = |row: &OutboxMessage| {
-            row.key
-                .as_ref()
-                .is_some_and(|key| shared.is_held(&row.topic, key))
-        };
-        // A coordinated relay whose leases may have ended (it was paused, or cannot renew) sends
-        // nothing: the rows stay pending for whoever holds them now.
-        if shared.ownership.as_ref().is_some_and(|o| !o.may_send()) {
-            debug!(
-                rows = rows.len(),
-                "not sending: the leases of these rows may have ended"
-            );
-            shared.leave_flight(&rows);
-            shared.request_rescan();
-            continue;
-        }
-        let rows: Arc<[OutboxMessage]> = if rows.iter().any(is_held) {
-            let (held, keep): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(is_held);
-            shared.leave_flight(&held);
-            shared.request_rescan();
-            keep.into()
-        } else {
-            rows
-        };
-        if rows.is_empty() {
-            continue;
-        }
-        debug!(rows = rows.len(), first_id = rows[0].id, "sending batch");
-        crate::metrics::record_batch(rows.len());
-        let delivery = shared
-            .sink
-            .send_batch(Arc::clone(&rows))
-            .instrument(debug_span!(
-                "txoutbox.send",
-                rows = rows.len(),
-                first_id = rows[0].id
-            ))
-            .await;
-        // A delivery failed while this batch was being handed over: it may sit behind the purge
-        // that followed, so give it up too.
-        if epoch != shared.epoch() {
-            shared.sink.discard_queued();
-        }
-        // Rows refused on the spot (e.g. too large) hold their key before the next batch goes out;
-        // the completer replaces the hold with the row's retry time.
-        for index in delivery.permanent_failures_so_far() {
-            let row = &rows[index];
-            if let Some(key) = &row.key {
-                shared.hold((row.topic.clone(), key.clone()), Utc::now() + TimeDelta::days(1));
-            }
-        }
-        let batch = SentBatch {
-            rows,
-            delivery,
-            permit,
-        };
-        if completer.send(batch).await.is_err() {
+        if let Some(sent) = sent
+            && completer.send(sent).await.is_err()
+        {
             break;
         }
     }
+}
+
+/// Hands one batch to the sink, or gives its rows back to pending when they may no longer go.
+async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Option<SentBatch> {
+    let Selected {
+        rows, permit, epoch, ..
+    } = selected;
+    // A delivery failed since these rows were selected: they could overtake the failed rows
+    // of their keys. They go back to pending and are read again after the drain.
+    if epoch != shared.epoch() {
+        debug!(
+            rows = rows.len(),
+            "not sending: a delivery failed since these rows were read"
+        );
+        shared.leave_flight(&rows);
+        shared.request_rescan();
+        return None;
+    }
+    // A key may have been held since the fetcher selected this batch (a row of it was refused
+    // in the previous batch): its rows must not overtake that row, so they go back to pending.
+    // Rare: the batch is copied only when one of its rows is held.
+    let is_held = |row: &OutboxMessage| {
+        row.key
+            .as_ref()
+            .is_some_and(|key| shared.is_held(&row.topic, key))
+    };
+    // A coordinated relay whose leases may have ended (it was paused, or cannot renew) sends
+    // nothing: the rows stay pending for whoever holds them now.
+    if shared.ownership.as_ref().is_some_and(|o| !o.may_send()) {
+        debug!(
+            rows = rows.len(),
+            "not sending: the leases of these rows may have ended"
+        );
+        shared.leave_flight(&rows);
+        shared.request_rescan();
+        return None;
+    }
+    let rows: Arc<[OutboxMessage]> = if rows.iter().any(is_held) {
+        let (held, keep): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(is_held);
+        shared.leave_flight(&held);
+        shared.request_rescan();
+        keep.into()
+    } else {
+        rows
+    };
+    if rows.is_empty() {
+        return None;
+    }
+    debug!(rows = rows.len(), first_id = rows[0].id, "sending batch");
+    crate::metrics::record_batch(rows.len());
+    let delivery = shared
+        .sink
+        .send_batch(Arc::clone(&rows))
+        .instrument(debug_span!(
+            "txoutbox.send",
+            rows = rows.len(),
+            first_id = rows[0].id
+        ))
+        .await;
+    // A delivery failed while this batch was being handed over: it may sit behind the purge
+    // that followed, so give it up too.
+    if epoch != shared.epoch() {
+        shared.sink.discard_queued();
+    }
+    // Rows refused on the spot (e.g. too large) hold their key before the next batch goes out;
+    // the completer replaces the hold with the row's retry time.
+    for index in delivery.permanent_failures_so_far() {
+        let row = &rows[index];
+        if let Some(key) = &row.key {
+            shared.hold((row.topic.clone(), key.clone()), Utc::now() + TimeDelta::days(1));
+        }
+    }
+    Some(SentBatch {
+        rows,
+        delivery,
+        permit,
+    })
 }

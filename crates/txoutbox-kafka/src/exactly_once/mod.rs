@@ -12,6 +12,7 @@ mod failpoint;
 mod progress;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,8 @@ use crate::sink::KafkaSink;
 use failpoint::Step;
 use progress::Progress;
 
-/// A transaction commits once no batch joined it for this long.
-const IDLE_GAP: Duration = Duration::from_millis(5);
+/// How often the sink checks whether the open transaction is due (its commit interval).
+const TICK: Duration = Duration::from_millis(5);
 
 /// How long a transactional call (init, commit, abort) may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,10 +45,10 @@ pub struct ExactlyOnceSettings {
     /// missing). Default: `txoutbox-progress`.
     pub progress_topic: String,
     /// A transaction is committed at the latest this long after it began, and as soon as the
-    /// stream pauses (no batch for 5 ms: the relay waits for room in flight, or has nothing more).
-    /// Default: 100 ms (the latency a message pays at most for exactly-once).
+    /// relay reports the end of a burst ([`Sink::end_of_burst`]: it has nothing more to send for
+    /// now, or no room in flight). Default: 100 ms.
     pub commit_interval: Duration,
-    /// A transaction is committed once it holds this many messages. Default: 5,000.
+    /// A transaction is committed once it holds this many messages. Default: 10,000.
     pub max_messages: usize,
     /// Replication factor of the progress topic when it is created. Default: 1 on a one-broker
     /// cluster; set 3 in production.
@@ -61,7 +62,7 @@ impl ExactlyOnceSettings {
             transactional_id: format!("txoutbox-{table}"),
             progress_topic: "txoutbox-progress".to_owned(),
             commit_interval: Duration::from_millis(100),
-            max_messages: 5_000,
+            max_messages: 10_000,
             progress_replication: 1,
         }
     }
@@ -88,6 +89,14 @@ impl ExactlyOnceSettings {
         self
     }
 
+    /// The relay's `max_in_flight` these settings want (`RelayConfig::with_max_in_flight`):
+    /// four transactions' worth. A transaction's rows stay in flight until it commits; with room
+    /// for only one, the relay stops reading at every commit, and throughput falls by the share
+    /// of time spent committing. The daemon uses it unless `--max-in-flight` is given.
+    pub fn recommended_max_in_flight(&self) -> usize {
+        self.max_messages.saturating_mul(4)
+    }
+
     /// Sets the progress topic's replication factor (used when the relay creates it).
     #[must_use]
     pub fn with_progress_replication(mut self, replication: i32) -> Self {
@@ -107,9 +116,6 @@ struct Pending {
 struct Open {
     txn: String,
     began: Instant,
-    /// When the last batch joined: a pause in the stream (the relay waits for in-flight room, or
-    /// has nothing more to send) commits at once instead of waiting out the interval.
-    last_batch: Instant,
     messages: usize,
     batches: Vec<Pending>,
 }
@@ -127,6 +133,9 @@ struct Inner {
     /// Rows of committed transactions whose database mark is not confirmed yet.
     unmarked: Mutex<BTreeSet<i64>>,
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The relay reported the end of a burst: the ticker commits the open transaction now.
+    burst_ended: AtomicBool,
+    wake_ticker: Arc<tokio::sync::Notify>,
 }
 
 /// The exactly-once Kafka sink: batches go out in Kafka transactions with progress records.
@@ -229,6 +238,8 @@ impl ExactlyOnceSink {
                 }),
                 unmarked: Mutex::new(BTreeSet::new()),
                 ticker: Mutex::new(None),
+                burst_ended: AtomicBool::new(false),
+                wake_ticker: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -317,7 +328,7 @@ impl ExactlyOnceSink {
             return;
         }
         let started = Instant::now();
-        let mut outcome = Err(KafkaError::Canceled);
+        let mut outcome: std::result::Result<Duration, KafkaError> = Err(KafkaError::Canceled);
         for _ in 0..3 {
             let committing = Arc::clone(&producer);
             outcome = match tokio::task::spawn_blocking(move || {
@@ -329,8 +340,11 @@ impl ExactlyOnceSink {
                 while committing.in_flight_count() > 0 && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(1));
                 }
+                let acked = Instant::now();
                 failpoint::hit(Step::BeforeCommit);
-                committing.commit_transaction(TXN_TIMEOUT)
+                committing
+                    .commit_transaction(TXN_TIMEOUT)
+                    .map(|()| acked.elapsed())
             })
             .await
             {
@@ -343,11 +357,12 @@ impl ExactlyOnceSink {
             }
         }
         match outcome {
-            Ok(()) => {
+            Ok(end_txn) => {
                 tracing::debug!(
                     messages = progress.ids.len(),
                     open_ms = open.began.elapsed().as_millis() as u64,
                     commit_ms = started.elapsed().as_millis() as u64,
+                    end_txn_ms = end_txn.as_millis() as u64,
                     "Kafka transaction committed"
                 );
                 metrics::histogram!("txoutbox_transaction_commit_seconds")
@@ -475,18 +490,23 @@ impl ExactlyOnceSink {
     fn spawn_ticker(&self) {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.settings.commit_interval;
+        let wake = Arc::clone(&self.inner.wake_ticker);
         let ticker = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(IDLE_GAP);
+            let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = wake.notified() => {}
+                }
                 let Some(inner) = weak.upgrade() else { return };
                 let sink = ExactlyOnceSink { inner };
                 let mut state = sink.inner.state.lock().await;
+                let burst_ended = sink.inner.burst_ended.swap(false, Ordering::AcqRel);
                 let due = state
                     .open
                     .as_ref()
-                    .is_some_and(|o| o.began.elapsed() >= interval || o.last_batch.elapsed() >= IDLE_GAP);
+                    .is_some_and(|o| burst_ended || o.began.elapsed() >= interval);
                 if due {
                     sink.commit(&mut state).await;
                 }
@@ -537,7 +557,6 @@ impl Sink for ExactlyOnceSink {
                     state.open = Some(Open {
                         txn: uuid::Uuid::now_v7().to_string(),
                         began: Instant::now(),
-                        last_batch: Instant::now(),
                         messages: 0,
                         batches: Vec::new(),
                     });
@@ -608,7 +627,6 @@ impl Sink for ExactlyOnceSink {
         let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
         let open = state.open.as_mut().expect("a transaction is open");
         open.messages += batch.len();
-        open.last_batch = Instant::now();
         open.batches.push(Pending {
             ids,
             engine: Arc::clone(&engine),
@@ -665,6 +683,11 @@ impl Sink for ExactlyOnceSink {
             "exactly-once: transactions fenced and progress read"
         );
         Ok(ids)
+    }
+
+    fn end_of_burst(&self) {
+        self.inner.burst_ended.store(true, Ordering::Release);
+        self.inner.wake_ticker.notify_one();
     }
 
     fn completed(&self, ids: &[i64]) {
