@@ -225,7 +225,9 @@ async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, mode: PgSink, 
     .unwrap();
     let store = outbox.store(schema.pool.clone());
     let progress_topic = txoutbox_testing::unique("bench-progress");
-    let exactly_once = ExactlyOnceSettings::for_table(&schema.schema).with_progress_topic(progress_topic);
+    let exactly_once = ExactlyOnceSettings::for_table(&schema.schema)
+        .with_progress_topic(progress_topic)
+        .with_create_progress_topic(true);
     // Each sink runs with the window it is meant to run with: the at-least-once one with the
     // scenario's, the exactly-once one with at least the window its settings recommend.
     let max_in_flight = match mode {

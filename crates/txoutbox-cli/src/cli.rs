@@ -142,6 +142,10 @@ pub struct RelayArgs {
     /// Exactly-once: the compacted progress topic (default: txoutbox-progress).
     #[arg(long, env = "TXOUTBOX_PROGRESS_TOPIC")]
     pub progress_topic: Option<String>,
+    /// Exactly-once: create the progress topic when it is missing (first run; `--migrate` does
+    /// too). Without it a missing topic stops the relay: it may have been deleted.
+    #[arg(long, env = "TXOUTBOX_CREATE_PROGRESS_TOPIC")]
+    pub create_progress_topic: bool,
     /// What happens to delivered rows.
     #[arg(long, env = "TXOUTBOX_COMPLETION", value_enum)]
     pub completion: Option<CompletionArg>,

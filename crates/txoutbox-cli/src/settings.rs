@@ -70,6 +70,7 @@ struct FileRelay {
     dead_letter_topic: Option<String>,
     transactional_id: Option<String>,
     progress_topic: Option<String>,
+    create_progress_topic: Option<bool>,
     #[serde(default, with = "humantime_serde_opt")]
     lease: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -486,6 +487,10 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<Rel
             {
                 settings = settings.with_progress_topic(topic);
             }
+            let create = args.create_progress_topic
+                || args.migrate
+                || file.relay.create_progress_topic.unwrap_or(false);
+            settings = settings.with_create_progress_topic(create);
             // A transaction's rows stay in flight until it commits: without room for several,
             // the relay would stop reading at every commit.
             if args.max_in_flight.or(file.relay.max_in_flight).is_none() {

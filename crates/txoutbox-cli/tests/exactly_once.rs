@@ -7,7 +7,8 @@
 mod support;
 
 #[cfg(feature = "failpoints")]
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -101,6 +102,7 @@ fn eos_args(progress: &str) -> Vec<String> {
         "exactly-once",
         "--progress-topic",
         progress,
+        "--create-progress-topic",
         "--poll-interval",
         "100ms",
     ]
@@ -278,4 +280,58 @@ async fn a_paused_relay_is_fenced_by_its_successor_and_stops() {
     successor.stop();
     verify(&topic, committed, "a paused relay and its successor").await;
     db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_progress_topic_stops_the_relay_unless_it_may_create_it() {
+    let db = TestSchema::new().await;
+    let progress = txoutbox_testing::unique("eos-missing");
+    ok(&txoutbox(&db, &["migrate"]));
+    // It may have been deleted: the relay must not guess which rows Kafka already holds.
+    let port = support::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(support::binary())
+        .args(["relay", "--http-listen", &listen, "--delivery", "exactly-once"])
+        .args(["--progress-topic", &progress])
+        .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
+        .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
+        .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
+        .env_remove("TXOUTBOX_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start txoutbox relay");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("child status").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the relay did not stop on a missing progress topic");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the exactly-once progress topic `{progress}` does not exist"
+        )) && stderr.contains("--create-progress-topic"),
+        "{stderr}"
+    );
+    assert_eq!(
+        txoutbox_testing::kafka::count(std::slice::from_ref(&progress)).await,
+        0,
+        "not created"
+    );
+
+    // With leave to create it, the same relay starts and delivers.
+    let topic = new_topic("eos-missing", 3).await;
+    let args = eos_args(&progress);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(&db, &args).await;
+    let committed = Writers::start(&db, &topic, 100).finish().await;
+    let drained = eventually(Duration::from_secs(60), || async { pending(&db).await == 0 }).await;
+    let logs = daemon.stop();
+    assert!(drained, "{logs}");
+    verify(&topic, committed, "after creating the progress topic").await;
 }

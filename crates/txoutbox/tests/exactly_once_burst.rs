@@ -20,7 +20,8 @@ async fn a_lone_message_commits_at_the_end_of_its_burst_not_after_the_commit_int
     // Without the end-of-burst signal these transactions would stay open for an hour.
     let settings = ExactlyOnceSettings::for_table(&txoutbox_testing::unique("eos_burst"))
         .with_progress_topic(txoutbox_testing::unique("eos-burst-progress"))
-        .with_commit(Duration::from_secs(3600), 100_000);
+        .with_commit(Duration::from_secs(3600), 100_000)
+        .with_create_progress_topic(true);
     let sink =
         ExactlyOnceSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap()), settings).unwrap();
     let store = outbox.store(db.pool.clone());

@@ -53,6 +53,11 @@ pub struct ExactlyOnceSettings {
     /// Replication factor of the progress topic when it is created. Default: 1 on a one-broker
     /// cluster; set 3 in production.
     pub progress_replication: i32,
+    /// Whether the relay may create the progress topic when it is missing. Default: no — a
+    /// missing topic stops the relay at start, since it may have been deleted: its successor
+    /// would not know which rows Kafka already holds and would send them again. Turn it on for
+    /// the first run (the daemon: `--create-progress-topic`, or `--migrate`).
+    pub create_progress_topic: bool,
 }
 
 impl ExactlyOnceSettings {
@@ -64,6 +69,7 @@ impl ExactlyOnceSettings {
             commit_interval: Duration::from_millis(100),
             max_messages: 10_000,
             progress_replication: 1,
+            create_progress_topic: false,
         }
     }
 
@@ -95,6 +101,14 @@ impl ExactlyOnceSettings {
     /// of time spent committing. The daemon uses it unless `--max-in-flight` is given.
     pub fn recommended_max_in_flight(&self) -> usize {
         self.max_messages.saturating_mul(4)
+    }
+
+    /// Lets the relay create the progress topic when it is missing (see
+    /// [`create_progress_topic`](Self::create_progress_topic)).
+    #[must_use]
+    pub fn with_create_progress_topic(mut self, create: bool) -> Self {
+        self.create_progress_topic = create;
+        self
     }
 
     /// Sets the progress topic's replication factor (used when the relay creates it).
@@ -659,6 +673,7 @@ impl Sink for ExactlyOnceSink {
             &client,
             &self.inner.settings.progress_topic,
             self.inner.settings.progress_replication,
+            self.inner.settings.create_progress_topic,
         )
         .await?;
         let mut state = self.inner.state.lock().await;

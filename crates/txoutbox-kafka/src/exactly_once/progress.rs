@@ -40,8 +40,14 @@ impl Progress {
 /// How long reading the progress topic may take at most.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Creates the progress topic when missing (compacted, one partition), or checks that it is one.
-pub(crate) async fn ensure_topic(client: &ClientConfig, topic: &str, replication: i32) -> Result<()> {
+/// Checks that the progress topic is compacted with one partition; creates it when missing if
+/// `create` (otherwise a missing topic is an error: it may have been deleted).
+pub(crate) async fn ensure_topic(
+    client: &ClientConfig,
+    topic: &str,
+    replication: i32,
+    create: bool,
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = client
         .create()
         .map_err(|e| Error::Config(format!("cannot create a Kafka admin client: {e}")))?;
@@ -66,6 +72,16 @@ pub(crate) async fn ensure_topic(client: &ClientConfig, topic: &str, replication
             )));
         }
         return check_compacted(&admin, topic).await;
+    }
+    if !create {
+        return Err(Error::Config(format!(
+            "the exactly-once progress topic `{topic}` does not exist. On the first exactly-once run, \
+             let the relay create it (daemon: --create-progress-topic or --migrate; library: \
+             ExactlyOnceSettings::with_create_progress_topic) or create it yourself with one partition \
+             and cleanup.policy=compact. If it existed and was deleted, the rows Kafka committed but \
+             the database had not marked yet are sent again once it is recreated: read_committed \
+             consumers may see those twice"
+        )));
     }
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "compact")
