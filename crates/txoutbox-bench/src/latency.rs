@@ -11,7 +11,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
-use txoutbox::kafka::{KafkaConfig, KafkaSink};
+use txoutbox::kafka::{ExactlyOnceSettings, ExactlyOnceSink, KafkaConfig, KafkaSink};
 use txoutbox::postgres::PgOutbox;
 use txoutbox::{MESSAGE_ID_HEADER, Relay, RelayConfig, Topics};
 use txoutbox_testing::postgres::TestSchema;
@@ -32,6 +32,10 @@ pub struct RateResult {
     /// Commit returned → record read by an independent consumer.
     pub relay_commit_to_consume: Percentiles,
     pub relay_missing: usize,
+    /// The same through the exactly-once relay (Kafka transactions), read_committed.
+    pub exactly_once_achieved_rate: f64,
+    pub exactly_once_commit_to_consume: Percentiles,
+    pub exactly_once_missing: usize,
     /// Raw producer: send() → delivery callback.
     pub raw_produce_to_ack: Percentiles,
     /// Raw producer: send() → record read by an independent consumer (same consumer settings).
@@ -151,8 +155,9 @@ async fn raw(rate: f64, secs: f64) -> (Percentiles, Percentiles, f64, usize) {
     (percentiles(&acks), percentiles(&consume), achieved, missing)
 }
 
-/// Relay on PostgreSQL at `rate` commits per second for `secs`, woken after each commit.
-async fn relay(rate: f64, secs: f64) -> (Percentiles, f64, usize) {
+/// Relay on PostgreSQL at `rate` commits per second for `secs`, woken after each commit; with the
+/// exactly-once sink when `exactly_once` (the watcher reads read_committed, librdkafka's default).
+async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, f64, usize) {
     let topic = txoutbox_testing::kafka::new_topic("bench-lat-relay", 3).await;
     let schema = TestSchema::with_pool_size(WRITERS as u32 + 1).await;
     let outbox = PgOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), schema.table());
@@ -162,14 +167,19 @@ async fn relay(rate: f64, secs: f64) -> (Percentiles, f64, usize) {
         .connect(&txoutbox_testing::postgres::url())
         .await
         .unwrap();
-    let sink = KafkaSink::new(&KafkaConfig::new(bootstrap())).expect("sink");
-    let relay = Relay::new(
-        outbox.store(relay_pool.clone()),
-        sink,
-        RelayConfig::default().with_poll_interval(Duration::from_secs(1)),
-    )
-    .unwrap()
-    .start();
+    let config = RelayConfig::default().with_poll_interval(Duration::from_secs(1));
+    let store = outbox.store(relay_pool.clone());
+    let relay = if exactly_once {
+        let settings = ExactlyOnceSettings::for_table(&schema.schema)
+            .with_progress_topic(txoutbox_testing::unique("bench-lat-progress"))
+            .with_create_progress_topic(true);
+        let config = config.with_max_in_flight(settings.recommended_max_in_flight());
+        let sink = ExactlyOnceSink::new(&KafkaConfig::new(bootstrap()), settings).expect("sink");
+        Relay::new(store, sink, config).unwrap().start()
+    } else {
+        let sink = KafkaSink::new(&KafkaConfig::new(bootstrap())).expect("sink");
+        Relay::new(store, sink, config).unwrap().start()
+    };
     let wakeup = relay.wakeup();
     let watcher = Watcher::start(&bootstrap(), &topic, 3, MESSAGE_ID_HEADER);
     let msgs = Arc::new(messages(1_000, 1_000));
@@ -240,10 +250,16 @@ pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
     for &rate in rates {
         let cpu_busy_before = wait_quiet("latency", Duration::from_secs(30)).await;
         eprintln!("[latency] relay at {rate}/s for {secs} s ...");
-        let (relay_lat, relay_rate, relay_missing) = relay(rate, secs).await;
+        let (relay_lat, relay_rate, relay_missing) = relay(rate, secs, false).await;
         eprintln!(
             "[latency]   relay p50 {:.0} µs p99 {:.0} µs ({relay_rate:.0}/s)",
             relay_lat.p50_us, relay_lat.p99_us
+        );
+        eprintln!("[latency] exactly-once relay at {rate}/s for {secs} s ...");
+        let (eos_lat, eos_rate, eos_missing) = relay(rate, secs, true).await;
+        eprintln!(
+            "[latency]   exactly-once p50 {:.0} µs p99 {:.0} µs ({eos_rate:.0}/s)",
+            eos_lat.p50_us, eos_lat.p99_us
         );
         eprintln!("[latency] raw producer at {rate}/s for {secs} s ...");
         let (ack, consume, raw_rate, raw_missing) = raw(rate, secs).await;
@@ -257,6 +273,9 @@ pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
             relay_achieved_rate: relay_rate,
             relay_commit_to_consume: relay_lat,
             relay_missing,
+            exactly_once_achieved_rate: eos_rate,
+            exactly_once_commit_to_consume: eos_lat,
+            exactly_once_missing: eos_missing,
             raw_produce_to_ack: ack,
             raw_produce_to_consume: consume,
             raw_achieved_rate: raw_rate,

@@ -323,6 +323,12 @@ fn print_tables(r: &Results) {
                 x.relay_missing,
             );
             row(
+                "exactly-once commit -> consumed (rc)",
+                x.exactly_once_achieved_rate,
+                &x.exactly_once_commit_to_consume,
+                x.exactly_once_missing,
+            );
+            row(
                 "raw produce -> ack (callback)",
                 x.raw_achieved_rate,
                 &x.raw_produce_to_ack,

@@ -19,7 +19,8 @@ pub(crate) struct Selected {
     pub(crate) permit: OwnedSemaphorePermit,
     /// The send epoch when the rows were selected.
     pub(crate) epoch: u64,
-    /// Nothing more follows for now: the sink hears [`Sink::end_of_burst`] after this batch.
+    /// Nothing more follows for now: the sink hears [`Sink::end_of_burst`] after this batch,
+    /// unless more batches were queued behind it meanwhile.
     /// (A marker with no rows only carries this.)
     pub(crate) end_of_burst: bool,
 }
@@ -33,7 +34,9 @@ pub(crate) async fn run<S, K: Sink>(
     while let Some(batch) = selected.recv().await {
         let end_of_burst = batch.end_of_burst;
         let sent = hand_over(&shared, batch).await;
-        if end_of_burst {
+        // Batches the fetcher selected while the sink was busy (a commit) belong to the same
+        // burst: only the last one queued ends it, so they share one transaction.
+        if end_of_burst && selected.is_empty() {
             shared.sink.end_of_burst();
         }
         if let Some(sent) = sent
