@@ -323,6 +323,10 @@ async fn a_missing_progress_topic_stops_the_relay_unless_it_may_create_it() {
         0,
         "not created"
     );
+    assert!(
+        !txoutbox_testing::kafka::topic_exists(&progress).await,
+        "the relay created the progress topic without leave"
+    );
 
     // With leave to create it, the same relay starts and delivers.
     let topic = new_topic("eos-missing", 3).await;
@@ -333,5 +337,9 @@ async fn a_missing_progress_topic_stops_the_relay_unless_it_may_create_it() {
     let drained = eventually(Duration::from_secs(60), || async { pending(&db).await == 0 }).await;
     let logs = daemon.stop();
     assert!(drained, "{logs}");
+    assert!(
+        txoutbox_testing::kafka::topic_exists(&progress).await,
+        "created with leave"
+    );
     verify(&topic, committed, "after creating the progress topic").await;
 }

@@ -206,6 +206,24 @@ fn read_all_blocking(bootstrap: &str, topics: &[String], isolation: &str) -> Vec
     records
 }
 
+/// Whether `topic` exists on the broker (a metadata request; it never creates the topic).
+pub async fn topic_exists(topic: &str) -> bool {
+    let topic = topic.to_owned();
+    let bootstrap = bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let consumer = consumer_on(&bootstrap, "read_uncommitted");
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
+        metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    })
+    .await
+    .unwrap()
+}
+
 /// Counts the records currently in `topics` (sum of high watermarks minus low watermarks).
 pub async fn count(topics: &[String]) -> i64 {
     count_on(&bootstrap(), topics).await
