@@ -12,7 +12,6 @@ mod failpoint;
 mod progress;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,9 +146,9 @@ struct Inner {
     /// Rows of committed transactions whose database mark is not confirmed yet.
     unmarked: Mutex<BTreeSet<i64>>,
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The relay reported the end of a burst: the ticker commits the open transaction now.
-    burst_ended: AtomicBool,
-    wake_ticker: Arc<tokio::sync::Notify>,
+    /// The relay reported the end of a burst: the ticker commits the open transaction now (a
+    /// report while the ticker is busy is kept as the Notify's permit).
+    burst_ended: Arc<tokio::sync::Notify>,
 }
 
 /// The exactly-once Kafka sink: batches go out in Kafka transactions with progress records.
@@ -252,8 +251,7 @@ impl ExactlyOnceSink {
                 }),
                 unmarked: Mutex::new(BTreeSet::new()),
                 ticker: Mutex::new(None),
-                burst_ended: AtomicBool::new(false),
-                wake_ticker: Arc::new(tokio::sync::Notify::new()),
+                burst_ended: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -504,19 +502,18 @@ impl ExactlyOnceSink {
     fn spawn_ticker(&self) {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.settings.commit_interval;
-        let wake = Arc::clone(&self.inner.wake_ticker);
+        let burst = Arc::clone(&self.inner.burst_ended);
         let ticker = tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = wake.notified() => {}
-                }
+                let burst_ended = tokio::select! {
+                    _ = tick.tick() => false,
+                    () = burst.notified() => true,
+                };
                 let Some(inner) = weak.upgrade() else { return };
                 let sink = ExactlyOnceSink { inner };
                 let mut state = sink.inner.state.lock().await;
-                let burst_ended = sink.inner.burst_ended.swap(false, Ordering::AcqRel);
                 let due = state
                     .open
                     .as_ref()
@@ -701,8 +698,7 @@ impl Sink for ExactlyOnceSink {
     }
 
     fn end_of_burst(&self) {
-        self.inner.burst_ended.store(true, Ordering::Release);
-        self.inner.wake_ticker.notify_one();
+        self.inner.burst_ended.notify_one();
     }
 
     fn completed(&self, ids: &[i64]) {
