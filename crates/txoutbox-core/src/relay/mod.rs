@@ -270,10 +270,10 @@ impl<S: Store, K: Sink> Relay<S, K> {
         }
         // A few batches may wait for the completer; the in-flight permits bound the rows anyway.
         let (to_completer, from_sender) = mpsc::channel(64);
-        // Selected batches may queue while the sender enqueues an earlier one, so reading goes on
-        // while a sink is busy (an exactly-once commit); the in-flight permits bound the rows.
-        let queued_batches = (shared.config.max_in_flight / shared.config.batch_size).max(1);
-        let (to_sender, from_fetcher) = mpsc::channel(queued_batches);
+        // One selected batch may wait while the sender enqueues the previous one. (A deeper queue
+        // let more batches reach the wire between a failed delivery and the drain that follows
+        // it: per-key order violations in the majority-outage chaos test.)
+        let (to_sender, from_fetcher) = mpsc::channel(1);
         let completer = tokio::spawn(completer::run(Arc::clone(&shared), from_sender));
         let prober = tokio::spawn(probe::run(Arc::clone(&shared)));
         let sender = tokio::spawn(sender::run(Arc::clone(&shared), from_fetcher, to_completer));
