@@ -5,7 +5,8 @@
 #
 # Usage:
 #   scripts/services.sh up [kafka] [postgres] [mariadb]   start (default: kafka postgres), wait until
-#                                                           ready, write the env file, print its path
+#                                                           ready, write the env file, print its path (a
+#                                                           broker it starts begins with no topics)
 #   scripts/services.sh up kafka-cluster                    a 3-node KRaft cluster besides (nodes 11, 12, 13:
 #                                                           replication factor 3, min.insync.replicas=2); its
 #                                                           brokers go to TXOUTBOX_KAFKA_CLUSTER_BOOTSTRAP
@@ -46,6 +47,8 @@
 #   TXOUTBOX_POSTGRES_PORT           PostgreSQL port              (55432)
 #   TXOUTBOX_MARIADB_PORT            MariaDB port                 (33306)
 #   TXOUTBOX_SERVICES_TIMEOUT        seconds to wait for a service to become ready (120)
+#   TXOUTBOX_KAFKA_KEEP_DATA         1: `up` keeps the broker's topics from its last run (default:
+#                                    a broker that `up` starts begins empty; kafka-start keeps them)
 #
 # Progress goes to stderr; `up` prints only the env file's path on stdout.
 set -euo pipefail
@@ -362,11 +365,12 @@ EOF
 	cp "$SCRIPT_DIR/kafka/log4j2.xml" "$dir/log4j2.xml"
 }
 
-# Formats node $1's data folder unless it already is (a formatted folder keeps topics and offsets).
+# Formats node $1's data folder unless it already is (a formatted folder keeps topics and offsets);
+# with $4 = fresh, deletes the folder's topics and formats it anew.
 kafka_node_format() {
-	local id=$1 bport=$2 cport=$3 dir cluster_id t0
+	local id=$1 bport=$2 cport=$3 fresh=${4:-} dir cluster_id t0
 	dir=$(kafka_node_dir "$id")
-	if [[ -f $dir/data/meta.properties ]]; then
+	if [[ -z $fresh && -f $dir/data/meta.properties ]]; then
 		local was
 		was=$(cat "$dir/ports" 2>/dev/null || true)
 		[[ -z $was || $was == "$bport $cport" ]] ||
@@ -383,6 +387,8 @@ kafka_node_format() {
 	[[ -s $id_file ]] || kafka_random_cluster_id >"$id_file"
 	cluster_id=$(<"$id_file")
 	rm -rf "$dir/data"
+	# The log of the node's earlier life goes with its data (one generation kept).
+	if [[ -f $dir/node.log ]]; then mv -f "$dir/node.log" "$dir/node.log.1"; fi
 	if ! java -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format --cluster-id "$cluster_id" \
 		--config "$dir/server.properties" "${standalone[@]}" </dev/null >"$dir/format.log" 2>&1 9>&-; then
 		log_tail "$dir/format.log" 30
@@ -392,19 +398,19 @@ kafka_node_format() {
 	say "kafka: formatted kafka-$id (cluster $cluster_id) in $(since "$t0") s"
 }
 
-# Starts node $1 (broker port $2, controller port $3) in the background; does not wait.
-# Sets KAFKA_T0 / KAFKA_LOG_OFFSET for kafka_node_wait.
+# Starts node $1 (broker port $2, controller port $3) in the background; does not wait. With
+# $4 = fresh it starts on an empty data folder. Sets KAFKA_T0 / KAFKA_LOG_OFFSET for kafka_node_wait.
 KAFKA_T0=0
 KAFKA_LOG_OFFSET=0
 kafka_node_launch() {
-	local id=$1 bport=$2 cport=$3 dir heap
+	local id=$1 bport=$2 cport=$3 fresh=${4:-} dir heap
 	dir=$(kafka_node_dir "$id")
 	KAFKA_T0=$(now_us)
 	refuse_taken_port kafka "$bport" TXOUTBOX_KAFKA_PORT
 	refuse_taken_port kafka "$cport" TXOUTBOX_KAFKA_CONTROLLER_PORT
 	mkdir -p "$dir"
 	kafka_write_config "$id" "$bport" "$cport"
-	kafka_node_format "$id" "$bport" "$cport"
+	kafka_node_format "$id" "$bport" "$cport" "$fresh"
 	if kafka_is_cluster_node "$id"; then read -r -a heap <<<"$KAFKA_CLUSTER_HEAP"; else read -r -a heap <<<"$KAFKA_HEAP"; fi
 	printf '\n===== scripts/services.sh: starting kafka-%s at %s =====\n' "$id" "$(date -Is)" >>"$dir/node.log"
 	KAFKA_LOG_OFFSET=$(stat -c %s "$dir/node.log")
@@ -495,11 +501,19 @@ kafka_node_ports() { # id -> "bport cport"
 # Phase 1 of `up kafka`: launch what is not running. Sets KAFKA_PENDING to the nodes to wait for.
 KAFKA_PENDING=()
 kafka_launch() {
-	local nodes=${1:-kafka_nodes} ext id bport cport pid
+	local nodes=${1:-kafka_nodes} ext id bport cport pid fresh=fresh
 	if [[ $nodes == kafka_nodes ]] && ext=$(kafka_external); then
 		say "kafka: using $ext from the environment (nothing started)"
 		return 0
 	fi
+	# Tests and benchmarks create their own topics, so a broker (or cluster) that `up` starts
+	# begins on empty data: years of test topics would otherwise make every start slower (a
+	# node replays each partition's log before it serves). Not while one of its nodes still
+	# runs (a cluster node rejoins its peers with its data), nor with TXOUTBOX_KAFKA_KEEP_DATA=1.
+	if [[ ${TXOUTBOX_KAFKA_KEEP_DATA:-} == 1 ]]; then fresh=""; fi
+	while read -r id bport cport; do
+		if kafka_node_pid "$id" >/dev/null; then fresh=""; fi
+	done < <("$nodes")
 	while read -r id bport cport; do
 		if pid=$(kafka_node_pid "$id"); then
 			if port_accepts "$(kafka_node_broker_port "$id")"; then
@@ -512,7 +526,7 @@ kafka_launch() {
 		else
 			kafka_ensure_java
 			kafka_fetch_jars
-			kafka_node_launch "$id" "$bport" "$cport"
+			kafka_node_launch "$id" "$bport" "$cport" "$fresh"
 		fi
 		KAFKA_PENDING+=("$id:$bport")
 	done < <("$nodes")
@@ -698,6 +712,9 @@ max_connections = 300
 wal_level = logical
 max_replication_slots = 20
 max_wal_senders = 20
+# A replication slot left behind by a killed test holds WAL back forever; past this much the
+# server invalidates it instead of filling the disk (running relays stay far below it).
+max_slot_wal_keep_size = 8GB
 shared_buffers = 256MB
 EOF
 	[[ $EUID -eq 0 ]] && chown "$user:" "$conf"
