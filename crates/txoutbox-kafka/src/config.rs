@@ -86,6 +86,14 @@ impl KafkaConfig {
             .or_else(|| DEFAULTS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
     }
 
+    /// Whether the user set the producer's delivery timeout (`message.timeout.ms` or its alias
+    /// `delivery.timeout.ms`).
+    pub(crate) fn sets_delivery_timeout(&self) -> bool {
+        ["message.timeout.ms", "delivery.timeout.ms"]
+            .iter()
+            .any(|key| self.properties.contains_key(*key))
+    }
+
     /// The properties with secret values replaced by `***`, for logs.
     pub fn redacted(&self) -> Vec<(String, String)> {
         self.effective()

@@ -37,8 +37,19 @@ impl std::fmt::Debug for KafkaSink {
 impl KafkaSink {
     /// Creates the producer. Does not wait for the brokers: a relay started while Kafka is down
     /// keeps its messages pending and catches up when it comes.
+    ///
+    /// Unless `message.timeout.ms` (or its alias `delivery.timeout.ms`) is set, messages never
+    /// expire in the producer: librdkafka retries each one, in order, until the broker takes it.
+    /// An expired message could be overtaken by later messages of its key that the broker took
+    /// after it came back (librdkafka's documented "gap"); the relay's health reports a broker
+    /// that acknowledges nothing meanwhile.
     pub fn new(config: &KafkaConfig) -> Result<Self> {
         config.validate()?;
+        let config = &if config.sets_delivery_timeout() {
+            config.clone()
+        } else {
+            config.clone().set("message.timeout.ms", "0")
+        };
         tracing::info!(properties = ?config.redacted(), "creating Kafka producer");
         let (on_timeout, timeouts) = std::sync::mpsc::sync_channel(1);
         let producer: ThreadedProducer<SinkContext> = config

@@ -50,6 +50,11 @@ impl InFlight {
         self.sets().flying.is_empty()
     }
 
+    /// How many rows are in flight.
+    pub(crate) fn len(&self) -> usize {
+        self.sets().flying.len()
+    }
+
     /// Whether the fetcher must skip this row: in flight, or completed during the current fetch.
     pub(crate) fn contains(&self, id: i64) -> bool {
         let sets = self.sets();
