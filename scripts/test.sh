@@ -11,4 +11,4 @@ scripts/services.sh up kafka postgres mariadb >/dev/null
 eval "$(scripts/services.sh env)"
 export TXOUTBOX_KAFKA_BOOTSTRAP TXOUTBOX_POSTGRES_URL TXOUTBOX_MYSQL_URL
 
-cargo test --workspace --all-features --locked "$@"
+cargo test --workspace --all-features --locked --no-fail-fast "$@"

@@ -523,7 +523,7 @@ fn wal_restrictions(args: &RelayArgs, file: &FileConfig) -> Result<(), CliError>
         return Err(CliError::usage(
             "--source wal runs with --coordination single: PostgreSQL lets one session stream a \
              replication slot, so a second relay on the same slot already stands by and takes over \
-             (within [wal] takeover_timeout); buckets of keys cannot be shared over one slot",
+             when the first one's session ends; buckets of keys cannot be shared over one slot",
         ));
     }
     if args.delivery.or(file.relay.delivery) == Some(DeliveryArg::ExactlyOnce) {

@@ -36,8 +36,10 @@ pub struct WalConfig {
     /// How many decoded messages the relay buffers before it stops reading the slot (default
     /// 100,000): back-pressure when Kafka is slower than the WAL.
     pub max_buffered: usize,
-    /// How long a relay waits for a slot held by another relay (default 30 s), then fails.
-    pub takeover_timeout: Duration,
+    /// How long a relay waits for a slot another relay streams before it fails; `None` (the
+    /// default) waits as long as it takes: the relay is a standby and takes over when the
+    /// other's session ends.
+    pub takeover_timeout: Option<Duration>,
 }
 
 impl Default for WalConfig {
@@ -49,7 +51,7 @@ impl Default for WalConfig {
             dead_letter_table: TableName::default(),
             status_interval: Duration::from_secs(1),
             max_buffered: 100_000,
-            takeover_timeout: Duration::from_secs(30),
+            takeover_timeout: None,
         }
     }
 }
@@ -91,10 +93,11 @@ impl WalConfig {
         self
     }
 
-    /// Sets how long to wait for a slot another relay holds.
+    /// Sets how long to wait for a slot another relay streams before failing (by default a
+    /// relay waits as long as it takes).
     #[must_use]
     pub fn with_takeover_timeout(mut self, timeout: Duration) -> Self {
-        self.takeover_timeout = timeout;
+        self.takeover_timeout = Some(timeout);
         self
     }
 

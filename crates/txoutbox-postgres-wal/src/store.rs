@@ -25,7 +25,8 @@ use crate::outbox::{WalConfig, check_wal_level};
 ///
 /// One store streams its slot from [`lock_for_relay`](Store::lock_for_relay) on (the relay calls
 /// it at start) until it is dropped; PostgreSQL lets one session stream a slot at a time, so a
-/// second relay waits for the first (up to [`WalConfig::takeover_timeout`]).
+/// second relay stands by until the first one's session ends (or [`WalConfig::takeover_timeout`]
+/// passes, when set).
 #[derive(Clone)]
 pub struct PgWalStore {
     inner: Arc<Inner>,
@@ -373,7 +374,13 @@ impl PgWalStore {
                 *task = Some(tokio::spawn(stream(Arc::clone(&self.inner.shared))));
             }
         }
-        let timeout = self.shared().config.takeover_timeout + Duration::from_secs(10);
+        // A standby (no takeover timeout) waits as long as another relay streams the slot; the
+        // streaming task itself gives up on errors that a retry does not mend.
+        let timeout = self
+            .shared()
+            .config
+            .takeover_timeout
+            .map_or(Duration::MAX, |t| t + Duration::from_secs(10));
         let ready = tokio::time::timeout(
             timeout,
             status.wait_for(|s| matches!(s, StreamStatus::Streaming | StreamStatus::Failed(_))),
@@ -631,7 +638,11 @@ fn percent_decode(s: &str) -> String {
 /// Streams the slot until aborted, reconnecting after transient failures.
 async fn stream(shared: Arc<Shared>) {
     let mut delay = Duration::from_millis(100);
-    let deadline = tokio::time::Instant::now() + shared.config.takeover_timeout;
+    let deadline = shared
+        .config
+        .takeover_timeout
+        .map(|t| tokio::time::Instant::now() + t);
+    let mut standing_by = false;
     loop {
         let started = session(&shared).await;
         let error = match started {
@@ -639,17 +650,26 @@ async fn stream(shared: Arc<Shared>) {
             Err(e) => e,
         };
         let fatal = error.fatal;
+        // SQLSTATE 55006: another session streams the slot.
         let in_use = error.message.contains("55006");
-        if fatal
-            || (in_use
-                && !shared.status.borrow().eq(&StreamStatus::Streaming)
-                && tokio::time::Instant::now() >= deadline)
-        {
+        let streamed = shared.status.borrow().eq(&StreamStatus::Streaming);
+        if fatal || (in_use && !streamed && deadline.is_some_and(|d| tokio::time::Instant::now() >= d)) {
             tracing::error!(slot = %shared.config.slot, error = %error.message, "WAL relay stopped");
             shared.status.send_replace(StreamStatus::Failed(error.message));
             return;
         }
-        tracing::warn!(slot = %shared.config.slot, error = %error.message, retry_in = ?delay, "replication stream interrupted");
+        if in_use && !streamed {
+            // A standby: say so once, not at every retry.
+            if !standing_by {
+                tracing::info!(
+                    slot = %shared.config.slot, error = %error.message,
+                    "another relay streams the slot; standing by to take over when its session ends"
+                );
+                standing_by = true;
+            }
+        } else {
+            tracing::warn!(slot = %shared.config.slot, error = %error.message, retry_in = ?delay, "replication stream interrupted");
+        }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }

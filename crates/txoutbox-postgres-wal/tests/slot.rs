@@ -221,6 +221,33 @@ async fn a_second_relay_waits_for_the_slot_and_takes_it_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_without_a_takeover_timeout_waits_and_takes_over() {
+    let f = Fixture::new(WalConfig::default()).await;
+    f.write(&[("a", 1)], true).await;
+    let first = f.store();
+    first.lock_for_relay().await.unwrap();
+    let second = f.store();
+    let standby = tokio::spawn({
+        let second = second.clone();
+        async move { second.lock_for_relay().await }
+    });
+    // Past the old 30 s default would take too long here; what matters is that it does not give
+    // up while the slot is busy (it retries about every 5 s at most).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(!standby.is_finished(), "the standby gave up: {:?}", standby.await);
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(60), standby)
+        .await
+        .expect("the standby took over within 60 s of the first relay's end")
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.backlog().await.unwrap().pending, 1);
+    assert_eq!(second.fetch_pending(10).await.unwrap().len(), 1);
+    drop(second);
+    f.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_slot_is_a_clear_error() {
     txoutbox_testing::init_tracing();
     let db = TestSchema::new().await;

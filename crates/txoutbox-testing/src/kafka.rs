@@ -104,6 +104,48 @@ pub async fn new_topic_on(
 /// when the broker stored the record (used to measure recovery times).
 pub const LOG_APPEND_TIME: (&str, &str) = ("message.timestamp.type", "LogAppendTime");
 
+/// The partitions of `topic`, once the broker's metadata lists them (retried for up to 30 s: a
+/// topic just created may not be in it yet).
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map(|m| {
+                m.topics()
+                    .first()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            });
+        match listed {
+            Ok(ids) if !ids.is_empty() => return ids,
+            other if Instant::now() < deadline => {
+                eprintln!("metadata of {topic}: {other:?}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => panic!("metadata of {topic}: {other:?}"),
+        }
+    }
+}
+
+/// A partition's low and high watermarks. Right after a topic was created (or while a leader
+/// moves) the broker may answer "not leader" or "unknown partition" for a moment: retried for up
+/// to 30 s.
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> (i64, i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok(marks) => return marks,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("watermarks of {topic}/{partition}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("watermarks of {topic}/{partition}: {e}"),
+        }
+    }
+}
+
 fn consumer_on(bootstrap: &str, isolation: &str) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -146,19 +188,15 @@ pub async fn read_with_isolation(topic: &str, isolation: &'static str) -> Vec<Re
 
 fn read_all_blocking(bootstrap: &str, topics: &[String], isolation: &str) -> Vec<Record> {
     let consumer = consumer_on(bootstrap, isolation);
-    let timeout = Duration::from_secs(10);
     let mut assignment = TopicPartitionList::new();
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();
     for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("metadata");
-        for p in metadata.topics()[0].partitions() {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p.id(), timeout)
-                .expect("watermarks");
+        for p in partitions(&consumer, topic) {
+            let (_, high) = watermarks(&consumer, topic, p);
             assignment
-                .add_partition_offset(topic, p.id(), Offset::Beginning)
+                .add_partition_offset(topic, p, Offset::Beginning)
                 .unwrap();
-            ends.insert((topic.clone(), p.id()), high);
+            ends.insert((topic.clone(), p), high);
         }
     }
     consumer.assign(&assignment).unwrap();
@@ -235,14 +273,10 @@ pub async fn count_on(bootstrap: &str, topics: &[String]) -> i64 {
     let bootstrap = bootstrap.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer = consumer_on(&bootstrap, "read_uncommitted");
-        let timeout = Duration::from_secs(10);
         let mut total = 0;
         for topic in &topics {
-            let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("metadata");
-            for p in metadata.topics()[0].partitions() {
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, p.id(), timeout)
-                    .expect("watermarks");
+            for p in partitions(&consumer, topic) {
+                let (low, high) = watermarks(&consumer, topic, p);
                 total += high - low;
             }
         }

@@ -166,19 +166,39 @@ fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
         .create()?)
 }
 
+/// Where each partition ends now. A topic created a moment ago may not have its leaders yet
+/// ("not leader for partition"): asked again for up to 30 s.
 fn end_offsets(bootstrap: &str) -> anyhow::Result<HashMap<i32, i64>> {
     let consumer = consumer(bootstrap)?;
-    let metadata = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
-    let mut ends = HashMap::new();
-    for p in metadata.topics()[0].partitions() {
-        ends.insert(
-            p.id(),
-            consumer
-                .fetch_watermarks(TOPIC, p.id(), Duration::from_secs(10))?
-                .1,
-        );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ends = (|| -> anyhow::Result<HashMap<i32, i64>> {
+            let metadata = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
+            let partitions = metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions())
+                .unwrap_or_default();
+            anyhow::ensure!(
+                !partitions.is_empty(),
+                "the broker lists no partitions of {TOPIC} yet"
+            );
+            let mut ends = HashMap::new();
+            for p in partitions {
+                ends.insert(
+                    p.id(),
+                    consumer
+                        .fetch_watermarks(TOPIC, p.id(), Duration::from_secs(10))?
+                        .1,
+                );
+            }
+            Ok(ends)
+        })();
+        match ends {
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            ends => return ends,
+        }
     }
-    Ok(ends)
 }
 
 type Seen = (i32, i64, String, String, String);
