@@ -262,7 +262,9 @@ pub async fn topic_exists(topic: &str) -> bool {
     .unwrap()
 }
 
-/// Counts the records currently in `topics` (sum of high watermarks minus low watermarks).
+/// Counts the records currently in `topics` (sum of high watermarks minus low watermarks). Each
+/// topic must exist: one the broker does not list within 30 s fails the test (use
+/// [`topic_exists`] to check for absence).
 pub async fn count(topics: &[String]) -> i64 {
     count_on(&bootstrap(), topics).await
 }
