@@ -31,10 +31,15 @@ pub struct RateResult {
     pub relay_achieved_rate: f64,
     /// Commit returned → record read by an independent consumer.
     pub relay_commit_to_consume: Percentiles,
+    /// The relay's own histogram: row created (in the writer's transaction) → acknowledged by
+    /// Kafka and completed.
+    pub relay_commit_to_ack: Percentiles,
     pub relay_missing: usize,
     /// The same through the exactly-once relay (Kafka transactions), read_committed.
     pub exactly_once_achieved_rate: f64,
     pub exactly_once_commit_to_consume: Percentiles,
+    /// The same histogram for the exactly-once relay (acknowledged = transaction committed).
+    pub exactly_once_commit_to_ack: Percentiles,
     pub exactly_once_missing: usize,
     /// Raw producer: send() → delivery callback.
     pub raw_produce_to_ack: Percentiles,
@@ -157,7 +162,7 @@ async fn raw(rate: f64, secs: f64) -> (Percentiles, Percentiles, f64, usize) {
 
 /// Relay on PostgreSQL at `rate` commits per second for `secs`, woken after each commit; with the
 /// exactly-once sink when `exactly_once` (the watcher reads read_committed, librdkafka's default).
-async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, f64, usize) {
+async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, Percentiles, f64, usize) {
     let topic = txoutbox_testing::kafka::new_topic("bench-lat-relay", 3).await;
     let schema = TestSchema::with_pool_size(WRITERS as u32 + 1).await;
     let outbox = PgOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), schema.table());
@@ -216,6 +221,7 @@ async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, f64, u
         tx.send(i).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    crate::ack_latency::take(); // the warm-up's
     let start = Instant::now();
     for i in warm..total {
         pace(start, rate, i - warm).await;
@@ -228,6 +234,7 @@ async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, f64, u
     let achieved = (total - warm) as f64 / start.elapsed().as_secs_f64();
     let seen = watcher.finish(total, Duration::from_secs(30)).await;
     relay.shutdown().await.ok();
+    let acks = percentiles(&crate::ack_latency::take());
     relay_pool.close().await;
     schema.drop_schema().await;
     let commits = commits.lock().unwrap().clone();
@@ -242,7 +249,7 @@ async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, f64, u
             None => missing += 1,
         }
     }
-    (percentiles(&lat), achieved, missing)
+    (percentiles(&lat), acks, achieved, missing)
 }
 
 pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
@@ -250,13 +257,13 @@ pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
     for &rate in rates {
         let cpu_busy_before = wait_quiet("latency", Duration::from_secs(30)).await;
         eprintln!("[latency] relay at {rate}/s for {secs} s ...");
-        let (relay_lat, relay_rate, relay_missing) = relay(rate, secs, false).await;
+        let (relay_lat, relay_ack, relay_rate, relay_missing) = relay(rate, secs, false).await;
         eprintln!(
-            "[latency]   relay p50 {:.0} µs p99 {:.0} µs ({relay_rate:.0}/s)",
-            relay_lat.p50_us, relay_lat.p99_us
+            "[latency]   relay p50 {:.0} µs p99 {:.0} µs, commit -> ack p99 {:.0} µs ({relay_rate:.0}/s)",
+            relay_lat.p50_us, relay_lat.p99_us, relay_ack.p99_us
         );
         eprintln!("[latency] exactly-once relay at {rate}/s for {secs} s ...");
-        let (eos_lat, eos_rate, eos_missing) = relay(rate, secs, true).await;
+        let (eos_lat, eos_ack, eos_rate, eos_missing) = relay(rate, secs, true).await;
         eprintln!(
             "[latency]   exactly-once p50 {:.0} µs p99 {:.0} µs ({eos_rate:.0}/s)",
             eos_lat.p50_us, eos_lat.p99_us
@@ -272,9 +279,11 @@ pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
             seconds: secs,
             relay_achieved_rate: relay_rate,
             relay_commit_to_consume: relay_lat,
+            relay_commit_to_ack: relay_ack,
             relay_missing,
             exactly_once_achieved_rate: eos_rate,
             exactly_once_commit_to_consume: eos_lat,
+            exactly_once_commit_to_ack: eos_ack,
             exactly_once_missing: eos_missing,
             raw_produce_to_ack: ack,
             raw_produce_to_consume: consume,

@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p txoutbox-bench -- all --json target/bench.json`
 
+mod ack_latency;
 mod backlog;
 mod common;
 mod enqueue;
@@ -141,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             Some(enqueue::run(cli.transactions, cli.bulk_rows, cli.bulk_reps, !cli.no_mysql).await);
     }
     if want(Scenario::Latency) {
+        ack_latency::install();
         results.latency = Some(latency::run(&cli.rates, cli.seconds).await);
     }
     if cli.scenario == Scenario::Backlog {
@@ -321,6 +323,18 @@ fn print_tables(r: &Results) {
                 x.relay_achieved_rate,
                 &x.relay_commit_to_consume,
                 x.relay_missing,
+            );
+            row(
+                "relay commit -> ack (its histogram)",
+                x.relay_achieved_rate,
+                &x.relay_commit_to_ack,
+                0,
+            );
+            row(
+                "exactly-once commit -> ack (histogram)",
+                x.exactly_once_achieved_rate,
+                &x.exactly_once_commit_to_ack,
+                0,
             );
             row(
                 "exactly-once commit -> consumed (rc)",
