@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 use crate::message::OutboxMessage;
@@ -135,9 +135,10 @@ pub fn record_wal_slot(
     gauge!(WAL_SLOT_INVALIDATED, "slot" => slot.to_owned()).set(if invalidated { 1.0 } else { 0.0 });
 }
 
-/// Records the messages of settled batches that were delivered.
-pub(crate) fn record_delivered<'a>(rows: impl Iterator<Item = &'a OutboxMessage>) {
-    let now = Utc::now();
+/// Records the messages of settled batches that were delivered (acknowledged at `acked_at`, then
+/// completed in the store).
+pub(crate) fn record_delivered<'a>(rows: impl Iterator<Item = &'a OutboxMessage>, acked_at: DateTime<Utc>) {
+    let now = acked_at;
     let latency = histogram!(DELIVERY_LATENCY);
     let mut by_topic: HashMap<&str, u64> = HashMap::new();
     for row in rows {

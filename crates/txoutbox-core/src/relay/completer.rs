@@ -96,6 +96,8 @@ async fn settle<S: Store, K: Sink>(
     settled: Vec<Settled>,
     transport_backoff: &mut Backoff,
 ) {
+    // Every batch here has its outcomes: the latency histogram ends now, not after the mark.
+    let acked_at = Utc::now();
     let mut delivered = Vec::new();
     let mut failing: Vec<(&OutboxMessage, Failure)> = Vec::new();
     let mut transient = 0usize;
@@ -184,6 +186,7 @@ async fn settle<S: Store, K: Sink>(
                 .flat_map(|batch| batch.rows.iter().zip(&batch.results))
                 .filter(|(_, result)| result.is_ok())
                 .map(|(row, _)| row),
+            acked_at,
         );
     }
     if !failures.is_empty() {

@@ -313,7 +313,7 @@ impl ExactlyOnceSink {
         };
         let ids: Vec<i64> = open.batches.iter().flat_map(|b| b.ids.iter().copied()).collect();
         let progress = Progress {
-            v: 1,
+            v: progress::VERSION,
             txn: open.txn.clone(),
             ids,
             unmarked: self.unmarked().iter().copied().collect(),
