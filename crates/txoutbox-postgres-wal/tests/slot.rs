@@ -231,9 +231,8 @@ async fn a_standby_without_a_takeover_timeout_waits_and_takes_over() {
         let second = second.clone();
         async move { second.lock_for_relay().await }
     });
-    // Past the old 30 s default would take too long here; what matters is that it does not give
-    // up while the slot is busy (it retries about every 5 s at most).
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Past the 30 s after which a standby used to give up (it retries about every 5 s).
+    tokio::time::sleep(Duration::from_secs(35)).await;
     assert!(!standby.is_finished(), "the standby gave up: {:?}", standby.await);
     drop(first);
     tokio::time::timeout(Duration::from_secs(60), standby)
