@@ -71,9 +71,13 @@ impl Database {
             ))
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)
-                .map_err(|e| CliError::usage(format!("bad database URL {shown}: {e}")))?
-                .application_name("txoutbox");
+            let mut options = PgConnectOptions::from_str(url)
+                .map_err(|e| CliError::usage(format!("bad database URL {shown}: {e}")))?;
+            // `txoutbox` in pg_stat_activity unless the URL names the application itself
+            // (`?application_name=...`, e.g. one name per relay node).
+            if options.get_application_name().is_none() {
+                options = options.application_name("txoutbox");
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(CONNECT_TIMEOUT)

@@ -1,6 +1,7 @@
 //! Several `txoutbox relay` processes on one PostgreSQL table: work balance over buckets with
 //! kills, joins and a frozen node; exclusive mode with a leader killed. Verified by a Kafka
-//! consumer: nothing lost, no key out of order; duplicates and take-over times are reported.
+//! consumer: nothing lost, no key out of order; duplicates and take-over times are reported. A
+//! trigger audits every write about a message: each was made by the node holding its lease.
 
 mod support;
 
@@ -16,6 +17,11 @@ use txoutbox_testing::kafka::{count, new_topic, read_all, verdict};
 use txoutbox_testing::postgres::TestSchema;
 
 const KEYS: u64 = 200;
+
+/// How soon after a node dies (or freezes) its buckets must have a new owner: the lease (3 s)
+/// runs out, the next heartbeat (every 0.5 s) of a live node takes them; 1.5 s of slack for a busy
+/// machine and the test's own polling.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(5);
 
 /// Commits rows continuously (10 per transaction, keys in rotation, payload `key:seq`) until
 /// stopped; counts what committed.
@@ -79,8 +85,14 @@ async fn owners(db: &TestSchema) -> BTreeMap<String, i64> {
     rows.into_iter().collect()
 }
 
-fn node_args<'a>(mode: &'a str, node: &'a str) -> Vec<&'a str> {
-    vec![
+/// Starts a relay node; its database sessions carry the node id as `application_name`, so the
+/// write audit (see [`audit_writes`]) knows which node made each write.
+async fn node(db: &TestSchema, mode: &str, node: &str) -> Daemon {
+    let url = txoutbox_testing::postgres::url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}application_name={node}");
+    let table = format!("{}.outbox_messages", db.schema);
+    let args = [
         "--coordination",
         mode,
         "--node-id",
@@ -91,7 +103,60 @@ fn node_args<'a>(mode: &'a str, node: &'a str) -> Vec<&'a str> {
         "500ms",
         "--poll-interval",
         "200ms",
-    ]
+    ];
+    Daemon::start_on(&url, &table, &args).await
+}
+
+/// Installs a trigger that records every relay write about a pending row (mark published, retry,
+/// dead-letter): the node that wrote it and the node that held the row's bucket lease at that
+/// moment. A fenced relay's write never lands, so the two must always be the same.
+async fn audit_writes(db: &TestSchema) {
+    let (table, leases) = (
+        db.qualify("outbox_messages"),
+        db.qualify("outbox_messages_relay_leases"),
+    );
+    let (audit, function) = (db.qualify("write_audit"), db.qualify("audit_write"));
+    let statements = [
+        format!("CREATE TABLE {audit} (id BIGINT NOT NULL, writer TEXT NOT NULL, holder TEXT)"),
+        format!(
+            "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               INSERT INTO {audit} VALUES (OLD.id, current_setting('application_name'), \
+                 (SELECT l.owner FROM {leases} AS l WHERE l.bucket IN (-1, OLD.bucket) \
+                    AND l.owner IS NOT NULL AND l.lease_until > now() LIMIT 1)); \
+               RETURN NULL; END $$"
+        ),
+        format!(
+            "CREATE TRIGGER audit_write AFTER UPDATE OR DELETE ON {table} FOR EACH ROW \
+             WHEN (OLD.status = 'pending') EXECUTE FUNCTION {function}()"
+        ),
+    ];
+    for sql in statements {
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&db.pool).await.unwrap();
+    }
+}
+
+/// Checks the write audit: writes were made, and each by the node that held the row's lease.
+/// Returns the writes per node.
+async fn writes_by_lease_holders(db: &TestSchema, what: &str) -> BTreeMap<String, i64> {
+    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT writer, holder, count(*) FROM {} GROUP BY writer, holder ORDER BY writer, holder",
+        db.qualify("write_audit")
+    )))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let outside: Vec<_> = rows
+        .iter()
+        .filter(|(writer, holder, _)| holder.as_deref() != Some(writer.as_str()))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{what}: writes by a node that did not hold the row's lease (writer, holder, rows): {outside:?}"
+    );
+    let per_node: BTreeMap<String, i64> = rows.into_iter().map(|(writer, _, n)| (writer, n)).collect();
+    assert!(!per_node.is_empty(), "{what}: the audit saw no write");
+    eprintln!("{what}: rows written per node, each under its own lease: {per_node:?}");
+    per_node
 }
 
 async fn pending(db: &TestSchema) -> i64 {
@@ -131,10 +196,11 @@ async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(
     let db = TestSchema::new().await;
     let topic = new_topic("balance", 6).await;
     ok(&txoutbox(&db, &["migrate"]));
+    audit_writes(&db).await;
     let writer = Writer::start(&db, &topic);
-    let n1 = Daemon::start(&db, &node_args("work-balance", "n1")).await;
-    let n2 = Daemon::start(&db, &node_args("work-balance", "n2")).await;
-    let n3 = Daemon::start(&db, &node_args("work-balance", "n3")).await;
+    let n1 = node(&db, "work-balance", "n1").await;
+    let n2 = node(&db, "work-balance", "n2").await;
+    let n3 = node(&db, "work-balance", "n3").await;
 
     let shared = eventually(Duration::from_secs(30), || async {
         let o = owners(&db).await;
@@ -161,11 +227,15 @@ async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(
     .await;
     let takeover = killed.elapsed();
     assert!(moved, "n2's buckets did not move: {:?}", owners(&db).await);
+    assert!(
+        takeover < TAKEOVER_BOUND,
+        "n2's buckets moved {takeover:?} after the kill (lease 3 s + heartbeat 0.5 s)"
+    );
     eprintln!(
         "work balance: n2's buckets taken over {takeover:?} after kill -9 (lease 3 s, heartbeat 500 ms)"
     );
 
-    let n4 = Daemon::start(&db, &node_args("work-balance", "n4")).await;
+    let n4 = node(&db, "work-balance", "n4").await;
     let rebalanced = eventually(Duration::from_secs(30), || async {
         let o = owners(&db).await;
         o.len() == 3 && o.values().sum::<i64>() == 64 && o.get("n4").is_some_and(|&n| n >= 21)
@@ -182,6 +252,7 @@ async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(
     )
     .await;
     eprintln!("work balance: {duplicates} duplicates");
+    writes_by_lease_holders(&db, "work balance").await;
     for daemon in [n1, n3, n4] {
         daemon.stop();
     }
@@ -194,9 +265,10 @@ async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets() {
     let db = TestSchema::new().await;
     let topic = new_topic("frozen", 4).await;
     ok(&txoutbox(&db, &["migrate"]));
+    audit_writes(&db).await;
     let writer = Writer::start(&db, &topic);
-    let n1 = Daemon::start(&db, &node_args("work-balance", "n1")).await;
-    let n2 = Daemon::start(&db, &node_args("work-balance", "n2")).await;
+    let n1 = node(&db, "work-balance", "n1").await;
+    let n2 = node(&db, "work-balance", "n2").await;
     let shared = eventually(Duration::from_secs(30), || async { owners(&db).await.len() == 2 }).await;
     assert!(
         shared,
@@ -222,9 +294,11 @@ async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets() {
         "n2 never took the frozen node's buckets: {:?}",
         owners(&db).await
     );
-    eprintln!(
-        "frozen node: its buckets moved {:?} after SIGSTOP",
-        frozen.elapsed()
+    let moved = frozen.elapsed();
+    eprintln!("frozen node: its buckets moved {moved:?} after SIGSTOP");
+    assert!(
+        moved < TAKEOVER_BOUND,
+        "the frozen node's buckets moved {moved:?} after SIGSTOP (lease 3 s + heartbeat 0.5 s)"
     );
     // Let the stream go on without it for a while, then wake it up.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -259,6 +333,11 @@ async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets() {
     )
     .await;
     eprintln!("frozen node: {duplicates} duplicates");
+    let per_node = writes_by_lease_holders(&db, "frozen node").await;
+    assert!(
+        per_node.contains_key("n1"),
+        "n1 made no write before it was frozen: {per_node:?}"
+    );
     n1.stop();
     n2.stop();
     db.drop_schema().await;
@@ -269,10 +348,11 @@ async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over() {
     let db = TestSchema::new().await;
     let topic = new_topic("exclusive", 3).await;
     ok(&txoutbox(&db, &["migrate"]));
+    audit_writes(&db).await;
     let writer = Writer::start(&db, &topic);
     let mut nodes = BTreeMap::new();
     for name in ["e1", "e2", "e3"] {
-        nodes.insert(name, Daemon::start(&db, &node_args("exclusive", name)).await);
+        nodes.insert(name, node(&db, "exclusive", name).await);
     }
     let led = eventually(Duration::from_secs(30), || async { owners(&db).await.len() == 1 }).await;
     assert!(led, "nobody took the lease");
@@ -306,6 +386,11 @@ async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over() {
     })
     .await;
     assert!(failed_over, "no standby took over");
+    assert!(
+        killed.elapsed() < TAKEOVER_BOUND,
+        "a standby took over {:?} after the kill (lease 3 s + heartbeat 0.5 s)",
+        killed.elapsed()
+    );
     eprintln!(
         "exclusive: a standby took over {:?} after kill -9 of the leader",
         killed.elapsed()
@@ -320,6 +405,7 @@ async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over() {
     let committed = writer.stop().await;
     let duplicates = verify(&db, &topic, committed, "exclusive (leader killed)").await;
     eprintln!("exclusive: {duplicates} duplicates");
+    writes_by_lease_holders(&db, "exclusive").await;
     for (_, daemon) in nodes {
         daemon.stop();
     }
