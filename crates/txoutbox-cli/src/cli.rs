@@ -119,6 +119,11 @@ pub struct RelayArgs {
     /// How long an idle relay waits before looking again, e.g. 500ms or 2s.
     #[arg(long, env = "TXOUTBOX_POLL_INTERVAL", value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,
+    /// How long the relay waits at start for the Kafka brokers to answer before it exits with
+    /// status 1 (default 30s). `0s` starts without waiting: the relay keeps trying and /health
+    /// reports the brokers until they answer.
+    #[arg(long, env = "TXOUTBOX_BROKER_WAIT", value_parser = parse_duration)]
+    pub broker_wait: Option<Duration>,
     /// How relays on one table cooperate (PostgreSQL): one relay, one leader at a time, or
     /// buckets of keys shared among all.
     #[arg(long, env = "TXOUTBOX_COORDINATION", value_enum)]

@@ -17,6 +17,9 @@ use crate::cli::{
 };
 use crate::error::CliError;
 
+/// How long the relay waits at start for the Kafka brokers by default.
+pub const DEFAULT_BROKER_WAIT: Duration = Duration::from_secs(30);
+
 /// The default HTTP address of the daemon.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
 
@@ -64,6 +67,8 @@ struct FileRelay {
     shutdown_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     store_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    broker_wait: Option<Duration>,
     coordination: Option<CoordinationArg>,
     delivery: Option<DeliveryArg>,
     on_dead_letter: Option<OnDeadLetterArg>,
@@ -202,6 +207,8 @@ pub struct RelaySettings {
     pub exactly_once: Option<ExactlyOnceSettings>,
     /// The Kafka producer's settings.
     pub kafka: KafkaConfig,
+    /// How long to wait at start for the brokers to answer (zero: do not wait).
+    pub broker_wait: Duration,
     /// Keep published rows this long (with `Completion::MarkPublished`).
     pub retention: Option<Retention>,
     /// The HTTP address, `None` when disabled.
@@ -506,6 +513,10 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<Rel
         coordination,
         exactly_once,
         kafka,
+        broker_wait: args
+            .broker_wait
+            .or(file.relay.broker_wait)
+            .unwrap_or(DEFAULT_BROKER_WAIT),
         retention,
         http_listen,
         console,

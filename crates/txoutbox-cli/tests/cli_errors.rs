@@ -83,6 +83,40 @@ fn a_missing_sqlite_file_says_to_migrate_first() {
 }
 
 #[test]
+fn an_unreachable_broker_stops_the_relay_after_the_broker_wait() {
+    let path = std::env::temp_dir().join(format!("{}.db", txoutbox_testing::unique("nobroker")));
+    let started = std::time::Instant::now();
+    let (code, text) = run(
+        &[
+            "relay",
+            "--migrate",
+            "--database-url",
+            &format!("sqlite://{}", path.display()),
+            "--kafka-bootstrap",
+            "127.0.0.1:1",
+            "--broker-wait",
+            "3s",
+            "--http-listen",
+            "off",
+        ],
+        &[],
+    );
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("cannot reach the Kafka brokers at 127.0.0.1:1 within 3 s")
+            && text.contains("--kafka-bootstrap")
+            && text.contains("--broker-wait 0s"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn settings_that_break_the_guarantees_are_refused() {
     let (code, text) = run(
         &[

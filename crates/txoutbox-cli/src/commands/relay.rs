@@ -62,6 +62,7 @@ async fn relay_with<K: Sink>(
     settings: RelaySettings,
     prometheus: PrometheusHandle,
 ) -> Result<(), CliError> {
+    wait_for_brokers(&sink, &settings).await?;
     if let Source::Wal(config) = &target.source {
         let Database::Postgres(pool, _) = database else {
             return Err(wal_needs_postgres());
@@ -112,6 +113,37 @@ async fn relay_with<K: Sink>(
             let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
             serve(relay, store.clone(), Some(store), None, settings, prometheus).await
         }
+    }
+}
+
+/// Waits up to `--broker-wait` for the Kafka brokers to answer a metadata request; an error
+/// that says what to check when they never do. Zero starts without asking.
+async fn wait_for_brokers<K: Sink>(sink: &K, settings: &RelaySettings) -> Result<(), CliError> {
+    if settings.broker_wait.is_zero() {
+        return Ok(());
+    }
+    let started = tokio::time::Instant::now();
+    let mut warned = false;
+    loop {
+        let error = match sink.probe().await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        if started.elapsed() >= settings.broker_wait {
+            return Err(CliError::runtime(format!(
+                "cannot reach the Kafka brokers at {} within {} s: {error}. Check --kafka-bootstrap \
+                 (TXOUTBOX_KAFKA_BOOTSTRAP), that the brokers run and are reachable from here, and the \
+                 security settings (security.protocol, ssl.*, sasl.*); --broker-wait 0s starts without \
+                 waiting for them",
+                settings.kafka.get("bootstrap.servers").unwrap_or("(not set)"),
+                settings.broker_wait.as_secs_f64().round(),
+            )));
+        }
+        if !warned {
+            warn!(error = %error, wait = ?settings.broker_wait, "the Kafka brokers do not answer yet; waiting for them");
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
