@@ -3,10 +3,12 @@
 //! the cost of `publish` in a business transaction, and commit → Kafka latency.
 //!
 //! `cargo run --release -p txoutbox-bench -- all --json target/bench.json`
+//! `cargo build --release -p txoutbox-cli -p txoutbox-bench && target/release/txoutbox-bench console`
 
 mod ack_latency;
 mod backlog;
 mod common;
+mod console;
 mod enqueue;
 mod latency;
 mod throughput;
@@ -30,6 +32,15 @@ struct Cli {
     /// Backlog: pending rows of the large case (and settled rows of the third).
     #[arg(long, global = true, default_value_t = 10_000_000)]
     backlog_large: u64,
+    /// Console: pending rows in the table.
+    #[arg(long, global = true, default_value_t = 1_000_000)]
+    console_pending: u64,
+    /// Console: dead rows beside them.
+    #[arg(long, global = true, default_value_t = 1_000)]
+    console_dead: u64,
+    /// Console: page loads timed per page (after the first, cold one).
+    #[arg(long, global = true, default_value_t = 20)]
+    console_loads: usize,
     /// Also write the results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -79,7 +90,10 @@ enum Scenario {
     /// Claim cost with a small and a huge backlog, and beside many settled rows (PostgreSQL;
     /// not part of `all`: filling 10 million rows takes minutes).
     Backlog,
-    /// Every scenario but `backlog`, one after the other.
+    /// Web console page load (overview, dead letters) in headless Chromium with a large pending
+    /// backlog (PostgreSQL; needs the `txoutbox` release binary beside this one; not part of `all`).
+    Console,
+    /// Every scenario but `backlog` and `console`, one after the other.
     All,
 }
 
@@ -90,6 +104,7 @@ struct Results {
     enqueue: Option<enqueue::EnqueueResult>,
     latency: Option<latency::LatencyResult>,
     backlog: Option<backlog::BacklogResult>,
+    console: Option<console::ConsoleResult>,
 }
 
 fn machine() -> serde_json::Value {
@@ -149,6 +164,9 @@ async fn main() -> anyhow::Result<()> {
         results.backlog =
             Some(backlog::run(cli.backlog_small, cli.backlog_large, cli.batch_sizes[0], 30).await);
     }
+    if cli.scenario == Scenario::Console {
+        results.console = Some(console::run(cli.console_pending, cli.console_dead, cli.console_loads).await?);
+    }
     print_tables(&results);
     if let Some(path) = &cli.json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -190,9 +208,47 @@ fn print_backlog(b: &backlog::BacklogResult) {
     );
 }
 
+fn print_console(c: &console::ConsoleResult) {
+    println!(
+        "\n== web console: {} pending rows over {} topics, {} dead; navigation start -> first figures shown ==",
+        c.pending, c.topics, c.dead
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10} {:>10}",
+        "measure", "cold", "p50", "p95", "max"
+    );
+    let row = |name: &str, cold: Option<f64>, p: &common::Percentiles| {
+        println!(
+            "{:<44} {:>10} {:>10} {:>10} {:>10}",
+            name,
+            cold.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms")),
+            ms(p.p50_us),
+            ms(p.p95_us),
+            ms(p.max_us)
+        )
+    };
+    row("overview page (browser)", Some(c.overview_cold_ms), &c.overview);
+    row(
+        "dead-letter page (browser)",
+        Some(c.dead_letters_cold_ms),
+        &c.dead_letters,
+    );
+    row("GET /ui/api/overview", None, &c.api_overview);
+    row("GET /ui/api/dead-letters?limit=100", None, &c.api_dead_letters);
+    row(
+        "per-topic statistics (background, <= 1/30 s)",
+        None,
+        &c.topic_stats,
+    );
+    println!("target: page load < 200 ms with 1 million pending rows");
+}
+
 fn print_tables(r: &Results) {
     if let Some(b) = &r.backlog {
         print_backlog(b);
+    }
+    if let Some(c) = &r.console {
+        print_console(c);
     }
     println!(
         "\nmachine: {} cores, {} GiB",

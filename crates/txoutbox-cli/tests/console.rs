@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 use support::Daemon;
-use support::browser::Browser;
+use txoutbox_testing::browser::Browser;
 use txoutbox_testing::eventually;
 use txoutbox_testing::kafka::{count, new_topic, read_all};
 use txoutbox_testing::postgres::TestSchema;
@@ -529,6 +529,14 @@ async fn read_only_consoles_wrong_tokens_and_cross_site_requests_are_refused() {
     assert!(
         logs.contains("console action refused: cross-site request"),
         "{logs}"
+    );
+    let bad_requests = plain(&logs)
+        .lines()
+        .filter(|l| l.contains("console action refused: bad request"))
+        .count();
+    assert_eq!(
+        bad_requests, 2,
+        "the form post and the unfiltered purge are logged: {logs}"
     );
     assert!(!logs.contains(TOKEN), "the token reached the log");
     drop(browser);

@@ -1,15 +1,17 @@
 //! Headless Chromium driven over the W3C WebDriver protocol (Debian's `chromium` and
-//! `chromium-driver`), for the web console's tests. The test starts its own chromedriver on a
-//! free port with a fresh profile, and stops both when dropped.
-
-#![allow(dead_code)] // reason: each test binary uses part of the support module
+//! `chromium-driver`), for the web console's tests and its page-load benchmark. Each session
+//! starts its own chromedriver on a free port with a fresh profile, and stops both when dropped.
+//!
+//! Chromium is installed with `scripts/services.sh browser` when missing. Where it cannot be
+//! installed, a browser test is skipped with a notice, unless `TXOUTBOX_REQUIRE_BROWSER` is set
+//! (CI sets it), which turns that into a failure.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::eventually;
 use serde_json::{Value, json};
-use txoutbox_testing::eventually;
 
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -56,17 +58,21 @@ fn chromedriver() -> Result<String, String> {
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium session. `None`, with a message saying why
-    /// on stderr, only when Chromium is not installed and cannot be installed here.
+    /// on stderr, only when Chromium is not installed and cannot be installed here (a panic
+    /// instead when `TXOUTBOX_REQUIRE_BROWSER` is set).
     pub async fn start() -> Option<Self> {
         let driver_path = match chromedriver() {
             Ok(path) => path,
+            Err(why) if std::env::var_os("TXOUTBOX_REQUIRE_BROWSER").is_some() => {
+                panic!("TXOUTBOX_REQUIRE_BROWSER is set, but headless Chromium cannot be had: {why}")
+            }
             Err(why) => {
                 eprintln!("SKIPPED: the web console's browser test needs headless Chromium: {why}");
                 return None;
             }
         };
-        let port = super::free_port();
-        let log = std::env::temp_dir().join(format!("{}.log", txoutbox_testing::unique("chromedriver")));
+        let port = crate::instances::free_port();
+        let log = std::env::temp_dir().join(format!("{}.log", crate::unique("chromedriver")));
         let driver = Command::new(&driver_path)
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
@@ -91,7 +97,7 @@ impl Browser {
         })
         .await;
         assert!(ready, "chromedriver did not become ready; see {}", log.display());
-        let profile = std::env::temp_dir().join(txoutbox_testing::unique("chromium-profile"));
+        let profile = std::env::temp_dir().join(crate::unique("chromium-profile"));
         let created: Value = client
             .post(format!("{url}/session"))
             .json(&json!({

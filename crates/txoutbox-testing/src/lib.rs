@@ -4,6 +4,7 @@
 
 #![allow(missing_docs)] // reason: internal test support, not published
 
+pub mod browser;
 pub mod instances;
 pub mod kafka;
 pub mod mysql;

@@ -103,19 +103,24 @@ async fn act(State(state): State<Arc<AppState>>, request: Request, action: Actio
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
         });
+    // The remaining refusals are logged like the ones above (the reasons hold no token).
+    let refused = |status: StatusCode, reason: String| {
+        warn!(action = action_name, %peer, user_agent = %agent, status = status.as_u16(), %reason, "console action refused: bad request");
+        refuse(status, reason)
+    };
     if !is_json {
-        return refuse(
+        return refused(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send a JSON body (Content-Type: application/json)",
+            "send a JSON body (Content-Type: application/json)".to_owned(),
         );
     }
     let bytes = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
+        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
     };
     let body: Body = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("bad body: {e}")),
+        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("bad body: {e}")),
     };
     let selection = Selection {
         topic: body.topic,
@@ -125,12 +130,13 @@ async fn act(State(state): State<Arc<AppState>>, request: Request, action: Actio
     };
     let filter = match selection.filter() {
         Ok(f) => f,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
+        Err(e) => return refused(StatusCode::BAD_REQUEST, e),
     };
     if filter == DeadLetterFilter::all() && !body.all {
-        return refuse(
+        return refused(
             StatusCode::BAD_REQUEST,
-            "refusing to act on every dead letter: narrow it by topic, id or age, or send \"all\": true",
+            "refusing to act on every dead letter: narrow it by topic, id or age, or send \"all\": true"
+                .to_owned(),
         );
     }
     let outcome = crate::with_store!(&console.database, store => match action {

@@ -3,8 +3,6 @@
 
 #![allow(dead_code)] // reason: each test binary uses part of the support module
 
-pub mod browser;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -42,12 +40,7 @@ pub fn ok(output: &Output) -> String {
 }
 
 /// A free loopback port (released before the daemon binds it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use txoutbox_testing::instances::free_port;
 
 /// A running `txoutbox relay`.
 pub struct Daemon {
