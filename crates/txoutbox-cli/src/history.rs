@@ -18,6 +18,13 @@ pub struct History {
 }
 
 impl History {
+    /// A history whose first sample is `value` at `now` (the counter when the daemon starts).
+    pub fn starting_at(now: Instant, value: u64) -> Self {
+        let history = Self::default();
+        history.record(now, value);
+        history
+    }
+
     /// Records the counter's value now.
     pub fn record(&self, now: Instant, value: u64) {
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
@@ -30,15 +37,15 @@ impl History {
         }
     }
 
-    /// The counter's growth per second over the last `window` (or as much of it as is known).
-    pub fn rate(&self, window: Duration) -> Option<f64> {
+    /// The counter's growth per second over the `window` before `now`, when it reads `current`
+    /// (or over as much of the window as is known).
+    pub fn rate(&self, window: Duration, now: Instant, current: u64) -> Option<f64> {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let (last_at, last) = *samples.back()?;
         let (first_at, first) = *samples
             .iter()
-            .find(|(at, _)| last_at.duration_since(*at) <= window)?;
-        let elapsed = last_at.duration_since(first_at).as_secs_f64();
-        (elapsed > 0.0).then(|| last.saturating_sub(first) as f64 / elapsed)
+            .find(|(at, _)| now.saturating_duration_since(*at) <= window)?;
+        let elapsed = now.saturating_duration_since(first_at).as_secs_f64();
+        (elapsed > 0.0).then(|| current.saturating_sub(first) as f64 / elapsed)
     }
 }
 
@@ -228,11 +235,28 @@ mod tests {
     fn rate_over_a_window() {
         let history = History::default();
         let start = Instant::now();
-        assert_eq!(history.rate(Duration::from_secs(60)), None);
+        let minute = Duration::from_secs(60);
+        assert_eq!(history.rate(minute, start, 0), None);
         for second in 0..=120u64 {
             history.record(start + Duration::from_secs(second), second * 10);
         }
-        let rate = history.rate(Duration::from_secs(60)).unwrap();
+        let rate = history
+            .rate(minute, start + Duration::from_secs(120), 1_200)
+            .unwrap();
         assert!((rate - 10.0).abs() < 1e-9, "{rate}");
+        // Growth since the last sample counts too.
+        let rate = history
+            .rate(minute, start + Duration::from_secs(120), 1_800)
+            .unwrap();
+        assert!((rate - 20.0).abs() < 1e-9, "{rate}");
+    }
+
+    #[test]
+    fn a_burst_within_the_first_second_has_a_rate() {
+        let history = History::default();
+        let start = Instant::now();
+        history.record(start, 0);
+        let rate = history.rate(Duration::from_secs(60), start + Duration::from_millis(500), 1_000);
+        assert_eq!(rate, Some(2_000.0));
     }
 }

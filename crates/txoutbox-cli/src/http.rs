@@ -91,7 +91,10 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
         "running": state.monitor.is_running(),
         "published_total": state.monitor.published(),
         "dead_lettered_total": state.monitor.dead_lettered(),
-        "publish_rate_per_second": state.published.rate(Duration::from_secs(60)).unwrap_or(0.0),
+        "publish_rate_per_second": state
+            .published
+            .rate(Duration::from_secs(60), tokio::time::Instant::now(), state.monitor.published())
+            .unwrap_or(0.0),
         "last_delivery": state.monitor.last_delivery(),
         "health": latest(&state),
         "wal_slot": state.wal_slot.read().unwrap_or_else(|p| p.into_inner()).clone(),

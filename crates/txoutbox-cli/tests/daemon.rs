@@ -57,6 +57,110 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// `status --watch` redraws the screen (clear, then the status) until interrupted.
+fn watch_redraws(db: &TestSchema) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(support::binary())
+        .args(["status", "--watch", "200ms", "--relay-url", "127.0.0.1:1"])
+        .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
+        .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run txoutbox status --watch");
+    let mut stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 || sender.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let clear = b"\x1b[2J\x1b[H";
+    let screens = |seen: &[u8]| seen.windows(clear.len()).filter(|w| w == clear).count();
+    while screens(&seen) < 3 && std::time::Instant::now() < deadline {
+        if let Ok(chunk) = receiver.recv_timeout(Duration::from_secs(1)) {
+            seen.extend(chunk);
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait for status --watch");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(screens(&seen) >= 3, "status --watch did not redraw: {text}");
+    let table = format!("{}.outbox_messages", db.schema);
+    assert!(text.matches(table.as_str()).count() >= 3, "{text}");
+    assert!(status.success(), "status --watch ended with {status} on SIGINT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_commands_filter_by_topic_id_range_and_age() {
+    let db = TestSchema::new().await;
+    ok(&txoutbox(&db, &["migrate"]));
+    let table = db.qualify("outbox_messages");
+    // Five dead letters on two topics (as the relay leaves them), the first written 2 hours ago.
+    let ids: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "INSERT INTO {table} (topic, key, payload, status, attempts, last_error, created_at) \
+         SELECT CASE WHEN g <= 3 THEN 'orders' ELSE 'invoices' END, convert_to('key-' || g, 'UTF8'), \
+                convert_to('p', 'UTF8'), 'dead', 3, 'Broker: Message size too large', \
+                CASE WHEN g = 1 THEN now() - interval '2 hours' ELSE now() END \
+         FROM generate_series(1, 5) AS g ORDER BY g RETURNING id"
+    )))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let listed = |args: &[&str]| -> Vec<i64> {
+        let mut all = vec!["dead-letters", "list", "--json"];
+        all.extend_from_slice(args);
+        let list = json(&ok(&txoutbox(&db, &all)));
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (first, second, fourth) = (ids[0].to_string(), ids[1].to_string(), ids[3].to_string());
+    let last = ids[4].to_string();
+    assert_eq!(listed(&[]), ids);
+    assert_eq!(listed(&["--topic", "orders"]), ids[..3]);
+    assert_eq!(listed(&["--id", &second]), [ids[1]]);
+    assert_eq!(listed(&["--from-id", &second, "--to-id", &fourth]), ids[1..4]);
+    assert_eq!(listed(&["--older-than", "1h"]), [ids[0]]);
+    assert_eq!(
+        listed(&["--topic", "invoices", "--older-than", "1h"]),
+        Vec::<i64>::new()
+    );
+
+    let purged = ok(&txoutbox(
+        &db,
+        &["dead-letters", "purge", "--from-id", &fourth, "--to-id", &last],
+    ));
+    assert!(purged.contains("purged 2 dead letters"), "{purged}");
+    let replayed = ok(&txoutbox(&db, &["dead-letters", "replay", "--older-than", "1h"]));
+    assert!(replayed.contains("replayed 1 dead letters"), "{replayed}");
+    assert_eq!(listed(&[]), ids[1..3]);
+    let states: Vec<(i64, String, i32)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT id, status, attempts FROM {table} ORDER BY id"
+    )))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            (ids[0], "pending".to_owned(), 0),
+            (ids[1], "dead".to_owned(), 3),
+            (ids[2], "dead".to_owned(), 3),
+        ],
+        "{first}: replayed to pending with fresh attempts; the purged rows are gone"
+    );
+    db.drop_schema().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_relay_status_and_metrics_match_what_the_consumer_sees() {
     let db = TestSchema::new().await;
@@ -75,6 +179,8 @@ async fn migrate_relay_status_and_metrics_match_what_the_consumer_sees() {
     assert_eq!(status["topics"][0]["topic"], topic.as_str());
     assert_eq!(status["topics"][0]["pending"], 1_000);
     assert!(status["relay"].is_null());
+    let oldest = status["oldest_pending_age_seconds"].as_f64().unwrap();
+    assert!((0.0..60.0).contains(&oldest), "{status}");
     let human = ok(&txoutbox(&db, &["status", "--relay-url", "127.0.0.1:1"]));
     assert!(human.contains(&topic) && human.contains("1000"), "{human}");
 
@@ -93,6 +199,20 @@ async fn migrate_relay_status_and_metrics_match_what_the_consumer_sees() {
     })
     .await;
     assert!(drained, "status never showed the drained backlog");
+    let status = json(&ok(&txoutbox(
+        &db,
+        &["status", "--json", "--relay-url", &daemon.base],
+    )));
+    assert!(status["oldest_pending_age_seconds"].is_null(), "{status}");
+    // 1,000 messages within the last minute.
+    let rate = status["relay"]["publish_rate_per_second"].as_f64().unwrap();
+    assert!(rate >= 1_000.0 / 60.0 - 0.01, "{status}");
+    let human = ok(&txoutbox(&db, &["status", "--relay-url", &daemon.base]));
+    assert!(
+        human.contains("msg/s over the last minute, 1000 published since it started"),
+        "{human}"
+    );
+    watch_redraws(&db);
 
     let records = read_all(std::slice::from_ref(&topic)).await;
     let v = verdict(&records, |r| {
@@ -119,12 +239,31 @@ async fn migrate_relay_status_and_metrics_match_what_the_consumer_sees() {
         Some(1_000.0)
     );
     assert_eq!(metric(&text, "txoutbox_up", &[("component", "relay")]), Some(1.0));
+    // Every message went out in some batch.
+    assert_eq!(metric(&text, "txoutbox_batch_messages_sum", &[]), Some(1_000.0));
+    assert!(metric(&text, "txoutbox_batch_messages_count", &[]).is_some_and(|n| n >= 1.0));
+    assert_eq!(metric(&text, "txoutbox_send_failures_total", &[]), None, "{text}");
+    // The gauges of the health check (every 200 ms) show the drained table.
+    let gauges = eventually(Duration::from_secs(10), || async {
+        let (_, text) = daemon.get("/metrics").await.unwrap();
+        metric(&text, "txoutbox_pending_messages", &[]) == Some(0.0)
+            && metric(&text, "txoutbox_dead_messages", &[]) == Some(0.0)
+            && metric(&text, "txoutbox_oldest_pending_age_seconds", &[]) == Some(0.0)
+            && metric(&text, "txoutbox_up", &[("component", "database")]) == Some(1.0)
+            && metric(&text, "txoutbox_up", &[("component", "broker")]) == Some(1.0)
+    })
+    .await;
+    assert!(gauges, "{}", daemon.get("/metrics").await.unwrap().1);
     let (code, health) = daemon.get("/health").await.unwrap();
     assert_eq!(code, 200, "{health}");
 
-    let logs = daemon.stop();
+    // SIGINT (Ctrl-C) stops it as cleanly as SIGTERM.
+    let mut daemon = daemon;
+    daemon.signal("INT");
+    assert_eq!(daemon.wait(), Some(0), "{}", daemon.logs());
+    let logs = daemon.logs();
     assert!(
-        logs.contains("SIGTERM: shutting down") && logs.contains("relay stopped"),
+        logs.contains("SIGINT: shutting down") && logs.contains("relay stopped"),
         "{logs}"
     );
     assert!(
@@ -174,6 +313,8 @@ async fn health_turns_503_past_the_backlog_threshold_and_back_when_it_drains() {
     );
     let (_, metrics) = daemon.get("/metrics").await.unwrap();
     assert_eq!(metric(&metrics, "txoutbox_pending_messages", &[]), Some(300.0));
+    let oldest = metric(&metrics, "txoutbox_oldest_pending_age_seconds", &[]);
+    assert!(oldest.is_some_and(|age| age > 0.0 && age < 120.0), "{oldest:?}");
 
     blocker.rollback().await.unwrap();
     let healthy = eventually(Duration::from_secs(30), || async {
@@ -264,6 +405,13 @@ async fn a_dead_letter_is_listed_and_replay_publishes_it_once_its_cause_is_fixed
     );
     // At least once; more when the producer's stale "unknown topic" killed a replay again.
     assert!(dead_lettered.is_some_and(|n| n >= 1.0), "{dead_lettered:?}");
+    // The unknown topic is a permanent failure (it used the message's only attempt).
+    let permanent = metric(
+        &metrics,
+        "txoutbox_send_failures_total",
+        &[("class", "permanent")],
+    );
+    assert!(permanent.is_some_and(|n| n >= 1.0), "{metrics}");
     daemon.stop();
     db.drop_schema().await;
 }

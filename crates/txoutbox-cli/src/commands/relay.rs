@@ -190,7 +190,7 @@ where
         prometheus,
         health: RwLock::new(None),
         monitor: monitor.clone(),
-        published: History::default(),
+        published: History::starting_at(tokio::time::Instant::now(), monitor.published()),
         ownership: relay.ownership(),
         console: crate::ui::Console::from_settings(&settings),
         wal_slot: RwLock::new(None),
