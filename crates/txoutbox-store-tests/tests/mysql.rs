@@ -503,3 +503,87 @@ async fn a_lock_wait_timeout_is_retryable() {
     );
     retried.expect("the same statement succeeds once the lock is free");
 }
+
+/// A deadlock (1213) from the real server is retryable too: the relay's completion locks two
+/// rows in id order while another transaction, heavier (so InnoDB rolls the completion back),
+/// holds the second and then asks for the first.
+#[tokio::test]
+async fn a_deadlock_is_retryable() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(3).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    for n in 1..=2 {
+        outbox.publish(&db.pool, &OrderCreated::new(n)).await.unwrap();
+    }
+    let store = outbox.store(db.pool.clone());
+    let ids: Vec<i64> = store
+        .fetch_pending(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let (first, second) = (ids[0], ids[1]);
+    // The completion locks the rows in id order: hold the second, then ask for the first. The
+    // holder changes the rows (an UPDATE locks the row itself, not only an index entry).
+    let (held, asked) = (second, first);
+    let table = db.qualify("outbox_messages");
+    let ballast = db.qualify("ballast");
+    execute(&db.pool, format!("CREATE TABLE {ballast} (n INT PRIMARY KEY)")).await;
+
+    let mut holder = db.pool.begin().await.unwrap();
+    // Weight: InnoDB chooses the transaction that changed and locked fewer rows as the victim.
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {ballast} WITH RECURSIVE s (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 1000) SELECT n FROM s"
+    )))
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let lock_row = format!("UPDATE {table} SET attempts = attempts + 1 WHERE id = ?");
+    sqlx::query(AssertSqlSafe(lock_row.clone()))
+        .bind(held)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let completing = tokio::spawn({
+        let store = store.clone();
+        async move { store.complete(&[first, second], Completion::Delete).await }
+    });
+    // Until the completion runs: it holds the first row and waits for the second.
+    let waiting = txoutbox_testing::eventually(std::time::Duration::from_secs(30), || async {
+        // The user's own sessions are visible without the PROCESS privilege.
+        let running: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE ?")
+                .bind(format!("DELETE FROM {table}%"))
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        running > 0
+    })
+    .await;
+    assert!(waiting, "the completion never waited for the held row");
+    sqlx::query(AssertSqlSafe(lock_row))
+        .bind(asked)
+        .execute(&mut *holder)
+        .await
+        .expect("the heavier transaction survives the deadlock");
+    let victim = completing.await.unwrap();
+    holder.rollback().await.unwrap();
+    let retried = store.complete(&[first, second], Completion::Delete).await;
+    let left: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    drop(store);
+    db.drop_database().await;
+
+    let err = victim.expect_err("the completion was chosen as the deadlock's victim");
+    assert!(err.is_retryable(), "a deadlock is transient: {err}");
+    assert!(
+        err.to_string().contains("1213") || err.to_string().contains("Deadlock"),
+        "{err}"
+    );
+    retried.expect("the same completion succeeds once the other transaction ended");
+    assert_eq!(left, 0);
+}
