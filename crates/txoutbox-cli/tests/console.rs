@@ -286,6 +286,29 @@ async fn a_dead_letter_is_shown_and_replayed_from_the_console_with_the_token() {
     .await;
     until_dead(&daemon, 1).await;
     txoutbox_testing::kafka::create_topics(&[&topic], 1).await;
+    // A second dead letter, on another topic and two hours old, as the relay would leave it.
+    let other = txoutbox_testing::unique("console-other");
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {} (topic, key, payload, status, attempts, last_error, created_at) VALUES \
+         ($1, convert_to('old-key', 'UTF8'), convert_to('x', 'UTF8'), 'dead', 7, \
+          'Broker: Message size too large', now() - interval '2 hours')",
+        db.qualify("outbox_messages")
+    )))
+    .bind(&other)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    // The overview counts both (from the health check's next backlog query).
+    browser.goto(&format!("{}/ui", daemon.base)).await;
+    let counted = browser
+        .wait_until("document.getElementById('dead').textContent === '2'", WAIT)
+        .await;
+    assert!(
+        counted,
+        "the overview's dead count: {:?}",
+        browser.text("#dead").await
+    );
 
     browser.goto(&format!("{}/ui/dead-letters", daemon.base)).await;
     let listed = browser
@@ -299,6 +322,39 @@ async fn a_dead_letter_is_shown_and_replayed_from_the_console_with_the_token() {
         "the dead letter is not listed: {:?}",
         browser.text("#dead-table").await
     );
+    let rows = || async {
+        browser
+            .eval(
+                "return [...document.querySelectorAll('#dead-table tbody tr[data-id]')].map(r => \
+                 [...r.cells].map(c => c.textContent))",
+                json!([]),
+            )
+            .await
+    };
+    let shown = rows().await;
+    assert_eq!(shown.as_array().map(Vec::len), Some(2), "{shown}");
+    // Columns: id, topic, key, headers, attempts, created, last error, actions.
+    assert_eq!(
+        (&shown[0][2], &shown[0][4]),
+        (&json!("key-0"), &json!("1")),
+        "{shown}"
+    );
+    assert_eq!(
+        (&shown[1][2], &shown[1][4]),
+        (&json!("old-key"), &json!("7")),
+        "{shown}"
+    );
+    // The topic filter narrows the list to the first.
+    browser.type_into("#f-topic", &topic).await;
+    browser.click("#f-apply").await;
+    let narrowed = browser
+        .wait_until(
+            "document.querySelectorAll('#dead-table tbody tr[data-id]').length === 1",
+            WAIT,
+        )
+        .await;
+    assert!(narrowed, "the topic filter: {}", rows().await);
+    assert_eq!(rows().await[0][2], json!("key-0"));
     let row = browser.text("#dead-table tbody tr[data-id]").await.unwrap();
     assert!(row.contains(&topic), "{row}");
     assert!(row.contains("Unknown topic"), "the error is not shown: {row}");
@@ -357,6 +413,37 @@ async fn a_dead_letter_is_shown_and_replayed_from_the_console_with_the_token() {
         ("key-0", "key-0:0")
     );
     assert_eq!(records[0].header("source"), Some("plain-sql"));
+
+    // "Purge all matching" with an age filter removes the old dead letter only.
+    browser
+        .eval(
+            "document.getElementById('f-topic').value = ''; return null;",
+            json!([]),
+        )
+        .await;
+    browser.type_into("#f-age", "1h").await;
+    browser.click("#f-apply").await;
+    let aged = browser
+        .wait_until(
+            "[...document.querySelectorAll('#dead-table tbody tr[data-id] td.key')].map(c => c.textContent).join() === 'old-key'",
+            WAIT,
+        )
+        .await;
+    assert!(aged, "the age filter: {}", rows().await);
+    browser.click("#bulk-purge").await;
+    browser.click("#confirm-yes").await;
+    let purged = browser
+        .wait_until(
+            "document.getElementById('notice').textContent.includes('1 dead letter purged')",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        purged,
+        "the purge did not succeed: {:?}",
+        browser.text("#notice").await
+    );
+    assert_eq!(rows_in(&db, "dead", &other).await, 0);
 
     let logs = plain(&daemon.stop());
     assert!(
