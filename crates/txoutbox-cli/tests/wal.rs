@@ -436,10 +436,18 @@ async fn an_invalidated_slot_is_reported_and_refused_never_skipped() {
     ok(&wal.run(&["migrate"]));
     let pool = cluster_pool(&cluster).await;
 
-    // A relay whose Kafka does not answer: what it read stays unconfirmed, so the slot keeps WAL.
+    // A relay whose Kafka does not answer (started without waiting for it): what it read stays
+    // unconfirmed, so the slot keeps WAL.
     let nowhere = format!("127.0.0.1:{}", support::free_port());
     let daemon = wal
-        .daemon(&["--kafka-bootstrap", &nowhere, "--health-min-safe-wal-size", "1kB"])
+        .daemon(&[
+            "--kafka-bootstrap",
+            &nowhere,
+            "--broker-wait",
+            "0s",
+            "--health-min-safe-wal-size",
+            "1kB",
+        ])
         .await;
     let stuck = publish(&wal.outbox(), &pool, &topic, 0..1, 5).await;
     let streamed = eventually(Duration::from_secs(20), || async {
