@@ -176,7 +176,9 @@ pub async fn run(pending: u64, dead: u64, reps: usize) -> anyhow::Result<Console
             // Nothing listens there: the relay sends its first messages and waits for the brokers.
             .env("TXOUTBOX_KAFKA_BOOTSTRAP", "127.0.0.1:1")
             .env("RUST_LOG", "warn")
+            // Its log is one warning after another about the brokers it cannot reach.
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("start {}", binary.display()))?,
     );
@@ -184,7 +186,7 @@ pub async fn run(pending: u64, dead: u64, reps: usize) -> anyhow::Result<Console
         .timeout(Duration::from_secs(30))
         .build()?;
     let overview_api = format!("{base}/ui/api/overview?minutes=5");
-    // Ready once the health check has counted the backlog (it runs every few seconds).
+    // Ready once the health check has counted the backlog (every 5 s by default).
     let counted = txoutbox_testing::eventually(Duration::from_secs(60), || async {
         let Ok(response) = client.get(&overview_api).send().await else {
             return false;
