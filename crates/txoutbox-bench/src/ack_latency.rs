@@ -52,6 +52,11 @@ pub fn install() {
     let _ = metrics::set_global_recorder(CaptureRecorder);
 }
 
+/// How many samples were recorded since the last [`take`].
+pub fn count() -> usize {
+    samples().len()
+}
+
 /// The samples recorded since the last call, emptied.
 pub fn take() -> Vec<Duration> {
     std::mem::take(&mut *samples())

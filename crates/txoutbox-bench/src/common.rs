@@ -98,6 +98,10 @@ pub struct StoreStats {
     pub complete_calls: AtomicU64,
     pub complete_nanos: AtomicU64,
     pub done: Notify,
+    /// When the relay first read the store: its start (sink recovery included) is over.
+    pub first_fetch: std::sync::OnceLock<Instant>,
+    /// Relay start to its first read, in microseconds (set by the runner).
+    pub start_micros: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +113,8 @@ pub struct StoreStatsReport {
     pub complete_calls: u64,
     pub complete_total_ms: f64,
     pub complete_mean_ms: f64,
+    /// Relay start (sink recovery included) to its first read; not part of the drain time.
+    pub start_ms: f64,
 }
 
 impl StoreStats {
@@ -125,6 +131,7 @@ impl StoreStats {
             complete_calls: cc,
             complete_total_ms: cms,
             complete_mean_ms: if cc > 0 { cms / cc as f64 } else { 0.0 },
+            start_ms: self.start_micros.load(Ordering::Relaxed) as f64 / 1e3,
         }
     }
 }
@@ -142,6 +149,7 @@ impl<S: Store> Instrumented<S> {
         fetch: impl std::future::Future<Output = txoutbox::Result<Vec<OutboxMessage>>>,
     ) -> txoutbox::Result<Vec<OutboxMessage>> {
         let t = Instant::now();
+        self.stats.first_fetch.get_or_init(|| t);
         let rows = fetch.await;
         self.stats
             .fetch_nanos

@@ -220,7 +220,13 @@ async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, Percen
     for i in 0..warm {
         tx.send(i).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Timing begins once the relay delivered the warm-up, so its start (for exactly-once:
+    // creating the producers, fencing, reading the progress topic) is not counted as latency.
+    let warming = Instant::now();
+    while crate::ack_latency::count() < warm && warming.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     crate::ack_latency::take(); // the warm-up's
     let start = Instant::now();
     for i in warm..total {

@@ -260,8 +260,8 @@ fn print_tables(r: &Results) {
             t.messages, t.keys, t.partitions
         );
         println!(
-            "{:<34} {:>10} {:>12} {:>9}  {:>8} {:>10} {:>11} {:>10}",
-            "run", "seconds", "msg/s", "vs raw", "fetches", "fetch ms", "rows read", "mark ms"
+            "{:<34} {:>10} {:>12} {:>9}  {:>8} {:>10} {:>11} {:>10} {:>9}",
+            "run", "seconds", "msg/s", "vs raw", "fetches", "fetch ms", "rows read", "mark ms", "start ms"
         );
         println!(
             "{:<34} {:>10.2} {:>12.0} {:>9}",
@@ -277,7 +277,7 @@ fn print_tables(r: &Results) {
                 .map(|v| format!("{v:.2}x"))
                 .unwrap_or_else(|| "-".into());
             println!(
-                "{:<34} {:>10.2} {:>12.0} {:>9}  {:>8} {:>10.0} {:>11} {:>10.0}{}",
+                "{:<34} {:>10.2} {:>12.0} {:>9}  {:>8} {:>10.0} {:>11} {:>10.0} {:>9.0}{}",
                 name,
                 x.seconds,
                 x.msgs_per_sec,
@@ -286,6 +286,7 @@ fn print_tables(r: &Results) {
                 x.store_stats.fetch_total_ms,
                 x.store_stats.fetch_rows,
                 x.store_stats.complete_total_ms,
+                x.store_stats.start_ms,
                 if x.timed_out { "  TIMED OUT" } else { "" }
             );
         }

@@ -170,7 +170,14 @@ async fn drain<S: Store, K: Sink>(
         }
         let _ = tokio::time::timeout(Duration::from_millis(5), stats.done.notified()).await;
     }
-    let seconds = start.elapsed().as_secs_f64();
+    // The drain runs from the relay's first read: its start (creating producers, fencing older
+    // transactions, reading the progress topic) is reported apart, as the raw producer's
+    // creation is not timed either.
+    let first_fetch = stats.first_fetch.get().copied().unwrap_or(start);
+    stats
+        .start_micros
+        .store((first_fetch - start).as_micros() as u64, Ordering::Relaxed);
+    let seconds = first_fetch.elapsed().as_secs_f64();
     if let Err(e) = relay.shutdown().await {
         eprintln!("relay stopped with an error: {e}");
     }

@@ -3,10 +3,11 @@
 //! crashes between Kafka's commit and the database's mark is not followed by a resend — its
 //! successor reads the progress and marks the rows instead. See `docs/guarantees.md`.
 //!
-//! The shape follows Kafka Connect's exactly-once source connectors (KIP-618): one
-//! `transactional.id` per outbox table (per relay slot), `init_transactions` at start fences every
-//! older relay with that id and aborts its open transaction; progress lives in a compacted
-//! topic, written inside the same transaction as the records.
+//! The shape follows Kafka Connect's exactly-once source connectors (KIP-618): transactional ids
+//! per outbox table (per relay slot), `init_transactions` at start fences every older relay with
+//! them and aborts its open transactions; progress lives in a compacted topic, written inside the
+//! same transaction as the records. Two producers take turns, so a transaction's `EndTxn` runs
+//! while the next one fills.
 
 mod failpoint;
 mod progress;
@@ -37,8 +38,9 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExactlyOnceSettings {
-    /// The producer's `transactional.id`: one per outbox table (two relays with the same id fence
-    /// each other, which is the point). Default: `txoutbox-outbox_messages`.
+    /// The producers' `transactional.id`: one per outbox table (two relays with the same id fence
+    /// each other, which is the point). The relay's second producer uses `<id>.1`. Default:
+    /// `txoutbox-outbox_messages`.
     pub transactional_id: String,
     /// The compacted, one-partition topic holding progress records (created at start when
     /// missing). Default: `txoutbox-progress`.
@@ -118,6 +120,21 @@ impl ExactlyOnceSettings {
     }
 }
 
+/// How many transactional producers take turns. While one commits (Kafka's coordinator writes
+/// its transaction markers), the other begins the next transaction. A producer that begins right
+/// after its own commit is answered CONCURRENT_TRANSACTIONS, and librdkafka retries after a fixed
+/// 20 ms, which every back-to-back transaction would otherwise pay.
+const LANES: usize = 2;
+
+/// The transactional id of a lane: the configured id for the first, `<id>.1` for the second.
+fn lane_transactional_id(base: &str, lane: usize) -> String {
+    if lane == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}.{lane}")
+    }
+}
+
 /// A batch inside the open transaction: its rows, the relay's tracker (resolved at commit) and
 /// the per-message outcomes librdkafka reports.
 struct Pending {
@@ -127,15 +144,46 @@ struct Pending {
 }
 
 struct Open {
+    /// The producer (lane) the transaction runs on.
+    lane: usize,
     txn: String,
     began: Instant,
     messages: usize,
     batches: Vec<Pending>,
 }
 
+impl Open {
+    fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.batches.iter().flat_map(|b| b.ids.iter().copied())
+    }
+
+    /// Kafka committed the transaction: every row in it is delivered.
+    fn complete_all(&self) {
+        for batch in &self.batches {
+            for index in 0..batch.ids.len() {
+                batch.engine.complete(index, Ok(()));
+            }
+        }
+    }
+}
+
+/// A transaction whose commit (`EndTxn`) runs in the background while the other lane fills the
+/// next one. Its records are all acknowledged already.
+struct Committing {
+    open: Arc<Open>,
+    /// The commit's outcome; on success the task has resolved the batches already.
+    task: tokio::task::JoinHandle<std::result::Result<(), KafkaError>>,
+}
+
 struct State {
-    producer: Option<Arc<ThreadedProducer<SinkContext>>>,
+    /// One producer per lane: `None` until started, and after a failure that spoiled it.
+    producers: [Option<Arc<ThreadedProducer<SinkContext>>>; LANES],
+    /// The lane the next transaction begins on.
+    lane: usize,
     open: Option<Open>,
+    /// The previous transaction while its commit runs: the open one commits only after it did,
+    /// and is aborted when it did not (it may hold later rows of the same keys).
+    committing: Option<Committing>,
     fenced: Option<String>,
 }
 
@@ -149,6 +197,12 @@ struct Inner {
     /// The relay reported the end of a burst: the ticker commits the open transaction now (a
     /// report while the ticker is busy is kept as the Notify's permit).
     burst_ended: Arc<tokio::sync::Notify>,
+}
+
+impl Inner {
+    fn unmarked(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
+        self.unmarked.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The exactly-once Kafka sink: batches go out in Kafka transactions with progress records.
@@ -210,14 +264,14 @@ fn fenced_by_successor(producer: &ThreadedProducer<SinkContext>) -> Option<Strin
 
 impl ExactlyOnceSink {
     /// Enters the fenced state and returns the error every later outcome carries: the relay
-    /// stops, and the producer is never recreated (that would fence the successor in turn).
+    /// stops, and the producers are never recreated (that would fence the successor in turn).
     fn enter_fenced(&self, state: &mut State, reason: &str) -> SinkError {
         let message = format!(
             "another relay took over the Kafka transactional id `{}` (this relay is fenced): {reason}",
             self.inner.settings.transactional_id
         );
         metrics::counter!("txoutbox_transactions_total", "outcome" => "fenced").increment(1);
-        state.producer = None;
+        state.producers = Default::default();
         state.fenced = Some(message.clone());
         SinkError::new(SinkErrorKind::Fenced, None, message)
     }
@@ -235,18 +289,17 @@ impl ExactlyOnceSink {
             return Err(Error::Config("the exactly-once transactional id is empty".into()));
         }
         txoutbox_core::validate_topic_name(&settings.progress_topic)?;
-        let config = config
-            .clone()
-            .set("transactional.id", settings.transactional_id.clone())
-            .set("enable.idempotence", "true");
+        let config = config.clone().set("enable.idempotence", "true");
         tracing::info!(properties = ?config.redacted(), transactional_id = %settings.transactional_id, "exactly-once Kafka producer");
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 settings,
                 state: tokio::sync::Mutex::new(State {
-                    producer: None,
+                    producers: Default::default(),
+                    lane: 0,
                     open: None,
+                    committing: None,
                     fenced: None,
                 }),
                 unmarked: Mutex::new(BTreeSet::new()),
@@ -257,15 +310,18 @@ impl ExactlyOnceSink {
     }
 
     fn unmarked(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
-        self.inner.unmarked.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.unmarked()
     }
 
-    /// A new producer with `init_transactions` done: fences every older producer with this
-    /// transactional id and aborts (or completes) its open transaction.
-    async fn start_producer(&self) -> Result<Arc<ThreadedProducer<SinkContext>>> {
+    /// A new producer for `lane` with `init_transactions` done: fences every older producer with
+    /// its transactional id and aborts (or completes) its open transaction.
+    async fn start_producer(&self, lane: usize) -> Result<Arc<ThreadedProducer<SinkContext>>> {
+        let transactional_id = lane_transactional_id(&self.inner.settings.transactional_id, lane);
         let producer: ThreadedProducer<SinkContext> = self
             .inner
             .config
+            .clone()
+            .set("transactional.id", transactional_id.clone())
             .client_config()
             .create_with_context(SinkContext::default())
             .map_err(|e| Error::Config(format!("could not create the Kafka producer: {e}")))?;
@@ -276,10 +332,10 @@ impl ExactlyOnceSink {
             .map_err(blocking_error)?
             .map_err(|e| {
                 let message = format!(
-                    "could not start Kafka transactions for `{}`: {e}. The brokers must support transactions \
-                     (Kafka 0.11+, with transaction.state.log settings the cluster can meet) and the relay's \
-                     principal needs WRITE on the transactional id",
-                    self.inner.settings.transactional_id
+                    "could not start Kafka transactions for `{transactional_id}`: {e}. The brokers must support \
+                     transactions (Kafka 0.11+, with transaction.state.log settings the cluster can meet) and \
+                     the relay's principal needs WRITE on the transactional ids `{base}` and `{base}.1`",
+                    base = self.inner.settings.transactional_id
                 );
                 match e.rdkafka_error_code() {
                     Some(
@@ -292,7 +348,7 @@ impl ExactlyOnceSink {
         Ok(producer)
     }
 
-    /// The last committed progress of this transactional id.
+    /// The last committed progress of this relay (both lanes write it under the configured id).
     async fn read_progress(&self) -> Result<Option<Progress>> {
         let client = self.inner.config.client_config();
         let topic = self.inner.settings.progress_topic.clone();
@@ -302,20 +358,25 @@ impl ExactlyOnceSink {
             .map_err(blocking_error)?
     }
 
-    /// Commits the open transaction (if any) and resolves its batches.
+    /// Commits the open transaction (if any): writes its progress record, waits until Kafka
+    /// acknowledged all its records, and leaves `EndTxn` running in the background while the
+    /// next transaction begins on the other lane.
     async fn commit(&self, state: &mut State) {
+        if !self.settle(state).await {
+            return;
+        }
+        let started = Instant::now();
         let Some(open) = state.open.take() else {
             return;
         };
-        let Some(producer) = state.producer.clone() else {
+        let Some(producer) = state.producers[open.lane].clone() else {
             fail_all(&open, &SinkError::transient("the Kafka producer is gone"));
             return;
         };
-        let ids: Vec<i64> = open.batches.iter().flat_map(|b| b.ids.iter().copied()).collect();
         let progress = Progress {
             v: progress::VERSION,
             txn: open.txn.clone(),
-            ids,
+            ids: open.ids().collect(),
             unmarked: self.unmarked().iter().copied().collect(),
         };
         let payload = serde_json::to_vec(&progress).unwrap_or_default();
@@ -336,72 +397,77 @@ impl ExactlyOnceSink {
                 return;
             }
             tracing::warn!(%error, "could not write the progress record; the transaction is aborted");
-            self.abort(state, &producer, open, None).await;
+            self.abort(state, &producer, &open, None).await;
             return;
         }
-        let started = Instant::now();
-        let mut outcome: std::result::Result<Duration, KafkaError> = Err(KafkaError::Canceled);
-        for _ in 0..3 {
-            let committing = Arc::clone(&producer);
-            outcome = match tokio::task::spawn_blocking(move || {
-                // rdkafka's commit first flushes in steps of up to 100 ms while the producer's
-                // own thread serves the delivery reports, which would add ~100 ms to every
-                // commit. Wait for the queue to empty in 1 ms steps instead; the flush inside the
-                // commit then returns at once.
-                let deadline = Instant::now() + TXN_TIMEOUT;
-                while committing.in_flight_count() > 0 && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                let acked = Instant::now();
-                failpoint::hit(Step::BeforeCommit);
-                committing
-                    .commit_transaction(TXN_TIMEOUT)
-                    .map(|()| acked.elapsed())
-            })
-            .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(KafkaError::Canceled),
-            };
-            match &outcome {
-                Err(KafkaError::Transaction(e)) if e.is_retriable() => continue,
-                _ => break,
+        // Every record must be acknowledged before the other lane produces: its records must
+        // follow these in each partition. rdkafka's commit would also flush, but in steps of up
+        // to 100 ms while the producer's own thread serves the delivery reports; wait in 1 ms
+        // steps instead.
+        let waiting = Arc::clone(&producer);
+        let acked = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + TXN_TIMEOUT;
+            while waiting.in_flight_count() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            waiting.in_flight_count() == 0
+        })
+        .await
+        .unwrap_or(false);
+        if !acked {
+            tracing::warn!("Kafka did not take the transaction's messages in time; aborting it");
+            self.abort(state, &producer, &open, None).await;
+            return;
+        }
+        failpoint::hit(Step::BeforeCommit);
+        let open = Arc::new(open);
+        state.lane = (open.lane + 1) % LANES;
+        let task = tokio::spawn(end_transaction(
+            Arc::clone(&self.inner),
+            producer,
+            Arc::clone(&open),
+            started,
+        ));
+        state.committing = Some(Committing { open, task });
+    }
+
+    /// Waits for the previous transaction's commit and deals with its failure. Returns whether
+    /// it committed (true when there was none). When it did not, the open transaction is aborted
+    /// as well: it began after the other's records, so it may hold later rows of their keys.
+    async fn settle(&self, state: &mut State) -> bool {
+        let Some(Committing { open, task }) = state.committing.take() else {
+            return true;
+        };
+        let committed = match task.await.unwrap_or(Err(KafkaError::Canceled)) {
+            Ok(()) => true,
+            Err(error) => self.failed_commit(state, &open, error).await,
+        };
+        if !committed && let Some(later) = state.open.take() {
+            match state.producers[later.lane].clone() {
+                Some(producer) => self.abort(state, &producer, &later, None).await,
+                None => fail_all(
+                    &later,
+                    &state.fenced.clone().map_or_else(
+                        || SinkError::transient("an earlier Kafka transaction did not commit; sent again"),
+                        |reason| SinkError::new(SinkErrorKind::Fenced, None, reason),
+                    ),
+                ),
             }
         }
-        match outcome {
-            Ok(end_txn) => {
-                tracing::debug!(
-                    messages = progress.ids.len(),
-                    open_ms = open.began.elapsed().as_millis() as u64,
-                    commit_ms = started.elapsed().as_millis() as u64,
-                    end_txn_ms = end_txn.as_millis() as u64,
-                    "Kafka transaction committed"
-                );
-                metrics::histogram!("txoutbox_transaction_commit_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!("txoutbox_transactions_total", "outcome" => "committed").increment(1);
-                self.unmarked()
-                    .extend(open.batches.iter().flat_map(|b| b.ids.iter().copied()));
-                failpoint::hit(Step::AfterCommit);
-                for batch in &open.batches {
-                    for index in 0..batch.ids.len() {
-                        batch.engine.complete(index, Ok(()));
-                    }
-                }
-            }
-            Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+        committed
+    }
+
+    /// A commit that failed: abort when Kafka says so, otherwise learn the outcome. Returns
+    /// whether the transaction committed after all.
+    async fn failed_commit(&self, state: &mut State, open: &Open, error: KafkaError) -> bool {
+        let producer = state.producers[open.lane].clone();
+        match (error, producer) {
+            (KafkaError::Transaction(e), Some(producer)) if e.txn_requires_abort() => {
                 tracing::warn!(error = %e, "the Kafka transaction must be aborted; its messages are sent again");
                 self.abort(state, &producer, open, None).await;
+                false
             }
-            Err(KafkaError::Flush(code)) => {
-                // The commit never started: the transaction is still open and can be aborted.
-                tracing::warn!(
-                    ?code,
-                    "Kafka did not take the transaction's messages in time; aborting it"
-                );
-                self.abort(state, &producer, open, None).await;
-            }
-            Err(error) => self.unknown_outcome(state, open, error).await,
+            (error, _) => self.unknown_outcome(state, open, error).await,
         }
     }
 
@@ -410,7 +476,7 @@ impl ExactlyOnceSink {
         &self,
         state: &mut State,
         producer: &Arc<ThreadedProducer<SinkContext>>,
-        open: Open,
+        open: &Open,
         cause: Option<SinkError>,
     ) {
         metrics::counter!("txoutbox_transactions_total", "outcome" => "aborted").increment(1);
@@ -437,26 +503,34 @@ impl ExactlyOnceSink {
         if !ok {
             // An abort that failed leaves the producer unusable: start afresh next time.
             tracing::warn!("could not abort the Kafka transaction; the producer is recreated");
-            state.producer = None;
+            state.producers[open.lane] = None;
         }
     }
 
     /// A commit whose outcome is unknown (or a fatal error): drop the producer, fence it with a
     /// new one, and learn from the progress topic whether the transaction committed. Rows are
-    /// never marked on a guess.
-    async fn unknown_outcome(&self, state: &mut State, open: Open, error: KafkaError) {
-        let fatal = state.producer.as_deref().and_then(fenced_by_successor);
-        state.producer = None;
+    /// never marked on a guess. Returns whether it committed.
+    async fn unknown_outcome(&self, state: &mut State, open: &Open, error: KafkaError) -> bool {
+        if let Some(reason) = state.fenced.clone() {
+            fail_all(open, &SinkError::new(SinkErrorKind::Fenced, None, reason));
+            return false;
+        }
+        let fatal = state.producers[open.lane]
+            .as_deref()
+            .and_then(fenced_by_successor);
+        state.producers[open.lane] = None;
         if is_fenced(&error) || fatal.is_some() {
-            self.fence(state, &open, &fatal.unwrap_or_else(|| error.to_string()));
-            return;
+            self.fence(state, open, &fatal.unwrap_or_else(|| error.to_string()));
+            return false;
         }
         tracing::warn!(%error, "the outcome of a Kafka commit is unknown; asking the progress topic");
         // Until Kafka answers, nothing else is sent: a guess either way could lose or repeat rows.
+        // (A transaction open on the other lane has no progress record yet, so it does not hold
+        // the read back; it commits only if this one did.)
         let mut delay = Duration::from_millis(200);
         let (producer, last) = loop {
             let resolved = async {
-                let producer = self.start_producer().await?;
+                let producer = self.start_producer(open.lane).await?;
                 let last = self.read_progress().await?;
                 Ok::<_, Error>((producer, last))
             }
@@ -470,40 +544,50 @@ impl ExactlyOnceSink {
                 }
             }
         };
-        state.producer = Some(producer);
+        state.producers[open.lane] = Some(producer);
         if last.is_some_and(|p| p.txn == open.txn) {
             metrics::counter!("txoutbox_transactions_total", "outcome" => "committed").increment(1);
-            self.unmarked()
-                .extend(open.batches.iter().flat_map(|b| b.ids.iter().copied()));
-            for batch in &open.batches {
-                for index in 0..batch.ids.len() {
-                    batch.engine.complete(index, Ok(()));
-                }
-            }
+            self.unmarked().extend(open.ids());
+            open.complete_all();
+            true
         } else {
             metrics::counter!("txoutbox_transactions_total", "outcome" => "aborted").increment(1);
             fail_all(
-                &open,
+                open,
                 &SinkError::transient(format!("the Kafka transaction did not commit: {error}")),
             );
+            false
         }
     }
 
-    /// A usable producer, recreating it (and completing what the progress says) after a failure.
-    async fn ensure_producer(&self, state: &mut State) -> Result<Arc<ThreadedProducer<SinkContext>>> {
-        if let Some(producer) = &state.producer {
+    /// The producer of `lane`, started (with `init_transactions`) when it is not running.
+    async fn ensure_producer(
+        &self,
+        state: &mut State,
+        lane: usize,
+    ) -> Result<Arc<ThreadedProducer<SinkContext>>> {
+        if let Some(producer) = &state.producers[lane] {
             return Ok(Arc::clone(producer));
         }
-        let producer = self.start_producer().await?;
-        state.producer = Some(Arc::clone(&producer));
+        let producer = self.start_producer(lane).await?;
+        state.producers[lane] = Some(Arc::clone(&producer));
         Ok(producer)
     }
 
-    fn spawn_ticker(&self) {
+    /// Starts the ticker, once: it commits the open transaction when it is due, and settles a
+    /// finished background commit (so a failed one is handled even when nothing else is sent).
+    fn ensure_ticker(&self) {
+        let mut ticker = self.inner.ticker.lock().unwrap_or_else(|p| p.into_inner());
+        if ticker.is_none() {
+            *ticker = Some(self.spawn_ticker());
+        }
+    }
+
+    fn spawn_ticker(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.settings.commit_interval;
         let burst = Arc::clone(&self.inner.burst_ended);
-        let ticker = tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -520,11 +604,52 @@ impl ExactlyOnceSink {
                     .is_some_and(|o| burst_ended || o.began.elapsed() >= interval);
                 if due {
                     sink.commit(&mut state).await;
+                } else if state.committing.as_ref().is_some_and(|c| c.task.is_finished()) {
+                    sink.settle(&mut state).await;
                 }
             }
-        });
-        *self.inner.ticker.lock().unwrap_or_else(|p| p.into_inner()) = Some(ticker);
+        })
     }
+}
+
+/// Ends a transaction whose records Kafka acknowledged (`EndTxn`, retried when Kafka says it
+/// may be), then resolves its batches when it committed.
+async fn end_transaction(
+    inner: Arc<Inner>,
+    producer: Arc<ThreadedProducer<SinkContext>>,
+    open: Arc<Open>,
+    started: Instant,
+) -> std::result::Result<(), KafkaError> {
+    let ending = Instant::now();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut outcome = Err(KafkaError::Canceled);
+        for _ in 0..3 {
+            outcome = producer.commit_transaction(TXN_TIMEOUT);
+            match &outcome {
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => continue,
+                _ => break,
+            }
+        }
+        outcome
+    })
+    .await
+    .unwrap_or(Err(KafkaError::Canceled));
+    if outcome.is_ok() {
+        tracing::debug!(
+            messages = open.messages,
+            lane = open.lane,
+            open_ms = open.began.elapsed().as_millis() as u64,
+            commit_ms = started.elapsed().as_millis() as u64,
+            end_txn_ms = ending.elapsed().as_millis() as u64,
+            "Kafka transaction committed"
+        );
+        metrics::histogram!("txoutbox_transaction_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("txoutbox_transactions_total", "outcome" => "committed").increment(1);
+        inner.unmarked().extend(open.ids());
+        failpoint::hit(Step::AfterCommit);
+        open.complete_all();
+    }
+    outcome
 }
 
 fn fail_all(open: &Open, error: &SinkError) {
@@ -534,7 +659,6 @@ fn fail_all(open: &Open, error: &SinkError) {
         }
     }
 }
-
 impl Sink for ExactlyOnceSink {
     /// No: every record a transaction carries counts in its progress record as the row's delivery.
     fn accepts_dead_letter_copies(&self) -> bool {
@@ -542,6 +666,7 @@ impl Sink for ExactlyOnceSink {
     }
 
     async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
+        self.ensure_ticker();
         let engine = DeliveryTracker::new(batch.len());
         let mut state = self.inner.state.lock().await;
         if let Some(reason) = &state.fenced {
@@ -551,7 +676,12 @@ impl Sink for ExactlyOnceSink {
             }
             return engine.delivery();
         }
-        let producer = match self.ensure_producer(&mut state).await {
+        let lane = state.open.as_ref().map_or(state.lane, |open| open.lane);
+        // A producer begins its next transaction only when its last commit is over.
+        if state.committing.as_ref().is_some_and(|c| c.open.lane == lane) {
+            self.settle(&mut state).await;
+        }
+        let producer = match self.ensure_producer(&mut state, lane).await {
             Ok(producer) => producer,
             Err(error) => {
                 let error = SinkError::transient(error.to_string());
@@ -566,6 +696,7 @@ impl Sink for ExactlyOnceSink {
             match tokio::task::spawn_blocking(move || beginning.begin_transaction()).await {
                 Ok(Ok(())) => {
                     state.open = Some(Open {
+                        lane,
                         txn: uuid::Uuid::now_v7().to_string(),
                         began: Instant::now(),
                         messages: 0,
@@ -587,7 +718,7 @@ impl Sink for ExactlyOnceSink {
                         return engine.delivery();
                     }
                     tracing::warn!(error = %message, "could not begin a Kafka transaction; the producer is recreated");
-                    state.producer = None;
+                    state.producers[lane] = None;
                     let error =
                         SinkError::transient(format!("could not begin a Kafka transaction: {message}"));
                     for index in 0..batch.len() {
@@ -649,7 +780,7 @@ impl Sink for ExactlyOnceSink {
         let full = open.messages >= self.inner.settings.max_messages;
         if refused {
             let open = state.open.take().expect("a transaction is open");
-            self.abort(&mut state, &producer, open, None).await;
+            self.abort(&mut state, &producer, &open, None).await;
         } else if full {
             self.commit(&mut state).await;
         }
@@ -674,19 +805,13 @@ impl Sink for ExactlyOnceSink {
         )
         .await?;
         let mut state = self.inner.state.lock().await;
-        let producer = self.start_producer().await?;
-        state.producer = Some(producer);
+        for lane in 0..LANES {
+            let producer = self.start_producer(lane).await?;
+            state.producers[lane] = Some(producer);
+        }
         let last = self.read_progress().await?;
         drop(state);
-        if self
-            .inner
-            .ticker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
-        {
-            self.spawn_ticker();
-        }
+        self.ensure_ticker();
         let ids = last.map(|p| p.all_ids()).unwrap_or_default();
         self.unmarked().extend(ids.iter().copied());
         tracing::info!(
