@@ -184,6 +184,10 @@ struct State {
     /// The previous transaction while its commit runs: the open one commits only after it did,
     /// and is aborted when it did not (it may hold later rows of the same keys).
     committing: Option<Committing>,
+    /// A commit is waiting for its records' acknowledgements (the lock is free meanwhile).
+    flushing: bool,
+    /// Batches handed over while a commit waits: they begin the next transaction.
+    queued: Vec<(Arc<[OutboxMessage]>, Arc<DeliveryTracker>)>,
     fenced: Option<String>,
 }
 
@@ -300,6 +304,8 @@ impl ExactlyOnceSink {
                     lane: 0,
                     open: None,
                     committing: None,
+                    flushing: false,
+                    queued: Vec::new(),
                     fenced: None,
                 }),
                 unmarked: Mutex::new(BTreeSet::new()),
@@ -361,7 +367,8 @@ impl ExactlyOnceSink {
     /// Commits the open transaction (if any): writes its progress record, waits until Kafka
     /// acknowledged all its records, and leaves `EndTxn` running in the background while the
     /// next transaction begins on the other lane.
-    async fn commit(&self, state: &mut State) {
+    async fn commit(&self, mut guard: tokio::sync::MutexGuard<'_, State>) {
+        let state = &mut *guard;
         if !self.settle(state).await {
             return;
         }
@@ -401,9 +408,12 @@ impl ExactlyOnceSink {
             return;
         }
         // Every record must be acknowledged before the other lane produces: its records must
-        // follow these in each partition. rdkafka's commit would also flush, but in steps of up
-        // to 100 ms while the producer's own thread serves the delivery reports; wait in 1 ms
-        // steps instead.
+        // follow these in each partition. The lock is released meanwhile, so the relay can go on
+        // handing batches over; they wait in `queued` for the next transaction. (rdkafka's commit
+        // would also flush, but in steps of up to 100 ms while the producer's own thread serves
+        // the delivery reports; this waits in 1 ms steps.)
+        state.flushing = true;
+        drop(guard);
         let waiting = Arc::clone(&producer);
         let acked = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + TXN_TIMEOUT;
@@ -414,21 +424,41 @@ impl ExactlyOnceSink {
         })
         .await
         .unwrap_or(false);
-        if !acked {
+        let mut guard = self.inner.state.lock().await;
+        let state = &mut *guard;
+        state.flushing = false;
+        let ended = if acked {
+            failpoint::hit(Step::BeforeCommit);
+            let open = Arc::new(open);
+            state.lane = (open.lane + 1) % LANES;
+            let task = tokio::spawn(end_transaction(
+                Arc::clone(&self.inner),
+                producer,
+                Arc::clone(&open),
+                started,
+            ));
+            state.committing = Some(Committing { open, task });
+            true
+        } else {
             tracing::warn!("Kafka did not take the transaction's messages in time; aborting it");
             self.abort(state, &producer, &open, None).await;
-            return;
+            false
+        };
+        // The batches handed over meanwhile begin the next transaction (committed by the ticker
+        // or the next batch), or fail with this one: they may hold later rows of its keys.
+        for (batch, engine) in std::mem::take(&mut state.queued) {
+            if ended && state.fenced.is_none() {
+                self.produce(state, batch, &engine).await;
+            } else {
+                let error = state.fenced.clone().map_or_else(
+                    || SinkError::transient("an earlier Kafka transaction was aborted; sent again"),
+                    |reason| SinkError::new(SinkErrorKind::Fenced, None, reason),
+                );
+                for index in 0..batch.len() {
+                    engine.complete(index, Err(error.clone()));
+                }
+            }
         }
-        failpoint::hit(Step::BeforeCommit);
-        let open = Arc::new(open);
-        state.lane = (open.lane + 1) % LANES;
-        let task = tokio::spawn(end_transaction(
-            Arc::clone(&self.inner),
-            producer,
-            Arc::clone(&open),
-            started,
-        ));
-        state.committing = Some(Committing { open, task });
     }
 
     /// Waits for the previous transaction's commit and deals with its failure. Returns whether
@@ -560,6 +590,124 @@ impl ExactlyOnceSink {
         }
     }
 
+    /// Produces `batch` into the open transaction, beginning one when none is open; resolves
+    /// `engine` with failures when it cannot. Returns whether the transaction is full.
+    async fn produce(
+        &self,
+        state: &mut State,
+        batch: Arc<[OutboxMessage]>,
+        engine: &Arc<DeliveryTracker>,
+    ) -> bool {
+        let lane = state.open.as_ref().map_or(state.lane, |open| open.lane);
+        // A producer begins its next transaction only when its last commit is over.
+        if state.committing.as_ref().is_some_and(|c| c.open.lane == lane) {
+            self.settle(state).await;
+        }
+        let producer = match self.ensure_producer(state, lane).await {
+            Ok(producer) => producer,
+            Err(error) => {
+                let error = SinkError::transient(error.to_string());
+                for index in 0..batch.len() {
+                    engine.complete(index, Err(error.clone()));
+                }
+                return false;
+            }
+        };
+        if state.open.is_none() {
+            let beginning = Arc::clone(&producer);
+            match tokio::task::spawn_blocking(move || beginning.begin_transaction()).await {
+                Ok(Ok(())) => {
+                    state.open = Some(Open {
+                        lane,
+                        txn: uuid::Uuid::now_v7().to_string(),
+                        began: Instant::now(),
+                        messages: 0,
+                        batches: Vec::new(),
+                    });
+                    failpoint::hit(Step::BeforeProduce);
+                }
+                outcome => {
+                    let message = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(())) => String::new(),
+                    };
+                    if let Some(reason) = fenced_by_successor(&producer) {
+                        let error = self.enter_fenced(state, &reason);
+                        for index in 0..batch.len() {
+                            engine.complete(index, Err(error.clone()));
+                        }
+                        return false;
+                    }
+                    tracing::warn!(error = %message, "could not begin a Kafka transaction; the producer is recreated");
+                    state.producers[lane] = None;
+                    let error =
+                        SinkError::transient(format!("could not begin a Kafka transaction: {message}"));
+                    for index in 0..batch.len() {
+                        engine.complete(index, Err(error.clone()));
+                    }
+                    return false;
+                }
+            }
+        }
+        let sent = DeliveryTracker::new(batch.len());
+        for (index, message) in batch.iter().enumerate() {
+            if let Some(reason) = &message.malformed {
+                sent.complete(index, Err(SinkError::permanent(reason.clone())));
+                continue;
+            }
+            let mut record = BaseRecord::<[u8], [u8], Box<DeliveryRef>>::with_opaque_to(
+                &message.topic,
+                Box::new(DeliveryRef {
+                    tracker: Arc::clone(&sent),
+                    index,
+                }),
+            )
+            .headers(KafkaSink::headers(message))
+            .timestamp(message.created_at.timestamp_millis());
+            if let Some(key) = &message.key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(payload) = &message.payload {
+                record = record.payload(payload.as_slice());
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((error, returned)) => {
+                        returned
+                            .delivery_opaque
+                            .tracker
+                            .complete(index, Err(crate::classify::classify(&error, &message.topic)));
+                        break;
+                    }
+                }
+            }
+        }
+        let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+        let open = state.open.as_mut().expect("a transaction is open");
+        open.messages += batch.len();
+        open.batches.push(Pending {
+            ids,
+            engine: Arc::clone(engine),
+            sent: Arc::clone(&sent),
+        });
+        // A message refused on the spot spoils the transaction: abort now so later batches do
+        // not join it.
+        let refused = !sent.permanent_failures_so_far().is_empty();
+        let full = open.messages >= self.inner.settings.max_messages;
+        if refused {
+            let open = state.open.take().expect("a transaction is open");
+            self.abort(state, &producer, &open, None).await;
+            return false;
+        }
+        full
+    }
+
     /// The producer of `lane`, started (with `init_transactions`) when it is not running.
     async fn ensure_producer(
         &self,
@@ -598,12 +746,12 @@ impl ExactlyOnceSink {
                 let Some(inner) = weak.upgrade() else { return };
                 let sink = ExactlyOnceSink { inner };
                 let mut state = sink.inner.state.lock().await;
-                let due = state
-                    .open
-                    .as_ref()
-                    .is_some_and(|o| burst_ended || o.began.elapsed() >= interval);
+                let max_messages = sink.inner.settings.max_messages;
+                let due = state.open.as_ref().is_some_and(|o| {
+                    burst_ended || o.began.elapsed() >= interval || o.messages >= max_messages
+                });
                 if due {
-                    sink.commit(&mut state).await;
+                    sink.commit(state).await;
                 } else if state.committing.as_ref().is_some_and(|c| c.task.is_finished()) {
                     sink.settle(&mut state).await;
                 }
@@ -676,113 +824,14 @@ impl Sink for ExactlyOnceSink {
             }
             return engine.delivery();
         }
-        let lane = state.open.as_ref().map_or(state.lane, |open| open.lane);
-        // A producer begins its next transaction only when its last commit is over.
-        if state.committing.as_ref().is_some_and(|c| c.open.lane == lane) {
-            self.settle(&mut state).await;
+        if state.flushing {
+            // The open transaction's records are being acknowledged: this batch waits for the
+            // next transaction (its records must follow those in each partition).
+            state.queued.push((batch, Arc::clone(&engine)));
+            return engine.delivery();
         }
-        let producer = match self.ensure_producer(&mut state, lane).await {
-            Ok(producer) => producer,
-            Err(error) => {
-                let error = SinkError::transient(error.to_string());
-                for index in 0..batch.len() {
-                    engine.complete(index, Err(error.clone()));
-                }
-                return engine.delivery();
-            }
-        };
-        if state.open.is_none() {
-            let beginning = Arc::clone(&producer);
-            match tokio::task::spawn_blocking(move || beginning.begin_transaction()).await {
-                Ok(Ok(())) => {
-                    state.open = Some(Open {
-                        lane,
-                        txn: uuid::Uuid::now_v7().to_string(),
-                        began: Instant::now(),
-                        messages: 0,
-                        batches: Vec::new(),
-                    });
-                    failpoint::hit(Step::BeforeProduce);
-                }
-                outcome => {
-                    let message = match outcome {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                        Ok(Ok(())) => String::new(),
-                    };
-                    if let Some(reason) = fenced_by_successor(&producer) {
-                        let error = self.enter_fenced(&mut state, &reason);
-                        for index in 0..batch.len() {
-                            engine.complete(index, Err(error.clone()));
-                        }
-                        return engine.delivery();
-                    }
-                    tracing::warn!(error = %message, "could not begin a Kafka transaction; the producer is recreated");
-                    state.producers[lane] = None;
-                    let error =
-                        SinkError::transient(format!("could not begin a Kafka transaction: {message}"));
-                    for index in 0..batch.len() {
-                        engine.complete(index, Err(error.clone()));
-                    }
-                    return engine.delivery();
-                }
-            }
-        }
-        let sent = DeliveryTracker::new(batch.len());
-        for (index, message) in batch.iter().enumerate() {
-            if let Some(reason) = &message.malformed {
-                sent.complete(index, Err(SinkError::permanent(reason.clone())));
-                continue;
-            }
-            let mut record = BaseRecord::<[u8], [u8], Box<DeliveryRef>>::with_opaque_to(
-                &message.topic,
-                Box::new(DeliveryRef {
-                    tracker: Arc::clone(&sent),
-                    index,
-                }),
-            )
-            .headers(KafkaSink::headers(message))
-            .timestamp(message.created_at.timestamp_millis());
-            if let Some(key) = &message.key {
-                record = record.key(key.as_slice());
-            }
-            if let Some(payload) = &message.payload {
-                record = record.payload(payload.as_slice());
-            }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                        record = returned;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((error, returned)) => {
-                        returned
-                            .delivery_opaque
-                            .tracker
-                            .complete(index, Err(crate::classify::classify(&error, &message.topic)));
-                        break;
-                    }
-                }
-            }
-        }
-        let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
-        let open = state.open.as_mut().expect("a transaction is open");
-        open.messages += batch.len();
-        open.batches.push(Pending {
-            ids,
-            engine: Arc::clone(&engine),
-            sent: Arc::clone(&sent),
-        });
-        // A message refused on the spot spoils the transaction: abort now so later batches do
-        // not join it.
-        let refused = !sent.permanent_failures_so_far().is_empty();
-        let full = open.messages >= self.inner.settings.max_messages;
-        if refused {
-            let open = state.open.take().expect("a transaction is open");
-            self.abort(&mut state, &producer, &open, None).await;
-        } else if full {
-            self.commit(&mut state).await;
+        if self.produce(&mut state, batch, &engine).await {
+            self.commit(state).await;
         }
         engine.delivery()
     }
