@@ -338,3 +338,43 @@ async fn a_missing_progress_topic_stops_the_relay_unless_it_may_create_it() {
     );
     verify(&topic, committed, "after creating the progress topic").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_relay_refuses_a_table_an_at_least_once_relay_runs() {
+    let db = TestSchema::new().await;
+    let progress = txoutbox_testing::unique("eos-mixed");
+    ok(&txoutbox(&db, &["migrate"]));
+    // An at-least-once relay would send again the rows the exactly-once one's progress names.
+    let at_least_once =
+        Daemon::start(&db, &["--coordination", "exclusive", "--poll-interval", "100ms"]).await;
+    let port = support::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(support::binary())
+        .args(["relay", "--http-listen", &listen, "--coordination", "exclusive"])
+        .args(eos_args(&progress))
+        .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
+        .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
+        .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
+        .env_remove("TXOUTBOX_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start txoutbox relay");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("child status").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the exactly-once relay did not stop beside an at-least-once one");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("runs in exclusive mode on this table and this one in exclusive (exactly-once) mode")
+            && stderr.contains("run every relay of a table in the same mode"),
+        "{stderr}"
+    );
+    at_least_once.stop();
+}

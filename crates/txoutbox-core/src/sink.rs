@@ -233,6 +233,13 @@ pub trait Sink: Send + Sync + 'static {
     fn accepts_dead_letter_copies(&self) -> bool {
         true
     }
+
+    /// The delivery this sink gives, when it is not at-least-once (`Some("exactly-once")`). A
+    /// coordinated relay stores it with its node, so relays that deliver differently refuse to
+    /// share a table. The default: `None` (at-least-once).
+    fn delivery(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl<S: Sink> Sink for Arc<S> {
@@ -262,6 +269,10 @@ impl<S: Sink> Sink for Arc<S> {
 
     fn accepts_dead_letter_copies(&self) -> bool {
         (**self).accepts_dead_letter_copies()
+    }
+
+    fn delivery(&self) -> Option<&'static str> {
+        (**self).delivery()
     }
 }
 

@@ -16,18 +16,20 @@ use super::{Coordination, LeaseSettings};
 use crate::error::{Error, Result};
 
 /// Runs until `engine_done` fires (then leaves: its leases go at once to the other nodes), or
-/// returns an error the relay must stop with (nodes of another mode on the table).
+/// returns an error the relay must stop with (nodes of another `mode` on the table: the
+/// coordination, and the delivery when it is not at-least-once, e.g. `exclusive (exactly-once)`).
 pub(crate) async fn run<L: Leases>(
     leases: L,
     ownership: Ownership,
     coordination: Coordination,
+    mode: String,
     engine_done: CancellationToken,
 ) -> Result<()> {
     let Some(settings) = coordination.lease_settings().cloned() else {
         return Ok(());
     };
     let node = ownership.node().to_owned();
-    let mode = coordination.name();
+    let mode = mode.as_str();
     let exclusive = matches!(coordination, Coordination::Exclusive(_));
     let mut epoch = None;
     loop {

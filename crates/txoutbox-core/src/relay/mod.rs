@@ -115,12 +115,18 @@ impl<S: Store, K: Sink> Relay<S, K> {
         let ownership = Ownership::new(settings.resolved_node_id());
         store.attach(ownership.clone());
         let leases = store.clone();
+        // Stored with the node: relays of another coordination or delivery refuse to join.
+        let mode = match sink.delivery() {
+            Some(delivery) => format!("{} ({delivery})", coordination.name()),
+            None => coordination.name().to_owned(),
+        };
         let mut relay = Self::new(store, sink, config)?;
         relay.shared.ownership = Some(ownership.clone());
         relay.coordinator = Some(Box::pin(crate::coordination::run(
             leases,
             ownership,
             coordination,
+            mode,
             relay.engine_done.clone(),
         )));
         Ok(relay)

@@ -813,6 +813,12 @@ impl Sink for ExactlyOnceSink {
         false
     }
 
+    /// Exactly-once: an at-least-once relay on the same table would resend rows this one's
+    /// progress records name, so coordinated relays of the two kinds refuse to share a table.
+    fn delivery(&self) -> Option<&'static str> {
+        Some("exactly-once")
+    }
+
     async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
         self.ensure_ticker();
         let engine = DeliveryTracker::new(batch.len());
