@@ -118,11 +118,19 @@ async fn an_abortable_error_aborts_the_transaction_and_the_next_one_commits() {
         "{results:?}"
     );
     mock.clear_request_errors(RDKafkaApiKey::Produce);
-    // The sink recovers by itself: a transaction may still be aborted while the producer bumps
-    // its epoch (the mock reports the refused batches' sequence numbers as skipped), its rows
-    // reported transient (sent again), never delivered and never fenced; then they commit.
+    // Until the relay says it drained, every batch is refused: it may hold later rows of the
+    // aborted keys, which must not commit ahead of them.
+    assert_eq!(
+        kinds(&send(&sink, 150).await),
+        [Some(SinkErrorKind::Transient)],
+        "a batch handed over before the relay's drain"
+    );
+    // Then the sink takes batches again: a transaction may still be aborted while the producer
+    // bumps its epoch (the mock reports the refused batches' sequence numbers as skipped), its
+    // rows reported transient (sent again), never delivered and never fenced; then they commit.
     let mut delivered = false;
     for first in [200, 300, 400] {
+        sink.discard_queued();
         let outcome = kinds(&send(&sink, first).await);
         if outcome == [None] {
             delivered = true;

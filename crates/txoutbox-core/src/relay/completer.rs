@@ -222,6 +222,7 @@ async fn settle<S: Store, K: Sink>(
     // A failed message (retried later) must not be overtaken by later messages of its key that
     // are still queued: they are given up and sent again after it.
     if transient > 0 || !failures.is_empty() {
+        let _gate = shared.send_gate.write().await;
         shared.request_drain();
         shared.sink.discard_queued();
     }

@@ -52,6 +52,8 @@ async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Opt
     let Selected {
         rows, permit, epoch, ..
     } = selected;
+    // No drain begins between the epoch check and the hand-over (see `Shared::send_gate`).
+    let _gate = shared.send_gate.read().await;
     // A delivery failed since these rows were selected: they could overtake the failed rows
     // of their keys. They go back to pending and are read again after the drain.
     if epoch != shared.epoch() {
@@ -104,11 +106,6 @@ async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Opt
             first_id = rows[0].id
         ))
         .await;
-    // A delivery failed while this batch was being handed over: it may sit behind the purge
-    // that followed, so give it up too.
-    if epoch != shared.epoch() {
-        shared.sink.discard_queued();
-    }
     // Rows refused on the spot (e.g. too large) hold their key before the next batch goes out;
     // the completer replaces the hold with the row's retry time.
     for index in delivery.permanent_failures_so_far() {

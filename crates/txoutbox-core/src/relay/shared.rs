@@ -49,6 +49,11 @@ pub(crate) struct Shared<S, K> {
     /// Bumped when a delivery failed transiently: batches selected before it are not sent, and
     /// the fetcher reads again only once everything in flight has settled (see `drain`).
     epoch: std::sync::atomic::AtomicU64,
+    /// Held (shared) by the sender from its epoch check until the sink took the batch, and
+    /// (exclusively) by the completer while it moves the epoch on and tells the sink: a batch
+    /// read before a failure is either handed over before the sink hears of the drain, or not at
+    /// all.
+    pub(crate) send_gate: tokio::sync::RwLock<()>,
     /// The epoch the fetcher last drained for.
     drained_epoch: std::sync::atomic::AtomicU64,
     /// Notified after every settled batch.
@@ -80,6 +85,7 @@ impl<S, K> Shared<S, K> {
             ownership: None,
             failure: Mutex::new(None),
             epoch: std::sync::atomic::AtomicU64::new(0),
+            send_gate: tokio::sync::RwLock::new(()),
             drained_epoch: std::sync::atomic::AtomicU64::new(0),
             settled: Notify::new(),
         }

@@ -184,10 +184,6 @@ struct State {
     /// The previous transaction while its commit runs: the open one commits only after it did,
     /// and is aborted when it did not (it may hold later rows of the same keys).
     committing: Option<Committing>,
-    /// A commit is waiting for its records' acknowledgements (the lock is free meanwhile).
-    flushing: bool,
-    /// Batches handed over while a commit waits: they begin the next transaction.
-    queued: Vec<(Arc<[OutboxMessage]>, Arc<DeliveryTracker>)>,
     fenced: Option<String>,
 }
 
@@ -197,6 +193,8 @@ struct Inner {
     state: tokio::sync::Mutex<State>,
     /// Rows of committed transactions whose database mark is not confirmed yet.
     unmarked: Mutex<BTreeSet<i64>>,
+    /// Rows went back to the relay as failed and the relay has not drained yet (see `spoil`).
+    spoiled: std::sync::atomic::AtomicBool,
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The relay reported the end of a burst: the ticker commits the open transaction now (a
     /// report while the ticker is busy is kept as the Notify's permit).
@@ -267,6 +265,33 @@ fn fenced_by_successor(producer: &ThreadedProducer<SinkContext>) -> Option<Strin
 }
 
 impl ExactlyOnceSink {
+    /// Fails every row of `open` with `error`; later batches are refused until the relay drained.
+    fn fail_all(&self, open: &Open, error: &SinkError) {
+        self.spoil();
+        for batch in &open.batches {
+            for index in 0..batch.ids.len() {
+                batch.engine.complete(index, Err(error.clone()));
+            }
+        }
+    }
+
+    /// Rows went back to the relay as failed: later rows of their keys may already be on their
+    /// way here (read before the relay heard of the failure). Until the relay reports its drain
+    /// (`discard_queued`), every batch is refused as transient, so none of them can commit
+    /// ahead of the failed rows they follow.
+    fn spoil(&self) {
+        self.inner
+            .spoiled
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Refuses `batch` as transient: the relay sends it again after its drain.
+    fn refuse(engine: &DeliveryTracker, len: usize, error: &SinkError) {
+        for index in 0..len {
+            engine.complete(index, Err(error.clone()));
+        }
+    }
+
     /// Enters the fenced state and returns the error every later outcome carries: the relay
     /// stops, and the producers are never recreated (that would fence the successor in turn).
     fn enter_fenced(&self, state: &mut State, reason: &str) -> SinkError {
@@ -283,7 +308,7 @@ impl ExactlyOnceSink {
     /// Enters the fenced state; every outcome of `open` is Fenced.
     fn fence(&self, state: &mut State, open: &Open, reason: &str) {
         let error = self.enter_fenced(state, reason);
-        fail_all(open, &error);
+        self.fail_all(open, &error);
     }
 
     /// Checks the settings; connects when the relay starts (`recover`).
@@ -304,11 +329,10 @@ impl ExactlyOnceSink {
                     lane: 0,
                     open: None,
                     committing: None,
-                    flushing: false,
-                    queued: Vec::new(),
                     fenced: None,
                 }),
                 unmarked: Mutex::new(BTreeSet::new()),
+                spoiled: std::sync::atomic::AtomicBool::new(false),
                 ticker: Mutex::new(None),
                 burst_ended: Arc::new(tokio::sync::Notify::new()),
             }),
@@ -367,8 +391,7 @@ impl ExactlyOnceSink {
     /// Commits the open transaction (if any): writes its progress record, waits until Kafka
     /// acknowledged all its records, and leaves `EndTxn` running in the background while the
     /// next transaction begins on the other lane.
-    async fn commit(&self, mut guard: tokio::sync::MutexGuard<'_, State>) {
-        let state = &mut *guard;
+    async fn commit(&self, state: &mut State) {
         if !self.settle(state).await {
             return;
         }
@@ -377,7 +400,7 @@ impl ExactlyOnceSink {
             return;
         };
         let Some(producer) = state.producers[open.lane].clone() else {
-            fail_all(&open, &SinkError::transient("the Kafka producer is gone"));
+            self.fail_all(&open, &SinkError::transient("the Kafka producer is gone"));
             return;
         };
         let progress = Progress {
@@ -408,12 +431,9 @@ impl ExactlyOnceSink {
             return;
         }
         // Every record must be acknowledged before the other lane produces: its records must
-        // follow these in each partition. The lock is released meanwhile, so the relay can go on
-        // handing batches over; they wait in `queued` for the next transaction. (rdkafka's commit
-        // would also flush, but in steps of up to 100 ms while the producer's own thread serves
-        // the delivery reports; this waits in 1 ms steps.)
-        state.flushing = true;
-        drop(guard);
+        // follow these in each partition. rdkafka's commit would also flush, but in steps of up
+        // to 100 ms while the producer's own thread serves the delivery reports; wait in 1 ms
+        // steps instead.
         let waiting = Arc::clone(&producer);
         let acked = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + TXN_TIMEOUT;
@@ -424,41 +444,21 @@ impl ExactlyOnceSink {
         })
         .await
         .unwrap_or(false);
-        let mut guard = self.inner.state.lock().await;
-        let state = &mut *guard;
-        state.flushing = false;
-        let ended = if acked {
-            failpoint::hit(Step::BeforeCommit);
-            let open = Arc::new(open);
-            state.lane = (open.lane + 1) % LANES;
-            let task = tokio::spawn(end_transaction(
-                Arc::clone(&self.inner),
-                producer,
-                Arc::clone(&open),
-                started,
-            ));
-            state.committing = Some(Committing { open, task });
-            true
-        } else {
+        if !acked {
             tracing::warn!("Kafka did not take the transaction's messages in time; aborting it");
             self.abort(state, &producer, &open, None).await;
-            false
-        };
-        // The batches handed over meanwhile begin the next transaction (committed by the ticker
-        // or the next batch), or fail with this one: they may hold later rows of its keys.
-        for (batch, engine) in std::mem::take(&mut state.queued) {
-            if ended && state.fenced.is_none() {
-                self.produce(state, batch, &engine).await;
-            } else {
-                let error = state.fenced.clone().map_or_else(
-                    || SinkError::transient("an earlier Kafka transaction was aborted; sent again"),
-                    |reason| SinkError::new(SinkErrorKind::Fenced, None, reason),
-                );
-                for index in 0..batch.len() {
-                    engine.complete(index, Err(error.clone()));
-                }
-            }
+            return;
         }
+        failpoint::hit(Step::BeforeCommit);
+        let open = Arc::new(open);
+        state.lane = (open.lane + 1) % LANES;
+        let task = tokio::spawn(end_transaction(
+            Arc::clone(&self.inner),
+            producer,
+            Arc::clone(&open),
+            started,
+        ));
+        state.committing = Some(Committing { open, task });
     }
 
     /// Waits for the previous transaction's commit and deals with its failure. Returns whether
@@ -475,7 +475,7 @@ impl ExactlyOnceSink {
         if !committed && let Some(later) = state.open.take() {
             match state.producers[later.lane].clone() {
                 Some(producer) => self.abort(state, &producer, &later, None).await,
-                None => fail_all(
+                None => self.fail_all(
                     &later,
                     &state.fenced.clone().map_or_else(
                         || SinkError::transient("an earlier Kafka transaction did not commit; sent again"),
@@ -510,6 +510,7 @@ impl ExactlyOnceSink {
         cause: Option<SinkError>,
     ) {
         metrics::counter!("txoutbox_transactions_total", "outcome" => "aborted").increment(1);
+        self.spoil();
         let aborting = Arc::clone(producer);
         let aborted = tokio::task::spawn_blocking(move || aborting.abort_transaction(TXN_TIMEOUT)).await;
         let ok = matches!(aborted, Ok(Ok(())));
@@ -542,7 +543,7 @@ impl ExactlyOnceSink {
     /// never marked on a guess. Returns whether it committed.
     async fn unknown_outcome(&self, state: &mut State, open: &Open, error: KafkaError) -> bool {
         if let Some(reason) = state.fenced.clone() {
-            fail_all(open, &SinkError::new(SinkErrorKind::Fenced, None, reason));
+            self.fail_all(open, &SinkError::new(SinkErrorKind::Fenced, None, reason));
             return false;
         }
         let fatal = state.producers[open.lane]
@@ -582,130 +583,12 @@ impl ExactlyOnceSink {
             true
         } else {
             metrics::counter!("txoutbox_transactions_total", "outcome" => "aborted").increment(1);
-            fail_all(
+            self.fail_all(
                 open,
                 &SinkError::transient(format!("the Kafka transaction did not commit: {error}")),
             );
             false
         }
-    }
-
-    /// Produces `batch` into the open transaction, beginning one when none is open; resolves
-    /// `engine` with failures when it cannot. Returns whether the transaction is full.
-    async fn produce(
-        &self,
-        state: &mut State,
-        batch: Arc<[OutboxMessage]>,
-        engine: &Arc<DeliveryTracker>,
-    ) -> bool {
-        let lane = state.open.as_ref().map_or(state.lane, |open| open.lane);
-        // A producer begins its next transaction only when its last commit is over.
-        if state.committing.as_ref().is_some_and(|c| c.open.lane == lane) {
-            self.settle(state).await;
-        }
-        let producer = match self.ensure_producer(state, lane).await {
-            Ok(producer) => producer,
-            Err(error) => {
-                let error = SinkError::transient(error.to_string());
-                for index in 0..batch.len() {
-                    engine.complete(index, Err(error.clone()));
-                }
-                return false;
-            }
-        };
-        if state.open.is_none() {
-            let beginning = Arc::clone(&producer);
-            match tokio::task::spawn_blocking(move || beginning.begin_transaction()).await {
-                Ok(Ok(())) => {
-                    state.open = Some(Open {
-                        lane,
-                        txn: uuid::Uuid::now_v7().to_string(),
-                        began: Instant::now(),
-                        messages: 0,
-                        batches: Vec::new(),
-                    });
-                    failpoint::hit(Step::BeforeProduce);
-                }
-                outcome => {
-                    let message = match outcome {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                        Ok(Ok(())) => String::new(),
-                    };
-                    if let Some(reason) = fenced_by_successor(&producer) {
-                        let error = self.enter_fenced(state, &reason);
-                        for index in 0..batch.len() {
-                            engine.complete(index, Err(error.clone()));
-                        }
-                        return false;
-                    }
-                    tracing::warn!(error = %message, "could not begin a Kafka transaction; the producer is recreated");
-                    state.producers[lane] = None;
-                    let error =
-                        SinkError::transient(format!("could not begin a Kafka transaction: {message}"));
-                    for index in 0..batch.len() {
-                        engine.complete(index, Err(error.clone()));
-                    }
-                    return false;
-                }
-            }
-        }
-        let sent = DeliveryTracker::new(batch.len());
-        for (index, message) in batch.iter().enumerate() {
-            if let Some(reason) = &message.malformed {
-                sent.complete(index, Err(SinkError::permanent(reason.clone())));
-                continue;
-            }
-            let mut record = BaseRecord::<[u8], [u8], Box<DeliveryRef>>::with_opaque_to(
-                &message.topic,
-                Box::new(DeliveryRef {
-                    tracker: Arc::clone(&sent),
-                    index,
-                }),
-            )
-            .headers(KafkaSink::headers(message))
-            .timestamp(message.created_at.timestamp_millis());
-            if let Some(key) = &message.key {
-                record = record.key(key.as_slice());
-            }
-            if let Some(payload) = &message.payload {
-                record = record.payload(payload.as_slice());
-            }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                        record = returned;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((error, returned)) => {
-                        returned
-                            .delivery_opaque
-                            .tracker
-                            .complete(index, Err(crate::classify::classify(&error, &message.topic)));
-                        break;
-                    }
-                }
-            }
-        }
-        let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
-        let open = state.open.as_mut().expect("a transaction is open");
-        open.messages += batch.len();
-        open.batches.push(Pending {
-            ids,
-            engine: Arc::clone(engine),
-            sent: Arc::clone(&sent),
-        });
-        // A message refused on the spot spoils the transaction: abort now so later batches do
-        // not join it.
-        let refused = !sent.permanent_failures_so_far().is_empty();
-        let full = open.messages >= self.inner.settings.max_messages;
-        if refused {
-            let open = state.open.take().expect("a transaction is open");
-            self.abort(state, &producer, &open, None).await;
-            return false;
-        }
-        full
     }
 
     /// The producer of `lane`, started (with `init_transactions`) when it is not running.
@@ -746,12 +629,12 @@ impl ExactlyOnceSink {
                 let Some(inner) = weak.upgrade() else { return };
                 let sink = ExactlyOnceSink { inner };
                 let mut state = sink.inner.state.lock().await;
-                let max_messages = sink.inner.settings.max_messages;
-                let due = state.open.as_ref().is_some_and(|o| {
-                    burst_ended || o.began.elapsed() >= interval || o.messages >= max_messages
-                });
+                let due = state
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| burst_ended || o.began.elapsed() >= interval);
                 if due {
-                    sink.commit(state).await;
+                    sink.commit(&mut state).await;
                 } else if state.committing.as_ref().is_some_and(|c| c.task.is_finished()) {
                     sink.settle(&mut state).await;
                 }
@@ -800,13 +683,6 @@ async fn end_transaction(
     outcome
 }
 
-fn fail_all(open: &Open, error: &SinkError) {
-    for batch in &open.batches {
-        for index in 0..batch.ids.len() {
-            batch.engine.complete(index, Err(error.clone()));
-        }
-    }
-}
 impl Sink for ExactlyOnceSink {
     /// No: every record a transaction carries counts in its progress record as the row's delivery.
     fn accepts_dead_letter_copies(&self) -> bool {
@@ -830,14 +706,117 @@ impl Sink for ExactlyOnceSink {
             }
             return engine.delivery();
         }
-        if state.flushing {
-            // The open transaction's records are being acknowledged: this batch waits for the
-            // next transaction (its records must follow those in each partition).
-            state.queued.push((batch, Arc::clone(&engine)));
+        let lane = state.open.as_ref().map_or(state.lane, |open| open.lane);
+        // A producer begins its next transaction only when its last commit is over.
+        if state.committing.as_ref().is_some_and(|c| c.open.lane == lane) {
+            self.settle(&mut state).await;
+        }
+        if self.inner.spoiled.load(std::sync::atomic::Ordering::Acquire) {
+            let error = SinkError::transient(
+                "an earlier Kafka transaction of this relay did not commit; sent again after its rows",
+            );
+            Self::refuse(&engine, batch.len(), &error);
             return engine.delivery();
         }
-        if self.produce(&mut state, batch, &engine).await {
-            self.commit(state).await;
+        let producer = match self.ensure_producer(&mut state, lane).await {
+            Ok(producer) => producer,
+            Err(error) => {
+                self.spoil();
+                Self::refuse(&engine, batch.len(), &SinkError::transient(error.to_string()));
+                return engine.delivery();
+            }
+        };
+        if state.open.is_none() {
+            let beginning = Arc::clone(&producer);
+            match tokio::task::spawn_blocking(move || beginning.begin_transaction()).await {
+                Ok(Ok(())) => {
+                    state.open = Some(Open {
+                        lane,
+                        txn: uuid::Uuid::now_v7().to_string(),
+                        began: Instant::now(),
+                        messages: 0,
+                        batches: Vec::new(),
+                    });
+                    failpoint::hit(Step::BeforeProduce);
+                }
+                outcome => {
+                    let message = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(())) => String::new(),
+                    };
+                    if let Some(reason) = fenced_by_successor(&producer) {
+                        let error = self.enter_fenced(&mut state, &reason);
+                        for index in 0..batch.len() {
+                            engine.complete(index, Err(error.clone()));
+                        }
+                        return engine.delivery();
+                    }
+                    tracing::warn!(error = %message, "could not begin a Kafka transaction; the producer is recreated");
+                    state.producers[lane] = None;
+                    self.spoil();
+                    let error =
+                        SinkError::transient(format!("could not begin a Kafka transaction: {message}"));
+                    Self::refuse(&engine, batch.len(), &error);
+                    return engine.delivery();
+                }
+            }
+        }
+        let sent = DeliveryTracker::new(batch.len());
+        for (index, message) in batch.iter().enumerate() {
+            if let Some(reason) = &message.malformed {
+                sent.complete(index, Err(SinkError::permanent(reason.clone())));
+                continue;
+            }
+            let mut record = BaseRecord::<[u8], [u8], Box<DeliveryRef>>::with_opaque_to(
+                &message.topic,
+                Box::new(DeliveryRef {
+                    tracker: Arc::clone(&sent),
+                    index,
+                }),
+            )
+            .headers(KafkaSink::headers(message))
+            .timestamp(message.created_at.timestamp_millis());
+            if let Some(key) = &message.key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(payload) = &message.payload {
+                record = record.payload(payload.as_slice());
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((error, returned)) => {
+                        returned
+                            .delivery_opaque
+                            .tracker
+                            .complete(index, Err(crate::classify::classify(&error, &message.topic)));
+                        break;
+                    }
+                }
+            }
+        }
+        let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+        let open = state.open.as_mut().expect("a transaction is open");
+        open.messages += batch.len();
+        open.batches.push(Pending {
+            ids,
+            engine: Arc::clone(&engine),
+            sent: Arc::clone(&sent),
+        });
+        // A message refused on the spot spoils the transaction: abort now so later batches do
+        // not join it.
+        let refused = !sent.permanent_failures_so_far().is_empty();
+        let full = open.messages >= self.inner.settings.max_messages;
+        if refused {
+            let open = state.open.take().expect("a transaction is open");
+            self.abort(&mut state, &producer, &open, None).await;
+        } else if full {
+            self.commit(&mut state).await;
         }
         engine.delivery()
     }
@@ -879,6 +858,15 @@ impl Sink for ExactlyOnceSink {
 
     fn end_of_burst(&self) {
         self.inner.burst_ended.notify_one();
+    }
+
+    /// The relay moved on after a failure: every batch it hands over from now on is read after
+    /// the failed rows were given back (their keys are held until they go again), so batches
+    /// are taken again.
+    fn discard_queued(&self) {
+        self.inner
+            .spoiled
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     fn completed(&self, ids: &[i64]) {
