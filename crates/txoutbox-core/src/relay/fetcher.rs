@@ -130,6 +130,11 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             last_rescan = tokio::time::Instant::now();
         }
 
+        // The epoch is read before the drain check: if a failure moves it on in between, this
+        // read's selection carries the older epoch and the sender gives it up (it could
+        // otherwise pass over failed rows that are still in flight and send later rows of their
+        // keys).
+        let epoch = shared.epoch();
         // After a transient failure, wait for everything in flight to settle before reading:
         // rows of the failed keys that are still queued must fail (or land) first.
         if shared.take_drain() {
@@ -142,7 +147,6 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 }
             }
         }
-        let epoch = shared.epoch();
 
         // Rows in flight are still pending in the table: a read from the start passes over them;
         // a read from the cursor is past them already.
