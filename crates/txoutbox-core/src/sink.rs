@@ -215,6 +215,13 @@ pub trait Sink: Send + Sync + 'static {
     /// overtake the failed one of its key, which the relay sends again. The default does nothing.
     fn discard_queued(&self) {}
 
+    /// Called after [`discard_queued`](Self::discard_queued) when the relay has moved its send
+    /// epoch on after a failure: every batch handed over from now on was read after the failed
+    /// rows were given back (their keys are held until they go again). A sink that refuses
+    /// batches after a failure of its own (the exactly-once sink after an abort) takes them
+    /// again from here. The default does nothing.
+    fn epoch_moved(&self) {}
+
     /// Called after the store confirmed the completion of delivered rows, so a transactional sink
     /// stops listing them as delivered-but-unmarked. The default does nothing.
     fn completed(&self, ids: &[i64]) {
@@ -261,6 +268,10 @@ impl<S: Sink> Sink for Arc<S> {
 
     fn discard_queued(&self) {
         (**self).discard_queued();
+    }
+
+    fn epoch_moved(&self) {
+        (**self).epoch_moved();
     }
 
     fn end_of_burst(&self) {

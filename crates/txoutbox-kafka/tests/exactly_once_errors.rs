@@ -130,7 +130,7 @@ async fn an_abortable_error_aborts_the_transaction_and_the_next_one_commits() {
     // rows reported transient (sent again), never delivered and never fenced; then they commit.
     let mut delivered = false;
     for first in [200, 300, 400] {
-        sink.discard_queued();
+        sink.epoch_moved();
         let outcome = kinds(&send(&sink, first).await);
         if outcome == [None] {
             delivered = true;

@@ -222,9 +222,14 @@ async fn settle<S: Store, K: Sink>(
     // A failed message (retried later) must not be overtaken by later messages of its key that
     // are still queued: they are given up and sent again after it.
     if transient > 0 || !failures.is_empty() {
+        // Give up what the transport has not sent at once: it also frees room for a hand-over
+        // that waits for it while holding the gate. Then move the epoch under the gate, give up
+        // what that hand-over queued, and let the sink take batches again.
+        shared.sink.discard_queued();
         let _gate = shared.send_gate.write().await;
         shared.request_drain();
         shared.sink.discard_queued();
+        shared.sink.epoch_moved();
     }
     if let Some(error) = first_transient {
         shared.monitor.sink_failed(&error);

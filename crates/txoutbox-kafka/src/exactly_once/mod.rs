@@ -276,8 +276,8 @@ impl ExactlyOnceSink {
     }
 
     /// Rows went back to the relay as failed: later rows of their keys may already be on their
-    /// way here (read before the relay heard of the failure). Until the relay reports its drain
-    /// (`discard_queued`), every batch is refused as transient, so none of them can commit
+    /// way here (read before the relay heard of the failure). Until the relay moved its epoch on
+    /// (`epoch_moved`), every batch is refused as transient, so none of them can commit
     /// ahead of the failed rows they follow.
     fn spoil(&self) {
         self.inner
@@ -863,7 +863,7 @@ impl Sink for ExactlyOnceSink {
     /// The relay moved on after a failure: every batch it hands over from now on is read after
     /// the failed rows were given back (their keys are held until they go again), so batches
     /// are taken again.
-    fn discard_queued(&self) {
+    fn epoch_moved(&self) {
         self.inner
             .spoiled
             .store(false, std::sync::atomic::Ordering::Release);
