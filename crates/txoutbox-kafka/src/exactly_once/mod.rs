@@ -277,15 +277,15 @@ impl ExactlyOnceSink {
 
     /// Rows went back to the relay as failed: later rows of their keys may already be on their
     /// way here (read before the relay heard of the failure). Until the relay moved its epoch on
-    /// (`epoch_moved`), every batch is refused as transient, so none of them can commit
-    /// ahead of the failed rows they follow.
+    /// (`epoch_moved`), every batch is refused (deferred), so none of them can commit ahead of
+    /// the failed rows they follow.
     fn spoil(&self) {
         self.inner
             .spoiled
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Refuses `batch` as transient: the relay sends it again after its drain.
+    /// Resolves every message of a batch with `error`.
     fn refuse(engine: &DeliveryTracker, len: usize, error: &SinkError) {
         for index in 0..len {
             engine.complete(index, Err(error.clone()));
@@ -712,8 +712,12 @@ impl Sink for ExactlyOnceSink {
             self.settle(&mut state).await;
         }
         if self.inner.spoiled.load(std::sync::atomic::Ordering::Acquire) {
-            let error = SinkError::transient(
-                "an earlier Kafka transaction of this relay did not commit; sent again after its rows",
+            // Deferred: not this batch's failure nor Kafka's (no attempt, no back-off, health
+            // unchanged); the relay reads the rows again after the failed ones.
+            let error = SinkError::new(
+                SinkErrorKind::Deferred,
+                None,
+                "an earlier Kafka transaction of this relay did not commit; read again after its rows",
             );
             Self::refuse(&engine, batch.len(), &error);
             return engine.delivery();
