@@ -110,6 +110,36 @@ fn eos_args(progress: &str) -> Vec<String> {
     .to_vec()
 }
 
+/// Runs `txoutbox relay <args>` on the test schema's outbox, which must stop with an error
+/// within a minute (because of `why`); returns its standard error.
+async fn relay_refusing_to_start(db: &TestSchema, args: &[&str], why: &str) -> String {
+    let port = support::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(support::binary())
+        .args(["relay", "--http-listen", &listen])
+        .args(args)
+        .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
+        .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
+        .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
+        .env_remove("TXOUTBOX_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start txoutbox relay");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("child status").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the relay did not stop on {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{stderr}");
+    stderr
+}
+
 /// Checks exactly-once for read_committed and returns (committed read, uncommitted read).
 async fn verify(topic: &str, committed: u64, what: &str) -> (usize, usize) {
     let records = read(topic, "read_committed").await;
@@ -288,30 +318,12 @@ async fn a_missing_progress_topic_stops_the_relay_unless_it_may_create_it() {
     let progress = txoutbox_testing::unique("eos-missing");
     ok(&txoutbox(&db, &["migrate"]));
     // It may have been deleted: the relay must not guess which rows Kafka already holds.
-    let port = support::free_port().to_string();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = std::process::Command::new(support::binary())
-        .args(["relay", "--http-listen", &listen, "--delivery", "exactly-once"])
-        .args(["--progress-topic", &progress])
-        .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
-        .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
-        .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
-        .env_remove("TXOUTBOX_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start txoutbox relay");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("child status").is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().ok();
-            panic!("the relay did not stop on a missing progress topic");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let output = child.wait_with_output().expect("output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    let stderr = relay_refusing_to_start(
+        &db,
+        &["--delivery", "exactly-once", "--progress-topic", &progress],
+        "a missing progress topic",
+    )
+    .await;
     assert!(
         stderr.contains(&format!(
             "the exactly-once progress topic `{progress}` does not exist"
@@ -347,34 +359,22 @@ async fn an_exactly_once_relay_refuses_a_table_an_at_least_once_relay_runs() {
     // An at-least-once relay would send again the rows the exactly-once one's progress names.
     let at_least_once =
         Daemon::start(&db, &["--coordination", "exclusive", "--poll-interval", "100ms"]).await;
-    let port = support::free_port().to_string();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = std::process::Command::new(support::binary())
-        .args(["relay", "--http-listen", &listen, "--coordination", "exclusive"])
-        .args(eos_args(&progress))
-        .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
-        .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.schema))
-        .env("TXOUTBOX_KAFKA_BOOTSTRAP", txoutbox_testing::kafka::bootstrap())
-        .env_remove("TXOUTBOX_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start txoutbox relay");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("child status").is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().ok();
-            panic!("the exactly-once relay did not stop beside an at-least-once one");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let output = child.wait_with_output().expect("output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    // Registered and leading before the newcomer comes.
+    let leading = eventually(Duration::from_secs(30), || async {
+        at_least_once.status().await["coordination"]["scope"] == "all"
+    })
+    .await;
+    assert!(leading, "{}", at_least_once.logs());
+    let mut args = vec!["--coordination".to_owned(), "exclusive".to_owned()];
+    args.extend(eos_args(&progress));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stderr = relay_refusing_to_start(&db, &args, "an at-least-once relay on the table").await;
     assert!(
         stderr.contains("runs in exclusive mode on this table and this one in exclusive (exactly-once) mode")
             && stderr.contains("run every relay of a table in the same mode"),
         "{stderr}"
     );
-    at_least_once.stop();
+    // Not `stop()`: the at-least-once relay may have seen the newcomer's node while both were
+    // registered and stopped too (see the note on mixed modes in docs/coordination.md).
+    drop(at_least_once);
 }
