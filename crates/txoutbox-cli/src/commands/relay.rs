@@ -205,6 +205,10 @@ where
         });
     }
 
+    // SIGTERM/SIGINT are taken over before /live answers: a supervisor that stops the daemon as
+    // soon as it is up gets a clean shutdown, not the default action (death by the signal).
+    let signals = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+
     // Listen first: a port that is taken is a configuration error to report before relaying.
     if let Some(address) = &settings.http_listen {
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
@@ -292,9 +296,7 @@ where
     let fatal = std::sync::OnceLock::new();
     let shutdown = async {
         let signals = async {
-            let (Ok(mut term), Ok(mut int)) =
-                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-            else {
+            let (Ok(mut term), Ok(mut int)) = signals else {
                 error!("cannot listen for SIGTERM/SIGINT; stop the relay with SIGKILL");
                 return std::future::pending().await;
             };
