@@ -141,7 +141,8 @@ pub struct RelayArgs {
     /// consumers (Kafka transactions with progress records; single or exclusive coordination).
     #[arg(long, env = "TXOUTBOX_DELIVERY", value_enum)]
     pub delivery: Option<DeliveryArg>,
-    /// Exactly-once: the Kafka transactional id (default: txoutbox-<table>); the relay also uses
+    /// Exactly-once: the Kafka transactional id (default: txoutbox-<table>, in WAL mode
+    /// txoutbox-wal-<slot>); the relay also uses
     /// `<id>.1` for its second producer.
     #[arg(long, env = "TXOUTBOX_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,

@@ -479,7 +479,10 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<Rel
                      producer per table); work-balance is not supported with it yet",
                 ));
             }
-            let mut settings = ExactlyOnceSettings::for_table(&table.to_string());
+            let mut settings = match &target.source {
+                Source::Table => ExactlyOnceSettings::for_table(&table.to_string()),
+                Source::Wal(config) => ExactlyOnceSettings::for_wal_slot(&config.slot),
+            };
             if let Some(id) = args
                 .transactional_id
                 .clone()
@@ -535,13 +538,6 @@ fn wal_restrictions(args: &RelayArgs, file: &FileConfig) -> Result<(), CliError>
             "--source wal runs with --coordination single: PostgreSQL lets one session stream a \
              replication slot, so a second relay on the same slot already stands by and takes over \
              when the first one's session ends; buckets of keys cannot be shared over one slot",
-        ));
-    }
-    if args.delivery.or(file.relay.delivery) == Some(DeliveryArg::ExactlyOnce) {
-        return Err(CliError::usage(
-            "exactly-once delivery is not supported with --source wal yet (the slot position is not \
-             stored in the Kafka transaction): use --delivery at-least-once; records carry the \
-             txoutbox-message-id header for de-duplication",
         ));
     }
     if args.on_dead_letter.or(file.relay.on_dead_letter) == Some(OnDeadLetterArg::ParkKey) {

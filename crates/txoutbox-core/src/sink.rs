@@ -247,6 +247,13 @@ pub trait Sink: Send + Sync + 'static {
     fn delivery(&self) -> Option<&'static str> {
         None
     }
+    /// Called once when the relay starts, before [`recover`](Self::recover), when its store's
+    /// row ids last one session only (see [`Store::stream_positions`](crate::Store::stream_positions)):
+    /// a sink that records progress must record it in these positions instead of ids. The
+    /// default ignores them.
+    fn use_stream_positions(&self, positions: Arc<dyn crate::StreamPositions>) {
+        let _ = positions;
+    }
 }
 
 impl<S: Sink> Sink for Arc<S> {
@@ -284,6 +291,9 @@ impl<S: Sink> Sink for Arc<S> {
 
     fn delivery(&self) -> Option<&'static str> {
         (**self).delivery()
+    }
+    fn use_stream_positions(&self, positions: Arc<dyn crate::StreamPositions>) {
+        (**self).use_stream_positions(positions);
     }
 }
 

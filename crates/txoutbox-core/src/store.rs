@@ -123,6 +123,13 @@ pub trait Store: Send + Sync + 'static {
         let _ = awake;
         async { Ok(()) }
     }
+
+    /// Positions that outlive this session, when the row ids do not (a log stream): the relay
+    /// hands them to its sink at start, so a transactional sink records its progress in them.
+    /// `None` (the default): row ids are stable, and progress is recorded in ids.
+    fn stream_positions(&self) -> Option<std::sync::Arc<dyn crate::StreamPositions>> {
+        None
+    }
 }
 
 impl<S: Store> Store for std::sync::Arc<S> {
@@ -159,5 +166,8 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn relay_awake(&self, awake: bool) -> impl Future<Output = Result<()>> + Send {
         (**self).relay_awake(awake)
+    }
+    fn stream_positions(&self) -> Option<std::sync::Arc<dyn crate::StreamPositions>> {
+        (**self).stream_positions()
     }
 }

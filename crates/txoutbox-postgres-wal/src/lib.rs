@@ -15,6 +15,7 @@
 mod envelope;
 mod error;
 mod outbox;
+mod positions;
 mod store;
 
 pub use envelope::{ENVELOPE_VERSION, Envelope, decode as decode_envelope, encode as encode_envelope};

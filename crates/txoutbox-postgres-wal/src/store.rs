@@ -12,13 +12,16 @@ use chrono::{DateTime, TimeZone, Utc};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::{Notify, watch};
-use txoutbox_core::{Backlog, Completion, Error, Failure, OutboxMessage, Result, Store, Topics, Wakeup};
+use txoutbox_core::{
+    Backlog, Completion, Error, Failure, OutboxMessage, Result, Store, StreamPositions, Topics, Wakeup,
+};
 use txoutbox_postgres::PgOutbox;
 use uuid::Uuid;
 
 use crate::envelope;
 use crate::error::db_error;
 use crate::outbox::{WalConfig, check_wal_level};
+use crate::positions::{Builder, Covered, Description, Skip, in_runs, runs};
 
 /// The relay's [`Store`] in WAL mode. Create it with
 /// [`PgWalOutbox::store`](crate::PgWalOutbox::store).
@@ -86,6 +89,8 @@ enum StreamStatus {
 #[derive(Debug)]
 struct Tx {
     first_id: i64,
+    /// Its messages (ids `first_id..first_id + len`, in the order the transaction wrote them).
+    len: usize,
     outstanding: usize,
     end_lsn: Lsn,
 }
@@ -100,6 +105,9 @@ struct State {
     /// End of the last transaction taken into the buffer: replays after a reconnect skip up to it.
     last_commit_end: Lsn,
     confirmed: Lsn,
+    /// What an exactly-once sink's progress says was delivered beyond the stream's position:
+    /// skipped as the stream reaches it.
+    skip: Option<Skip>,
 }
 
 impl State {
@@ -114,6 +122,69 @@ impl State {
         Some(to)
     }
 
+    /// Drops the messages `skip` names from the transactions already taken (a relay reads none
+    /// of them before it recovered), and keeps it for those still to come.
+    fn resume(&mut self, mut skip: Skip) {
+        let mut dropped = Vec::new();
+        for tx in &self.txs {
+            match skip.covered(tx.end_lsn) {
+                Covered::Nothing => {}
+                Covered::All => dropped.extend(tx.ids()),
+                Covered::Some(runs) => dropped.extend(
+                    tx.ids()
+                        .zip(0u32..)
+                        .filter(|&(_, index)| in_runs(&runs, index))
+                        .map(|(id, _)| id),
+                ),
+            }
+        }
+        for id in dropped {
+            self.complete_one(id);
+        }
+        self.skip = skip.prune(self.last_commit_end).then_some(skip);
+    }
+
+    /// Describes what is done (see [`positions`](crate::positions)), `delivered` included.
+    fn describe(&self, slot: &str, delivered: &[i64]) -> Description {
+        let mut delivered = delivered.to_vec();
+        delivered.sort_unstable();
+        let mut builder = Builder::new(slot, self.confirmed);
+        for tx in &self.txs {
+            let end = tx.first_id + tx.len as i64;
+            let extra = {
+                let from = delivered.partition_point(|&d| d < tx.first_id);
+                let to = delivered.partition_point(|&d| d < end);
+                &delivered[from..to]
+            };
+            let covered = if tx.outstanding == 0 {
+                Covered::All
+            } else if extra.is_empty() && tx.outstanding == tx.len {
+                Covered::Nothing
+            } else {
+                let waiting: Vec<i64> = self
+                    .buffer
+                    .range(tx.first_id..end)
+                    .map(|(&id, _)| id)
+                    .filter(|id| extra.binary_search(id).is_err())
+                    .collect();
+                if waiting.is_empty() {
+                    Covered::All
+                } else if waiting.len() == tx.len {
+                    Covered::Nothing
+                } else {
+                    Covered::Some(runs(
+                        tx.ids()
+                            .zip(0u32..)
+                            .filter(|(id, _)| waiting.binary_search(id).is_err())
+                            .map(|(_, index)| index),
+                    ))
+                }
+            };
+            builder.push(tx.end_lsn, covered);
+        }
+        builder.finish(self.skip.as_ref(), self.last_commit_end)
+    }
+
     fn complete_one(&mut self, id: i64) {
         if self.buffer.remove(&id).is_none() {
             return;
@@ -122,6 +193,12 @@ impl State {
         if let Some(tx) = at.checked_sub(1).and_then(|i| self.txs.get_mut(i)) {
             tx.outstanding = tx.outstanding.saturating_sub(1);
         }
+    }
+}
+
+impl Tx {
+    fn ids(&self) -> std::ops::Range<i64> {
+        self.first_id..self.first_id + self.len as i64
     }
 }
 
@@ -858,11 +935,29 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
         return;
     }
     state.last_commit_end = end_lsn;
+    // Delivered in an earlier session, by its exactly-once progress: skipped, not read again.
+    let covered = state
+        .skip
+        .as_ref()
+        .map_or(Covered::Nothing, |s| s.covered(end_lsn));
+    if let Some(mut skip) = state.skip.take() {
+        state.skip = skip.prune(end_lsn).then_some(skip);
+    }
     let first_id = state.next_id;
-    let n = b.messages.len();
-    for decoded in b.messages {
+    let len = b.messages.len();
+    let mut n = 0;
+    for (decoded, index) in b.messages.into_iter().zip(0u32..) {
         let id = state.next_id;
         state.next_id += 1;
+        let skipped = match &covered {
+            Covered::Nothing => false,
+            Covered::All => true,
+            Covered::Some(runs) => in_runs(runs, index),
+        };
+        if skipped {
+            continue;
+        }
+        n += 1;
         let message = match decoded {
             Ok(e) => OutboxMessage {
                 id,
@@ -888,6 +983,7 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
     }
     state.txs.push_back(Tx {
         first_id,
+        len,
         outstanding: n,
         end_lsn,
     });
@@ -1056,6 +1152,44 @@ impl Store for PgWalStore {
             }
         }))
     }
+
+    /// Ids last one session here: an exactly-once sink records WAL positions instead.
+    fn stream_positions(&self) -> Option<Arc<dyn StreamPositions>> {
+        Some(Arc::new(Positions(Arc::clone(&self.inner.shared))))
+    }
+}
+
+/// The store's [`StreamPositions`]: what is done, as commit positions and indexes (without
+/// keeping the streaming task alive).
+struct Positions(Arc<Shared>);
+
+impl StreamPositions for Positions {
+    fn describe(&self, delivered: &[i64]) -> serde_json::Value {
+        let state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        let description = state.describe(&self.0.config.slot, delivered);
+        drop(state);
+        serde_json::to_value(description).unwrap_or_default()
+    }
+
+    fn resume(&self, description: &serde_json::Value) -> Result<()> {
+        let description = Description::parse(description, &self.0.config.slot)?;
+        tracing::info!(
+            slot = %self.0.config.slot,
+            upto = %description.upto,
+            ranges = description.done.len(),
+            partial = description.partial.len(),
+            "exactly-once: skipping what Kafka already holds"
+        );
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.resume(Skip::new(description));
+        let to = state.advance();
+        drop(state);
+        if let Some(to) = to {
+            self.0.confirm.send_replace(to);
+        }
+        self.0.space.notify_one();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1074,6 +1208,7 @@ mod tests {
             }
             s.txs.push_back(Tx {
                 first_id: first,
+                len: n as usize,
                 outstanding: n as usize,
                 end_lsn: Lsn(100 * (i as u64 + 1)),
             });
@@ -1090,6 +1225,69 @@ mod tests {
         s.complete_one(4);
         assert_eq!(s.advance(), Some(Lsn(300)));
         assert!(s.buffer.is_empty() && s.txs.is_empty());
+    }
+
+    /// A state holding transactions of `sizes` messages, committed at 100, 200, ...
+    fn state_of(sizes: &[usize]) -> State {
+        let mut s = State {
+            next_id: 1,
+            ..State::default()
+        };
+        for (i, &n) in sizes.iter().enumerate() {
+            let first = s.next_id;
+            for id in first..first + n as i64 {
+                s.buffer.insert(id, OutboxMessage::unreadable(id, "x"));
+            }
+            s.next_id += n as i64;
+            s.txs.push_back(Tx {
+                first_id: first,
+                len: n,
+                outstanding: n,
+                end_lsn: Lsn(100 * (i as u64 + 1)),
+            });
+            s.last_commit_end = Lsn(100 * (i as u64 + 1));
+        }
+        s
+    }
+
+    #[test]
+    fn a_description_names_completed_and_delivered_messages_by_position() {
+        // Transactions at 100 (ids 1-2), 200 (3-5), 300 (6), 400 (7-8).
+        let mut s = state_of(&[2, 3, 1, 2]);
+        s.complete_one(1);
+        s.complete_one(6);
+        // Delivered, not completed yet: 2 (finishes the first), 4, and 7.
+        let d = s.describe("slot", &[7, 4, 2]);
+        assert_eq!(d.upto, Lsn(100));
+        assert_eq!(d.done, [(Lsn(300), Lsn(300))]);
+        assert_eq!(d.partial, [(Lsn(200), vec![(1, 1)]), (Lsn(400), vec![(0, 0)])]);
+
+        // The next session streams the same transactions afresh, with other ids: it skips what
+        // the description names and keeps the rest.
+        let mut next = state_of(&[2, 3]);
+        next.next_id = 1_000; // ids differ across sessions; positions do not
+        next.resume(Skip::new(d.clone()));
+        let left: Vec<i64> = next.buffer.keys().copied().collect();
+        assert_eq!(left, [3, 5], "index 1 of the transaction at 200 was delivered");
+        assert_eq!(next.advance(), Some(Lsn(100)));
+        // Still to come: 300 (skipped whole) and 400 (index 0 skipped).
+        let rest = [(Lsn(300), 1usize), (Lsn(400), 2)];
+        for (end, n) in rest {
+            let covered = next.skip.as_ref().unwrap().covered(end);
+            match (end.0, covered) {
+                (300, Covered::All) => {}
+                (400, Covered::Some(runs)) => assert_eq!((runs, n), (vec![(0, 0)], 2)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Described before the stream reaches them, they are still named.
+        let again = next.describe("slot", &[]);
+        assert_eq!(again.upto, Lsn(100));
+        assert_eq!(again.done, [(Lsn(300), Lsn(300))]);
+        assert_eq!(
+            again.partial,
+            [(Lsn(200), vec![(1, 1)]), (Lsn(400), vec![(0, 0)])]
+        );
     }
 
     #[test]

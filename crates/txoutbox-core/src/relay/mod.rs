@@ -256,7 +256,11 @@ impl<S: Store, K: Sink> Relay<S, K> {
             info!(keys = shared.parked.len(), "dead letters park their keys");
         }
         // Rows the transport already holds for good (a transactional sink's last progress) are
-        // completed before anything is read, so they are not sent again.
+        // completed before anything is read, so they are not sent again. A store whose ids last
+        // one session gives the sink positions to record that progress in.
+        if let Some(positions) = shared.store.stream_positions() {
+            shared.sink.use_stream_positions(positions);
+        }
         if !recover(&shared).await? {
             return Ok(());
         }

@@ -20,6 +20,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use txoutbox_core::{
     BatchDelivery, DeliveryTracker, Error, OutboxMessage, Result, Sink, SinkError, SinkErrorKind,
+    StreamPositions,
 };
 
 use crate::config::KafkaConfig;
@@ -72,6 +73,12 @@ impl ExactlyOnceSettings {
             progress_replication: 1,
             create_progress_topic: false,
         }
+    }
+
+    /// Settings for a WAL relay streaming the replication slot `slot` (transactional id
+    /// `txoutbox-wal-<slot>`): its progress is recorded in WAL positions.
+    pub fn for_wal_slot(slot: &str) -> Self {
+        Self::for_table(&format!("wal-{slot}"))
     }
 
     /// Sets the transactional id.
@@ -199,6 +206,9 @@ struct Inner {
     /// The relay reported the end of a burst: the ticker commits the open transaction now (a
     /// report while the ticker is busy is kept as the Notify's permit).
     burst_ended: Arc<tokio::sync::Notify>,
+    /// The store's positions when its ids last one session (WAL mode): progress is recorded in
+    /// them instead of ids.
+    positions: std::sync::OnceLock<Arc<dyn StreamPositions>>,
 }
 
 impl Inner {
@@ -335,6 +345,7 @@ impl ExactlyOnceSink {
                 spoiled: std::sync::atomic::AtomicBool::new(false),
                 ticker: Mutex::new(None),
                 burst_ended: Arc::new(tokio::sync::Notify::new()),
+                positions: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -378,6 +389,29 @@ impl ExactlyOnceSink {
         Ok(producer)
     }
 
+    /// What the last progress means for this start: the row ids to complete, or (with stream
+    /// positions) none, once the store was told what to skip. Progress written by a relay of the
+    /// other kind is refused: its rows cannot be matched.
+    fn resume(&self, last: Option<Progress>) -> Result<Vec<i64>> {
+        let id = &self.inner.settings.transactional_id;
+        match (last, self.inner.positions.get()) {
+            (None, _) => Ok(Vec::new()),
+            (Some(p), None) if p.stream.is_some() => Err(Error::Config(format!(
+                "the exactly-once progress of the transactional id `{id}` was written by a relay reading the                  WAL (--source wal), and this one reads an outbox table: give each its own transactional id"
+            ))),
+            (Some(p), None) => Ok(p.all_ids()),
+            (Some(p), Some(positions)) => match &p.stream {
+                Some(description) => {
+                    positions.resume(description)?;
+                    Ok(Vec::new())
+                }
+                None => Err(Error::Config(format!(
+                    "the exactly-once progress of the transactional id `{id}` was written by a relay reading                      an outbox table, and this one reads the WAL (--source wal): give each its own                      transactional id"
+                ))),
+            },
+        }
+    }
+
     /// The last committed progress of this relay (both lanes write it under the configured id).
     async fn read_progress(&self) -> Result<Option<Progress>> {
         let client = self.inner.config.client_config();
@@ -386,6 +420,31 @@ impl ExactlyOnceSink {
         tokio::task::spawn_blocking(move || progress::read_last(&client, &topic, &id))
             .await
             .map_err(blocking_error)?
+    }
+
+    /// The progress record of `open`: its rows and the unmarked ones, or, with stream
+    /// positions, the store's description of everything delivered once it commits.
+    fn progress(&self, open: &Open) -> Progress {
+        let unmarked: Vec<i64> = self.unmarked().iter().copied().collect();
+        match self.inner.positions.get() {
+            None => Progress {
+                v: progress::VERSION,
+                txn: open.txn.clone(),
+                ids: open.ids().collect(),
+                unmarked,
+                stream: None,
+            },
+            Some(positions) => {
+                let delivered: Vec<i64> = open.ids().chain(unmarked).collect();
+                Progress {
+                    v: progress::VERSION,
+                    txn: open.txn.clone(),
+                    ids: Vec::new(),
+                    unmarked: Vec::new(),
+                    stream: Some(positions.describe(&delivered)),
+                }
+            }
+        }
     }
 
     /// Commits the open transaction (if any): writes its progress record, waits until Kafka
@@ -403,12 +462,7 @@ impl ExactlyOnceSink {
             self.fail_all(&open, &SinkError::transient("the Kafka producer is gone"));
             return;
         };
-        let progress = Progress {
-            v: progress::VERSION,
-            txn: open.txn.clone(),
-            ids: open.ids().collect(),
-            unmarked: self.unmarked().iter().copied().collect(),
-        };
+        let progress = self.progress(&open);
         let payload = serde_json::to_vec(&progress).unwrap_or_default();
         let key = self.inner.settings.transactional_id.clone();
         let topic = self.inner.settings.progress_topic.clone();
@@ -850,7 +904,7 @@ impl Sink for ExactlyOnceSink {
         let last = self.read_progress().await?;
         drop(state);
         self.ensure_ticker();
-        let ids = last.map(|p| p.all_ids()).unwrap_or_default();
+        let ids = self.resume(last)?;
         self.unmarked().extend(ids.iter().copied());
         tracing::info!(
             transactional_id = %self.inner.settings.transactional_id,
@@ -862,6 +916,11 @@ impl Sink for ExactlyOnceSink {
 
     fn end_of_burst(&self) {
         self.inner.burst_ended.notify_one();
+    }
+
+    fn use_stream_positions(&self, positions: Arc<dyn StreamPositions>) {
+        // Set once, at start; a relay restarted on the same sink hands the same store's again.
+        let _ = self.inner.positions.set(positions);
     }
 
     /// The relay moved on after a failure: every batch it hands over from now on is read after

@@ -31,6 +31,10 @@ pub(crate) struct Progress {
     /// Rows of earlier committed transactions not yet confirmed marked in the database.
     #[serde(with = "id_runs")]
     pub(crate) unmarked: Vec<i64>,
+    /// Instead of ids, for a store whose ids last one session (WAL mode): everything delivered
+    /// so far, in the store's own positions ([`txoutbox_core::StreamPositions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) stream: Option<serde_json::Value>,
 }
 
 /// A set of ids on the wire: sorted, each run of consecutive ids as `[first, last]`, a lone id as
@@ -298,6 +302,7 @@ mod tests {
             txn: "t".into(),
             ids: (100..10_100).chain([7, 20_000, 20_001]).collect(),
             unmarked: vec![],
+            stream: None,
         };
         let json = serde_json::to_string(&progress).unwrap();
         assert_eq!(
@@ -334,6 +339,7 @@ mod tests {
             txn: "t".into(),
             ids: vec![7, 3, 9],
             unmarked: vec![1, 3],
+            stream: None,
         };
         assert_eq!(progress.all_ids(), [1, 3, 7, 9]);
         let json = serde_json::to_string(&progress).unwrap();
