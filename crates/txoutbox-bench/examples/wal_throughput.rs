@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Each relay drains a prewritten backlog of `messages` (default 200,000; 100-byte payloads,
-//! 1,000 keys, 3 partitions) to a fresh topic; the WAL relay also runs with a discarding sink
-//! (its own ceiling). Then commit→ack latency of both relays with writers committing 500
+//! 1,000 keys, 3 partitions) to a fresh topic; the WAL relay also runs exactly-once (Kafka
+//! transactions, progress in WAL positions) and with a discarding sink (its own ceiling). Then commit→ack latency of both relays with writers committing 500
 //! single-message transactions per second for 10 s. Prints one line per run and a JSON summary.
 
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
-use txoutbox::kafka::{KafkaConfig, KafkaSink};
+use txoutbox::kafka::{ExactlyOnceSettings, ExactlyOnceSink, KafkaConfig, KafkaSink};
 use txoutbox::postgres::PgOutbox;
 use txoutbox::postgres_wal::{PgWalOutbox, WalConfig};
 use txoutbox::{
@@ -50,6 +50,9 @@ struct Counting<S> {
     done: Arc<AtomicU64>,
     notify: Arc<Notify>,
     probe: Option<Arc<Probe>>,
+    /// When the relay first read: drains are timed from there, so a sink's start (the
+    /// exactly-once fencing and progress read) is not counted, as in the main harness.
+    first_read: Arc<std::sync::OnceLock<Instant>>,
 }
 
 /// Commit→ack latency: the writer notes when each message (by payload sequence number)
@@ -116,6 +119,7 @@ impl<S: Store> Store for Counting<S> {
         self.inner.lock_for_relay()
     }
     async fn fetch_pending(&self, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+        self.first_read.get_or_init(Instant::now);
         let rows = self.inner.fetch_pending(limit).await?;
         if let Some(p) = &self.probe {
             p.seen(&rows);
@@ -123,6 +127,7 @@ impl<S: Store> Store for Counting<S> {
         Ok(rows)
     }
     async fn fetch_after(&self, after: i64, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+        self.first_read.get_or_init(Instant::now);
         let rows = self.inner.fetch_after(after, limit).await?;
         if let Some(p) = &self.probe {
             p.seen(&rows);
@@ -153,6 +158,9 @@ impl<S: Store> Store for Counting<S> {
     fn relay_awake(&self, awake: bool) -> impl Future<Output = txoutbox::Result<()>> + Send {
         self.inner.relay_awake(awake)
     }
+    fn stream_positions(&self) -> Option<Arc<dyn txoutbox::StreamPositions>> {
+        self.inner.stream_positions()
+    }
 }
 
 struct Discard;
@@ -169,15 +177,27 @@ impl Sink for Discard {
 
 /// Runs a relay until `n` messages are completed; returns the seconds it took.
 async fn drain<S: Store + Clone, K: Sink>(store: S, sink: K, n: u64, batch: usize) -> f64 {
+    drain_with(store, sink, n, batch, batch * 8).await
+}
+
+/// [`drain`] with `in_flight` messages in flight at most.
+async fn drain_with<S: Store + Clone, K: Sink>(
+    store: S,
+    sink: K,
+    n: u64,
+    batch: usize,
+    in_flight: usize,
+) -> f64 {
     let counting = Counting {
         inner: store,
         done: Arc::new(AtomicU64::new(0)),
         notify: Arc::new(Notify::new()),
         probe: None,
+        first_read: Arc::default(),
     };
     let config = RelayConfig::default()
         .with_batch_size(batch)
-        .with_max_in_flight(batch * 8)
+        .with_max_in_flight(in_flight)
         .with_poll_interval(Duration::from_secs(1));
     let start = Instant::now();
     let relay = Relay::new(counting.clone(), sink, config).unwrap().start();
@@ -185,7 +205,9 @@ async fn drain<S: Store + Clone, K: Sink>(store: S, sink: K, n: u64, batch: usiz
         assert!(start.elapsed() < Duration::from_secs(300), "the relay timed out");
         let _ = tokio::time::timeout(Duration::from_millis(5), counting.notify.notified()).await;
     }
-    let seconds = start.elapsed().as_secs_f64();
+    let first_read = *counting.first_read.get().unwrap_or(&start);
+    let seconds = first_read.elapsed().as_secs_f64();
+    eprintln!("  (started in {} ms)", (first_read - start).as_millis());
     relay.shutdown().await.unwrap();
     seconds
 }
@@ -267,7 +289,15 @@ async fn polling(msgs: &[Msg], batch: usize) -> (f64, f64) {
     (write, secs)
 }
 
-async fn wal(msgs: &[Msg], batch: usize, kafka: bool) -> (f64, f64) {
+/// Where the WAL relay sends.
+#[derive(Clone, Copy)]
+enum WalSink {
+    Kafka,
+    ExactlyOnce,
+    Discard,
+}
+
+async fn wal(msgs: &[Msg], batch: usize, to: WalSink) -> (f64, f64) {
     let topic = txoutbox_testing::kafka::new_topic("bench-wal", 3).await;
     let db = TestSchema::with_pool_size(4).await;
     let config = WalConfig::default()
@@ -283,11 +313,19 @@ async fn wal(msgs: &[Msg], batch: usize, kafka: bool) -> (f64, f64) {
     }
     let write = t.elapsed().as_secs_f64();
     let store = outbox.store(db.pool.clone(), &url()).unwrap();
-    let secs = if kafka {
-        let sink = KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap())).unwrap();
-        drain(store.clone(), sink, msgs.len() as u64, batch).await
-    } else {
-        drain(store.clone(), Discard, msgs.len() as u64, batch).await
+    let kafka = KafkaConfig::new(txoutbox_testing::kafka::bootstrap());
+    let n = msgs.len() as u64;
+    let secs = match to {
+        WalSink::Kafka => drain(store.clone(), KafkaSink::new(&kafka).unwrap(), n, batch).await,
+        WalSink::ExactlyOnce => {
+            let settings = ExactlyOnceSettings::for_wal_slot(&txoutbox_testing::unique("bench_wal_eos"))
+                .with_progress_topic(txoutbox_testing::unique("bench-wal-progress"))
+                .with_create_progress_topic(true);
+            let in_flight = (batch * 8).max(settings.recommended_max_in_flight());
+            let sink = ExactlyOnceSink::new(&kafka, settings).unwrap();
+            drain_with(store.clone(), sink, n, batch, in_flight).await
+        }
+        WalSink::Discard => drain(store.clone(), Discard, n, batch).await,
     };
     drop(store);
     for _ in 0..100 {
@@ -334,6 +372,7 @@ where
         done: Arc::new(AtomicU64::new(0)),
         notify: Arc::new(Notify::new()),
         probe: Some(Arc::clone(&probe)),
+        first_read: Arc::default(),
     };
     let sink = KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap())).unwrap();
     let relay = Relay::new(counting.clone(), sink, RelayConfig::default())
@@ -426,14 +465,21 @@ async fn main() {
         raw / poll,
         rate(pw)
     );
-    let (ww, walk) = wal(&msgs, batch, true).await;
+    let (ww, walk) = wal(&msgs, batch, WalSink::Kafka).await;
     println!(
         "WAL relay (pg)          {:>9.0} msg/s  ratio {:.2}  (prewrite {:.0} msg/s)",
         rate(walk),
         raw / walk,
         rate(ww)
     );
-    let (_, wald) = wal(&msgs, batch, false).await;
+    let (_, wale) = wal(&msgs, batch, WalSink::ExactlyOnce).await;
+    println!(
+        "WAL relay, exactly-once {:>9.0} msg/s  ratio {:.2}  (÷ WAL at-least-once {:.2})",
+        rate(wale),
+        raw / wale,
+        walk / wale
+    );
+    let (_, wald) = wal(&msgs, batch, WalSink::Discard).await;
     println!("WAL relay, discard sink {:>9.0} msg/s", rate(wald));
     let (lat_rate, lat_secs) = (500, 10);
     let lp = latency_polling(lat_rate, lat_secs).await;
@@ -452,6 +498,7 @@ async fn main() {
             "messages": n, "batch": batch, "raw_msgs_per_sec": rate(raw),
             "polling_msgs_per_sec": rate(poll), "polling_ratio": raw / poll,
             "wal_msgs_per_sec": rate(walk), "wal_ratio": raw / walk,
+            "wal_exactly_once_msgs_per_sec": rate(wale), "wal_exactly_once_ratio": raw / wale,
             "wal_discard_msgs_per_sec": rate(wald),
             "polling_prewrite_msgs_per_sec": rate(pw), "wal_prewrite_msgs_per_sec": rate(ww),
             "latency_rate": lat_rate, "polling_latency_ms_p50_p95_p99": [lp.0, lp.1, lp.2],
