@@ -164,14 +164,20 @@ impl Open {
         self.batches.iter().flat_map(|b| b.ids.iter().copied())
     }
 
-    /// Kafka committed the transaction: every row in it is delivered.
-    fn complete_all(&self) {
+    /// Resolves every row of the transaction with `outcome`: delivered once Kafka committed it,
+    /// or the error it failed with.
+    fn resolve_all(&self, outcome: &std::result::Result<(), SinkError>) {
         for batch in &self.batches {
             for index in 0..batch.ids.len() {
-                batch.engine.complete(index, Ok(()));
+                batch.engine.complete(index, outcome.clone());
             }
         }
     }
+}
+
+/// The error of every outcome once another relay took the transactional id.
+fn fenced_error(reason: String) -> SinkError {
+    SinkError::new(SinkErrorKind::Fenced, None, reason)
 }
 
 /// A transaction whose commit (`EndTxn`) runs in the background while the other lane fills the
@@ -278,11 +284,7 @@ impl ExactlyOnceSink {
     /// Fails every row of `open` with `error`; later batches are refused until the relay drained.
     fn fail_all(&self, open: &Open, error: &SinkError) {
         self.spoil();
-        for batch in &open.batches {
-            for index in 0..batch.ids.len() {
-                batch.engine.complete(index, Err(error.clone()));
-            }
-        }
+        open.resolve_all(&Err(error.clone()));
     }
 
     /// Rows went back to the relay as failed: later rows of their keys may already be on their
@@ -312,7 +314,7 @@ impl ExactlyOnceSink {
         metrics::counter!("txoutbox_transactions_total", "outcome" => "fenced").increment(1);
         state.producers = Default::default();
         state.fenced = Some(message.clone());
-        SinkError::new(SinkErrorKind::Fenced, None, message)
+        fenced_error(message)
     }
 
     /// Enters the fenced state; every outcome of `open` is Fenced.
@@ -533,7 +535,7 @@ impl ExactlyOnceSink {
                     &later,
                     &state.fenced.clone().map_or_else(
                         || SinkError::transient("an earlier Kafka transaction did not commit; sent again"),
-                        |reason| SinkError::new(SinkErrorKind::Fenced, None, reason),
+                        fenced_error,
                     ),
                 ),
             }
@@ -597,7 +599,7 @@ impl ExactlyOnceSink {
     /// never marked on a guess. Returns whether it committed.
     async fn unknown_outcome(&self, state: &mut State, open: &Open, error: KafkaError) -> bool {
         if let Some(reason) = state.fenced.clone() {
-            self.fail_all(open, &SinkError::new(SinkErrorKind::Fenced, None, reason));
+            self.fail_all(open, &fenced_error(reason));
             return false;
         }
         let fatal = state.producers[open.lane]
@@ -633,7 +635,7 @@ impl ExactlyOnceSink {
         if last.is_some_and(|p| p.txn == open.txn) {
             metrics::counter!("txoutbox_transactions_total", "outcome" => "committed").increment(1);
             self.unmarked().extend(open.ids());
-            open.complete_all();
+            open.resolve_all(&Ok(()));
             true
         } else {
             metrics::counter!("txoutbox_transactions_total", "outcome" => "aborted").increment(1);
@@ -732,7 +734,7 @@ async fn end_transaction(
         metrics::counter!("txoutbox_transactions_total", "outcome" => "committed").increment(1);
         inner.unmarked().extend(open.ids());
         failpoint::hit(Step::AfterCommit);
-        open.complete_all();
+        open.resolve_all(&Ok(()));
     }
     outcome
 }
@@ -754,10 +756,7 @@ impl Sink for ExactlyOnceSink {
         let engine = DeliveryTracker::new(batch.len());
         let mut state = self.inner.state.lock().await;
         if let Some(reason) = &state.fenced {
-            let error = SinkError::new(SinkErrorKind::Fenced, None, reason.clone());
-            for index in 0..batch.len() {
-                engine.complete(index, Err(error.clone()));
-            }
+            Self::refuse(&engine, batch.len(), &fenced_error(reason.clone()));
             return engine.delivery();
         }
         let lane = state.open.as_ref().map_or(state.lane, |open| open.lane);
@@ -805,9 +804,7 @@ impl Sink for ExactlyOnceSink {
                     };
                     if let Some(reason) = fenced_by_successor(&producer) {
                         let error = self.enter_fenced(&mut state, &reason);
-                        for index in 0..batch.len() {
-                            engine.complete(index, Err(error.clone()));
-                        }
+                        Self::refuse(&engine, batch.len(), &error);
                         return engine.delivery();
                     }
                     tracing::warn!(error = %message, "could not begin a Kafka transaction; the producer is recreated");
@@ -882,7 +879,7 @@ impl Sink for ExactlyOnceSink {
     async fn probe(&self) -> std::result::Result<(), SinkError> {
         let state = self.inner.state.lock().await;
         if let Some(reason) = &state.fenced {
-            return Err(SinkError::new(SinkErrorKind::Fenced, None, reason.clone()));
+            return Err(fenced_error(reason.clone()));
         }
         Ok(())
     }
