@@ -456,6 +456,16 @@ async fn main() {
     raw_producer(&warm, &msgs[..n.min(50_000)]);
     let topic = txoutbox_testing::kafka::new_topic("bench-wal-raw", 3).await;
     let raw = raw_producer(&topic, &msgs);
+    if std::env::var_os("WAL_BENCH_PROFILE").is_some() {
+        // Only the WAL relay to Kafka, for a profiler.
+        let (_, walk) = wal(&msgs, batch, WalSink::Kafka).await;
+        println!(
+            "WAL relay (pg) {:.0} msg/s, raw {:.0}",
+            n as f64 / walk,
+            n as f64 / raw
+        );
+        return;
+    }
     let rate = |s: f64| n as f64 / s;
     println!("raw producer            {:>9.0} msg/s", rate(raw));
     let (pw, poll) = polling(&msgs, batch).await;

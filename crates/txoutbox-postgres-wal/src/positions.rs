@@ -25,6 +25,9 @@ pub(crate) struct Description {
     pub(crate) wal: u32,
     /// The slot the progress belongs to.
     pub(crate) slot: String,
+    /// The PostgreSQL cluster's system identifier: positions mean nothing in another cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) system: Option<String>,
     /// Every outbox transaction with its commit at or below this position is done.
     #[serde(with = "lsn_text")]
     pub(crate) upto: Lsn,
@@ -37,8 +40,9 @@ pub(crate) struct Description {
 }
 
 impl Description {
-    /// Reads a description back; an error that says what wrote it otherwise.
-    pub(crate) fn parse(value: &serde_json::Value, slot: &str) -> Result<Self> {
+    /// Reads a description back; an error that says what wrote it otherwise. `system` is this
+    /// cluster's system identifier, when known.
+    pub(crate) fn parse(value: &serde_json::Value, slot: &str, system: Option<&str>) -> Result<Self> {
         let version = value.get("wal").and_then(serde_json::Value::as_u64);
         match version {
             None => {
@@ -68,8 +72,64 @@ impl Description {
                 description.slot
             )));
         }
+        if let (Some(recorded), Some(here)) = (description.system.as_deref(), system)
+            && recorded != here
+        {
+            return Err(Error::Config(format!(
+                "the exactly-once progress of this transactional id was written against another PostgreSQL \
+                 cluster (system identifier {recorded}; this one is {here}), so its WAL positions mean nothing \
+                 here: after a restore or a move to a new cluster, give the relay a new transactional id (and \
+                 check which messages the consumers already have)"
+            )));
+        }
         Ok(description)
     }
+
+    /// Sorts and merges what it names: overlapping or adjacent ranges become one, partials of the
+    /// same transaction are united, and nothing at or below `upto` (or inside a range) is kept.
+    fn normalize(&mut self) {
+        let upto = self.upto;
+        let above = Lsn(upto.0.saturating_add(1));
+        let mut ranges: Vec<(Lsn, Lsn)> = self
+            .done
+            .iter()
+            .filter(|&&(_, last)| last > upto)
+            .map(|&(first, last)| (first.max(above), last))
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(Lsn, Lsn)> = Vec::with_capacity(ranges.len());
+        for (first, last) in ranges {
+            match merged.last_mut() {
+                Some((_, end)) if first.0 <= end.0.saturating_add(1) => *end = (*end).max(last),
+                _ => merged.push((first, last)),
+            }
+        }
+        let mut partials: std::collections::BTreeMap<Lsn, Vec<u32>> = std::collections::BTreeMap::new();
+        for (end, runs) in self.partial.drain(..) {
+            if end <= upto || in_ranges(&merged, end) {
+                continue;
+            }
+            partials
+                .entry(end)
+                .or_default()
+                .extend(runs.iter().flat_map(|&(first, last)| first..=last));
+        }
+        self.done = merged;
+        self.partial = partials
+            .into_iter()
+            .map(|(end, mut indexes)| {
+                indexes.sort_unstable();
+                indexes.dedup();
+                (end, runs(indexes))
+            })
+            .collect();
+    }
+}
+
+/// Whether `end` lies in one of the sorted, disjoint `ranges`.
+fn in_ranges(ranges: &[(Lsn, Lsn)], end: Lsn) -> bool {
+    let at = ranges.partition_point(|&(_, last)| last < end);
+    ranges.get(at).is_some_and(|&(first, _)| first <= end)
 }
 
 /// How much of one transaction a description covers.
@@ -94,11 +154,12 @@ pub(crate) struct Builder {
 
 impl Builder {
     /// Starts from the position below which everything is done.
-    pub(crate) fn new(slot: &str, upto: Lsn) -> Self {
+    pub(crate) fn new(slot: &str, system: Option<String>, upto: Lsn) -> Self {
         Self {
             description: Description {
                 wal: VERSION,
                 slot: slot.to_owned(),
+                system,
                 upto,
                 done: Vec::new(),
                 partial: Vec::new(),
@@ -130,29 +191,18 @@ impl Builder {
         }
     }
 
-    /// Adds what a skip still names beyond `streamed` (the stream has not reached it yet).
-    pub(crate) fn finish(mut self, skip: Option<&Skip>, streamed: Lsn) -> Description {
+    /// Adds everything the description this session resumed from named (still true: Kafka
+    /// holds it, and a database crash may replay the slot from below it), and normalizes.
+    pub(crate) fn finish(mut self, resumed: Option<&Skip>) -> Description {
         self.leading = false;
         self.break_run();
-        if let Some(skip) = skip {
-            let d = &mut self.description;
-            d.upto = d.upto.max(skip.upto);
-            let above = Lsn(streamed.0.saturating_add(1));
-            d.done.extend(
-                skip.done
-                    .iter()
-                    .filter(|&&(_, last)| last > streamed)
-                    .map(|&(first, last)| (first.max(above), last)),
-            );
-            d.partial
-                .extend(skip.partial.iter().filter(|(end, _)| *end > streamed).cloned());
+        let d = &mut self.description;
+        if let Some(resumed) = resumed {
+            d.upto = d.upto.max(resumed.upto);
+            d.done.extend(resumed.done.iter().copied());
+            d.partial.extend(resumed.partial.iter().cloned());
         }
-        let upto = self.description.upto;
-        self.description.done.retain(|&(_, last)| last > upto);
-        for range in &mut self.description.done {
-            range.0 = range.0.max(Lsn(upto.0.saturating_add(1)));
-        }
-        self.description.partial.retain(|(end, _)| *end > upto);
+        d.normalize();
         self.description
     }
 }
@@ -167,7 +217,8 @@ pub(crate) struct Skip {
 
 impl Skip {
     /// The skip a description asks for.
-    pub(crate) fn new(description: Description) -> Self {
+    pub(crate) fn new(mut description: Description) -> Self {
+        description.normalize();
         Self {
             upto: description.upto,
             done: description.done,
@@ -177,12 +228,12 @@ impl Skip {
 
     /// How much of the transaction committed at `end` was delivered already.
     pub(crate) fn covered(&self, end: Lsn) -> Covered {
-        if end <= self.upto || self.done.iter().any(|&(first, last)| first <= end && end <= last) {
+        if end <= self.upto || in_ranges(&self.done, end) {
             return Covered::All;
         }
-        match self.partial.iter().find(|(at, _)| *at == end) {
-            Some((_, runs)) => Covered::Some(runs.clone()),
-            None => Covered::Nothing,
+        match self.partial.binary_search_by_key(&end, |(at, _)| *at) {
+            Ok(at) => Covered::Some(self.partial[at].1.clone()),
+            Err(_) => Covered::Nothing,
         }
     }
 
@@ -291,11 +342,11 @@ mod tests {
     use super::*;
 
     fn built(steps: &[(u64, Covered)], upto: u64) -> Description {
-        let mut builder = Builder::new("s", Lsn(upto));
+        let mut builder = Builder::new("s", None, Lsn(upto));
         for (end, covered) in steps {
             builder.push(Lsn(*end), covered.clone());
         }
-        builder.finish(None, Lsn(steps.last().map_or(upto, |s| s.0)))
+        builder.finish(None)
     }
 
     #[test]
@@ -320,7 +371,7 @@ mod tests {
             json.to_string(),
             r#"{"wal":1,"slot":"s","upto":"0/14","done":[["0/28","0/32"],["0/46","0/46"]],"partial":[["0/3C",[[0,1],[3,3]]]]}"#
         );
-        assert_eq!(Description::parse(&json, "s").unwrap(), d);
+        assert_eq!(Description::parse(&json, "s", None).unwrap(), d);
     }
 
     #[test]
@@ -346,35 +397,75 @@ mod tests {
     }
 
     #[test]
-    fn a_new_description_keeps_what_the_skip_names_beyond_the_stream() {
-        let skip = Skip::new(built(
+    fn a_new_description_keeps_everything_the_resumed_one_named() {
+        let resumed = Skip::new(built(
             &[
                 (10, Covered::All),
                 (30, Covered::Nothing),
                 (40, Covered::All),
                 (50, Covered::All),
                 (60, Covered::Some(vec![(0, 0)])),
+                (70, Covered::Nothing),
+                (80, Covered::Some(vec![(1, 1)])),
             ],
             0,
         ));
-        // The new session streamed up to 45: 30 is done now, 40 was skipped.
-        let mut builder = Builder::new("s", Lsn(10));
-        builder.push(Lsn(30), Covered::All);
+        // The new session streamed from 35 (the slot was confirmed there): 40 and 50 skipped,
+        // 60's index 1 is delivered now, 70 not yet, 80's index 0 delivered now.
+        let mut builder = Builder::new("s", None, Lsn(0));
         builder.push(Lsn(40), Covered::All);
-        let d = builder.finish(Some(&skip), Lsn(45));
-        assert_eq!(d.upto, Lsn(40));
-        assert_eq!(d.done, [(Lsn(46), Lsn(50))]);
-        assert_eq!(d.partial, [(Lsn(60), vec![(0, 0)])]);
+        builder.push(Lsn(50), Covered::All);
+        builder.push(Lsn(60), Covered::Some(vec![(0, 1)]));
+        builder.push(Lsn(70), Covered::Nothing);
+        builder.push(Lsn(80), Covered::Some(vec![(0, 0)]));
+        let d = builder.finish(Some(&resumed));
+        // A database crash can replay from below 35: the resumed watermark still holds.
+        assert_eq!(d.upto, Lsn(50));
+        assert!(d.done.is_empty(), "{d:?}");
+        assert_eq!(d.partial, [(Lsn(60), vec![(0, 1)]), (Lsn(80), vec![(0, 1)])]);
+        let skip = Skip::new(d);
+        assert_eq!(skip.covered(Lsn(10)), Covered::All);
+        assert_eq!(skip.covered(Lsn(30)), Covered::All, "below the watermark");
+        assert_eq!(skip.covered(Lsn(70)), Covered::Nothing);
+    }
+
+    #[test]
+    fn overlapping_ranges_merge_and_lookups_find_them() {
+        let mut d = built(&[], 5);
+        d.done = vec![
+            (Lsn(40), Lsn(60)),
+            (Lsn(10), Lsn(20)),
+            (Lsn(21), Lsn(30)),
+            (Lsn(50), Lsn(90)),
+        ];
+        d.partial = vec![
+            (Lsn(95), vec![(3, 3)]),
+            (Lsn(55), vec![(0, 0)]),
+            (Lsn(95), vec![(0, 2)]),
+        ];
+        let skip = Skip::new(d);
+        assert_eq!(skip.done, [(Lsn(10), Lsn(30)), (Lsn(40), Lsn(90))]);
+        assert_eq!(skip.partial, [(Lsn(95), vec![(0, 3)])]);
+        for (end, all) in [(10, true), (25, true), (35, false), (90, true), (91, false)] {
+            assert_eq!(skip.covered(Lsn(end)) == Covered::All, all, "{end}");
+        }
+        assert_eq!(skip.covered(Lsn(95)), Covered::Some(vec![(0, 3)]));
     }
 
     #[test]
     fn descriptions_of_another_slot_or_of_a_table_relay_are_refused() {
-        let d = serde_json::to_value(built(&[(10, Covered::All)], 0)).unwrap();
-        assert!(Description::parse(&d, "other").is_err());
-        assert!(Description::parse(&serde_json::json!({"ids": [1]}), "s").is_err());
-        assert!(Description::parse(&serde_json::json!({"wal": 9, "slot": "s"}), "s").is_err());
+        let mut builder = Builder::new("s", Some("7000".into()), Lsn(0));
+        builder.push(Lsn(10), Covered::All);
+        let d = serde_json::to_value(builder.finish(None)).unwrap();
+        assert!(Description::parse(&d, "s", Some("7000")).is_ok());
+        assert!(Description::parse(&d, "s", None).is_ok());
+        assert!(Description::parse(&d, "other", Some("7000")).is_err());
+        let moved = Description::parse(&d, "s", Some("8000")).unwrap_err().to_string();
+        assert!(moved.contains("another PostgreSQL cluster"), "{moved}");
+        assert!(Description::parse(&serde_json::json!({"ids": [1]}), "s", None).is_err());
+        assert!(Description::parse(&serde_json::json!({"wal": 9, "slot": "s"}), "s", None).is_err());
         let reversed = serde_json::json!({"wal": 1, "slot": "s", "upto": "0/0", "done": [["0/9", "0/1"]], "partial": []});
-        assert!(Description::parse(&reversed, "s").is_err());
+        assert!(Description::parse(&reversed, "s", None).is_err());
     }
 
     #[test]

@@ -75,6 +75,8 @@ struct Shared {
     received: watch::Sender<Lsn>,
     /// The stream's state, for `lock_for_relay`.
     status: watch::Sender<StreamStatus>,
+    /// The cluster's system identifier, read by `check` (exactly-once progress records it).
+    system: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +110,10 @@ struct State {
     /// What an exactly-once sink's progress says was delivered beyond the stream's position:
     /// skipped as the stream reaches it.
     skip: Option<Skip>,
+    /// The progress this session resumed from, whole: every later description repeats it until
+    /// the watermark passes it (a database crash may replay the slot from below this session's
+    /// start).
+    resumed: Option<Skip>,
 }
 
 impl State {
@@ -119,6 +125,9 @@ impl State {
         }
         let to = to.filter(|&l| l > self.confirmed)?;
         self.confirmed = to;
+        if let Some(mut resumed) = self.resumed.take() {
+            self.resumed = resumed.prune(to).then_some(resumed);
+        }
         Some(to)
     }
 
@@ -141,14 +150,15 @@ impl State {
         for id in dropped {
             self.complete_one(id);
         }
+        self.resumed = Some(skip.clone());
         self.skip = skip.prune(self.last_commit_end).then_some(skip);
     }
 
     /// Describes what is done (see [`positions`](crate::positions)), `delivered` included.
-    fn describe(&self, slot: &str, delivered: &[i64]) -> Description {
+    fn describe(&self, slot: &str, system: Option<String>, delivered: &[i64]) -> Description {
         let mut delivered = delivered.to_vec();
         delivered.sort_unstable();
-        let mut builder = Builder::new(slot, self.confirmed);
+        let mut builder = Builder::new(slot, system, self.confirmed);
         for tx in &self.txs {
             let end = tx.first_id + tx.len as i64;
             let extra = {
@@ -182,7 +192,7 @@ impl State {
             };
             builder.push(tx.end_lsn, covered);
         }
-        builder.finish(self.skip.as_ref(), self.last_commit_end)
+        builder.finish(self.resumed.as_ref())
     }
 
     fn complete_one(&mut self, id: i64) {
@@ -347,6 +357,7 @@ impl PgWalStore {
             confirm: watch::Sender::new(Lsn::ZERO),
             received: watch::Sender::new(Lsn::ZERO),
             status: watch::Sender::new(StreamStatus::Idle),
+            system: std::sync::OnceLock::new(),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -1019,7 +1030,24 @@ impl Store for PgWalStore {
                 config.slot
             ))),
             Some((_, Some(status))) if status == "lost" => Err(Error::Config(lost_slot(config, ""))),
-            Some(_) => Ok(()),
+            Some(_) => {
+                if self.shared().system.get().is_none() {
+                    // Executable by anyone (no ACL on pg_control_system by default); a server
+                    // that refuses it only loses the cluster check of exactly-once progress.
+                    match sqlx::query_scalar::<_, String>(
+                        "SELECT system_identifier::text FROM pg_control_system()",
+                    )
+                    .fetch_one(pool)
+                    .await
+                    {
+                        Ok(system) => {
+                            let _ = self.shared().system.set(system);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read the cluster's system identifier"),
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -1165,14 +1193,16 @@ struct Positions(Arc<Shared>);
 
 impl StreamPositions for Positions {
     fn describe(&self, delivered: &[i64]) -> serde_json::Value {
+        let system = self.0.system.get().cloned();
         let state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
-        let description = state.describe(&self.0.config.slot, delivered);
+        let description = state.describe(&self.0.config.slot, system, delivered);
         drop(state);
         serde_json::to_value(description).unwrap_or_default()
     }
 
     fn resume(&self, description: &serde_json::Value) -> Result<()> {
-        let description = Description::parse(description, &self.0.config.slot)?;
+        let system = self.0.system.get().map(String::as_str);
+        let description = Description::parse(description, &self.0.config.slot, system)?;
         tracing::info!(
             slot = %self.0.config.slot,
             upto = %description.upto,
@@ -1257,7 +1287,7 @@ mod tests {
         s.complete_one(1);
         s.complete_one(6);
         // Delivered, not completed yet: 2 (finishes the first), 4, and 7.
-        let d = s.describe("slot", &[7, 4, 2]);
+        let d = s.describe("slot", None, &[7, 4, 2]);
         assert_eq!(d.upto, Lsn(100));
         assert_eq!(d.done, [(Lsn(300), Lsn(300))]);
         assert_eq!(d.partial, [(Lsn(200), vec![(1, 1)]), (Lsn(400), vec![(0, 0)])]);
@@ -1281,12 +1311,38 @@ mod tests {
             }
         }
         // Described before the stream reaches them, they are still named.
-        let again = next.describe("slot", &[]);
+        let again = next.describe("slot", None, &[]);
         assert_eq!(again.upto, Lsn(100));
         assert_eq!(again.done, [(Lsn(300), Lsn(300))]);
         assert_eq!(
             again.partial,
             [(Lsn(200), vec![(1, 1)]), (Lsn(400), vec![(0, 0)])]
+        );
+    }
+
+    #[test]
+    fn later_descriptions_repeat_what_the_session_resumed_from() {
+        // The last record said: done up to 50, and index 0 of the transaction at 70. This
+        // session's stream started above both (the slot was confirmed at 80) and holds the
+        // transaction at 100 (ids 1-2), of which id 1 is delivered.
+        let resumed = Builder::new("slot", None, Lsn(50));
+        let mut resumed = resumed.finish(None);
+        resumed.partial.push((Lsn(70), vec![(0, 0)]));
+        let mut s = state_of(&[2]);
+        s.resume(Skip::new(resumed));
+        let d = s.describe("slot", None, &[1]);
+        // A database crash may replay the slot from below 80: what the resumed record named
+        // must still be named.
+        assert_eq!(d.upto, Lsn(50));
+        assert_eq!(d.partial, [(Lsn(70), vec![(0, 0)]), (Lsn(100), vec![(0, 0)])]);
+        // Once this session's own watermark passes them, they are dropped.
+        s.complete_one(1);
+        s.complete_one(2);
+        assert_eq!(s.advance(), Some(Lsn(100)));
+        let d = s.describe("slot", None, &[]);
+        assert_eq!(
+            (d.upto, d.partial.len(), s.resumed.is_none()),
+            (Lsn(100), 0, true)
         );
     }
 

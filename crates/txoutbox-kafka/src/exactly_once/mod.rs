@@ -214,7 +214,7 @@ struct Inner {
     burst_ended: Arc<tokio::sync::Notify>,
     /// The store's positions when its ids last one session (WAL mode): progress is recorded in
     /// them instead of ids.
-    positions: std::sync::OnceLock<Arc<dyn StreamPositions>>,
+    positions: Mutex<Option<Arc<dyn StreamPositions>>>,
 }
 
 impl Inner {
@@ -347,13 +347,22 @@ impl ExactlyOnceSink {
                 spoiled: std::sync::atomic::AtomicBool::new(false),
                 ticker: Mutex::new(None),
                 burst_ended: Arc::new(tokio::sync::Notify::new()),
-                positions: std::sync::OnceLock::new(),
+                positions: Mutex::new(None),
             }),
         })
     }
 
     fn unmarked(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
         self.inner.unmarked()
+    }
+
+    /// The store's positions, when its ids last one session (set by the relay at start).
+    fn positions(&self) -> Option<Arc<dyn StreamPositions>> {
+        self.inner
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A new producer for `lane` with `init_transactions` done: fences every older producer with
@@ -396,10 +405,11 @@ impl ExactlyOnceSink {
     /// other kind is refused: its rows cannot be matched.
     fn resume(&self, last: Option<Progress>) -> Result<Vec<i64>> {
         let id = &self.inner.settings.transactional_id;
-        match (last, self.inner.positions.get()) {
+        match (last, self.positions()) {
             (None, _) => Ok(Vec::new()),
             (Some(p), None) if p.stream.is_some() => Err(Error::Config(format!(
-                "the exactly-once progress of the transactional id `{id}` was written by a relay reading the                  WAL (--source wal), and this one reads an outbox table: give each its own transactional id"
+                "the exactly-once progress of the transactional id `{id}` was written by a relay reading the \
+                 WAL (--source wal), and this one reads an outbox table: give each its own transactional id"
             ))),
             (Some(p), None) => Ok(p.all_ids()),
             (Some(p), Some(positions)) => match &p.stream {
@@ -408,7 +418,9 @@ impl ExactlyOnceSink {
                     Ok(Vec::new())
                 }
                 None => Err(Error::Config(format!(
-                    "the exactly-once progress of the transactional id `{id}` was written by a relay reading                      an outbox table, and this one reads the WAL (--source wal): give each its own                      transactional id"
+                    "the exactly-once progress of the transactional id `{id}` was written by a relay reading \
+                     an outbox table, and this one reads the WAL (--source wal): give each its own \
+                     transactional id"
                 ))),
             },
         }
@@ -428,7 +440,8 @@ impl ExactlyOnceSink {
     /// positions, the store's description of everything delivered once it commits.
     fn progress(&self, open: &Open) -> Progress {
         let unmarked: Vec<i64> = self.unmarked().iter().copied().collect();
-        match self.inner.positions.get() {
+        let positions = self.positions();
+        match positions {
             None => Progress {
                 v: progress::VERSION,
                 txn: open.txn.clone(),
@@ -916,8 +929,8 @@ impl Sink for ExactlyOnceSink {
     }
 
     fn use_stream_positions(&self, positions: Arc<dyn StreamPositions>) {
-        // Set once, at start; a relay restarted on the same sink hands the same store's again.
-        let _ = self.inner.positions.set(positions);
+        // A sink reused by a new relay takes that relay's store.
+        *self.inner.positions.lock().unwrap_or_else(|p| p.into_inner()) = Some(positions);
     }
 
     /// The relay moved on after a failure: every batch it hands over from now on is read after
