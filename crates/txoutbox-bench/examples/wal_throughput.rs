@@ -10,6 +10,7 @@
 //! 1,000 keys, 3 partitions) to a fresh topic; the WAL relay also runs exactly-once (Kafka
 //! transactions, progress in WAL positions) and with a discarding sink (its own ceiling). Then commit→ack latency of both relays with writers committing 500
 //! single-message transactions per second for 10 s. Prints one line per run and a JSON summary.
+//! `WAL_BENCH_PROFILE=1` runs only the raw producer and the WAL relay to Kafka (to profile it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -63,6 +63,7 @@ impl Leases for PgStore {
                 Ok(LiveNode {
                     node_id: row.try_get("node_id")?,
                     mode: row.try_get("mode")?,
+                    epoch: row.try_get("epoch")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -225,7 +225,7 @@ impl LeaseStatements {
             heartbeat: format!(
                 "WITH renewed AS (UPDATE {nodes} SET alive_until = now() + $3 {ms} \
                    WHERE node_id = $1 AND epoch = $2 AND alive_until > now() RETURNING node_id) \
-                 SELECT n.node_id, n.mode, EXISTS (SELECT 1 FROM renewed) AS alive FROM {nodes} AS n \
+                 SELECT n.node_id, n.mode, n.epoch, EXISTS (SELECT 1 FROM renewed) AS alive FROM {nodes} AS n \
                  WHERE n.alive_until > now() OR n.node_id = $1 ORDER BY n.node_id"
             )
             .into(),

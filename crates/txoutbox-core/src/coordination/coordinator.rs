@@ -61,6 +61,10 @@ pub(crate) async fn run<L: Leases>(
             }
             Err(error @ Error::Config(_)) => {
                 ownership.lose();
+                // Unregister at once, so the other nodes stop listing this one.
+                if let Err(e) = leases.leave(&node, session).await {
+                    warn!(error = %e, "could not unregister this relay node; its entry expires by itself");
+                }
                 return Err(error);
             }
             Err(error) => warn!(%error, "could not renew the relay's leases; retrying"),
@@ -104,13 +108,17 @@ async fn tick<L: Leases>(
     let Some(live) = leases.heartbeat(node, epoch, settings.lease).await? else {
         return Ok(Tick::SessionLost);
     };
-    if let Some(other) = live.iter().find(|n| n.mode != mode) {
+    // Of nodes in different modes, the one that joined later stops: a misconfigured newcomer
+    // must not stop the relays already running.
+    if let Some(other) = live.iter().find(|n| n.mode != mode && n.epoch < epoch) {
         return Err(Error::Config(format!(
             "relay node `{}` runs in {} mode on this table and this one in {mode} mode; run every relay of \
              a table in the same mode",
             other.node_id, other.mode
         )));
     }
+    // A later node of another mode stops at its own first heartbeat: it gets no buckets meanwhile.
+    let live: Vec<_> = live.into_iter().filter(|n| n.mode == mode).collect();
     let held: BTreeSet<i32> = match ownership.scope() {
         Scope::Nothing => BTreeSet::new(),
         Scope::All => BTreeSet::from([EXCLUSIVE_LEASE]),
@@ -172,4 +180,89 @@ async fn tick<L: Leases>(
     let valid_until = started + settings.lease.saturating_sub(settings.heartbeat);
     ownership.set(scope, valid_until);
     Ok(Tick::Held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordination::{LeaseInfo, LiveNode};
+
+    /// Leases whose heartbeat lists fixed nodes and whose claims all succeed.
+    #[derive(Clone)]
+    struct Fixed(Vec<LiveNode>);
+
+    impl Leases for Fixed {
+        fn bucket_count(&self) -> i32 {
+            4
+        }
+        fn attach(&mut self, _: Ownership) {}
+        async fn join(&self, _: &str, _: &str, _: Duration) -> Result<i64> {
+            Ok(1)
+        }
+        async fn heartbeat(&self, _: &str, _: i64, _: Duration) -> Result<Option<Vec<LiveNode>>> {
+            Ok(Some(self.0.clone()))
+        }
+        async fn claim(&self, _: &str, _: i64, buckets: &[i32], _: Duration) -> Result<Vec<i32>> {
+            Ok(buckets.to_vec())
+        }
+        async fn release(&self, _: &str, _: i64, _: &[i32]) -> Result<()> {
+            Ok(())
+        }
+        async fn leave(&self, _: &str, _: i64) -> Result<()> {
+            Ok(())
+        }
+        async fn leases(&self) -> Result<Vec<LeaseInfo>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn node(id: &str, mode: &str, epoch: i64) -> LiveNode {
+        LiveNode {
+            node_id: id.into(),
+            mode: mode.into(),
+            epoch,
+        }
+    }
+
+    async fn tick_as(live: Vec<LiveNode>, epoch: i64, mode: &str) -> Result<Scope> {
+        let ownership = Ownership::new("me");
+        ownership.begin(epoch);
+        let exclusive = mode == "exclusive";
+        tick(
+            &Fixed(live),
+            &ownership,
+            &LeaseSettings::default(),
+            "me",
+            epoch,
+            mode,
+            exclusive,
+        )
+        .await
+        .map(|_| ownership.scope())
+    }
+
+    #[tokio::test]
+    async fn of_nodes_in_different_modes_only_the_later_one_stops() {
+        let earlier = node("old", "exclusive (exactly-once)", 3);
+        let later = node("new", "exclusive (exactly-once)", 9);
+        let me = node("me", "exclusive", 5);
+        // A newcomer of another mode does not stop the running node, which keeps the table.
+        let scope = tick_as(vec![me.clone(), later], 5, "exclusive").await.unwrap();
+        assert_eq!(scope, Scope::All);
+        // The node that joined after one of another mode stops, saying why.
+        let error = tick_as(vec![me, earlier], 5, "exclusive").await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("relay node `old` runs in exclusive (exactly-once) mode"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_later_node_of_another_mode_gets_no_buckets() {
+        let live = vec![node("me", "work-balance", 5), node("zz-other", "exclusive", 8)];
+        let scope = tick_as(live, 5, "work-balance").await.unwrap();
+        assert_eq!(scope, Scope::Buckets(vec![0, 1, 2, 3]));
+    }
 }

@@ -18,6 +18,8 @@ pub struct LiveNode {
     pub node_id: String,
     /// Its coordination mode.
     pub mode: String,
+    /// Its session epoch: epochs grow with every join, so a smaller one joined earlier.
+    pub epoch: i64,
 }
 
 /// A lease as stored, for status pages.
