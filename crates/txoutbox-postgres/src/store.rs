@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::error::db_error;
 use crate::migrate;
-use crate::sql::Statements;
+use crate::sql::{Statements, fetch_column};
 
 /// The relay's [`Store`] over a PostgreSQL outbox table. Create it with
 /// [`PgOutbox::store`](crate::PgOutbox::store).
@@ -64,8 +64,11 @@ impl PgStore {
         let mut messages = Vec::with_capacity(rows.len());
         let mut late = 0;
         for row in &rows {
-            if row.try_get::<Option<i64>, _>("id").map_err(db_error)?.is_some() {
-                let message = decode(row).map_err(db_error)?;
+            if let Some(id) = row
+                .try_get::<Option<i64>, _>(fetch_column::ID)
+                .map_err(db_error)?
+            {
+                let message = decode(row, id).map_err(db_error)?;
                 late += i64::from(message.id <= after);
                 messages.push(message);
             }
@@ -73,7 +76,7 @@ impl PgStore {
         if late < late_limit
             && let Some(first) = rows.first()
         {
-            let snapshot: String = first.try_get("snap").map_err(db_error)?;
+            let snapshot: String = first.try_get(fetch_column::SNAPSHOT).map_err(db_error)?;
             *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
         }
         Ok(messages)
@@ -91,30 +94,29 @@ impl PgStore {
 
 /// Decodes a row; a row that does not fit the table contract comes back as
 /// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
-fn decode(row: &PgRow) -> Result<OutboxMessage, sqlx::Error> {
-    let id: i64 = row.try_get("id")?;
-    Ok(decode_fields(row).unwrap_or_else(|e| {
+fn decode(row: &PgRow, id: i64) -> Result<OutboxMessage, sqlx::Error> {
+    Ok(decode_fields(row, id).unwrap_or_else(|e| {
         OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
     }))
 }
 
-fn decode_fields(row: &PgRow) -> Result<OutboxMessage, sqlx::Error> {
-    let headers: Option<String> = row.try_get("headers")?;
+fn decode_fields(row: &PgRow, id: i64) -> Result<OutboxMessage, sqlx::Error> {
+    let headers: Option<String> = row.try_get(fetch_column::HEADERS)?;
     let (headers, malformed) = match headers_from_json(headers.as_deref()) {
         Ok(headers) => (headers, None),
         Err(reason) => (Vec::new(), Some(reason)),
     };
     Ok(OutboxMessage {
-        id: row.try_get("id")?,
-        message_id: row.try_get::<Uuid, _>("message_id")?.to_string(),
-        topic: row.try_get("topic")?,
-        key: row.try_get("key")?,
-        payload: row.try_get("payload")?,
+        id,
+        message_id: row.try_get::<Uuid, _>(fetch_column::MESSAGE_ID)?.to_string(),
+        topic: row.try_get(fetch_column::TOPIC)?,
+        key: row.try_get(fetch_column::KEY)?,
+        payload: row.try_get(fetch_column::PAYLOAD)?,
         headers,
-        created_at: row.try_get("created_at")?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        bucket: row.try_get("bucket")?,
+        created_at: row.try_get(fetch_column::CREATED_AT)?,
+        attempts: row.try_get(fetch_column::ATTEMPTS)?,
+        next_attempt_at: row.try_get(fetch_column::NEXT_ATTEMPT_AT)?,
+        bucket: row.try_get(fetch_column::BUCKET)?,
         malformed,
     })
 }
