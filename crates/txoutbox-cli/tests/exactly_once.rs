@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::AssertSqlSafe;
-use support::{Daemon, ok, txoutbox};
+use support::{Daemon, env_or, ok, rand_ms, txoutbox};
 use txoutbox_testing::eventually;
 use txoutbox_testing::kafka::{Record, new_topic, verdict};
 use txoutbox_testing::postgres::TestSchema;
@@ -229,14 +229,8 @@ async fn a_crash_at_every_step_of_a_transaction_loses_nothing_and_repeats_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
-    let kills: usize = std::env::var("TXOUTBOX_EOS_KILLS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(4);
-    let messages: u64 = std::env::var("TXOUTBOX_EOS_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
+    let kills: usize = env_or("TXOUTBOX_EOS_KILLS", 4);
+    let messages: u64 = env_or("TXOUTBOX_EOS_MESSAGES", 10_000);
     let db = TestSchema::new().await;
     let topic = new_topic("eos-kill", 3).await;
     let progress = txoutbox_testing::unique("eos-progress");
@@ -258,15 +252,6 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     daemon.stop();
     verify(&topic, committed, &format!("{kills} kill -9 at random moments")).await;
     db.drop_schema().await;
-}
-
-/// A pseudo-random number from the clock (no seed to keep).
-fn rand_ms(salt: usize) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    u64::from(nanos / 1_000) ^ (salt as u64 * 7_919)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use support::{Daemon, binary, metric, ok};
+use support::{Daemon, binary, env_or, metric, ok, rand_ms};
 use txoutbox_core::{NewMessage, PublishStrategy, Store, Topics};
 use txoutbox_postgres_wal::{PgWalOutbox, WalConfig};
 use txoutbox_testing::eventually;
@@ -436,10 +436,7 @@ async fn wal_relay_survives_database_restarts_without_loss_or_reordering() {
 /// once, in key order, while a read_uncommitted one sees the aborted duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_exactly_once_survives_kill_9_and_database_crashes_without_duplicates() {
-    let rounds: usize = std::env::var("TXOUTBOX_EOS_KILLS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(6);
+    let rounds: usize = env_or("TXOUTBOX_EOS_KILLS", 6);
     let cluster = PgCluster::start_with(&[("wal_level", "logical")]).await;
     let wal = Wal::new(cluster.url(), "outbox_messages".into());
     let topic = new_topic("cli_wal_eos", 3).await;
@@ -528,15 +525,6 @@ async fn wal_exactly_once_survives_kill_9_and_database_crashes_without_duplicate
         uncommitted > committed.len(),
         "the kills hit open Kafka transactions (aborted records for read_uncommitted)"
     );
-}
-
-/// A pseudo-random number from the clock (no seed to keep).
-fn rand_ms(salt: usize) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    u64::from(nanos / 1_000) ^ (salt as u64 * 7_919)
 }
 
 /// Waits for `/health` to answer `code`; returns the last answer.

@@ -180,3 +180,20 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             _ => f64::NAN,
         })
 }
+
+/// A pseudo-random number from the clock (no seed to keep).
+pub fn rand_ms(salt: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    u64::from(nanos / 1_000) ^ (salt as u64 * 7_919)
+}
+
+/// A number from the environment variable `name` (longer test runs), or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
