@@ -212,6 +212,9 @@ impl<S: Store> Store for Instrumented<S> {
     async fn relay_awake(&self, awake: bool) -> txoutbox::Result<()> {
         self.inner.relay_awake(awake).await
     }
+    fn stream_positions(&self) -> Option<std::sync::Arc<dyn txoutbox::StreamPositions>> {
+        self.inner.stream_positions()
+    }
 }
 
 /// A sink that reports every message delivered at once: the relay's own ceiling.

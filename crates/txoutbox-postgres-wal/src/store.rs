@@ -212,6 +212,16 @@ impl Tx {
     }
 }
 
+/// The first id of a session: the time in nanoseconds, so no two sessions' ids meet (a session
+/// would need more messages than nanoseconds passed before the next one started). A progress
+/// recorded in ids by mistake (a store wrapper that does not forward
+/// [`Store::stream_positions`]) then matches nothing after a restart, and messages are sent
+/// again instead of being skipped.
+fn first_session_id() -> i64 {
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX / 2);
+    nanos.clamp(1, i64::MAX / 2)
+}
+
 /// PostgreSQL's epoch (2000-01-01) plus microseconds.
 fn pg_time(micros: i64) -> DateTime<Utc> {
     let epoch = Utc
@@ -349,7 +359,7 @@ impl PgWalStore {
             dead_count: format!("SELECT count(*) FROM {t} WHERE status = 'dead'"),
             config,
             state: Mutex::new(State {
-                next_id: 1,
+                next_id: first_session_id(),
                 ..State::default()
             }),
             arrived: Notify::new(),

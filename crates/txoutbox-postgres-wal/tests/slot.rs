@@ -89,6 +89,12 @@ impl Fixture {
     }
 }
 
+/// The id of the `n`-th message (from 1) of a session whose messages start at `messages[0]`.
+fn ids(messages: &[txoutbox_core::OutboxMessage]) -> impl Fn(i64) -> i64 + use<> {
+    let first = messages.first().map_or(0, |m| m.id);
+    move |n| first + n - 1
+}
+
 fn payload_n(m: &txoutbox_core::OutboxMessage) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
     v["n"].as_u64().unwrap()
@@ -108,7 +114,12 @@ async fn committed_messages_arrive_in_commit_order_and_a_restart_replays_the_unc
     assert_eq!(store.backlog().await.unwrap().pending, 5);
     let all = store.fetch_pending(100).await.unwrap();
     assert_eq!(all.iter().map(payload_n).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
-    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    // Ids are consecutive in commit order, from a base of the session's own (see `ids`).
+    let id = ids(&all);
+    assert_eq!(
+        all.iter().map(|m| m.id).collect::<Vec<_>>(),
+        (1..=5).map(&id).collect::<Vec<_>>()
+    );
     assert_eq!(all[0].key.as_deref(), Some(&b"a"[..]));
     assert_eq!(all[0].topic, "wal-events");
     assert!(
@@ -116,12 +127,12 @@ async fn committed_messages_arrive_in_commit_order_and_a_restart_replays_the_unc
             .headers
             .contains(&("origin".to_owned(), "wal-test".to_owned()))
     );
-    assert_eq!(store.fetch_after(3, 100).await.unwrap().len(), 2);
+    assert_eq!(store.fetch_after(id(3), 100).await.unwrap().len(), 2);
 
     // Completing part of the first transaction confirms nothing.
-    store.complete(&[1, 2], Completion::Delete).await.unwrap();
+    store.complete(&[id(1), id(2)], Completion::Delete).await.unwrap();
     // The second transaction entirely: still nothing, the first is open.
-    store.complete(&[4, 5], Completion::Delete).await.unwrap();
+    store.complete(&[id(4), id(5)], Completion::Delete).await.unwrap();
     assert_eq!(store.fetch_pending(100).await.unwrap().len(), 1);
     assert!(store.flush_confirmation(Duration::from_secs(10)).await.unwrap());
     drop(store); // a crash: nothing of ours was confirmed
@@ -135,7 +146,17 @@ async fn committed_messages_arrive_in_commit_order_and_a_restart_replays_the_unc
         vec![1, 2, 3, 4, 5]
     );
     // Now the first transaction completes, the second not: the slot moves past the first only.
-    store.complete(&[1, 2, 3], Completion::Delete).await.unwrap();
+    // A new session numbers its messages afresh, apart from the last one's.
+    let id = ids(&replayed);
+    let old = ids(&all);
+    assert!(
+        id(1) > old(5),
+        "a new session's ids never meet an earlier session's"
+    );
+    store
+        .complete(&[id(1), id(2), id(3)], Completion::Delete)
+        .await
+        .unwrap();
     assert!(
         store.flush_confirmation(Duration::from_secs(10)).await.unwrap(),
         "the slot was not confirmed past the completed transaction"
@@ -148,7 +169,8 @@ async fn committed_messages_arrive_in_commit_order_and_a_restart_replays_the_unc
     store.backlog().await.unwrap();
     let left = store.fetch_pending(100).await.unwrap();
     assert_eq!(left.iter().map(payload_n).collect::<Vec<_>>(), vec![4, 5]);
-    store.complete(&[1, 2], Completion::Delete).await.unwrap();
+    let id = ids(&left);
+    store.complete(&[id(1), id(2)], Completion::Delete).await.unwrap();
     assert_eq!(store.backlog().await.unwrap().pending, 0);
     drop(store);
     f.teardown().await;
@@ -161,17 +183,18 @@ async fn retries_stay_buffered_and_dead_letters_land_in_the_table() {
     let store = f.store();
     store.lock_for_relay().await.unwrap();
     assert_eq!(store.backlog().await.unwrap().pending, 2);
+    let id = ids(&store.fetch_pending(10).await.unwrap());
     let later = chrono::Utc::now() + chrono::Duration::seconds(60);
     store
         .record_failures(&[
             Failure {
-                id: 1,
+                id: id(1),
                 attempts: 1,
                 error: "broker said no".into(),
                 next_attempt_at: Some(later),
             },
             Failure {
-                id: 2,
+                id: id(2),
                 attempts: 3,
                 error: "too large".into(),
                 next_attempt_at: None,
@@ -183,7 +206,7 @@ async fn retries_stay_buffered_and_dead_letters_land_in_the_table() {
     assert_eq!(left.len(), 1);
     assert_eq!(
         (left[0].id, left[0].attempts, left[0].next_attempt_at),
-        (1, 1, Some(later))
+        (id(1), 1, Some(later))
     );
     let backlog = store.backlog().await.unwrap();
     assert_eq!((backlog.pending, backlog.dead), (1, 1));
