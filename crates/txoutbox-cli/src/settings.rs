@@ -649,13 +649,6 @@ mod tests {
             ),
             (
                 RelayArgs {
-                    delivery: Some(DeliveryArg::ExactlyOnce),
-                    ..RelayArgs::default()
-                },
-                "exactly-once",
-            ),
-            (
-                RelayArgs {
                     on_dead_letter: Some(OnDeadLetterArg::ParkKey),
                     ..RelayArgs::default()
                 },
@@ -674,6 +667,19 @@ mod tests {
             assert!(err.to_string().contains(why), "{err}");
             assert_eq!(err.exit_code, 2);
         }
+        // Exactly-once runs in WAL mode, with a transactional id named after the slot.
+        let eos = RelayArgs {
+            delivery: Some(DeliveryArg::ExactlyOnce),
+            ..RelayArgs::default()
+        };
+        let settings = relay(&eos, &file, &target).unwrap();
+        let Source::Wal(wal) = &target.source else {
+            panic!("a WAL target")
+        };
+        assert_eq!(
+            settings.exactly_once.unwrap().transactional_id,
+            format!("txoutbox-wal-{}", wal.slot)
+        );
     }
 
     fn target_source(global: &GlobalArgs, file: &FileConfig) -> Source {
