@@ -60,9 +60,12 @@ pub(crate) async fn run<L: Leases>(
                 continue;
             }
             Err(error @ Error::Config(_)) => {
+                // Unregister at once, so the other nodes stop listing this one — unless the
+                // session holds leases: its sends may still be in flight, and releasing them
+                // now would let another node send later rows first. Those expire instead.
+                let holds_nothing = ownership.scope() == Scope::Nothing && ownership.draining().is_empty();
                 ownership.lose();
-                // Unregister at once, so the other nodes stop listing this one.
-                if let Err(e) = leases.leave(&node, session).await {
+                if holds_nothing && let Err(e) = leases.leave(&node, session).await {
                     warn!(error = %e, "could not unregister this relay node; its entry expires by itself");
                 }
                 return Err(error);
