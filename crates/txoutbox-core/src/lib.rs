@@ -13,6 +13,7 @@ mod message;
 pub mod metrics;
 pub mod relay;
 mod retry;
+pub mod row_position;
 mod schema;
 mod sink;
 mod store;

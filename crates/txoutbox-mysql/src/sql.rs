@@ -4,7 +4,8 @@
 
 use txoutbox_core::TableName;
 
-/// Columns the relay reads, in [`crate::store`]'s decoding order.
+/// Columns the relay reads, in the table contract's order ([`txoutbox_core::row_position`]): decoded by
+/// position.
 const ROW_COLUMNS: &str =
     "id, message_id, topic, `key`, payload, headers, created_at, attempts, next_attempt_at, bucket";
 

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, MySqlPool, Row};
-use txoutbox_core::{Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json};
+use txoutbox_core::{
+    Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json, row_position,
+};
 
 use crate::error::db_error;
 use crate::migrate;
@@ -73,7 +75,7 @@ impl MySqlStore {
     async fn decode_rows(&self, rows: &[MySqlRow], held: &Held) -> Result<Option<Vec<OutboxMessage>>> {
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
-            let holder: Option<i64> = row.try_get("holder").map_err(db_error)?;
+            let holder: Option<i64> = row.try_get(row_position::COUNT).map_err(db_error)?;
             if holder != Some(held.holder) {
                 self.lock.lost().await;
                 return Ok(None);
@@ -133,29 +135,29 @@ impl MySqlStore {
 /// Decodes a row; a row that does not fit the table contract comes back as
 /// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
 fn decode(row: &MySqlRow) -> Result<OutboxMessage, sqlx::Error> {
-    let id: i64 = row.try_get("id")?;
+    let id: i64 = row.try_get(row_position::ID)?;
     Ok(decode_fields(row).unwrap_or_else(|e| {
         OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
     }))
 }
 
 fn decode_fields(row: &MySqlRow) -> Result<OutboxMessage, sqlx::Error> {
-    let headers: Option<String> = row.try_get("headers")?;
+    let headers: Option<String> = row.try_get(row_position::HEADERS)?;
     let (headers, malformed) = match headers_from_json(headers.as_deref()) {
         Ok(headers) => (headers, None),
         Err(reason) => (Vec::new(), Some(reason)),
     };
     Ok(OutboxMessage {
-        id: row.try_get("id")?,
-        message_id: row.try_get("message_id")?,
-        topic: row.try_get("topic")?,
-        key: row.try_get("key")?,
-        payload: row.try_get("payload")?,
+        id: row.try_get(row_position::ID)?,
+        message_id: row.try_get(row_position::MESSAGE_ID)?,
+        topic: row.try_get(row_position::TOPIC)?,
+        key: row.try_get(row_position::KEY)?,
+        payload: row.try_get(row_position::PAYLOAD)?,
         headers,
-        created_at: row.try_get("created_at")?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        bucket: row.try_get("bucket")?,
+        created_at: row.try_get(row_position::CREATED_AT)?,
+        attempts: row.try_get(row_position::ATTEMPTS)?,
+        next_attempt_at: row.try_get(row_position::NEXT_ATTEMPT_AT)?,
+        bucket: row.try_get(row_position::BUCKET)?,
         malformed,
     })
 }

@@ -8,20 +8,21 @@ use txoutbox_core::TableName;
 const ROW_COLUMNS: &str = "id, message_id, topic, key, payload, headers::text AS headers, created_at, attempts, next_attempt_at, bucket";
 
 /// The positions of the relay's read ([`fetch_statement`]): the snapshot, then [`ROW_COLUMNS`]
-/// in their order. Decoding by position spares a lookup by name per column and row (a tenth of
-/// the relay's CPU at full speed, measured).
+/// in the table contract's order ([`txoutbox_core::row_position`]).
 pub(crate) mod fetch_column {
+    use txoutbox_core::row_position as row;
+
     pub(crate) const SNAPSHOT: usize = 0;
-    pub(crate) const ID: usize = 1;
-    pub(crate) const MESSAGE_ID: usize = 2;
-    pub(crate) const TOPIC: usize = 3;
-    pub(crate) const KEY: usize = 4;
-    pub(crate) const PAYLOAD: usize = 5;
-    pub(crate) const HEADERS: usize = 6;
-    pub(crate) const CREATED_AT: usize = 7;
-    pub(crate) const ATTEMPTS: usize = 8;
-    pub(crate) const NEXT_ATTEMPT_AT: usize = 9;
-    pub(crate) const BUCKET: usize = 10;
+    pub(crate) const ID: usize = 1 + row::ID;
+    pub(crate) const MESSAGE_ID: usize = 1 + row::MESSAGE_ID;
+    pub(crate) const TOPIC: usize = 1 + row::TOPIC;
+    pub(crate) const KEY: usize = 1 + row::KEY;
+    pub(crate) const PAYLOAD: usize = 1 + row::PAYLOAD;
+    pub(crate) const HEADERS: usize = 1 + row::HEADERS;
+    pub(crate) const CREATED_AT: usize = 1 + row::CREATED_AT;
+    pub(crate) const ATTEMPTS: usize = 1 + row::ATTEMPTS;
+    pub(crate) const NEXT_ATTEMPT_AT: usize = 1 + row::NEXT_ATTEMPT_AT;
+    pub(crate) const BUCKET: usize = 1 + row::BUCKET;
 }
 
 /// Every statement of the store, with the table name filled in.

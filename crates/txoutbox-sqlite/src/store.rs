@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
-use txoutbox_core::{Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json};
+use txoutbox_core::{
+    Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json, row_position,
+};
 
 use crate::error::db_error;
 use crate::migrate;
@@ -47,29 +49,31 @@ pub(crate) fn millis(ms: i64) -> DateTime<Utc> {
 /// Decodes a row; a row that does not fit the table contract comes back as
 /// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
 fn decode(row: &SqliteRow) -> Result<OutboxMessage, sqlx::Error> {
-    let id: i64 = row.try_get("id")?;
+    let id: i64 = row.try_get(row_position::ID)?;
     Ok(decode_fields(row).unwrap_or_else(|e| {
         OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
     }))
 }
 
 fn decode_fields(row: &SqliteRow) -> Result<OutboxMessage, sqlx::Error> {
-    let headers: Option<String> = row.try_get("headers")?;
+    let headers: Option<String> = row.try_get(row_position::HEADERS)?;
     let (headers, malformed) = match headers_from_json(headers.as_deref()) {
         Ok(headers) => (headers, None),
         Err(reason) => (Vec::new(), Some(reason)),
     };
     Ok(OutboxMessage {
-        id: row.try_get("id")?,
-        message_id: row.try_get("message_id")?,
-        topic: row.try_get("topic")?,
-        key: row.try_get("key")?,
-        payload: row.try_get("payload")?,
+        id: row.try_get(row_position::ID)?,
+        message_id: row.try_get(row_position::MESSAGE_ID)?,
+        topic: row.try_get(row_position::TOPIC)?,
+        key: row.try_get(row_position::KEY)?,
+        payload: row.try_get(row_position::PAYLOAD)?,
         headers,
-        created_at: millis(row.try_get("created_at")?),
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get::<Option<i64>, _>("next_attempt_at")?.map(millis),
-        bucket: row.try_get("bucket")?,
+        created_at: millis(row.try_get(row_position::CREATED_AT)?),
+        attempts: row.try_get(row_position::ATTEMPTS)?,
+        next_attempt_at: row
+            .try_get::<Option<i64>, _>(row_position::NEXT_ATTEMPT_AT)?
+            .map(millis),
+        bucket: row.try_get(row_position::BUCKET)?,
         malformed,
     })
 }
