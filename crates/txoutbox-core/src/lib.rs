@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod identifier;
 mod immediate;
+mod interner;
 mod maintenance;
 mod message;
 pub mod metrics;
@@ -26,9 +27,11 @@ pub use error::{BoxError, Error, Result};
 pub use health::{HealthCheck, HealthReport, HealthThresholds};
 pub use identifier::{DEFAULT_TABLE, TableName};
 pub use immediate::{Immediate, ImmediateSend};
+pub use interner::Interner;
 pub use maintenance::{DeadLetter, DeadLetterFilter, DeadLetters, Retention, Statistics, TopicStats};
 pub use message::{
     CREATED_AT_HEADER, MESSAGE_ID_HEADER, NewMessage, OutboxMessage, headers_from_json, headers_to_json,
+    message_id_text,
 };
 pub use relay::{
     Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor, Wakeup,

@@ -1,5 +1,8 @@
 //! Messages on their way in (written by `publish`) and on their way out (read by the relay).
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -30,11 +33,11 @@ impl NewMessage {
     pub fn into_outbox_message(self, id: i64, created_at: DateTime<Utc>) -> OutboxMessage {
         OutboxMessage {
             id,
-            message_id: self.message_id.to_string(),
-            topic: self.topic,
-            key: self.key,
-            payload: self.payload,
-            headers: self.headers,
+            message_id: message_id_text(&self.message_id),
+            topic: self.topic.into(),
+            key: self.key.map(Bytes::from),
+            payload: self.payload.map(Bytes::from),
+            headers: self.headers.into(),
             created_at,
             attempts: 0,
             next_attempt_at: None,
@@ -81,21 +84,30 @@ pub fn headers_from_json(json: Option<&str>) -> Result<Vec<(String, String)>, St
     }
 }
 
+/// A UUID in its hyphenated text form, as the `txoutbox-message-id` header carries it.
+pub fn message_id_text(id: &Uuid) -> Arc<str> {
+    Arc::from(&*id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
+}
+
 /// A pending row as the relay reads it from the outbox table.
+///
+/// Cheap to clone: the text and byte fields are shared (reference-counted), so a store that
+/// keeps messages until Kafka acknowledges them (the WAL store) hands out copies without copying
+/// their contents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
     /// The row id: insertion order, which is the order messages of one key are sent in.
     pub id: i64,
     /// The stable message id sent as the `txoutbox-message-id` header.
-    pub message_id: String,
+    pub message_id: Arc<str>,
     /// The Kafka topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The record key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// The record value.
-    pub payload: Option<Vec<u8>>,
-    /// User headers.
-    pub headers: Vec<(String, String)>,
+    pub payload: Option<Bytes>,
+    /// User headers, in order.
+    pub headers: Arc<[(String, String)]>,
     /// When the row was written.
     pub created_at: DateTime<Utc>,
     /// Failed delivery attempts so far (transient failures do not count).
@@ -115,11 +127,11 @@ impl OutboxMessage {
     pub fn unreadable(id: i64, reason: impl Into<String>) -> Self {
         Self {
             id,
-            message_id: String::new(),
-            topic: String::new(),
+            message_id: Arc::default(),
+            topic: Arc::default(),
             key: None,
             payload: None,
-            headers: Vec::new(),
+            headers: Arc::default(),
             created_at: DateTime::<Utc>::default(),
             attempts: 0,
             next_attempt_at: None,

@@ -144,7 +144,7 @@ pub(crate) fn record_delivered<'a>(rows: impl Iterator<Item = &'a OutboxMessage>
     for row in rows {
         let seconds = (now - row.created_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
         latency.record(seconds.max(0.0));
-        *by_topic.entry(row.topic.as_str()).or_default() += 1;
+        *by_topic.entry(&*row.topic).or_default() += 1;
     }
     for (topic, n) in by_topic {
         counter!(PUBLISHED, "topic" => topic.to_owned()).increment(n);

@@ -71,12 +71,10 @@ impl KafkaSink {
     }
 
     /// The record headers of a message: the user's, then the message id and creation time.
-    pub(crate) fn headers(message: &OutboxMessage) -> OwnedHeaders {
-        let created_at = message
-            .created_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    pub(crate) fn headers(message: &OutboxMessage, stamps: &mut CreatedAtText) -> OwnedHeaders {
+        let created_at = stamps.format(message.created_at);
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 2);
-        for (name, value) in &message.headers {
+        for (name, value) in message.headers.iter() {
             headers = headers.insert(Header {
                 key: name,
                 value: Some(value.as_bytes()),
@@ -91,6 +89,23 @@ impl KafkaSink {
                 key: CREATED_AT_HEADER,
                 value: Some(created_at.as_bytes()),
             })
+    }
+}
+
+/// The creation-time header's text, formatted once for a run of messages written at the same
+/// time (a transaction's messages in WAL mode, a `publish_all` batch).
+#[derive(Default)]
+pub(crate) struct CreatedAtText {
+    last: Option<(chrono::DateTime<chrono::Utc>, String)>,
+}
+
+impl CreatedAtText {
+    /// RFC 3339 in UTC with microseconds.
+    pub(crate) fn format(&mut self, at: chrono::DateTime<chrono::Utc>) -> &str {
+        if self.last.as_ref().is_none_or(|(last, _)| *last != at) {
+            self.last = Some((at, at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        }
+        self.last.as_ref().map_or("", |(_, text)| text.as_str())
     }
 }
 
@@ -125,13 +140,14 @@ fn spawn_purger(
 impl Sink for KafkaSink {
     async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
         let tracker = DeliveryTracker::new(batch.len());
+        let mut stamps = CreatedAtText::default();
         // Keys whose message was refused here: their later messages in this batch must not
         // overtake it.
         let mut refused: HashSet<(&str, &[u8])> = HashSet::new();
         for (index, message) in batch.iter().enumerate() {
             if let Some(key) = &message.key
                 && !refused.is_empty()
-                && refused.contains(&(message.topic.as_str(), key.as_slice()))
+                && refused.contains(&(&*message.topic, &key[..]))
             {
                 tracker.complete(index, Err(txoutbox_core::SinkError::deferred()));
                 continue;
@@ -146,13 +162,13 @@ impl Sink for KafkaSink {
             });
             let mut record =
                 BaseRecord::<[u8], [u8], Box<DeliveryRef>>::with_opaque_to(&message.topic, opaque)
-                    .headers(Self::headers(message))
+                    .headers(Self::headers(message, &mut stamps))
                     .timestamp(message.created_at.timestamp_millis());
             if let Some(key) = &message.key {
-                record = record.key(key.as_slice());
+                record = record.key(&key[..]);
             }
             if let Some(payload) = &message.payload {
-                record = record.payload(payload.as_slice());
+                record = record.payload(&payload[..]);
             }
             loop {
                 match self.producer.send(record) {
@@ -163,7 +179,7 @@ impl Sink for KafkaSink {
                     }
                     Err((error, returned)) => {
                         if let Some(key) = &message.key {
-                            refused.insert((message.topic.as_str(), key.as_slice()));
+                            refused.insert((&*message.topic, &key[..]));
                         }
                         returned
                             .delivery_opaque
@@ -200,5 +216,20 @@ impl Sink for KafkaSink {
                 "the Kafka probe failed: {join}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_at_text_is_rfc3339_micros_and_follows_the_time() {
+        let mut stamps = CreatedAtText::default();
+        let first = chrono::DateTime::from_timestamp_micros(1_764_400_000_123_456).unwrap();
+        assert_eq!(stamps.format(first), "2025-11-29T07:06:40.123456Z");
+        assert_eq!(stamps.format(first), "2025-11-29T07:06:40.123456Z");
+        let later = first + chrono::TimeDelta::microseconds(1);
+        assert_eq!(stamps.format(later), "2025-11-29T07:06:40.123457Z");
     }
 }

@@ -42,10 +42,10 @@ fn batch(first_id: i64) -> Arc<[OutboxMessage]> {
         .map(|id| {
             let mut row = OutboxMessage::unreadable(id, "");
             row.malformed = None;
-            row.message_id = format!("m-{id}");
+            row.message_id = format!("m-{id}").into();
             row.topic = TOPIC.into();
-            row.key = Some(format!("k{}", id % 5).into_bytes());
-            row.payload = Some(format!("payload {id}").into_bytes());
+            row.key = Some(format!("k{}", id % 5).into_bytes().into());
+            row.payload = Some(format!("payload {id}").into_bytes().into());
             row.created_at = Utc::now();
             row
         })

@@ -11,11 +11,12 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, MySqlPool, Row};
 use txoutbox_core::{
-    Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json, row_position,
+    Backlog, Completion, Failure, Interner, OutboxMessage, Result, Store, headers_from_json, row_position,
 };
 
 use crate::error::db_error;
@@ -74,13 +75,14 @@ impl MySqlStore {
     /// lock.
     async fn decode_rows(&self, rows: &[MySqlRow], held: &Held) -> Result<Option<Vec<OutboxMessage>>> {
         let mut messages = Vec::with_capacity(rows.len());
+        let mut topics = Interner::new();
         for row in rows {
             let holder: Option<i64> = row.try_get(row_position::COUNT).map_err(db_error)?;
             if holder != Some(held.holder) {
                 self.lock.lost().await;
                 return Ok(None);
             }
-            messages.push(decode(row).map_err(db_error)?);
+            messages.push(decode(row, &mut topics).map_err(db_error)?);
         }
         Ok(Some(messages))
     }
@@ -134,25 +136,29 @@ impl MySqlStore {
 
 /// Decodes a row; a row that does not fit the table contract comes back as
 /// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
-fn decode(row: &MySqlRow) -> Result<OutboxMessage, sqlx::Error> {
+fn decode(row: &MySqlRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
     let id: i64 = row.try_get(row_position::ID)?;
-    Ok(decode_fields(row).unwrap_or_else(|e| {
+    Ok(decode_fields(row, topics).unwrap_or_else(|e| {
         OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
     }))
 }
 
-fn decode_fields(row: &MySqlRow) -> Result<OutboxMessage, sqlx::Error> {
-    let headers: Option<String> = row.try_get(row_position::HEADERS)?;
-    let (headers, malformed) = match headers_from_json(headers.as_deref()) {
-        Ok(headers) => (headers, None),
-        Err(reason) => (Vec::new(), Some(reason)),
+fn decode_fields(row: &MySqlRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
+    let headers: Option<&str> = row.try_get(row_position::HEADERS)?;
+    let (headers, malformed) = match headers_from_json(headers) {
+        Ok(headers) => (headers.into(), None),
+        Err(reason) => (Default::default(), Some(reason)),
     };
     Ok(OutboxMessage {
         id: row.try_get(row_position::ID)?,
-        message_id: row.try_get(row_position::MESSAGE_ID)?,
-        topic: row.try_get(row_position::TOPIC)?,
-        key: row.try_get(row_position::KEY)?,
-        payload: row.try_get(row_position::PAYLOAD)?,
+        message_id: Arc::from(row.try_get::<&str, _>(row_position::MESSAGE_ID)?),
+        topic: topics.get(row.try_get(row_position::TOPIC)?),
+        key: row
+            .try_get::<Option<&[u8]>, _>(row_position::KEY)?
+            .map(Bytes::copy_from_slice),
+        payload: row
+            .try_get::<Option<&[u8]>, _>(row_position::PAYLOAD)?
+            .map(Bytes::copy_from_slice),
         headers,
         created_at: row.try_get(row_position::CREATED_AT)?,
         attempts: row.try_get(row_position::ATTEMPTS)?,

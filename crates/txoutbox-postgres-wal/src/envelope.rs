@@ -11,7 +11,10 @@
 //! | 4 + n | payload: length (`-1` for a tombstone), bytes |
 //! | 4 + n | headers: length (`-1` for none), a JSON object of strings (the table contract's `headers`) |
 
-use txoutbox_core::{NewMessage, headers_from_json};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use txoutbox_core::{Interner, NewMessage, headers_from_json};
 use uuid::Uuid;
 
 /// The envelope version this crate writes and reads.
@@ -48,24 +51,29 @@ fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
     }
 }
 
-/// A decoded envelope.
+/// A decoded envelope. Its key and payload share the envelope's buffer (no copy).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// The stable message id.
     pub message_id: Uuid,
     /// The Kafka topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The record key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// The record value.
-    pub payload: Option<Vec<u8>>,
+    pub payload: Option<Bytes>,
     /// User headers, in order.
     pub headers: Vec<(String, String)>,
 }
 
 /// Decodes an envelope; the error says what is wrong with it (the relay dead-letters such a
 /// message with that reason instead of stopping).
-pub fn decode(bytes: &[u8]) -> Result<Envelope, String> {
+pub fn decode(bytes: &Bytes) -> Result<Envelope, String> {
+    decode_with(bytes, &mut Interner::new())
+}
+
+/// [`decode`], sharing the topic names of a stream of envelopes through `topics`.
+pub fn decode_with(bytes: &Bytes, topics: &mut Interner) -> Result<Envelope, String> {
     let mut r = Reader { bytes, at: 0 };
     let version = r.take(1)?[0];
     if version != ENVELOPE_VERSION {
@@ -75,12 +83,13 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, String> {
     }
     let message_id = Uuid::from_slice(r.take(16)?).map_err(|e| e.to_string())?;
     let topic = r.field()?.ok_or("the topic is missing")?;
-    let topic = String::from_utf8(topic.to_vec()).map_err(|_| "the topic is not UTF-8".to_owned())?;
+    let topic = std::str::from_utf8(topic).map_err(|_| "the topic is not UTF-8".to_owned())?;
     if topic.is_empty() {
         return Err("the topic is empty".into());
     }
-    let key = r.field()?.map(<[u8]>::to_vec);
-    let payload = r.field()?.map(<[u8]>::to_vec);
+    let topic = topics.get(topic);
+    let key = r.field()?.map(|field| bytes.slice_ref(field));
+    let payload = r.field()?.map(|field| bytes.slice_ref(field));
     let headers = match r.field()? {
         Some(json) => {
             let json = std::str::from_utf8(json).map_err(|_| "the headers are not UTF-8".to_owned())?;
@@ -152,12 +161,24 @@ mod tests {
     #[test]
     fn round_trip() {
         let m = message();
-        let e = decode(&encode(&m)).unwrap();
+        let e = decode(&encode(&m).into()).unwrap();
         assert_eq!(e.message_id, m.message_id);
-        assert_eq!(e.topic, m.topic);
-        assert_eq!(e.key, m.key);
-        assert_eq!(e.payload, m.payload);
+        assert_eq!(&*e.topic, m.topic);
+        assert_eq!(e.key.as_deref(), m.key.as_deref());
+        assert_eq!(e.payload.as_deref(), m.payload.as_deref());
         assert_eq!(e.headers, m.headers);
+    }
+
+    #[test]
+    fn key_and_payload_share_the_envelope_buffer() {
+        let bytes = Bytes::from(encode(&message()));
+        let e = decode(&bytes).unwrap();
+        let payload = e.payload.unwrap();
+        let inside = bytes.as_ptr_range();
+        assert!(
+            inside.contains(&payload.as_ptr()),
+            "the payload is a slice of the envelope"
+        );
     }
 
     #[test]
@@ -166,13 +187,14 @@ mod tests {
         m.key = None;
         m.payload = None;
         m.headers.clear();
-        let e = decode(&encode(&m)).unwrap();
+        let e = decode(&encode(&m).into()).unwrap();
         assert_eq!((e.key, e.payload, e.headers), (None, None, vec![]));
     }
 
     #[test]
     fn bad_envelopes_say_what_is_wrong() {
         let bytes = encode(&message());
+        let decode = |b: &[u8]| decode(&Bytes::copy_from_slice(b));
         assert!(
             decode(&bytes[..bytes.len() - 1])
                 .unwrap_err()

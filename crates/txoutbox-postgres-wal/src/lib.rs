@@ -12,12 +12,16 @@
 //! See `docs/wal-mode.md` for the envelope format, the guarantees and the operational risks of a
 //! replication slot.
 
+mod buffer;
 mod envelope;
 mod error;
 mod outbox;
 mod positions;
 mod store;
 
-pub use envelope::{ENVELOPE_VERSION, Envelope, decode as decode_envelope, encode as encode_envelope};
+pub use envelope::{
+    ENVELOPE_VERSION, Envelope, decode as decode_envelope, decode_with as decode_envelope_with,
+    encode as encode_envelope,
+};
 pub use outbox::{DEFAULT_PREFIX, DEFAULT_SLOT, PgWalOutbox, WalConfig};
 pub use store::{DEFAULT_SAFE_WAL_SHARE, PgWalStore, SlotStatus};

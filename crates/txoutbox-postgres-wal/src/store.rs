@@ -4,20 +4,23 @@
 //! with synthetic ids in commit order. The relay reads the buffer; `complete` confirms the slot
 //! up to the end of the last transaction whose messages were all completed, never further.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::{Notify, watch};
 use txoutbox_core::{
-    Backlog, Completion, Error, Failure, OutboxMessage, Result, Store, StreamPositions, Topics, Wakeup,
+    Backlog, Completion, Error, Failure, Interner, OutboxMessage, Result, Store, StreamPositions, Topics,
+    Wakeup, message_id_text,
 };
 use txoutbox_postgres::PgOutbox;
 use uuid::Uuid;
 
+use crate::buffer::Buffer;
 use crate::envelope;
 use crate::error::db_error;
 use crate::outbox::{WalConfig, check_wal_level};
@@ -100,7 +103,7 @@ struct Tx {
 #[derive(Debug, Default)]
 struct State {
     /// Decoded messages not completed yet, by synthetic id (commit order).
-    buffer: BTreeMap<i64, OutboxMessage>,
+    buffer: Buffer,
     /// Transactions not confirmed yet, in commit order.
     txs: VecDeque<Tx>,
     next_id: i64,
@@ -173,8 +176,7 @@ impl State {
             } else {
                 let waiting: Vec<i64> = self
                     .buffer
-                    .range(tx.first_id..end)
-                    .map(|(&id, _)| id)
+                    .ids_in(tx.first_id..end)
                     .filter(|id| extra.binary_search(id).is_err())
                     .collect();
                 if waiting.is_empty() {
@@ -196,7 +198,7 @@ impl State {
     }
 
     fn complete_one(&mut self, id: i64) {
-        if self.buffer.remove(&id).is_none() {
+        if self.buffer.remove(id).is_none() {
             return;
         }
         let at = self.txs.partition_point(|t| t.first_id <= id);
@@ -836,7 +838,7 @@ fn ssl_mode_name(mode: SslMode) -> &'static str {
 /// A transaction being decoded.
 struct Building {
     commit_time: DateTime<Utc>,
-    messages: Vec<std::result::Result<envelope::Envelope, (String, Vec<u8>)>>,
+    messages: Vec<std::result::Result<envelope::Envelope, (String, Bytes)>>,
 }
 
 /// One replication session: connect, stream, return on error.
@@ -856,6 +858,7 @@ async fn session(shared: &Shared) -> std::result::Result<(), StreamError> {
     let mut confirm = shared.confirm.subscribe();
     let sync_prefix = format!("{}.sync", config.prefix);
     let mut building: Option<Building> = None;
+    let mut topics = Interner::new();
     loop {
         // Back-pressure: stop reading while the buffer is full.
         loop {
@@ -909,8 +912,9 @@ async fn session(shared: &Shared) -> std::result::Result<(), StreamError> {
             } => {
                 if transactional && prefix == config.prefix {
                     if let Some(b) = building.as_mut() {
-                        b.messages
-                            .push(envelope::decode(&content).map_err(|e| (e, content.to_vec())));
+                        b.messages.push(
+                            envelope::decode_with(&content, &mut topics).map_err(|e| (e, content.clone())),
+                        );
                     }
                 } else if !transactional && prefix == sync_prefix {
                     shared.received.send_if_modified(|r| raise(r, lsn));
@@ -982,11 +986,11 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
         let message = match decoded {
             Ok(e) => OutboxMessage {
                 id,
-                message_id: e.message_id.to_string(),
+                message_id: message_id_text(&e.message_id),
                 topic: e.topic,
                 key: e.key,
                 payload: e.payload,
-                headers: e.headers,
+                headers: e.headers.into(),
                 created_at: b.commit_time,
                 attempts: 0,
                 next_attempt_at: None,
@@ -1000,7 +1004,7 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
                 m
             }
         };
-        state.buffer.insert(id, message);
+        state.buffer.push(message);
     }
     state.txs.push_back(Tx {
         first_id,
@@ -1076,9 +1080,9 @@ impl Store for PgWalStore {
         Ok(self
             .state()
             .buffer
-            .range(after.saturating_add(1)..)
+            .starting_at(after.saturating_add(1))
             .take(limit)
-            .map(|(_, m)| m.clone())
+            .cloned()
             .collect())
     }
 
@@ -1101,7 +1105,7 @@ impl Store for PgWalStore {
         {
             let mut state = self.state();
             for f in failures {
-                let Some(m) = state.buffer.get_mut(&f.id) else {
+                let Some(m) = state.buffer.get_mut(f.id) else {
                     continue;
                 };
                 m.attempts = f.attempts;
@@ -1128,12 +1132,12 @@ impl Store for PgWalStore {
         for (m, error) in &dead {
             ids.push(Uuid::parse_str(&m.message_id).unwrap_or_else(|_| Uuid::now_v7()));
             topics.push(if m.topic.is_empty() {
-                "(unreadable)".to_owned()
+                "(unreadable)"
             } else {
-                m.topic.clone()
+                &*m.topic
             });
-            keys.push(m.key.clone());
-            payloads.push(m.payload.clone());
+            keys.push(m.key.as_deref());
+            payloads.push(m.payload.as_deref());
             headers.push(txoutbox_core::headers_to_json(&m.headers));
             attempts.push(m.attempts);
             errors.push(error.clone());
@@ -1244,7 +1248,7 @@ mod tests {
         };
         for (i, (first, n)) in [(1, 2), (3, 1), (4, 2)].into_iter().enumerate() {
             for id in first..first + n {
-                s.buffer.insert(id, OutboxMessage::unreadable(id, "x"));
+                s.buffer.push(OutboxMessage::unreadable(id, "x"));
             }
             s.txs.push_back(Tx {
                 first_id: first,
@@ -1276,7 +1280,7 @@ mod tests {
         for (i, &n) in sizes.iter().enumerate() {
             let first = s.next_id;
             for id in first..first + n as i64 {
-                s.buffer.insert(id, OutboxMessage::unreadable(id, "x"));
+                s.buffer.push(OutboxMessage::unreadable(id, "x"));
             }
             s.next_id += n as i64;
             s.txs.push_back(Tx {
@@ -1307,7 +1311,7 @@ mod tests {
         let mut next = state_of(&[2, 3]);
         next.next_id = 1_000; // ids differ across sessions; positions do not
         next.resume(Skip::new(d.clone()));
-        let left: Vec<i64> = next.buffer.keys().copied().collect();
+        let left: Vec<i64> = next.buffer.values().map(|m| m.id).collect();
         assert_eq!(left, [3, 5], "index 1 of the transaction at 200 was delivered");
         assert_eq!(next.advance(), Some(Lsn(100)));
         // Still to come: 300 (skipped whole) and 400 (index 0 skipped).

@@ -121,7 +121,7 @@ async fn committed_messages_arrive_in_commit_order_and_a_restart_replays_the_unc
         (1..=5).map(&id).collect::<Vec<_>>()
     );
     assert_eq!(all[0].key.as_deref(), Some(&b"a"[..]));
-    assert_eq!(all[0].topic, "wal-events");
+    assert_eq!(&*all[0].topic, "wal-events");
     assert!(
         all[0]
             .headers
@@ -326,10 +326,13 @@ async fn an_envelope_built_in_sql_by_a_foreign_writer_is_read() {
     store.lock_for_relay().await.unwrap();
     assert_eq!(store.backlog().await.unwrap().pending, 2);
     let got = store.fetch_pending(10).await.unwrap();
-    assert_eq!(got[0].topic, "wal-events");
+    assert_eq!(&*got[0].topic, "wal-events");
     assert_eq!(got[0].key.as_deref(), Some(&b"k1"[..]));
     assert_eq!(payload_n(&got[0]), 7);
-    assert_eq!(got[0].headers, vec![("origin".to_owned(), "sql".to_owned())]);
+    assert_eq!(
+        got[0].headers.to_vec(),
+        vec![("origin".to_owned(), "sql".to_owned())]
+    );
     assert!(got[0].malformed.is_none());
     let reason = got[1].malformed.as_deref().unwrap();
     assert!(reason.contains("unknown envelope version 2"), "{reason}");

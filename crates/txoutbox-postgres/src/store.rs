@@ -2,11 +2,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use txoutbox_core::coordination::{Ownership, Scope};
-use txoutbox_core::{Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json};
+use txoutbox_core::{
+    Backlog, Completion, Failure, Interner, OutboxMessage, Result, Store, headers_from_json, message_id_text,
+};
 use uuid::Uuid;
 
 use crate::error::db_error;
@@ -62,13 +65,14 @@ impl PgStore {
         }
         let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
         let mut messages = Vec::with_capacity(rows.len());
+        let mut topics = Interner::new();
         let mut late = 0;
         for row in &rows {
             if let Some(id) = row
                 .try_get::<Option<i64>, _>(fetch_column::ID)
                 .map_err(db_error)?
             {
-                let message = decode(row, id).map_err(db_error)?;
+                let message = decode(row, id, &mut topics).map_err(db_error)?;
                 late += i64::from(message.id <= after);
                 messages.push(message);
             }
@@ -94,24 +98,28 @@ impl PgStore {
 
 /// Decodes a row; a row that does not fit the table contract comes back as
 /// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
-fn decode(row: &PgRow, id: i64) -> Result<OutboxMessage, sqlx::Error> {
-    Ok(decode_fields(row, id).unwrap_or_else(|e| {
+fn decode(row: &PgRow, id: i64, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
+    Ok(decode_fields(row, id, topics).unwrap_or_else(|e| {
         OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
     }))
 }
 
-fn decode_fields(row: &PgRow, id: i64) -> Result<OutboxMessage, sqlx::Error> {
-    let headers: Option<String> = row.try_get(fetch_column::HEADERS)?;
-    let (headers, malformed) = match headers_from_json(headers.as_deref()) {
-        Ok(headers) => (headers, None),
-        Err(reason) => (Vec::new(), Some(reason)),
+fn decode_fields(row: &PgRow, id: i64, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
+    let headers: Option<&str> = row.try_get(fetch_column::HEADERS)?;
+    let (headers, malformed) = match headers_from_json(headers) {
+        Ok(headers) => (headers.into(), None),
+        Err(reason) => (Default::default(), Some(reason)),
     };
     Ok(OutboxMessage {
         id,
-        message_id: row.try_get::<Uuid, _>(fetch_column::MESSAGE_ID)?.to_string(),
-        topic: row.try_get(fetch_column::TOPIC)?,
-        key: row.try_get(fetch_column::KEY)?,
-        payload: row.try_get(fetch_column::PAYLOAD)?,
+        message_id: message_id_text(&row.try_get::<Uuid, _>(fetch_column::MESSAGE_ID)?),
+        topic: topics.get(row.try_get(fetch_column::TOPIC)?),
+        key: row
+            .try_get::<Option<&[u8]>, _>(fetch_column::KEY)?
+            .map(Bytes::copy_from_slice),
+        payload: row
+            .try_get::<Option<&[u8]>, _>(fetch_column::PAYLOAD)?
+            .map(Bytes::copy_from_slice),
         headers,
         created_at: row.try_get(fetch_column::CREATED_AT)?,
         attempts: row.try_get(fetch_column::ATTEMPTS)?,

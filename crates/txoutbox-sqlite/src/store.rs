@@ -2,11 +2,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use txoutbox_core::{
-    Backlog, Completion, Failure, OutboxMessage, Result, Store, headers_from_json, row_position,
+    Backlog, Completion, Failure, Interner, OutboxMessage, Result, Store, headers_from_json, row_position,
 };
 
 use crate::error::db_error;
@@ -48,25 +49,29 @@ pub(crate) fn millis(ms: i64) -> DateTime<Utc> {
 
 /// Decodes a row; a row that does not fit the table contract comes back as
 /// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
-fn decode(row: &SqliteRow) -> Result<OutboxMessage, sqlx::Error> {
+fn decode(row: &SqliteRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
     let id: i64 = row.try_get(row_position::ID)?;
-    Ok(decode_fields(row).unwrap_or_else(|e| {
+    Ok(decode_fields(row, topics).unwrap_or_else(|e| {
         OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
     }))
 }
 
-fn decode_fields(row: &SqliteRow) -> Result<OutboxMessage, sqlx::Error> {
-    let headers: Option<String> = row.try_get(row_position::HEADERS)?;
-    let (headers, malformed) = match headers_from_json(headers.as_deref()) {
-        Ok(headers) => (headers, None),
-        Err(reason) => (Vec::new(), Some(reason)),
+fn decode_fields(row: &SqliteRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
+    let headers: Option<&str> = row.try_get(row_position::HEADERS)?;
+    let (headers, malformed) = match headers_from_json(headers) {
+        Ok(headers) => (headers.into(), None),
+        Err(reason) => (Default::default(), Some(reason)),
     };
     Ok(OutboxMessage {
         id: row.try_get(row_position::ID)?,
-        message_id: row.try_get(row_position::MESSAGE_ID)?,
-        topic: row.try_get(row_position::TOPIC)?,
-        key: row.try_get(row_position::KEY)?,
-        payload: row.try_get(row_position::PAYLOAD)?,
+        message_id: Arc::from(row.try_get::<&str, _>(row_position::MESSAGE_ID)?),
+        topic: topics.get(row.try_get(row_position::TOPIC)?),
+        key: row
+            .try_get::<Option<&[u8]>, _>(row_position::KEY)?
+            .map(Bytes::copy_from_slice),
+        payload: row
+            .try_get::<Option<&[u8]>, _>(row_position::PAYLOAD)?
+            .map(Bytes::copy_from_slice),
         headers,
         created_at: millis(row.try_get(row_position::CREATED_AT)?),
         attempts: row.try_get(row_position::ATTEMPTS)?,
@@ -148,8 +153,9 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?;
+        let mut topics = Interner::new();
         rows.iter()
-            .map(decode)
+            .map(|row| decode(row, &mut topics))
             .collect::<Result<_, _>>()
             .map_err(db_error)
     }

@@ -63,8 +63,12 @@ impl<const D: u8> Store for MutantStore<D> {
         }
         for (i, row) in rows.iter_mut().enumerate() {
             match D {
-                FETCH_DROPS_HEADERS => row.headers.clear(),
-                HEADERS_SORTED => row.headers.sort(),
+                FETCH_DROPS_HEADERS => row.headers = Default::default(),
+                HEADERS_SORTED => {
+                    let mut sorted = row.headers.to_vec();
+                    sorted.sort();
+                    row.headers = sorted.into();
+                }
                 EMPTY_PAYLOAD_AS_TOMBSTONE if row.payload.as_deref() == Some(&[]) => row.payload = None,
                 BUCKET_FROM_ID => row.bucket = (row.id % 64) as i32,
                 MALFORMED_IGNORED => row.malformed = None,
@@ -131,7 +135,7 @@ impl<const D: u8> Store for MutantStore<D> {
                 let mut keys = self.0.dead_keys().await?;
                 for row in self.0.fetch_pending(usize::MAX).await? {
                     if let Some(key) = row.key {
-                        keys.push((row.topic, key));
+                        keys.push((row.topic.to_string(), key.to_vec()));
                     }
                 }
                 Ok(keys)

@@ -138,7 +138,10 @@ async fn a_batch_above_max_allowed_packet_is_split_into_few_statements() {
     );
     assert_eq!(sent.len(), n);
     assert_eq!(
-        fetched.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(),
+        fetched
+            .iter()
+            .map(|m| m.message_id.to_string())
+            .collect::<Vec<_>>(),
         again_ids,
         "every row, in order"
     );
@@ -171,7 +174,7 @@ async fn fetch_after_finds_a_late_commit_below_the_cursor_once() {
     let first = outbox.publish(&db.pool, &OrderCreated::new(2)).await.unwrap();
     let read = store.fetch_pending(10).await.unwrap();
     assert_eq!(
-        read.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(),
+        read.iter().map(|m| m.message_id.to_string()).collect::<Vec<_>>(),
         [first.to_string()]
     );
     let cursor = read[0].id;
@@ -184,7 +187,7 @@ async fn fetch_after_finds_a_late_commit_below_the_cursor_once() {
     db.drop_database().await;
 
     assert_eq!(
-        next.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(),
+        next.iter().map(|m| m.message_id.to_string()).collect::<Vec<_>>(),
         [late_id.to_string(), above.to_string()],
         "the late row first (its id is lower), then the new one"
     );

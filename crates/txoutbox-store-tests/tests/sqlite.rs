@@ -29,7 +29,7 @@ async fn explicit_main_schema_is_the_default_table() {
     let id = qualified.publish(&db.pool, &OrderCreated::new(1)).await.unwrap();
     let pending = plain.store(db.pool.clone()).fetch_pending(10).await.unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].message_id, id.to_string());
+    assert_eq!(&*pending[0].message_id, id.to_string());
     assert_eq!(pending[0].bucket, 0);
     db.pool.close().await;
 }

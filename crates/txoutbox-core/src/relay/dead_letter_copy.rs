@@ -28,22 +28,24 @@ fn copy(
     with_payload: bool,
 ) -> OutboxMessage {
     let mut copy = row.clone();
-    copy.topic = topic.for_topic(&row.topic);
+    copy.topic = topic.for_topic(&row.topic).into();
     // A row that could not be read has nothing trustworthy to copy but its id and error.
-    if copy.malformed.take().is_some() {
-        copy.headers.clear();
-    }
-    copy.headers.extend([
-        (ORIGINAL_TOPIC_HEADER.to_owned(), row.topic.clone()),
+    let mut headers = if copy.malformed.take().is_some() {
+        Vec::new()
+    } else {
+        row.headers.to_vec()
+    };
+    headers.extend([
+        (ORIGINAL_TOPIC_HEADER.to_owned(), row.topic.to_string()),
         (ERROR_HEADER.to_owned(), failure.error.clone()),
         (ATTEMPTS_HEADER.to_owned(), failure.attempts.to_string()),
         (ROW_HEADER.to_owned(), row.id.to_string()),
     ]);
     if !with_payload {
         copy.payload = None;
-        copy.headers
-            .push((PAYLOAD_HEADER.to_owned(), "dropped".to_owned()));
+        headers.push((PAYLOAD_HEADER.to_owned(), "dropped".to_owned()));
     }
+    copy.headers = headers.into();
     copy
 }
 
@@ -103,9 +105,9 @@ mod tests {
         let mut row = OutboxMessage::unreadable(7, "x");
         row.malformed = None;
         row.topic = "orders".into();
-        row.key = Some(b"k".to_vec());
-        row.payload = Some(b"p".to_vec());
-        row.headers = vec![("h".into(), "v".into())];
+        row.key = Some(bytes::Bytes::from_static(b"k"));
+        row.payload = Some(bytes::Bytes::from_static(b"p"));
+        row.headers = vec![("h".into(), "v".into())].into();
         row
     }
 
@@ -122,7 +124,7 @@ mod tests {
     fn a_copy_keeps_key_payload_headers_and_says_why_it_died() {
         let topic = DeadLetterTopic::new("{topic}.dead").unwrap();
         let c = copy(&row(), &failure(), &topic, true);
-        assert_eq!(c.topic, "orders.dead");
+        assert_eq!(&*c.topic, "orders.dead");
         assert_eq!(c.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(c.payload.as_deref(), Some(&b"p"[..]));
         let header = |name: &str| c.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());

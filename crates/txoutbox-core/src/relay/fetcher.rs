@@ -286,6 +286,10 @@ async fn declare<S: Store, K>(shared: &Shared<S, K>, awake: bool) {
 pub(crate) async fn reload_parked<S: Store, K>(shared: &Shared<S, K>) -> crate::Result<bool> {
     let generation = shared.parked.generation();
     let keys = shared.bounded(shared.store.dead_keys()).await?;
+    let keys = keys
+        .into_iter()
+        .map(|(topic, key)| (topic.into(), key.into()))
+        .collect();
     Ok(shared.parked.reload(keys, generation))
 }
 

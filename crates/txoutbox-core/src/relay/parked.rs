@@ -52,7 +52,10 @@ impl ParkedKeys {
     /// Whether the key is parked.
     pub(crate) fn contains(&self, topic: &str, key: &[u8]) -> bool {
         let inner = self.inner();
-        !inner.keys.is_empty() && inner.keys.contains(&(topic.to_owned(), key.to_vec()))
+        !inner.keys.is_empty()
+            && inner
+                .keys
+                .contains(&(topic.into(), bytes::Bytes::copy_from_slice(key)))
     }
 
     /// Taken before reading the parked keys from the store, given back to [`reload`](Self::reload).
@@ -88,7 +91,7 @@ mod tests {
     use super::*;
 
     fn key(k: &str) -> HeldKey {
-        ("t".to_owned(), k.as_bytes().to_vec())
+        ("t".into(), bytes::Bytes::copy_from_slice(k.as_bytes()))
     }
 
     #[test]

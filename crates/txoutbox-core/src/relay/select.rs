@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::message::OutboxMessage;
 
 /// A key whose messages must wait: the topic and the record key.
-pub(crate) type HeldKey = (String, Vec<u8>);
+pub(crate) type HeldKey = (std::sync::Arc<str>, bytes::Bytes);
 
 /// What the fetcher does with one fetch.
 #[derive(Debug, Default)]
@@ -71,11 +71,11 @@ mod tests {
         let now = Utc::now();
         OutboxMessage {
             id,
-            message_id: id.to_string(),
+            message_id: id.to_string().into(),
             topic: "t".into(),
-            key: key.map(|k| k.as_bytes().to_vec()),
+            key: key.map(|k| k.as_bytes().to_vec().into()),
             payload: None,
-            headers: vec![],
+            headers: Default::default(),
             created_at: now,
             attempts: 0,
             next_attempt_at: backing_off.then(|| now + TimeDelta::hours(1)),
@@ -102,7 +102,7 @@ mod tests {
         assert_eq!(ids(&picked.send), vec![1, 3, 6]);
         assert_eq!(picked.last_considered, Some(6));
         assert_eq!(picked.holds.len(), 1);
-        assert_eq!(picked.holds[0].0, ("t".to_owned(), b"b".to_vec()));
+        assert_eq!(picked.holds[0].0, ("t".into(), bytes::Bytes::from_static(b"b")));
     }
 
     #[test]

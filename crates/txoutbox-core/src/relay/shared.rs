@@ -172,7 +172,7 @@ impl<S, K> Shared<S, K> {
     pub(crate) fn is_held(&self, topic: &str, key: &[u8]) -> bool {
         {
             let held = self.held();
-            if !held.is_empty() && held.contains_key(&(topic.to_owned(), key.to_vec())) {
+            if !held.is_empty() && held.contains_key(&(topic.into(), bytes::Bytes::copy_from_slice(key))) {
                 return true;
             }
         }

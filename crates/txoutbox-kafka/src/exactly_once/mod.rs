@@ -25,7 +25,7 @@ use txoutbox_core::{
 
 use crate::config::KafkaConfig;
 use crate::context::{DeliveryRef, SinkContext};
-use crate::sink::KafkaSink;
+use crate::sink::{CreatedAtText, KafkaSink};
 use failpoint::Step;
 use progress::Progress;
 
@@ -831,6 +831,7 @@ impl Sink for ExactlyOnceSink {
             }
         }
         let sent = DeliveryTracker::new(batch.len());
+        let mut stamps = CreatedAtText::default();
         for (index, message) in batch.iter().enumerate() {
             if let Some(reason) = &message.malformed {
                 sent.complete(index, Err(SinkError::permanent(reason.clone())));
@@ -843,13 +844,13 @@ impl Sink for ExactlyOnceSink {
                     index,
                 }),
             )
-            .headers(KafkaSink::headers(message))
+            .headers(KafkaSink::headers(message, &mut stamps))
             .timestamp(message.created_at.timestamp_millis());
             if let Some(key) = &message.key {
-                record = record.key(key.as_slice());
+                record = record.key(&key[..]);
             }
             if let Some(payload) = &message.payload {
-                record = record.payload(payload.as_slice());
+                record = record.payload(&payload[..]);
             }
             loop {
                 match producer.send(record) {
