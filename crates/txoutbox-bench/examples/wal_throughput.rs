@@ -3,13 +3,16 @@
 //!
 //! ```sh
 //! eval "$(scripts/services.sh env)"
-//! cargo run --release -p txoutbox-bench --example wal_throughput -- [messages] [batch]
+//! cargo run --release -p txoutbox-bench --example wal_throughput -- [messages] [batch] [rounds]
 //! ```
 //!
 //! Each relay drains a prewritten backlog of `messages` (default 200,000; 100-byte payloads,
 //! 1,000 keys, 3 partitions) to a fresh topic; the WAL relay also runs exactly-once (Kafka
-//! transactions, progress in WAL positions) and with a discarding sink (its own ceiling). Then commit→ack latency of both relays with writers committing 500
-//! single-message transactions per second for 10 s. Prints one line per run and a JSON summary.
+//! transactions, progress in WAL positions) and with a discarding sink (its own ceiling). Every
+//! relay run is paired with a raw-producer run of the same messages just before it, and its ratio
+//! taken against that run; `rounds` (default 5) rounds of all of them give per-round lines and
+//! the medians. Then commit→ack latency of both relays with writers committing 500
+//! single-message transactions per second for 10 s. Prints a JSON summary last.
 //! `WAL_BENCH_PROFILE=wal` (or `poll`) runs only the raw producer and that relay (to profile it).
 
 use std::sync::Arc;
@@ -42,6 +45,24 @@ fn topic_def(name: &str) -> Topic<Msg> {
     Topic::with_encoder(name, |m: &Msg| Ok(m.payload.clone()))
         .unwrap()
         .key(|m: &Msg| m.key.clone())
+}
+
+/// One round of the throughput runs: rates in msg/s, ratios against the raw run just before.
+struct Round {
+    raw: f64,
+    polling: f64,
+    polling_ratio: f64,
+    wal: f64,
+    wal_ratio: f64,
+    exactly_once: f64,
+    exactly_once_ratio: f64,
+    discard: f64,
+    polling_prewrite: f64,
+    wal_prewrite: f64,
+}
+
+async fn new_raw_topic() -> String {
+    txoutbox_testing::kafka::new_topic("bench-wal-raw", 3).await
 }
 
 /// Counts completed messages and wakes the waiter; with a probe, also records commit→ack times.
@@ -442,6 +463,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(200_000, |a| a.parse().expect("messages"));
     let batch: usize = args.next().map_or(2_000, |a| a.parse().expect("batch"));
+    let rounds_wanted: usize = args.next().map_or(5, |a| a.parse().expect("rounds")).max(1);
     let msgs: Vec<Msg> = (0..n)
         .map(|i| {
             let mut payload = format!("message-{i:012}-").into_bytes();
@@ -455,9 +477,8 @@ async fn main() {
     // Warm the broker, then measure the raw producer.
     let warm = txoutbox_testing::kafka::new_topic("bench-wal-warm", 3).await;
     raw_producer(&warm, &msgs[..n.min(50_000)]);
-    let topic = txoutbox_testing::kafka::new_topic("bench-wal-raw", 3).await;
-    let raw = raw_producer(&topic, &msgs);
     if let Ok(only) = std::env::var("WAL_BENCH_PROFILE") {
+        let raw = raw_producer(&new_raw_topic().await, &msgs);
         // One relay to Kafka only, for a profiler: `poll`, or the WAL relay.
         let secs = if only == "poll" {
             polling(&msgs, batch).await.1
@@ -468,30 +489,63 @@ async fn main() {
         return;
     }
     let rate = |s: f64| n as f64 / s;
-    println!("raw producer            {:>9.0} msg/s", rate(raw));
-    let (pw, poll) = polling(&msgs, batch).await;
-    println!(
-        "polling relay (pg)      {:>9.0} msg/s  ratio {:.2}  (prewrite {:.0} msg/s)",
-        rate(poll),
-        raw / poll,
-        rate(pw)
+    // Each relay is paired with a raw-producer run just before it: the broker's speed drifts
+    // by ±20 % over minutes on this machine, so ratios of runs far apart would measure the
+    // drift. Medians over the rounds are the figures.
+    let mut rounds = Vec::new();
+    for round in 1..=rounds_wanted {
+        let raw_poll = raw_producer(&new_raw_topic().await, &msgs);
+        let (pw, poll) = polling(&msgs, batch).await;
+        let raw_wal = raw_producer(&new_raw_topic().await, &msgs);
+        let (ww, walk) = wal(&msgs, batch, WalSink::Kafka).await;
+        let raw_eos = raw_producer(&new_raw_topic().await, &msgs);
+        let (_, wale) = wal(&msgs, batch, WalSink::ExactlyOnce).await;
+        let (_, wald) = wal(&msgs, batch, WalSink::Discard).await;
+        let r = Round {
+            raw: rate(raw_wal),
+            polling: rate(poll),
+            polling_ratio: raw_poll / poll,
+            wal: rate(walk),
+            wal_ratio: raw_wal / walk,
+            exactly_once: rate(wale),
+            exactly_once_ratio: raw_eos / wale,
+            discard: rate(wald),
+            polling_prewrite: rate(pw),
+            wal_prewrite: rate(ww),
+        };
+        println!(
+            "round {round}: raw {:.0}k msg/s | polling {:.0}k ({:.2}x its raw) | WAL {:.0}k ({:.2}x) | \
+             WAL exactly-once {:.0}k ({:.2}x) | WAL discard {:.0}k",
+            r.raw / 1e3,
+            r.polling / 1e3,
+            r.polling_ratio,
+            r.wal / 1e3,
+            r.wal_ratio,
+            r.exactly_once / 1e3,
+            r.exactly_once_ratio,
+            r.discard / 1e3
+        );
+        rounds.push(r);
+    }
+    let median = |f: fn(&Round) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (raw, poll, poll_ratio) = (
+        median(|r| r.raw),
+        median(|r| r.polling),
+        median(|r| r.polling_ratio),
     );
-    let (ww, walk) = wal(&msgs, batch, WalSink::Kafka).await;
-    println!(
-        "WAL relay (pg)          {:>9.0} msg/s  ratio {:.2}  (prewrite {:.0} msg/s)",
-        rate(walk),
-        raw / walk,
-        rate(ww)
-    );
-    let (_, wale) = wal(&msgs, batch, WalSink::ExactlyOnce).await;
-    println!(
-        "WAL relay, exactly-once {:>9.0} msg/s  ratio {:.2}  (÷ WAL at-least-once {:.2})",
-        rate(wale),
-        raw / wale,
-        walk / wale
-    );
-    let (_, wald) = wal(&msgs, batch, WalSink::Discard).await;
-    println!("WAL relay, discard sink {:>9.0} msg/s", rate(wald));
+    let (walk, wal_ratio) = (median(|r| r.wal), median(|r| r.wal_ratio));
+    let (wale, eos_ratio) = (median(|r| r.exactly_once), median(|r| r.exactly_once_ratio));
+    let wald = median(|r| r.discard);
+    println!("medians over {rounds_wanted} rounds (each relay ÷ the raw run just before it):");
+    println!("raw producer            {raw:>9.0} msg/s");
+    println!("polling relay (pg)      {poll:>9.0} msg/s  ratio {poll_ratio:.2}");
+    println!("WAL relay (pg)          {walk:>9.0} msg/s  ratio {wal_ratio:.2}");
+    println!("WAL relay, exactly-once {wale:>9.0} msg/s  ratio {eos_ratio:.2}");
+    println!("WAL relay, discard sink {wald:>9.0} msg/s");
     let (lat_rate, lat_secs) = (500, 10);
     let lp = latency_polling(lat_rate, lat_secs).await;
     println!(
@@ -506,12 +560,18 @@ async fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "messages": n, "batch": batch, "raw_msgs_per_sec": rate(raw),
-            "polling_msgs_per_sec": rate(poll), "polling_ratio": raw / poll,
-            "wal_msgs_per_sec": rate(walk), "wal_ratio": raw / walk,
-            "wal_exactly_once_msgs_per_sec": rate(wale), "wal_exactly_once_ratio": raw / wale,
-            "wal_discard_msgs_per_sec": rate(wald),
-            "polling_prewrite_msgs_per_sec": rate(pw), "wal_prewrite_msgs_per_sec": rate(ww),
+            "messages": n, "batch": batch, "rounds": rounds_wanted, "raw_msgs_per_sec": raw,
+            "polling_msgs_per_sec": poll, "polling_ratio": poll_ratio,
+            "wal_msgs_per_sec": walk, "wal_ratio": wal_ratio,
+            "wal_exactly_once_msgs_per_sec": wale, "wal_exactly_once_ratio": eos_ratio,
+            "wal_discard_msgs_per_sec": wald,
+            "polling_prewrite_msgs_per_sec": median(|r| r.polling_prewrite),
+            "wal_prewrite_msgs_per_sec": median(|r| r.wal_prewrite),
+            "per_round": rounds.iter().map(|r| serde_json::json!({
+                "raw": r.raw, "polling": r.polling, "polling_ratio": r.polling_ratio,
+                "wal": r.wal, "wal_ratio": r.wal_ratio, "exactly_once": r.exactly_once,
+                "exactly_once_ratio": r.exactly_once_ratio, "discard": r.discard,
+            })).collect::<Vec<_>>(),
             "latency_rate": lat_rate, "polling_latency_ms_p50_p95_p99": [lp.0, lp.1, lp.2],
             "wal_latency_ms_p50_p95_p99": [lw.0, lw.1, lw.2],
         })
