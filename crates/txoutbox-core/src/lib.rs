@@ -14,6 +14,7 @@ mod message;
 pub mod metrics;
 pub mod relay;
 mod retry;
+mod row_fields;
 pub mod row_position;
 mod schema;
 mod sink;
@@ -37,6 +38,7 @@ pub use relay::{
     Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor, Wakeup,
 };
 pub use retry::RetryPolicy;
+pub use row_fields::RowFields;
 pub use schema::check_schema_version;
 pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, SinkErrorKind};
 pub use store::{Backlog, Completion, Failure, Store};

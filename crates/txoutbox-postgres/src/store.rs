@@ -2,14 +2,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use txoutbox_core::coordination::{Ownership, Scope};
-use txoutbox_core::{
-    Backlog, Completion, Failure, Interner, OutboxMessage, Result, Store, headers_from_json, message_id_text,
-};
+use txoutbox_core::{Backlog, Completion, Failure, Interner, OutboxMessage, Result, RowFields, Store};
 use uuid::Uuid;
 
 use crate::error::db_error;
@@ -105,28 +102,21 @@ fn decode(row: &PgRow, id: i64, topics: &mut Interner) -> Result<OutboxMessage, 
 }
 
 fn decode_fields(row: &PgRow, id: i64, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
-    let headers: Option<&str> = row.try_get(fetch_column::HEADERS)?;
-    let (headers, malformed) = match headers_from_json(headers) {
-        Ok(headers) => (headers.into(), None),
-        Err(reason) => (Default::default(), Some(reason)),
-    };
-    Ok(OutboxMessage {
+    let mut text = Uuid::encode_buffer();
+    let message_id = row.try_get::<Uuid, _>(fetch_column::MESSAGE_ID)?;
+    Ok(RowFields {
         id,
-        message_id: message_id_text(&row.try_get::<Uuid, _>(fetch_column::MESSAGE_ID)?),
-        topic: topics.get(row.try_get(fetch_column::TOPIC)?),
-        key: row
-            .try_get::<Option<&[u8]>, _>(fetch_column::KEY)?
-            .map(Bytes::copy_from_slice),
-        payload: row
-            .try_get::<Option<&[u8]>, _>(fetch_column::PAYLOAD)?
-            .map(Bytes::copy_from_slice),
-        headers,
+        message_id: message_id.hyphenated().encode_lower(&mut text),
+        topic: row.try_get(fetch_column::TOPIC)?,
+        key: row.try_get(fetch_column::KEY)?,
+        payload: row.try_get(fetch_column::PAYLOAD)?,
+        headers: row.try_get(fetch_column::HEADERS)?,
         created_at: row.try_get(fetch_column::CREATED_AT)?,
         attempts: row.try_get(fetch_column::ATTEMPTS)?,
         next_attempt_at: row.try_get(fetch_column::NEXT_ATTEMPT_AT)?,
         bucket: row.try_get(fetch_column::BUCKET)?,
-        malformed,
-    })
+    }
+    .into_message(topics))
 }
 
 impl Store for PgStore {

@@ -2,12 +2,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use txoutbox_core::{
-    Backlog, Completion, Failure, Interner, OutboxMessage, Result, Store, headers_from_json, row_position,
+    Backlog, Completion, Failure, Interner, OutboxMessage, Result, RowFields, Store, row_position,
 };
 
 use crate::error::db_error;
@@ -57,30 +56,21 @@ fn decode(row: &SqliteRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx:
 }
 
 fn decode_fields(row: &SqliteRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
-    let headers: Option<&str> = row.try_get(row_position::HEADERS)?;
-    let (headers, malformed) = match headers_from_json(headers) {
-        Ok(headers) => (headers.into(), None),
-        Err(reason) => (Default::default(), Some(reason)),
-    };
-    Ok(OutboxMessage {
+    Ok(RowFields {
         id: row.try_get(row_position::ID)?,
-        message_id: Arc::from(row.try_get::<&str, _>(row_position::MESSAGE_ID)?),
-        topic: topics.get(row.try_get(row_position::TOPIC)?),
-        key: row
-            .try_get::<Option<&[u8]>, _>(row_position::KEY)?
-            .map(Bytes::copy_from_slice),
-        payload: row
-            .try_get::<Option<&[u8]>, _>(row_position::PAYLOAD)?
-            .map(Bytes::copy_from_slice),
-        headers,
+        message_id: row.try_get(row_position::MESSAGE_ID)?,
+        topic: row.try_get(row_position::TOPIC)?,
+        key: row.try_get(row_position::KEY)?,
+        payload: row.try_get(row_position::PAYLOAD)?,
+        headers: row.try_get(row_position::HEADERS)?,
         created_at: millis(row.try_get(row_position::CREATED_AT)?),
         attempts: row.try_get(row_position::ATTEMPTS)?,
         next_attempt_at: row
             .try_get::<Option<i64>, _>(row_position::NEXT_ATTEMPT_AT)?
             .map(millis),
         bucket: row.try_get(row_position::BUCKET)?,
-        malformed,
-    })
+    }
+    .into_message(topics))
 }
 
 fn id_list(ids: &[i64]) -> String {
