@@ -999,6 +999,9 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
             },
             Err((reason, raw)) => {
                 let mut m = OutboxMessage::unreadable(id, format!("unreadable WAL envelope: {reason}"));
+                // Its own id is in the unreadable envelope: a fresh one names its dead letter
+                // (the dead-letter table row and the dead-letter topic's copy alike).
+                m.message_id = message_id_text(&Uuid::now_v7());
                 m.payload = Some(raw);
                 m.created_at = b.commit_time;
                 m

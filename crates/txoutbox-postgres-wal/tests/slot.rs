@@ -336,6 +336,25 @@ async fn an_envelope_built_in_sql_by_a_foreign_writer_is_read() {
     assert!(got[0].malformed.is_none());
     let reason = got[1].malformed.as_deref().unwrap();
     assert!(reason.contains("unknown envelope version 2"), "{reason}");
+    // It gets a message id of its own, which its dead letter keeps.
+    let id = uuid::Uuid::parse_str(&got[1].message_id).expect("a UUID names the unreadable message");
+    store
+        .record_failures(&[Failure {
+            id: got[1].id,
+            attempts: 1,
+            error: reason.to_owned(),
+            next_attempt_at: None,
+        }])
+        .await
+        .unwrap();
+    let kept: uuid::Uuid = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT message_id FROM {} WHERE status = 'dead'",
+        f.db.table().quoted()
+    )))
+    .fetch_one(&f.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, id);
     drop(store);
     f.teardown().await;
 }

@@ -341,3 +341,82 @@ async fn relay_processes_killed_with_sigkill_lose_nothing() {
     assert_eq!(verdict.order_violations, 0, "{verdict:?}");
     db.teardown().await;
 }
+
+/// A message Kafka refuses for good dies: its copy reaches the dead-letter topic with the reason
+/// and the message id the dead-letter table holds, and without a row id (the WAL store's ids are
+/// per session and name no row of that table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_copy_carries_the_message_id_of_its_dead_letter_and_no_row_id() {
+    use txoutbox::kafka::{KafkaConfig, KafkaSink};
+    use txoutbox::{DeadLetterFilter, DeadLetterTopic, DeadLetters, Relay, RetryPolicy};
+
+    let topics = three_new_topics("wal-dead").await;
+    let dead_letter_topic = format!("{}.dead", topics[0]);
+    txoutbox_testing::kafka::create_topics(&[&dead_letter_topic], 1).await;
+    let db = Wal::new(&topics).await;
+    let mut poison = db
+        .outbox
+        .topics()
+        .encode(&Event::<0> {
+            key: "poison".into(),
+            seq: 1,
+        })
+        .unwrap();
+    poison.payload =
+        Some(format!(r#"{{"key":"poison","seq":1,"pad":"{}"}}"#, "x".repeat(20_000)).into_bytes());
+    let poison_id = poison.message_id;
+    db.outbox.publish_message(&db.db.pool, poison).await.unwrap();
+    db.write(
+        vec![],
+        (2..=4).map(|seq| Event { key: "k".into(), seq }).collect(),
+        true,
+    )
+    .await;
+
+    // A producer that refuses records over 10 kB: the padded one dies on its first attempt.
+    let sink = KafkaSink::new(
+        &KafkaConfig::new(txoutbox_testing::kafka::bootstrap()).set("message.max.bytes", "10000"),
+    )
+    .unwrap();
+    let config = relay_config()
+        .with_retry(RetryPolicy::default().with_max_attempts(1))
+        .with_dead_letter_topic(DeadLetterTopic::new("{topic}.dead").unwrap());
+    let store = db.store();
+    let relay = Relay::new(store.clone(), sink, config).unwrap().start();
+    drained(&store, Duration::from_secs(60)).await;
+    relay.shutdown().await.unwrap();
+
+    let dead_letters = [dead_letter_topic];
+    let copies = read_all(&dead_letters).await;
+    assert_eq!(copies.len(), 1, "one copy");
+    let copy = &copies[0];
+    // The dead-letter table is a regular outbox table: its store lists them.
+    let dead = txoutbox::postgres::PgOutbox::with_table(txoutbox::Topics::new(), db.db.table())
+        .store(db.db.pool.clone())
+        .list_dead(&DeadLetterFilter::all(), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "one dead letter in the table");
+    assert_eq!(dead[0].message_id, poison_id.to_string());
+    assert_eq!(
+        copy.header("txoutbox-message-id"),
+        Some(dead[0].message_id.as_str())
+    );
+    assert_eq!(
+        copy.header("txoutbox-dead-letter-topic"),
+        Some(topics[0].as_str())
+    );
+    assert_eq!(
+        copy.header("txoutbox-dead-letter-row"),
+        None,
+        "{:?}",
+        copy.headers
+    );
+    assert_eq!(
+        read_all(&topics[..1]).await.len(),
+        3,
+        "the other messages went on"
+    );
+    drop(store);
+    db.teardown().await;
+}

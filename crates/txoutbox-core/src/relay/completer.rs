@@ -132,7 +132,9 @@ async fn settle<S: Store, K: Sink>(
             .collect();
         if !dying.is_empty() {
             let not_copied: Vec<(i64, crate::sink::SinkError)> =
-                super::dead_letter_copy::send(&shared.sink, topic, &dying)
+                // A store with stream positions numbers its messages per session: those ids
+                // name no table row.
+                super::dead_letter_copy::send(&shared.sink, topic, shared.store.stream_positions().is_none(), &dying)
                     .await
                     .into_iter()
                     .zip(&dying)

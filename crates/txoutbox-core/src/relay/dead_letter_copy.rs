@@ -15,16 +15,19 @@ pub const ORIGINAL_TOPIC_HEADER: &str = "txoutbox-dead-letter-topic";
 pub const ERROR_HEADER: &str = "txoutbox-dead-letter-error";
 /// Header with the failed attempts.
 pub const ATTEMPTS_HEADER: &str = "txoutbox-dead-letter-attempts";
-/// Header with the outbox row id (for `txoutbox dead-letters replay --id`).
+/// Header with the outbox row id (for `txoutbox dead-letters replay --id`). Absent on copies
+/// from a store whose ids do not name table rows (the WAL store's, numbered per session): the
+/// copy's `txoutbox-message-id` header finds the dead letter there.
 pub const ROW_HEADER: &str = "txoutbox-dead-letter-row";
 /// Header set (to `dropped`) on a copy sent without its payload, which the topic refused.
 pub const PAYLOAD_HEADER: &str = "txoutbox-dead-letter-payload";
 
-/// The copy of a dead row for `topic`.
+/// The copy of a dead row for `topic`; `row_ids`: the row's id names its table row.
 fn copy(
     row: &OutboxMessage,
     failure: &Failure,
     topic: &DeadLetterTopic,
+    row_ids: bool,
     with_payload: bool,
 ) -> OutboxMessage {
     let mut copy = row.clone();
@@ -39,8 +42,10 @@ fn copy(
         (ORIGINAL_TOPIC_HEADER.to_owned(), row.topic.to_string()),
         (ERROR_HEADER.to_owned(), failure.error.clone()),
         (ATTEMPTS_HEADER.to_owned(), failure.attempts.to_string()),
-        (ROW_HEADER.to_owned(), row.id.to_string()),
     ]);
+    if row_ids {
+        headers.push((ROW_HEADER.to_owned(), row.id.to_string()));
+    }
     if !with_payload {
         copy.payload = None;
         headers.push((PAYLOAD_HEADER.to_owned(), "dropped".to_owned()));
@@ -52,13 +57,18 @@ fn copy(
 /// Sends the copies of rows that die now and waits for the broker. Returns, per row, `Err` with
 /// the transient error when the copy could not be sent yet (the row must then stay pending and
 /// die again later), `Ok` otherwise — a copy refused for good is sent again without its payload,
-/// and if that too is refused the row dies all the same, with an error logged.
+/// and if that too is refused the row dies all the same, with an error logged. `row_ids`: the
+/// store's message ids name table rows (see [`ROW_HEADER`]).
 pub(crate) async fn send<K: Sink>(
     sink: &K,
     topic: &DeadLetterTopic,
+    row_ids: bool,
     dying: &[(&OutboxMessage, &Failure)],
 ) -> Vec<Result<(), SinkError>> {
-    let copies: Arc<[OutboxMessage]> = dying.iter().map(|(row, f)| copy(row, f, topic, true)).collect();
+    let copies: Arc<[OutboxMessage]> = dying
+        .iter()
+        .map(|(row, f)| copy(row, f, topic, row_ids, true))
+        .collect();
     let mut outcomes = sink.send_batch(copies).await.wait().await;
     let refused: Vec<usize> = outcomes
         .iter()
@@ -69,7 +79,7 @@ pub(crate) async fn send<K: Sink>(
     if !refused.is_empty() {
         let stripped: Arc<[OutboxMessage]> = refused
             .iter()
-            .map(|&i| copy(dying[i].0, dying[i].1, topic, false))
+            .map(|&i| copy(dying[i].0, dying[i].1, topic, row_ids, false))
             .collect();
         let retried = sink.send_batch(stripped).await.wait().await;
         for (&i, outcome) in refused.iter().zip(retried) {
@@ -123,7 +133,7 @@ mod tests {
     #[test]
     fn a_copy_keeps_key_payload_headers_and_says_why_it_died() {
         let topic = DeadLetterTopic::new("{topic}.dead").unwrap();
-        let c = copy(&row(), &failure(), &topic, true);
+        let c = copy(&row(), &failure(), &topic, true, true);
         assert_eq!(&*c.topic, "orders.dead");
         assert_eq!(c.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(c.payload.as_deref(), Some(&b"p"[..]));
@@ -133,12 +143,20 @@ mod tests {
         assert_eq!(header(ERROR_HEADER), Some("too large"));
         assert_eq!(header(ATTEMPTS_HEADER), Some("3"));
         assert_eq!(header(ROW_HEADER), Some("7"));
-        let stripped = copy(&row(), &failure(), &topic, false);
+        let stripped = copy(&row(), &failure(), &topic, true, false);
         assert_eq!(stripped.payload, None);
         assert!(
             stripped
                 .headers
                 .contains(&(PAYLOAD_HEADER.into(), "dropped".into()))
         );
+    }
+
+    #[test]
+    fn a_copy_names_no_row_when_ids_are_not_row_ids() {
+        let topic = DeadLetterTopic::new("{topic}.dead").unwrap();
+        let c = copy(&row(), &failure(), &topic, false, true);
+        assert!(c.headers.iter().all(|(n, _)| n != ROW_HEADER));
+        assert!(c.headers.iter().any(|(n, _)| n == ERROR_HEADER));
     }
 }
