@@ -12,7 +12,10 @@
 //! relay run is paired with a raw-producer run of the same messages just before it, and its ratio
 //! taken against that run; `rounds` (default 5) rounds of all of them give per-round lines and
 //! the medians. Then commit→ack latency of both relays with writers committing 500
-//! single-message transactions per second for 10 s. Prints a JSON summary last.
+//! single-message transactions per second for 10 s. Prints a JSON summary last: each figure
+//! there is its own median over the rounds (`raw_msgs_per_sec` is that of the raw runs paired
+//! with the WAL relay), so the rates and ratios need not come from one round; `per_round` has
+//! them round by round.
 //! `WAL_BENCH_PROFILE=wal` (or `poll`) runs only the raw producer and that relay (to profile it).
 
 use std::sync::Arc;

@@ -25,10 +25,8 @@ impl Interner {
     /// The shared copy of `name`.
     pub fn get(&mut self, name: &str) -> Arc<str> {
         if let Some(at) = self.names.iter().position(|n| &**n == name) {
-            // Move hits to the front: the common case is one or two topics.
-            if at > 0 {
-                self.names.swap(at, 0);
-            }
+            // Most recent first: the common case, one or two topics, is found at once.
+            self.names[..=at].rotate_right(1);
             return self.names[0].clone();
         }
         let shared: Arc<str> = Arc::from(name);

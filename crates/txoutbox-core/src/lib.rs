@@ -24,6 +24,9 @@ mod topic;
 mod topics;
 mod trace_context;
 
+/// The byte buffer of [`OutboxMessage`] keys and payloads, for stores and sinks written outside
+/// this workspace.
+pub use bytes;
 pub use error::{BoxError, Error, Result};
 pub use health::{HealthCheck, HealthReport, HealthThresholds};
 pub use identifier::{DEFAULT_TABLE, TableName};

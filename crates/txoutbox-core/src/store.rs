@@ -126,9 +126,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Positions that outlive this session, when the row ids do not (a log stream): the relay
     /// hands them to its sink at start, so a transactional sink records its progress in them.
-    /// `None` (the default): row ids are stable, and progress is recorded in ids. **A store that
-    /// wraps another must forward this**, or an exactly-once sink records ids that a restart
-    /// renumbers.
+    /// `None` (the default): row ids are stable, and progress is recorded in ids. `Some` also
+    /// tells the relay that ids name no table row (a dead-letter topic copy then carries no row
+    /// id). **A store that wraps another must forward this**, or an exactly-once sink records ids
+    /// that a restart renumbers.
     fn stream_positions(&self) -> Option<std::sync::Arc<dyn crate::StreamPositions>> {
         None
     }

@@ -224,6 +224,15 @@ fn first_session_id() -> i64 {
     nanos.clamp(1, i64::MAX / 2)
 }
 
+/// A UUID (version 8, custom) for the message at `index` of the transaction committed at `end`:
+/// the id of a message whose envelope could not be read, stable across replays.
+fn position_id(end: Lsn, index: u32) -> Uuid {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&end.0.to_be_bytes());
+    bytes[8..12].copy_from_slice(&index.to_be_bytes());
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// PostgreSQL's epoch (2000-01-01) plus microseconds.
 fn pg_time(micros: i64) -> DateTime<Utc> {
     let epoch = Utc
@@ -999,9 +1008,10 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
             },
             Err((reason, raw)) => {
                 let mut m = OutboxMessage::unreadable(id, format!("unreadable WAL envelope: {reason}"));
-                // Its own id is in the unreadable envelope: a fresh one names its dead letter
-                // (the dead-letter table row and the dead-letter topic's copy alike).
-                m.message_id = message_id_text(&Uuid::now_v7());
+                // Its own id is in the unreadable envelope: one made of its position names its
+                // dead letter (the table row and the dead-letter topic's copy alike), the same
+                // on every replay of the slot.
+                m.message_id = message_id_text(&position_id(end_lsn, index));
                 m.payload = Some(raw);
                 m.created_at = b.commit_time;
                 m
@@ -1242,6 +1252,15 @@ impl StreamPositions for Positions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_message_is_named_by_its_position_the_same_on_every_replay() {
+        let id = position_id(Lsn(0x1_0000_0040), 3);
+        assert_eq!(id, position_id(Lsn(0x1_0000_0040), 3));
+        assert_ne!(id, position_id(Lsn(0x1_0000_0040), 4));
+        assert_ne!(id, position_id(Lsn(0x1_0000_0048), 3));
+        assert_eq!(id.get_version_num(), 8);
+    }
 
     #[test]
     fn confirms_only_past_fully_completed_transactions() {

@@ -158,7 +158,7 @@ async fn settle<S: Store, K: Sink>(
         // Hold the key until the retry: its later rows must not overtake this one. A dead row
         // releases its key, or parks it (as configured).
         if let Some(key) = &row.key {
-            let key = (row.topic.clone(), key.clone());
+            let key = super::select::held_key(&row.topic, key);
             match failure.next_attempt_at {
                 Some(at) => shared.hold(key, at),
                 None => {

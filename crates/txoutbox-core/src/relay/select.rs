@@ -9,6 +9,12 @@ use crate::message::OutboxMessage;
 /// A key whose messages must wait: the topic and the record key.
 pub(crate) type HeldKey = (std::sync::Arc<str>, bytes::Bytes);
 
+/// The held key of a message: the key is copied, so a hold that lasts (a back-off, a parked key)
+/// does not keep the message's whole buffer alive (a WAL message's key shares its envelope).
+pub(crate) fn held_key(topic: &std::sync::Arc<str>, key: &[u8]) -> HeldKey {
+    (topic.clone(), bytes::Bytes::copy_from_slice(key))
+}
+
 /// What the fetcher does with one fetch.
 #[derive(Debug, Default)]
 pub(crate) struct Selection {
@@ -51,7 +57,7 @@ pub(crate) fn select_sendable(
             }
             if let Some(at) = row.next_attempt_at.filter(|_| !row.is_due(now)) {
                 held_here.insert((row.topic.clone(), key.clone()));
-                selection.holds.push(((row.topic.clone(), key.clone()), at));
+                selection.holds.push((held_key(&row.topic, key), at));
                 continue;
             }
         } else if !row.is_due(now) {

@@ -111,7 +111,10 @@ async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Opt
     for index in delivery.permanent_failures_so_far() {
         let row = &rows[index];
         if let Some(key) = &row.key {
-            shared.hold((row.topic.clone(), key.clone()), Utc::now() + TimeDelta::days(1));
+            shared.hold(
+                super::select::held_key(&row.topic, key),
+                Utc::now() + TimeDelta::days(1),
+            );
         }
     }
     Some(SentBatch {
