@@ -347,23 +347,13 @@ async fn relay_processes_killed_with_sigkill_lose_nothing() {
 /// per session and name no row of that table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_copy_carries_the_message_id_of_its_dead_letter_and_no_row_id() {
-    use txoutbox::kafka::{KafkaConfig, KafkaSink};
     use txoutbox::{DeadLetterFilter, DeadLetterTopic, DeadLetters, Relay, RetryPolicy};
 
     let topics = three_new_topics("wal-dead").await;
     let dead_letter_topic = format!("{}.dead", topics[0]);
     txoutbox_testing::kafka::create_topics(&[&dead_letter_topic], 1).await;
     let db = Wal::new(&topics).await;
-    let mut poison = db
-        .outbox
-        .topics()
-        .encode(&Event::<0> {
-            key: "poison".into(),
-            seq: 1,
-        })
-        .unwrap();
-    poison.payload =
-        Some(format!(r#"{{"key":"poison","seq":1,"pad":"{}"}}"#, "x".repeat(20_000)).into_bytes());
+    let poison = common::oversize(db.outbox.topics(), "poison");
     let poison_id = poison.message_id;
     db.outbox.publish_message(&db.db.pool, poison).await.unwrap();
     db.write(
@@ -374,10 +364,7 @@ async fn a_dead_letter_copy_carries_the_message_id_of_its_dead_letter_and_no_row
     .await;
 
     // A producer that refuses records over 10 kB: the padded one dies on its first attempt.
-    let sink = KafkaSink::new(
-        &KafkaConfig::new(txoutbox_testing::kafka::bootstrap()).set("message.max.bytes", "10000"),
-    )
-    .unwrap();
+    let sink = common::small_sink();
     let config = relay_config()
         .with_retry(RetryPolicy::default().with_max_attempts(1))
         .with_dead_letter_topic(DeadLetterTopic::new("{topic}.dead").unwrap());

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Event, drained, keyed, relay_config, start_relay, verify};
+use common::{Event, drained, keyed, oversize, relay_config, small_sink, start_relay, verify};
 use sqlx::AssertSqlSafe;
 use txoutbox::kafka::{KafkaConfig, KafkaSink};
 use txoutbox::postgres::PgOutbox;
@@ -164,15 +164,7 @@ async fn a_parked_key_waits_for_its_dead_message_and_the_copy_reaches_the_dead_l
     let outbox = PgOutbox::with_table(Topics::new().with(keyed::<0>(&topic)).unwrap(), db.table());
     outbox.migrate(&db.pool).await.unwrap();
 
-    let mut poison = outbox
-        .topics()
-        .encode(&Event::<0> {
-            key: "parked".into(),
-            seq: 1,
-        })
-        .unwrap();
-    poison.payload =
-        Some(format!(r#"{{"key":"parked","seq":1,"pad":"{}"}}"#, "x".repeat(20_000)).into_bytes());
+    let poison = oversize(outbox.topics(), "parked");
     outbox.publish_message(&db.pool, poison).await.unwrap();
     let mut events: Vec<Event<0>> = (2..=3)
         .map(|seq| Event {
@@ -186,12 +178,6 @@ async fn a_parked_key_waits_for_its_dead_message_and_the_copy_reaches_the_dead_l
     }));
     outbox.publish_all(&db.pool, &events).await.unwrap();
 
-    let small_sink = || {
-        KafkaSink::new(
-            &KafkaConfig::new(txoutbox_testing::kafka::bootstrap()).set("message.max.bytes", "10000"),
-        )
-        .unwrap()
-    };
     let config = relay_config()
         .with_retry(RetryPolicy::default().with_max_attempts(1))
         .with_on_dead_letter(OnDeadLetter::ParkKey)

@@ -39,6 +39,33 @@ pub fn keyed<const N: usize>(name: &str) -> Topic<Event<N>> {
         .headers_with(|e| vec![("seq".into(), e.seq.to_string())])
 }
 
+/// The largest record [`small_sink`] takes.
+pub const SMALL_SINK_MAX_BYTES: usize = 10_000;
+
+/// A Kafka sink whose producer refuses records over [`SMALL_SINK_MAX_BYTES`]: a message padded
+/// past it (see [`oversize`]) fails for good.
+pub fn small_sink() -> KafkaSink {
+    KafkaSink::new(
+        &KafkaConfig::new(txoutbox_testing::kafka::bootstrap())
+            .set("message.max.bytes", SMALL_SINK_MAX_BYTES.to_string()),
+    )
+    .unwrap()
+}
+
+/// `Event<0> { key, seq: 1 }` encoded for `topics`, its payload padded to twice what
+/// [`small_sink`] takes.
+pub fn oversize(topics: &Topics, key: &str) -> txoutbox::NewMessage {
+    let mut message = topics
+        .encode(&Event::<0> {
+            key: key.into(),
+            seq: 1,
+        })
+        .unwrap();
+    let pad = "x".repeat(2 * SMALL_SINK_MAX_BYTES);
+    message.payload = Some(format!(r#"{{"key":"{key}","seq":1,"pad":"{pad}"}}"#).into_bytes());
+    message
+}
+
 /// The relay settings the tests use: small poll interval, so nothing waits long.
 pub fn relay_config() -> RelayConfig {
     RelayConfig::default().with_poll_interval(Duration::from_millis(50))
