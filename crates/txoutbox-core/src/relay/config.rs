@@ -28,8 +28,9 @@ pub enum OnDeadLetter {
 /// `txoutbox-dead-letter-row` (the row id; absent when the store's ids name no table row, as
 /// in WAL mode, where `txoutbox-message-id` names the dead letter). When the copy is itself
 /// refused for good (a message too large for its topic is too large for the copy too) it is sent
-/// once more without its payload, with `txoutbox-dead-letter-payload: dropped`. While the broker cannot take the copy,
-/// the message stays pending and dies again later: the copy is sent at least once.
+/// once more without its payload, with `txoutbox-dead-letter-payload: dropped`. While the broker
+/// cannot take the copy, the message stays pending and dies again later: the copy is sent at
+/// least once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterTopic {
     template: String,
