@@ -8,6 +8,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use txoutbox::Topics;
 use txoutbox::mysql::MySqlOutbox;
 use txoutbox::postgres::PgOutbox;
+use txoutbox::postgres_wal::{PgWalOutbox, WalConfig};
 use txoutbox_testing::mysql::TestDatabase;
 use txoutbox_testing::postgres::TestSchema;
 
@@ -25,12 +26,21 @@ pub struct EnqueueResult {
     pub publish_ratio: f64,
     /// Ratio of medians b/a (less sensitive to fsync and scheduling outliers).
     pub publish_ratio_p50: f64,
+    /// The business insert plus one `publish` in WAL mode (`PgWalOutbox`: a transactional logical
+    /// message, no table row).
+    pub tx_with_wal_publish: Percentiles,
+    /// Ratio of medians (b in WAL mode)/a.
+    pub wal_publish_ratio_p50: f64,
     pub bulk_rows: usize,
     pub bulk_repetitions: usize,
     pub bulk_insert: Percentiles,
     pub publish_all: Percentiles,
     pub publish_all_ratio: f64,
     pub publish_all_ratio_p50: f64,
+    /// `publish_all` in WAL mode of as many messages.
+    pub wal_publish_all: Percentiles,
+    /// Ratio of medians (d in WAL mode)/c.
+    pub wal_publish_all_ratio_p50: f64,
     pub cpu_busy_before: f64,
     /// The same measurements on MySQL / MariaDB.
     pub mysql: Option<MySqlEnqueueResult>,
@@ -51,6 +61,14 @@ pub struct MySqlEnqueueResult {
     pub publish_all_ratio_p50: f64,
 }
 
+/// The three bulk variants, run in turn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bulk {
+    HandWritten,
+    PublishAll,
+    WalPublishAll,
+}
+
 pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> EnqueueResult {
     let schema = TestSchema::with_pool_size(2).await;
     // The topic is never read here: the rows only have to be written.
@@ -59,6 +77,13 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> Enqueu
         schema.table(),
     );
     outbox.migrate(&schema.pool).await.unwrap();
+    // WAL mode needs no table to publish; with no slot reading this run's own prefix, its
+    // messages are written to the WAL and never decoded.
+    let wal_outbox = PgWalOutbox::new(
+        Topics::new().with(topic_def("bench-enqueue")).unwrap(),
+        WalConfig::default().with_prefix(format!("txoutbox-bench-enqueue-{}", schema.schema)),
+    )
+    .unwrap();
     let orders = schema.qualify("orders");
     let plain = schema.qualify("plain_messages");
     sqlx::raw_sql(AssertSqlSafe(format!(
@@ -87,10 +112,10 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> Enqueu
     let insert_plain = format!(
         "INSERT INTO {plain} (message_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5::jsonb)"
     );
-    let (mut alone, mut with, mut second) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut alone, mut with, mut second, mut with_wal) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut i = 0usize;
     while alone.len() < m + warmup || with.len() < m + warmup {
-        for variant in 0..3 {
+        for variant in 0..4 {
             let publish = variant == 1;
             for _ in 0..block {
                 let msg = &msgs[i % msgs.len()];
@@ -105,6 +130,8 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> Enqueu
                     .unwrap();
                 if publish {
                     outbox.publish(&mut *tx, msg).await.unwrap();
+                } else if variant == 3 {
+                    wal_outbox.publish(&mut *tx, msg).await.unwrap();
                 } else if variant == 2 {
                     sqlx::query(AssertSqlSafe(insert_plain.clone()))
                         .bind(uuid::Uuid::now_v7())
@@ -121,7 +148,8 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> Enqueu
                 match variant {
                     0 => alone.push(d),
                     1 => with.push(d),
-                    _ => second.push(d),
+                    2 => second.push(d),
+                    _ => with_wal.push(d),
                 }
             }
         }
@@ -129,17 +157,20 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> Enqueu
     let alone = percentiles(&alone[warmup..warmup + m]);
     let with = percentiles(&with[warmup..warmup + m]);
     let second = percentiles(&second[warmup..warmup + m]);
+    let with_wal = percentiles(&with_wal[warmup..warmup + m]);
 
     // (c) vs (d): 1,000 rows in one statement, in a transaction each, alternating.
     eprintln!("[enqueue] bulk insert vs publish_all of {bulk_rows}, {reps} repetitions ...");
     let chunk: &[BenchMsg] = &msgs[..bulk_rows];
-    let (mut bulk, mut all) = (Vec::new(), Vec::new());
+    let (mut bulk, mut all, mut all_wal) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps + 3 {
-        for publish_all in [false, true] {
+        for variant in [Bulk::HandWritten, Bulk::PublishAll, Bulk::WalPublishAll] {
             let t = Instant::now();
             let mut tx = conn.begin().await.unwrap();
-            if publish_all {
+            if variant == Bulk::PublishAll {
                 outbox.publish_all(&mut *tx, chunk).await.unwrap();
+            } else if variant == Bulk::WalPublishAll {
+                wal_outbox.publish_all(&mut *tx, chunk).await.unwrap();
             } else {
                 // The same work a hand-written writer does: ids, topic, key and payload arrays.
                 let n = chunk.len();
@@ -167,7 +198,11 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> Enqueu
             tx.commit().await.unwrap();
             let d = t.elapsed();
             if rep >= 3 {
-                if publish_all { &mut all } else { &mut bulk }.push(d);
+                match variant {
+                    Bulk::HandWritten => bulk.push(d),
+                    Bulk::PublishAll => all.push(d),
+                    Bulk::WalPublishAll => all_wal.push(d),
+                }
             }
         }
     }
@@ -175,6 +210,7 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> Enqueu
     schema.drop_schema().await;
     let bulk = percentiles(&bulk);
     let all = percentiles(&all);
+    let all_wal = percentiles(&all_wal);
     let mysql = if mysql {
         Some(run_mysql(m, bulk_rows, reps).await)
     } else {
@@ -184,13 +220,17 @@ pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> Enqueu
         transactions: m,
         publish_ratio: with.mean_us / alone.mean_us,
         publish_ratio_p50: with.p50_us / alone.p50_us,
+        wal_publish_ratio_p50: with_wal.p50_us / alone.p50_us,
         tx_alone: alone,
         tx_with_publish: with,
         tx_with_plain_insert: second,
+        tx_with_wal_publish: with_wal,
         bulk_rows,
         bulk_repetitions: reps,
         publish_all_ratio: all.mean_us / bulk.mean_us,
         publish_all_ratio_p50: all.p50_us / bulk.p50_us,
+        wal_publish_all_ratio_p50: all_wal.p50_us / bulk.p50_us,
+        wal_publish_all: all_wal,
         cpu_busy_before,
         bulk_insert: bulk,
         publish_all: all,

@@ -322,6 +322,15 @@ fn print_tables(r: &Results) {
             e.tx_with_plain_insert.p50_us / e.tx_alone.p50_us
         );
         row(
+            "(b_wal) tx: insert order + WAL-mode publish",
+            &e.tx_with_wal_publish,
+        );
+        println!(
+            "    ratio b_wal/a: mean {:.2}, p50 {:.2}",
+            e.tx_with_wal_publish.mean_us / e.tx_alone.mean_us,
+            e.wal_publish_ratio_p50
+        );
+        row(
             &format!(
                 "(c) bulk UNNEST insert {} rows ({}x)",
                 e.bulk_rows, e.bulk_repetitions
@@ -332,6 +341,15 @@ fn print_tables(r: &Results) {
         println!(
             "    ratio d/c: mean {:.2}, p50 {:.2}",
             e.publish_all_ratio, e.publish_all_ratio_p50
+        );
+        row(
+            &format!("(d_wal) WAL-mode publish_all {} rows", e.bulk_rows),
+            &e.wal_publish_all,
+        );
+        println!(
+            "    ratio d_wal/c: mean {:.2}, p50 {:.2}",
+            e.wal_publish_all.mean_us / e.bulk_insert.mean_us,
+            e.wal_publish_all_ratio_p50
         );
         if let Some(my) = &e.mysql {
             println!("\n== enqueue (MySQL / MariaDB, sequential, one connection) ==");
