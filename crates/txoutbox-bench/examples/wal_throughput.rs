@@ -16,7 +16,8 @@
 //! there is its own median over the rounds (`raw_msgs_per_sec` is that of the raw runs paired
 //! with the WAL relay), so the rates and ratios need not come from one round; `per_round` has
 //! them round by round.
-//! `WAL_BENCH_PROFILE=wal` (or `poll`) runs only the raw producer and that relay (to profile it).
+//! `WAL_BENCH_PROFILE=wal` (or `poll`) runs only the raw producer and that relay (to profile it);
+//! `WAL_BENCH_CPU=1` prints the CPU time each command used during every raw and relay run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -224,6 +225,7 @@ async fn drain_with<S: Store + Clone, K: Sink>(
         .with_batch_size(batch)
         .with_max_in_flight(in_flight)
         .with_poll_interval(Duration::from_secs(1));
+    let cpu_before = CpuSplit::sample();
     let start = Instant::now();
     let relay = Relay::new(counting.clone(), sink, config).unwrap().start();
     while counting.done.load(Ordering::Acquire) < n {
@@ -233,6 +235,7 @@ async fn drain_with<S: Store + Clone, K: Sink>(
     let first_read = *counting.first_read.get().unwrap_or(&start);
     let seconds = first_read.elapsed().as_secs_f64();
     eprintln!("  (started in {} ms)", (first_read - start).as_millis());
+    CpuSplit::sample().print_since(&cpu_before, "relay");
     relay.shutdown().await.unwrap();
     seconds
 }
@@ -247,6 +250,54 @@ impl ProducerContext for Acks {
     }
 }
 
+/// CPU time per command (`/proc/*/stat`, user + system), printed with `WAL_BENCH_CPU=1`: how
+/// the machine's cores were shared during a run (the benchmark process, PostgreSQL, the broker).
+struct CpuSplit(Option<(Instant, std::collections::HashMap<String, u64>)>);
+
+impl CpuSplit {
+    fn sample() -> Self {
+        if std::env::var_os("WAL_BENCH_CPU").is_none() {
+            return Self(None);
+        }
+        let mut ticks = std::collections::HashMap::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid … utime stime: fields 14 and 15, 12 and 13 after the comm.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            let used: u64 = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+            // Kernel workers rename themselves by their current queue: one entry for them all.
+            let comm = &stat[open + 1..close];
+            let comm = comm.split_once('/').map_or(comm, |(name, _)| name);
+            *ticks.entry(comm.to_owned()).or_insert(0) += used;
+        }
+        Self(Some((Instant::now(), ticks)))
+    }
+
+    fn print_since(&self, before: &Self, what: &str) {
+        let (Some((end, now)), Some((start, before))) = (&self.0, &before.0) else {
+            return;
+        };
+        let mut used: Vec<(u64, &str)> = now
+            .iter()
+            .map(|(comm, t)| (t - before.get(comm).copied().unwrap_or(0).min(*t), comm.as_str()))
+            .filter(|(t, _)| *t > 0)
+            .collect();
+        used.sort_unstable_by(|a, b| b.cmp(a));
+        let split: Vec<String> = used
+            .iter()
+            .take(6)
+            .map(|(t, comm)| format!("{comm} {:.2} s", *t as f64 / 100.0))
+            .collect();
+        let wall = (*end - *start).as_secs_f64();
+        eprintln!("  CPU during the {what} run ({wall:.2} s): {}", split.join(", "));
+    }
+}
+
 fn raw_producer(topic: &str, msgs: &[Msg]) -> f64 {
     let producer: ThreadedProducer<Acks> = ClientConfig::new()
         .set("bootstrap.servers", txoutbox_testing::kafka::bootstrap())
@@ -257,6 +308,7 @@ fn raw_producer(topic: &str, msgs: &[Msg]) -> f64 {
         .set("queue.buffering.max.messages", "1000000")
         .create_with_context(Acks(AtomicUsize::new(0)))
         .unwrap();
+    let cpu_before = CpuSplit::sample();
     let start = Instant::now();
     for m in msgs {
         let id = uuid::Uuid::now_v7().to_string();
@@ -286,7 +338,9 @@ fn raw_producer(topic: &str, msgs: &[Msg]) -> f64 {
     }
     let _ = producer.flush(Duration::from_secs(120));
     assert_eq!(producer.context().0.load(Ordering::Acquire), msgs.len());
-    start.elapsed().as_secs_f64()
+    let seconds = start.elapsed().as_secs_f64();
+    CpuSplit::sample().print_since(&cpu_before, "raw producer");
+    seconds
 }
 
 async fn polling(msgs: &[Msg], batch: usize) -> (f64, f64) {
