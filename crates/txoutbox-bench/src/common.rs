@@ -284,12 +284,19 @@ impl Watcher {
         self.seen.lock().unwrap().len()
     }
 
-    /// Waits until `n` distinct records were seen (or `timeout`), stops, returns what was seen.
-    pub async fn finish(self, n: usize, timeout: Duration) -> HashMap<String, Instant> {
+    /// Waits until `n` distinct records were seen (or `timeout`): the consumer's own start
+    /// (assignment, offset lookup, first fetch) must not count as the latency of the first
+    /// measured records.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.count() < n && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Waits until `n` distinct records were seen (or `timeout`), stops, returns what was seen.
+    pub async fn finish(self, n: usize, timeout: Duration) -> HashMap<String, Instant> {
+        self.wait_for(n, timeout).await;
         self.stop.store(true, Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
         Arc::try_unwrap(self.seen)

@@ -104,7 +104,7 @@ async fn raw(rate: f64, secs: f64) -> (Percentiles, Percentiles, f64, usize) {
     for i in 0..total {
         if i == warm {
             producer.flush(Duration::from_secs(10)).ok();
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            watcher.wait_for(warm, Duration::from_secs(30)).await;
             start = Instant::now();
         }
         if i >= warm {
@@ -226,7 +226,8 @@ async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, Percen
     while crate::ack_latency::count() < warm && warming.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // And the watcher read it: its own start is not the relay's latency either.
+    watcher.wait_for(warm, Duration::from_secs(30)).await;
     crate::ack_latency::take(); // the warm-up's
     let start = Instant::now();
     for i in warm..total {
