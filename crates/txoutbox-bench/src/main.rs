@@ -429,6 +429,12 @@ fn print_tables(r: &Results) {
                 &x.raw_produce_to_consume,
                 x.raw_missing,
             );
+            row(
+                "raw produce -> ack, beside db commits",
+                x.target_rate,
+                &x.raw_beside_db_produce_to_ack,
+                0,
+            );
         }
     }
 }
