@@ -38,7 +38,8 @@ pub use message::{
     message_id_text,
 };
 pub use relay::{
-    Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor, Wakeup,
+    Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor,
+    UNREADABLE_TOPIC, Wakeup,
 };
 pub use retry::RetryPolicy;
 pub use row_fields::RowFields;

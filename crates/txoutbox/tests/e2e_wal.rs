@@ -407,3 +407,62 @@ async fn a_dead_letter_copy_carries_the_message_id_of_its_dead_letter_and_no_row
     drop(store);
     db.teardown().await;
 }
+
+/// An envelope no reader understands (a foreign writer's) has no topic: its dead-letter copy goes
+/// to the template with `unreadable` for `{topic}`, carrying its dead letter's message id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_envelope_is_copied_to_the_unreadable_dead_letter_topic() {
+    use txoutbox::{DeadLetterFilter, DeadLetterTopic, DeadLetters, Relay, RetryPolicy};
+
+    let topics = three_new_topics("wal-unreadable").await;
+    let suffix = txoutbox_testing::unique("dead");
+    let unreadable_copies = format!("{}.{suffix}", txoutbox::UNREADABLE_TOPIC);
+    txoutbox_testing::kafka::create_topics(&[&unreadable_copies], 1).await;
+    let db = Wal::new(&topics).await;
+    // Version 2 of the envelope does not exist.
+    sqlx::query("SELECT pg_logical_emit_message(true, $1, '\\x0200'::bytea)")
+        .bind(&db.outbox.config().prefix)
+        .execute(&db.db.pool)
+        .await
+        .unwrap();
+    db.write(
+        vec![],
+        (1..=2).map(|seq| Event { key: "k".into(), seq }).collect(),
+        true,
+    )
+    .await;
+
+    let config = relay_config()
+        .with_retry(RetryPolicy::default().with_max_attempts(1))
+        .with_dead_letter_topic(DeadLetterTopic::new(format!("{{topic}}.{suffix}")).unwrap());
+    let store = db.store();
+    let sink = txoutbox::kafka::KafkaSink::new(&txoutbox::kafka::KafkaConfig::new(
+        txoutbox_testing::kafka::bootstrap(),
+    ))
+    .unwrap();
+    let relay = Relay::new(store.clone(), sink, config).unwrap().start();
+    drained(&store, Duration::from_secs(60)).await;
+    relay.shutdown().await.unwrap();
+
+    let copies = read_all(std::slice::from_ref(&unreadable_copies)).await;
+    assert_eq!(copies.len(), 1, "one copy of the unreadable envelope");
+    let dead = txoutbox::postgres::PgOutbox::with_table(txoutbox::Topics::new(), db.db.table())
+        .store(db.db.pool.clone())
+        .list_dead(&DeadLetterFilter::all(), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "one dead letter in the table");
+    assert_eq!(
+        copies[0].header("txoutbox-message-id"),
+        Some(dead[0].message_id.as_str())
+    );
+    let error = copies[0].header("txoutbox-dead-letter-error").unwrap_or_default();
+    assert!(error.contains("unknown envelope version 2"), "{error}");
+    assert_eq!(
+        read_all(&topics[..1]).await.len(),
+        2,
+        "the readable messages went on"
+    );
+    drop(store);
+    db.teardown().await;
+}

@@ -20,6 +20,10 @@ pub enum OnDeadLetter {
     ParkKey,
 }
 
+/// What `{topic}` stands for in a [`DeadLetterTopic`] template when the dead row could not be
+/// read and so has no topic of its own.
+pub const UNREADABLE_TOPIC: &str = "unreadable";
+
 /// Where a copy of each dead-lettered message is sent, besides the `dead` state it gets in the
 /// table.
 ///
@@ -45,8 +49,11 @@ impl DeadLetterTopic {
         Ok(Self { template })
     }
 
-    /// The dead-letter topic of a message published to `topic`.
+    /// The dead-letter topic of a message published to `topic`. A row that could not be read
+    /// has no topic: `{topic}` then stands for [`UNREADABLE_TOPIC`] (e.g. `unreadable.dead`), a
+    /// valid name the operator can create to receive their copies.
     pub fn for_topic(&self, topic: &str) -> String {
+        let topic = if topic.is_empty() { UNREADABLE_TOPIC } else { topic };
         self.template.replace("{topic}", topic)
     }
 
@@ -197,5 +204,26 @@ impl RelayConfig {
             return Err(Error::Config("relay poll_interval must be above zero".into()));
         }
         self.retry.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_without_a_topic_gets_a_valid_dead_letter_topic() {
+        let per_topic = DeadLetterTopic::new("{topic}.dead").unwrap();
+        assert_eq!(per_topic.for_topic("orders"), "orders.dead");
+        assert_eq!(per_topic.for_topic(""), "unreadable.dead");
+        crate::topic::validate_topic_name(&per_topic.for_topic("")).unwrap();
+        assert_eq!(
+            DeadLetterTopic::new("{topic}").unwrap().for_topic(""),
+            "unreadable"
+        );
+        assert_eq!(
+            DeadLetterTopic::new("all.dead").unwrap().for_topic(""),
+            "all.dead"
+        );
     }
 }

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use config::{DeadLetterTopic, OnDeadLetter, RelayConfig};
+pub use config::{DeadLetterTopic, OnDeadLetter, RelayConfig, UNREADABLE_TOPIC};
 pub use monitor::{Condition, RelayMonitor};
 
 use crate::coordination::{Coordination, Leases, Ownership};
