@@ -59,6 +59,16 @@ impl Wal {
             db.drop_schema().await;
         }
     }
+
+    /// The dead letters: the dead-letter table is a regular outbox table, whose store lists them.
+    async fn dead_letters(&self) -> Vec<txoutbox::DeadLetter> {
+        use txoutbox::DeadLetters;
+        txoutbox::postgres::PgOutbox::with_table(txoutbox::Topics::new(), self.db.table())
+            .store(self.db.pool.clone())
+            .list_dead(&txoutbox::DeadLetterFilter::all(), 10)
+            .await
+            .unwrap()
+    }
 }
 
 impl E2eDb for Wal {
@@ -347,7 +357,7 @@ async fn relay_processes_killed_with_sigkill_lose_nothing() {
 /// per session and name no row of that table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_copy_carries_the_message_id_of_its_dead_letter_and_no_row_id() {
-    use txoutbox::{DeadLetterFilter, DeadLetterTopic, DeadLetters, Relay, RetryPolicy};
+    use txoutbox::{DeadLetterTopic, Relay, RetryPolicy};
 
     let topics = three_new_topics("wal-dead").await;
     let dead_letter_topic = format!("{}.dead", topics[0]);
@@ -377,12 +387,7 @@ async fn a_dead_letter_copy_carries_the_message_id_of_its_dead_letter_and_no_row
     let copies = read_all(&dead_letters).await;
     assert_eq!(copies.len(), 1, "one copy");
     let copy = &copies[0];
-    // The dead-letter table is a regular outbox table: its store lists them.
-    let dead = txoutbox::postgres::PgOutbox::with_table(txoutbox::Topics::new(), db.db.table())
-        .store(db.db.pool.clone())
-        .list_dead(&DeadLetterFilter::all(), 10)
-        .await
-        .unwrap();
+    let dead = db.dead_letters().await;
     assert_eq!(dead.len(), 1, "one dead letter in the table");
     assert_eq!(dead[0].message_id, poison_id.to_string());
     assert_eq!(
@@ -412,7 +417,7 @@ async fn a_dead_letter_copy_carries_the_message_id_of_its_dead_letter_and_no_row
 /// to the template with `unreadable` for `{topic}`, carrying its dead letter's message id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_envelope_is_copied_to_the_unreadable_dead_letter_topic() {
-    use txoutbox::{DeadLetterFilter, DeadLetterTopic, DeadLetters, Relay, RetryPolicy};
+    use txoutbox::{DeadLetterTopic, Relay, RetryPolicy};
 
     let topics = three_new_topics("wal-unreadable").await;
     let suffix = txoutbox_testing::unique("dead");
@@ -446,11 +451,7 @@ async fn an_unreadable_envelope_is_copied_to_the_unreadable_dead_letter_topic() 
 
     let copies = read_all(std::slice::from_ref(&unreadable_copies)).await;
     assert_eq!(copies.len(), 1, "one copy of the unreadable envelope");
-    let dead = txoutbox::postgres::PgOutbox::with_table(txoutbox::Topics::new(), db.db.table())
-        .store(db.db.pool.clone())
-        .list_dead(&DeadLetterFilter::all(), 10)
-        .await
-        .unwrap();
+    let dead = db.dead_letters().await;
     assert_eq!(dead.len(), 1, "one dead letter in the table");
     assert_eq!(
         copies[0].header("txoutbox-message-id"),
