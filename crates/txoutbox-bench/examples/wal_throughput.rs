@@ -250,41 +250,61 @@ impl ProducerContext for Acks {
     }
 }
 
-/// CPU time per command (`/proc/*/stat`, user + system), printed with `WAL_BENCH_CPU=1`: how
-/// the machine's cores were shared during a run (the benchmark process, PostgreSQL, the broker).
-struct CpuSplit(Option<(Instant, std::collections::HashMap<String, u64>)>);
+/// CPU time per command (`/proc/<pid>/stat`, user + system), printed with `WAL_BENCH_CPU=1`:
+/// how the machine's cores were shared during a run (the benchmark process, PostgreSQL, the
+/// broker). Processes are told apart by pid and start time, so one that ends or starts during
+/// the run counts only for its own time in it; times are in the kernel's 100 ticks per second
+/// (`USER_HZ`, 100 on Linux).
+struct CpuSplit(Option<(Instant, ProcessTimes)>);
+
+/// CPU ticks and command name per process, keyed by pid and start time.
+type ProcessTimes = std::collections::HashMap<(u32, u64), (String, u64)>;
 
 impl CpuSplit {
     fn sample() -> Self {
         if std::env::var_os("WAL_BENCH_CPU").is_none() {
             return Self(None);
         }
-        let mut ticks = std::collections::HashMap::new();
+        let mut processes = std::collections::HashMap::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            // Only the numbered entries: `self` and `thread-self` would count this process again.
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+            else {
+                continue;
+            };
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue;
             };
-            // pid (comm) state ppid … utime stime: fields 14 and 15, 12 and 13 after the comm.
+            // pid (comm) state … utime stime … starttime: fields 14, 15 and 22 of the line, so
+            // 12, 13 and 20 counted from the state after the comm (index 11, 12 and 19).
             let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
                 continue;
             };
             let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-            let used: u64 = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-            // Kernel workers rename themselves by their current queue: one entry for them all.
+            let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            // Kernel workers rename themselves by their current queue: one name for them all.
             let comm = &stat[open + 1..close];
             let comm = comm.split_once('/').map_or(comm, |(name, _)| name);
-            *ticks.entry(comm.to_owned()).or_insert(0) += used;
+            processes.insert((pid, field(19)), (comm.to_owned(), field(11) + field(12)));
         }
-        Self(Some((Instant::now(), ticks)))
+        Self(Some((Instant::now(), processes)))
     }
 
     fn print_since(&self, before: &Self, what: &str) {
         let (Some((end, now)), Some((start, before))) = (&self.0, &before.0) else {
             return;
         };
-        let mut used: Vec<(u64, &str)> = now
-            .iter()
-            .map(|(comm, t)| (t - before.get(comm).copied().unwrap_or(0).min(*t), comm.as_str()))
+        let mut by_name: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for (process, (comm, ticks)) in now {
+            let earlier = before.get(process).map_or(0, |(_, t)| *t);
+            *by_name.entry(comm.as_str()).or_insert(0) += ticks.saturating_sub(earlier);
+        }
+        let mut used: Vec<(u64, &str)> = by_name
+            .into_iter()
+            .map(|(comm, t)| (t, comm))
             .filter(|(t, _)| *t > 0)
             .collect();
         used.sort_unstable_by(|a, b| b.cmp(a));

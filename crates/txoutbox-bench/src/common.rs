@@ -286,17 +286,21 @@ impl Watcher {
 
     /// Waits until `n` distinct records were seen (or `timeout`): the consumer's own start
     /// (assignment, offset lookup, first fetch) must not count as the latency of the first
-    /// measured records.
-    pub async fn wait_for(&self, n: usize, timeout: Duration) {
+    /// measured records. Returns whether it saw them in time.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while self.count() < n && Instant::now() < deadline {
+        while self.count() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        true
     }
 
     /// Waits until `n` distinct records were seen (or `timeout`), stops, returns what was seen.
     pub async fn finish(self, n: usize, timeout: Duration) -> HashMap<String, Instant> {
-        self.wait_for(n, timeout).await;
+        let _ = self.wait_for(n, timeout).await;
         self.stop.store(true, Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
         Arc::try_unwrap(self.seen)

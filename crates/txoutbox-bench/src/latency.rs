@@ -51,6 +51,8 @@ pub struct RateResult {
     /// same number of business transactions per second to PostgreSQL beside it (no outbox): the
     /// broker shares the machine and its disk with the database, as in the relay runs.
     pub raw_beside_db_produce_to_ack: Percentiles,
+    /// Business commits per second the writers beside that raw run reached.
+    pub raw_beside_db_commit_rate: f64,
     pub cpu_busy_before: f64,
 }
 
@@ -89,8 +91,15 @@ impl ProducerContext for LatCtx {
 }
 
 /// Business transactions (one insert each) committed by `WRITERS` connections at `rate` per
-/// second until `stop`: the database's share of the machine in a relay run, without the outbox.
-async fn business_load(rate: f64, stop: Arc<std::sync::atomic::AtomicBool>) {
+/// second: the database's share of the machine in a relay run, without the outbox. Says on
+/// `ready` when the writers are connected and the table exists; runs until `stop`, then returns
+/// the commits per second it reached.
+async fn business_load(
+    rate: f64,
+    ready: tokio::sync::oneshot::Sender<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> f64 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let schema = TestSchema::with_pool_size(WRITERS as u32).await;
     let orders = schema.qualify("orders");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -103,11 +112,19 @@ async fn business_load(rate: f64, stop: Arc<std::sync::atomic::AtomicBool>) {
     let insert = format!("INSERT INTO {orders} (customer, total_cents) VALUES ($1, $2)");
     let (tx, rx) = mpsc::channel::<usize>(100_000);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let committed = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..WRITERS {
-        let (rx, pool, insert) = (Arc::clone(&rx), schema.pool.clone(), insert.clone());
+        let (rx, pool, insert, stop, committed) = (
+            Arc::clone(&rx),
+            schema.pool.clone(),
+            insert.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&committed),
+        );
         workers.push(tokio::spawn(async move {
-            loop {
+            // Stops with the load: a backlog the writers could not keep up with is dropped.
+            while !stop.load(Ordering::Acquire) {
                 let Some(i) = rx.lock().await.recv().await else {
                     break;
                 };
@@ -119,31 +136,54 @@ async fn business_load(rate: f64, stop: Arc<std::sync::atomic::AtomicBool>) {
                     .await
                     .unwrap();
                 t.commit().await.unwrap();
+                committed.fetch_add(1, Ordering::AcqRel);
             }
         }));
     }
+    // Every writer holds a connection before the raw producer starts.
+    let warm: Vec<_> = open_connections(&schema.pool, WRITERS).await;
+    drop(warm);
+    let _ = ready.send(());
     let start = Instant::now();
     let mut i = 0;
-    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+    while !stop.load(Ordering::Acquire) {
         pace(start, rate, i).await;
-        tx.send(i).await.unwrap();
+        if tx.send(i).await.is_err() {
+            break;
+        }
         i += 1;
     }
+    let achieved = committed.load(Ordering::Acquire) as f64 / start.elapsed().as_secs_f64();
     drop(tx);
     for w in workers {
         w.await.unwrap();
     }
     schema.drop_schema().await;
+    achieved
 }
 
-/// The raw producer at `rate` for `secs` while [`business_load`] commits at the same rate.
-async fn raw_beside_db(rate: f64, secs: f64) -> (Percentiles, Percentiles, f64, usize) {
+/// Opens `n` connections of `pool` at once (and hands them back), so later transactions do not
+/// pay for connecting.
+async fn open_connections(pool: &sqlx::PgPool, n: usize) -> Vec<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    let mut connections = Vec::with_capacity(n);
+    for _ in 0..n {
+        connections.push(pool.acquire().await.unwrap());
+    }
+    connections
+}
+
+/// The raw producer at `rate` for `secs` while [`business_load`] commits at the same rate:
+/// (produce→ack, commits per second the load reached).
+async fn raw_beside_db(rate: f64, secs: f64) -> (Percentiles, f64) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn(business_load(rate, Arc::clone(&stop)));
-    let result = raw(rate, secs).await;
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let load = tokio::spawn(business_load(rate, ready_tx, Arc::clone(&stop)));
+    ready.await.expect("the database load started");
+    let (ack, _, _, missing) = raw(rate, secs).await;
+    assert_eq!(missing, 0, "the raw producer beside the database lost records");
     stop.store(true, std::sync::atomic::Ordering::Release);
-    load.await.unwrap();
-    result
+    let committed_rate = load.await.unwrap();
+    (ack, committed_rate)
 }
 
 /// Raw producer at `rate` for `secs`: (produce→ack, produce→consume, achieved rate, missing).
@@ -166,7 +206,9 @@ async fn raw(rate: f64, secs: f64) -> (Percentiles, Percentiles, f64, usize) {
     for i in 0..total {
         if i == warm {
             producer.flush(Duration::from_secs(10)).ok();
-            watcher.wait_for(warm, Duration::from_secs(30)).await;
+            if !watcher.wait_for(warm, Duration::from_secs(30)).await {
+                eprintln!("[latency] warning: the consumer did not read the warm-up within 30 s");
+            }
             start = Instant::now();
         }
         if i >= warm {
@@ -289,7 +331,9 @@ async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, Percen
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // And the watcher read it: its own start is not the relay's latency either.
-    watcher.wait_for(warm, Duration::from_secs(30)).await;
+    if !watcher.wait_for(warm, Duration::from_secs(30)).await {
+        eprintln!("[latency] warning: the consumer did not read the warm-up within 30 s");
+    }
     crate::ack_latency::take(); // the warm-up's
     let start = Instant::now();
     for i in warm..total {
@@ -344,9 +388,9 @@ pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
             ack.p50_us, ack.p99_us
         );
         eprintln!("[latency] raw producer at {rate}/s for {secs} s beside {rate} database commits/s ...");
-        let (beside_db, _, _, _) = raw_beside_db(rate, secs).await;
+        let (beside_db, beside_db_rate) = raw_beside_db(rate, secs).await;
         eprintln!(
-            "[latency]   raw ack beside the database p50 {:.0} µs p99 {:.0} µs",
+            "[latency]   raw ack beside the database p50 {:.0} µs p99 {:.0} µs ({beside_db_rate:.0} commits/s)",
             beside_db.p50_us, beside_db.p99_us
         );
         out.push(RateResult {
@@ -365,6 +409,7 @@ pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
             raw_achieved_rate: raw_rate,
             raw_missing,
             raw_beside_db_produce_to_ack: beside_db,
+            raw_beside_db_commit_rate: beside_db_rate,
             cpu_busy_before,
         });
     }

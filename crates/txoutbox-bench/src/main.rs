@@ -431,7 +431,7 @@ fn print_tables(r: &Results) {
             );
             row(
                 "raw produce -> ack, beside db commits",
-                x.target_rate,
+                x.raw_beside_db_commit_rate,
                 &x.raw_beside_db_produce_to_ack,
                 0,
             );

@@ -164,7 +164,7 @@ pub struct RelayArgs {
     #[arg(long, env = "TXOUTBOX_ON_DEAD_LETTER", value_enum)]
     pub on_dead_letter: Option<OnDeadLetterArg>,
     /// Also send a copy of each dead-lettered message to this topic; `{topic}` stands for the
-    /// message's own topic, e.g. `{topic}.dead`, and for `unreadable` when the row could not be
+    /// message's own topic, e.g. `{topic}.dead`, and for `txoutbox-unreadable` when the row could not be
     /// read (at-least-once delivery only).
     #[arg(long, env = "TXOUTBOX_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,

@@ -414,7 +414,7 @@ async fn a_dead_letter_copy_carries_the_message_id_of_its_dead_letter_and_no_row
 }
 
 /// An envelope no reader understands (a foreign writer's) has no topic: its dead-letter copy goes
-/// to the template with `unreadable` for `{topic}`, carrying its dead letter's message id.
+/// to the template with `txoutbox-unreadable` for `{topic}`, carrying its dead letter's message id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_envelope_is_copied_to_the_unreadable_dead_letter_topic() {
     use txoutbox::{DeadLetterTopic, Relay, RetryPolicy};

@@ -22,7 +22,7 @@ pub enum OnDeadLetter {
 
 /// What `{topic}` stands for in a [`DeadLetterTopic`] template when the dead row could not be
 /// read and so has no topic of its own.
-pub const UNREADABLE_TOPIC: &str = "unreadable";
+pub const UNREADABLE_TOPIC: &str = "txoutbox-unreadable";
 
 /// Where a copy of each dead-lettered message is sent, besides the `dead` state it gets in the
 /// table.
@@ -46,12 +46,14 @@ impl DeadLetterTopic {
     pub fn new(template: impl Into<String>) -> Result<Self> {
         let template = template.into();
         crate::topic::validate_topic_name(&template.replace("{topic}", "t"))?;
+        // The name the copies of unreadable rows get must be valid too.
+        crate::topic::validate_topic_name(&template.replace("{topic}", UNREADABLE_TOPIC))?;
         Ok(Self { template })
     }
 
     /// The dead-letter topic of a message published to `topic`. A row that could not be read
-    /// has no topic: `{topic}` then stands for [`UNREADABLE_TOPIC`] (e.g. `unreadable.dead`), a
-    /// valid name the operator can create to receive their copies.
+    /// has no topic: `{topic}` then stands for [`UNREADABLE_TOPIC`] (e.g.
+    /// `txoutbox-unreadable.dead`), a valid name the operator can create to receive their copies.
     pub fn for_topic(&self, topic: &str) -> String {
         let topic = if topic.is_empty() { UNREADABLE_TOPIC } else { topic };
         self.template.replace("{topic}", topic)
@@ -215,12 +217,15 @@ mod tests {
     fn a_row_without_a_topic_gets_a_valid_dead_letter_topic() {
         let per_topic = DeadLetterTopic::new("{topic}.dead").unwrap();
         assert_eq!(per_topic.for_topic("orders"), "orders.dead");
-        assert_eq!(per_topic.for_topic(""), "unreadable.dead");
+        assert_eq!(per_topic.for_topic(""), "txoutbox-unreadable.dead");
         crate::topic::validate_topic_name(&per_topic.for_topic("")).unwrap();
         assert_eq!(
             DeadLetterTopic::new("{topic}").unwrap().for_topic(""),
-            "unreadable"
+            UNREADABLE_TOPIC
         );
+        // A template valid for short topics whose unreadable name would be too long is refused.
+        let long = format!("{{topic}}.{}", "d".repeat(240));
+        assert!(DeadLetterTopic::new(long).is_err());
         assert_eq!(
             DeadLetterTopic::new("all.dead").unwrap().for_topic(""),
             "all.dead"
