@@ -13,11 +13,12 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
 use txoutbox::kafka::{ExactlyOnceSettings, ExactlyOnceSink, KafkaConfig, KafkaSink};
 use txoutbox::postgres::PgOutbox;
+use txoutbox::postgres_wal::{PgWalOutbox, WalConfig};
 use txoutbox::{MESSAGE_ID_HEADER, Relay, RelayConfig, Topics};
 use txoutbox_testing::postgres::TestSchema;
 
 use crate::common::{
-    Percentiles, Watcher, bootstrap, messages, percentiles, producer_config, topic_def, wait_quiet,
+    BenchMsg, Percentiles, Watcher, bootstrap, messages, percentiles, producer_config, topic_def, wait_quiet,
 };
 
 const SEQ_HEADER: &str = "bench-seq";
@@ -41,6 +42,11 @@ pub struct RateResult {
     /// The same histogram for the exactly-once relay (acknowledged = transaction committed).
     pub exactly_once_commit_to_ack: Percentiles,
     pub exactly_once_missing: usize,
+    /// The same through the WAL relay (`PgWalOutbox::publish`, a logical replication slot).
+    pub wal_achieved_rate: f64,
+    pub wal_commit_to_consume: Percentiles,
+    pub wal_commit_to_ack: Percentiles,
+    pub wal_missing: usize,
     /// Raw producer: send() → delivery callback.
     pub raw_produce_to_ack: Percentiles,
     /// Raw producer: send() → record read by an independent consumer (same consumer settings).
@@ -264,30 +270,80 @@ async fn raw(rate: f64, secs: f64) -> (Percentiles, Percentiles, f64, usize) {
     (percentiles(&acks), percentiles(&consume), achieved, missing)
 }
 
-/// Relay on PostgreSQL at `rate` commits per second for `secs`, woken after each commit; with the
-/// exactly-once sink when `exactly_once` (the watcher reads read_committed, librdkafka's default).
-async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, Percentiles, f64, usize) {
+/// Which relay a latency run measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RelayMode {
+    /// The outbox table, at-least-once.
+    Table,
+    /// The outbox table, exactly-once (Kafka transactions).
+    TableExactlyOnce,
+    /// WAL mode (a logical replication slot), at-least-once.
+    Wal,
+}
+
+/// The writers' side of a latency run.
+#[derive(Clone)]
+enum Outbox {
+    Table(PgOutbox),
+    Wal(PgWalOutbox),
+}
+
+impl Outbox {
+    async fn publish(&self, tx: &mut sqlx::PgConnection, message: &BenchMsg) -> uuid::Uuid {
+        match self {
+            Self::Table(outbox) => outbox.publish(tx, message).await.unwrap(),
+            Self::Wal(outbox) => outbox.publish(tx, message).await.unwrap(),
+        }
+    }
+}
+
+/// Relay on PostgreSQL at `rate` commits per second for `secs`, woken after each commit, in
+/// `mode` (for exactly-once the watcher reads read_committed, librdkafka's default). The WAL
+/// relay needs no wake-up: the slot streams each commit.
+async fn relay(rate: f64, secs: f64, mode: RelayMode) -> (Percentiles, Percentiles, f64, usize) {
     let topic = txoutbox_testing::kafka::new_topic("bench-lat-relay", 3).await;
     let schema = TestSchema::with_pool_size(WRITERS as u32 + 1).await;
-    let outbox = PgOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), schema.table());
-    outbox.migrate(&schema.pool).await.unwrap();
+    let topics = Topics::new().with(topic_def(&topic)).unwrap();
     let relay_pool = PgPoolOptions::new()
         .max_connections(4)
         .connect(&txoutbox_testing::postgres::url())
         .await
         .unwrap();
     let config = RelayConfig::default().with_poll_interval(Duration::from_secs(1));
-    let store = outbox.store(relay_pool.clone());
-    let relay = if exactly_once {
-        let settings = ExactlyOnceSettings::for_table(&schema.schema)
-            .with_progress_topic(txoutbox_testing::unique("bench-lat-progress"))
-            .with_create_progress_topic(true);
-        let config = config.with_max_in_flight(settings.recommended_max_in_flight());
-        let sink = ExactlyOnceSink::new(&KafkaConfig::new(bootstrap()), settings).expect("sink");
-        Relay::new(store, sink, config).unwrap().start()
-    } else {
-        let sink = KafkaSink::new(&KafkaConfig::new(bootstrap())).expect("sink");
-        Relay::new(store, sink, config).unwrap().start()
+    let kafka = KafkaConfig::new(bootstrap());
+    let (outbox, relay) = match mode {
+        RelayMode::Table | RelayMode::TableExactlyOnce => {
+            let outbox = PgOutbox::with_table(topics, schema.table());
+            outbox.migrate(&schema.pool).await.unwrap();
+            let store = outbox.store(relay_pool.clone());
+            let relay = if mode == RelayMode::TableExactlyOnce {
+                let settings = ExactlyOnceSettings::for_table(&schema.schema)
+                    .with_progress_topic(txoutbox_testing::unique("bench-lat-progress"))
+                    .with_create_progress_topic(true);
+                let config = config.with_max_in_flight(settings.recommended_max_in_flight());
+                let sink = ExactlyOnceSink::new(&kafka, settings).expect("sink");
+                Relay::new(store, sink, config).unwrap().start()
+            } else {
+                let sink = KafkaSink::new(&kafka).expect("sink");
+                Relay::new(store, sink, config).unwrap().start()
+            };
+            (Outbox::Table(outbox), relay)
+        }
+        RelayMode::Wal => {
+            let wal_config = WalConfig::default()
+                .with_slot(txoutbox_testing::unique("bench_lat_wal"))
+                .with_dead_letter_table(schema.table());
+            let outbox = PgWalOutbox::new(topics, wal_config).unwrap();
+            outbox.migrate(&schema.pool).await.unwrap();
+            let store = outbox
+                .store(relay_pool.clone(), &txoutbox_testing::postgres::url())
+                .unwrap();
+            let sink = KafkaSink::new(&kafka).expect("sink");
+            (
+                Outbox::Wal(outbox),
+                Relay::new(store, sink, config).unwrap().start(),
+            )
+        }
     };
     let wakeup = relay.wakeup();
     let watcher = Watcher::start(&bootstrap(), &topic, 3, MESSAGE_ID_HEADER);
@@ -313,7 +369,7 @@ async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, Percen
                     break;
                 };
                 let mut t = pool.begin().await.unwrap();
-                let id = outbox.publish(&mut *t, &msgs[i % msgs.len()]).await.unwrap();
+                let id = outbox.publish(&mut t, &msgs[i % msgs.len()]).await;
                 t.commit().await.unwrap();
                 let at = Instant::now();
                 wakeup.notify();
@@ -347,6 +403,13 @@ async fn relay(rate: f64, secs: f64, exactly_once: bool) -> (Percentiles, Percen
     let achieved = (total - warm) as f64 / start.elapsed().as_secs_f64();
     let seen = watcher.finish(total, Duration::from_secs(30)).await;
     relay.shutdown().await.ok();
+    if let Outbox::Wal(outbox) = &outbox {
+        // The slot is free once the relay's replication session has ended.
+        txoutbox_testing::eventually(Duration::from_secs(30), || async {
+            outbox.drop_slot(&schema.pool).await.is_ok()
+        })
+        .await;
+    }
     let acks = percentiles(&crate::ack_latency::take());
     relay_pool.close().await;
     schema.drop_schema().await;
@@ -370,16 +433,22 @@ pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
     for &rate in rates {
         let cpu_busy_before = wait_quiet("latency", Duration::from_secs(30)).await;
         eprintln!("[latency] relay at {rate}/s for {secs} s ...");
-        let (relay_lat, relay_ack, relay_rate, relay_missing) = relay(rate, secs, false).await;
+        let (relay_lat, relay_ack, relay_rate, relay_missing) = relay(rate, secs, RelayMode::Table).await;
         eprintln!(
             "[latency]   relay p50 {:.0} µs p99 {:.0} µs, commit -> ack p99 {:.0} µs ({relay_rate:.0}/s)",
             relay_lat.p50_us, relay_lat.p99_us, relay_ack.p99_us
         );
         eprintln!("[latency] exactly-once relay at {rate}/s for {secs} s ...");
-        let (eos_lat, eos_ack, eos_rate, eos_missing) = relay(rate, secs, true).await;
+        let (eos_lat, eos_ack, eos_rate, eos_missing) = relay(rate, secs, RelayMode::TableExactlyOnce).await;
         eprintln!(
             "[latency]   exactly-once p50 {:.0} µs p99 {:.0} µs ({eos_rate:.0}/s)",
             eos_lat.p50_us, eos_lat.p99_us
+        );
+        eprintln!("[latency] WAL relay at {rate}/s for {secs} s ...");
+        let (wal_lat, wal_ack, wal_rate, wal_missing) = relay(rate, secs, RelayMode::Wal).await;
+        eprintln!(
+            "[latency]   WAL relay p50 {:.0} µs p99 {:.0} µs, commit -> ack p99 {:.0} µs ({wal_rate:.0}/s)",
+            wal_lat.p50_us, wal_lat.p99_us, wal_ack.p99_us
         );
         eprintln!("[latency] raw producer at {rate}/s for {secs} s ...");
         let (ack, consume, raw_rate, raw_missing) = raw(rate, secs).await;
@@ -404,6 +473,10 @@ pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
             exactly_once_commit_to_consume: eos_lat,
             exactly_once_commit_to_ack: eos_ack,
             exactly_once_missing: eos_missing,
+            wal_achieved_rate: wal_rate,
+            wal_commit_to_consume: wal_lat,
+            wal_commit_to_ack: wal_ack,
+            wal_missing,
             raw_produce_to_ack: ack,
             raw_produce_to_consume: consume,
             raw_achieved_rate: raw_rate,

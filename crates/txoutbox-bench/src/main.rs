@@ -418,6 +418,18 @@ fn print_tables(r: &Results) {
                 x.exactly_once_missing,
             );
             row(
+                "WAL relay commit -> consumed",
+                x.wal_achieved_rate,
+                &x.wal_commit_to_consume,
+                x.wal_missing,
+            );
+            row(
+                "WAL relay commit -> ack (histogram)",
+                x.wal_achieved_rate,
+                &x.wal_commit_to_ack,
+                0,
+            );
+            row(
                 "raw produce -> ack (callback)",
                 x.raw_achieved_rate,
                 &x.raw_produce_to_ack,
