@@ -146,7 +146,7 @@ async fn business_load(
             }
         }));
     }
-    // Every writer holds a connection before the raw producer starts.
+    // The pool holds a connection for every writer before the raw producer starts.
     let warm: Vec<_> = open_connections(&schema.pool, WRITERS).await;
     drop(warm);
     let _ = ready.send(());
