@@ -441,11 +441,9 @@ async fn an_unreadable_envelope_is_copied_to_the_unreadable_dead_letter_topic() 
         .with_retry(RetryPolicy::default().with_max_attempts(1))
         .with_dead_letter_topic(DeadLetterTopic::new(format!("{{topic}}.{suffix}")).unwrap());
     let store = db.store();
-    let sink = txoutbox::kafka::KafkaSink::new(&txoutbox::kafka::KafkaConfig::new(
-        txoutbox_testing::kafka::bootstrap(),
-    ))
-    .unwrap();
-    let relay = Relay::new(store.clone(), sink, config).unwrap().start();
+    let relay = Relay::new(store.clone(), common::kafka_sink(), config)
+        .unwrap()
+        .start();
     drained(&store, Duration::from_secs(60)).await;
     relay.shutdown().await.unwrap();
 
