@@ -144,7 +144,7 @@ impl<S: Store> Store for Counting<S> {
     fn lock_for_relay(&self) -> impl Future<Output = txoutbox::Result<()>> + Send {
         self.inner.lock_for_relay()
     }
-    async fn fetch_pending(&self, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+    async fn fetch_pending(&self, limit: txoutbox::ReadLimit) -> txoutbox::Result<Vec<OutboxMessage>> {
         self.first_read.get_or_init(Instant::now);
         let rows = self.inner.fetch_pending(limit).await?;
         if let Some(p) = &self.probe {
@@ -152,7 +152,11 @@ impl<S: Store> Store for Counting<S> {
         }
         Ok(rows)
     }
-    async fn fetch_after(&self, after: i64, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+    async fn fetch_after(
+        &self,
+        after: i64,
+        limit: txoutbox::ReadLimit,
+    ) -> txoutbox::Result<Vec<OutboxMessage>> {
         self.first_read.get_or_init(Instant::now);
         let rows = self.inner.fetch_after(after, limit).await?;
         if let Some(p) = &self.probe {

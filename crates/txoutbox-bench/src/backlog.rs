@@ -98,11 +98,17 @@ async fn case(shape: &str, pending: u64, settled: u64, batch: usize, reads: usiz
         // A fresh store: the first read of a starting relay.
         let store = outbox.store(db.pool.clone());
         let t = Instant::now();
-        let rows = store.fetch_pending(batch).await.expect("fetch_pending");
+        let rows = store
+            .fetch_pending(txoutbox::ReadLimit::rows(batch))
+            .await
+            .expect("fetch_pending");
         from_start.push(t.elapsed());
         assert_eq!(rows.len(), batch.min(pending as usize));
         let t = Instant::now();
-        let rows = store.fetch_after(middle, batch).await.expect("fetch_after");
+        let rows = store
+            .fetch_after(middle, txoutbox::ReadLimit::rows(batch))
+            .await
+            .expect("fetch_after");
         after.push(t.elapsed());
         assert!(!rows.is_empty() || pending < 2);
     }

@@ -169,11 +169,15 @@ impl<S: Store> Store for Instrumented<S> {
         self.inner.check().await
     }
 
-    async fn fetch_pending(&self, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+    async fn fetch_pending(&self, limit: txoutbox::ReadLimit) -> txoutbox::Result<Vec<OutboxMessage>> {
         self.timed_fetch(self.inner.fetch_pending(limit)).await
     }
 
-    async fn fetch_after(&self, after: i64, limit: usize) -> txoutbox::Result<Vec<OutboxMessage>> {
+    async fn fetch_after(
+        &self,
+        after: i64,
+        limit: txoutbox::ReadLimit,
+    ) -> txoutbox::Result<Vec<OutboxMessage>> {
         self.timed_fetch(self.inner.fetch_after(after, limit)).await
     }
 

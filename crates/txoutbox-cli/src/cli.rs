@@ -168,12 +168,23 @@ pub struct RelayArgs {
     /// read (at-least-once delivery only).
     #[arg(long, env = "TXOUTBOX_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
+    /// Publish only to these topics, comma-separated; `*` and `?` are wildcards, e.g.
+    /// `orders.*,billing`. Rows naming another topic are dead-lettered at once with the reason.
+    /// Default: every topic a row names (WAL mode warns at start: any role that may connect can
+    /// emit messages).
+    #[arg(long, env = "TXOUTBOX_ALLOWED_TOPICS", value_delimiter = ',')]
+    pub allowed_topics: Option<Vec<String>>,
     /// Keep published rows this long, then purge them (needs --completion mark-published).
     #[arg(long, env = "TXOUTBOX_KEEP_PUBLISHED_FOR", value_parser = parse_duration)]
     pub keep_published_for: Option<Duration>,
     /// The HTTP address for /metrics, /health and /live; `off` disables it.
     #[arg(long, env = "TXOUTBOX_HTTP_LISTEN")]
     pub http_listen: Option<String>,
+    /// Host names (besides IP addresses, `localhost` and the --http-listen host) that HTTP
+    /// requests may be addressed to, comma-separated, e.g. the service name a Prometheus scrapes
+    /// (`txoutbox:9464`). Requests to other names are refused (DNS rebinding).
+    #[arg(long, env = "TXOUTBOX_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub http_allowed_hosts: Option<Vec<String>>,
     /// Serve the web console at /ui on the HTTP port (see docs/operations.md, "Web console").
     #[arg(long, env = "TXOUTBOX_UI")]
     pub ui: bool,

@@ -18,6 +18,14 @@ use crate::settings::Target;
 /// How long to wait for a database connection before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one statement of the web console may run (PostgreSQL `statement_timeout`, MariaDB
+/// `max_statement_time`, MySQL `max_execution_time`): a busy console gives up, the relay does not
+/// wait for it.
+pub const CONSOLE_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections of the web console's own pool, apart from the relay's.
+pub const CONSOLE_CONNECTIONS: u32 = 2;
+
 /// A connected outbox database.
 #[derive(Debug, Clone)]
 pub enum Database {
@@ -62,6 +70,28 @@ pub enum Create {
 impl Database {
     /// Connects, with an error that names the (redacted) URL and what to check.
     pub async fn connect(target: &Target, create: Create, max_connections: u32) -> Result<Self, CliError> {
+        Self::connect_with(target, create, max_connections, None).await
+    }
+
+    /// The web console's own small pool: its reads never take the relay's connections, and
+    /// each statement ends after [`CONSOLE_STATEMENT_TIMEOUT`] (SQLite has no statement
+    /// timeout; its reads are local).
+    pub async fn connect_console(target: &Target) -> Result<Self, CliError> {
+        Self::connect_with(
+            target,
+            Create::Never,
+            CONSOLE_CONNECTIONS,
+            Some(CONSOLE_STATEMENT_TIMEOUT),
+        )
+        .await
+    }
+
+    async fn connect_with(
+        target: &Target,
+        create: Create,
+        max_connections: u32,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Self, CliError> {
         let url = &target.database_url;
         let shown = redact(url);
         let unreachable = |e: sqlx::Error| {
@@ -77,6 +107,9 @@ impl Database {
             // (`?application_name=...`, e.g. one name per relay node).
             if options.get_application_name().is_none() {
                 options = options.application_name("txoutbox");
+            }
+            if let Some(timeout) = statement_timeout {
+                options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
             }
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
@@ -111,6 +144,14 @@ impl Database {
             let pool = MySqlPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(CONNECT_TIMEOUT)
+                .after_connect(move |connection, _| {
+                    Box::pin(async move {
+                        if let Some(timeout) = statement_timeout {
+                            mysql_statement_timeout(connection, timeout).await?;
+                        }
+                        Ok(())
+                    })
+                })
                 .connect_with(options)
                 .await
                 .map_err(unreachable)?;
@@ -139,6 +180,22 @@ impl Database {
             Self::Postgres(_, table) | Self::Sqlite(_, table) | Self::MySql(_, table) => table,
         }
     }
+}
+
+/// Limits every statement of a MySQL / MariaDB session: MariaDB's `max_statement_time` (seconds,
+/// every statement), else MySQL's `max_execution_time` (milliseconds, `SELECT`s: the console's
+/// reads).
+async fn mysql_statement_timeout(
+    connection: &mut sqlx::MySqlConnection,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    let mariadb = format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64());
+    if connection.execute(sqlx::AssertSqlSafe(mariadb)).await.is_ok() {
+        return Ok(());
+    }
+    let mysql = format!("SET SESSION max_execution_time = {}", timeout.as_millis());
+    connection.execute(sqlx::AssertSqlSafe(mysql)).await.map(|_| ())
 }
 
 /// The PostgreSQL outbox of `table` (the daemon publishes nothing itself: no topics).

@@ -33,9 +33,11 @@ pub struct AppState {
     pub console: Option<crate::ui::Console>,
     /// WAL mode: the replication slot as last checked (`None` otherwise).
     pub wal_slot: RwLock<Option<serde_json::Value>>,
+    /// The host names requests may be sent to (see [`crate::guard`]).
+    pub allowed_hosts: crate::guard::AllowedHosts,
 }
 
-/// The routes.
+/// The routes, every one behind the [`guard`](crate::guard::guard).
 pub fn router(state: Arc<AppState>) -> Router {
     let mut routes = Router::new()
         .route("/metrics", get(metrics))
@@ -43,9 +45,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/live", get(live))
         .route("/status", get(status));
     if state.console.is_some() {
-        routes = routes.merge(crate::ui::routes(&state));
+        routes = routes.merge(crate::ui::routes());
     }
-    routes.with_state(state)
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::guard::guard,
+        ))
+        .with_state(state)
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

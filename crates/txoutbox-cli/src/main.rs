@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod database;
 mod error;
+mod guard;
 mod history;
 mod http;
 mod settings;

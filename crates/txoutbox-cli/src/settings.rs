@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use txoutbox_core::coordination::{Coordination, LeaseSettings};
+use txoutbox_core::relay::AllowedTopics;
 use txoutbox_core::{
     Completion, DeadLetterTopic, HealthThresholds, OnDeadLetter, RelayConfig, RetryPolicy, TableName,
 };
@@ -73,6 +74,7 @@ struct FileRelay {
     delivery: Option<DeliveryArg>,
     on_dead_letter: Option<OnDeadLetterArg>,
     dead_letter_topic: Option<String>,
+    allowed_topics: Option<Vec<String>>,
     transactional_id: Option<String>,
     progress_topic: Option<String>,
     create_progress_topic: Option<bool>,
@@ -107,6 +109,7 @@ struct FileRetention {
 #[serde(deny_unknown_fields)]
 struct FileHttp {
     listen: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
     ui: Option<bool>,
     ui_show_payloads: Option<bool>,
 }
@@ -213,6 +216,9 @@ pub struct RelaySettings {
     pub retention: Option<Retention>,
     /// The HTTP address, `None` when disabled.
     pub http_listen: Option<String>,
+    /// Host names besides IP addresses, `localhost` and the listen address's that HTTP requests
+    /// may name (`--http-allowed-hosts`).
+    pub http_allowed_hosts: Vec<String>,
     /// The web console at `/ui`, when enabled.
     pub console: Option<crate::ui::ConsoleSettings>,
     /// `/health` thresholds.
@@ -372,6 +378,15 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<Rel
     if let Some(topic) = dead_letter_topic {
         relay = relay.with_dead_letter_topic(topic);
     }
+    if let Some(patterns) = args
+        .allowed_topics
+        .clone()
+        .or_else(|| file.relay.allowed_topics.clone())
+    {
+        let allowed = AllowedTopics::new(patterns)
+            .map_err(|e| CliError::usage(format!("bad --allowed-topics: {e}")))?;
+        relay = relay.with_allowed_topics(allowed);
+    }
     relay.validate().map_err(|e| CliError::usage(e.to_string()))?;
 
     let mut kafka = KafkaConfig::default();
@@ -522,6 +537,11 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<Rel
             .unwrap_or(DEFAULT_BROKER_WAIT),
         retention,
         http_listen,
+        http_allowed_hosts: args
+            .http_allowed_hosts
+            .clone()
+            .or_else(|| file.http.allowed_hosts.clone())
+            .unwrap_or_default(),
         console,
         health,
         health_interval,

@@ -568,6 +568,23 @@ async fn read_only_consoles_wrong_tokens_and_cross_site_requests_are_refused() {
         .await
         .unwrap();
     assert_eq!(rebound.status().as_u16(), 403);
+    // Every route is guarded, not only the console's: the status and the metrics too.
+    for path in ["/status", "/metrics", "/health", "/live"] {
+        let rebound = reqwest::Client::new()
+            .get(format!("{}{path}", daemon.base))
+            .header("host", "rebound.example:80")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rebound.status().as_u16(), 403, "{path}");
+        let cross = reqwest::Client::new()
+            .get(format!("{}{path}", daemon.base))
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cross.status().as_u16(), 403, "{path} read by another site's page");
+    }
     // A form post (no JSON) is refused even with the token.
     let (code, _) = {
         let response = reqwest::Client::new()
@@ -614,7 +631,7 @@ async fn read_only_consoles_wrong_tokens_and_cross_site_requests_are_refused() {
 
     let logs = daemon.stop();
     assert!(
-        logs.contains("console action refused: cross-site request"),
+        logs.contains("HTTP request refused: cross-site"),
         "{logs}"
     );
     let bad_requests = plain(&logs)

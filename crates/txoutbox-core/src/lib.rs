@@ -32,20 +32,22 @@ pub use health::{HealthCheck, HealthReport, HealthThresholds};
 pub use identifier::{DEFAULT_TABLE, TableName};
 pub use immediate::{Immediate, ImmediateSend};
 pub use interner::Interner;
-pub use maintenance::{DeadLetter, DeadLetterFilter, DeadLetters, Retention, Statistics, TopicStats};
+pub use maintenance::{
+    DeadLetter, DeadLetterFilter, DeadLetters, DeadPayload, Retention, Statistics, TopicStats, ago,
+};
 pub use message::{
     CREATED_AT_HEADER, MESSAGE_ID_HEADER, NewMessage, OutboxMessage, headers_from_json, headers_to_json,
     message_id_text,
 };
 pub use relay::{
-    Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor,
+    AllowedTopics, Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor,
     UNREADABLE_TOPIC, Wakeup,
 };
 pub use retry::RetryPolicy;
-pub use row_fields::RowFields;
+pub use row_fields::{RowFields, UnfitColumn};
 pub use schema::check_schema_version;
 pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, SinkErrorKind};
-pub use store::{Backlog, Completion, Failure, Store};
+pub use store::{Backlog, Completion, Failure, ReadLimit, Store};
 pub use stream_positions::StreamPositions;
 pub use topic::{PublishStrategy, Topic, validate_topic_name};
 pub use topics::Topics;

@@ -7,6 +7,15 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 
+/// The time `age` ago, or the earliest time there is when `age` reaches further back (an
+/// operator's `--older-than 1000000y` then matches nothing instead of failing).
+pub fn ago(age: std::time::Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(age)
+        .ok()
+        .and_then(|age| Utc::now().checked_sub_signed(age))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// Which dead letters an action applies to; every field narrows the selection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadLetterFilter {
@@ -54,6 +63,16 @@ impl DeadLetterFilter {
     }
 }
 
+/// The start of a dead letter's payload, as [`DeadLetters::dead_payload`] reads it: only the
+/// first bytes leave the database, however large the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadPayload {
+    /// The payload's first bytes; `None` when the message has no payload (a tombstone).
+    pub head: Option<Vec<u8>>,
+    /// The payload's whole length in bytes (0 for a tombstone).
+    pub len: u64,
+}
+
 /// A dead-lettered message, without its payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
@@ -93,9 +112,13 @@ pub trait DeadLetters: Send + Sync {
     /// Deletes matching dead letters. Returns how many.
     fn purge_dead(&self, filter: &DeadLetterFilter) -> impl Future<Output = Result<u64>> + Send;
 
-    /// The payload of dead letter `id` (`None`: no such dead letter; `Some(None)`: no payload),
-    /// for an operator who chose to look at it.
-    fn dead_payload(&self, id: i64) -> impl Future<Output = Result<Option<Option<Vec<u8>>>>> + Send;
+    /// The start of dead letter `id`'s payload, at most `max_bytes` of it, cut by the database
+    /// (`None`: no such dead letter), for an operator who chose to look at it.
+    fn dead_payload(
+        &self,
+        id: i64,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<Option<DeadPayload>>> + Send;
 }
 
 /// Retention of published rows (kept with `Completion::MarkPublished`).
@@ -131,4 +154,21 @@ pub trait Statistics: Send + Sync {
     /// operator's occasional look, not for every health check (use
     /// [`Store::backlog`](crate::Store::backlog) there).
     fn topic_stats(&self) -> impl Future<Output = Result<Vec<TopicStats>>> + Send;
+}
+
+#[cfg(test)]
+mod ago_tests {
+    use super::*;
+
+    #[test]
+    fn an_age_beyond_the_calendar_is_the_earliest_time() {
+        assert_eq!(ago(std::time::Duration::MAX), DateTime::<Utc>::MIN_UTC);
+        let hour_ago = ago(std::time::Duration::from_secs(3600));
+        assert!(
+            (Utc::now() - hour_ago - chrono::TimeDelta::hours(1))
+                .num_seconds()
+                .abs()
+                < 5
+        );
+    }
 }

@@ -140,6 +140,36 @@ impl OutboxMessage {
         }
     }
 
+    /// A row whose topic, key, payload and headers add up to `size` bytes, more than the
+    /// `limit` a message may have: read without its contents, dead-lettered at once. Its `topic`
+    /// and `key` are kept when the store could still read them (a key parks, and a dead-letter
+    /// copy goes by them).
+    pub fn too_large(id: i64, size: u64, limit: usize, topic: Option<&str>, key: Option<&[u8]>) -> Self {
+        let mut message = Self::unreadable(
+            id,
+            format!(
+                "the message is too large to send: its topic, key, payload and headers are {size} bytes, \
+                 more than the {limit} the relay reads (the sink's largest message, e.g. Kafka's \
+                 `message.max.bytes`); raise that limit (and the topic's `max.message.bytes`), then \
+                 replay it"
+            ),
+        );
+        if let Some(topic) = topic.filter(|t| !t.is_empty()) {
+            message.topic = Arc::from(topic);
+        }
+        message.key = key.map(Bytes::copy_from_slice);
+        message
+    }
+
+    /// The bytes the message holds: topic, key, payload and headers (what a
+    /// [`ReadLimit`](crate::ReadLimit) counts).
+    pub fn size(&self) -> usize {
+        self.topic.len()
+            + self.key.as_ref().map_or(0, Bytes::len)
+            + self.payload.as_ref().map_or(0, Bytes::len)
+            + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+
     /// Whether the row may be sent at `now` (no back-off pending).
     pub fn is_due(&self, now: DateTime<Utc>) -> bool {
         self.next_attempt_at.is_none_or(|at| at <= now)

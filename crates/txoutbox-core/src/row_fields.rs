@@ -59,6 +59,53 @@ impl RowFields<'_> {
     }
 }
 
+/// A column of a row that does not fit the table contract, and what is wrong with it: the row is
+/// dead-lettered at once with both in its reason, instead of stopping the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfitColumn {
+    /// The column's name in the table contract.
+    pub column: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+impl UnfitColumn {
+    /// `column` holds a value the relay cannot use, for `problem`.
+    pub fn new(column: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            column,
+            problem: problem.into(),
+        }
+    }
+
+    /// `column` could not be decoded: the error's cause says why (a driver's "error decoding
+    /// column N" wrapper adds nothing).
+    pub fn undecodable(column: &'static str, error: &(dyn std::error::Error + 'static)) -> Self {
+        let cause = error.source().unwrap_or(error);
+        Self::new(column, format!("cannot be read: {cause}"))
+    }
+
+    /// The reason stored with the dead letter.
+    pub fn reason(&self) -> String {
+        format!(
+            "the row does not fit the outbox table contract: column `{}` {}",
+            self.column, self.problem
+        )
+    }
+
+    /// The row as a message the relay dead-letters at once ([`OutboxMessage::unreadable`]),
+    /// keeping its topic and key when they could be read: the dead-letter topic's copy goes by
+    /// them, and a parked key stays parked in memory as in the table.
+    pub fn into_message(self, id: i64, topic: Option<&str>, key: Option<&[u8]>) -> OutboxMessage {
+        let mut message = OutboxMessage::unreadable(id, self.reason());
+        if let Some(topic) = topic {
+            message.topic = Arc::from(topic);
+        }
+        message.key = key.map(Bytes::copy_from_slice);
+        message
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +140,18 @@ mod tests {
         assert!(bad.headers.is_empty());
         assert!(bad.malformed.unwrap().contains("JSON object"));
         assert!(Arc::ptr_eq(&m.topic, &bad.topic), "topics are shared");
+    }
+
+    #[test]
+    fn an_unfit_column_names_itself_and_keeps_the_route() {
+        let m = UnfitColumn::new("created_at", "is `infinity`").into_message(9, Some("orders"), Some(b"k"));
+        assert_eq!(
+            (m.id, &*m.topic, m.key.as_deref()),
+            (9, "orders", Some(&b"k"[..]))
+        );
+        let reason = m.malformed.unwrap();
+        assert!(reason.contains("column `created_at` is `infinity`"), "{reason}");
+        let unrouted = UnfitColumn::new("topic", "is not UTF-8").into_message(1, None, None);
+        assert!(unrouted.topic.is_empty() && unrouted.key.is_none());
     }
 }

@@ -24,6 +24,10 @@ pub enum SinkErrorKind {
     /// Another relay took over this relay's transport identity (e.g. its Kafka transactional
     /// id): nothing was delivered, and this relay must stop. The rows stay pending for it.
     Fenced,
+    /// This message can never be delivered as it is, whenever it is tried: a row that could not
+    /// be read, a topic name the transport refuses, a message larger than the transport takes, a
+    /// topic outside the relay's allow-list. Dead-lettered at once (one attempt), with the reason.
+    Rejected,
 }
 
 /// A failed delivery, classified by the sink at the boundary.
@@ -33,6 +37,7 @@ pub struct SinkError {
     kind: SinkErrorKind,
     code: Option<String>,
     message: String,
+    unsent: bool,
 }
 
 impl SinkError {
@@ -46,13 +51,34 @@ impl SinkError {
         Self::new(SinkErrorKind::Permanent, None, message)
     }
 
-    /// A message held back behind an earlier failure of its key.
+    /// A message that can never be delivered as it is ([`SinkErrorKind::Rejected`]), refused
+    /// before the transport took it.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self::new(SinkErrorKind::Rejected, None, message).unsent()
+    }
+
+    /// A message held back behind an earlier failure of its key, never handed to the transport.
     pub fn deferred() -> Self {
         Self::new(
             SinkErrorKind::Deferred,
             None,
             "held back: an earlier message of its key failed",
         )
+        .unsent()
+    }
+
+    /// Marks the failure as one that happened before the transport took the message (refused
+    /// when enqueued): nothing of it can be on its way, and the sink held back the later messages
+    /// of its key in the batch, so the relay need not give up the other messages queued after it.
+    #[must_use]
+    pub fn unsent(mut self) -> Self {
+        self.unsent = true;
+        self
+    }
+
+    /// Whether the transport never took the message (see [`unsent`](Self::unsent)).
+    pub fn is_unsent(&self) -> bool {
+        self.unsent
     }
 
     /// A failure with the transport's own error code (e.g. `MessageSizeTooLarge`).
@@ -61,6 +87,7 @@ impl SinkError {
             kind,
             code,
             message: message.into(),
+            unsent: false,
         }
     }
 
@@ -122,14 +149,16 @@ impl DeliveryTracker {
         }
     }
 
-    /// The indexes that already failed permanently (e.g. rejected when enqueued), so the relay
-    /// can hold their keys before it hands over the next batch.
+    /// The indexes that already failed permanently or were rejected (e.g. refused when
+    /// enqueued), so the relay can hold their keys before it hands over the next batch.
     pub fn permanent_failures_so_far(&self) -> Vec<usize> {
         let results = self.results.lock().unwrap_or_else(|p| p.into_inner());
         results
             .iter()
             .enumerate()
-            .filter(|(_, r)| matches!(r, Some(Err(e)) if e.kind() == SinkErrorKind::Permanent))
+            .filter(|(_, r)| {
+                matches!(r, Some(Err(e)) if matches!(e.kind(), SinkErrorKind::Permanent | SinkErrorKind::Rejected))
+            })
             .map(|(i, _)| i)
             .collect()
     }
@@ -241,6 +270,13 @@ pub trait Sink: Send + Sync + 'static {
         true
     }
 
+    /// The largest message (topic, key, payload and headers, in bytes) this transport accepts,
+    /// if it has a limit. The relay reads larger rows without their contents and dead-letters
+    /// them at once (reading them would only hold them in memory). The default: no limit.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// The delivery this sink gives, when it is not at-least-once (`Some("exactly-once")`). A
     /// coordinated relay stores it with its node, so relays that deliver differently refuse to
     /// share a table. The default: `None` (at-least-once).
@@ -291,6 +327,9 @@ impl<S: Sink> Sink for Arc<S> {
 
     fn delivery(&self) -> Option<&'static str> {
         (**self).delivery()
+    }
+    fn max_message_bytes(&self) -> Option<usize> {
+        (**self).max_message_bytes()
     }
     fn use_stream_positions(&self, positions: Arc<dyn crate::StreamPositions>) {
         (**self).use_stream_positions(positions);

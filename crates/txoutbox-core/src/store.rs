@@ -32,6 +32,97 @@ pub struct Failure {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// How much one read of pending rows may return.
+///
+/// Rows come back in id order while their sizes (topic, key, payload and headers, in bytes) add
+/// up to less than [`bytes`](Self::bytes) — always at least one row, so a row larger than the
+/// budget is still read, alone. A row larger than [`message_bytes`](Self::message_bytes) comes
+/// back without its payload and headers (and without a key or topic longer than a valid one
+/// could be), marked as one that can never be sent
+/// ([`OutboxMessage::too_large`]): reading it whole would only hold it in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// At most this many rows.
+    pub rows: usize,
+    /// Rows while their sizes add up to less than this many bytes.
+    pub bytes: usize,
+    /// Larger rows come back without their contents.
+    pub message_bytes: usize,
+}
+
+impl ReadLimit {
+    /// At most `rows` rows, of any size.
+    pub const fn rows(rows: usize) -> Self {
+        Self {
+            rows,
+            bytes: usize::MAX,
+            message_bytes: usize::MAX,
+        }
+    }
+
+    /// Also at most `bytes` bytes (see [`ReadLimit`]).
+    #[must_use]
+    pub const fn with_bytes(mut self, bytes: usize) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    /// Also rows of at most `message_bytes` bytes with their contents.
+    #[must_use]
+    pub const fn with_message_bytes(mut self, message_bytes: usize) -> Self {
+        self.message_bytes = message_bytes;
+        self
+    }
+
+    /// `bytes` and `message_bytes` as SQL parameters (`BIGINT`).
+    pub fn sql_bytes(&self) -> (i64, i64) {
+        (
+            i64::try_from(self.bytes).unwrap_or(i64::MAX),
+            i64::try_from(self.message_bytes).unwrap_or(i64::MAX),
+        )
+    }
+
+    /// What a read of messages held in memory returns, in their order: copies of the first ones
+    /// within the limit, and a message larger than `message_bytes` as
+    /// [`OutboxMessage::too_large`] (for stores that hold messages, e.g. decoded from a log).
+    pub fn take<'a>(&self, messages: impl Iterator<Item = &'a OutboxMessage>) -> Vec<OutboxMessage> {
+        let mut taken = Vec::new();
+        let mut bytes = 0usize;
+        for message in messages.take(self.rows) {
+            if !taken.is_empty() && bytes >= self.bytes {
+                break;
+            }
+            let size = message.size();
+            if size > self.message_bytes && message.malformed.is_none() {
+                let mut large = OutboxMessage::too_large(
+                    message.id,
+                    size as u64,
+                    self.message_bytes,
+                    Some(&message.topic),
+                    message.key.as_deref(),
+                );
+                large.message_id = message.message_id.clone();
+                large.created_at = message.created_at;
+                large.attempts = message.attempts;
+                large.next_attempt_at = message.next_attempt_at;
+                taken.push(large);
+                continue;
+            }
+            if !taken.is_empty() && bytes.saturating_add(size) > self.bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            taken.push(message.clone());
+        }
+        taken
+    }
+
+    /// The row limit as an SQL parameter.
+    pub fn sql_rows(&self) -> i64 {
+        i64::try_from(self.rows).unwrap_or(i64::MAX)
+    }
+}
+
 /// The backlog at a glance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Backlog {
@@ -59,13 +150,14 @@ pub trait Store: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// Up to `limit` pending rows in id order, the oldest first, including rows still backing off
-    /// (the relay needs them to hold back later rows of the same key).
-    fn fetch_pending(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send;
+    /// Pending rows in id order, the oldest first, within `limit` (rows and bytes), including
+    /// rows still backing off (the relay needs them to hold back later rows of the same key).
+    fn fetch_pending(&self, limit: ReadLimit) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send;
 
-    /// Pending rows after a cursor: up to `limit` rows with an id above `after`, **plus** every
+    /// Pending rows after a cursor: rows with an id above `after` within `limit`, **plus** every
     /// pending row with an id at or below `after` that became visible since this store's previous
-    /// fetch (a transaction that took its id early and committed late), all in id order.
+    /// fetch (a transaction that took its id early and committed late), all in id order. The
+    /// byte budget covers both; a late row it cuts off must come back on a later call.
     ///
     /// The relay calls it to read on from where it left off without reading its in-flight rows
     /// again. The default reads from the start, which is always correct, only slower; stores
@@ -74,7 +166,7 @@ pub trait Store: Send + Sync + 'static {
     fn fetch_after(
         &self,
         after: i64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
         let _ = after;
         self.fetch_pending(limit)
@@ -142,13 +234,13 @@ impl<S: Store> Store for std::sync::Arc<S> {
     fn lock_for_relay(&self) -> impl Future<Output = Result<()>> + Send {
         (**self).lock_for_relay()
     }
-    fn fetch_pending(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
+    fn fetch_pending(&self, limit: ReadLimit) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
         (**self).fetch_pending(limit)
     }
     fn fetch_after(
         &self,
         after: i64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
         (**self).fetch_after(after, limit)
     }
@@ -172,5 +264,38 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn stream_positions(&self) -> Option<std::sync::Arc<dyn crate::StreamPositions>> {
         (**self).stream_positions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: i64, payload: usize) -> OutboxMessage {
+        let mut m = OutboxMessage::unreadable(id, "");
+        m.malformed = None;
+        m.topic = "t".into();
+        m.payload = Some(vec![0; payload].into());
+        m
+    }
+
+    #[test]
+    fn a_read_in_memory_keeps_to_rows_and_bytes() {
+        let held: Vec<OutboxMessage> = (1..=5).map(|id| message(id, 10)).collect();
+        let ids = |read: Vec<OutboxMessage>| read.iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(ids(ReadLimit::rows(3).take(held.iter())), [1, 2, 3]);
+        // 11 bytes each (topic and payload).
+        assert_eq!(
+            ids(ReadLimit::rows(10).with_bytes(33).take(held.iter())),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            ids(ReadLimit::rows(10).with_bytes(5).take(held.iter())),
+            [1],
+            "one, however large"
+        );
+        let read = ReadLimit::rows(10).with_message_bytes(5).take(held.iter());
+        assert_eq!(read.len(), 5);
+        assert!(read.iter().all(|m| m.payload.is_none() && m.malformed.is_some()));
     }
 }

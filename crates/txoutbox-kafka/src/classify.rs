@@ -39,7 +39,8 @@ pub(crate) fn classify(error: &KafkaError, topic: &str) -> SinkError {
              producer's `message.max.bytes`: raise the limit, then replay the message)"
         }
         RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
-            " (create the topic, or enable auto-creation on the broker)"
+            " (create the topic: the relay does not ask brokers to create topics unless \
+             `allow.auto.create.topics=true` is set; replay the message once it exists)"
         }
         RDKafkaErrorCode::TopicAuthorizationFailed => " (grant the relay's principal WRITE on the topic)",
         _ => "",
@@ -56,6 +57,38 @@ pub(crate) fn classify(error: &KafkaError, topic: &str) -> SinkError {
     )
 }
 
+/// Classifies librdkafka's refusal to take one message (`produce` failed before enqueueing it).
+/// Nothing of the message was sent, so the refusal is [`unsent`](SinkError::unsent). Codes
+/// librdkafka returns there about the record itself — larger than `message.max.bytes`, a topic
+/// name it cannot use (longer than 512 bytes: `InvalidArgument`), an invalid partition — can
+/// never succeed and are [`Rejected`](SinkErrorKind::Rejected); the others keep their class (a
+/// topic not known yet is retried, the producer failing is transient).
+pub(crate) fn classify_refusal(error: &KafkaError, topic: &str) -> SinkError {
+    use RDKafkaErrorCode::*;
+    let classified = classify(error, topic);
+    let never = matches!(
+        error.rdkafka_error_code(),
+        Some(
+            MessageSizeTooLarge
+                | InvalidMessageSize
+                | InvalidArgument
+                | InvalidTopic
+                | UnknownPartition
+                | InvalidRecord
+        )
+    );
+    let classified = if never {
+        SinkError::new(
+            SinkErrorKind::Rejected,
+            classified.code().map(str::to_owned),
+            classified.to_string(),
+        )
+    } else {
+        classified
+    };
+    classified.unsent()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +102,23 @@ mod tests {
         assert_eq!(too_large.kind(), SinkErrorKind::Permanent);
         assert!(too_large.to_string().contains("max.message.bytes"), "{too_large}");
         assert_eq!(too_large.code(), Some("MessageSizeTooLarge"));
+        // Refused by librdkafka before it took the message: never sent, and never sendable.
+        let refused = classify_refusal(
+            &KafkaError::MessageProduction(RDKafkaErrorCode::InvalidArgument),
+            "t",
+        );
+        assert_eq!(refused.kind(), SinkErrorKind::Rejected);
+        assert!(refused.is_unsent());
+        let unknown = classify_refusal(
+            &KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopic),
+            "t",
+        );
+        assert_eq!(
+            unknown.kind(),
+            SinkErrorKind::Permanent,
+            "a topic may be created later"
+        );
+        assert!(unknown.is_unsent());
         for transient in [
             RDKafkaErrorCode::MessageTimedOut,
             RDKafkaErrorCode::NotEnoughReplicas,

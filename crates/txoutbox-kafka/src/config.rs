@@ -16,6 +16,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     // The Java client's partitioner: a key lands on the same partition whichever client wrote it.
     ("partitioner", "murmur2_random"),
     ("queue.buffering.max.messages", "1000000"),
+    // The relay never makes a broker create a topic (Kafka's default
+    // `auto.create.topics.enable=true` would otherwise create any topic a row names, with the
+    // broker's default settings). Set it to `true` to let such a broker create the data topics.
+    ("allow.auto.create.topics", "false"),
 ];
 
 /// Words that mark a property's value as secret: it is never logged or shown.
@@ -84,6 +88,14 @@ impl KafkaConfig {
             .get(key)
             .map(String::as_str)
             .or_else(|| DEFAULTS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
+    }
+
+    /// The largest message the producer takes (`message.max.bytes`, librdkafka's default
+    /// 1,000,000 bytes): larger rows are dead-lettered without being read whole.
+    pub fn max_message_bytes(&self) -> usize {
+        self.get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1_000_000)
     }
 
     /// Whether the user set the producer's delivery timeout (`message.timeout.ms` or its alias

@@ -7,6 +7,7 @@
 mod classify;
 mod config;
 mod context;
+mod enqueue;
 mod exactly_once;
 mod sink;
 

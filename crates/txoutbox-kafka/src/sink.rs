@@ -1,31 +1,27 @@
 //! The Kafka sink: an idempotent, acks=all producer that pipelines batches.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{Producer, ThreadedProducer};
 use txoutbox_core::{
     BatchDelivery, CREATED_AT_HEADER, DeliveryTracker, Error, MESSAGE_ID_HEADER, OutboxMessage, Result, Sink,
 };
 
 use crate::classify::classify;
 use crate::config::KafkaConfig;
-use crate::context::{DeliveryRef, SinkContext};
+use crate::context::SinkContext;
 
 /// How long a probe waits for the brokers' metadata.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long to wait for room when librdkafka's local queue is full.
-const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 
 /// Sends outbox messages to Kafka with the record key, the user headers, a stable
 /// `txoutbox-message-id` header, a `txoutbox-created-at` header and the creation time as the
 /// record timestamp.
 pub struct KafkaSink {
     producer: Arc<ThreadedProducer<SinkContext>>,
+    max_message_bytes: usize,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -60,7 +56,10 @@ impl KafkaSink {
             .map_err(|e| Error::Config(format!("could not create the Kafka producer: {e}")))?;
         let producer = Arc::new(producer);
         spawn_purger(Arc::downgrade(&producer), timeouts);
-        Ok(Self { producer })
+        Ok(Self {
+            producer,
+            max_message_bytes: config.max_message_bytes(),
+        })
     }
 
     /// Waits up to `timeout` for every queued message to be delivered.
@@ -140,57 +139,12 @@ fn spawn_purger(
 impl Sink for KafkaSink {
     async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
         let tracker = DeliveryTracker::new(batch.len());
-        let mut stamps = CreatedAtText::default();
-        // Keys whose message was refused here: their later messages in this batch must not
-        // overtake it.
-        let mut refused: HashSet<(&str, &[u8])> = HashSet::new();
-        for (index, message) in batch.iter().enumerate() {
-            if let Some(key) = &message.key
-                && !refused.is_empty()
-                && refused.contains(&(&*message.topic, &key[..]))
-            {
-                tracker.complete(index, Err(txoutbox_core::SinkError::deferred()));
-                continue;
-            }
-            if let Some(reason) = &message.malformed {
-                tracker.complete(index, Err(txoutbox_core::SinkError::permanent(reason.clone())));
-                continue;
-            }
-            let opaque = Box::new(DeliveryRef {
-                tracker: Arc::clone(&tracker),
-                index,
-            });
-            let mut record =
-                BaseRecord::<[u8], [u8], Box<DeliveryRef>>::with_opaque_to(&message.topic, opaque)
-                    .headers(Self::headers(message, &mut stamps))
-                    .timestamp(message.created_at.timestamp_millis());
-            if let Some(key) = &message.key {
-                record = record.key(&key[..]);
-            }
-            if let Some(payload) = &message.payload {
-                record = record.payload(&payload[..]);
-            }
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                        record = returned;
-                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
-                    }
-                    Err((error, returned)) => {
-                        if let Some(key) = &message.key {
-                            refused.insert((&*message.topic, &key[..]));
-                        }
-                        returned
-                            .delivery_opaque
-                            .tracker
-                            .complete(index, Err(classify(&error, &message.topic)));
-                        break;
-                    }
-                }
-            }
-        }
+        crate::enqueue::enqueue(&self.producer, &batch, &tracker).await;
         tracker.delivery()
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.max_message_bytes)
     }
 
     /// Purges librdkafka's local queue: the queued messages report `PurgeQueue` (transient).

@@ -23,6 +23,10 @@ const BATCH: usize = 20;
 fn mock() -> MockCluster<'static, DefaultProducerContext> {
     let mock = MockCluster::new(1).expect("a mock cluster");
     mock.create_topic(TOPIC, 3, 1).expect("a topic");
+    // The sink never makes a broker create a topic (the relay creates its progress topic at
+    // start, in `recover`, which these tests do not run).
+    mock.create_topic("txoutbox-progress", 1, 1)
+        .expect("the progress topic");
     mock
 }
 

@@ -5,7 +5,8 @@ use sqlx::mysql::MySqlArguments;
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, MySql, Row};
 use txoutbox_core::{
-    DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, Statistics, TopicStats, headers_from_json,
+    DeadLetter, DeadLetterFilter, DeadLetters, DeadPayload, Result, Retention, Statistics, TopicStats,
+    headers_from_json,
 };
 
 use crate::error::db_error;
@@ -26,12 +27,18 @@ fn filtered<'q>(statement: &'q str, filter: &DeadLetterFilter) -> Query<'q, MySq
 }
 
 impl DeadLetters for MySqlStore {
-    async fn dead_payload(&self, id: i64) -> Result<Option<Option<Vec<u8>>>> {
-        sqlx::query_scalar(AssertSqlSafe(self.sql().dead_payload.as_str()))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db_error)
+    async fn dead_payload(&self, id: i64, max_bytes: usize) -> Result<Option<DeadPayload>> {
+        let row: Option<(Option<Vec<u8>>, i64)> =
+            sqlx::query_as(AssertSqlSafe(self.sql().dead_payload.as_str()))
+                .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(db_error)?;
+        Ok(row.map(|(head, len)| DeadPayload {
+            head,
+            len: u64::try_from(len).unwrap_or_default(),
+        }))
     }
 
     async fn list_dead(&self, filter: &DeadLetterFilter, limit: usize) -> Result<Vec<DeadLetter>> {
@@ -50,7 +57,9 @@ impl DeadLetters for MySqlStore {
                     key: row.try_get("key")?,
                     headers: headers_from_json(headers.as_deref()).unwrap_or_default(),
                     payload_len: row.try_get("payload_len")?,
-                    created_at: row.try_get("created_at")?,
+                    // A zero date (stored by a server without NO_ZERO_DATE) is listed as the
+                    // earliest time, not an error that would hide every other dead letter.
+                    created_at: row.try_get("created_at").unwrap_or(DateTime::<Utc>::MIN_UTC),
                     attempts: row.try_get("attempts")?,
                     last_error: row.try_get("last_error")?,
                 })
@@ -103,7 +112,9 @@ impl Statistics for MySqlStore {
                 Ok(TopicStats {
                     topic: row.try_get("topic")?,
                     pending: count(row, "pending")?,
-                    oldest_pending: row.try_get("oldest_pending")?,
+                    oldest_pending: row
+                        .try_get("oldest_pending")
+                        .unwrap_or(Some(DateTime::<Utc>::MIN_UTC)),
                     dead: count(row, "dead")?,
                     published: count(row, "published")?,
                 })

@@ -4,10 +4,33 @@
 
 use txoutbox_core::TableName;
 
-/// Columns the relay reads, in the table contract's order ([`txoutbox_core::row_position`]): decoded by
-/// position.
-const ROW_COLUMNS: &str =
-    "id, message_id, topic, `key`, payload, headers, created_at, attempts, next_attempt_at, bucket";
+/// The size the relay counts for a row (what a [`txoutbox_core::ReadLimit`] bounds): topic,
+/// key, payload and headers in bytes.
+const ROW_SIZE: &str = "LENGTH(topic) + COALESCE(LENGTH(`key`), 0) + COALESCE(LENGTH(payload), 0) \
+     + COALESCE(LENGTH(headers), 0)";
+
+/// The relay's read of the rows `sizes` selects (`SELECT id, <size> AS size ...`, its own
+/// parameters in the middle): in id order while their sizes add up to less than the byte budget
+/// (at least one row); a row larger than the largest message comes back without payload and headers (and without a topic longer than any valid one) and costs nothing against the budget.
+/// Parameters: the relay lock's name, the largest message (twice), those of `sizes`, the budget.
+/// The columns: the table contract's, in [`txoutbox_core::row_position`] order, `holder` (the connection holding the relay lock when
+/// the rows were read), the row's size, and how many rows the read had before the budget cut it.
+fn budgeted(t: &str, sizes: &str) -> String {
+    format!(
+        "SELECT r.id, r.message_id, IF(c.big AND LENGTH(r.topic) > 255, '', r.topic), \
+           IF(c.big AND LENGTH(r.`key`) > 65536, NULL, r.`key`), IF(c.big, NULL, r.payload), IF(c.big, NULL, r.headers), \
+           r.created_at, r.attempts, r.next_attempt_at, r.bucket, \
+           CAST(IS_USED_LOCK(?) AS SIGNED) AS holder, CAST(c.size AS SIGNED), CAST(c.candidates AS SIGNED) \
+         FROM ( \
+           SELECT s.id, s.size, s.size > ? AS big, \
+             SUM(IF(s.size > ?, 0, s.size)) OVER (ORDER BY s.id) AS upto, \
+             COUNT(*) OVER () AS candidates \
+           FROM ({sizes}) AS s \
+         ) AS c JOIN {t} AS r ON r.id = c.id \
+         WHERE c.upto - IF(c.big, 0, c.size) < ? \
+         ORDER BY r.id"
+    )
+}
 
 /// The most ids one `IN` list holds (MySQL allows 65,535 parameters per statement).
 pub(crate) const MAX_IDS: usize = 8_192;
@@ -83,11 +106,15 @@ impl Statements {
             insert_one: format!(
                 "INSERT INTO {t} (message_id, topic, `key`, payload, headers) VALUES (?, ?, ?, ?, ?)"
             ),
-            // ? the relay lock's name, ? cursor (0 = from the start), ? limit. `holder` is the
-            // connection holding the relay lock when the rows were read.
-            fetch_after: format!(
-                "SELECT {ROW_COLUMNS}, CAST(IS_USED_LOCK(?) AS SIGNED) AS holder FROM {t} FORCE INDEX ({status_index}) \
-                 WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?"
+            // ? the relay lock's name, ? largest message (twice), ? cursor (0 = from the start),
+            // ? limit, ? byte budget. `holder` is the connection holding the relay lock when the
+            // rows were read (see `budgeted`).
+            fetch_after: budgeted(
+                &t,
+                &format!(
+                    "SELECT id, {ROW_SIZE} AS size FROM {t} FORCE INDEX ({status_index}) \
+                     WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?"
+                ),
             ),
             // Only ids: the candidates for late commits.
             pending_ids_upto: format!(
@@ -108,7 +135,10 @@ impl Statements {
             dead_keys: format!(
                 "SELECT DISTINCT topic, `key` FROM {t} WHERE status = 'dead' AND `key` IS NOT NULL"
             ),
-            dead_payload: format!("SELECT payload FROM {t} WHERE id = ? AND status = 'dead'"),
+            dead_payload: format!(
+                "SELECT SUBSTRING(payload, 1, ?), CAST(COALESCE(LENGTH(payload), 0) AS SIGNED) \
+                 FROM {t} WHERE id = ? AND status = 'dead'"
+            ),
             list_dead: format!(
                 "SELECT id, message_id, topic, `key`, headers, \
                    CAST(coalesce(length(payload), 0) AS SIGNED) AS payload_len, created_at, attempts, last_error \
@@ -151,13 +181,16 @@ impl Statements {
         sql
     }
 
-    /// Pending rows among `n` ids (plus the relay lock's name first, as in `fetch_after`).
+    /// Pending rows among `n` ids, with the parameters of `fetch_after` around the ids (the
+    /// relay lock's name, the largest message twice; the byte budget last).
     pub(crate) fn fetch_ids(&self, n: usize) -> String {
-        format!(
-            "SELECT {ROW_COLUMNS}, CAST(IS_USED_LOCK(?) AS SIGNED) AS holder FROM {} \
-             WHERE status = 'pending' AND id IN ({}) ORDER BY id",
-            self.quoted,
-            placeholders(n)
+        budgeted(
+            &self.quoted,
+            &format!(
+                "SELECT id, {ROW_SIZE} AS size FROM {} WHERE status = 'pending' AND id IN ({}) ORDER BY id",
+                self.quoted,
+                placeholders(n)
+            ),
         )
     }
 

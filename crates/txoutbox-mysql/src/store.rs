@@ -15,13 +15,19 @@ use chrono::{DateTime, Utc};
 use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, MySqlPool, Row};
 use txoutbox_core::{
-    Backlog, Completion, Failure, Interner, OutboxMessage, Result, RowFields, Store, row_position,
+    Backlog, Completion, Failure, Interner, OutboxMessage, ReadLimit, Result, RowFields, Store, UnfitColumn,
+    row_position,
 };
 
 use crate::error::db_error;
 use crate::migrate;
 use crate::relay_lock::{Held, RelayLock};
 use crate::sql::{MAX_IDS, Statements, padded_len};
+
+/// Where a read's row size sits (after the table contract's columns and `holder`).
+const SIZE: usize = row_position::COUNT + 1;
+/// Where a read's count of rows before the byte budget cut it sits.
+const CANDIDATES: usize = row_position::COUNT + 2;
 
 /// The most pending ids at or below the cursor one fetch lists; beyond it the fetch reads from
 /// the start instead (always correct, slower).
@@ -70,59 +76,92 @@ impl MySqlStore {
         self.returned.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Decodes fetched rows; `None` when they were read while another connection held the relay
-    /// lock.
-    async fn decode_rows(&self, rows: &[MySqlRow], held: &Held) -> Result<Option<Vec<OutboxMessage>>> {
+    /// Decodes fetched rows, and whether the byte budget cut the read; `None` when they were
+    /// read while another connection held the relay lock.
+    async fn decode_rows(
+        &self,
+        rows: &[MySqlRow],
+        held: &Held,
+        message_bytes: usize,
+    ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
         let mut messages = Vec::with_capacity(rows.len());
         let mut topics = Interner::new();
+        let mut candidates = 0;
         for row in rows {
             let holder: Option<i64> = row.try_get(row_position::COUNT).map_err(db_error)?;
             if holder != Some(held.holder) {
                 self.lock.lost().await;
                 return Ok(None);
             }
-            messages.push(decode(row, &mut topics).map_err(db_error)?);
+            candidates = row.try_get::<i64, _>(CANDIDATES).map_err(db_error)?;
+            messages.push(decode(row, message_bytes, &mut topics).map_err(db_error)?);
         }
-        Ok(Some(messages))
+        let cut = (messages.len() as i64) < candidates;
+        Ok(Some((messages, cut)))
     }
 
-    async fn fetch_from(&self, held: &Held, after: i64, limit: usize) -> Result<Option<Vec<OutboxMessage>>> {
+    async fn fetch_from(
+        &self,
+        held: &Held,
+        after: i64,
+        limit: ReadLimit,
+    ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
+        let (bytes, message_bytes) = limit.sql_bytes();
         let rows = sqlx::query(AssertSqlSafe(self.sql.fetch_after.as_str()))
             .bind(&held.name)
+            .bind(message_bytes)
+            .bind(message_bytes)
             .bind(after)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(limit.sql_rows())
+            .bind(bytes)
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?;
-        self.decode_rows(&rows, held).await
+        self.decode_rows(&rows, held, limit.message_bytes).await
     }
 
-    async fn fetch_ids(&self, held: &Held, ids: &[i64]) -> Result<Option<Vec<OutboxMessage>>> {
+    /// The pending rows among `ids`, within the byte budget of `limit` (per chunk of ids).
+    async fn fetch_ids(
+        &self,
+        held: &Held,
+        ids: &[i64],
+        limit: ReadLimit,
+    ) -> Result<Option<Vec<OutboxMessage>>> {
+        let (bytes, message_bytes) = limit.sql_bytes();
         let mut messages = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS) {
             let n = padded_len(chunk.len());
             let sql = self.sql.fetch_ids(n);
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&held.name);
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(&held.name)
+                .bind(message_bytes)
+                .bind(message_bytes);
             for i in 0..n {
-                query = query.bind(chunk[i.min(chunk.len() - 1)]);
+                query = query.bind(chunk.get(i).or(chunk.last()).copied().unwrap_or_default());
             }
-            let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
-            match self.decode_rows(&rows, held).await? {
-                Some(mut part) => messages.append(&mut part),
+            let rows = query.bind(bytes).fetch_all(&self.pool).await.map_err(db_error)?;
+            match self.decode_rows(&rows, held, limit.message_bytes).await? {
+                Some((mut part, cut)) => {
+                    messages.append(&mut part);
+                    // Late rows the budget left are found again by the next read.
+                    if cut {
+                        break;
+                    }
+                }
                 None => return Ok(None),
             }
         }
         Ok(Some(messages))
     }
 
-    async fn fetch_start(&self, held: &Held, limit: usize) -> Result<Vec<OutboxMessage>> {
-        let Some(rows) = self.fetch_from(held, 0, limit).await? else {
+    async fn fetch_start(&self, held: &Held, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
+        let Some((rows, cut)) = self.fetch_from(held, 0, limit).await? else {
             return Ok(Vec::new());
         };
         let mut returned = self.returned();
         // Every pending row up to the last one read is in `rows`: forget the others.
         match rows.last() {
-            Some(last) if rows.len() >= limit => {
+            Some(last) if cut || rows.len() >= limit.rows => {
                 let above = returned.split_off(&(last.id + 1));
                 *returned = above;
             }
@@ -134,26 +173,54 @@ impl MySqlStore {
 }
 
 /// Decodes a row; a row that does not fit the table contract comes back as
-/// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
-fn decode(row: &MySqlRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
+/// [`OutboxMessage::unreadable`], naming the column, so one bad row from a foreign writer never
+/// stops the relay.
+fn decode(row: &MySqlRow, message_bytes: usize, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
     let id: i64 = row.try_get(row_position::ID)?;
-    Ok(decode_fields(row, topics).unwrap_or_else(|e| {
-        OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
+    let size: i64 = row.try_get(SIZE)?;
+    if usize::try_from(size).is_ok_and(|size| size > message_bytes) {
+        let topic = row.try_get::<&str, _>(row_position::TOPIC).ok();
+        let key = row.try_get::<Option<&[u8]>, _>(row_position::KEY).ok().flatten();
+        return Ok(OutboxMessage::too_large(
+            id,
+            size.unsigned_abs(),
+            message_bytes,
+            topic,
+            key,
+        ));
+    }
+    Ok(decode_fields(row, id, topics).unwrap_or_else(|unfit| {
+        let topic = row.try_get::<&str, _>(row_position::TOPIC).ok();
+        let key = row.try_get::<Option<&[u8]>, _>(row_position::KEY).ok().flatten();
+        unfit.into_message(id, topic, key)
     }))
 }
 
-fn decode_fields(row: &MySqlRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
+/// A column's value, or what is wrong with it (e.g. a zero date, which a server without
+/// `NO_ZERO_DATE` in its `sql_mode` stores).
+fn column<'r, T>(row: &'r MySqlRow, index: usize, name: &'static str) -> std::result::Result<T, UnfitColumn>
+where
+    T: sqlx::Decode<'r, sqlx::MySql> + sqlx::Type<sqlx::MySql>,
+{
+    row.try_get(index).map_err(|e| UnfitColumn::undecodable(name, &e))
+}
+
+fn decode_fields(
+    row: &MySqlRow,
+    id: i64,
+    topics: &mut Interner,
+) -> std::result::Result<OutboxMessage, UnfitColumn> {
     Ok(RowFields {
-        id: row.try_get(row_position::ID)?,
-        message_id: row.try_get(row_position::MESSAGE_ID)?,
-        topic: row.try_get(row_position::TOPIC)?,
-        key: row.try_get(row_position::KEY)?,
-        payload: row.try_get(row_position::PAYLOAD)?,
-        headers: row.try_get(row_position::HEADERS)?,
-        created_at: row.try_get(row_position::CREATED_AT)?,
-        attempts: row.try_get(row_position::ATTEMPTS)?,
-        next_attempt_at: row.try_get(row_position::NEXT_ATTEMPT_AT)?,
-        bucket: row.try_get(row_position::BUCKET)?,
+        id,
+        message_id: column(row, row_position::MESSAGE_ID, "message_id")?,
+        topic: column(row, row_position::TOPIC, "topic")?,
+        key: column(row, row_position::KEY, "key")?,
+        payload: column(row, row_position::PAYLOAD, "payload")?,
+        headers: column(row, row_position::HEADERS, "headers")?,
+        created_at: column(row, row_position::CREATED_AT, "created_at")?,
+        attempts: column(row, row_position::ATTEMPTS, "attempts")?,
+        next_attempt_at: column(row, row_position::NEXT_ATTEMPT_AT, "next_attempt_at")?,
+        bucket: column(row, row_position::BUCKET, "bucket")?,
     }
     .into_message(topics))
 }
@@ -184,8 +251,8 @@ impl Store for MySqlStore {
 
     /// Up to `limit` pending rows from the start; none while another relay holds the table's
     /// relay lock.
-    async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
-        if limit == 0 {
+    async fn fetch_pending(&self, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
+        if limit.rows == 0 {
             return Ok(Vec::new());
         }
         match self.lock.acquire(&self.pool).await? {
@@ -195,7 +262,7 @@ impl Store for MySqlStore {
     }
 
     /// Rows above `after`, plus the late commits at or below it (see the module docs).
-    async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
+    async fn fetch_after(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
         let Some(held) = self.lock.acquire(&self.pool).await? else {
             return Ok(Vec::new());
         };
@@ -203,7 +270,7 @@ impl Store for MySqlStore {
         // statement has its own snapshot, and a row seen above the cursor must not overtake an
         // earlier row of its key that committed before it with a lower id. Read in this order,
         // that earlier row committed before the first read, so the second one sees it.
-        let Some(mut above) = self.fetch_from(&held, after, limit).await? else {
+        let Some((mut above, _)) = self.fetch_from(&held, after, limit).await? else {
             return Ok(Vec::new());
         };
         let below: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto.as_str()))
@@ -229,14 +296,14 @@ impl Store for MySqlStore {
         let mut rows = if late.is_empty() {
             Vec::new()
         } else {
-            match self.fetch_ids(&held, &late).await? {
+            match self.fetch_ids(&held, &late, limit).await? {
                 Some(rows) => rows,
                 None => return Ok(Vec::new()),
             }
         };
         // Late rows first, in id order; the rows above the cursor follow unless the late ones
         // make ten batches already (then they are read again next time, after the late ones).
-        if rows.len() < limit.saturating_mul(10) {
+        if rows.len() < limit.rows.saturating_mul(10) {
             rows.append(&mut above);
         }
         self.returned().extend(rows.iter().map(|m| m.id));
@@ -298,9 +365,11 @@ impl Store for MySqlStore {
         let count = |name| row.try_get::<i64, _>(name).map(|n| n.max(0) as u64);
         Ok(Backlog {
             pending: count("pending").map_err(db_error)?,
+            // A pending row whose time cannot be read (a zero date) is as old as can be, until
+            // the relay dead-letters it.
             oldest_pending: row
                 .try_get::<Option<DateTime<Utc>>, _>("oldest")
-                .map_err(db_error)?,
+                .unwrap_or(Some(DateTime::<Utc>::MIN_UTC)),
             dead: count("dead").map_err(db_error)?,
         })
     }

@@ -24,6 +24,8 @@ pub(crate) struct Buffer {
     stragglers: BTreeMap<i64, OutboxMessage>,
     /// Messages in `slots`.
     in_slots: usize,
+    /// The [`size`](OutboxMessage::size) of every message held.
+    bytes: usize,
 }
 
 impl Buffer {
@@ -31,33 +33,46 @@ impl Buffer {
     /// below the queue's front is kept aside.
     pub(crate) fn push(&mut self, message: OutboxMessage) {
         let id = message.id;
+        self.bytes = self.bytes.saturating_add(message.size());
         if self.slots.is_empty() {
             self.first = id;
         }
         let Some(at) = self.index(id) else {
-            self.stragglers.insert(id, message);
+            if let Some(old) = self.stragglers.insert(id, message) {
+                self.bytes = self.bytes.saturating_sub(old.size());
+            }
             return;
         };
         if at >= self.slots.len() {
             self.slots.resize_with(at, || None);
             self.slots.push_back(None);
         }
-        if self.slots[at].replace(message).is_none() {
-            self.in_slots += 1;
+        match self.slots.get_mut(at).and_then(|slot| slot.replace(message)) {
+            Some(old) => self.bytes = self.bytes.saturating_sub(old.size()),
+            None => self.in_slots += 1,
         }
         self.compact();
     }
 
     /// Takes the message with this id out, if it is here.
     pub(crate) fn remove(&mut self, id: i64) -> Option<OutboxMessage> {
-        let Some(at) = self.index(id) else {
-            return self.stragglers.remove(&id);
+        let message = match self.index(id) {
+            None => self.stragglers.remove(&id)?,
+            Some(at) => {
+                let message = self.slots.get_mut(at)?.take()?;
+                self.in_slots -= 1;
+                self.drop_completed_front();
+                self.compact();
+                message
+            }
         };
-        let message = self.slots.get_mut(at)?.take()?;
-        self.in_slots -= 1;
-        self.drop_completed_front();
-        self.compact();
+        self.bytes = self.bytes.saturating_sub(message.size());
         Some(message)
+    }
+
+    /// The bytes of the messages it holds ([`OutboxMessage::size`]).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The message with this id, if it is here.
@@ -173,6 +188,7 @@ mod tests {
             b.remove(id);
         }
         assert!(b.is_empty() && b.slots.is_empty());
+        assert_eq!(b.bytes(), 0, "the bytes follow the messages");
         b.push(message(40));
         assert_eq!(ids(b.values()), [40], "an empty buffer starts at the next id");
         b.push(message(39));

@@ -36,6 +36,10 @@ pub struct WalConfig {
     /// How many decoded messages the relay buffers before it stops reading the slot (default
     /// 100,000): back-pressure when Kafka is slower than the WAL.
     pub max_buffered: usize,
+    /// How many bytes of decoded messages (topics, keys, payloads, headers) the relay buffers
+    /// before it stops reading the slot (default 256 MiB). A transaction is buffered whole once
+    /// its commit is read, so one larger than this is still taken, alone.
+    pub max_buffered_bytes: usize,
     /// How long a relay waits for a slot another relay streams before it fails; `None` (the
     /// default) waits as long as it takes: the relay is a standby and takes over when the
     /// other's session ends.
@@ -51,6 +55,7 @@ impl Default for WalConfig {
             dead_letter_table: TableName::default(),
             status_interval: Duration::from_secs(1),
             max_buffered: 100_000,
+            max_buffered_bytes: 256 << 20,
             takeover_timeout: None,
         }
     }
@@ -93,6 +98,13 @@ impl WalConfig {
         self
     }
 
+    /// Sets the buffer's byte limit.
+    #[must_use]
+    pub fn with_max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
+        self
+    }
+
     /// Sets how long to wait for a slot another relay streams before failing (by default a
     /// relay waits as long as it takes).
     #[must_use]
@@ -123,6 +135,9 @@ impl WalConfig {
         }
         if self.max_buffered == 0 {
             return Err(Error::Config("max_buffered must be at least 1".into()));
+        }
+        if self.max_buffered_bytes == 0 {
+            return Err(Error::Config("max_buffered_bytes must be at least 1".into()));
         }
         Ok(())
     }

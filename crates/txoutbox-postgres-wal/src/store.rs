@@ -14,8 +14,8 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationE
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::{Notify, watch};
 use txoutbox_core::{
-    Backlog, Completion, Error, Failure, Interner, OutboxMessage, Result, Store, StreamPositions, Topics,
-    Wakeup, message_id_text,
+    Backlog, Completion, Error, Failure, Interner, OutboxMessage, ReadLimit, Result, Store, StreamPositions,
+    Topics, Wakeup, message_id_text,
 };
 use txoutbox_postgres::PgOutbox;
 use uuid::Uuid;
@@ -80,6 +80,17 @@ struct Shared {
     status: watch::Sender<StreamStatus>,
     /// The cluster's system identifier, read by `check` (exactly-once progress records it).
     system: std::sync::OnceLock<String>,
+    /// The largest message the relay's sink takes (learned from its reads): a larger one is
+    /// kept without its contents as soon as it is decoded.
+    message_bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    /// Whether the buffer holds as many messages, or bytes, as it may (back-pressure).
+    fn is_full(&self, state: &State) -> bool {
+        state.buffer.len() >= self.config.max_buffered
+            || state.buffer.bytes() >= self.config.max_buffered_bytes
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -379,6 +390,7 @@ impl PgWalStore {
             received: watch::Sender::new(Lsn::ZERO),
             status: watch::Sender::new(StreamStatus::Idle),
             system: std::sync::OnceLock::new(),
+            message_bytes: std::sync::atomic::AtomicUsize::new(usize::MAX),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -555,7 +567,7 @@ impl PgWalStore {
             .await;
         }
         let streaming = running && *self.shared().status.borrow() == StreamStatus::Streaming;
-        let full = self.state().buffer.len() >= self.shared().config.max_buffered;
+        let full = self.shared().is_full(&self.state());
         if streaming && full {
             // Back-pressure: the stream waits for the relay, so a marker would not be reached
             // soon. The buffered count is a lower bound then (and never zero).
@@ -847,7 +859,50 @@ fn ssl_mode_name(mode: SslMode) -> &'static str {
 /// A transaction being decoded.
 struct Building {
     commit_time: DateTime<Utc>,
-    messages: Vec<std::result::Result<envelope::Envelope, (String, Bytes)>>,
+    messages: Vec<Decoded>,
+}
+
+/// One outbox message of a transaction being decoded.
+enum Decoded {
+    /// Ready to send.
+    Envelope(envelope::Envelope),
+    /// Larger than the sink takes (`size` bytes): kept without its contents, to be dead-lettered.
+    TooLarge {
+        message_id: uuid::Uuid,
+        topic: Arc<str>,
+        key: Option<Bytes>,
+        size: usize,
+    },
+    /// Not a valid envelope: why, and the raw bytes (none when they are larger than the sink
+    /// takes).
+    Unreadable(String, Bytes),
+}
+
+impl Decoded {
+    /// Decodes a logical message's content; contents larger than `max` bytes are not kept.
+    fn new(content: &Bytes, topics: &mut Interner, max: usize) -> Self {
+        match envelope::decode_with(content, topics) {
+            Ok(e) => {
+                let size = e.topic.len()
+                    + e.key.as_ref().map_or(0, Bytes::len)
+                    + e.payload.as_ref().map_or(0, Bytes::len)
+                    + e.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                if size > max {
+                    Self::TooLarge {
+                        message_id: e.message_id,
+                        topic: e.topic,
+                        // A key parks and routes a dead-letter copy; one over 64 KiB is not kept.
+                        key: e.key.filter(|k| k.len() <= 65_536),
+                        size,
+                    }
+                } else {
+                    Self::Envelope(e)
+                }
+            }
+            Err(reason) if content.len() > max => Self::Unreadable(reason, Bytes::new()),
+            Err(reason) => Self::Unreadable(reason, content.clone()),
+        }
+    }
 }
 
 /// One replication session: connect, stream, return on error.
@@ -872,13 +927,7 @@ async fn session(shared: &Shared) -> std::result::Result<(), StreamError> {
         // Back-pressure: stop reading while the buffer is full.
         loop {
             let space = shared.space.notified();
-            let full = shared
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .buffer
-                .len()
-                >= config.max_buffered;
+            let full = shared.is_full(&shared.state.lock().unwrap_or_else(|p| p.into_inner()));
             if !full {
                 break;
             }
@@ -921,9 +970,8 @@ async fn session(shared: &Shared) -> std::result::Result<(), StreamError> {
             } => {
                 if transactional && prefix == config.prefix {
                     if let Some(b) = building.as_mut() {
-                        b.messages.push(
-                            envelope::decode_with(&content, &mut topics).map_err(|e| (e, content.clone())),
-                        );
+                        let max = shared.message_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                        b.messages.push(Decoded::new(&content, &mut topics, max));
                     }
                 } else if !transactional && prefix == sync_prefix {
                     shared.received.send_if_modified(|r| raise(r, lsn));
@@ -993,7 +1041,7 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
         }
         n += 1;
         let message = match decoded {
-            Ok(e) => OutboxMessage {
+            Decoded::Envelope(e) => OutboxMessage {
                 id,
                 message_id: message_id_text(&e.message_id),
                 topic: e.topic,
@@ -1006,13 +1054,25 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
                 bucket: 0,
                 malformed: None,
             },
-            Err((reason, raw)) => {
+            Decoded::TooLarge {
+                message_id,
+                topic,
+                key,
+                size,
+            } => {
+                let limit = shared.message_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                let mut m = OutboxMessage::too_large(id, size as u64, limit, Some(&topic), key.as_deref());
+                m.message_id = message_id_text(&message_id);
+                m.created_at = b.commit_time;
+                m
+            }
+            Decoded::Unreadable(reason, raw) => {
                 let mut m = OutboxMessage::unreadable(id, format!("unreadable WAL envelope: {reason}"));
                 // Its own id is in the unreadable envelope: one made of its position names its
                 // dead letter (the table row and the dead-letter topic's copy alike), the same
                 // on every replay of the slot.
                 m.message_id = message_id_text(&position_id(end_lsn, index));
-                m.payload = Some(raw);
+                m.payload = (!raw.is_empty()).then_some(raw);
                 m.created_at = b.commit_time;
                 m
             }
@@ -1082,21 +1142,17 @@ impl Store for PgWalStore {
         self.start_streaming().await
     }
 
-    async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
-        self.stream_failed()?;
-        Ok(self.state().buffer.values().take(limit).cloned().collect())
+    async fn fetch_pending(&self, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
+        self.fetch_after(i64::MIN, limit).await
     }
 
-    async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
+    async fn fetch_after(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
         // Ids are given in commit order: nothing ever appears below the cursor.
         self.stream_failed()?;
-        Ok(self
-            .state()
-            .buffer
-            .starting_at(after.saturating_add(1))
-            .take(limit)
-            .cloned()
-            .collect())
+        self.shared()
+            .message_bytes
+            .store(limit.message_bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(limit.take(self.state().buffer.starting_at(after.saturating_add(1))))
     }
 
     async fn complete(&self, ids: &[i64], _completion: Completion) -> Result<()> {

@@ -112,7 +112,10 @@ async fn committed_messages_arrive_in_commit_order_and_a_restart_replays_the_unc
     assert_eq!(store.backlog().await.unwrap().pending, 5);
     store.lock_for_relay().await.unwrap();
     assert_eq!(store.backlog().await.unwrap().pending, 5);
-    let all = store.fetch_pending(100).await.unwrap();
+    let all = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
     assert_eq!(all.iter().map(payload_n).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     // Ids are consecutive in commit order, from a base of the session's own (see `ids`).
     let id = ids(&all);
@@ -127,20 +130,37 @@ async fn committed_messages_arrive_in_commit_order_and_a_restart_replays_the_unc
             .headers
             .contains(&("origin".to_owned(), "wal-test".to_owned()))
     );
-    assert_eq!(store.fetch_after(id(3), 100).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .fetch_after(id(3), txoutbox_core::ReadLimit::rows(100))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Completing part of the first transaction confirms nothing.
     store.complete(&[id(1), id(2)], Completion::Delete).await.unwrap();
     // The second transaction entirely: still nothing, the first is open.
     store.complete(&[id(4), id(5)], Completion::Delete).await.unwrap();
-    assert_eq!(store.fetch_pending(100).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(store.flush_confirmation(Duration::from_secs(10)).await.unwrap());
     drop(store); // a crash: nothing of ours was confirmed
 
     let store = f.store();
     store.lock_for_relay().await.unwrap();
     store.backlog().await.unwrap(); // caught up
-    let replayed = store.fetch_pending(100).await.unwrap();
+    let replayed = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
     assert_eq!(
         replayed.iter().map(payload_n).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5]
@@ -167,7 +187,10 @@ async fn committed_messages_arrive_in_commit_order_and_a_restart_replays_the_unc
     let store = f.store();
     store.lock_for_relay().await.unwrap();
     store.backlog().await.unwrap();
-    let left = store.fetch_pending(100).await.unwrap();
+    let left = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
     assert_eq!(left.iter().map(payload_n).collect::<Vec<_>>(), vec![4, 5]);
     let id = ids(&left);
     store.complete(&[id(1), id(2)], Completion::Delete).await.unwrap();
@@ -183,7 +206,10 @@ async fn retries_stay_buffered_and_dead_letters_land_in_the_table() {
     let store = f.store();
     store.lock_for_relay().await.unwrap();
     assert_eq!(store.backlog().await.unwrap().pending, 2);
-    let id = ids(&store.fetch_pending(10).await.unwrap());
+    let id = ids(&store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap());
     let later = chrono::Utc::now() + chrono::Duration::seconds(60);
     store
         .record_failures(&[
@@ -202,7 +228,10 @@ async fn retries_stay_buffered_and_dead_letters_land_in_the_table() {
         ])
         .await
         .unwrap();
-    let left = store.fetch_pending(10).await.unwrap();
+    let left = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(
         (left[0].id, left[0].attempts, left[0].next_attempt_at),
@@ -238,7 +267,14 @@ async fn a_second_relay_waits_for_the_slot_and_takes_it_over() {
     let third = f.store();
     third.lock_for_relay().await.unwrap();
     assert_eq!(third.backlog().await.unwrap().pending, 1);
-    assert_eq!(third.fetch_pending(10).await.unwrap().len(), 1);
+    assert_eq!(
+        third
+            .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     drop((second, third));
     f.teardown().await;
 }
@@ -264,7 +300,14 @@ async fn a_standby_without_a_takeover_timeout_waits_and_takes_over() {
         .unwrap()
         .unwrap();
     assert_eq!(second.backlog().await.unwrap().pending, 1);
-    assert_eq!(second.fetch_pending(10).await.unwrap().len(), 1);
+    assert_eq!(
+        second
+            .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     drop(second);
     f.teardown().await;
 }
@@ -325,7 +368,10 @@ async fn an_envelope_built_in_sql_by_a_foreign_writer_is_read() {
     let store = f.store();
     store.lock_for_relay().await.unwrap();
     assert_eq!(store.backlog().await.unwrap().pending, 2);
-    let got = store.fetch_pending(10).await.unwrap();
+    let got = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap();
     assert_eq!(&*got[0].topic, "wal-events");
     assert_eq!(got[0].key.as_deref(), Some(&b"k1"[..]));
     assert_eq!(payload_n(&got[0]), 7);

@@ -11,6 +11,7 @@ mod migrate;
 mod outbox;
 mod sql;
 mod store;
+mod timestamp;
 mod transaction;
 
 pub use outbox::PgOutbox;

@@ -7,12 +7,14 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Postgres, Row};
 use txoutbox_core::{
-    DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, Statistics, TopicStats, headers_from_json,
+    DeadLetter, DeadLetterFilter, DeadLetters, DeadPayload, Result, Retention, Statistics, TopicStats,
+    headers_from_json,
 };
 use uuid::Uuid;
 
 use crate::error::db_error;
 use crate::store::PgStore;
+use crate::timestamp::{PgTimestamp, saturating};
 
 fn filtered(statement: &Arc<str>, filter: &DeadLetterFilter) -> Query<'static, Postgres, PgArguments> {
     let (low, high) = filter.id_bounds();
@@ -40,7 +42,7 @@ impl DeadLetters for PgStore {
                     key: row.try_get("key")?,
                     headers: headers_from_json(headers.as_deref()).unwrap_or_default(),
                     payload_len: row.try_get("payload_len")?,
-                    created_at: row.try_get("created_at")?,
+                    created_at: row.try_get::<PgTimestamp, _>("created_at")?.saturating(),
                     attempts: row.try_get("attempts")?,
                     last_error: row.try_get("last_error")?,
                 })
@@ -57,8 +59,18 @@ impl DeadLetters for PgStore {
         Ok(done.rows_affected())
     }
 
-    async fn dead_payload(&self, id: i64) -> Result<Option<Option<Vec<u8>>>> {
-        self.payload_of_dead(id).await
+    async fn dead_payload(&self, id: i64, max_bytes: usize) -> Result<Option<DeadPayload>> {
+        let row: Option<(Option<Vec<u8>>, i64)> =
+            sqlx::query_as(AssertSqlSafe(Arc::clone(&self.sql().dead_payload)))
+                .bind(id)
+                .bind(i32::try_from(max_bytes).unwrap_or(i32::MAX))
+                .fetch_optional(self.pool())
+                .await
+                .map_err(db_error)?;
+        Ok(row.map(|(head, len)| DeadPayload {
+            head,
+            len: u64::try_from(len).unwrap_or_default(),
+        }))
     }
 
     async fn purge_dead(&self, filter: &DeadLetterFilter) -> Result<u64> {
@@ -67,17 +79,6 @@ impl DeadLetters for PgStore {
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected())
-    }
-}
-
-impl PgStore {
-    /// See [`DeadLetters::dead_payload`].
-    async fn payload_of_dead(&self, id: i64) -> Result<Option<Option<Vec<u8>>>> {
-        sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.sql().dead_payload)))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db_error)
     }
 }
 
@@ -106,7 +107,7 @@ impl Statistics for PgStore {
                 Ok(TopicStats {
                     topic: row.try_get("topic")?,
                     pending: count(row, "pending")?,
-                    oldest_pending: row.try_get("oldest_pending")?,
+                    oldest_pending: saturating(row.try_get("oldest_pending")?),
                     dead: count(row, "dead")?,
                     published: count(row, "published")?,
                 })

@@ -23,6 +23,10 @@ pub(crate) mod fetch_column {
     pub(crate) const ATTEMPTS: usize = 1 + row::ATTEMPTS;
     pub(crate) const NEXT_ATTEMPT_AT: usize = 1 + row::NEXT_ATTEMPT_AT;
     pub(crate) const BUCKET: usize = 1 + row::BUCKET;
+    /// The row's size in bytes.
+    pub(crate) const SIZE: usize = 1 + row::COUNT;
+    /// How many rows the read had before its byte budget cut it.
+    pub(crate) const CANDIDATES: usize = 2 + row::COUNT;
 }
 
 /// Every statement of the store, with the table name filled in.
@@ -72,19 +76,45 @@ pub(crate) struct LeaseStatements {
     pub(crate) list: Arc<str>,
 }
 
-/// The relay's pending-row read: $1 cursor, $2 limit, $3 previous snapshot, $4 late limit, and
-/// `filter` appended to both halves (a bucket condition, or nothing).
+/// The size the relay counts for a row (what a [`txoutbox_core::ReadLimit`] bounds): topic,
+/// key, payload and headers in bytes, read from the column headers without detoasting them.
+const ROW_SIZE: &str = "octet_length(topic)::bigint + coalesce(octet_length(key), 0) \
+     + coalesce(octet_length(payload), 0) + coalesce(octet_length(headers::text), 0)";
+
+/// The relay's pending-row read: $1 cursor, $2 limit, $3 previous snapshot, $4 late limit, $5
+/// byte budget, $6 largest message, and `filter` appended to both halves (a bucket condition on
+/// $7, or nothing).
+///
+/// Rows come back in id order while their sizes add up to less than $5 (at least one); a row
+/// larger than $6 comes back without payload and headers (and without a key over 64 KiB or a
+/// topic longer than any valid one), and costs nothing against the budget, since only its size is read. Each row
+/// also carries its size and how many rows the read had before the budget cut it.
 fn fetch_statement(t: &str, filter: &str) -> String {
     format!(
-        "SELECT h.snap, r.* FROM (SELECT pg_current_snapshot()::text AS snap) AS h \
+        "SELECT h.snap, r.id, r.message_id, \
+           CASE WHEN r.big AND octet_length(r.topic) > 255 THEN '' ELSE r.topic END, \
+           CASE WHEN r.big AND octet_length(r.key) > 65536 THEN NULL ELSE r.key END, \
+           CASE WHEN r.big THEN NULL ELSE r.payload END, \
+           CASE WHEN r.big THEN NULL ELSE r.headers END, \
+           r.created_at, r.attempts, r.next_attempt_at, r.bucket, r.size, r.candidates \
+         FROM (SELECT pg_current_snapshot()::text AS snap) AS h \
          LEFT JOIN LATERAL ( \
-           (SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' AND id > $1{filter} ORDER BY id LIMIT $2) \
-           UNION ALL \
-           (SELECT {ROW_COLUMNS} FROM {t} \
-            WHERE status = 'pending' AND id <= $1{filter} \
-              AND xid >= pg_snapshot_xmin($3::text::pg_snapshot) \
-              AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot) \
-            ORDER BY id LIMIT $4) \
+           SELECT w.*, w.size > $6 AS big FROM ( \
+             SELECT u.*, \
+               sum(CASE WHEN u.size > $6 THEN 0 ELSE u.size END) OVER (ORDER BY u.id) AS upto, \
+               count(*) OVER () AS candidates \
+             FROM ( \
+               (SELECT {ROW_COLUMNS}, {ROW_SIZE} AS size FROM {t} \
+                WHERE status = 'pending' AND id > $1{filter} ORDER BY id LIMIT $2) \
+               UNION ALL \
+               (SELECT {ROW_COLUMNS}, {ROW_SIZE} AS size FROM {t} \
+                WHERE status = 'pending' AND id <= $1{filter} \
+                  AND xid >= pg_snapshot_xmin($3::text::pg_snapshot) \
+                  AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot) \
+                ORDER BY id LIMIT $4) \
+             ) AS u \
+           ) AS w \
+           WHERE w.upto - CASE WHEN w.size > $6 THEN 0 ELSE w.size END < $5 \
          ) AS r ON true \
          ORDER BY r.id"
     )
@@ -139,8 +169,12 @@ impl Statements {
             // by a transaction still running then (or not yet started). Every row comes back with
             // this fetch's snapshot (and a row of NULLs when nothing is pending).
             fetch_pending: fetch_statement(&t, "").into(),
-            dead_payload: format!("SELECT payload FROM {t} WHERE id = $1 AND status = 'dead'").into(),
-            fetch_pending_in_buckets: fetch_statement(&t, " AND bucket = ANY($5::int[])").into(),
+            dead_payload: format!(
+                "SELECT substring(payload FROM 1 FOR $2), coalesce(octet_length(payload), 0)::bigint \
+                 FROM {t} WHERE id = $1 AND status = 'dead'"
+            )
+            .into(),
+            fetch_pending_in_buckets: fetch_statement(&t, " AND bucket = ANY($7::int[])").into(),
             delete: format!("DELETE FROM {t} WHERE id = ANY($1) AND status = 'pending'").into(),
             mark_published: format!(
                 "UPDATE {t} SET status = 'published', published_at = now(), next_attempt_at = NULL \

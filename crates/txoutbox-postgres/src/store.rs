@@ -6,12 +6,15 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use txoutbox_core::coordination::{Ownership, Scope};
-use txoutbox_core::{Backlog, Completion, Failure, Interner, OutboxMessage, Result, RowFields, Store};
+use txoutbox_core::{
+    Backlog, Completion, Failure, Interner, OutboxMessage, ReadLimit, Result, RowFields, Store, UnfitColumn,
+};
 use uuid::Uuid;
 
 use crate::error::db_error;
 use crate::migrate;
 use crate::sql::{Statements, fetch_column};
+use crate::timestamp::{PgTimestamp, saturating};
 
 /// The relay's [`Store`] over a PostgreSQL outbox table. Create it with
 /// [`PgOutbox::store`](crate::PgOutbox::store).
@@ -37,11 +40,12 @@ impl PgStore {
         }
     }
 
-    async fn fetch(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    async fn fetch(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
+        let rows_limit = limit.sql_rows();
+        let (bytes, message_bytes) = limit.sql_bytes();
         // Late rows are few (transactions that committed out of id order); this cap only bounds
         // a pathological fetch, and a capped fetch keeps the old snapshot so none is skipped.
-        let late_limit = limit.saturating_mul(10).max(10_000);
+        let late_limit = rows_limit.saturating_mul(10).max(10_000);
         let previous = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let buckets = match self.ownership.as_ref().map(Ownership::scope) {
             None | Some(Scope::All) => None,
@@ -54,9 +58,11 @@ impl PgStore {
         };
         let mut query = sqlx::query(AssertSqlSafe(Arc::clone(statement)))
             .bind(after)
-            .bind(limit)
+            .bind(rows_limit)
             .bind(previous)
-            .bind(late_limit);
+            .bind(late_limit)
+            .bind(bytes)
+            .bind(message_bytes);
         if let Some(buckets) = buckets {
             query = query.bind(buckets);
         }
@@ -64,17 +70,26 @@ impl PgStore {
         let mut messages = Vec::with_capacity(rows.len());
         let mut topics = Interner::new();
         let mut late = 0;
+        let mut candidates = 0;
         for row in &rows {
             if let Some(id) = row
                 .try_get::<Option<i64>, _>(fetch_column::ID)
                 .map_err(db_error)?
             {
-                let message = decode(row, id, &mut topics).map_err(db_error)?;
+                candidates = row
+                    .try_get::<i64, _>(fetch_column::CANDIDATES)
+                    .map_err(db_error)?;
+                let message = decode(row, id, limit.message_bytes, &mut topics);
                 late += i64::from(message.id <= after);
                 messages.push(message);
             }
         }
+        // The budget cut the read before it reached the rows above the cursor: late rows may be
+        // left, so the previous snapshot stays (a later read finds them again).
+        let cut_in_late_rows =
+            (messages.len() as i64) < candidates && messages.last().is_none_or(|m| m.id <= after);
         if late < late_limit
+            && !cut_in_late_rows
             && let Some(first) = rows.first()
         {
             let snapshot: String = first.try_get(fetch_column::SNAPSHOT).map_err(db_error)?;
@@ -94,27 +109,53 @@ impl PgStore {
 }
 
 /// Decodes a row; a row that does not fit the table contract comes back as
-/// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
-fn decode(row: &PgRow, id: i64, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
-    Ok(decode_fields(row, id, topics).unwrap_or_else(|e| {
-        OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
-    }))
+/// [`OutboxMessage::unreadable`], naming the column, so one bad row from a foreign writer never
+/// stops the relay.
+fn decode(row: &PgRow, id: i64, message_bytes: usize, topics: &mut Interner) -> OutboxMessage {
+    let size = row.try_get::<i64, _>(fetch_column::SIZE).unwrap_or_default();
+    if usize::try_from(size).is_ok_and(|size| size > message_bytes) {
+        let topic = row.try_get::<&str, _>(fetch_column::TOPIC).ok();
+        let key = row.try_get::<Option<&[u8]>, _>(fetch_column::KEY).ok().flatten();
+        return OutboxMessage::too_large(id, size.unsigned_abs(), message_bytes, topic, key);
+    }
+    decode_fields(row, id, topics).unwrap_or_else(|unfit| {
+        let topic = row.try_get::<&str, _>(fetch_column::TOPIC).ok();
+        let key = row.try_get::<Option<&[u8]>, _>(fetch_column::KEY).ok().flatten();
+        unfit.into_message(id, topic, key)
+    })
 }
 
-fn decode_fields(row: &PgRow, id: i64, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
+/// A column's value, or what is wrong with it.
+fn column<'r, T>(row: &'r PgRow, index: usize, name: &'static str) -> Result<T, UnfitColumn>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(index).map_err(|e| UnfitColumn::undecodable(name, &e))
+}
+
+/// A timestamp column as a `DateTime`, or what is wrong with it (`infinity`, out of range).
+fn time(at: PgTimestamp, name: &'static str) -> Result<DateTime<Utc>, UnfitColumn> {
+    at.to_utc().map_err(|problem| UnfitColumn::new(name, problem))
+}
+
+fn decode_fields(row: &PgRow, id: i64, topics: &mut Interner) -> Result<OutboxMessage, UnfitColumn> {
     let mut text = Uuid::encode_buffer();
-    let message_id = row.try_get::<Uuid, _>(fetch_column::MESSAGE_ID)?;
+    let message_id = column::<Uuid>(row, fetch_column::MESSAGE_ID, "message_id")?;
+    let created_at = column(row, fetch_column::CREATED_AT, "created_at")?;
+    let next_attempt_at: Option<PgTimestamp> = column(row, fetch_column::NEXT_ATTEMPT_AT, "next_attempt_at")?;
     Ok(RowFields {
         id,
         message_id: message_id.hyphenated().encode_lower(&mut text),
-        topic: row.try_get(fetch_column::TOPIC)?,
-        key: row.try_get(fetch_column::KEY)?,
-        payload: row.try_get(fetch_column::PAYLOAD)?,
-        headers: row.try_get(fetch_column::HEADERS)?,
-        created_at: row.try_get(fetch_column::CREATED_AT)?,
-        attempts: row.try_get(fetch_column::ATTEMPTS)?,
-        next_attempt_at: row.try_get(fetch_column::NEXT_ATTEMPT_AT)?,
-        bucket: row.try_get(fetch_column::BUCKET)?,
+        topic: column(row, fetch_column::TOPIC, "topic")?,
+        key: column(row, fetch_column::KEY, "key")?,
+        payload: column(row, fetch_column::PAYLOAD, "payload")?,
+        headers: column(row, fetch_column::HEADERS, "headers")?,
+        created_at: time(created_at, "created_at")?,
+        attempts: column(row, fetch_column::ATTEMPTS, "attempts")?,
+        next_attempt_at: next_attempt_at
+            .map(|at| time(at, "next_attempt_at"))
+            .transpose()?,
+        bucket: column(row, fetch_column::BUCKET, "bucket")?,
     }
     .into_message(topics))
 }
@@ -141,11 +182,11 @@ impl Store for PgStore {
         migrate::check(&self.pool, &self.sql).await
     }
 
-    async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
+    async fn fetch_pending(&self, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
         self.fetch(0, limit).await
     }
 
-    async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
+    async fn fetch_after(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
         self.fetch(after, limit).await
     }
 
@@ -214,7 +255,7 @@ impl Store for PgStore {
         let count = |i| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64);
         Ok(Backlog {
             pending: count(0).map_err(db_error)?,
-            oldest_pending: row.try_get(1).map_err(db_error)?,
+            oldest_pending: saturating(row.try_get(1).map_err(db_error)?),
             dead: count(2).map_err(db_error)?,
         })
     }

@@ -7,7 +7,8 @@ use sqlx::query::Query;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{AssertSqlSafe, Row, Sqlite};
 use txoutbox_core::{
-    DeadLetter, DeadLetterFilter, DeadLetters, Result, Retention, Statistics, TopicStats, headers_from_json,
+    DeadLetter, DeadLetterFilter, DeadLetters, DeadPayload, Result, Retention, Statistics, TopicStats,
+    headers_from_json,
 };
 
 use crate::error::db_error;
@@ -56,12 +57,18 @@ impl DeadLetters for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn dead_payload(&self, id: i64) -> Result<Option<Option<Vec<u8>>>> {
-        sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.sql().dead_payload)))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db_error)
+    async fn dead_payload(&self, id: i64, max_bytes: usize) -> Result<Option<DeadPayload>> {
+        let row: Option<(Option<Vec<u8>>, i64)> =
+            sqlx::query_as(AssertSqlSafe(Arc::clone(&self.sql().dead_payload)))
+                .bind(id)
+                .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+                .fetch_optional(self.pool())
+                .await
+                .map_err(db_error)?;
+        Ok(row.map(|(head, len)| DeadPayload {
+            head,
+            len: u64::try_from(len).unwrap_or_default(),
+        }))
     }
 
     async fn purge_dead(&self, filter: &DeadLetterFilter) -> Result<u64> {

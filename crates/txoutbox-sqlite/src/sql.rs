@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use txoutbox_core::TableName;
 
-/// Columns the relay reads, in the table contract's order ([`txoutbox_core::row_position`]): decoded by
-/// position.
-const ROW_COLUMNS: &str =
-    "id, message_id, topic, key, payload, headers, created_at, attempts, next_attempt_at, bucket";
+/// The size the relay counts for a row (what a [`txoutbox_core::ReadLimit`] bounds): topic,
+/// key, payload and headers in bytes.
+const ROW_SIZE: &str = "coalesce(octet_length(topic), 0) + coalesce(octet_length(key), 0) \
+     + coalesce(octet_length(payload), 0) + coalesce(octet_length(headers), 0)";
 
 /// Every statement of the store, with the table name filled in.
 #[derive(Debug)]
@@ -52,8 +52,27 @@ impl Statements {
                  FROM json_each(?1) ORDER BY json_each.key"
             )
             .into(),
+            // The columns in the table contract's order ([`txoutbox_core::row_position`]), decoded
+            // by position. ?1 limit, ?2 cursor, ?3 byte budget, ?4 largest message. Sizes first (read from the
+            // record headers, not the values), then the contents of the rows within the budget:
+            // a row larger than ?4 without payload and headers (and key over 64 KiB). Each row carries its size and
+            // how many rows the read had before the budget cut it.
             fetch_pending: format!(
-                "SELECT {ROW_COLUMNS} FROM {t} WHERE status = 'pending' AND id > ?2 ORDER BY id LIMIT ?1"
+                "SELECT t.id, t.message_id, \
+                   CASE WHEN c.big AND octet_length(t.topic) > 255 THEN '' ELSE t.topic END, \
+                   CASE WHEN c.big AND octet_length(t.key) > 65536 THEN NULL ELSE t.key END, \
+                   CASE WHEN c.big THEN NULL ELSE t.payload END, \
+                   CASE WHEN c.big THEN NULL ELSE t.headers END, \
+                   t.created_at, t.attempts, t.next_attempt_at, t.bucket, c.size, c.candidates \
+                 FROM ( \
+                   SELECT s.id, s.size, s.size > ?4 AS big, \
+                     sum(CASE WHEN s.size > ?4 THEN 0 ELSE s.size END) OVER (ORDER BY s.id) AS upto, \
+                     count(*) OVER () AS candidates \
+                   FROM (SELECT id, {ROW_SIZE} AS size FROM {t} \
+                         WHERE status = 'pending' AND id > ?2 ORDER BY id LIMIT ?1) AS s \
+                 ) AS c JOIN {t} AS t ON t.id = c.id \
+                 WHERE c.upto - CASE WHEN c.big THEN 0 ELSE c.size END < ?3 \
+                 ORDER BY t.id"
             )
             .into(),
             delete: format!(
@@ -99,7 +118,11 @@ impl Statements {
                    WHERE status = 'published' AND published_at < ?1 ORDER BY id LIMIT ?2)"
             )
             .into(),
-            dead_payload: format!("SELECT payload FROM {t} WHERE id = ?1 AND status = 'dead'").into(),
+            dead_payload: format!(
+                "SELECT substr(CAST(payload AS BLOB), 1, ?2), coalesce(length(CAST(payload AS BLOB)), 0) \
+                 FROM {t} WHERE id = ?1 AND status = 'dead'"
+            )
+            .into(),
             topic_stats: format!(
                 "SELECT topic, sum(status = 'pending') AS pending, \
                    min(CASE WHEN status = 'pending' THEN created_at END) AS oldest_pending, \

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use txoutbox_core::{
-    Backlog, Completion, Failure, Interner, OutboxMessage, Result, RowFields, Store, row_position,
+    Backlog, Completion, Failure, Interner, OutboxMessage, ReadLimit, Result, RowFields, Store, UnfitColumn,
+    row_position,
 };
 
 use crate::error::db_error;
@@ -42,33 +43,83 @@ impl SqliteStore {
     }
 }
 
-pub(crate) fn millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+/// Milliseconds since the Unix epoch as a time, or what is wrong with them.
+fn time(ms: i64) -> std::result::Result<DateTime<Utc>, String> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| {
+        format!(
+            "is {ms} ms since 1970, outside the years -262143 to 262142 that a record timestamp can \
+             carry (write milliseconds since the Unix epoch)"
+        )
+    })
 }
 
-/// Decodes a row; a row that does not fit the table contract comes back as
-/// [`OutboxMessage::unreadable`] so one bad row from a foreign writer never stops the relay.
-fn decode(row: &SqliteRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
+/// Milliseconds since the Unix epoch as a time, or the nearest one a `DateTime` holds (for
+/// listings, which must show every row).
+pub(crate) fn millis(ms: i64) -> DateTime<Utc> {
+    time(ms).unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
+/// Decodes a row; a row that does not fit the table contract (SQLite stores any value in any
+/// column) comes back as [`OutboxMessage::unreadable`], naming the column, so one bad row from a
+/// foreign writer never stops the relay.
+fn decode(
+    row: &SqliteRow,
+    message_bytes: usize,
+    topics: &mut Interner,
+) -> Result<OutboxMessage, sqlx::Error> {
     let id: i64 = row.try_get(row_position::ID)?;
-    Ok(decode_fields(row, topics).unwrap_or_else(|e| {
-        OutboxMessage::unreadable(id, format!("the row does not fit the outbox table contract: {e}"))
+    let size: i64 = row.try_get(row_position::COUNT)?;
+    if usize::try_from(size).is_ok_and(|size| size > message_bytes) {
+        let topic = row.try_get::<&str, _>(row_position::TOPIC).ok();
+        let key = row.try_get::<Option<&[u8]>, _>(row_position::KEY).ok().flatten();
+        return Ok(OutboxMessage::too_large(
+            id,
+            size.unsigned_abs(),
+            message_bytes,
+            topic,
+            key,
+        ));
+    }
+    Ok(decode_fields(row, id, topics).unwrap_or_else(|unfit| {
+        let topic = row.try_get::<&str, _>(row_position::TOPIC).ok();
+        let key = row.try_get::<Option<&[u8]>, _>(row_position::KEY).ok().flatten();
+        unfit.into_message(id, topic, key)
     }))
 }
 
-fn decode_fields(row: &SqliteRow, topics: &mut Interner) -> Result<OutboxMessage, sqlx::Error> {
+/// A column's value, or what is wrong with it.
+fn column<'r, T>(row: &'r SqliteRow, index: usize, name: &'static str) -> std::result::Result<T, UnfitColumn>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(index).map_err(|e| UnfitColumn::undecodable(name, &e))
+}
+
+fn decode_fields(
+    row: &SqliteRow,
+    id: i64,
+    topics: &mut Interner,
+) -> std::result::Result<OutboxMessage, UnfitColumn> {
+    let created_at: i64 = column(row, row_position::CREATED_AT, "created_at")?;
+    let next_attempt_at: Option<i64> = column(row, row_position::NEXT_ATTEMPT_AT, "next_attempt_at")?;
     Ok(RowFields {
-        id: row.try_get(row_position::ID)?,
-        message_id: row.try_get(row_position::MESSAGE_ID)?,
-        topic: row.try_get(row_position::TOPIC)?,
-        key: row.try_get(row_position::KEY)?,
-        payload: row.try_get(row_position::PAYLOAD)?,
-        headers: row.try_get(row_position::HEADERS)?,
-        created_at: millis(row.try_get(row_position::CREATED_AT)?),
-        attempts: row.try_get(row_position::ATTEMPTS)?,
-        next_attempt_at: row
-            .try_get::<Option<i64>, _>(row_position::NEXT_ATTEMPT_AT)?
-            .map(millis),
-        bucket: row.try_get(row_position::BUCKET)?,
+        id,
+        message_id: column(row, row_position::MESSAGE_ID, "message_id")?,
+        topic: column(row, row_position::TOPIC, "topic")?,
+        key: column(row, row_position::KEY, "key")?,
+        payload: column(row, row_position::PAYLOAD, "payload")?,
+        headers: column(row, row_position::HEADERS, "headers")?,
+        created_at: time(created_at).map_err(|p| UnfitColumn::new("created_at", p))?,
+        attempts: column(row, row_position::ATTEMPTS, "attempts")?,
+        next_attempt_at: next_attempt_at
+            .map(time)
+            .transpose()
+            .map_err(|p| UnfitColumn::new("next_attempt_at", p))?,
+        bucket: column(row, row_position::BUCKET, "bucket")?,
     }
     .into_message(topics))
 }
@@ -130,22 +181,25 @@ impl Store for SqliteStore {
         migrate::check(&self.pool, &self.sql).await
     }
 
-    async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
+    async fn fetch_pending(&self, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
         self.fetch_after(0, limit).await
     }
 
     /// SQLite runs one write transaction at a time, and a row's id is taken under its write lock:
     /// ids become visible in id order, so no row can appear late below the cursor.
-    async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxMessage>> {
+    async fn fetch_after(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
+        let (bytes, message_bytes) = limit.sql_bytes();
         let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.fetch_pending)))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(limit.sql_rows())
             .bind(after)
+            .bind(bytes)
+            .bind(message_bytes)
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?;
         let mut topics = Interner::new();
         rows.iter()
-            .map(|row| decode(row, &mut topics))
+            .map(|row| decode(row, limit.message_bytes, &mut topics))
             .collect::<Result<_, _>>()
             .map_err(db_error)
     }

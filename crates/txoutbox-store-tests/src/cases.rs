@@ -22,7 +22,10 @@ async fn migrated<H: Harness>() -> H {
 }
 
 async fn fetch_all<S: Store>(store: &S) -> Vec<OutboxMessage> {
-    store.fetch_pending(100_000).await.expect("fetch_pending")
+    store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100_000))
+        .await
+        .expect("fetch_pending")
 }
 
 async fn pending_ids<S: Store>(store: &S) -> Vec<i64> {
@@ -197,7 +200,10 @@ pub async fn published_message_is_fetched_with_every_field<H: Harness>() {
     let message_id = h.publish(&order, TxEnd::Commit).await.expect("publish");
     let after = Utc::now();
 
-    let pending = store.fetch_pending(10).await.unwrap();
+    let pending = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
     let m = &pending[0];
     assert_eq!(&*m.message_id, message_id.to_string());
@@ -247,7 +253,13 @@ pub async fn rolled_back_publish_leaves_nothing<H: Harness>() {
     .await
     .unwrap();
 
-    assert!(store.fetch_pending(100).await.unwrap().is_empty());
+    assert!(
+        store
+            .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(h.row_count().await, 0);
     assert_eq!(store.backlog().await.unwrap(), Backlog::default());
 
@@ -370,18 +382,51 @@ pub async fn fetch_pending_respects_the_limit_in_id_order<H: Harness>() {
     assert_eq!(all.len(), 10);
     assert_ascending(&all);
     let ids = |rows: Vec<OutboxMessage>| rows.iter().map(|m| m.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.fetch_pending(3).await.unwrap()), all[..3]);
-    assert_eq!(ids(store.fetch_pending(1).await.unwrap()), all[..1]);
-    assert!(store.fetch_pending(0).await.unwrap().is_empty());
-    assert_eq!(ids(store.fetch_pending(10).await.unwrap()), all);
-    assert_eq!(ids(store.fetch_pending(usize::MAX).await.unwrap()), all);
+    assert_eq!(
+        ids(store
+            .fetch_pending(txoutbox_core::ReadLimit::rows(3))
+            .await
+            .unwrap()),
+        all[..3]
+    );
+    assert_eq!(
+        ids(store
+            .fetch_pending(txoutbox_core::ReadLimit::rows(1))
+            .await
+            .unwrap()),
+        all[..1]
+    );
+    assert!(
+        store
+            .fetch_pending(txoutbox_core::ReadLimit::rows(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(store
+            .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+            .await
+            .unwrap()),
+        all
+    );
+    assert_eq!(
+        ids(store
+            .fetch_pending(txoutbox_core::ReadLimit::rows(usize::MAX))
+            .await
+            .unwrap()),
+        all
+    );
 
     store
         .complete(&[all[0], all[2]], Completion::Delete)
         .await
         .unwrap();
     assert_eq!(
-        ids(store.fetch_pending(3).await.unwrap()),
+        ids(store
+            .fetch_pending(txoutbox_core::ReadLimit::rows(3))
+            .await
+            .unwrap()),
         [all[1], all[3], all[4]]
     );
     h.teardown().await;
@@ -1104,7 +1149,7 @@ pub async fn foreign_row_of_another_type_never_blocks_fetching<H: Harness>() {
         ("7", "8", "7", "8"),
     ] {
         let inserted = h.try_insert_literals("legacy.events", key, payload).await;
-        let pending = match store.fetch_pending(100).await {
+        let pending = match store.fetch_pending(txoutbox_core::ReadLimit::rows(100)).await {
             Ok(pending) => pending,
             Err(e) => {
                 problems.push(format!(
@@ -1151,7 +1196,7 @@ pub async fn header_value_with_a_nul_character_round_trips<H: Harness>() {
         h.publish_message(single.clone(), TxEnd::Commit).await,
         h.publish_messages(batch.clone(), TxEnd::Commit).await,
     );
-    let pending = store.fetch_pending(10).await;
+    let pending = store.fetch_pending(txoutbox_core::ReadLimit::rows(10)).await;
     h.teardown().await; // before asserting: this case is a known failure on some stores
 
     published.0.expect("publish_message with a NUL in a header value");

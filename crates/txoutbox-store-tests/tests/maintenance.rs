@@ -61,14 +61,19 @@ async fn exercise<S: Store + DeadLetters + Retention>(store: S, ids: Vec<i64>) {
     );
     assert_eq!((all[0].attempts, all[0].topic.as_str()), (3, "orders"));
     assert!(all[0].payload_len > 0);
-    let payload = store.dead_payload(ids[0]).await.unwrap().flatten().unwrap();
+    let payload = store.dead_payload(ids[0], 1 << 20).await.unwrap().unwrap();
+    let head = payload.head.unwrap();
     assert_eq!(
-        payload.len() as i64,
-        all[0].payload_len,
+        (head.len() as i64, payload.len as i64),
+        (all[0].payload_len, all[0].payload_len),
         "the dead letter's payload"
     );
+    // Only the first bytes leave the database.
+    let cut = store.dead_payload(ids[0], 1).await.unwrap().unwrap();
+    assert_eq!(cut.head.as_deref(), Some(&head[..1]));
+    assert_eq!(cut.len, payload.len);
     assert_eq!(
-        store.dead_payload(ids[3]).await.unwrap(),
+        store.dead_payload(ids[3], 100).await.unwrap(),
         None,
         "a pending row is no dead letter"
     );
@@ -90,7 +95,7 @@ async fn exercise<S: Store + DeadLetters + Retention>(store: S, ids: Vec<i64>) {
     // Replay one: it is pending again with a clean slate, and the relay reads it.
     assert_eq!(store.replay_dead(&one).await.unwrap(), 1);
     let pending: Vec<i64> = store
-        .fetch_pending(100)
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
         .await
         .unwrap()
         .iter()
@@ -98,7 +103,7 @@ async fn exercise<S: Store + DeadLetters + Retention>(store: S, ids: Vec<i64>) {
         .collect();
     assert_eq!(pending, [ids[1], ids[3], ids[7]]);
     let replayed = store
-        .fetch_pending(100)
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
         .await
         .unwrap()
         .into_iter()
@@ -156,7 +161,7 @@ async fn dead_letters_and_retention_on_postgres() {
     outbox.publish_messages(&db.pool, messages()).await.unwrap();
     let store = outbox.store(db.pool.clone());
     let ids = store
-        .fetch_pending(100)
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
         .await
         .unwrap()
         .iter()
@@ -175,7 +180,7 @@ async fn dead_letters_and_retention_on_sqlite() {
     outbox.publish_messages(&db.pool, messages()).await.unwrap();
     let store = outbox.store(db.pool.clone());
     let ids = store
-        .fetch_pending(100)
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
         .await
         .unwrap()
         .iter()

@@ -48,9 +48,9 @@ impl<const D: u8> Store for MutantStore<D> {
         }
     }
 
-    async fn fetch_pending(&self, limit: usize) -> Result<Vec<OutboxMessage>> {
+    async fn fetch_pending(&self, limit: txoutbox_core::ReadLimit) -> Result<Vec<OutboxMessage>> {
         let limit = if D == FETCH_IGNORES_LIMIT {
-            usize::MAX
+            txoutbox_core::ReadLimit::rows(usize::MAX)
         } else {
             limit
         };
@@ -114,7 +114,7 @@ impl<const D: u8> Store for MutantStore<D> {
             OLDEST_IS_NEWEST => {
                 backlog.oldest_pending = self
                     .0
-                    .fetch_pending(usize::MAX)
+                    .fetch_pending(txoutbox_core::ReadLimit::rows(usize::MAX))
                     .await?
                     .last()
                     .map(|m| m.created_at);
@@ -133,7 +133,11 @@ impl<const D: u8> Store for MutantStore<D> {
             }
             DEAD_KEYS_OF_EVERY_ROW => {
                 let mut keys = self.0.dead_keys().await?;
-                for row in self.0.fetch_pending(usize::MAX).await? {
+                for row in self
+                    .0
+                    .fetch_pending(txoutbox_core::ReadLimit::rows(usize::MAX))
+                    .await?
+                {
                     if let Some(key) = row.key {
                         keys.push((row.topic.to_string(), key.to_vec()));
                     }

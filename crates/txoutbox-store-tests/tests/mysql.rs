@@ -51,7 +51,7 @@ async fn table_in_a_database_that_does_not_exist_yet() {
     let checked = store.check().await;
     let migrated = outbox.migrate(&db.pool).await;
     let published = outbox.publish(&db.pool, &OrderCreated::new(1)).await;
-    let fetched = store.fetch_pending(10).await;
+    let fetched = store.fetch_pending(txoutbox_core::ReadLimit::rows(10)).await;
     execute(&db.pool, format!("DROP DATABASE IF EXISTS `{database}`")).await;
     drop(store);
     db.drop_database().await;
@@ -124,7 +124,10 @@ async fn a_batch_above_max_allowed_packet_is_split_into_few_statements() {
     outbox.publish_messages(&mut tx, again).await.unwrap();
     tx.commit().await.unwrap();
     let store = MySqlOutbox::with_table(topics(), db.table()).store(db.pool.clone());
-    let fetched = store.fetch_pending(n + 10).await.unwrap();
+    let fetched = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(n + 10))
+        .await
+        .unwrap();
     drop(store);
     db.drop_database().await;
 
@@ -172,7 +175,10 @@ async fn fetch_after_finds_a_late_commit_below_the_cursor_once() {
     let mut early = db.pool.begin().await.unwrap();
     let late_id = outbox.publish(&mut *early, &OrderCreated::new(1)).await.unwrap();
     let first = outbox.publish(&db.pool, &OrderCreated::new(2)).await.unwrap();
-    let read = store.fetch_pending(10).await.unwrap();
+    let read = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap();
     assert_eq!(
         read.iter().map(|m| m.message_id.to_string()).collect::<Vec<_>>(),
         [first.to_string()]
@@ -181,8 +187,14 @@ async fn fetch_after_finds_a_late_commit_below_the_cursor_once() {
     early.commit().await.unwrap();
     let above = outbox.publish(&db.pool, &OrderCreated::new(3)).await.unwrap();
 
-    let next = store.fetch_after(cursor, 10).await.unwrap();
-    let again = store.fetch_after(next.last().unwrap().id, 10).await.unwrap();
+    let next = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap();
+    let again = store
+        .fetch_after(next.last().unwrap().id, txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap();
     drop(store);
     db.drop_database().await;
 
@@ -209,14 +221,35 @@ async fn only_one_outbox_reads_a_table_at_a_time() {
         MySqlOutbox::with_table(topics(), db.table()),
     );
     let a_store = a.store(db.pool.clone());
-    let a_first = a_store.fetch_pending(10).await.unwrap().len();
-    let a_clone_reads = a.store(db.pool.clone()).fetch_pending(10).await.unwrap().len();
+    let a_first = a_store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap()
+        .len();
+    let a_clone_reads = a
+        .store(db.pool.clone())
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap()
+        .len();
     let b_store = b.store(db.pool.clone());
-    let b_while_a = b_store.fetch_pending(10).await.unwrap().len();
-    let b_after = b_store.fetch_after(0, 10).await.unwrap().len();
+    let b_while_a = b_store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap()
+        .len();
+    let b_after = b_store
+        .fetch_after(0, txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap()
+        .len();
     let backlog = b_store.backlog().await.unwrap().pending;
     drop(a_store);
-    let b_once_a_is_gone = b_store.fetch_pending(10).await.unwrap().len();
+    let b_once_a_is_gone = b_store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap()
+        .len();
     drop(b_store);
     db.drop_database().await;
 
@@ -256,7 +289,7 @@ async fn dead_letters_and_retention_on_mysql() {
     tx.commit().await.unwrap();
     let store = outbox.store(db.pool.clone());
     let ids: Vec<i64> = store
-        .fetch_pending(100)
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
         .await
         .unwrap()
         .iter()
@@ -334,11 +367,14 @@ async fn dead_letters_and_retention_on_mysql() {
 
     // Replay one: pending again with a clean slate; the relay's cursor read finds it as late.
     assert_eq!(store.replay_dead(&one).await.unwrap(), 1);
-    let late = store.fetch_after(ids[7], 100).await.unwrap();
+    let late = store
+        .fetch_after(ids[7], txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
     assert_eq!(late.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[1]]);
     assert_eq!((late[0].attempts, late[0].next_attempt_at), (0, None));
     let pending: Vec<i64> = store
-        .fetch_pending(100)
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
         .await
         .unwrap()
         .iter()
@@ -414,7 +450,10 @@ async fn fetch_after_reads_index_entries_in_proportion_to_its_result() {
     .await
     .unwrap();
     let store = outbox.store(db.pool.clone());
-    let first = store.fetch_pending(90_000).await.unwrap();
+    let first = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(90_000))
+        .await
+        .unwrap();
     // An old snapshot elsewhere holds back purge: the deleted rows' index entries stay.
     let other = TestDatabase::connect(&db.database, 1).await;
     let mut snapshot = other.begin().await.unwrap();
@@ -439,7 +478,10 @@ async fn fetch_after_reads_index_entries_in_proportion_to_its_result() {
         v.parse::<i64>().unwrap()
     };
     let before = read_next().await;
-    let next = store.fetch_after(cursor, 1_000).await.unwrap();
+    let next = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(1_000))
+        .await
+        .unwrap();
     let read = read_next().await - before;
     snapshot.rollback().await.unwrap();
     other.close().await;
@@ -479,7 +521,11 @@ async fn a_lock_wait_timeout_is_retryable() {
         .await
         .unwrap();
     let store = outbox.store(impatient.clone());
-    let id = store.fetch_pending(10).await.unwrap()[0].id;
+    let id = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap()[0]
+        .id;
 
     let mut holder = db.pool.begin().await.unwrap();
     sqlx::query(AssertSqlSafe(format!(
@@ -521,7 +567,7 @@ async fn a_deadlock_is_retryable() {
     }
     let store = outbox.store(db.pool.clone());
     let ids: Vec<i64> = store
-        .fetch_pending(10)
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
         .await
         .unwrap()
         .iter()

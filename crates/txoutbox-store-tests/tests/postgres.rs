@@ -25,7 +25,10 @@ async fn migrate_and_use(outbox: &PgOutbox, pool: &PgPool) -> txoutbox_core::Res
     let store = outbox.store(pool.clone());
     store.check().await?;
     outbox.publish(pool, &OrderCreated::new(1)).await?;
-    Ok(store.fetch_pending(10).await?.len())
+    Ok(store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await?
+        .len())
 }
 
 /// A table in a schema that does not exist yet: `check` says to run the migrations (rather than

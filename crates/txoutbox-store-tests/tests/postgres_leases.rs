@@ -150,12 +150,21 @@ async fn a_work_balance_node_reads_only_its_buckets() {
     ownership.begin_for_tests(1);
     ownership.set_for_tests(Scope::Buckets(vec![mine]));
     let store = attached(&outbox, &db, &ownership);
-    let fetched = store.fetch_pending(100).await.unwrap();
+    let fetched = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
     let expected = rows.iter().filter(|(_, b)| *b == mine).count();
     assert!(expected >= 1 && expected < rows.len());
     assert_eq!(fetched.len(), expected);
     assert!(fetched.iter().all(|m| m.bucket == mine));
     ownership.set_for_tests(Scope::Nothing);
-    assert!(store.fetch_pending(100).await.unwrap().is_empty());
+    assert!(
+        store
+            .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     db.drop_schema().await;
 }

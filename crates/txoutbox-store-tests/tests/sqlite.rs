@@ -27,7 +27,11 @@ async fn explicit_main_schema_is_the_default_table() {
     plain.store(db.pool.clone()).check().await.expect("check");
 
     let id = qualified.publish(&db.pool, &OrderCreated::new(1)).await.unwrap();
-    let pending = plain.store(db.pool.clone()).fetch_pending(10).await.unwrap();
+    let pending = plain
+        .store(db.pool.clone())
+        .fetch_pending(txoutbox_core::ReadLimit::rows(10))
+        .await
+        .unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(&*pending[0].message_id, id.to_string());
     assert_eq!(pending[0].bucket, 0);

@@ -40,6 +40,16 @@ fn port_accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
 }
 
+/// Two different free loopback ports (a broker's and its controller's).
+fn two_ports() -> (u16, u16) {
+    loop {
+        let (b, c) = (free_port(), free_port());
+        if b != c {
+            return (b, c);
+        }
+    }
+}
+
 /// A fresh folder under the temporary directory.
 fn temp_folder(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(crate::unique(prefix));
@@ -184,6 +194,47 @@ impl KafkaNode {
         blocking(|| Self::start_blocking(None, None)).await
     }
 
+    /// A node with Apache Kafka's own settings: the `config/server.properties` that Kafka 4.1's
+    /// distribution ships for a combined broker and controller, with only the ports and the
+    /// data folder changed. So topic auto-creation is on (`auto.create.topics.enable` defaults
+    /// to `true`), new topics get one partition and the broker's default retention and size
+    /// limits: what a user who follows Kafka's quickstart runs.
+    pub async fn start_stock() -> Self {
+        blocking(|| {
+            let dir = temp_folder("txoutbox-kafka-stock");
+            let (broker_port, controller_port) = two_ports();
+            let properties = format!(
+                "process.roles=broker,controller\n\
+                 node.id=1\n\
+                 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
+                 inter.broker.listener.name=PLAINTEXT\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
+                 controller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL\n\
+                 num.network.threads=3\n\
+                 num.io.threads=8\n\
+                 socket.send.buffer.bytes=102400\n\
+                 socket.receive.buffer.bytes=102400\n\
+                 socket.request.max.bytes=104857600\n\
+                 log.dirs={data}\n\
+                 num.partitions=1\n\
+                 num.recovery.threads.per.data.dir=1\n\
+                 offsets.topic.replication.factor=1\n\
+                 share.coordinator.state.topic.replication.factor=1\n\
+                 share.coordinator.state.topic.min.isr=1\n\
+                 transaction.state.log.replication.factor=1\n\
+                 transaction.state.log.min.isr=1\n\
+                 log.retention.hours=168\n\
+                 log.segment.bytes=1073741824\n\
+                 log.retention.check.interval.ms=300000\n",
+                data = dir.join("data").display(),
+            );
+            Self::format_and_launch(dir, broker_port, controller_port, &properties, &[])
+        })
+        .await
+    }
+
     /// A node with a second, secured client listener: SASL_SSL with SCRAM-SHA-512 (the `users`,
     /// `(name, password)`, created when the storage is formatted), TLS from a certificate for
     /// `IP:127.0.0.1` signed by a throw-away CA made with `openssl`, and ACLs enforced
@@ -221,14 +272,8 @@ impl KafkaNode {
         advertised: Option<u16>,
         sasl: Option<(&[(String, String)], &[String], &mut Option<SaslSsl>)>,
     ) -> Self {
-        let lib = kafka_lib();
         let dir = temp_folder("txoutbox-kafka");
-        let (broker_port, controller_port) = loop {
-            let (b, c) = (free_port(), free_port());
-            if b != c {
-                break (b, c);
-            }
-        };
+        let (broker_port, controller_port) = two_ports();
         let mut secured = String::new();
         let mut scram = Vec::new();
         let (mut listeners, mut map) = (String::new(), String::new());
@@ -288,6 +333,19 @@ impl KafkaNode {
             data = dir.join("data").display(),
             advertised = advertised.unwrap_or(broker_port),
         );
+        Self::format_and_launch(dir, broker_port, controller_port, &properties, &scram)
+    }
+
+    /// Writes `properties` into `dir`, formats the node's storage (with `extra` arguments, e.g.
+    /// SCRAM users) and starts it.
+    fn format_and_launch(
+        dir: PathBuf,
+        broker_port: u16,
+        controller_port: u16,
+        properties: &str,
+        extra: &[String],
+    ) -> Self {
+        let lib = kafka_lib();
         std::fs::write(dir.join("server.properties"), properties).unwrap();
         let log4j = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka/log4j2.xml");
         std::fs::copy(&log4j, dir.join("log4j2.xml"))
@@ -300,7 +358,7 @@ impl KafkaNode {
             .arg("--config")
             .arg(dir.join("server.properties"))
             .arg("--standalone")
-            .args(&scram)
+            .args(extra)
             .stdin(Stdio::null())
             .output()
             .expect("run java (Kafka's StorageTool)");

@@ -179,8 +179,13 @@ pub async fn read_committed(topic: &str) -> Vec<Record> {
 /// Reads every record of `topic` up to its current end with the given `isolation.level`
 /// (`read_committed` or `read_uncommitted`).
 pub async fn read_with_isolation(topic: &str, isolation: &'static str) -> Vec<Record> {
+    read_with_isolation_on(&bootstrap(), topic, isolation).await
+}
+
+/// [`read_with_isolation`] on the broker at `bootstrap`.
+pub async fn read_with_isolation_on(bootstrap: &str, topic: &str, isolation: &'static str) -> Vec<Record> {
     let topics = [topic.to_owned()];
-    let bootstrap = bootstrap();
+    let bootstrap = bootstrap.to_owned();
     tokio::task::spawn_blocking(move || read_all_blocking(&bootstrap, &topics, isolation))
         .await
         .unwrap()
@@ -246,8 +251,13 @@ fn read_all_blocking(bootstrap: &str, topics: &[String], isolation: &str) -> Vec
 
 /// Whether `topic` exists on the broker (a metadata request; it never creates the topic).
 pub async fn topic_exists(topic: &str) -> bool {
+    topic_exists_on(&bootstrap(), topic).await
+}
+
+/// [`topic_exists`] on the broker at `bootstrap`.
+pub async fn topic_exists_on(bootstrap: &str, topic: &str) -> bool {
     let topic = topic.to_owned();
-    let bootstrap = bootstrap();
+    let bootstrap = bootstrap.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer = consumer_on(&bootstrap, "read_uncommitted");
         let metadata = consumer
@@ -260,6 +270,44 @@ pub async fn topic_exists(topic: &str) -> bool {
     })
     .await
     .unwrap()
+}
+
+/// A topic's partition count and the value of one of its configs (e.g. `cleanup.policy`), as
+/// the broker at `bootstrap` describes them; `None` when the topic does not exist.
+pub async fn topic_settings_on(
+    bootstrap: &str,
+    topic: &str,
+    config: &str,
+) -> Option<(usize, Option<String>)> {
+    if !topic_exists_on(bootstrap, topic).await {
+        return None;
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let partitions = {
+        let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            partitions(&consumer_on(&bootstrap, "read_uncommitted"), &topic).len()
+        })
+        .await
+        .unwrap()
+    };
+    let described = admin
+        .describe_configs(
+            [&rdkafka::admin::ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("describe configs");
+    let value = described
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.entries)
+        .find(|e| e.name == config)
+        .and_then(|e| e.value);
+    Some((partitions, value))
 }
 
 /// Counts the records currently in `topics` (sum of high watermarks minus low watermarks). Each

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use txoutbox_core::Retention;
 
 use crate::cli::CleanupArgs;
@@ -23,7 +23,7 @@ pub async fn run(target: &Target, args: &CleanupArgs, configured: Option<Duratio
         return Err(CliError::usage("--batch must be at least 1"));
     }
     let database = Database::connect(target, Create::Never, 1).await?;
-    let before = Utc::now() - TimeDelta::from_std(older_than).unwrap_or(TimeDelta::MAX);
+    let before = txoutbox_core::ago(older_than);
     let purged = with_store!(&database, store => purge(&store, before, args.batch).await?);
     println!(
         "purged {purged} published rows older than {}",

@@ -1,6 +1,5 @@
 //! `txoutbox dead-letters list | replay | purge`.
 
-use chrono::{TimeDelta, Utc};
 use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters};
 
 use crate::cli::{DeadLettersCommand, FilterArgs};
@@ -65,7 +64,7 @@ fn filter_of(args: &FilterArgs) -> Result<DeadLetterFilter, CliError> {
         }
     }
     if let Some(age) = args.older_than {
-        filter = filter.created_before(Utc::now() - TimeDelta::from_std(age).unwrap_or(TimeDelta::MAX));
+        filter = filter.created_before(txoutbox_core::ago(age));
     }
     Ok(filter)
 }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -40,7 +40,7 @@ pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliErro
     info!(database = %redact(&target.database_url), table = %database.table(), "outbox database connected");
     let mut settings = settings;
     if let Some(console) = settings.console.as_mut() {
-        console.database = Some(database.clone());
+        console.database = Some(Database::connect_console(target).await?);
     }
     match settings.exactly_once.clone() {
         Some(exactly_once) => {
@@ -70,6 +70,13 @@ async fn relay_with<K: Sink>(
         // The replication connection uses the same URL, its libpq TLS parameters included.
         let store = wal_outbox(config)?.store(pool.clone(), &target.database_url)?;
         info!(slot = %config.slot, prefix = %config.prefix, "relaying from the write-ahead log (WAL mode)");
+        if settings.relay.allowed_topics.is_none() {
+            tracing::warn!(
+                "WAL mode without --allowed-topics: any role that can connect to the database can call \
+                 pg_logical_emit_message and have this relay publish any record to any topic its Kafka \
+                 principal may write; list the topics (docs/wal-mode.md, \"Who can publish\")"
+            );
+        }
         let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
         return serve(
             relay,
@@ -194,6 +201,10 @@ where
         ownership: relay.ownership(),
         console: crate::ui::Console::from_settings(&settings),
         wal_slot: RwLock::new(None),
+        allowed_hosts: crate::guard::AllowedHosts::new(
+            settings.http_listen.as_deref(),
+            &settings.http_allowed_hosts,
+        ),
     });
     let mut background = tokio::task::JoinSet::new();
     // WAL mode: the slot lost or the stream stopped for good stops the daemon (exit code 2).
@@ -283,7 +294,7 @@ where
                 if ownership.as_ref().is_some_and(|o| !o.leads()) {
                     continue;
                 }
-                let before = Utc::now() - TimeDelta::from_std(retention.keep_for).unwrap_or(TimeDelta::MAX);
+                let before = txoutbox_core::ago(retention.keep_for);
                 match crate::commands::cleanup::purge(&store, before, retention.batch).await {
                     Ok(0) => {}
                     Ok(n) => info!(rows = n, "retention purged published rows"),

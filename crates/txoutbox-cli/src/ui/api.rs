@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use txoutbox_core::coordination::{EXCLUSIVE_LEASE, Leases, Scope};
@@ -182,7 +182,7 @@ impl Selection {
             .filter(|t| !t.is_empty())
         {
             let age = crate::cli::parse_duration(age)?;
-            filter = filter.created_before(Utc::now() - TimeDelta::from_std(age).unwrap_or(TimeDelta::MAX));
+            filter = filter.created_before(txoutbox_core::ago(age));
         }
         Ok(filter)
     }
@@ -253,18 +253,18 @@ pub(super) async fn payload(State(state): State<Arc<AppState>>, Path(id): Path<i
             "payloads are hidden: start the relay with --ui-show-payloads to show them",
         );
     }
-    let found = crate::with_store!(&console.database, store => store.dead_payload(id).await);
+    // Cut by the database: a dead letter of many megabytes never leaves it whole.
+    let found = crate::with_store!(&console.database, store => store.dead_payload(id, MAX_PAYLOAD).await);
     match found {
         Ok(Some(payload)) => {
-            let payload = payload.unwrap_or_default();
-            let shown = &payload[..payload.len().min(MAX_PAYLOAD)];
+            let shown = payload.head.unwrap_or_default();
             reply(
                 StatusCode::OK,
                 json!({
                     "id": id,
-                    "bytes": payload.len(),
-                    "truncated": payload.len() > MAX_PAYLOAD,
-                    "text": String::from_utf8_lossy(shown),
+                    "bytes": payload.len,
+                    "truncated": payload.len > shown.len() as u64,
+                    "text": String::from_utf8_lossy(&shown),
                 }),
             )
         }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::mpsc;
 use tracing::{Instrument, debug_span, error, warn};
 
 use super::backoff::Backoff;
@@ -12,7 +12,7 @@ use super::config::OnDeadLetter;
 use super::fetcher::SentBatch;
 use super::shared::Shared;
 use crate::message::OutboxMessage;
-use crate::sink::{DeliveryResult, Sink, SinkErrorKind};
+use crate::sink::{DeliveryResult, Sink, SinkError, SinkErrorKind};
 use crate::store::{Failure, Store};
 
 /// Rows marked by one statement at most, when several delivered batches are ready together.
@@ -22,7 +22,7 @@ const MAX_ROWS_PER_MARK: usize = 10_000;
 struct Settled {
     rows: Arc<[OutboxMessage]>,
     results: Vec<DeliveryResult>,
-    _permit: OwnedSemaphorePermit,
+    _permit: super::in_flight::Permit,
 }
 
 /// Runs until the fetcher hangs up and every batch it sent is settled (or the shutdown timeout
@@ -100,6 +100,9 @@ async fn settle<S: Store, K: Sink>(
     let acked_at = Utc::now();
     let mut delivered = Vec::new();
     let mut failing: Vec<(&OutboxMessage, Failure)> = Vec::new();
+    // A failure the transport reported after it took the message: later messages of its key may
+    // be queued behind it. (One refused when enqueued had its key's later messages held back.)
+    let mut taken_then_failed = false;
     let mut transient = 0usize;
     let mut first_transient = None;
     let mut deferred = 0usize;
@@ -116,7 +119,10 @@ async fn settle<S: Store, K: Sink>(
                     transient += 1;
                     first_transient.get_or_insert_with(|| e.clone());
                 }
-                Err(e) => failing.push((row, failure_for(shared, row, &e.to_string()))),
+                Err(e) => {
+                    taken_then_failed |= !e.is_unsent();
+                    failing.push((row, failure_for(shared, row, e)));
+                }
             }
         }
     }
@@ -134,7 +140,13 @@ async fn settle<S: Store, K: Sink>(
             let not_copied: Vec<(i64, crate::sink::SinkError)> =
                 // A store with stream positions numbers its messages per session: those ids
                 // name no table row.
-                super::dead_letter_copy::send(&shared.sink, topic, shared.store.stream_positions().is_none(), &dying)
+                super::dead_letter_copy::send(
+                    &shared.sink,
+                    topic,
+                    shared.store.stream_positions().is_none(),
+                    shared.config.allowed_topics.as_ref(),
+                    &dying,
+                )
                     .await
                     .into_iter()
                     .zip(&dying)
@@ -222,8 +234,10 @@ async fn settle<S: Store, K: Sink>(
     }
     crate::metrics::record_send_failures("transient", transient);
     // A failed message (retried later) must not be overtaken by later messages of its key that
-    // are still queued: they are given up and sent again after it.
-    if transient > 0 || !failures.is_empty() {
+    // are still queued: they are given up and sent again after it. Messages refused before the
+    // transport took them (an unreadable row, an invalid topic) leave the queue alone: the sink
+    // held their keys' later messages back, and one bad row must not cost the others.
+    if transient > 0 || taken_then_failed {
         // Give up what the transport has not sent at once: it also frees room for a hand-over
         // that waits for it while holding the gate. Then move the epoch under the gate, give up
         // what that hand-over queued, and let the sink take batches again.
@@ -256,22 +270,24 @@ async fn settle<S: Store, K: Sink>(
     }
 }
 
-fn failure_for<S, K>(shared: &Shared<S, K>, row: &OutboxMessage, error: &str) -> Failure {
+fn failure_for<S, K>(shared: &Shared<S, K>, row: &OutboxMessage, error: &SinkError) -> Failure {
     let attempts = row.attempts.saturating_add(1);
-    // Retrying a row that cannot even be read would fail the same way: dead-letter it at once.
-    let next_attempt_at = if row.malformed.is_some() {
+    // Retrying a row that cannot even be read, or that the transport can never take, would fail
+    // the same way: dead-letter it at once.
+    let next_attempt_at = if row.malformed.is_some() || error.kind() == SinkErrorKind::Rejected {
         None
     } else {
-        shared
-            .config
-            .retry
-            .backoff(attempts.max(0) as u32)
-            .map(|delay| Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX))
+        shared.config.retry.backoff(attempts.max(0) as u32).map(|delay| {
+            TimeDelta::from_std(delay)
+                .ok()
+                .and_then(|delay| Utc::now().checked_add_signed(delay))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        })
     };
     Failure {
         id: row.id,
         attempts,
-        error: error.to_owned(),
+        error: error.to_string(),
         next_attempt_at,
     }
 }

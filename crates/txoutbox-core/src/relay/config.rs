@@ -52,11 +52,17 @@ impl DeadLetterTopic {
     }
 
     /// The dead-letter topic of a message published to `topic`. A row that could not be read
-    /// has no topic: `{topic}` then stands for [`UNREADABLE_TOPIC`] (e.g.
+    /// has no topic, and a foreign writer's topic may not be a valid name (or make the template
+    /// too long): `{topic}` then stands for [`UNREADABLE_TOPIC`] (e.g.
     /// `txoutbox-unreadable.dead`), a valid name the operator can create to receive their copies.
     pub fn for_topic(&self, topic: &str) -> String {
-        let topic = if topic.is_empty() { UNREADABLE_TOPIC } else { topic };
-        self.template.replace("{topic}", topic)
+        if !topic.is_empty() {
+            let name = self.template.replace("{topic}", topic);
+            if crate::topic::validate_topic_name(&name).is_ok() {
+                return name;
+            }
+        }
+        self.template.replace("{topic}", UNREADABLE_TOPIC)
     }
 
     /// The template as given.
@@ -85,6 +91,14 @@ pub struct RelayConfig {
     /// Messages sent but not yet acknowledged and completed, at most. Bounds memory and the
     /// number of messages a crash can resend. Default: 10,000.
     pub max_in_flight: usize,
+    /// Bytes (topics, keys, payloads, headers) one read of pending rows may bring, at most: a
+    /// batch holds fewer rows than `batch_size` when they are large. A row larger than this is
+    /// still read, alone. Default: 16 MiB.
+    pub max_batch_bytes: usize,
+    /// Bytes of messages sent but not yet acknowledged and completed, at most (a batch larger
+    /// than this still goes, alone). With `max_batch_bytes`, bounds the memory the relay holds
+    /// for messages; librdkafka keeps its own copy of the messages in flight. Default: 64 MiB.
+    pub max_in_flight_bytes: usize,
     /// How long an idle relay waits before looking again when nothing woke it. Default: 1 s.
     pub poll_interval: Duration,
     /// What happens to delivered rows. Default: [`Completion::Delete`].
@@ -95,6 +109,9 @@ pub struct RelayConfig {
     pub on_dead_letter: OnDeadLetter,
     /// Where copies of dead-lettered messages go. Default: none (they stay in the table only).
     pub dead_letter_topic: Option<DeadLetterTopic>,
+    /// The only topics the relay publishes to; rows naming others are dead-lettered at once.
+    /// Default: none (every topic a row names).
+    pub allowed_topics: Option<super::AllowedTopics>,
     /// How long one call to the store (a read, a mark) may take. A database that does not answer
     /// in time (e.g. a connection hung on a network that drops packets silently) fails the call
     /// like an unreachable one: reported in health, retried. Default: 30 s.
@@ -110,11 +127,14 @@ impl Default for RelayConfig {
         Self {
             batch_size: 1_000,
             max_in_flight: 10_000,
+            max_batch_bytes: 16 << 20,
+            max_in_flight_bytes: 64 << 20,
             poll_interval: Duration::from_secs(1),
             completion: Completion::default(),
             retry: RetryPolicy::default(),
             on_dead_letter: OnDeadLetter::default(),
             dead_letter_topic: None,
+            allowed_topics: None,
             shutdown_timeout: Duration::from_secs(30),
             store_timeout: Duration::from_secs(30),
         }
@@ -133,6 +153,20 @@ impl RelayConfig {
     #[must_use]
     pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
         self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Sets the byte budget of one read.
+    #[must_use]
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// Sets the byte budget of what is in flight.
+    #[must_use]
+    pub fn with_max_in_flight_bytes(mut self, bytes: usize) -> Self {
+        self.max_in_flight_bytes = bytes;
         self
     }
 
@@ -171,6 +205,13 @@ impl RelayConfig {
         self
     }
 
+    /// Publishes only to the topics `allowed` lists; rows naming others are dead-lettered at once.
+    #[must_use]
+    pub fn with_allowed_topics(mut self, allowed: super::AllowedTopics) -> Self {
+        self.allowed_topics = Some(allowed);
+        self
+    }
+
     /// Sets the deadline of each store call.
     #[must_use]
     pub fn with_store_timeout(mut self, store_timeout: Duration) -> Self {
@@ -198,6 +239,20 @@ impl RelayConfig {
         }
         if self.max_in_flight > u32::MAX as usize / 2 {
             return Err(Error::Config("relay max_in_flight is too large".into()));
+        }
+        if self.max_batch_bytes == 0 {
+            return Err(Error::Config("relay max_batch_bytes must be at least 1".into()));
+        }
+        if self.max_in_flight_bytes < self.max_batch_bytes {
+            return Err(Error::Config(format!(
+                "relay max_in_flight_bytes ({}) must be at least max_batch_bytes ({})",
+                self.max_in_flight_bytes, self.max_batch_bytes
+            )));
+        }
+        if self.max_in_flight_bytes > u32::MAX as usize {
+            return Err(Error::Config(
+                "relay max_in_flight_bytes must be at most 4 GiB".into(),
+            ));
         }
         if self.store_timeout.is_zero() {
             return Err(Error::Config("relay store_timeout must be above zero".into()));
@@ -230,5 +285,9 @@ mod tests {
             DeadLetterTopic::new("all.dead").unwrap().for_topic(""),
             "all.dead"
         );
+        // A foreign writer's topic that is no valid name, or too long for the template.
+        for bad in ["with space", "ünïcode", &"t".repeat(245)] {
+            assert_eq!(per_topic.for_topic(bad), "txoutbox-unreadable.dead", "{bad}");
+        }
     }
 }

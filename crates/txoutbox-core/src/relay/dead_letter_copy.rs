@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tracing::{error, warn};
 
+use super::AllowedTopics;
 use super::config::DeadLetterTopic;
 use crate::message::OutboxMessage;
 use crate::sink::{Sink, SinkError, SinkErrorKind};
@@ -22,16 +23,27 @@ pub const ROW_HEADER: &str = "txoutbox-dead-letter-row";
 /// Header set (to `dropped`) on a copy sent without its payload, which the topic refused.
 pub const PAYLOAD_HEADER: &str = "txoutbox-dead-letter-payload";
 
-/// The copy of a dead row for `topic`; `row_ids`: the row's id names its table row.
+/// The copy of a dead row for `topic`; `row_ids`: the row's id names its table row. A row whose
+/// topic the allow-list does not name has its copy sent to the unreadable name: its writer must
+/// not choose where even the copy goes.
 fn copy(
     row: &OutboxMessage,
     failure: &Failure,
     topic: &DeadLetterTopic,
     row_ids: bool,
     with_payload: bool,
+    allowed: Option<&AllowedTopics>,
 ) -> OutboxMessage {
     let mut copy = row.clone();
-    copy.topic = topic.for_topic(&row.topic).into();
+    // A creation time in the future (a foreign writer's) may be what the broker refused: the
+    // copy is stamped now instead.
+    copy.created_at = copy.created_at.min(chrono::Utc::now());
+    let own = if allowed.is_none_or(|a| a.allows(&row.topic)) {
+        &*row.topic
+    } else {
+        ""
+    };
+    copy.topic = topic.for_topic(own).into();
     // A row that could not be read has nothing trustworthy to copy but its id and error.
     let mut headers = if copy.malformed.take().is_some() {
         Vec::new()
@@ -46,7 +58,8 @@ fn copy(
     if row_ids {
         headers.push((ROW_HEADER.to_owned(), row.id.to_string()));
     }
-    if !with_payload {
+    // A row read without its payload (too large, or unreadable) has none to copy either.
+    if !with_payload || (row.malformed.is_some() && row.payload.is_none()) {
         copy.payload = None;
         headers.push((PAYLOAD_HEADER.to_owned(), "dropped".to_owned()));
     }
@@ -63,11 +76,12 @@ pub(crate) async fn send<K: Sink>(
     sink: &K,
     topic: &DeadLetterTopic,
     row_ids: bool,
+    allowed: Option<&AllowedTopics>,
     dying: &[(&OutboxMessage, &Failure)],
 ) -> Vec<Result<(), SinkError>> {
     let copies: Arc<[OutboxMessage]> = dying
         .iter()
-        .map(|(row, f)| copy(row, f, topic, row_ids, true))
+        .map(|(row, f)| copy(row, f, topic, row_ids, true, allowed))
         .collect();
     let mut outcomes = sink.send_batch(copies).await.wait().await;
     let refused: Vec<usize> = outcomes
@@ -79,7 +93,7 @@ pub(crate) async fn send<K: Sink>(
     if !refused.is_empty() {
         let stripped: Arc<[OutboxMessage]> = refused
             .iter()
-            .map(|&i| copy(dying[i].0, dying[i].1, topic, row_ids, false))
+            .map(|&i| copy(dying[i].0, dying[i].1, topic, row_ids, false, allowed))
             .collect();
         let retried = sink.send_batch(stripped).await.wait().await;
         for (&i, outcome) in refused.iter().zip(retried) {
@@ -133,7 +147,7 @@ mod tests {
     #[test]
     fn a_copy_keeps_key_payload_headers_and_says_why_it_died() {
         let topic = DeadLetterTopic::new("{topic}.dead").unwrap();
-        let c = copy(&row(), &failure(), &topic, true, true);
+        let c = copy(&row(), &failure(), &topic, true, true, None);
         assert_eq!(&*c.topic, "orders.dead");
         assert_eq!(c.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(c.payload.as_deref(), Some(&b"p"[..]));
@@ -143,7 +157,7 @@ mod tests {
         assert_eq!(header(ERROR_HEADER), Some("too large"));
         assert_eq!(header(ATTEMPTS_HEADER), Some("3"));
         assert_eq!(header(ROW_HEADER), Some("7"));
-        let stripped = copy(&row(), &failure(), &topic, true, false);
+        let stripped = copy(&row(), &failure(), &topic, true, false, None);
         assert_eq!(stripped.payload, None);
         assert!(
             stripped
@@ -155,8 +169,21 @@ mod tests {
     #[test]
     fn a_copy_names_no_row_when_ids_are_not_row_ids() {
         let topic = DeadLetterTopic::new("{topic}.dead").unwrap();
-        let c = copy(&row(), &failure(), &topic, false, true);
+        let c = copy(&row(), &failure(), &topic, false, true, None);
         assert!(c.headers.iter().all(|(n, _)| n != ROW_HEADER));
         assert!(c.headers.iter().any(|(n, _)| n == ERROR_HEADER));
+    }
+
+    #[test]
+    fn a_copy_of_a_row_outside_the_allow_list_goes_to_the_unreadable_name() {
+        let topic = DeadLetterTopic::new("{topic}.dead").unwrap();
+        let allowed = AllowedTopics::new(["billing.*"]).unwrap();
+        let c = copy(&row(), &failure(), &topic, true, true, Some(&allowed));
+        assert_eq!(&*c.topic, "txoutbox-unreadable.dead");
+        let header = |name: &str| c.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(header(ORIGINAL_TOPIC_HEADER), Some("orders"));
+        let allowed = AllowedTopics::new(["orders"]).unwrap();
+        let c = copy(&row(), &failure(), &topic, true, true, Some(&allowed));
+        assert_eq!(&*c.topic, "orders.dead");
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tracing::{Instrument, debug_span, warn};
 
 use super::backoff::Backoff;
@@ -15,14 +15,14 @@ use super::shared::Shared;
 use crate::coordination::Scope;
 use crate::message::OutboxMessage;
 use crate::sink::{BatchDelivery, Sink};
-use crate::store::Store;
+use crate::store::{ReadLimit, Store};
 
 /// A batch handed to the sink, on its way to the completer.
 #[derive(Debug)]
 pub(crate) struct SentBatch {
     pub(crate) rows: Arc<[OutboxMessage]>,
     pub(crate) delivery: BatchDelivery,
-    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) permit: super::in_flight::Permit,
 }
 
 /// Runs until shutdown; dropping `sender` when it returns lets the sender and completer drain.
@@ -56,6 +56,8 @@ pub(crate) struct SentBatch {
 ///   declares both.
 pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mpsc::Sender<Selected>) {
     let config = &shared.config;
+    // Rows larger than the sink takes are read without their contents.
+    let message_bytes = shared.sink.max_message_bytes().unwrap_or(usize::MAX);
     let mut db_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     // Where reading goes on from; `None` reads from the start (at start, after failures, when a
     // held key is released, and at least once per poll interval as a safety net).
@@ -152,9 +154,15 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         // a read from the cursor is past them already.
         let in_flight = shared.in_flight.begin_fetch();
         let span = debug_span!("txoutbox.claim", after = cursor);
+        let budget = ReadLimit::rows(config.batch_size)
+            .with_bytes(config.max_batch_bytes)
+            .with_message_bytes(message_bytes);
         let (limit, fetched) = match cursor {
             None => {
-                let limit = config.batch_size + in_flight;
+                let limit = ReadLimit {
+                    rows: config.batch_size + in_flight,
+                    ..budget
+                };
                 (
                     limit,
                     shared
@@ -164,9 +172,9 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 )
             }
             Some(after) => (
-                config.batch_size,
+                budget,
                 shared
-                    .bounded(shared.store.fetch_after(after, config.batch_size))
+                    .bounded(shared.store.fetch_after(after, budget))
                     .instrument(span)
                     .await,
             ),
@@ -194,7 +202,10 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             }
         };
         let fresh = rows.iter().filter(|r| cursor.is_none_or(|c| r.id > c)).count();
-        let more = fresh >= limit;
+        // A read cut by its byte budget has more behind it too. (The store counts a little more
+        // per row than `size`, e.g. the headers' JSON: half the budget is the safe side.)
+        let read_bytes: usize = rows.iter().map(OutboxMessage::size).sum();
+        let more = fresh >= limit.rows || read_bytes >= limit.bytes / 2;
         let selection = select_sendable(
             rows,
             |id| shared.in_flight.contains(id),
@@ -208,12 +219,18 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         if let Some(last) = selection.last_considered {
             cursor = Some(cursor.map_or(last, |c| c.max(last)));
         }
-        let batch = selection.send;
+        let mut batch = selection.send;
+        if let Some(allowed) = &config.allowed_topics {
+            refuse_disallowed(allowed, &mut batch);
+        }
         if batch.is_empty() && burst_open {
             burst_open = false;
+            let Some(permit) = shared.in_flight.reserve(0, 0).await else {
+                break;
+            };
             let marker = Selected {
                 rows: Arc::from(Vec::new()),
-                permit: shared.in_flight.reserve(0).await,
+                permit,
                 epoch,
                 end_of_burst: true,
             };
@@ -234,9 +251,13 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             continue;
         }
 
+        let bytes = batch.iter().map(OutboxMessage::size).sum();
         let permit = tokio::select! {
             _ = shared.cancel.cancelled() => break,
-            permit = shared.in_flight.reserve(batch.len()) => permit,
+            permit = shared.in_flight.reserve(batch.len(), bytes) => match permit {
+                Some(permit) => permit,
+                None => break,
+            },
         };
         shared.enter_flight(&batch);
         let rows: Arc<[OutboxMessage]> = batch.into();
@@ -266,6 +287,26 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         }
         // Look again at once: a burst may have more rows than one batch.
         idle = false;
+    }
+}
+
+/// Marks the rows whose topic the allow-list does not name: the sink refuses them unsent and
+/// they are dead-lettered at once with the reason.
+fn refuse_disallowed(allowed: &super::AllowedTopics, batch: &mut [OutboxMessage]) {
+    // Topics are shared between a read's rows: decide once per run of one topic.
+    let mut last: Option<(Arc<str>, bool)> = None;
+    for row in batch.iter_mut().filter(|row| row.malformed.is_none()) {
+        let ok = match &last {
+            Some((topic, ok)) if Arc::ptr_eq(topic, &row.topic) || **topic == *row.topic => *ok,
+            _ => {
+                let ok = allowed.allows(&row.topic);
+                last = Some((Arc::clone(&row.topic), ok));
+                ok
+            }
+        };
+        if !ok {
+            row.malformed = Some(allowed.refusal(&row.topic));
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! statement per batch (or per several batches). A row is never marked before its delivery is
 //! confirmed.
 
+mod allowed_topics;
 mod backoff;
 mod completer;
 mod config;
@@ -28,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use allowed_topics::AllowedTopics;
 pub use config::{DeadLetterTopic, OnDeadLetter, RelayConfig, UNREADABLE_TOPIC};
 pub use monitor::{Condition, RelayMonitor};
 

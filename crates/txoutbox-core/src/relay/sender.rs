@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tracing::{Instrument, debug, debug_span};
 
 use super::fetcher::SentBatch;
@@ -16,7 +16,7 @@ use crate::sink::Sink;
 #[derive(Debug)]
 pub(crate) struct Selected {
     pub(crate) rows: Arc<[OutboxMessage]>,
-    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) permit: super::in_flight::Permit,
     /// The send epoch when the rows were selected.
     pub(crate) epoch: u64,
     /// Nothing more follows for now: the sink hears [`Sink::end_of_burst`] after this batch,

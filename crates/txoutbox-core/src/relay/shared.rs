@@ -68,7 +68,7 @@ impl<S, K> Shared<S, K> {
         wake: std::sync::Arc<Notify>,
         cancel: CancellationToken,
     ) -> Self {
-        let in_flight = InFlight::new(config.max_in_flight);
+        let in_flight = InFlight::new(config.max_in_flight, config.max_in_flight_bytes);
         Self {
             store,
             sink,

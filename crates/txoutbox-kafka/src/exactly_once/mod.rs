@@ -25,7 +25,6 @@ use txoutbox_core::{
 
 use crate::config::KafkaConfig;
 use crate::context::{DeliveryRef, SinkContext};
-use crate::sink::{CreatedAtText, KafkaSink};
 use failpoint::Step;
 use progress::Progress;
 
@@ -145,7 +144,10 @@ fn lane_transactional_id(base: &str, lane: usize) -> String {
 /// A batch inside the open transaction: its rows, the relay's tracker (resolved at commit) and
 /// the per-message outcomes librdkafka reports.
 struct Pending {
+    /// The rows the producer took (those refused when enqueued are not in the transaction).
     ids: Vec<i64>,
+    /// How many messages the batch has (its indexes in the trackers).
+    len: usize,
     engine: Arc<DeliveryTracker>,
     sent: Arc<DeliveryTracker>,
 }
@@ -168,7 +170,7 @@ impl Open {
     /// or the error it failed with.
     fn resolve_all(&self, outcome: &std::result::Result<(), SinkError>) {
         for batch in &self.batches {
-            for index in 0..batch.ids.len() {
+            for index in 0..batch.len {
                 batch.engine.complete(index, outcome.clone());
             }
         }
@@ -764,6 +766,10 @@ impl Sink for ExactlyOnceSink {
         Some("exactly-once")
     }
 
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.inner.config.max_message_bytes())
+    }
+
     async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
         self.ensure_ticker();
         let engine = DeliveryTracker::new(batch.len());
@@ -831,59 +837,39 @@ impl Sink for ExactlyOnceSink {
             }
         }
         let sent = DeliveryTracker::new(batch.len());
-        let mut stamps = CreatedAtText::default();
-        for (index, message) in batch.iter().enumerate() {
-            if let Some(reason) = &message.malformed {
-                sent.complete(index, Err(SinkError::permanent(reason.clone())));
-                continue;
-            }
-            let mut record = BaseRecord::<[u8], [u8], Box<DeliveryRef>>::with_opaque_to(
-                &message.topic,
-                Box::new(DeliveryRef {
-                    tracker: Arc::clone(&sent),
-                    index,
-                }),
-            )
-            .headers(KafkaSink::headers(message, &mut stamps))
-            .timestamp(message.created_at.timestamp_millis());
-            if let Some(key) = &message.key {
-                record = record.key(&key[..]);
-            }
-            if let Some(payload) = &message.payload {
-                record = record.payload(&payload[..]);
-            }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                        record = returned;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((error, returned)) => {
-                        returned
-                            .delivery_opaque
-                            .tracker
-                            .complete(index, Err(crate::classify::classify(&error, &message.topic)));
-                        break;
-                    }
-                }
+        let transient = crate::enqueue::enqueue(&producer, &batch, &sent).await;
+        // Messages refused before the producer took them (unreadable, an invalid topic, too
+        // large, or held back behind such a one of their key) are not in the transaction: they
+        // fail now, and no progress record names them.
+        let mut ids = Vec::with_capacity(batch.len());
+        for (index, (message, outcome)) in batch.iter().zip(sent.outcomes_so_far()).enumerate() {
+            match outcome {
+                Some(Err(e)) if e.is_unsent() => engine.complete(index, Err(e)),
+                _ => ids.push(message.id),
             }
         }
-        let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
-        let open = state.open.as_mut().expect("a transaction is open");
-        open.messages += batch.len();
+        let Some(open) = state.open.as_mut() else {
+            // Unreachable: a transaction was opened above. Refuse rather than panic.
+            Self::refuse(
+                &engine,
+                batch.len(),
+                &SinkError::transient("no Kafka transaction is open"),
+            );
+            return engine.delivery();
+        };
+        open.messages += ids.len();
         open.batches.push(Pending {
             ids,
+            len: batch.len(),
             engine: Arc::clone(&engine),
             sent: Arc::clone(&sent),
         });
-        // A message refused on the spot spoils the transaction: abort now so later batches do
-        // not join it.
-        let refused = !sent.permanent_failures_so_far().is_empty();
         let full = open.messages >= self.inner.settings.max_messages;
-        if refused {
-            let open = state.open.take().expect("a transaction is open");
-            self.abort(&mut state, &producer, &open, None).await;
+        // The producer itself failed while taking a message: the transaction cannot go on.
+        if transient {
+            if let Some(open) = state.open.take() {
+                self.abort(&mut state, &producer, &open, None).await;
+            }
         } else if full {
             self.commit(&mut state).await;
         }

@@ -116,40 +116,53 @@ impl Progress {
 /// How long reading the progress topic may take at most.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Checks that the progress topic is compacted with one partition; creates it when missing if
-/// `create` (otherwise a missing topic is an error: it may have been deleted).
+/// How long a repair waits for a deleted progress topic to be gone before recreating it.
+const RECREATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `client` for the relay's own requests about the progress topic: none of them may make a
+/// broker with `auto.create.topics.enable=true` (Kafka's default) create it, with the broker's
+/// default settings (`cleanup.policy=delete`, several partitions), whatever the user configured.
+fn no_auto_create(client: &ClientConfig) -> ClientConfig {
+    let mut config = client.clone();
+    config.set("allow.auto.create.topics", "false");
+    config
+}
+
+/// What is wrong with an existing progress topic, if anything.
+fn problems(partitions: usize, policy: Option<&str>) -> Vec<String> {
+    let mut found = Vec::new();
+    if partitions != 1 {
+        found.push(format!("{partitions} partitions"));
+    }
+    if !policy.is_some_and(|p| p.split(',').any(|p| p.trim() == "compact")) {
+        found.push(format!("cleanup.policy={}", policy.unwrap_or("?")));
+    }
+    found
+}
+
+/// Makes sure the progress topic exists, compacted, with one partition.
+///
+/// With `create`, the relay asks for the topic it needs first (an existing one is kept). An
+/// existing topic with other settings (e.g. created by a broker's auto-creation before the relay
+/// could) is repaired when it never held a record — deleted and created again as needed — and
+/// refused otherwise, with the command that fixes it: its records may be the progress that keeps
+/// rows from being sent twice. Without `create`, a missing topic is an error: it may have been
+/// deleted.
 pub(crate) async fn ensure_topic(
     client: &ClientConfig,
     topic: &str,
     replication: i32,
     create: bool,
 ) -> Result<()> {
+    let client = no_auto_create(client);
     let admin: AdminClient<DefaultClientContext> = client
         .create()
         .map_err(|e| Error::Config(format!("cannot create a Kafka admin client: {e}")))?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| {
-            Error::Sink(txoutbox_core::SinkError::transient(format!(
-                "cannot read Kafka metadata: {e}"
-            )))
-        })?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if exists {
-        let partitions = metadata.topics()[0].partitions().len();
-        if partitions != 1 {
-            return Err(Error::Config(format!(
-                "the progress topic `{topic}` has {partitions} partitions; exactly-once needs it with one \
-                 partition and cleanup.policy=compact"
-            )));
-        }
-        return check_compacted(&admin, topic).await;
+    if create && create_topic(&admin, topic, replication).await? {
+        tracing::info!(topic, "created the exactly-once progress topic");
+        return Ok(());
     }
-    if !create {
+    let Some(partitions) = partition_count(&admin, topic).await? else {
         return Err(Error::Config(format!(
             "the exactly-once progress topic `{topic}` does not exist. On the first exactly-once run, \
              let the relay create it (daemon: --create-progress-topic or --migrate; library: \
@@ -158,7 +171,67 @@ pub(crate) async fn ensure_topic(
              the database had not marked yet are sent again once it is recreated: read_committed \
              consumers may see those twice"
         )));
+    };
+    let policy = cleanup_policy(&admin, topic).await?;
+    let wrong = problems(partitions, policy.as_deref());
+    if wrong.is_empty() {
+        return Ok(());
     }
+    let bootstrap = client.get("bootstrap.servers").unwrap_or("<brokers>").to_owned();
+    let held = {
+        let (client, name) = (client.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || has_ever_held_records(&client, &name, partitions))
+            .await
+            .map_err(|e| Error::Config(format!("cannot read the progress topic `{topic}`: {e}")))??
+    };
+    if held {
+        let fix = if partitions == 1 {
+            format!(
+                "kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics \
+                 --entity-name {topic} --add-config cleanup.policy=compact"
+            )
+        } else {
+            format!(
+                "stop every relay that uses it, then `kafka-topics.sh --bootstrap-server {bootstrap} \
+                 --delete --topic {topic}` and start the relay with --create-progress-topic (rows that \
+                 Kafka committed but the database had not marked are then sent again: read_committed \
+                 consumers may see those twice)"
+            )
+        };
+        return Err(Error::Config(format!(
+            "the exactly-once progress topic `{topic}` has {}; exactly-once needs one partition and \
+             cleanup.policy=compact (with `delete` the progress of an idle relay expires and its rows \
+             are sent twice). It holds records, which may be progress, so the relay does not change it. \
+             Fix: {fix}",
+            wrong.join(" and ")
+        )));
+    }
+    if !create {
+        return Err(Error::Config(format!(
+            "the exactly-once progress topic `{topic}` has {} and holds no records; exactly-once needs \
+             one partition and cleanup.policy=compact. Let the relay repair it (daemon: \
+             --create-progress-topic; library: ExactlyOnceSettings::with_create_progress_topic), or \
+             `kafka-topics.sh --bootstrap-server {bootstrap} --delete --topic {topic}` and create it \
+             with one partition and cleanup.policy=compact",
+            wrong.join(" and ")
+        )));
+    }
+    tracing::warn!(
+        topic,
+        problems = %wrong.join(", "),
+        "the exactly-once progress topic has the wrong settings and holds no records (a broker's \
+         topic auto-creation made it?); deleting it and creating it compacted with one partition"
+    );
+    recreate(&admin, topic, replication).await
+}
+
+/// Asks for the topic with the settings exactly-once needs; whether it was created (`false`: it
+/// exists already).
+async fn create_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    replication: i32,
+) -> Result<bool> {
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "compact")
         .set("min.compaction.lag.ms", "0");
@@ -166,9 +239,10 @@ pub(crate) async fn ensure_topic(
         .create_topics([&new], &AdminOptions::new())
         .await
         .map_err(|e| Error::Config(format!("cannot create the progress topic `{topic}`: {e}")))?;
+    let mut created = false;
     for result in results {
         match result {
-            Ok(_) => tracing::info!(topic, "created the exactly-once progress topic"),
+            Ok(_) => created = true,
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((_, code)) => {
                 return Err(Error::Config(format!(
@@ -178,10 +252,67 @@ pub(crate) async fn ensure_topic(
             }
         }
     }
-    Ok(())
+    Ok(created)
 }
 
-async fn check_compacted(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<()> {
+/// Deletes the (empty) topic and creates it again with the right settings, once the broker
+/// has let go of the old one.
+async fn recreate(admin: &AdminClient<DefaultClientContext>, topic: &str, replication: i32) -> Result<()> {
+    let refused = |e: String| {
+        Error::Config(format!(
+            "cannot repair the progress topic `{topic}` ({e}): delete it and create it with one partition \
+             and cleanup.policy=compact"
+        ))
+    };
+    for result in admin
+        .delete_topics(&[topic], &AdminOptions::new())
+        .await
+        .map_err(|e| refused(e.to_string()))?
+    {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((_, code)) => return Err(refused(format!("{code:?}"))),
+        }
+    }
+    let deadline = Instant::now() + RECREATE_TIMEOUT;
+    loop {
+        // Until the deletion has propagated, the creation reports that the topic exists.
+        if create_topic(admin, topic, replication).await? {
+            tracing::info!(
+                topic,
+                "repaired the exactly-once progress topic: compacted, one partition"
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(refused(format!(
+                "it still existed {}s after its deletion",
+                RECREATE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The topic's partition count, `None` when it does not exist.
+async fn partition_count(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<Option<usize>> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| {
+            Error::Sink(txoutbox_core::SinkError::transient(format!(
+                "cannot read Kafka metadata: {e}"
+            )))
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len()))
+}
+
+/// The topic's `cleanup.policy`.
+async fn cleanup_policy(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<Option<String>> {
     let resource = rdkafka::admin::ResourceSpecifier::Topic(topic);
     let described = admin
         .describe_configs([&resource], &AdminOptions::new())
@@ -191,30 +322,17 @@ async fn check_compacted(admin: &AdminClient<DefaultClientContext>, topic: &str)
                 "cannot read the settings of the progress topic `{topic}`: {e}"
             ))
         })?;
-    let policy = described
+    Ok(described
         .into_iter()
         .flatten()
         .flat_map(|r| r.entries)
         .find(|e| e.name == "cleanup.policy")
-        .and_then(|e| e.value);
-    match policy.as_deref() {
-        Some(p) if p.contains("compact") => Ok(()),
-        other => Err(Error::Config(format!(
-            "the progress topic `{topic}` has cleanup.policy={}; exactly-once needs `compact` (with `delete` \
-             the progress of an idle relay would expire and its rows be sent twice)",
-            other.unwrap_or("?")
-        ))),
-    }
+        .and_then(|e| e.value))
 }
 
-/// Reads the progress topic to its end with a read_committed consumer and returns the last
-/// committed progress of `transactional_id`. Blocking: call it off the async runtime.
-pub(crate) fn read_last(
-    client: &ClientConfig,
-    topic: &str,
-    transactional_id: &str,
-) -> Result<Option<Progress>> {
-    let mut config = client.clone();
+/// A consumer of the progress topic that never makes a broker create it.
+fn progress_consumer(client: &ClientConfig) -> Result<BaseConsumer> {
+    let mut config = no_auto_create(client);
     config
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
@@ -233,9 +351,39 @@ pub(crate) fn read_last(
     ] {
         config.remove(key);
     }
-    let consumer: BaseConsumer = config
+    config
         .create()
-        .map_err(|e| Error::Config(format!("cannot create the progress reader: {e}")))?;
+        .map_err(|e| Error::Config(format!("cannot create the progress reader: {e}")))
+}
+
+/// Whether any partition of the topic ever held a record (a high watermark above zero: records
+/// since deleted by retention count too). Blocking.
+fn has_ever_held_records(client: &ClientConfig, topic: &str, partitions: usize) -> Result<bool> {
+    let consumer = progress_consumer(client)?;
+    for partition in 0..partitions {
+        let partition = i32::try_from(partition).unwrap_or(i32::MAX);
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map_err(|e| {
+                Error::Sink(txoutbox_core::SinkError::transient(format!(
+                    "cannot read the progress topic `{topic}` (watermarks): {e}"
+                )))
+            })?;
+        if high > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Reads the progress topic to its end with a read_committed consumer and returns the last
+/// committed progress of `transactional_id`. Blocking: call it off the async runtime.
+pub(crate) fn read_last(
+    client: &ClientConfig,
+    topic: &str,
+    transactional_id: &str,
+) -> Result<Option<Progress>> {
+    let consumer = progress_consumer(client)?;
     let transient = |what: &str, e: rdkafka::error::KafkaError| {
         Error::Sink(txoutbox_core::SinkError::transient(format!(
             "cannot read the progress topic `{topic}` ({what}): {e}"
@@ -294,6 +442,14 @@ pub(crate) fn read_last(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_progress_topic_needs_one_compacted_partition() {
+        assert!(problems(1, Some("compact")).is_empty());
+        assert!(problems(1, Some("compact,delete")).is_empty());
+        assert_eq!(problems(1, Some("delete")), ["cleanup.policy=delete"]);
+        assert_eq!(problems(3, None), ["3 partitions", "cleanup.policy=?"]);
+    }
 
     #[test]
     fn runs_of_consecutive_ids_are_written_as_pairs_and_read_back() {
