@@ -630,10 +630,7 @@ async fn read_only_consoles_wrong_tokens_and_cross_site_requests_are_refused() {
     assert_eq!(rows_in(&db, "dead", &topic).await, 0);
 
     let logs = daemon.stop();
-    assert!(
-        logs.contains("HTTP request refused: cross-site"),
-        "{logs}"
-    );
+    assert!(logs.contains("HTTP request refused: cross-site"), "{logs}");
     let bad_requests = plain(&logs)
         .lines()
         .filter(|l| l.contains("console action refused: bad request"))

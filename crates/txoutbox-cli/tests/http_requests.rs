@@ -165,10 +165,7 @@ fn no_generated_request_panics_a_handler_or_goes_unanswered() {
         let status = runtime.block_on(send(&client, &daemon.base, &request));
         prop_assert!(status.is_ok(), "{request:?}: {status:?}");
         let status = status.unwrap_or_default();
-        prop_assert!(
-            status < 500 || status == 503,
-            "{request:?} answered {status}"
-        );
+        prop_assert!(status < 500 || status == 503, "{request:?} answered {status}");
         Ok(())
     });
     let logs = daemon.stop();

@@ -26,8 +26,9 @@ impl Interner {
     pub fn get(&mut self, name: &str) -> Arc<str> {
         if let Some(at) = self.names.iter().position(|n| &**n == name) {
             // Most recent first: the common case, one or two topics, is found at once.
-            self.names[..=at].rotate_right(1);
-            return self.names[0].clone();
+            let found = self.names.remove(at);
+            self.names.insert(0, Arc::clone(&found));
+            return found;
         }
         let shared: Arc<str> = Arc::from(name);
         if self.names.len() == Self::CAPACITY {

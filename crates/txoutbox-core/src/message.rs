@@ -65,22 +65,82 @@ pub fn headers_to_json(headers: &[(String, String)]) -> Option<String> {
 }
 
 /// Decodes the table's `headers` column. Non-string values (from foreign writers) are kept as
-/// their JSON text; anything that is not a JSON object is an error message for the row.
+/// their JSON text, exactly as written; a name given twice keeps its last value in its first
+/// place; anything that is not a JSON object (or `null`) is an error message for the row.
 pub fn headers_from_json(json: Option<&str>) -> Result<Vec<(String, String)>, String> {
     let Some(json) = json else {
         return Ok(Vec::new());
     };
-    match serde_json::from_str::<serde_json::Value>(json) {
-        Ok(serde_json::Value::Object(map)) => Ok(map
-            .into_iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => (k, s),
-                other => (k, other.to_string()),
-            })
-            .collect()),
-        Ok(serde_json::Value::Null) => Ok(Vec::new()),
-        Ok(_) => Err("the headers column must hold a JSON object of strings".to_owned()),
-        Err(e) => Err(format!("the headers column is not valid JSON: {e}")),
+    match serde_json::from_str::<HeadersJson<'_>>(json) {
+        Ok(HeadersJson::Null) => Ok(Vec::new()),
+        Ok(HeadersJson::Object(members)) => {
+            let mut headers = indexmap::IndexMap::with_capacity(members.len());
+            for (name, value) in members {
+                let text = if value.get().starts_with('"') {
+                    serde_json::from_str::<String>(value.get())
+                        .map_err(|e| format!("is not valid JSON: {e}"))?
+                } else {
+                    value.get().to_owned()
+                };
+                headers.insert(name, text);
+            }
+            Ok(headers.into_iter().collect())
+        }
+        Ok(HeadersJson::Other(raw)) => Err(format!(
+            "must hold a JSON object of strings, not {}",
+            match raw.get().as_bytes().first() {
+                Some(b'[') => "an array",
+                Some(b'"') => "a string",
+                Some(b't' | b'f') => "a boolean",
+                _ => "a number",
+            }
+        )),
+        Err(e) => Err(format!("is not valid JSON: {e}")),
+    }
+}
+
+/// The `headers` column's JSON, its members' values as written.
+enum HeadersJson<'a> {
+    Null,
+    Object(Vec<(String, &'a serde_json::value::RawValue)>),
+    Other(&'a serde_json::value::RawValue),
+}
+
+impl<'de> serde::Deserialize<'de> for HeadersJson<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&serde_json::value::RawValue>::deserialize(deserializer)?;
+        match raw.get().as_bytes().first() {
+            Some(b'n') => Ok(Self::Null),
+            Some(b'{') => {
+                let members: Members<'de> =
+                    serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+                Ok(Self::Object(members.0))
+            }
+            _ => Ok(Self::Other(raw)),
+        }
+    }
+}
+
+/// An object's members in order, values unparsed.
+struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(member) = map.next_entry::<String, &'de serde_json::value::RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }
 
@@ -192,7 +252,23 @@ mod tests {
             headers_from_json(Some(r#"{"n": 5}"#)).unwrap(),
             vec![("n".to_owned(), "5".to_owned())]
         );
-        assert!(headers_from_json(Some("[1]")).is_err());
-        assert!(headers_from_json(Some("{")).is_err());
+        assert!(headers_from_json(Some("[1]")).unwrap_err().contains("an array"));
+        assert!(
+            headers_from_json(Some("{"))
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        // Values that are not strings as written (no float rounding), a repeated name's last
+        // value in its first place, escapes of strings decoded.
+        assert_eq!(
+            headers_from_json(Some(
+                r#"{"f": 1.9536196326595886e+281, "a": "x", "o": {"b": [1, 2]}, "f": 1.50, "e": "\u00e9\n"}"#
+            ))
+            .unwrap(),
+            [("f", "1.50"), ("a", "x"), ("o", r#"{"b": [1, 2]}"#), ("e", "é\n")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert!(headers_from_json(Some("null")).unwrap().is_empty());
+        assert!(headers_from_json(Some(" 5 ")).unwrap_err().contains("a number"));
     }
 }

@@ -91,7 +91,7 @@ impl RetryPolicy {
         } else {
             capped
         };
-        Some(Duration::from_secs_f64(jittered))
+        Some(Duration::try_from_secs_f64(jittered).unwrap_or(self.max_backoff))
     }
 }
 

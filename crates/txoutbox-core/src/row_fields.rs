@@ -41,7 +41,7 @@ impl RowFields<'_> {
     pub fn into_message(self, topics: &mut Interner) -> OutboxMessage {
         let (headers, malformed) = match headers_from_json(self.headers) {
             Ok(headers) => (headers.into(), None),
-            Err(reason) => (Arc::default(), Some(reason)),
+            Err(reason) => (Arc::default(), Some(UnfitColumn::new("headers", reason).reason())),
         };
         OutboxMessage {
             id: self.id,
@@ -138,7 +138,11 @@ mod tests {
         assert!(m.malformed.is_none());
         let bad = fields(Some("[1]")).into_message(&mut topics);
         assert!(bad.headers.is_empty());
-        assert!(bad.malformed.unwrap().contains("JSON object"));
+        let reason = bad.malformed.unwrap();
+        assert!(
+            reason.contains("column `headers`") && reason.contains("JSON object"),
+            "{reason}"
+        );
         assert!(Arc::ptr_eq(&m.topic, &bad.topic), "topics are shared");
     }
 

@@ -19,7 +19,10 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
 )];
 
 /// The newest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+pub(crate) const LATEST_VERSION: i32 = match MIGRATIONS.last() {
+    Some(last) => last.0,
+    None => 0,
+};
 
 /// The named lock that serializes txoutbox migrators on one server.
 const MIGRATE_LOCK: &str = "txoutbox migrate";

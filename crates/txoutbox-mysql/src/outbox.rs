@@ -264,12 +264,12 @@ fn split<'a, 'm>(rows: &'a [Row<'m>], budget: usize) -> Result<Vec<&'a [Row<'m>]
             ));
         }
         if i > start && (bytes + size > budget || i - start >= MAX_ROWS_PER_INSERT) {
-            chunks.push(&rows[start..i]);
+            chunks.extend(rows.get(start..i));
             (start, bytes) = (i, 0);
         }
         bytes += size;
     }
-    chunks.push(&rows[start..]);
+    chunks.extend(rows.get(start..));
     Ok(chunks)
 }
 

@@ -81,11 +81,13 @@ impl RelayLock {
                 holder,
             }));
         }
-        if state.conn.is_none() {
-            state.conn = Some(pool.acquire().await.map_err(db_error)?.detach());
-            state.holder = None;
-        }
-        let conn = state.conn.as_mut().expect("connection set above");
+        let conn = match &mut state.conn {
+            Some(conn) => conn,
+            slot @ None => {
+                state.holder = None;
+                slot.insert(pool.acquire().await.map_err(db_error)?.detach())
+            }
+        };
         let name = match &state.name {
             Some(name) => name.clone(),
             None => {

@@ -319,7 +319,7 @@ impl Store for MySqlStore {
             };
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for i in 0..n {
-                query = query.bind(chunk[i.min(chunk.len() - 1)]);
+                query = query.bind(chunk.get(i).or(chunk.last()).copied().unwrap_or_default());
             }
             query.execute(&self.pool).await.map_err(db_error)?;
         }

@@ -75,7 +75,7 @@ pub fn decode(bytes: &Bytes) -> Result<Envelope, String> {
 /// [`decode`], sharing the topic names of a stream of envelopes through `topics`.
 pub fn decode_with(bytes: &Bytes, topics: &mut Interner) -> Result<Envelope, String> {
     let mut r = Reader { bytes, at: 0 };
-    let version = r.take(1)?[0];
+    let version = r.take(1)?.first().copied().unwrap_or_default();
     if version != ENVELOPE_VERSION {
         return Err(format!(
             "unknown envelope version {version} (this relay reads version {ENVELOPE_VERSION}): upgrade the relay"
@@ -93,7 +93,7 @@ pub fn decode_with(bytes: &Bytes, topics: &mut Interner) -> Result<Envelope, Str
     let headers = match r.field()? {
         Some(json) => {
             let json = std::str::from_utf8(json).map_err(|_| "the headers are not UTF-8".to_owned())?;
-            headers_from_json(Some(json))?
+            headers_from_json(Some(json)).map_err(|e| format!("the headers {e}"))?
         }
         None => Vec::new(),
     };
@@ -128,7 +128,7 @@ impl<'a> Reader<'a> {
                     self.at
                 )
             })?;
-        let out = &self.bytes[self.at..end];
+        let out = self.bytes.get(self.at..end).unwrap_or_default();
         self.at = end;
         Ok(out)
     }

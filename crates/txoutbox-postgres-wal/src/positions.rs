@@ -232,7 +232,10 @@ impl Skip {
             return Covered::All;
         }
         match self.partial.binary_search_by_key(&end, |(at, _)| *at) {
-            Ok(at) => Covered::Some(self.partial[at].1.clone()),
+            Ok(at) => self
+                .partial
+                .get(at)
+                .map_or(Covered::Nothing, |(_, runs)| Covered::Some(runs.clone())),
             Err(_) => Covered::Nothing,
         }
     }

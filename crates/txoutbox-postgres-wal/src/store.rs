@@ -178,7 +178,7 @@ impl State {
             let extra = {
                 let from = delivered.partition_point(|&d| d < tx.first_id);
                 let to = delivered.partition_point(|&d| d < end);
-                &delivered[from..to]
+                delivered.get(from..to).unwrap_or_default()
             };
             let covered = if tx.outstanding == 0 {
                 Covered::All
@@ -739,21 +739,9 @@ fn lost_slot(config: &WalConfig, detail: &str) -> String {
 
 /// Decodes `%XX` escapes of a URL part.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Streams the slot until aborted, reconnecting after transient failures.

@@ -31,7 +31,10 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// The newest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+pub(crate) const LATEST_VERSION: i32 = match MIGRATIONS.last() {
+    Some(last) => last.0,
+    None => 0,
+};
 
 /// Creates or upgrades the outbox table; safe to run concurrently from many processes.
 pub(crate) async fn migrate(pool: &PgPool, sql: &Statements) -> Result<()> {

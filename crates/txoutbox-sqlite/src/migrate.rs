@@ -14,7 +14,10 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
 )];
 
 /// The newest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+pub(crate) const LATEST_VERSION: i32 = match MIGRATIONS.last() {
+    Some(last) => last.0,
+    None => 0,
+};
 
 /// Creates or upgrades the outbox table. Switches the database to WAL journaling, so the
 /// application's writers and the relay's readers do not block each other.

@@ -161,11 +161,11 @@ impl SqliteOutbox {
 
 /// Lower-case hex, which SQLite's `unhex()` decodes inside the insert.
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+        out.push(digit(b >> 4));
+        out.push(digit(b & 0xf));
     }
     out
 }

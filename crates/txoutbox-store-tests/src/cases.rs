@@ -831,7 +831,7 @@ pub async fn foreign_row_with_topic_and_payload_gets_defaults<H: Harness>() {
 
 /// A foreign row with a key and headers (a JSON object, values of any JSON type) is read as given,
 /// headers in the order of the object's members; non-string header values come back as their
-/// JSON text, and JSON `null` means no headers.
+/// JSON text as written, and JSON `null` means no headers.
 pub async fn foreign_row_with_key_and_headers_is_read_as_given<H: Harness>() {
     let h = migrated::<H>().await;
     let store = h.store();
@@ -859,7 +859,7 @@ pub async fn foreign_row_with_key_and_headers_is_read_as_given<H: Harness>() {
         ("trace", "abc-123"),
         ("n", "5"),
         ("ok", "true"),
-        ("nested", r#"{"a":[1]}"#),
+        ("nested", r#"{"a": [1]}"#),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -83,6 +83,32 @@ pub async fn create_topics_on(bootstrap: &str, names: &[&str], partitions: i32, 
     }
 }
 
+/// Creates the topics that do not exist yet (with `partitions` partitions each); existing ones
+/// are kept as they are.
+pub async fn create_topics_if_missing(names: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topics");
+    for r in results {
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, e)) => panic!("cannot create topic {topic}: {e}"),
+        }
+    }
+}
+
 /// A fresh topic name with the given prefix, created with `partitions` partitions.
 pub async fn new_topic(prefix: &str, partitions: i32) -> String {
     new_topic_on(&bootstrap(), prefix, partitions, &[]).await

@@ -69,7 +69,11 @@ async fn a_poison_message_is_dead_lettered_and_holds_back_only_its_own_key() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!((status.as_str(), attempts), ("dead", 1), "dead at its first attempt");
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("dead", 1),
+        "dead at its first attempt"
+    );
     assert!(
         error.contains("message.max.bytes"),
         "the error says what to do: {error}"

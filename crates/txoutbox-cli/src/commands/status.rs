@@ -182,15 +182,27 @@ fn print_human(status: &Status, now: DateTime<Utc>) {
     match &status.relay {
         None => println!("relay: none answers at {}", status.relay_url),
         Some(relay) => {
-            let rate = relay["publish_rate_per_second"].as_f64().unwrap_or(0.0);
-            let healthy = relay["health"]["healthy"].as_bool().unwrap_or(false);
+            let rate = relay
+                .get("publish_rate_per_second")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0);
+            let healthy = relay
+                .pointer("/health/healthy")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false);
             println!(
                 "relay at {}: publishing {rate:.0} msg/s over the last minute, {} published since it started; {}",
                 status.relay_url,
-                relay["published_total"].as_u64().unwrap_or(0),
+                relay
+                    .get("published_total")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0),
                 if healthy { "healthy" } else { "UNHEALTHY" }
             );
-            if let Some(reasons) = relay["health"]["reasons"].as_array() {
+            if let Some(reasons) = relay
+                .pointer("/health/reasons")
+                .and_then(serde_json::Value::as_array)
+            {
                 for reason in reasons {
                     println!("  - {}", reason.as_str().unwrap_or_default());
                 }

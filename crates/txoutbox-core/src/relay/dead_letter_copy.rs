@@ -91,22 +91,29 @@ pub(crate) async fn send<K: Sink>(
         .map(|(i, _)| i)
         .collect();
     if !refused.is_empty() {
-        let stripped: Arc<[OutboxMessage]> = refused
+        let again: Vec<(usize, &(&OutboxMessage, &Failure))> = refused
             .iter()
-            .map(|&i| copy(dying[i].0, dying[i].1, topic, row_ids, false, allowed))
+            .filter_map(|&i| dying.get(i).map(|d| (i, d)))
+            .collect();
+        let stripped: Arc<[OutboxMessage]> = again
+            .iter()
+            .map(|(_, (row, f))| copy(row, f, topic, row_ids, false, allowed))
             .collect();
         let retried = sink.send_batch(stripped).await.wait().await;
-        for (&i, outcome) in refused.iter().zip(retried) {
-            let first = std::mem::replace(&mut outcomes[i], Ok(()));
+        for ((i, (row, _)), outcome) in again.into_iter().zip(retried) {
+            let Some(slot) = outcomes.get_mut(i) else {
+                continue;
+            };
+            let first = std::mem::replace(slot, Ok(()));
             match outcome {
                 Ok(()) => {
-                    warn!(id = dying[i].0.id, error = %first.err().map(|e| e.to_string()).unwrap_or_default(),
+                    warn!(id = row.id, error = %first.err().map(|e| e.to_string()).unwrap_or_default(),
                         "the dead-letter topic refused the message; its copy was sent without the payload")
                 }
-                Err(e) if e.is_transient() => outcomes[i] = Err(e),
+                Err(e) if e.is_transient() => *slot = Err(e),
                 Err(e) => {
-                    crate::metrics::record_dead_letter_copy_failed(&dying[i].0.topic);
-                    error!(id = dying[i].0.id, error = %e,
+                    crate::metrics::record_dead_letter_copy_failed(&row.topic);
+                    error!(id = row.id, error = %e,
                         "the dead-letter topic refused the message's copy even without its payload; the message is dead in the table only")
                 }
             }

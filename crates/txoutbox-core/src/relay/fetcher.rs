@@ -58,6 +58,11 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
     let config = &shared.config;
     // Rows larger than the sink takes are read without their contents.
     let message_bytes = shared.sink.max_message_bytes().unwrap_or(usize::MAX);
+    // The relay never schedules a retry further ahead than this: a later `next_attempt_at` is a
+    // writer's, and would hold the row and its key back for as long.
+    let retry_horizon = chrono::TimeDelta::from_std(config.retry.max_backoff.saturating_mul(2))
+        .unwrap_or(chrono::TimeDelta::MAX)
+        .max(chrono::TimeDelta::days(1));
     let mut db_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     // Where reading goes on from; `None` reads from the start (at start, after failures, when a
     // held key is released, and at least once per poll interval as a safety net).
@@ -201,6 +206,8 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 continue;
             }
         };
+        let mut rows = rows;
+        refuse_far_retries(&mut rows, retry_horizon);
         let fresh = rows.iter().filter(|r| cursor.is_none_or(|c| r.id > c)).count();
         // A read cut by its byte budget has more behind it too. (The store counts a little more
         // per row than `size`, e.g. the headers' JSON: half the budget is the safe side.)
@@ -287,6 +294,31 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         }
         // Look again at once: a burst may have more rows than one batch.
         idle = false;
+    }
+}
+
+/// Marks the rows whose `next_attempt_at` lies further ahead than the relay ever schedules a
+/// retry (a foreign writer set it): they go to the sink now, which refuses them, and are
+/// dead-lettered with the reason instead of holding their key back for months.
+fn refuse_far_retries(rows: &mut [OutboxMessage], horizon: chrono::TimeDelta) {
+    let Some(latest) = Utc::now().checked_add_signed(horizon) else {
+        return;
+    };
+    for row in rows.iter_mut().filter(|row| row.malformed.is_none()) {
+        if let Some(at) = row.next_attempt_at.filter(|at| *at > latest) {
+            row.malformed = Some(
+                crate::UnfitColumn::new(
+                    "next_attempt_at",
+                    format!(
+                        "({}) lies further ahead than the relay schedules any retry: writers must leave it \
+                     NULL",
+                        at.to_rfc3339()
+                    ),
+                )
+                .reason(),
+            );
+            row.next_attempt_at = None;
+        }
     }
 }
 

@@ -95,22 +95,20 @@ async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Opt
     if rows.is_empty() {
         return None;
     }
-    debug!(rows = rows.len(), first_id = rows[0].id, "sending batch");
+    let first_id = rows.first().map(|row| row.id);
+    debug!(rows = rows.len(), first_id, "sending batch");
     crate::metrics::record_batch(rows.len());
     let delivery = shared
         .sink
         .send_batch(Arc::clone(&rows))
-        .instrument(debug_span!(
-            "txoutbox.send",
-            rows = rows.len(),
-            first_id = rows[0].id
-        ))
+        .instrument(debug_span!("txoutbox.send", rows = rows.len(), first_id))
         .await;
     // Rows refused on the spot (e.g. too large) hold their key before the next batch goes out;
     // the completer replaces the hold with the row's retry time.
     for index in delivery.permanent_failures_so_far() {
-        let row = &rows[index];
-        if let Some(key) = &row.key {
+        if let Some(row) = rows.get(index)
+            && let Some(key) = &row.key
+        {
             shared.hold(
                 super::select::held_key(&row.topic, key),
                 Utc::now() + TimeDelta::days(1),

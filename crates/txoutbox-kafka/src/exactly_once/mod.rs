@@ -202,6 +202,20 @@ struct State {
     fenced: Option<String>,
 }
 
+impl State {
+    /// The producer of `lane` (lanes are below [`LANES`]), if it runs.
+    fn producer(&self, lane: usize) -> Option<Arc<ThreadedProducer<SinkContext>>> {
+        self.producers.get(lane).cloned().flatten()
+    }
+
+    /// Sets (or drops, with `None`) the producer of `lane`.
+    fn set_producer(&mut self, lane: usize, producer: Option<Arc<ThreadedProducer<SinkContext>>>) {
+        if let Some(slot) = self.producers.get_mut(lane) {
+            *slot = producer;
+        }
+    }
+}
+
 struct Inner {
     config: KafkaConfig,
     settings: ExactlyOnceSettings,
@@ -475,7 +489,7 @@ impl ExactlyOnceSink {
         let Some(open) = state.open.take() else {
             return;
         };
-        let Some(producer) = state.producers[open.lane].clone() else {
+        let Some(producer) = state.producer(open.lane) else {
             self.fail_all(&open, &SinkError::transient("the Kafka producer is gone"));
             return;
         };
@@ -544,7 +558,7 @@ impl ExactlyOnceSink {
             Err(error) => self.failed_commit(state, &open, error).await,
         };
         if !committed && let Some(later) = state.open.take() {
-            match state.producers[later.lane].clone() {
+            match state.producer(later.lane) {
                 Some(producer) => self.abort(state, &producer, &later, None).await,
                 None => self.fail_all(
                     &later,
@@ -561,7 +575,7 @@ impl ExactlyOnceSink {
     /// A commit that failed: abort when Kafka says so, otherwise learn the outcome. Returns
     /// whether the transaction committed after all.
     async fn failed_commit(&self, state: &mut State, open: &Open, error: KafkaError) -> bool {
-        let producer = state.producers[open.lane].clone();
+        let producer = state.producer(open.lane);
         match (error, producer) {
             (KafkaError::Transaction(e), Some(producer)) if e.txn_requires_abort() => {
                 tracing::warn!(error = %e, "the Kafka transaction must be aborted; its messages are sent again");
@@ -605,7 +619,7 @@ impl ExactlyOnceSink {
         if !ok {
             // An abort that failed leaves the producer unusable: start afresh next time.
             tracing::warn!("could not abort the Kafka transaction; the producer is recreated");
-            state.producers[open.lane] = None;
+            state.set_producer(open.lane, None);
         }
     }
 
@@ -617,10 +631,8 @@ impl ExactlyOnceSink {
             self.fail_all(open, &fenced_error(reason));
             return false;
         }
-        let fatal = state.producers[open.lane]
-            .as_deref()
-            .and_then(fenced_by_successor);
-        state.producers[open.lane] = None;
+        let fatal = state.producer(open.lane).as_deref().and_then(fenced_by_successor);
+        state.set_producer(open.lane, None);
         if is_fenced(&error) || fatal.is_some() {
             self.fence(state, open, &fatal.unwrap_or_else(|| error.to_string()));
             return false;
@@ -646,7 +658,7 @@ impl ExactlyOnceSink {
                 }
             }
         };
-        state.producers[open.lane] = Some(producer);
+        state.set_producer(open.lane, Some(producer));
         if last.is_some_and(|p| p.txn == open.txn) {
             metrics::counter!("txoutbox_transactions_total", "outcome" => "committed").increment(1);
             self.unmarked().extend(open.ids());
@@ -668,11 +680,11 @@ impl ExactlyOnceSink {
         state: &mut State,
         lane: usize,
     ) -> Result<Arc<ThreadedProducer<SinkContext>>> {
-        if let Some(producer) = &state.producers[lane] {
+        if let Some(producer) = &state.producer(lane) {
             return Ok(Arc::clone(producer));
         }
         let producer = self.start_producer(lane).await?;
-        state.producers[lane] = Some(Arc::clone(&producer));
+        state.set_producer(lane, Some(Arc::clone(&producer)));
         Ok(producer)
     }
 
@@ -827,7 +839,7 @@ impl Sink for ExactlyOnceSink {
                         return engine.delivery();
                     }
                     tracing::warn!(error = %message, "could not begin a Kafka transaction; the producer is recreated");
-                    state.producers[lane] = None;
+                    state.set_producer(lane, None);
                     self.spoil();
                     let error =
                         SinkError::transient(format!("could not begin a Kafka transaction: {message}"));
@@ -896,7 +908,7 @@ impl Sink for ExactlyOnceSink {
         let mut state = self.inner.state.lock().await;
         for lane in 0..LANES {
             let producer = self.start_producer(lane).await?;
-            state.producers[lane] = Some(producer);
+            state.set_producer(lane, Some(producer));
         }
         let last = self.read_progress().await?;
         drop(state);

@@ -59,20 +59,25 @@ mod id_runs {
         sorted.sort_unstable();
         sorted.dedup();
         let mut items: Vec<Item> = Vec::new();
-        let mut at = 0;
-        while at < sorted.len() {
-            let first = sorted[at];
-            let mut last = first;
-            while at + 1 < sorted.len() && sorted[at + 1] == last + 1 {
-                at += 1;
-                last = sorted[at];
+        for id in sorted {
+            let follows = |last: i64| last.checked_add(1) == Some(id);
+            let extended = match items.last_mut() {
+                Some(Item::Run(_, last)) if follows(*last) => {
+                    *last = id;
+                    true
+                }
+                Some(item) => match *item {
+                    Item::One(first) if follows(first) => {
+                        *item = Item::Run(first, id);
+                        true
+                    }
+                    _ => false,
+                },
+                None => false,
+            };
+            if !extended {
+                items.push(Item::One(id));
             }
-            items.push(if first == last {
-                Item::One(first)
-            } else {
-                Item::Run(first, last)
-            });
-            at += 1;
         }
         items.serialize(serializer)
     }
