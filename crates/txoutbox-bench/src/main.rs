@@ -11,6 +11,7 @@ mod common;
 mod console;
 mod enqueue;
 mod latency;
+mod memory;
 mod throughput;
 
 use std::path::PathBuf;
@@ -41,6 +42,15 @@ struct Cli {
     /// Console: page loads timed per page (after the first, cold one).
     #[arg(long, global = true, default_value_t = 20)]
     console_loads: usize,
+    /// Memory: rows with large payloads.
+    #[arg(long, global = true, default_value_t = 20)]
+    memory_rows: u64,
+    /// Memory: the payload of each, in MiB.
+    #[arg(long, global = true, default_value_t = 50)]
+    memory_payload_mib: usize,
+    /// Memory: the size of the one WAL transaction, in GiB (0: skip it).
+    #[arg(long, global = true, default_value_t = 3.0)]
+    memory_wal_gib: f64,
     /// Also write the results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -93,7 +103,10 @@ enum Scenario {
     /// Web console page load (overview, dead letters) in headless Chromium with a large pending
     /// backlog (PostgreSQL; needs the `txoutbox` release binary beside this one; not part of `all`).
     Console,
-    /// Every scenario but `backlog` and `console`, one after the other.
+    /// Peak memory of the daemon with 50 MB payloads and one WAL transaction of several GB
+    /// (PostgreSQL; needs the `txoutbox` release binary beside this one; not part of `all`).
+    Memory,
+    /// Every scenario but `backlog`, `console` and `memory`, one after the other.
     All,
 }
 
@@ -105,6 +118,7 @@ struct Results {
     latency: Option<latency::LatencyResult>,
     backlog: Option<backlog::BacklogResult>,
     console: Option<console::ConsoleResult>,
+    memory: Option<memory::MemoryResult>,
 }
 
 fn machine() -> serde_json::Value {
@@ -163,6 +177,10 @@ async fn main() -> anyhow::Result<()> {
     if cli.scenario == Scenario::Backlog {
         results.backlog =
             Some(backlog::run(cli.backlog_small, cli.backlog_large, cli.batch_sizes[0], 30).await);
+    }
+    if cli.scenario == Scenario::Memory {
+        results.memory =
+            Some(memory::run(cli.memory_rows, cli.memory_payload_mib, cli.memory_wal_gib).await?);
     }
     if cli.scenario == Scenario::Console {
         results.console = Some(console::run(cli.console_pending, cli.console_dead, cli.console_loads).await?);
@@ -243,9 +261,26 @@ fn print_console(c: &console::ConsoleResult) {
     println!("target: page load < 200 ms with 1 million pending rows");
 }
 
+fn print_memory(m: &memory::MemoryResult) {
+    println!("\n== memory: the daemon's peak resident set (VmHWM) ==");
+    println!(
+        "{:<72} {:>9} {:>11} {:>10} {:>8}",
+        "case", "messages", "payload MiB", "peak MiB", "seconds"
+    );
+    for c in &m.cases {
+        println!(
+            "{:<72} {:>9} {:>11.0} {:>10.0} {:>8.1}",
+            c.case, c.messages, c.payload_mib, c.peak_rss_mib, c.seconds
+        );
+    }
+}
+
 fn print_tables(r: &Results) {
     if let Some(b) = &r.backlog {
         print_backlog(b);
+    }
+    if let Some(m) = &r.memory {
+        print_memory(m);
     }
     if let Some(c) = &r.console {
         print_console(c);

@@ -41,6 +41,10 @@ pub struct GlobalArgs {
     /// WAL mode: the logical-message prefix writers use. Default: txoutbox.
     #[arg(long, env = "TXOUTBOX_WAL_PREFIX", global = true)]
     pub wal_prefix: Option<String>,
+    /// WAL mode: bytes of decoded messages the relay holds before it pauses the stream, e.g.
+    /// 256MB (the default); a larger transaction streams through it.
+    #[arg(long, env = "TXOUTBOX_WAL_MAX_BUFFERED_BYTES", value_parser = parse_bytes, global = true)]
+    pub wal_max_buffered_bytes: Option<u64>,
     /// Log format on stderr. Levels come from RUST_LOG (default: info).
     #[arg(long, env = "TXOUTBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -116,6 +120,13 @@ pub struct RelayArgs {
     /// transactions' worth: 40,000).
     #[arg(long, env = "TXOUTBOX_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Bytes (topics, keys, payloads, headers) one read of pending rows brings at most, e.g.
+    /// 16MB (the default); a larger row is read alone.
+    #[arg(long, env = "TXOUTBOX_MAX_BATCH_BYTES", value_parser = parse_bytes)]
+    pub max_batch_bytes: Option<u64>,
+    /// Bytes of messages sent but not yet completed, at most, e.g. 64MB (the default).
+    #[arg(long, env = "TXOUTBOX_MAX_IN_FLIGHT_BYTES", value_parser = parse_bytes)]
+    pub max_in_flight_bytes: Option<u64>,
     /// How long an idle relay waits before looking again, e.g. 500ms or 2s.
     #[arg(long, env = "TXOUTBOX_POLL_INTERVAL", value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,

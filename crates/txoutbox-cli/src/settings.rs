@@ -51,6 +51,8 @@ pub struct FileConfig {
 struct FileWal {
     slot: Option<String>,
     prefix: Option<String>,
+    #[serde(default, with = "bytes_opt")]
+    max_buffered_bytes: Option<u64>,
     #[serde(default, with = "humantime_serde_opt")]
     takeover_timeout: Option<Duration>,
 }
@@ -61,6 +63,10 @@ struct FileRelay {
     source: Option<SourceArg>,
     batch_size: Option<usize>,
     max_in_flight: Option<usize>,
+    #[serde(default, with = "bytes_opt")]
+    max_batch_bytes: Option<u64>,
+    #[serde(default, with = "bytes_opt")]
+    max_in_flight_bytes: Option<u64>,
     #[serde(default, with = "humantime_serde_opt")]
     poll_interval: Option<Duration>,
     completion: Option<CompletionArg>,
@@ -283,6 +289,8 @@ fn source(global: &GlobalArgs, file: &FileConfig, table: &TableName, url: &str) 
         || global.wal_prefix.is_some()
         || file.wal.slot.is_some()
         || file.wal.prefix.is_some()
+        || global.wal_max_buffered_bytes.is_some()
+        || file.wal.max_buffered_bytes.is_some()
         || file.wal.takeover_timeout.is_some();
     match global.source.or(file.relay.source).unwrap_or(SourceArg::Table) {
         SourceArg::Table if wal_options => Err(CliError::usage(
@@ -307,6 +315,9 @@ fn source(global: &GlobalArgs, file: &FileConfig, table: &TableName, url: &str) 
             }
             if let Some(timeout) = file.wal.takeover_timeout {
                 config = config.with_takeover_timeout(timeout);
+            }
+            if let Some(bytes) = global.wal_max_buffered_bytes.or(file.wal.max_buffered_bytes) {
+                config = config.with_max_buffered_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
             }
             config
                 .validate()
@@ -364,6 +375,20 @@ pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<Rel
             args.max_in_flight
                 .or(file.relay.max_in_flight)
                 .unwrap_or(defaults.max_in_flight),
+        )
+        .with_max_batch_bytes(
+            args.max_batch_bytes
+                .or(file.relay.max_batch_bytes)
+                .map_or(defaults.max_batch_bytes, |b| {
+                    usize::try_from(b).unwrap_or(usize::MAX)
+                }),
+        )
+        .with_max_in_flight_bytes(
+            args.max_in_flight_bytes
+                .or(file.relay.max_in_flight_bytes)
+                .map_or(defaults.max_in_flight_bytes, |b| {
+                    usize::try_from(b).unwrap_or(usize::MAX)
+                }),
         )
         .with_poll_interval(
             args.poll_interval
@@ -616,6 +641,7 @@ mod tests {
             source,
             wal_slot: None,
             wal_prefix: None,
+            wal_max_buffered_bytes: None,
             log_format: crate::cli::LogFormat::Text,
         }
     }

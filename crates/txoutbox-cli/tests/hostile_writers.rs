@@ -82,6 +82,7 @@ const WAL: &[Hostile] = &[
     hostile("bytes after the last field", "unreadable WAL envelope"),
     hostile("headers array", "unreadable WAL envelope"),
     hostile("topic with spaces", "topic"),
+    hostile("topic with a NUL", "unreadable WAL envelope"),
     hostile("topic of 600 characters", "topic"),
     hostile("payload of 2 MB", "too large"),
     hostile("topic that does not exist", "UnknownTopic"),
@@ -665,6 +666,7 @@ impl AsyncWrite for WalWriter<'_> {
                         v
                     }
                     "topic with spaces" => envelope("no spaces allowed", "bad", b"x".to_vec()),
+                    "topic with a NUL" => envelope("a\0b", "bad", b"x".to_vec()),
                     "topic of 600 characters" => envelope(&"t".repeat(600), "bad", b"x".to_vec()),
                     "payload of 2 MB" => envelope(good, "bad", vec![b'x'; 2_000_000]),
                     "topic that does not exist" => envelope(&self.topics.missing, "bad", b"x".to_vec()),

@@ -527,6 +527,77 @@ async fn wal_exactly_once_survives_kill_9_and_database_crashes_without_duplicate
     );
 }
 
+/// Exactly-once with a transaction many times larger than the relay's buffer (100,000 messages,
+/// 256 KB of buffer): its messages stream out, in Kafka transactions whose progress names them by
+/// where the WAL transaction's commit will start, before its commit is read. The relay is killed
+/// with `kill -9` twice in the middle of it; a read_committed consumer still reads each message
+/// exactly once, in key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_the_buffer_is_delivered_exactly_once_across_kills() {
+    const MESSAGES: u64 = 100_000;
+    let db = TestSchema::new().await;
+    let wal = Wal::new(
+        txoutbox_testing::postgres::url(),
+        format!("{}.outbox_messages", db.schema),
+    );
+    let topic = new_topic("cli_wal_large", 3).await;
+    let progress = txoutbox_testing::unique("wal-large-progress");
+    ok(&wal.run(&["migrate"]));
+    let eos = [
+        "--delivery",
+        "exactly-once",
+        "--progress-topic",
+        &progress,
+        "--create-progress-topic",
+        "--wal-max-buffered-bytes",
+        "256KB",
+    ];
+    let messages: Vec<NewMessage> = (0..MESSAGES)
+        .map(|seq| message(&topic, &format!("key-{}", seq % 50), seq))
+        .collect();
+    let ids: HashSet<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
+    let mut tx = db.pool.begin().await.unwrap();
+    wal.outbox().publish_messages(&mut *tx, messages).await.unwrap();
+    tx.commit().await.unwrap();
+    let topics = [topic.clone()];
+    for (round, share) in [(0, 5), (1, 2)] {
+        let daemon = wal.daemon(&eos).await;
+        let before = count(&topics).await;
+        let part = eventually(Duration::from_secs(120), || async {
+            count(&topics).await > before + (MESSAGES / share / 4) as i64
+        })
+        .await;
+        assert!(part, "round {round}: nothing relayed: {}", daemon.logs());
+        daemon.kill9();
+    }
+    let daemon = wal.daemon(&eos).await;
+    let all = eventually(Duration::from_secs(180), || async {
+        let records = txoutbox_testing::kafka::read_committed(&topic).await;
+        let seen: HashSet<&str> = records
+            .iter()
+            .filter_map(|r| r.header("txoutbox-message-id"))
+            .collect();
+        ids.iter().all(|id| seen.contains(id.as_str()))
+    })
+    .await;
+    let logs = daemon.stop();
+    assert!(all, "not every message arrived: {logs}");
+    let committed = txoutbox_testing::kafka::read_committed(&topic).await;
+    let read: Vec<&str> = committed
+        .iter()
+        .filter_map(|r| r.header("txoutbox-message-id"))
+        .collect();
+    let distinct: HashSet<&str> = read.iter().copied().collect();
+    let v = verdict(&committed, key_seq);
+    assert_eq!(
+        (read.len(), distinct.len(), v.order_violations),
+        (MESSAGES as usize, MESSAGES as usize, 0),
+        "{v:?}"
+    );
+    let _ = wal.run(&["wal", "drop-slot"]);
+    db.drop_schema().await;
+}
+
 /// Waits for `/health` to answer `code`; returns the last answer.
 async fn eventually_health(daemon: &Daemon, code: u16) -> (u16, String) {
     let _ = eventually(Duration::from_secs(30), || async {

@@ -17,7 +17,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 
 /// How far in the future a record's timestamp may lie: Kafka 4's default
 /// `log.message.timestamp.after.max.ms`. A broker refuses a later one for the whole batch it came
-/// in, so the message is refused here, alone.
+/// in, so the message is refused here, alone (and retried: the clock at fault may be this one).
 const MAX_TIMESTAMP_AHEAD: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// Hands each message of `batch` to `producer` in order; each one's outcome reaches `tracker`
@@ -69,13 +69,18 @@ pub(crate) async fn enqueue(
         };
         let refusal = match refusal {
             Some(refusal) => Some(refusal),
-            None if message.created_at > latest => Some(SinkError::rejected(format!(
-                "the row does not fit the outbox table contract: column `created_at` ({}) lies more \
-                 than an hour in the future, and Kafka refuses such record timestamps (the broker's \
-                 log.message.timestamp.after.max.ms, one hour by default); leave created_at to the \
-                 database",
-                message.created_at.to_rfc3339()
-            ))),
+            // Retried, not rejected: the relay's clock may be the one that is wrong.
+            None if message.created_at > latest => Some(
+                SinkError::permanent(format!(
+                    "the row does not fit the outbox table contract: column `created_at` ({}) lies \
+                     more than an hour ahead of this relay's clock, and Kafka refuses such record \
+                     timestamps (the broker's log.message.timestamp.after.max.ms, one hour by \
+                     default); leave created_at to the database, and check the clocks of the \
+                     database and relay hosts",
+                    message.created_at.to_rfc3339()
+                ))
+                .unsent(),
+            ),
             None => produce(producer, message, index, tracker, &mut stamps).await,
         };
         if let Some(refusal) = refusal {

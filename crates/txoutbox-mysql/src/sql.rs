@@ -9,9 +9,14 @@ use txoutbox_core::TableName;
 const ROW_SIZE: &str = "LENGTH(topic) + COALESCE(LENGTH(`key`), 0) + COALESCE(LENGTH(payload), 0) \
      + COALESCE(LENGTH(headers), 0)";
 
-/// The relay's read of the rows `sizes` selects (`SELECT id, <size> AS size ...`, its own
+/// The lengths of what a row larger than the largest message still brings: its key and topic.
+const KEPT_LENGTHS: &str = "COALESCE(LENGTH(`key`), 0) AS key_len, LENGTH(topic) AS topic_len";
+
+/// The relay's read of the rows `sizes` selects (`SELECT id, <size> AS size, key_len, topic_len ...`, its own
 /// parameters in the middle): in id order while their sizes add up to less than the byte budget
-/// (at least one row); a row larger than the largest message comes back without payload and headers (and without a topic longer than any valid one) and costs nothing against the budget.
+/// (at least one row); a row larger than the largest message comes back without payload and
+/// headers (and without a key over 64 KiB or a topic longer than any valid one), and only what it
+/// brings counts against the budget.
 /// Parameters: the relay lock's name, the largest message (twice), those of `sizes`, the budget.
 /// The columns: the table contract's, in [`txoutbox_core::row_position`] order, `holder` (the connection holding the relay lock when
 /// the rows were read), the row's size, and how many rows the read had before the budget cut it.
@@ -22,12 +27,13 @@ fn budgeted(t: &str, sizes: &str) -> String {
            r.created_at, r.attempts, r.next_attempt_at, r.bucket, \
            CAST(IS_USED_LOCK(?) AS SIGNED) AS holder, CAST(c.size AS SIGNED), CAST(c.candidates AS SIGNED) \
          FROM ( \
-           SELECT s.id, s.size, s.size > ? AS big, \
-             SUM(IF(s.size > ?, 0, s.size)) OVER (ORDER BY s.id) AS upto, \
+           SELECT k.id, k.size, k.big, k.cost, SUM(k.cost) OVER (ORDER BY k.id) AS upto, \
              COUNT(*) OVER () AS candidates \
-           FROM ({sizes}) AS s \
+           FROM (SELECT s.id, s.size, s.size > ? AS big, \
+                   IF(s.size > ?, IF(s.key_len > 65536, 0, s.key_len) + IF(s.topic_len > 255, 0, s.topic_len), s.size) AS cost \
+                 FROM ({sizes}) AS s) AS k \
          ) AS c JOIN {t} AS r ON r.id = c.id \
-         WHERE c.upto - IF(c.big, 0, c.size) < ? \
+         WHERE c.upto - c.cost < ? \
          ORDER BY r.id"
     )
 }
@@ -112,7 +118,7 @@ impl Statements {
             fetch_after: budgeted(
                 &t,
                 &format!(
-                    "SELECT id, {ROW_SIZE} AS size FROM {t} FORCE INDEX ({status_index}) \
+                    "SELECT id, {ROW_SIZE} AS size, {KEPT_LENGTHS} FROM {t} FORCE INDEX ({status_index}) \
                      WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?"
                 ),
             ),
@@ -187,7 +193,7 @@ impl Statements {
         budgeted(
             &self.quoted,
             &format!(
-                "SELECT id, {ROW_SIZE} AS size FROM {} WHERE status = 'pending' AND id IN ({}) ORDER BY id",
+                "SELECT id, {ROW_SIZE} AS size, {KEPT_LENGTHS} FROM {} WHERE status = 'pending' AND id IN ({}) ORDER BY id",
                 self.quoted,
                 placeholders(n)
             ),

@@ -120,16 +120,20 @@ impl MySqlStore {
         self.decode_rows(&rows, held, limit.message_bytes).await
     }
 
-    /// The pending rows among `ids`, within the byte budget of `limit` (per chunk of ids).
+    /// The pending rows among `ids`, within the byte budget of `limit`, and whether the budget
+    /// left some out.
     async fn fetch_ids(
         &self,
         held: &Held,
         ids: &[i64],
         limit: ReadLimit,
-    ) -> Result<Option<Vec<OutboxMessage>>> {
-        let (bytes, message_bytes) = limit.sql_bytes();
-        let mut messages = Vec::with_capacity(ids.len());
+    ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
+        let (mut bytes, message_bytes) = limit.sql_bytes();
+        let mut messages: Vec<OutboxMessage> = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS) {
+            if bytes <= 0 {
+                return Ok(Some((messages, true)));
+            }
             let n = padded_len(chunk.len());
             let sql = self.sql.fetch_ids(n);
             let mut query = sqlx::query(AssertSqlSafe(sql))
@@ -142,16 +146,18 @@ impl MySqlStore {
             let rows = query.bind(bytes).fetch_all(&self.pool).await.map_err(db_error)?;
             match self.decode_rows(&rows, held, limit.message_bytes).await? {
                 Some((mut part, cut)) => {
+                    let read: usize = part.iter().map(OutboxMessage::size).sum();
+                    bytes = bytes.saturating_sub(i64::try_from(read).unwrap_or(i64::MAX));
                     messages.append(&mut part);
                     // Late rows the budget left are found again by the next read.
                     if cut {
-                        break;
+                        return Ok(Some((messages, true)));
                     }
                 }
                 None => return Ok(None),
             }
         }
-        Ok(Some(messages))
+        Ok(Some((messages, false)))
     }
 
     async fn fetch_start(&self, held: &Held, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
@@ -293,17 +299,18 @@ impl Store for MySqlStore {
             returned.retain(|id| *id > after || pending.contains(id));
             below.into_iter().filter(|id| !returned.contains(id)).collect()
         };
-        let mut rows = if late.is_empty() {
-            Vec::new()
+        let (mut rows, late_cut) = if late.is_empty() {
+            (Vec::new(), false)
         } else {
             match self.fetch_ids(&held, &late, limit).await? {
-                Some(rows) => rows,
+                Some(read) => read,
                 None => return Ok(Vec::new()),
             }
         };
         // Late rows first, in id order; the rows above the cursor follow unless the late ones
-        // make ten batches already (then they are read again next time, after the late ones).
-        if rows.len() < limit.rows.saturating_mul(10) {
+        // make ten batches already, or the byte budget left late rows out (they must go before
+        // any later row of their keys): then those above are read again next time.
+        if !late_cut && rows.len() < limit.rows.saturating_mul(10) {
             rows.append(&mut above);
         }
         self.returned().extend(rows.iter().map(|m| m.id));

@@ -87,6 +87,11 @@ pub fn decode_with(bytes: &Bytes, topics: &mut Interner) -> Result<Envelope, Str
     if topic.is_empty() {
         return Err("the topic is empty".into());
     }
+    // No Kafka topic has one, and PostgreSQL's text (the dead-letter table's topic) cannot hold
+    // a NUL: such a topic would stop the relay when it is dead-lettered.
+    if topic.chars().any(char::is_control) {
+        return Err(format!("the topic {topic:?} holds a control character"));
+    }
     let topic = topics.get(topic);
     let key = r.field()?.map(|field| bytes.slice_ref(field));
     let payload = r.field()?.map(|field| bytes.slice_ref(field));
@@ -207,5 +212,8 @@ mod tests {
         long.push(0);
         assert!(decode(&long).unwrap_err().contains("after the last field"));
         assert!(decode(&[]).unwrap_err().contains("truncated"));
+        let mut nul = message();
+        nul.topic = "a\0b".into();
+        assert!(decode(&encode(&nul)).unwrap_err().contains("control character"));
     }
 }

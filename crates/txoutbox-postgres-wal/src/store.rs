@@ -80,9 +80,6 @@ struct Shared {
     status: watch::Sender<StreamStatus>,
     /// The cluster's system identifier, read by `check` (exactly-once progress records it).
     system: std::sync::OnceLock<String>,
-    /// The largest message the relay's sink takes (learned from its reads): a larger one is
-    /// kept without its contents as soon as it is decoded.
-    message_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -101,14 +98,21 @@ enum StreamStatus {
     Failed(String),
 }
 
-/// A committed transaction whose messages are not all completed yet.
+/// A transaction whose messages are not all completed yet: committed, or being streamed (its
+/// commit not read yet) because it is larger than the buffer should hold at once.
 #[derive(Debug)]
 struct Tx {
     first_id: i64,
     /// Its messages (ids `first_id..first_id + len`, in the order the transaction wrote them).
     len: usize,
     outstanding: usize,
-    end_lsn: Lsn,
+    /// Where its commit record starts (announced when it begins): its name in exactly-once
+    /// progress and in the ids of its unreadable messages, the same on every replay.
+    start: Lsn,
+    /// Where its commit record ends; `None` while it streams (the slot never moves past it then).
+    end_lsn: Option<Lsn>,
+    /// While it streams: which of its messages an exactly-once progress says Kafka holds already.
+    covered: Covered,
 }
 
 #[derive(Debug, Default)]
@@ -128,14 +132,21 @@ struct State {
     /// the watermark passes it (a database crash may replay the slot from below this session's
     /// start).
     resumed: Option<Skip>,
+    /// The relay has begun reading (after any exactly-once resume): a large transaction may
+    /// stream from now on.
+    reading: bool,
 }
 
 impl State {
     /// Confirms every leading transaction with nothing outstanding; returns the new position.
     fn advance(&mut self) -> Option<Lsn> {
         let mut to = None;
-        while self.txs.front().is_some_and(|t| t.outstanding == 0) {
-            to = self.txs.pop_front().map(|t| t.end_lsn);
+        while self
+            .txs
+            .front()
+            .is_some_and(|t| t.outstanding == 0 && t.end_lsn.is_some())
+        {
+            to = self.txs.pop_front().and_then(|t| t.end_lsn);
         }
         let to = to.filter(|&l| l > self.confirmed)?;
         self.confirmed = to;
@@ -149,8 +160,12 @@ impl State {
     /// of them before it recovered), and keeps it for those still to come.
     fn resume(&mut self, mut skip: Skip) {
         let mut dropped = Vec::new();
-        for tx in &self.txs {
-            match skip.covered(tx.end_lsn) {
+        for tx in &mut self.txs {
+            let covered = skip.covered(tx.start, tx.end_lsn).unwrap_or(Covered::Nothing);
+            if tx.end_lsn.is_none() {
+                tx.covered = covered.clone();
+            }
+            match covered {
                 Covered::Nothing => {}
                 Covered::All => dropped.extend(tx.ids()),
                 Covered::Some(runs) => dropped.extend(
@@ -203,7 +218,12 @@ impl State {
                     ))
                 }
             };
-            builder.push(tx.end_lsn, covered);
+            // A streaming transaction may have more messages: never all done.
+            let covered = match (covered, tx.end_lsn) {
+                (Covered::All, None) => Covered::Some(runs(0..u32::try_from(tx.len).unwrap_or(u32::MAX))),
+                (covered, _) => covered,
+            };
+            builder.push(tx.start, tx.end_lsn, covered);
         }
         builder.finish(self.resumed.as_ref())
     }
@@ -235,12 +255,16 @@ fn first_session_id() -> i64 {
     nanos.clamp(1, i64::MAX / 2)
 }
 
-/// A UUID (version 8, custom) for the message at `index` of the transaction committed at `end`:
-/// the id of a message whose envelope could not be read, stable across replays.
-fn position_id(end: Lsn, index: u32) -> Uuid {
+/// A UUID (version 8, custom) for the message at `index` of the transaction whose commit starts
+/// at `start`: the id of a message whose envelope could not be read, stable across replays.
+fn position_id(start: Lsn, index: u32) -> Uuid {
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&end.0.to_be_bytes());
-    bytes[8..12].copy_from_slice(&index.to_be_bytes());
+    for (to, from) in bytes
+        .iter_mut()
+        .zip(start.0.to_be_bytes().into_iter().chain(index.to_be_bytes()))
+    {
+        *to = from;
+    }
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
@@ -390,7 +414,6 @@ impl PgWalStore {
             received: watch::Sender::new(Lsn::ZERO),
             status: watch::Sender::new(StreamStatus::Idle),
             system: std::sync::OnceLock::new(),
-            message_bytes: std::sync::atomic::AtomicUsize::new(usize::MAX),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -845,49 +868,41 @@ fn ssl_mode_name(mode: SslMode) -> &'static str {
 }
 
 /// A transaction being decoded.
-struct Building {
-    commit_time: DateTime<Utc>,
-    messages: Vec<Decoded>,
+enum Building {
+    /// Its messages are gathered until its commit is read (the usual case).
+    Gathering {
+        start: Lsn,
+        commit_time: DateTime<Utc>,
+        messages: Vec<Decoded>,
+        bytes: usize,
+    },
+    /// Too large to gather: its messages go to the buffer as they come (the last `Tx`, open).
+    /// `index` counts its messages so far; the first `taken` were taken before a reconnect.
+    Streaming {
+        start: Lsn,
+        commit_time: DateTime<Utc>,
+        index: u32,
+        taken: usize,
+    },
+    /// Taken whole before a reconnect: its replay is ignored.
+    Replayed,
 }
 
-/// One outbox message of a transaction being decoded.
+/// One outbox message of a transaction being decoded. A message larger than the sink takes is
+/// kept whole here (its dead letter keeps its payload, so it can be replayed once the limit is
+/// raised): the buffer counts its bytes, and the relay's reads return it without its contents.
 enum Decoded {
     /// Ready to send.
     Envelope(envelope::Envelope),
-    /// Larger than the sink takes (`size` bytes): kept without its contents, to be dead-lettered.
-    TooLarge {
-        message_id: uuid::Uuid,
-        topic: Arc<str>,
-        key: Option<Bytes>,
-        size: usize,
-    },
-    /// Not a valid envelope: why, and the raw bytes (none when they are larger than the sink
-    /// takes).
+    /// Not a valid envelope: why, and the raw bytes.
     Unreadable(String, Bytes),
 }
 
 impl Decoded {
-    /// Decodes a logical message's content; contents larger than `max` bytes are not kept.
-    fn new(content: &Bytes, topics: &mut Interner, max: usize) -> Self {
+    /// Decodes a logical message's content.
+    fn new(content: &Bytes, topics: &mut Interner) -> Self {
         match envelope::decode_with(content, topics) {
-            Ok(e) => {
-                let size = e.topic.len()
-                    + e.key.as_ref().map_or(0, Bytes::len)
-                    + e.payload.as_ref().map_or(0, Bytes::len)
-                    + e.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-                if size > max {
-                    Self::TooLarge {
-                        message_id: e.message_id,
-                        topic: e.topic,
-                        // A key parks and routes a dead-letter copy; one over 64 KiB is not kept.
-                        key: e.key.filter(|k| k.len() <= 65_536),
-                        size,
-                    }
-                } else {
-                    Self::Envelope(e)
-                }
-            }
-            Err(reason) if content.len() > max => Self::Unreadable(reason, Bytes::new()),
+            Ok(e) => Self::Envelope(e),
             Err(reason) => Self::Unreadable(reason, content.clone()),
         }
     }
@@ -943,12 +958,11 @@ async fn session(shared: &Shared) -> std::result::Result<(), StreamError> {
         };
         match event {
             ReplicationEvent::Begin {
-                commit_time_micros, ..
+                final_lsn,
+                commit_time_micros,
+                ..
             } => {
-                building = Some(Building {
-                    commit_time: pg_time(commit_time_micros),
-                    messages: Vec::new(),
-                });
+                building = Some(begin(shared, final_lsn, pg_time(commit_time_micros)));
             }
             ReplicationEvent::Message {
                 transactional,
@@ -958,16 +972,23 @@ async fn session(shared: &Shared) -> std::result::Result<(), StreamError> {
             } => {
                 if transactional && prefix == config.prefix {
                     if let Some(b) = building.as_mut() {
-                        let max = shared.message_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                        b.messages.push(Decoded::new(&content, &mut topics, max));
+                        take_message(shared, b, &content, &mut topics);
                     }
                 } else if !transactional && prefix == sync_prefix {
                     shared.received.send_if_modified(|r| raise(r, lsn));
                 }
             }
             ReplicationEvent::Commit { end_lsn, .. } => {
-                let Some(b) = building.take() else { continue };
-                take_transaction(shared, b, end_lsn);
+                match building.take() {
+                    Some(Building::Gathering {
+                        start,
+                        commit_time,
+                        messages,
+                        ..
+                    }) => take_transaction(shared, messages, commit_time, start, end_lsn),
+                    Some(Building::Streaming { .. }) => close_streamed(shared, end_lsn),
+                    Some(Building::Replayed) | None => {}
+                }
                 shared.received.send_if_modified(|r| raise(r, end_lsn));
             }
             ReplicationEvent::KeepAlive { wal_end, .. } => {
@@ -997,9 +1018,191 @@ fn raise(r: &mut Lsn, to: Lsn) -> bool {
     }
 }
 
+/// What a transaction that begins now is to the stream: ignored (a replay of one taken whole),
+/// continued (the replay of the one that was streaming), or gathered.
+fn begin(shared: &Shared, start: Lsn, commit_time: DateTime<Utc>) -> Building {
+    let state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    // A commit starting below the end of the last one taken was taken already.
+    if start < state.last_commit_end {
+        return Building::Replayed;
+    }
+    match state.txs.back() {
+        Some(tx) if tx.end_lsn.is_none() && tx.start == start => Building::Streaming {
+            start,
+            commit_time,
+            index: 0,
+            taken: tx.len,
+        },
+        _ => Building::Gathering {
+            start,
+            commit_time,
+            messages: Vec::new(),
+            bytes: 0,
+        },
+    }
+}
+
+/// Takes one of a transaction's messages: gathered, or streamed into the buffer; a gathering
+/// that grows past a quarter of the buffer's limits starts streaming (once the relay reads, and
+/// unless an exactly-once progress of format 1 still has to be matched by commit ends).
+fn take_message(shared: &Shared, building: &mut Building, content: &Bytes, topics: &mut Interner) {
+    match building {
+        Building::Replayed => {}
+        Building::Streaming {
+            index,
+            taken,
+            start,
+            commit_time,
+        } => {
+            let at = *index;
+            *index = index.saturating_add(1);
+            if usize::try_from(at).is_ok_and(|at| at < *taken) {
+                return;
+            }
+            let decoded = Decoded::new(content, topics);
+            let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            stream_message(&mut state, decoded, *start, *commit_time, at);
+            drop(state);
+            shared.arrived.notify_one();
+        }
+        Building::Gathering {
+            start,
+            commit_time,
+            messages,
+            bytes,
+        } => {
+            messages.push(Decoded::new(content, topics));
+            *bytes = bytes.saturating_add(content.len());
+            let config = &shared.config;
+            let large = *bytes > config.max_buffered_bytes / 4 || messages.len() > config.max_buffered / 4;
+            if !large {
+                return;
+            }
+            let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(covered) = state
+                .reading
+                .then(|| {
+                    state
+                        .skip
+                        .as_ref()
+                        .map_or(Some(Covered::Nothing), |s| s.covered(*start, None))
+                })
+                .flatten()
+            else {
+                return;
+            };
+            let first_id = state.next_id;
+            state.txs.push_back(Tx {
+                first_id,
+                len: 0,
+                outstanding: 0,
+                start: *start,
+                end_lsn: None,
+                covered,
+            });
+            tracing::debug!(start = %start, messages = messages.len(), "a large transaction: streaming its messages");
+            let gathered = std::mem::take(messages);
+            let count = u32::try_from(gathered.len()).unwrap_or(u32::MAX);
+            for (decoded, at) in gathered.into_iter().zip(0u32..) {
+                stream_message(&mut state, decoded, *start, *commit_time, at);
+            }
+            drop(state);
+            shared.arrived.notify_one();
+            *building = Building::Streaming {
+                start: *start,
+                commit_time: *commit_time,
+                index: count,
+                taken: 0,
+            };
+        }
+    }
+}
+
+/// Adds message `index` of the streaming transaction (the last one) to the buffer, unless its
+/// exactly-once progress says Kafka holds it already.
+fn stream_message(state: &mut State, decoded: Decoded, start: Lsn, commit_time: DateTime<Utc>, index: u32) {
+    let id = state.next_id;
+    state.next_id += 1;
+    let Some(tx) = state.txs.back_mut() else {
+        return;
+    };
+    tx.len += 1;
+    let skipped = match &tx.covered {
+        Covered::Nothing => false,
+        Covered::All => true,
+        Covered::Some(runs) => in_runs(runs, index),
+    };
+    if skipped {
+        return;
+    }
+    tx.outstanding += 1;
+    state
+        .buffer
+        .push(message_of(decoded, id, commit_time, start, index));
+}
+
+/// A decoded message under its id: ready to send, or dead-lettered at once with the reason (an
+/// unreadable envelope is named by its position, the same on every replay).
+fn message_of(
+    decoded: Decoded,
+    id: i64,
+    commit_time: DateTime<Utc>,
+    start: Lsn,
+    index: u32,
+) -> OutboxMessage {
+    match decoded {
+        Decoded::Envelope(e) => OutboxMessage {
+            id,
+            message_id: message_id_text(&e.message_id),
+            topic: e.topic,
+            key: e.key,
+            payload: e.payload,
+            headers: e.headers.into(),
+            created_at: commit_time,
+            attempts: 0,
+            next_attempt_at: None,
+            bucket: 0,
+            malformed: None,
+        },
+        Decoded::Unreadable(reason, raw) => {
+            let mut m = OutboxMessage::unreadable(id, format!("unreadable WAL envelope: {reason}"));
+            // Its own id is in the unreadable envelope: one made of its position names its dead
+            // letter (the table row and the dead-letter topic's copy alike), the same on every
+            // replay of the slot.
+            m.message_id = message_id_text(&position_id(start, index));
+            m.payload = Some(raw);
+            m.created_at = commit_time;
+            m
+        }
+    }
+}
+
+/// The streaming transaction's commit: it is whole now, and may be confirmed once done.
+fn close_streamed(shared: &Shared, end_lsn: Lsn) {
+    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tx) = state.txs.back_mut()
+        && tx.end_lsn.is_none()
+    {
+        tx.end_lsn = Some(end_lsn);
+    }
+    state.last_commit_end = state.last_commit_end.max(end_lsn);
+    if let Some(mut skip) = state.skip.take() {
+        state.skip = skip.prune(end_lsn).then_some(skip);
+    }
+    if let Some(to) = state.advance() {
+        shared.confirm.send_replace(to);
+    }
+}
+
 /// Buffers a committed transaction's messages under fresh ids (unless a replay after a
 /// reconnect brought it again).
-fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
+fn take_transaction(
+    shared: &Shared,
+    messages: Vec<Decoded>,
+    commit_time: DateTime<Utc>,
+    start: Lsn,
+    end_lsn: Lsn,
+) {
     let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
     if end_lsn <= state.last_commit_end {
         return;
@@ -1009,14 +1212,15 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
     let covered = state
         .skip
         .as_ref()
-        .map_or(Covered::Nothing, |s| s.covered(end_lsn));
+        .and_then(|s| s.covered(start, Some(end_lsn)))
+        .unwrap_or(Covered::Nothing);
     if let Some(mut skip) = state.skip.take() {
         state.skip = skip.prune(end_lsn).then_some(skip);
     }
     let first_id = state.next_id;
-    let len = b.messages.len();
+    let len = messages.len();
     let mut n = 0;
-    for (decoded, index) in b.messages.into_iter().zip(0u32..) {
+    for (decoded, index) in messages.into_iter().zip(0u32..) {
         let id = state.next_id;
         state.next_id += 1;
         let skipped = match &covered {
@@ -1028,50 +1232,16 @@ fn take_transaction(shared: &Shared, b: Building, end_lsn: Lsn) {
             continue;
         }
         n += 1;
-        let message = match decoded {
-            Decoded::Envelope(e) => OutboxMessage {
-                id,
-                message_id: message_id_text(&e.message_id),
-                topic: e.topic,
-                key: e.key,
-                payload: e.payload,
-                headers: e.headers.into(),
-                created_at: b.commit_time,
-                attempts: 0,
-                next_attempt_at: None,
-                bucket: 0,
-                malformed: None,
-            },
-            Decoded::TooLarge {
-                message_id,
-                topic,
-                key,
-                size,
-            } => {
-                let limit = shared.message_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                let mut m = OutboxMessage::too_large(id, size as u64, limit, Some(&topic), key.as_deref());
-                m.message_id = message_id_text(&message_id);
-                m.created_at = b.commit_time;
-                m
-            }
-            Decoded::Unreadable(reason, raw) => {
-                let mut m = OutboxMessage::unreadable(id, format!("unreadable WAL envelope: {reason}"));
-                // Its own id is in the unreadable envelope: one made of its position names its
-                // dead letter (the table row and the dead-letter topic's copy alike), the same
-                // on every replay of the slot.
-                m.message_id = message_id_text(&position_id(end_lsn, index));
-                m.payload = (!raw.is_empty()).then_some(raw);
-                m.created_at = b.commit_time;
-                m
-            }
-        };
+        let message = message_of(decoded, id, commit_time, start, index);
         state.buffer.push(message);
     }
     state.txs.push_back(Tx {
         first_id,
         len,
         outstanding: n,
-        end_lsn,
+        start,
+        end_lsn: Some(end_lsn),
+        covered: Covered::Nothing,
     });
     if let Some(to) = state.advance() {
         shared.confirm.send_replace(to);
@@ -1137,10 +1307,10 @@ impl Store for PgWalStore {
     async fn fetch_after(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
         // Ids are given in commit order: nothing ever appears below the cursor.
         self.stream_failed()?;
-        self.shared()
-            .message_bytes
-            .store(limit.message_bytes, std::sync::atomic::Ordering::Relaxed);
-        Ok(limit.take(self.state().buffer.starting_at(after.saturating_add(1))))
+        let mut state = self.state();
+        // The relay reads: any exactly-once resume is done, large transactions may stream.
+        state.reading = true;
+        Ok(limit.take(state.buffer.starting_at(after.saturating_add(1))))
     }
 
     async fn complete(&self, ids: &[i64], _completion: Completion) -> Result<()> {
@@ -1320,7 +1490,9 @@ mod tests {
                 first_id: first,
                 len: n as usize,
                 outstanding: n as usize,
-                end_lsn: Lsn(100 * (i as u64 + 1)),
+                start: Lsn(100 * (i as u64 + 1) - 2),
+                end_lsn: Some(Lsn(100 * (i as u64 + 1))),
+                covered: Covered::Nothing,
             });
         }
         s.complete_one(3); // the second transaction, while the first is open
@@ -1337,7 +1509,8 @@ mod tests {
         assert!(s.buffer.is_empty() && s.txs.is_empty());
     }
 
-    /// A state holding transactions of `sizes` messages, committed at 100, 200, ...
+    /// A state holding transactions of `sizes` messages, whose commits start at 98, 198, ...
+    /// and end at 100, 200, ...
     fn state_of(sizes: &[usize]) -> State {
         let mut s = State {
             next_id: 1,
@@ -1353,7 +1526,9 @@ mod tests {
                 first_id: first,
                 len: n,
                 outstanding: n,
-                end_lsn: Lsn(100 * (i as u64 + 1)),
+                start: Lsn(100 * (i as u64 + 1) - 2),
+                end_lsn: Some(Lsn(100 * (i as u64 + 1))),
+                covered: Covered::Nothing,
             });
             s.last_commit_end = Lsn(100 * (i as u64 + 1));
         }
@@ -1369,8 +1544,8 @@ mod tests {
         // Delivered, not completed yet: 2 (finishes the first), 4, and 7.
         let d = s.describe("slot", None, &[7, 4, 2]);
         assert_eq!(d.upto, Lsn(100));
-        assert_eq!(d.done, [(Lsn(300), Lsn(300))]);
-        assert_eq!(d.partial, [(Lsn(200), vec![(1, 1)]), (Lsn(400), vec![(0, 0)])]);
+        assert_eq!(d.done, [(Lsn(298), Lsn(298))]);
+        assert_eq!(d.partial, [(Lsn(198), vec![(1, 1)]), (Lsn(398), vec![(0, 0)])]);
 
         // The next session streams the same transactions afresh, with other ids: it skips what
         // the description names and keeps the rest.
@@ -1381,22 +1556,23 @@ mod tests {
         assert_eq!(left, [3, 5], "index 1 of the transaction at 200 was delivered");
         assert_eq!(next.advance(), Some(Lsn(100)));
         // Still to come: 300 (skipped whole) and 400 (index 0 skipped).
-        let rest = [(Lsn(300), 1usize), (Lsn(400), 2)];
-        for (end, n) in rest {
-            let covered = next.skip.as_ref().unwrap().covered(end);
-            match (end.0, covered) {
-                (300, Covered::All) => {}
-                (400, Covered::Some(runs)) => assert_eq!((runs, n), (vec![(0, 0)], 2)),
+        let rest = [(Lsn(298), 1usize), (Lsn(398), 2)];
+        for (start, n) in rest {
+            // Told when the transaction begins, before its commit is read.
+            let covered = next.skip.as_ref().unwrap().covered(start, None);
+            match (start.0, covered) {
+                (298, Some(Covered::All)) => {}
+                (398, Some(Covered::Some(runs))) => assert_eq!((runs, n), (vec![(0, 0)], 2)),
                 other => panic!("unexpected {other:?}"),
             }
         }
         // Described before the stream reaches them, they are still named.
         let again = next.describe("slot", None, &[]);
         assert_eq!(again.upto, Lsn(100));
-        assert_eq!(again.done, [(Lsn(300), Lsn(300))]);
+        assert_eq!(again.done, [(Lsn(298), Lsn(298))]);
         assert_eq!(
             again.partial,
-            [(Lsn(200), vec![(1, 1)]), (Lsn(400), vec![(0, 0)])]
+            [(Lsn(198), vec![(1, 1)]), (Lsn(398), vec![(0, 0)])]
         );
     }
 
@@ -1414,7 +1590,7 @@ mod tests {
         // A database crash may replay the slot from below 80: what the resumed record named
         // must still be named.
         assert_eq!(d.upto, Lsn(50));
-        assert_eq!(d.partial, [(Lsn(70), vec![(0, 0)]), (Lsn(100), vec![(0, 0)])]);
+        assert_eq!(d.partial, [(Lsn(70), vec![(0, 0)]), (Lsn(98), vec![(0, 0)])]);
         // Once this session's own watermark passes them, they are dropped.
         s.complete_one(1);
         s.complete_one(2);

@@ -85,10 +85,10 @@ const ROW_SIZE: &str = "octet_length(topic)::bigint + coalesce(octet_length(key)
 /// byte budget, $6 largest message, and `filter` appended to both halves (a bucket condition on
 /// $7, or nothing).
 ///
-/// Rows come back in id order while their sizes add up to less than $5 (at least one); a row
-/// larger than $6 comes back without payload and headers (and without a key over 64 KiB or a
-/// topic longer than any valid one), and costs nothing against the budget, since only its size is read. Each row
-/// also carries its size and how many rows the read had before the budget cut it.
+/// Rows come back in id order while what they bring adds up to less than $5 (at least one): a
+/// row's size, or for a row larger than $6 — which comes back without payload and headers (and
+/// without a key over 64 KiB or a topic longer than any valid one) — only its key and topic. Each
+/// row also carries its size and how many rows the read had before the budget cut it.
 fn fetch_statement(t: &str, filter: &str) -> String {
     format!(
         "SELECT h.snap, r.id, r.message_id, \
@@ -100,10 +100,11 @@ fn fetch_statement(t: &str, filter: &str) -> String {
          FROM (SELECT pg_current_snapshot()::text AS snap) AS h \
          LEFT JOIN LATERAL ( \
            SELECT w.*, w.size > $6 AS big FROM ( \
-             SELECT u.*, \
-               sum(CASE WHEN u.size > $6 THEN 0 ELSE u.size END) OVER (ORDER BY u.id) AS upto, \
-               count(*) OVER () AS candidates \
-             FROM ( \
+             SELECT c.*, sum(c.cost) OVER (ORDER BY c.id) AS upto, count(*) OVER () AS candidates \
+             FROM (SELECT u.*, CASE WHEN u.size > $6 THEN \
+                     (CASE WHEN coalesce(octet_length(u.key), 0) > 65536 THEN 0 ELSE coalesce(octet_length(u.key), 0) END) \
+                     + (CASE WHEN octet_length(u.topic) > 255 THEN 0 ELSE octet_length(u.topic) END) \
+                   ELSE u.size END AS cost FROM ( \
                (SELECT {ROW_COLUMNS}, {ROW_SIZE} AS size FROM {t} \
                 WHERE status = 'pending' AND id > $1{filter} ORDER BY id LIMIT $2) \
                UNION ALL \
@@ -112,9 +113,9 @@ fn fetch_statement(t: &str, filter: &str) -> String {
                   AND xid >= pg_snapshot_xmin($3::text::pg_snapshot) \
                   AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot) \
                 ORDER BY id LIMIT $4) \
-             ) AS u \
+             ) AS u) AS c \
            ) AS w \
-           WHERE w.upto - CASE WHEN w.size > $6 THEN 0 ELSE w.size END < $5 \
+           WHERE w.upto - w.cost < $5 \
          ) AS r ON true \
          ORDER BY r.id"
     )

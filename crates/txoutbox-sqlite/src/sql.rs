@@ -53,7 +53,9 @@ impl Statements {
             )
             .into(),
             // The columns in the table contract's order ([`txoutbox_core::row_position`]), decoded
-            // by position. ?1 limit, ?2 cursor, ?3 byte budget, ?4 largest message. Sizes first (read from the
+            // by position. ?1 limit, ?2 cursor, ?3 byte budget, ?4 largest message. What a row
+            // brings counts against the budget: its size, or for a larger row only its key and
+            // topic (when they are returned). Sizes first (read from the
             // record headers, not the values), then the contents of the rows within the budget:
             // a row larger than ?4 without payload and headers (and key over 64 KiB). Each row carries its size and
             // how many rows the read had before the budget cut it.
@@ -65,13 +67,16 @@ impl Statements {
                    CASE WHEN c.big THEN NULL ELSE t.headers END, \
                    t.created_at, t.attempts, t.next_attempt_at, t.bucket, c.size, c.candidates \
                  FROM ( \
-                   SELECT s.id, s.size, s.size > ?4 AS big, \
-                     sum(CASE WHEN s.size > ?4 THEN 0 ELSE s.size END) OVER (ORDER BY s.id) AS upto, \
-                     count(*) OVER () AS candidates \
-                   FROM (SELECT id, {ROW_SIZE} AS size FROM {t} \
-                         WHERE status = 'pending' AND id > ?2 ORDER BY id LIMIT ?1) AS s \
+                   SELECT k.*, sum(k.cost) OVER (ORDER BY k.id) AS upto, count(*) OVER () AS candidates \
+                   FROM (SELECT s.id, s.size, s.size > ?4 AS big, CASE WHEN s.size > ?4 THEN \
+                           (CASE WHEN s.key_len > 65536 THEN 0 ELSE s.key_len END) \
+                           + (CASE WHEN s.topic_len > 255 THEN 0 ELSE s.topic_len END) \
+                         ELSE s.size END AS cost \
+                         FROM (SELECT id, {ROW_SIZE} AS size, coalesce(octet_length(key), 0) AS key_len, \
+                                 coalesce(octet_length(topic), 0) AS topic_len FROM {t} \
+                               WHERE status = 'pending' AND id > ?2 ORDER BY id LIMIT ?1) AS s) AS k \
                  ) AS c JOIN {t} AS t ON t.id = c.id \
-                 WHERE c.upto - CASE WHEN c.big THEN 0 ELSE c.size END < ?3 \
+                 WHERE c.upto - c.cost < ?3 \
                  ORDER BY t.id"
             )
             .into(),

@@ -1208,3 +1208,66 @@ pub async fn header_value_with_a_nul_character_round_trips<H: Harness>() {
     assert_round_trip(&pending[0], &single);
     assert_round_trip(&pending[1], &batch[0]);
 }
+
+/// A read keeps to its byte budget: rows in id order while what they bring adds up to less than
+/// the budget (always at least one, however large), and a row larger than the largest message
+/// comes back without payload and headers, marked unsendable with its size, keeping its topic
+/// and key — and costing only those against the budget.
+pub async fn reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty<H: Harness>() {
+    let h = migrated::<H>().await;
+    let store = h.store();
+    // Five rows of 1,000-byte payloads (topic "raw": 1,003 bytes each with the key), then one of
+    // 5,000 bytes, then one more small row.
+    let mut messages: Vec<NewMessage> = (0..5u8)
+        .map(|i| new_message("raw", Some(b"k"), Some(&[i; 1_000]), &[]))
+        .collect();
+    messages.push(new_message("raw", Some(b"big"), Some(&[7; 5_000]), &[("h", "v")]));
+    messages.push(new_message("raw", Some(b"k"), Some(&[9; 10]), &[]));
+    h.publish_messages(messages, TxEnd::Commit).await.unwrap();
+    let all = pending_ids(&store).await;
+    assert_eq!(all.len(), 7);
+    let read = |limit: txoutbox_core::ReadLimit| {
+        let store = &store;
+        async move { store.fetch_pending(limit).await.unwrap() }
+    };
+    let ids = |rows: &[OutboxMessage]| rows.iter().map(|m| m.id).collect::<Vec<_>>();
+
+    // 0, 1,004, 2,008 bytes before the first three: under 2,500; the fourth would start at 3,012.
+    let cut = read(txoutbox_core::ReadLimit::rows(100).with_bytes(2_500)).await;
+    assert_eq!(ids(&cut), all[..3], "cut by bytes");
+    let one = read(txoutbox_core::ReadLimit::rows(100).with_bytes(1)).await;
+    assert_eq!(ids(&one), all[..1], "at least one row, however large");
+
+    // The 5,000-byte row over a 4,000-byte message limit: its size only, and its route.
+    let limited = read(
+        txoutbox_core::ReadLimit::rows(100)
+            .with_bytes(1 << 20)
+            .with_message_bytes(4_000),
+    )
+    .await;
+    assert_eq!(ids(&limited), all, "every row, the large one too");
+    let large = &limited[5];
+    assert_eq!(large.payload, None);
+    assert!(large.headers.is_empty());
+    assert_eq!((&*large.topic, large.key.as_deref()), ("raw", Some(&b"big"[..])));
+    let reason = large.malformed.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("too large") && reason.contains("4000"),
+        "{reason}"
+    );
+    assert!(
+        limited[..5]
+            .iter()
+            .chain(&limited[6..])
+            .all(|m| m.malformed.is_none())
+    );
+    // It costs only its topic and key: the rows after it still fit a budget it would break.
+    let after = read(
+        txoutbox_core::ReadLimit::rows(100)
+            .with_bytes(5 * 1_004 + 100)
+            .with_message_bytes(4_000),
+    )
+    .await;
+    assert_eq!(ids(&after), all, "{:?}", ids(&after));
+    h.teardown().await;
+}

@@ -270,6 +270,7 @@ macro_rules! store_conformance {
             empty_batches_are_no_ops,
             foreign_row_of_another_type_never_blocks_fetching,
             header_value_with_a_nul_character_round_trips,
+            reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty,
         }
     };
     (@tests [$harness:ty] $($case:ident),+ $(,)?) => {

@@ -36,6 +36,8 @@ const FETCH_FAILS_ON_MALFORMED: u8 = 20;
 const HEADERS_SORTED: u8 = 21;
 const DEAD_KEYS_REPEATED: u8 = 22;
 const DEAD_KEYS_OF_EVERY_ROW: u8 = 23;
+const FETCH_IGNORES_BYTES: u8 = 24;
+const LARGE_ROWS_READ_WHOLE: u8 = 25;
 
 /// The SQLite store with defect `D`.
 struct MutantStore<const D: u8>(SqliteStore);
@@ -49,10 +51,17 @@ impl<const D: u8> Store for MutantStore<D> {
     }
 
     async fn fetch_pending(&self, limit: txoutbox_core::ReadLimit) -> Result<Vec<OutboxMessage>> {
-        let limit = if D == FETCH_IGNORES_LIMIT {
-            txoutbox_core::ReadLimit::rows(usize::MAX)
-        } else {
-            limit
+        let limit = match D {
+            FETCH_IGNORES_LIMIT => txoutbox_core::ReadLimit::rows(usize::MAX),
+            FETCH_IGNORES_BYTES => txoutbox_core::ReadLimit {
+                bytes: usize::MAX,
+                ..limit
+            },
+            LARGE_ROWS_READ_WHOLE => txoutbox_core::ReadLimit {
+                message_bytes: usize::MAX,
+                ..limit
+            },
+            _ => limit,
         };
         let mut rows = self.0.fetch_pending(limit).await?;
         if D == FETCH_REVERSED {
@@ -303,6 +312,7 @@ must_catch! {
     empty_batches_are_no_ops: EMPTY_BATCH_FAILS;
     header_value_with_a_nul_character_round_trips: FETCH_DROPS_HEADERS;
     foreign_row_of_another_type_never_blocks_fetching: FETCH_FAILS_ON_MALFORMED, MALFORMED_IGNORED;
+    reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty: FETCH_IGNORES_BYTES, LARGE_ROWS_READ_WHOLE, MALFORMED_IGNORED;
 }
 /// Every case is checked against a defect above, but for known failures of the SQLite store.
 #[test]

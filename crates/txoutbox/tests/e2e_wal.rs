@@ -24,13 +24,20 @@ struct Wal {
 
 impl Wal {
     async fn new(topics: &[String]) -> Self {
+        Self::with_config(topics, |c| c).await
+    }
+
+    /// With the test's slot, prefix and dead-letter table, then `adjust`.
+    async fn with_config(topics: &[String], adjust: impl FnOnce(WalConfig) -> WalConfig) -> Self {
         txoutbox_testing::init_tracing();
         let db = TestSchema::new().await;
-        let config = WalConfig::default()
-            .with_slot(txoutbox_testing::unique("e2e_wal"))
-            .with_prefix(txoutbox_testing::unique("txoutbox"))
-            .with_dead_letter_table(db.table())
-            .with_status_interval(Duration::from_millis(200));
+        let config = adjust(
+            WalConfig::default()
+                .with_slot(txoutbox_testing::unique("e2e_wal"))
+                .with_prefix(txoutbox_testing::unique("txoutbox"))
+                .with_dead_letter_table(db.table())
+                .with_status_interval(Duration::from_millis(200)),
+        );
         let outbox = PgWalOutbox::new(three_topics(topics), config).unwrap();
         outbox.migrate(&db.pool).await.unwrap();
         sqlx::raw_sql(AssertSqlSafe(format!(
@@ -463,5 +470,74 @@ async fn an_unreadable_envelope_is_copied_to_the_unreadable_dead_letter_topic() 
         "the readable messages went on"
     );
     drop(store);
+    db.teardown().await;
+}
+
+/// One transaction many times larger than the relay's buffer (100,000 messages against a buffer
+/// of 1,000 messages or 256 KiB): its messages stream to Kafka before its commit is read, the
+/// buffer never holds more than its limit, and a replication connection lost in the middle of it
+/// resumes where the transaction was, without a message lost or sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_the_buffer_streams_through_it_and_survives_a_lost_connection() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const MESSAGES: usize = 100_000;
+    let topics = three_new_topics("wal-large").await;
+    let db = Wal::with_config(&topics, |c| {
+        c.with_max_buffered(1_000).with_max_buffered_bytes(256 << 10)
+    })
+    .await;
+    let store = db.store();
+    let relay = start_relay(store.clone(), relay_config());
+    let batch: Vec<Event<0>> = (0..MESSAGES)
+        .map(|i| Event {
+            key: format!("k{}", i % 50),
+            seq: i as u64,
+        })
+        .collect();
+    db.write(vec![], batch, true).await;
+    // Watch the buffer while the transaction streams, and cut the replication connection once
+    // part of it is delivered.
+    let most = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (store, most, stop) = (store.clone(), Arc::clone(&most), Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(status) = store.slot_status().await {
+                    most.fetch_max(status.buffered, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let part = txoutbox_testing::eventually(Duration::from_secs(60), || async {
+        txoutbox_testing::kafka::count(&topics[..1]).await >= (MESSAGES / 10) as i64
+    })
+    .await;
+    assert!(
+        part,
+        "a part of the transaction went out before its commit was taken"
+    );
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+    )
+    .bind(&db.outbox.config().slot)
+    .fetch_all(&db.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![true]);
+    drained(&store, Duration::from_secs(120)).await;
+    stop.store(true, Ordering::Relaxed);
+    watcher.await.unwrap();
+    relay.shutdown().await.unwrap();
+    drop(store);
+    let verdict = verify(&read_all(&topics[..1]).await);
+    assert_eq!(
+        (verdict.distinct, verdict.duplicates, verdict.order_violations),
+        (MESSAGES, 0, 0),
+        "{verdict:?}"
+    );
+    let most = most.load(Ordering::Relaxed);
+    assert!(most <= 1_000, "the buffer held {most} messages");
     db.teardown().await;
 }

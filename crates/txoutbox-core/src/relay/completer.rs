@@ -287,7 +287,8 @@ fn failure_for<S, K>(shared: &Shared<S, K>, row: &OutboxMessage, error: &SinkErr
     Failure {
         id: row.id,
         attempts,
-        error: error.to_string(),
+        // Stored as text: a NUL (a foreign writer's, quoted in the error) cannot be.
+        error: error.to_string().replace('\0', "\\0"),
         next_attempt_at,
     }
 }

@@ -158,6 +158,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         // Rows in flight are still pending in the table: a read from the start passes over them;
         // a read from the cursor is past them already.
         let in_flight = shared.in_flight.begin_fetch();
+        let cursor_before = cursor;
         let span = debug_span!("txoutbox.claim", after = cursor);
         let budget = ReadLimit::rows(config.batch_size)
             .with_bytes(config.max_batch_bytes)
@@ -255,6 +256,16 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 continue;
             }
             idle = !more;
+            // More to read, but this read brought nothing new to send and left the cursor where
+            // it was (e.g. a byte budget cut among late rows still in flight): wait for some of
+            // them to settle instead of reading the same rows again at once.
+            if more && cursor == cursor_before {
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => break,
+                    _ = shared.settled.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
             continue;
         }
 
@@ -269,7 +280,9 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         shared.enter_flight(&batch);
         let rows: Arc<[OutboxMessage]> = batch.into();
         // The burst ends here when the read came back short or the next batch would not fit.
-        let end_of_burst = !more || shared.in_flight.room() < config.batch_size;
+        let end_of_burst = !more
+            || shared.in_flight.room() < config.batch_size
+            || shared.in_flight.room_bytes() < config.max_batch_bytes;
         burst_open = !end_of_burst;
         let selected = Selected {
             rows,

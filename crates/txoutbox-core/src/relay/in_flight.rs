@@ -97,6 +97,11 @@ impl InFlight {
         self.permits.available_permits()
     }
 
+    /// How many more bytes fit in flight right now.
+    pub(crate) fn room_bytes(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
     pub(crate) fn insert(&self, ids: impl IntoIterator<Item = i64>) {
         self.sets().flying.extend(ids);
     }
