@@ -356,3 +356,16 @@ pub async fn wait_quiet(label: &str, max_wait: Duration) -> f64 {
         }
     }
 }
+
+/// The `txoutbox` binary built beside this benchmark, which `scenario` runs.
+pub fn daemon_binary(scenario: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = std::env::current_exe()?.with_file_name("txoutbox");
+    if !path.exists() {
+        anyhow::bail!(
+            "the {scenario} scenario runs the daemon binary {}: build it with \
+             `cargo build --release -p txoutbox-cli -p txoutbox-bench`",
+            path.display()
+        );
+    }
+    Ok(path)
+}

@@ -4,7 +4,6 @@
 //! health check fails); headless Chromium loads the overview and the dead-letter page, and the
 //! page itself marks when its first figures are shown.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,19 +48,6 @@ pub struct ConsoleResult {
     /// The per-topic statistics query the console runs in the background (at most every 30 s
     /// while someone looks), timed through the store.
     pub topic_stats: Percentiles,
-}
-
-/// The `txoutbox` binary built beside this benchmark.
-fn daemon_binary() -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name("txoutbox");
-    if !path.exists() {
-        bail!(
-            "the console scenario runs the daemon binary {}: build it with \
-             `cargo build --release -p txoutbox-cli -p txoutbox-bench`",
-            path.display()
-        );
-    }
-    Ok(path)
 }
 
 async fn fill(db: &TestSchema, pending: u64, dead: u64) {
@@ -156,7 +142,7 @@ fn ms_percentiles(samples_ms: &[f64]) -> Percentiles {
 
 /// Runs the scenario: `pending` rows, `dead` dead letters, `reps` page loads of each page.
 pub async fn run(pending: u64, dead: u64, reps: usize) -> anyhow::Result<ConsoleResult> {
-    let binary = daemon_binary()?;
+    let binary = crate::common::daemon_binary("console")?;
     let db = TestSchema::with_pool_size(2).await;
     let outbox = PgOutbox::with_table(Topics::new(), db.table());
     outbox.migrate(&db.pool).await.context("migrate")?;

@@ -4,7 +4,6 @@
 //! in WAL mode, one transaction of several GB. The peak is the kernel's high-water mark of the
 //! daemon's resident set (`VmHWM` in `/proc/<pid>/status`), read once everything is delivered.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,19 +36,6 @@ pub struct MemoryResult {
     pub cases: Vec<MemoryCase>,
 }
 
-/// The `txoutbox` binary built beside this benchmark.
-fn daemon_binary() -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name("txoutbox");
-    if !path.exists() {
-        bail!(
-            "the memory scenario runs the daemon binary {}: build it with \
-             `cargo build --release -p txoutbox-cli -p txoutbox-bench`",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 /// A running daemon, killed when dropped.
 struct Daemon(Child);
 
@@ -62,7 +48,7 @@ impl Drop for Daemon {
 
 impl Daemon {
     fn start(table: &str, args: &[&str]) -> anyhow::Result<Self> {
-        let child = Command::new(daemon_binary()?)
+        let child = Command::new(crate::common::daemon_binary("memory")?)
             .args(["relay", "--http-listen", "off"])
             .args(args)
             .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
@@ -166,7 +152,7 @@ async fn one_large_transaction(gib: f64) -> anyhow::Result<MemoryCase> {
     let prefix = txoutbox_testing::unique("txoutbox");
     let table = format!("{}.outbox_messages", db.schema);
     let wal = ["--source", "wal", "--wal-slot", &slot, "--wal-prefix", &prefix];
-    let migrated = Command::new(daemon_binary()?)
+    let migrated = Command::new(crate::common::daemon_binary("memory")?)
         .arg("migrate")
         .args(wal)
         .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
@@ -214,7 +200,7 @@ async fn one_large_transaction(gib: f64) -> anyhow::Result<MemoryCase> {
         seconds: started.elapsed().as_secs_f64(),
     };
     drop(daemon);
-    let dropped = Command::new(daemon_binary()?)
+    let dropped = Command::new(crate::common::daemon_binary("memory")?)
         .args(["wal", "drop-slot", "--confirm"])
         .args(wal)
         .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())

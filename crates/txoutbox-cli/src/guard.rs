@@ -116,7 +116,7 @@ fn refused(message: &'static str) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -133,7 +133,8 @@ mod tests {
         assert!(!hosts.allows("evil.example:9464"));
     }
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    /// Headers of a request, for tests.
+    pub(crate) fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
             map.insert(*k, HeaderValue::from_static(v));

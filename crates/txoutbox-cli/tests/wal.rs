@@ -498,28 +498,19 @@ async fn wal_exactly_once_survives_kill_9_and_database_crashes_without_duplicate
     assert!(all, "not every acknowledged message arrived: {logs}");
     let committed = txoutbox_testing::kafka::read_committed(&topic).await;
     let uncommitted = read_all(&topics).await.len();
-    let ids: Vec<&str> = committed
-        .iter()
-        .filter_map(|r| r.header("txoutbox-message-id"))
-        .collect();
-    let distinct: HashSet<&str> = ids.iter().copied().collect();
-    let v = verdict(&committed, key_seq);
+    let (ids, distinct, v) = read_once(&committed);
     println!(
         "WAL exactly-once over {rounds} kill -9 ({crashes} with a database crash): {} acknowledged; \
          read_committed read {} ({} distinct ids, {} duplicates, order violations {}); \
          read_uncommitted read {uncommitted}; writer retries {write_failures}",
         acked.len(),
         committed.len(),
-        distinct.len(),
-        ids.len() - distinct.len(),
+        distinct,
+        ids - distinct,
         v.order_violations
     );
-    assert_eq!(ids.len(), committed.len(), "every record has its message id");
-    assert_eq!(
-        ids.len(),
-        distinct.len(),
-        "a read_committed consumer saw duplicates"
-    );
+    assert_eq!(ids, committed.len(), "every record has its message id");
+    assert_eq!(ids, distinct, "a read_committed consumer saw duplicates");
     assert_eq!(v.order_violations, 0, "{v:?}");
     assert!(
         uncommitted > committed.len(),
@@ -583,19 +574,27 @@ async fn a_transaction_larger_than_the_buffer_is_delivered_exactly_once_across_k
     let logs = daemon.stop();
     assert!(all, "not every message arrived: {logs}");
     let committed = txoutbox_testing::kafka::read_committed(&topic).await;
-    let read: Vec<&str> = committed
-        .iter()
-        .filter_map(|r| r.header("txoutbox-message-id"))
-        .collect();
-    let distinct: HashSet<&str> = read.iter().copied().collect();
-    let v = verdict(&committed, key_seq);
+    let (read, distinct, v) = read_once(&committed);
     assert_eq!(
-        (read.len(), distinct.len(), v.order_violations),
+        (read, distinct, v.order_violations),
         (MESSAGES as usize, MESSAGES as usize, 0),
         "{v:?}"
     );
     let _ = wal.run(&["wal", "drop-slot"]);
     db.drop_schema().await;
+}
+
+/// Of records read back: how many carry a message id, how many distinct ids, and the verdict on
+/// per-key order.
+fn read_once(
+    records: &[txoutbox_testing::kafka::Record],
+) -> (usize, usize, txoutbox_testing::kafka::Verdict) {
+    let ids: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.header("txoutbox-message-id"))
+        .collect();
+    let distinct: HashSet<&str> = ids.iter().copied().collect();
+    (ids.len(), distinct.len(), verdict(records, key_seq))
 }
 
 /// Waits for `/health` to answer `code`; returns the last answer.

@@ -73,6 +73,17 @@ pub struct DeadPayload {
     pub len: u64,
 }
 
+impl DeadPayload {
+    /// From a store's read of the payload's first bytes and its whole length (`None`: no such
+    /// dead letter).
+    pub fn from_read(read: Option<(Option<Vec<u8>>, i64)>) -> Option<Self> {
+        read.map(|(head, len)| Self {
+            head,
+            len: u64::try_from(len).unwrap_or_default(),
+        })
+    }
+}
+
 /// A dead-lettered message, without its payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {

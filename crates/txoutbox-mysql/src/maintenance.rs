@@ -28,17 +28,14 @@ fn filtered<'q>(statement: &'q str, filter: &DeadLetterFilter) -> Query<'q, MySq
 
 impl DeadLetters for MySqlStore {
     async fn dead_payload(&self, id: i64, max_bytes: usize) -> Result<Option<DeadPayload>> {
-        let row: Option<(Option<Vec<u8>>, i64)> =
+        let read: Option<(Option<Vec<u8>>, i64)> =
             sqlx::query_as(AssertSqlSafe(self.sql().dead_payload.as_str()))
                 .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
                 .bind(id)
                 .fetch_optional(self.pool())
                 .await
                 .map_err(db_error)?;
-        Ok(row.map(|(head, len)| DeadPayload {
-            head,
-            len: u64::try_from(len).unwrap_or_default(),
-        }))
+        Ok(DeadPayload::from_read(read))
     }
 
     async fn list_dead(&self, filter: &DeadLetterFilter, limit: usize) -> Result<Vec<DeadLetter>> {

@@ -60,17 +60,14 @@ impl DeadLetters for PgStore {
     }
 
     async fn dead_payload(&self, id: i64, max_bytes: usize) -> Result<Option<DeadPayload>> {
-        let row: Option<(Option<Vec<u8>>, i64)> =
+        let read: Option<(Option<Vec<u8>>, i64)> =
             sqlx::query_as(AssertSqlSafe(Arc::clone(&self.sql().dead_payload)))
                 .bind(id)
                 .bind(i32::try_from(max_bytes).unwrap_or(i32::MAX))
                 .fetch_optional(self.pool())
                 .await
                 .map_err(db_error)?;
-        Ok(row.map(|(head, len)| DeadPayload {
-            head,
-            len: u64::try_from(len).unwrap_or_default(),
-        }))
+        Ok(DeadPayload::from_read(read))
     }
 
     async fn purge_dead(&self, filter: &DeadLetterFilter) -> Result<u64> {

@@ -58,6 +58,17 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
 /// Creates topics on the broker at `bootstrap`, with `partitions` partitions each (replication
 /// factor 1) and the given topic configs (e.g. `("message.timestamp.type", "LogAppendTime")`).
 pub async fn create_topics_on(bootstrap: &str, names: &[&str], partitions: i32, configs: &[(&str, &str)]) {
+    create(bootstrap, names, partitions, configs, false).await;
+}
+
+/// Creates topics; with `existing_ok`, a topic that exists already is no error.
+async fn create(
+    bootstrap: &str,
+    names: &[&str],
+    partitions: i32,
+    configs: &[(&str, &str)],
+    existing_ok: bool,
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -79,34 +90,18 @@ pub async fn create_topics_on(bootstrap: &str, names: &[&str], partitions: i32, 
         .await
         .expect("create topics");
     for r in results {
-        r.unwrap_or_else(|(topic, e)| panic!("cannot create topic {topic}: {e}"));
+        match r {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) if existing_ok => {}
+            Err((topic, e)) => panic!("cannot create topic {topic}: {e}"),
+        }
     }
 }
 
 /// Creates the topics that do not exist yet (with `partitions` partitions each); existing ones
 /// are kept as they are.
 pub async fn create_topics_if_missing(names: &[&str], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("admin client");
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let results = admin
-        .create_topics(
-            &topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
-        .expect("create topics");
-    for r in results {
-        match r {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, e)) => panic!("cannot create topic {topic}: {e}"),
-        }
-    }
+    create(&bootstrap(), names, partitions, &[], true).await;
 }
 
 /// A fresh topic name with the given prefix, created with `partitions` partitions.
