@@ -50,13 +50,14 @@ impl Record {
     }
 }
 
-/// Creates topics with `partitions` partitions each (replication factor 1).
+/// Creates topics with `partitions` partitions each and the broker's default replication factor
+/// (1 on the single test broker, 3 on the test cluster, so a test can run on either).
 pub async fn create_topics(names: &[&str], partitions: i32) {
     create_topics_on(&bootstrap(), names, partitions, &[]).await;
 }
 
-/// Creates topics on the broker at `bootstrap`, with `partitions` partitions each (replication
-/// factor 1) and the given topic configs (e.g. `("message.timestamp.type", "LogAppendTime")`).
+/// Creates topics on the broker at `bootstrap`, with `partitions` partitions each (the broker's
+/// default replication factor) and the given topic configs (e.g. `("message.timestamp.type", "LogAppendTime")`).
 pub async fn create_topics_on(bootstrap: &str, names: &[&str], partitions: i32, configs: &[(&str, &str)]) {
     create(bootstrap, names, partitions, configs, false).await;
 }
@@ -77,7 +78,8 @@ async fn create(
         .iter()
         .map(|n| {
             configs.iter().fold(
-                NewTopic::new(n, partitions, TopicReplication::Fixed(1)),
+                // -1: the broker's `default.replication.factor`.
+                NewTopic::new(n, partitions, TopicReplication::Fixed(-1)),
                 |t, (k, v)| t.set(k, v),
             )
         })

@@ -50,32 +50,48 @@ pub fn slot_json(
     })
 }
 
-/// Shows the status once, or redraws it every `--watch` interval.
+/// Shows the status once, or redraws it every `--watch` interval until interrupted.
 pub async fn run(target: &Target, args: &StatusArgs, relay_url: String) -> Result<(), CliError> {
     let database = Database::connect(target, Create::Never, 1).await?;
     let relay_url = normalize(&relay_url);
+    let Some(interval) = args.watch else {
+        return show(&collect(&database, target, &relay_url).await?, args.json, false);
+    };
+    // One listener for the whole watch, polled while the status is read as well as between
+    // redraws: an interrupt that arrives during a redraw is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
-        let status = collect(&database, target, &relay_url).await?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&status).map_err(|e| CliError::runtime(e.to_string()))?
-            );
-        } else {
-            if args.watch.is_some() {
-                // Clear the screen and go home, then redraw.
-                print!("\x1b[2J\x1b[H");
-            }
-            print_human(&status, Utc::now());
-        }
-        let Some(interval) = args.watch else {
-            return Ok(());
+        let redraw = async {
+            show(&collect(&database, target, &relay_url).await?, args.json, true)?;
+            tokio::time::sleep(interval).await;
+            Ok::<(), CliError>(())
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = tokio::time::sleep(interval) => {}
+            listening = &mut interrupted => {
+                return listening
+                    .map_err(|e| CliError::runtime(format!("cannot listen for Ctrl-C: {e}")));
+            }
+            redrawn = redraw => redrawn?,
         }
     }
+}
+
+/// Prints one status: a JSON line, or the text for people (`clear` first clears the screen).
+fn show(status: &Status, json: bool, clear: bool) -> Result<(), CliError> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(status).map_err(|e| CliError::runtime(e.to_string()))?
+        );
+    } else {
+        if clear {
+            // Clear the screen and go home, then redraw.
+            print!("\x1b[2J\x1b[H");
+        }
+        print_human(status, Utc::now());
+    }
+    Ok(())
 }
 
 async fn collect(database: &Database, target: &Target, relay_url: &str) -> Result<Status, CliError> {
