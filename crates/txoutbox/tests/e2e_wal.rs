@@ -218,21 +218,23 @@ async fn a_lost_replication_connection_resumes_without_loss_or_duplicates() {
         })
     };
     let slot = db.outbox.config().slot.clone();
+    // Each kill ends a different stream: the walsender of the previous kill may still show the
+    // slot as active while it exits, so the test waits for a new pid and terminates that pid only
+    // (checking and killing in one step would race with the stream's own reconnects).
+    let last_killed = std::cell::Cell::new(None::<i32>);
     for kill in 1..=3 {
-        let progressed = txoutbox_testing::eventually(Duration::from_secs(60), || async {
-            written.load(Ordering::Acquire) >= kill * TXS / 4
-                && store.slot_status().await.is_ok_and(|s| s.active)
+        let killed = txoutbox_testing::eventually(Duration::from_secs(60), || async {
+            if written.load(Ordering::Acquire) < kill * TXS / 4 {
+                return false;
+            }
+            let ended = end_active_stream(&db.db.pool, &slot, last_killed.get()).await;
+            if ended.is_some() {
+                last_killed.set(ended);
+            }
+            ended.is_some()
         })
         .await;
-        assert!(progressed, "no progress before kill {kill}");
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active",
-        )
-        .bind(&slot)
-        .fetch_all(&db.db.pool)
-        .await
-        .unwrap();
-        assert_eq!(killed, vec![true], "kill {kill}");
+        assert!(killed, "no active stream to end before kill {kill}");
     }
     writer.await.unwrap();
     drained(&store, Duration::from_secs(120)).await;
@@ -243,6 +245,25 @@ async fn a_lost_replication_connection_resumes_without_loss_or_duplicates() {
     assert_eq!(verdict.order_violations, 0, "{verdict:?}");
     assert_eq!(verdict.duplicates, 0, "{verdict:?}");
     db.teardown().await;
+}
+
+/// Ends the replication stream reading `slot` (as a database restart would), unless its walsender
+/// is `previous` (one already told to end, still exiting). Returns the pid it ended.
+async fn end_active_stream(pool: &sqlx::PgPool, slot: &str, previous: Option<i32>) -> Option<i32> {
+    let pid: i32 =
+        sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active")
+            .bind(slot)
+            .fetch_optional(pool)
+            .await
+            .unwrap()
+            .flatten()
+            .filter(|pid| Some(*pid) != previous)?;
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    ended.then_some(pid)
 }
 
 /// The child side of the `kill -9` test: a relay process over the slot named in the environment
@@ -518,14 +539,13 @@ async fn a_transaction_larger_than_the_buffer_streams_through_it_and_survives_a_
         part,
         "a part of the transaction went out before its commit was taken"
     );
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active",
-    )
-    .bind(&db.outbox.config().slot)
-    .fetch_all(&db.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(killed, vec![true]);
+    let killed = txoutbox_testing::eventually(Duration::from_secs(30), || async {
+        end_active_stream(&db.db.pool, &db.outbox.config().slot, None)
+            .await
+            .is_some()
+    })
+    .await;
+    assert!(killed, "no active stream to end");
     drained(&store, Duration::from_secs(120)).await;
     stop.store(true, Ordering::Relaxed);
     watcher.await.unwrap();
