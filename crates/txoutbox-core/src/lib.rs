@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+mod clock;
 pub mod coordination;
 mod error;
 mod health;
@@ -35,6 +36,9 @@ mod trace_context;
 /// The byte buffer of [`OutboxMessage`] keys and payloads, for stores and sinks written outside
 /// this workspace.
 pub use bytes;
+/// The simulation's virtual wall clock (the `simulation` feature, for `txoutbox-sim`).
+#[cfg(feature = "simulation")]
+pub use clock::virtual_clock;
 pub use error::{BoxError, Error, Result};
 pub use health::{HealthCheck, HealthReport, HealthThresholds};
 pub use identifier::{DEFAULT_TABLE, TableName};

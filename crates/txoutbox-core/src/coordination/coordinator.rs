@@ -87,6 +87,7 @@ pub(crate) async fn run<L: Leases>(
 /// Waits for `delay`; true when the engine finished meanwhile.
 async fn wait(engine_done: &CancellationToken, delay: Duration) -> bool {
     tokio::select! {
+        biased;
         _ = engine_done.cancelled() => true,
         _ = tokio::time::sleep(delay) => false,
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::mpsc;
-use tracing::{Instrument, debug_span, error, warn};
+use tracing::{Instrument, debug, debug_span, error, warn};
 
 use super::backoff::Backoff;
 use super::config::OnDeadLetter;
@@ -23,6 +23,8 @@ struct Settled {
     rows: Arc<[OutboxMessage]>,
     results: Vec<DeliveryResult>,
     _permit: super::in_flight::Permit,
+    /// The send epoch it was handed over in.
+    epoch: u64,
 }
 
 /// Runs until the fetcher hangs up and every batch it sent is settled (or the shutdown timeout
@@ -74,13 +76,15 @@ async fn wait_delivery<S, K>(shared: &Shared<S, K>, batch: SentBatch) -> Option<
         rows,
         delivery,
         permit,
+        epoch,
     } = batch;
     let deadline = async {
         shared.cancel.cancelled().await;
         tokio::time::sleep_until(shared.shutdown_deadline()).await;
     };
     tokio::select! {
-        results = delivery.wait() => Some(Settled { rows, results, _permit: permit }),
+        biased;
+        results = delivery.wait() => Some(Settled { rows, results, _permit: permit, epoch }),
         _ = deadline => {
             warn!(
                 rows = rows.len(),
@@ -97,7 +101,7 @@ async fn settle<S: Store, K: Sink>(
     transport_backoff: &mut Backoff,
 ) {
     // Every batch here has its outcomes: the latency histogram ends now, not after the mark.
-    let acked_at = Utc::now();
+    let acked_at = crate::clock::now();
     let mut delivered = Vec::new();
     let mut failing: Vec<(&OutboxMessage, Failure)> = Vec::new();
     // A failure the transport reported after it took the message: later messages of its key may
@@ -105,6 +109,11 @@ async fn settle<S: Store, K: Sink>(
     let mut taken_then_failed = false;
     let mut transient = 0usize;
     let mut first_transient = None;
+    // Transient failures of batches handed over before the epoch last moved were given up by the
+    // purge that moved it (or failed behind the failure that did): they are sent again like any
+    // other, but say nothing new about the transport, so they do not pause the relay (each purge
+    // would otherwise fail the next round and keep every key backing off).
+    let epoch_now = shared.epoch();
     let mut deferred = 0usize;
     let mut fenced = None;
     for batch in &settled {
@@ -117,7 +126,13 @@ async fn settle<S: Store, K: Sink>(
                 }
                 Err(e) if e.is_transient() => {
                     transient += 1;
-                    first_transient.get_or_insert_with(|| e.clone());
+                    #[cfg(not(txoutbox_sim_mutant = "stale_failures_pause"))]
+                    let stale = batch.epoch != epoch_now;
+                    #[cfg(txoutbox_sim_mutant = "stale_failures_pause")]
+                    let stale = false;
+                    if !stale {
+                        first_transient.get_or_insert_with(|| e.clone());
+                    }
                 }
                 Err(e) => {
                     taken_then_failed |= !e.is_unsent();
@@ -162,6 +177,10 @@ async fn settle<S: Store, K: Sink>(
     let mut failures = Vec::with_capacity(failing.len());
     // Keys parked now, confirmed once their dead rows are written.
     let mut parking = Vec::new();
+    // Keys let go because their failing row is dead: released only once this round's rows left
+    // the flight, since a later row of the key deferred behind the dead one still counts as in
+    // flight until then, and a read would pass over it and send the key's rows after it first.
+    let mut releasing = Vec::new();
     for (row, failure) in failing {
         if failure.next_attempt_at.is_none() {
             shared.monitor.dead_lettered_one();
@@ -179,7 +198,11 @@ async fn settle<S: Store, K: Sink>(
                         shared.parked.park(key.clone());
                         parking.push(key.clone());
                     }
+                    // The mutant lets the key go at once, as the relay did before the simulation
+                    // found the overtaking this causes.
+                    #[cfg(txoutbox_sim_mutant = "early_release")]
                     shared.release(&key);
+                    releasing.push(key);
                 }
             }
         }
@@ -247,7 +270,21 @@ async fn settle<S: Store, K: Sink>(
         shared.sink.discard_queued();
         shared.sink.epoch_moved();
     }
-    if let Some(error) = first_transient {
+    // Transient failures in a round where the broker refused a record it took are most likely
+    // that record's partition-mates, failed with it: the broker answers, so they are not a reason
+    // to pause every key (a poison message retried now and then would otherwise keep the whole
+    // relay backing off, up to the cap, for as long as it lives). They are sent again after the
+    // drain; a broker that is really failing shows in the next round, which has no refusal.
+    #[cfg(not(txoutbox_sim_mutant = "poison_pauses_all"))]
+    let collateral = taken_then_failed;
+    #[cfg(txoutbox_sim_mutant = "poison_pauses_all")]
+    let collateral = false;
+    if let Some(error) = first_transient.as_ref().filter(|_| collateral) {
+        debug!(
+            messages = transient, %error,
+            "messages failed with a refused one of their partition; they stay pending and will be sent again"
+        );
+    } else if let Some(error) = first_transient {
         shared.monitor.sink_failed(&error);
         let delay = transport_backoff.next_delay();
         warn!(
@@ -263,6 +300,9 @@ async fn settle<S: Store, K: Sink>(
     // Only now may the fetcher see these rows again (completed rows are gone from its reads).
     for batch in &settled {
         shared.leave_flight(&batch.rows);
+    }
+    for key in &releasing {
+        shared.release(key);
     }
     shared.settled.notify_waiters();
     if transient > 0 || deferred > 0 || !failures.is_empty() {
@@ -280,7 +320,7 @@ fn failure_for<S, K>(shared: &Shared<S, K>, row: &OutboxMessage, error: &SinkErr
         shared.config.retry.backoff(attempts.max(0) as u32).map(|delay| {
             TimeDelta::from_std(delay)
                 .ok()
-                .and_then(|delay| Utc::now().checked_add_signed(delay))
+                .and_then(|delay| crate::clock::now().checked_add_signed(delay))
                 .unwrap_or(DateTime::<Utc>::MAX_UTC)
         })
     };
@@ -293,7 +333,7 @@ fn failure_for<S, K>(shared: &Shared<S, K>, row: &OutboxMessage, error: &SinkErr
     }
 }
 
-/// Retries a database write until it succeeds, or gives up once a shutdown has begun (the rows
+/// Retries a database write until it succeeds; during a shutdown, until its deadline (the rows
 /// then stay pending and are sent again: at-least-once).
 async fn write_with_retry<S, K, F, Fut>(
     shared: &Shared<S, K>,
@@ -314,11 +354,18 @@ async fn write_with_retry<S, K, F, Fut>(
             Err(error) => {
                 shared.monitor.store_failed(&error);
                 crate::metrics::record_store_error(operation);
-                if shared.cancel.is_cancelled() {
-                    error!(%error, "could not {what} during shutdown; those messages stay pending and will be sent again");
+                let delay = backoff.next_delay();
+                // A shutdown keeps trying while its time lasts: one failed mark would otherwise
+                // send every row of the round again after the restart.
+                // (The deadline is fixed by its first caller: asked only once the shutdown began.)
+                #[cfg(not(txoutbox_sim_mutant = "shutdown_gives_up"))]
+                let out_of_time = || tokio::time::Instant::now() + delay >= shared.shutdown_deadline();
+                #[cfg(txoutbox_sim_mutant = "shutdown_gives_up")]
+                let out_of_time = || true;
+                if shared.cancel.is_cancelled() && out_of_time() {
+                    error!(%error, "could not {what} before the shutdown timeout; those messages stay pending and will be sent again");
                     return;
                 }
-                let delay = backoff.next_delay();
                 if error.is_retryable() {
                     warn!(%error, retry_in = ?delay, "could not {what}");
                 } else {

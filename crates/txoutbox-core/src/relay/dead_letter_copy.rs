@@ -37,7 +37,7 @@ fn copy(
     let mut copy = row.clone();
     // A creation time in the future (a foreign writer's) may be what the broker refused: the
     // copy is stamped now instead.
-    copy.created_at = copy.created_at.min(chrono::Utc::now());
+    copy.created_at = copy.created_at.min(crate::clock::now());
     let own = if allowed.is_none_or(|a| a.allows(&row.topic)) {
         &*row.topic
     } else {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug_span, warn};
 
@@ -23,6 +22,8 @@ pub(crate) struct SentBatch {
     pub(crate) rows: Arc<[OutboxMessage]>,
     pub(crate) delivery: BatchDelivery,
     pub(crate) permit: super::in_flight::Permit,
+    /// The send epoch it was handed over in.
+    pub(crate) epoch: u64,
 }
 
 /// Runs until shutdown; dropping `sender` when it returns lets the sender and completer drain.
@@ -68,6 +69,10 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
     // held key is released, and at least once per poll interval as a safety net).
     let mut cursor: Option<i64> = None;
     let mut last_rescan = tokio::time::Instant::now();
+    // Whether the pass that began at the last read from the start reached the end of the pending
+    // rows. The periodic rescan waits for it: restarting every poll interval would starve the
+    // rows behind more held or parked rows than one interval's reads get past.
+    let mut reached_end = true;
     let mut last_parked_reload = tokio::time::Instant::now();
     let mut idle = false;
     // What this relay last told the store (awake or asleep); `None`: nothing yet, so the first
@@ -78,14 +83,15 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
     let mut burst_open = false;
     loop {
         if idle {
-            let (released, next_due) = shared.release_due_holds(Utc::now());
+            let (released, next_due) = shared.release_due_holds(crate::clock::now());
             let wait = next_due
-                .and_then(|at| (at - Utc::now()).to_std().ok())
+                .and_then(|at| (at - crate::clock::now()).to_std().ok())
                 .map_or(config.poll_interval, |d| d.min(config.poll_interval));
             if released {
                 cursor = None;
             } else {
                 tokio::select! {
+                    biased;
                     _ = shared.cancel.cancelled() => break,
                     _ = shared.wake.notified() => {}
                     _ = ownership_changed(&shared) => {}
@@ -96,14 +102,26 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         if shared.cancel.is_cancelled() {
             break;
         }
-        if let Some(until) = shared.paused_until() {
+        // Paused after transient failures, until the pause ends or the transport delivers again
+        // (a stale wake-up only looks at the pause once more).
+        let mut stopping = false;
+        while let Some(until) = shared.paused_until() {
             tokio::select! {
-                _ = shared.cancel.cancelled() => break,
+                biased;
+                _ = shared.cancel.cancelled() => {
+                    stopping = true;
+                    break;
+                }
                 _ = tokio::time::sleep_until(until) => {}
+                _ = shared.resumed.notified() => {}
             }
         }
-        // Also rescan once per poll interval under load: rows made pending again behind the
-        // cursor by hand (an operator's UPDATE) are found within one interval, busy or idle.
+        if stopping {
+            break;
+        }
+        // Also rescan once per poll interval under load, once the current pass reached the end:
+        // rows made pending again behind the cursor by hand (an operator's UPDATE) are found
+        // within one interval of the relay catching up, busy or idle.
         if let Some(ownership) = &shared.ownership {
             if ownership.take_changed() {
                 cursor = None;
@@ -127,20 +145,24 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 Err(error) => warn!(%error, "could not read the parked keys; keeping the ones known"),
             }
         }
+        // Taken before the rescan request is: a key let go from here on is caught after the read.
+        let releases = shared.releases();
         if shared.take_rescan()
-            || shared.release_due_holds(Utc::now()).0
-            || last_rescan.elapsed() >= config.poll_interval
+            || shared.release_due_holds(crate::clock::now()).0
+            || (last_rescan.elapsed() >= config.poll_interval && reached_end)
         {
             cursor = None;
         }
         if cursor.is_none() {
             last_rescan = tokio::time::Instant::now();
+            reached_end = false;
         }
 
         // The epoch is read before the drain check: if a failure moves it on in between, this
         // read's selection carries the older epoch and the sender gives it up (it could
         // otherwise pass over failed rows that are still in flight and send later rows of their
         // keys).
+        #[cfg(not(txoutbox_sim_mutant = "epoch_after_drain"))]
         let epoch = shared.epoch();
         // After a transient failure, wait for everything in flight to settle before reading:
         // rows of the failed keys that are still queued must fail (or land) first.
@@ -148,12 +170,17 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             cursor = None;
             while !shared.in_flight.is_empty() {
                 tokio::select! {
+                    biased;
                     _ = shared.cancel.cancelled() => return,
                     _ = shared.settled.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }
         }
+
+        // The mutant reads it after the drain, as the relay did before 1e5024b.
+        #[cfg(txoutbox_sim_mutant = "epoch_after_drain")]
+        let epoch = shared.epoch();
 
         // Rows in flight are still pending in the table: a read from the start passes over them;
         // a read from the cursor is past them already.
@@ -163,27 +190,23 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         let budget = ReadLimit::rows(config.batch_size)
             .with_bytes(config.max_batch_bytes)
             .with_message_bytes(message_bytes);
-        let (limit, fetched) = match cursor {
+        let fetched = match cursor {
             None => {
                 let limit = ReadLimit {
                     rows: config.batch_size + in_flight,
                     ..budget
                 };
-                (
-                    limit,
-                    shared
-                        .bounded(shared.store.fetch_pending(limit))
-                        .instrument(span)
-                        .await,
-                )
+                shared
+                    .bounded(shared.store.fetch_pending(limit))
+                    .instrument(span)
+                    .await
             }
-            Some(after) => (
-                budget,
+            Some(after) => {
                 shared
                     .bounded(shared.store.fetch_after(after, budget))
                     .instrument(span)
-                    .await,
-            ),
+                    .await
+            }
         };
         let rows = match fetched {
             Ok(rows) => {
@@ -207,18 +230,42 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 continue;
             }
         };
+        // A key was let go during this read (its failing row died): the read may hold the key's
+        // later rows while earlier ones, deferred behind the dead row, are missing from it (below
+        // the cursor, or hidden as rows that left the flight during the read). Read again from
+        // the start instead (the release requested it).
+        #[cfg(not(txoutbox_sim_mutant = "early_release"))]
+        if shared.releases() != releases {
+            cursor = None;
+            idle = false;
+            continue;
+        }
         let mut rows = rows;
         refuse_far_retries(&mut rows, retry_horizon);
         let fresh = rows.iter().filter(|r| cursor.is_none_or(|c| r.id > c)).count();
-        // A read cut by its byte budget has more behind it too. (The store counts a little more
-        // per row than `size`, e.g. the headers' JSON: half the budget is the safe side.)
-        let read_bytes: usize = rows.iter().map(OutboxMessage::size).sum();
-        let more = fresh >= limit.rows || read_bytes >= limit.bytes / 2;
+        // Only a read that brings nothing new ends a pass: one cut by its byte budget cannot tell
+        // (the next row may be the one that did not fit), and ending the pass early sent the
+        // relay back to the start, so rows behind enough held or parked ones were never read.
+        // It costs one more read at the end of a burst.
+        #[cfg(not(txoutbox_sim_mutant = "half_budget_end"))]
+        let more = fresh > 0;
+        #[cfg(txoutbox_sim_mutant = "half_budget_end")]
+        let more = fresh >= config.batch_size + if cursor_before.is_none() { in_flight } else { 0 }
+            || rows.iter().map(OutboxMessage::size).sum::<usize>() >= budget.bytes / 2;
+        // The mutant restarts every poll interval, pass finished or not.
+        #[cfg(not(txoutbox_sim_mutant = "rescan_restarts_pass"))]
+        if !more {
+            reached_end = true;
+        }
+        #[cfg(txoutbox_sim_mutant = "rescan_restarts_pass")]
+        {
+            reached_end = true;
+        }
         let selection = select_sendable(
             rows,
             |id| shared.in_flight.contains(id),
             |topic, key| shared.is_held(topic, key),
-            Utc::now(),
+            crate::clock::now(),
             config.batch_size,
         );
         for (key, until) in selection.holds {
@@ -261,6 +308,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             // them to settle instead of reading the same rows again at once.
             if more && cursor == cursor_before {
                 tokio::select! {
+                    biased;
                     _ = shared.cancel.cancelled() => break,
                     _ = shared.settled.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -271,6 +319,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
 
         let bytes = batch.iter().map(OutboxMessage::size).sum();
         let permit = tokio::select! {
+            biased;
             _ = shared.cancel.cancelled() => break,
             permit = shared.in_flight.reserve(batch.len(), bytes) => match permit {
                 Some(permit) => permit,
@@ -314,7 +363,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
 /// retry (a foreign writer set it): they go to the sink now, which refuses them, and are
 /// dead-lettered with the reason instead of holding their key back for months.
 fn refuse_far_retries(rows: &mut [OutboxMessage], horizon: chrono::TimeDelta) {
-    let Some(latest) = Utc::now().checked_add_signed(horizon) else {
+    let Some(latest) = crate::clock::now().checked_add_signed(horizon) else {
         return;
     };
     for row in rows.iter_mut().filter(|row| row.malformed.is_none()) {

@@ -6,9 +6,14 @@
 //! [completer](completer) awaits each batch's outcomes in order and marks delivered rows with one
 //! statement per batch (or per several batches). A row is never marked before its delivery is
 //! confirmed.
+//!
+//! Every `select!` of the engine is `biased` (its branches polled in the order written, a
+//! shutdown first) and its wall clock is `clock::now`: a simulated run (`txoutbox-sim`) of one
+//! seed takes the same path every time.
 
 mod allowed_topics;
 mod backoff;
+mod child_task;
 mod completer;
 mod config;
 pub mod dead_letter_copy;
@@ -37,6 +42,7 @@ use crate::coordination::{Coordination, Leases, Ownership};
 use crate::error::{Error, Result};
 use crate::sink::Sink;
 use crate::store::Store;
+use child_task::ChildTask;
 use shared::Shared;
 
 /// A relay from a [`Store`] to a [`Sink`], ready to start.
@@ -171,6 +177,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
         let run = self.run_inner();
         tokio::pin!(run);
         tokio::select! {
+            biased;
             result = &mut run => return result,
             () = shutdown => cancel.cancel(),
         }
@@ -185,8 +192,8 @@ impl<S: Store, K: Sink> Relay<S, K> {
         } = self;
         let shared = Arc::new(shared);
         let cancel = shared.cancel.clone();
-        let coordinator = coordinator.map(|task| {
-            tokio::spawn(async move {
+        let mut coordinator = coordinator.map(|task| {
+            ChildTask::spawn(async move {
                 let result = task.await;
                 if let Err(error) = &result {
                     tracing::error!(%error, "relay coordination failed; the relay stops");
@@ -198,8 +205,8 @@ impl<S: Store, K: Sink> Relay<S, K> {
         let result = Self::run_engine(Arc::clone(&shared), coordinator.is_some()).await;
         // The engine has settled what it sent: the coordinator may now give up the leases.
         engine_done.cancel();
-        let coordination = match coordinator {
-            Some(task) => task.await.map_err(|_| Error::Shutdown).and_then(|r| r),
+        let coordination = match &mut coordinator {
+            Some(task) => task.join().await.map_err(|_| Error::Shutdown).and_then(|r| r),
             None => Ok(()),
         };
         result.and(coordination)
@@ -286,19 +293,16 @@ impl<S: Store, K: Sink> Relay<S, K> {
         // let more batches reach the wire between a failed delivery and the drain that follows
         // it: per-key order violations in the majority-outage chaos test.)
         let (to_sender, from_fetcher) = mpsc::channel(1);
-        let completer = tokio::spawn(completer::run(Arc::clone(&shared), from_sender));
-        let prober = tokio::spawn(probe::run(Arc::clone(&shared)));
-        let sender = tokio::spawn(sender::run(Arc::clone(&shared), from_fetcher, to_completer));
+        let _watcher = watcher.map(ChildTask::adopt);
+        let mut completer = ChildTask::spawn(completer::run(Arc::clone(&shared), from_sender));
+        let _prober = ChildTask::spawn(probe::run(Arc::clone(&shared)));
+        let mut sender = ChildTask::spawn(sender::run(Arc::clone(&shared), from_fetcher, to_completer));
         fetcher::run(Arc::clone(&shared), to_sender).await;
-        if let Err(e) = sender.await {
+        if let Err(e) = sender.join().await {
             tracing::error!(error = %e, "relay sender panicked");
         }
-        if let Err(e) = completer.await {
+        if let Err(e) = completer.join().await {
             tracing::error!(error = %e, "relay completer panicked");
-        }
-        prober.abort();
-        if let Some(watcher) = watcher {
-            watcher.abort();
         }
         info!("relay stopped");
         match shared.take_failure() {

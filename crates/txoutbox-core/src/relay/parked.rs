@@ -69,7 +69,10 @@ impl ParkedKeys {
     pub(crate) fn reload(&self, from_store: Vec<HeldKey>, generation: u64) -> bool {
         let mut inner = self.inner();
         let mut keys: HashSet<HeldKey> = from_store.into_iter().collect();
+        // The mutant trusts the store alone, as the relay did before 6ed0bbe.
+        #[cfg(not(txoutbox_sim_mutant = "parked_reload_forgets"))]
         keys.extend(inner.unconfirmed.iter().cloned());
+        #[cfg(not(txoutbox_sim_mutant = "parked_reload_forgets"))]
         if inner.generation != generation {
             // A key parked or confirmed during the read may be missing from it: keep ours until
             // next time.

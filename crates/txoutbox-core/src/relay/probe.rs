@@ -59,6 +59,7 @@ pub(crate) async fn run<S, K: Sink>(shared: Arc<Shared<S, K>>) {
             }
         }
         tokio::select! {
+            biased;
             _ = shared.cancel.cancelled() => return,
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
         }

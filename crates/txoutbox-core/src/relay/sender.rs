@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, debug_span};
 
@@ -111,7 +111,7 @@ async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Opt
         {
             shared.hold(
                 super::select::held_key(&row.topic, key),
-                Utc::now() + TimeDelta::days(1),
+                crate::clock::now() + TimeDelta::days(1),
             );
         }
     }
@@ -119,5 +119,6 @@ async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Opt
         rows,
         delivery,
         permit,
+        epoch,
     })
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,6 +31,9 @@ pub(crate) struct Shared<S, K> {
     pub(crate) cancel: CancellationToken,
     /// While the transport reports transient failures, the fetcher waits until this instant.
     paused_until: Mutex<Option<Instant>>,
+    /// Told when a pause ends early (the transport delivered again), so the fetcher stops
+    /// waiting for a pause that no longer holds.
+    pub(crate) resumed: Notify,
     /// When a graceful shutdown gives up waiting for deliveries: one deadline for the whole stop.
     shutdown_deadline: std::sync::OnceLock<Instant>,
     /// Keys whose earliest pending row is backing off, until it is due. Their later rows are
@@ -40,6 +43,9 @@ pub(crate) struct Shared<S, K> {
     pub(crate) parked: ParkedKeys,
     /// Set when rows below the cursor must be read again (a transient failure, a dead letter).
     rescan: AtomicBool,
+    /// Bumped whenever a held key is let go: a read after the cursor that was under way then
+    /// may pass over rows of that key that wait below the cursor (see [`Shared::releases`]).
+    releases: AtomicU64,
     /// What the relay observes of itself, for health checks.
     pub(crate) monitor: RelayMonitor,
     /// In a coordinated relay: what this node may read and send now.
@@ -77,10 +83,12 @@ impl<S, K> Shared<S, K> {
             wake,
             cancel,
             paused_until: Mutex::new(None),
+            resumed: Notify::new(),
             shutdown_deadline: std::sync::OnceLock::new(),
             held: Mutex::new(HashMap::new()),
             parked: ParkedKeys::default(),
             rescan: AtomicBool::new(false),
+            releases: AtomicU64::new(0),
             monitor: RelayMonitor::default(),
             ownership: None,
             failure: Mutex::new(None),
@@ -146,7 +154,13 @@ impl<S, K> Shared<S, K> {
     }
 
     pub(crate) fn resume(&self) {
-        *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let was = self.paused_until.lock().unwrap_or_else(|p| p.into_inner()).take();
+        #[cfg(not(txoutbox_sim_mutant = "pause_ignores_resume"))]
+        if was.is_some() {
+            self.resumed.notify_one();
+        }
+        #[cfg(txoutbox_sim_mutant = "pause_ignores_resume")]
+        let _ = was;
     }
 
     pub(crate) fn paused_until(&self) -> Option<Instant> {
@@ -163,9 +177,20 @@ impl<S, K> Shared<S, K> {
         self.held().insert(key, until);
     }
 
-    /// Lets a key flow again (its failing row is dead).
+    /// Lets a key flow again (its failing row is dead). Its rows that wait below the cursor
+    /// (held back, or deferred behind the failing row) are read again by a rescan, which this
+    /// requests; until then no read after the cursor may send rows of the key.
     pub(crate) fn release(&self, key: &HeldKey) {
+        self.request_rescan();
+        self.releases.fetch_add(1, Ordering::AcqRel);
         self.held().remove(key);
+    }
+
+    /// How many times a held key was let go. The fetcher compares it around a read after its
+    /// cursor and sends nothing from that read when it moved: the read could have selected a
+    /// released key's later rows while its earlier ones wait below the cursor.
+    pub(crate) fn releases(&self) -> u64 {
+        self.releases.load(Ordering::Acquire)
     }
 
     /// Whether messages of this key must wait (backing off, or parked).
@@ -228,6 +253,7 @@ impl<S, K> Shared<S, K> {
     /// Sleeps unless a shutdown begins first; returns `false` on shutdown.
     pub(crate) async fn sleep(&self, delay: Duration) -> bool {
         tokio::select! {
+            biased;
             _ = self.cancel.cancelled() => false,
             _ = tokio::time::sleep(delay) => true,
         }
