@@ -124,11 +124,16 @@ impl Table {
             .collect();
         let read = limit.take(candidates.iter().map(|row| &row.message));
         let last_read = read.last().map_or(i64::MIN, |m| m.id);
+        // The mutant forgets late rows its budget cut off (as PostgreSQL's store did before a
+        // capped read kept its old snapshot): they are skipped until a rescan.
+        #[cfg(not(txoutbox_sim_mutant = "late_rows_forgotten"))]
         let owed_now = candidates
             .iter()
             .filter(|row| late(row) && row.message.id > last_read)
             .map(|row| row.message.id)
             .collect();
+        #[cfg(txoutbox_sim_mutant = "late_rows_forgotten")]
+        let owed_now = BTreeSet::new();
         let seq = self.commit_seq;
         let state = self.readers.entry(reader).or_default();
         state.owed = owed_now;

@@ -1,6 +1,6 @@
 //! The relay engine under simulation, over many seeds (see the crate docs).
 //!
-//! `TXOUTBOX_SIM_SEEDS=N` runs N seeds (default 300) from `TXOUTBOX_SIM_FIRST_SEED` (default 0);
+//! `TXOUTBOX_SIM_SEEDS=N` runs N seeds (default 1,000) from `TXOUTBOX_SIM_FIRST_SEED` (default 0);
 //! `TXOUTBOX_SIM_SEED=S` replays one seed (`TXOUTBOX_SIM_TRACE=1` prints its trace,
 //! `TXOUTBOX_SIM_LOG=txoutbox_core=debug` the engine's log beside it);
 //! `TXOUTBOX_SIM_VERBOSE=1` prints a line per seed. Built with an engine mutant
@@ -46,7 +46,7 @@ fn every_seed_keeps_every_invariant() {
         assert!(outcome.violations.is_empty(), "{}", report(&outcome));
         return;
     }
-    let seeds = env_u64("TXOUTBOX_SIM_SEEDS").unwrap_or(300);
+    let seeds = env_u64("TXOUTBOX_SIM_SEEDS").unwrap_or(1_000);
     let first = env_u64("TXOUTBOX_SIM_FIRST_SEED").unwrap_or(0);
     if std::env::var_os("TXOUTBOX_SIM_HUNT").is_some() {
         let began = std::time::Instant::now();
