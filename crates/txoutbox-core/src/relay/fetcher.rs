@@ -66,7 +66,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         .max(chrono::TimeDelta::days(1));
     let mut db_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     // Where reading goes on from; `None` reads from the start (at start, after failures, when a
-    // held key is released, and at least once per poll interval as a safety net).
+    // held key is released, and once per poll interval after a pass reached the end, as a safety net).
     let mut cursor: Option<i64> = None;
     let mut last_rescan = tokio::time::Instant::now();
     // Whether the pass that began at the last read from the start reached the end of the pending
