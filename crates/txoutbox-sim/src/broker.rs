@@ -72,7 +72,6 @@ pub(crate) type Partition = (Arc<str>, u32);
 pub struct Broker {
     partitions: u32,
     logs: BTreeMap<Partition, Vec<Landed>>,
-    acknowledged: BTreeSet<i64>,
     /// Acknowledged to the current producer (since the last one died).
     acknowledged_now: BTreeSet<i64>,
     queues: BTreeMap<Partition, VecDeque<Queued>>,
@@ -97,7 +96,6 @@ impl Broker {
         Self {
             partitions: partitions.max(1),
             logs: BTreeMap::new(),
-            acknowledged: BTreeSet::new(),
             acknowledged_now: BTreeSet::new(),
             queues: BTreeMap::new(),
             broken: BTreeSet::new(),
@@ -162,7 +160,6 @@ impl Broker {
 
     /// The broker acknowledged these rows' records to `producer`.
     pub(crate) fn acknowledge(&mut self, producer: u64, ids: &[i64]) {
-        self.acknowledged.extend(ids);
         if producer == self.producers {
             self.acknowledged_now.extend(ids);
         }
