@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all=(late_rows_forgotten early_release half_budget_end rescan_restarts_pass stale_failures_pause shutdown_gives_up parked_reload_forgets)
+all=(late_rows_forgotten early_release half_budget_end rescan_restarts_pass stale_failures_pause shutdown_gives_up parked_reload_forgets released_while_read refusal_keeps_epoch scope_grew_during_read takeover_ignores_parked)
 mutants=("${@:-${all[@]}}")
 seeds="${TXOUTBOX_SIM_SEEDS:-2000}"
 survived=0

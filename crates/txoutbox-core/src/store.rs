@@ -83,7 +83,8 @@ impl ReadLimit {
     }
 
     /// What a read of messages held in memory returns, in their order: copies of the first ones
-    /// within the limit, and a message larger than `message_bytes` as
+    /// within the limit (a message is taken while the ones before it add up to less than
+    /// `bytes`, as the SQL stores' window over row sizes does), and a message larger than `message_bytes` as
     /// [`OutboxMessage::too_large`] (for stores that hold messages, e.g. decoded from a log).
     pub fn take<'a>(&self, messages: impl Iterator<Item = &'a OutboxMessage>) -> Vec<OutboxMessage> {
         let mut taken = Vec::new();
@@ -105,11 +106,10 @@ impl ReadLimit {
                 large.created_at = message.created_at;
                 large.attempts = message.attempts;
                 large.next_attempt_at = message.next_attempt_at;
+                // It costs what it brings: its topic and key.
+                bytes = bytes.saturating_add(large.size());
                 taken.push(large);
                 continue;
-            }
-            if !taken.is_empty() && bytes.saturating_add(size) > self.bytes {
-                break;
             }
             bytes = bytes.saturating_add(size);
             taken.push(message.clone());
@@ -288,6 +288,11 @@ mod tests {
         assert_eq!(
             ids(ReadLimit::rows(10).with_bytes(33).take(held.iter())),
             [1, 2, 3]
+        );
+        assert_eq!(
+            ids(ReadLimit::rows(10).with_bytes(23).take(held.iter())),
+            [1, 2, 3],
+            "the row that crosses the budget is the last one taken"
         );
         assert_eq!(
             ids(ReadLimit::rows(10).with_bytes(5).take(held.iter())),

@@ -538,8 +538,9 @@ impl PgWalStore {
             Ok(Err(_)) => Err(Error::Config("the replication task ended".into())),
             Err(_) => Err(Error::database(
                 format!(
-                    "could not start streaming the replication slot {:?} within {timeout:?}",
-                    self.shared().config.slot
+                    "could not start streaming the replication slot {:?} within {}",
+                    self.shared().config.slot,
+                    txoutbox_core::HumanDuration(timeout)
                 ),
                 true,
             )),
@@ -800,7 +801,7 @@ async fn stream(shared: Arc<Shared>) {
                 standing_by = true;
             }
         } else {
-            tracing::warn!(slot = %shared.config.slot, error = %error.message, retry_in = ?delay, "replication stream interrupted");
+            tracing::warn!(slot = %shared.config.slot, error = %error.message, retry_in = %txoutbox_core::HumanDuration(delay), "replication stream interrupted");
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));

@@ -67,17 +67,22 @@ impl Queued {
 /// A topic's partition.
 pub(crate) type Partition = (Arc<str>, u32);
 
+/// One producer's queue to a partition.
+type Lane = (u64, Partition);
+
 /// What landed where, what was acknowledged, and what the producer holds.
 #[derive(Debug)]
 pub struct Broker {
     partitions: u32,
     logs: BTreeMap<Partition, Vec<Landed>>,
-    /// Acknowledged to the current producer (since the last one died).
-    acknowledged_now: BTreeSet<i64>,
-    queues: BTreeMap<Partition, VecDeque<Queued>>,
-    /// Partitions whose head failed transiently: what is enqueued to them fails too until the
-    /// relay reacts (`discard_queued`).
-    broken: BTreeSet<Partition>,
+    /// Per live producer, what was acknowledged to it.
+    acknowledged: BTreeMap<u64, BTreeSet<i64>>,
+    /// Each producer's queue per partition (several producers live at once when several relay
+    /// nodes share the table).
+    queues: BTreeMap<Lane, VecDeque<Queued>>,
+    /// Queues whose head failed transiently: what the producer enqueues to them fails too until
+    /// its relay reacts (`discard_queued`).
+    broken: BTreeSet<Lane>,
     outage_until_ms: Option<u64>,
     /// Whether what is queued times out when the outage ends.
     outage_times_out: bool,
@@ -96,7 +101,7 @@ impl Broker {
         Self {
             partitions: partitions.max(1),
             logs: BTreeMap::new(),
-            acknowledged_now: BTreeSet::new(),
+            acknowledged: BTreeMap::new(),
             queues: BTreeMap::new(),
             broken: BTreeSet::new(),
             outage_until_ms: None,
@@ -125,9 +130,9 @@ impl Broker {
         (Arc::clone(&message.topic), partition)
     }
 
-    /// The rows acknowledged to the current producer.
-    pub fn acknowledged_now(&self) -> &BTreeSet<i64> {
-        &self.acknowledged_now
+    /// The rows acknowledged to `producer` (while it lives).
+    pub fn acknowledged_to(&self, producer: u64) -> BTreeSet<i64> {
+        self.acknowledged.get(&producer).cloned().unwrap_or_default()
     }
 
     /// Each partition's log.
@@ -135,9 +140,26 @@ impl Broker {
         &self.logs
     }
 
-    /// Whether the producer holds nothing.
+    /// Whether no producer holds anything.
     pub fn is_idle(&self) -> bool {
         self.queues.values().all(VecDeque::is_empty) && self.transactions.is_idle()
+    }
+
+    /// The queues of `producer`.
+    fn lanes_of(&self, producer: u64) -> Vec<Lane> {
+        self.queues
+            .keys()
+            .filter(|(owner, _)| *owner == producer)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `producer` holds nothing (what its relay handed over landed or failed).
+    pub fn holds_nothing(&self, producer: u64) -> bool {
+        self.queues
+            .iter()
+            .all(|((owner, _), queue)| *owner != producer || queue.is_empty())
+            && self.transactions.is_idle()
     }
 
     /// Whether the broker runs in exactly-once mode.
@@ -160,9 +182,7 @@ impl Broker {
 
     /// The broker acknowledged these rows' records to `producer`.
     pub(crate) fn acknowledge(&mut self, producer: u64, ids: &[i64]) {
-        if producer == self.producers {
-            self.acknowledged_now.extend(ids);
-        }
+        self.acknowledged.entry(producer).or_default().extend(ids);
         self.may_complete(producer, ids);
     }
 
@@ -179,9 +199,9 @@ impl Broker {
         });
     }
 
-    /// Fails everything queued in `partition` (behind a failed record).
-    fn fail_queue(&mut self, partition: &Partition, why: &str) -> usize {
-        let queue = self.queues.remove(partition).unwrap_or_default();
+    /// Fails everything queued in a lane (behind a failed record).
+    fn fail_queue(&mut self, lane: &Lane, why: &str) -> usize {
+        let queue = self.queues.remove(lane).unwrap_or_default();
         let failed = queue.len();
         for queued in queue {
             queued.fail(SinkError::transient(why));
@@ -192,17 +212,17 @@ impl Broker {
     /// Producer `producer` dies with its relay: a random prefix of each queue lands (never
     /// acknowledged), the rest is lost; in exactly-once mode its open transaction is gone.
     pub(crate) fn producer_dies(world: &mut World, producer: u64) {
+        world.broker.acknowledged.remove(&producer);
         if world.broker.transactions.enabled {
             Transactions::producer_dies(world, producer);
-            if producer == world.broker.producers {
-                world.broker.acknowledged_now.clear();
-            }
             return;
         }
-        let queues = std::mem::take(&mut world.broker.queues);
+        let lanes = world.broker.lanes_of(producer);
         let now = world.now_ms();
         let mut landed = 0;
-        for (partition, queue) in queues {
+        for lane in lanes {
+            let queue = world.broker.queues.remove(&lane).unwrap_or_default();
+            let partition = lane.1;
             let keep = world.rng().random_range(0..=queue.len());
             for queued in queue.into_iter().take(keep) {
                 let Some(message) = queued.message() else { continue };
@@ -215,15 +235,14 @@ impl Broker {
             }
         }
         world.broker.outage_until_ms = None;
-        world.broker.broken.clear();
-        world.broker.acknowledged_now.clear();
+        world.broker.broken.retain(|(owner, _)| *owner != producer);
         world.log(format_args!(
-            "broker: the producer died; {landed} of what it held landed"
+            "broker: producer {producer} died; {landed} of what it held landed"
         ));
     }
 
-    /// One step of the producer: the head of a random partition's queue lands or fails.
-    fn step(world: &mut World) {
+    /// One step of `producer`: the head of a random one of its queues lands or fails.
+    fn step(world: &mut World, producer: u64) {
         let now = world.now_ms();
         if let Some(until) = world.broker.outage_until_ms {
             if now < until {
@@ -231,15 +250,15 @@ impl Broker {
             }
             world.broker.outage_until_ms = None;
             if world.broker.outage_times_out {
-                let partitions: Vec<Partition> = world.broker.queues.keys().cloned().collect();
-                let failed: usize = partitions
-                    .iter()
-                    .map(|p| world.broker.fail_queue(p, "simulated: message timed out"))
-                    .sum();
-                world
-                    .broker
-                    .broken
-                    .extend(partitions.into_iter().filter(|_| failed > 0));
+                let lanes: Vec<Lane> = world.broker.queues.keys().cloned().collect();
+                let mut failed = 0;
+                for lane in lanes {
+                    let timed_out = world.broker.fail_queue(&lane, "simulated: message timed out");
+                    if timed_out > 0 {
+                        world.broker.broken.insert(lane);
+                    }
+                    failed += timed_out;
+                }
                 world.log(format_args!("broker: back; {failed} queued records timed out"));
             } else {
                 world.log("broker: back");
@@ -258,28 +277,24 @@ impl Broker {
             world.log(format_args!("broker: out for {lasts} ms"));
             return;
         }
-        let busy: Vec<Partition> = world
+        let busy: Vec<Lane> = world
             .broker
             .queues
             .iter()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(p, _)| p.clone())
+            .filter(|((owner, _), q)| *owner == producer && !q.is_empty())
+            .map(|(lane, _)| lane.clone())
             .collect();
         if busy.is_empty() {
             return;
         }
         let pick = world.rng().random_range(0..busy.len());
-        let Some(partition) = busy.get(pick).cloned() else {
+        let Some(lane) = busy.get(pick).cloned() else {
             return;
         };
-        let Some(head) = world
-            .broker
-            .queues
-            .get_mut(&partition)
-            .and_then(VecDeque::pop_front)
-        else {
+        let Some(head) = world.broker.queues.get_mut(&lane).and_then(VecDeque::pop_front) else {
             return;
         };
+        let partition = lane.1.clone();
         let Some(message) = head.message().cloned() else {
             return;
         };
@@ -308,7 +323,6 @@ impl Broker {
                     "broker: row {id} landed on {}/{}",
                     partition.0, partition.1
                 ));
-                let producer = world.broker.producers;
                 world.broker.acknowledge(producer, &[id]);
                 head.succeed();
             }
@@ -321,9 +335,9 @@ impl Broker {
                 head.fail(error);
                 let behind = world
                     .broker
-                    .fail_queue(&partition, "simulated: an earlier record of the partition failed");
+                    .fail_queue(&lane, "simulated: an earlier record of the partition failed");
                 if transient || behind > 0 {
-                    world.broker.broken.insert(partition.clone());
+                    world.broker.broken.insert(lane);
                 }
                 world.log(format_args!(
                     "broker: row {id} failed {kind:?}{} on {}/{}; {behind} behind it failed too",
@@ -359,7 +373,7 @@ impl SimSink {
             loop {
                 let pause = {
                     let mut world = lock(&pumped);
-                    Broker::step(&mut world);
+                    Broker::step(&mut world, producer);
                     let most = if world.broker.is_idle() { 20_000 } else { 2_000 };
                     world.rng().random_range(100..most)
                 };
@@ -418,6 +432,18 @@ impl Sink for SimSink {
                 ));
             }
         }
+        // A coordinated relay hands over only rows of buckets its node leases.
+        if let Some(node) = world.nodes.get(&self.producer).cloned() {
+            let now_ms = world.now_ms();
+            for message in batch.iter() {
+                if !world.leases.holds(&node, None, message.bucket, now_ms) {
+                    world.violation(format_args!(
+                        "row {} was handed to the broker by {node}, which does not lease its bucket {}",
+                        message.id, message.bucket
+                    ));
+                }
+            }
+        }
         let exactly_once = world.broker.transactions.enabled;
         if let Some(error) = world
             .broker
@@ -468,7 +494,8 @@ impl Sink for SimSink {
                 queued += 1;
                 continue;
             }
-            if world.broker.broken.contains(&partition) {
+            let lane = (self.producer, partition);
+            if world.broker.broken.contains(&lane) {
                 world.log(format_args!(
                     "sink: row {} fails: its partition failed",
                     message.id
@@ -481,12 +508,7 @@ impl Sink for SimSink {
                 );
                 continue;
             }
-            world
-                .broker
-                .queues
-                .entry(partition)
-                .or_default()
-                .push_back(record);
+            world.broker.queues.entry(lane).or_default().push_back(record);
             queued += 1;
         }
         let (first, last) = (batch.first().map(|m| m.id), batch.last().map(|m| m.id));
@@ -535,12 +557,13 @@ impl Sink for SimSink {
             return;
         }
         let mut world = lock(&self.world);
-        let partitions: Vec<Partition> = world.broker.queues.keys().cloned().collect();
-        let purged: usize = partitions
+        let producer = self.producer;
+        let lanes = world.broker.lanes_of(producer);
+        let purged: usize = lanes
             .iter()
-            .map(|p| world.broker.fail_queue(p, "simulated: purged from the queue"))
+            .map(|lane| world.broker.fail_queue(lane, "simulated: purged from the queue"))
             .sum();
-        world.broker.broken.clear();
+        world.broker.broken.retain(|(owner, _)| *owner != producer);
         world.log(format_args!("sink: discarded {purged} queued"));
     }
 }

@@ -25,12 +25,13 @@
 
 pub mod broker;
 pub mod invariants;
+pub mod leases;
 mod schedule;
 pub mod store;
 pub mod table;
 mod transactions;
-mod world;
+pub mod world;
 pub mod writers;
 
 pub use schedule::{Outcome, Settings, run};
-pub use world::World;
+pub use world::{Faults, Shared, World};

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::time::Instant;
+use txoutbox_core::coordination::{Coordination, LeaseSettings};
 use txoutbox_core::{Completion, OnDeadLetter, Relay, RelayConfig, RetryPolicy};
 
 use crate::broker::{Broker, SimSink};
@@ -107,6 +108,72 @@ fn draw_config(rng: &mut impl Rng) -> RelayConfig {
         .with_shutdown_timeout(Duration::from_secs(10))
 }
 
+/// How the relays of a coordinated run share the table.
+#[derive(Debug, Clone)]
+struct Nodes {
+    /// How many relay nodes.
+    count: usize,
+    /// Exclusive or work-balance mode, with its lease timing.
+    coordination: Coordination,
+    /// When each node first starts, in virtual time since the start (node 0 at once).
+    joins: Vec<Duration>,
+    /// What happens to which node when: crashes, shutdowns, and cut-offs from the database.
+    events: Vec<(Duration, usize, NodeEvent)>,
+}
+
+/// What happens to one node of a coordinated run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeEvent {
+    /// Its life ends (a crash or a graceful shutdown); it starts again shortly after.
+    End(End),
+    /// It cannot reach the database for this long (a partition, or the process frozen): its
+    /// leases lapse while it may still reach the broker.
+    CutOff(Duration),
+}
+
+/// Draws a coordinated run's nodes: two or three relays in work-balance mode (or exclusive),
+/// with a lease of 1.5 to 10 s renewed three to five times per lease.
+fn draw_nodes(rng: &mut impl Rng) -> Nodes {
+    let count = rng.random_range(2..=3);
+    let lease = Duration::from_millis(rng.random_range(1_500..10_000));
+    let heartbeat = lease / rng.random_range(3..=5);
+    let settings = LeaseSettings::default().with_timing(lease, heartbeat);
+    let coordination = if rng.random_bool(0.75) {
+        Coordination::WorkBalance(settings)
+    } else {
+        Coordination::Exclusive(settings)
+    };
+    let stormy = STORMY.as_millis() as u64;
+    let joins = (0..count)
+        .map(|node| {
+            if node == 0 || rng.random_bool(0.5) {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(rng.random_range(0..stormy / 2))
+            }
+        })
+        .collect();
+    let mut events: Vec<(Duration, usize, NodeEvent)> = (0..rng.random_range(0..=4))
+        .map(|_| {
+            let at = Duration::from_millis(rng.random_range(0..stormy));
+            let node = rng.random_range(0..count);
+            let event = match rng.random_range(0..3) {
+                0 => NodeEvent::End(End::Crash),
+                1 => NodeEvent::End(End::Shutdown),
+                _ => NodeEvent::CutOff(lease.mul_f64(rng.random_range(0.5..2.5))),
+            };
+            (at, node, event)
+        })
+        .collect();
+    events.sort_by_key(|(at, _, _)| *at);
+    Nodes {
+        count,
+        coordination,
+        joins,
+        events,
+    }
+}
+
 /// What ends one relay's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -130,6 +197,9 @@ async fn simulate(seed: u64, settings: &Settings) -> Outcome {
         u64::try_from((config.poll_interval + config.store_timeout * 2).as_millis()).unwrap_or(u64::MAX);
     let exactly_once = world.chance(0.3);
     world.broker.transactions.enabled = exactly_once;
+    // Several relay nodes share the table in a third of the at-least-once runs (exactly-once
+    // runs on one active relay).
+    let nodes = (!exactly_once && world.chance(0.35)).then(|| draw_nodes(world.rng()));
     let writers = world.rng().random_range(1..=4);
     let keys = world.rng().random_range(1..=5);
     // Ends of relay lives, in virtual time since the start.
@@ -152,6 +222,9 @@ async fn simulate(seed: u64, settings: &Settings) -> Outcome {
         "seed {seed}: {} writers × {keys} keys; {faults:?}; relay ends {ends:?}; {config:?}",
         if exactly_once { "exactly-once, " } else { "" }.to_owned() + &writers.to_string()
     ));
+    if let Some(nodes) = &nodes {
+        world.log(format_args!("{nodes:?}"));
+    }
     let world: Shared = Arc::new(Mutex::new(world));
     let store = SimStore::new(Arc::clone(&world), config.store_timeout);
     let writer_tasks: Vec<_> = (0..writers)
@@ -159,20 +232,10 @@ async fn simulate(seed: u64, settings: &Settings) -> Outcome {
         .collect();
 
     let mut restarts = 0;
-    let mut relay = start_relay(&world, &store, &config);
-    for (at, end) in ends {
-        tokio::time::sleep_until(started + at).await;
-        if end == End::Zombie {
-            relay = replace_with_zombie_left(&world, relay, &store, &config).await;
-            restarts += 1;
-            continue;
-        }
-        stop_relay(&world, relay, end, &config).await;
-        restarts += 1;
-        let pause = Duration::from_millis(lock(&world).rng().random_range(0..500));
-        tokio::time::sleep(pause).await;
-        relay = start_relay(&world, &store, &config);
-    }
+    let relays = match &nodes {
+        Some(nodes) => run_nodes(&world, &store, &config, nodes, started, &mut restarts).await,
+        None => run_one_at_a_time(&world, &store, &config, ends, started, &mut restarts).await,
+    };
     for task in writer_tasks {
         if task.await.is_err() {
             lock(&world).violation("a writer panicked");
@@ -182,6 +245,7 @@ async fn simulate(seed: u64, settings: &Settings) -> Outcome {
     {
         let mut world = lock(&world);
         world.faults = Faults::CALM;
+        world.cut_off.clear();
         world.log("calm: the final drain");
     }
     let deadline = started + WRITING + DEADLINE;
@@ -195,7 +259,9 @@ async fn simulate(seed: u64, settings: &Settings) -> Outcome {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop_relay(&world, relay, End::Shutdown, &config).await;
+    for relay in relays {
+        stop_relay(&world, relay, End::Shutdown, &config).await;
+    }
 
     let mut world = lock(&world);
     let latency = u64::try_from(HEALTHY_LATENCY.as_millis()).unwrap_or(u64::MAX);
@@ -214,6 +280,95 @@ async fn simulate(seed: u64, settings: &Settings) -> Outcome {
         restarts,
         virtual_ms,
     }
+}
+
+/// One relay at a time: it ends as `ends` say (a zombie goes on beside its successor for a
+/// while) and starts again; returns the relay running at the end.
+async fn run_one_at_a_time(
+    world: &Shared,
+    store: &SimStore,
+    config: &RelayConfig,
+    ends: Vec<(Duration, End)>,
+    started: Instant,
+    restarts: &mut usize,
+) -> Vec<Running> {
+    let mut relay = start_relay(world, store, config, None);
+    for (at, end) in ends {
+        tokio::time::sleep_until(started + at).await;
+        if end == End::Zombie {
+            relay = replace_with_zombie_left(world, relay, store, config).await;
+            *restarts += 1;
+            continue;
+        }
+        stop_relay(world, relay, end, config).await;
+        *restarts += 1;
+        let pause = Duration::from_millis(lock(world).rng().random_range(0..500));
+        tokio::time::sleep(pause).await;
+        relay = start_relay(world, store, config, None);
+    }
+    vec![relay]
+}
+
+/// Several relay nodes on one table: each joins when `nodes.joins` says, and ends (then starts
+/// again) or is cut off from the database when `nodes.events` say; returns the relays running
+/// at the end.
+async fn run_nodes(
+    world: &Shared,
+    store: &SimStore,
+    config: &RelayConfig,
+    nodes: &Nodes,
+    started: Instant,
+    restarts: &mut usize,
+) -> Vec<Running> {
+    #[derive(Debug)]
+    enum Step {
+        Join,
+        Event(NodeEvent),
+    }
+    let mut steps: Vec<(Duration, usize, Step)> = nodes
+        .joins
+        .iter()
+        .enumerate()
+        .map(|(node, at)| (*at, node, Step::Join))
+        .chain(
+            nodes
+                .events
+                .iter()
+                .map(|(at, node, event)| (*at, *node, Step::Event(*event))),
+        )
+        .collect();
+    steps.sort_by_key(|(at, node, step)| (*at, matches!(step, Step::Event(_)), *node));
+    let mut running: Vec<Option<Running>> = (0..nodes.count).map(|_| None).collect();
+    let coordinated = |node: usize| Some((format!("node-{node}"), nodes.coordination.clone()));
+    for (at, node, step) in steps {
+        tokio::time::sleep_until(started + at).await;
+        let Some(slot) = running.get_mut(node) else {
+            continue;
+        };
+        match step {
+            Step::Join => *slot = Some(start_relay(world, store, config, coordinated(node))),
+            // A node that has not joined yet has nothing to lose.
+            Step::Event(NodeEvent::End(end)) => {
+                let Some(relay) = slot.take() else { continue };
+                stop_relay(world, relay, end, config).await;
+                *restarts += 1;
+                let pause = Duration::from_millis(lock(world).rng().random_range(0..500));
+                tokio::time::sleep(pause).await;
+                *slot = Some(start_relay(world, store, config, coordinated(node)));
+            }
+            Step::Event(NodeEvent::CutOff(lasts)) => {
+                let Some(relay) = slot.as_ref() else { continue };
+                let mut world = lock(world);
+                let until = world.now_ms() + u64::try_from(lasts.as_millis()).unwrap_or(u64::MAX);
+                world.cut_off.insert(relay.producer, until);
+                world.log(format_args!(
+                    "node-{node}: cut off from the database for {} ms",
+                    lasts.as_millis()
+                ));
+            }
+        }
+    }
+    running.into_iter().flatten().collect()
 }
 
 /// A running relay: its task, the signal that shuts it down, and its producer.
@@ -235,7 +390,7 @@ async fn replace_with_zombie_left(
         "relay: a new relay starts while producer {}'s goes on",
         old.producer
     ));
-    let new = start_relay(world, store, config);
+    let new = start_relay(world, store, config, None);
     match tokio::time::timeout(Duration::from_secs(30), &mut old.task).await {
         Ok(Ok(Ok(()))) => lock(world).log("relay: the zombie stopped"),
         Ok(Ok(Err(error))) => lock(world).log(format_args!("relay: the zombie stopped: {error}")),
@@ -249,16 +404,34 @@ async fn replace_with_zombie_left(
     new
 }
 
-fn start_relay(world: &Shared, store: &SimStore, config: &RelayConfig) -> Running {
+/// Starts a relay with a new producer: a single one, or node `name` of a coordinated run.
+fn start_relay(
+    world: &Shared,
+    store: &SimStore,
+    config: &RelayConfig,
+    coordinated: Option<(String, Coordination)>,
+) -> Running {
     let sink = SimSink::new(Arc::clone(world));
     let producer = sink.producer();
     let store = store.for_producer(producer);
     let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
-    let task = match Relay::new(store, sink, config.clone()) {
+    let relay = match coordinated {
+        None => Relay::new(store, sink, config.clone()),
+        Some((name, coordination)) => {
+            lock(world).nodes.insert(producer, name.clone());
+            let coordination = match coordination {
+                Coordination::WorkBalance(settings) => Coordination::WorkBalance(settings.with_node_id(name)),
+                Coordination::Exclusive(settings) => Coordination::Exclusive(settings.with_node_id(name)),
+                other => other,
+            };
+            Relay::coordinated(store, sink, config.clone(), coordination)
+        }
+    };
+    let task = match relay {
         Ok(relay) => {
             let mut world = lock(world);
-            world.wakeup = Some(relay.wakeup());
-            world.log("relay: started");
+            world.wakeups.insert(producer, relay.wakeup());
+            world.log(format_args!("relay: producer {producer} started"));
             tokio::spawn(relay.run_until(async move {
                 let _ = signal.await;
             }))
@@ -303,19 +476,20 @@ async fn stop_relay(world: &Shared, relay: Running, end: End, config: &RelayConf
             // Within its timeout (an outage that began earlier may outlast it), the shutdown
             // completes every acknowledged row and leaves nothing queued.
             if took < timeout && !world.broker.is_out() {
+                // (Rows whose completion the lease fence refused are their new owner's.)
                 let unmarked: Vec<i64> = world
                     .broker
-                    .acknowledged_now()
-                    .iter()
-                    .copied()
+                    .acknowledged_to(relay_producer)
+                    .into_iter()
                     .filter(|id| !world.table.is_completed(*id))
+                    .filter(|id| !world.fenced.contains(&(relay_producer, *id)))
                     .collect();
                 if !unmarked.is_empty() {
                     world.violation(format_args!(
                         "a graceful shutdown left acknowledged rows pending: {unmarked:?}"
                     ));
                 }
-                if !world.broker.is_idle() {
+                if !world.broker.holds_nothing(relay_producer) {
                     world.violation("a graceful shutdown left records queued in the producer");
                 }
             }
@@ -323,6 +497,7 @@ async fn stop_relay(world: &Shared, relay: Running, end: End, config: &RelayConf
         }
     }
     let mut world = lock(world);
-    world.wakeup = None;
+    world.wakeups.remove(&relay_producer);
+    world.cut_off.remove(&relay_producer);
     Broker::producer_dies(&mut world, relay_producer);
 }

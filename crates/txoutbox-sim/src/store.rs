@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use txoutbox_core::coordination::{LeaseInfo, Leases, LiveNode, Ownership, Scope};
 use txoutbox_core::{Backlog, Completion, Error, Failure, OutboxMessage, ReadLimit, Result, Store};
 
 use crate::world::{Shared, World, lock};
@@ -32,6 +33,8 @@ pub struct SimStore {
     /// The producer of the relay using this store: it may complete only what that producer had
     /// acknowledged or recovered.
     producer: u64,
+    /// A coordinated relay's right to read and write (see [`Leases`]).
+    ownership: Option<Ownership>,
 }
 
 impl SimStore {
@@ -41,6 +44,7 @@ impl SimStore {
             world,
             timeout: store_timeout,
             producer: 0,
+            ownership: None,
         }
     }
 
@@ -74,8 +78,23 @@ impl SimStore {
         fate
     }
 
-    /// Runs one call: `apply` is the statement, applied (or not) as the call's fate says.
+    /// Runs one call: `apply` is the statement, applied (or not) as the call's fate says. While
+    /// this relay is cut off from the database, the call waits until it is reachable again.
     async fn call<T>(&self, what: &str, write: bool, apply: impl FnOnce(&mut World) -> T) -> Result<T> {
+        loop {
+            let cut_off_for = {
+                let world = lock(&self.world);
+                let now = world.now_ms();
+                world
+                    .cut_off
+                    .get(&self.producer)
+                    .map_or(0, |until| until.saturating_sub(now))
+            };
+            if cut_off_for == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(cut_off_for)).await;
+        }
         match self.fate(what, write) {
             Fate::Answer(delay) => {
                 tokio::time::sleep(delay).await;
@@ -98,25 +117,86 @@ impl SimStore {
     }
 }
 
+impl SimStore {
+    /// The buckets this store may read: `None` when none (a coordinated relay holding no lease),
+    /// `Some(None)` for every row.
+    #[allow(clippy::option_option)] // reason: "nothing" and "everything" are both answers here
+    fn readable(&self) -> Option<Option<Vec<i32>>> {
+        match self.ownership.as_ref().map(Ownership::scope) {
+            None | Some(Scope::All) => Some(None),
+            Some(Scope::Nothing) => None,
+            Some(Scope::Buckets(buckets)) => Some(Some(buckets)),
+        }
+    }
+
+    /// Of `ids`, the rows a write may change: all for a single relay; for a coordinated one,
+    /// those whose bucket it leases at its epoch now (the fence the database stores apply in the
+    /// write's statement). Counts what the fence refused, as the stores do.
+    fn fenced(&self, world: &mut World, ids: &[i64]) -> Vec<i64> {
+        let Some(ownership) = &self.ownership else {
+            return ids.to_vec();
+        };
+        let (node, epoch) = ownership.fence();
+        let now = world.now_ms();
+        let (allowed, refused): (Vec<i64>, Vec<i64>) = ids.iter().partition(|id| {
+            world
+                .table
+                .row(**id)
+                .is_some_and(|row| world.leases.holds(node, Some(epoch), row.message.bucket, now))
+        });
+        let live_refused: Vec<i64> = refused
+            .into_iter()
+            .filter(|id| world.table.row(*id).is_some())
+            .collect();
+        if !live_refused.is_empty() {
+            world.log(format_args!(
+                "store: {node}@{epoch}: write of {live_refused:?} fenced (lease gone)"
+            ));
+            let producer = self.producer;
+            world.fenced.extend(live_refused.iter().map(|id| (producer, *id)));
+        }
+        ownership.record_write(ids.len(), allowed.len() as u64);
+        allowed
+    }
+}
+
 impl Store for SimStore {
     async fn check(&self) -> Result<()> {
         Ok(())
     }
 
     async fn fetch_pending(&self, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
+        let Some(scope) = self.readable() else {
+            return Ok(Vec::new());
+        };
         self.call("fetch_pending", false, |world| {
-            let read = world.table.fetch_pending(self.producer, limit);
-            world.log(format_args!("store: read {} from the start", read.len()));
+            let read = world.table.fetch_pending(self.producer, limit, scope.as_deref());
+            world.log(format_args!(
+                "store {}: read {} from the start {:?}",
+                self.producer,
+                read.len(),
+                read.iter().map(|m| m.id).collect::<Vec<_>>()
+            ));
             read
         })
         .await
     }
 
     async fn fetch_after(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
+        let Some(scope) = self.readable() else {
+            return Ok(Vec::new());
+        };
         self.call("fetch_after", false, |world| {
-            let read = world.table.fetch_after(self.producer, after, limit);
+            let read = world
+                .table
+                .fetch_after(self.producer, after, limit, scope.as_deref());
             if !read.is_empty() {
-                world.log(format_args!("store: read {} after {after}", read.len()));
+                world.log(format_args!(
+                    "store {}: read {} after {after} {:?}",
+                    self.producer,
+                    read.len(),
+                    read.iter().map(|m| m.id).collect::<Vec<_>>()
+                ));
             }
             read
         })
@@ -125,7 +205,8 @@ impl Store for SimStore {
 
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
         self.call("complete", true, |world| {
-            for id in ids {
+            let audited = if world.audits_completions { ids } else { &[] };
+            for id in audited {
                 if !world.broker.may_be_completed_by(self.producer, *id) {
                     world.violation(format_args!(
                         "row {id} completed by the relay of producer {} without an acknowledgement \
@@ -134,8 +215,10 @@ impl Store for SimStore {
                     ));
                 }
             }
-            world.table.complete(ids, completion);
-            world.log(format_args!("store: completed {}", ids.len()));
+            let at = world.wall_now();
+            let allowed = self.fenced(world, ids);
+            world.table.complete(&allowed, completion, at);
+            world.log(format_args!("store {}: completed {allowed:?}", self.producer));
         })
         .await
     }
@@ -154,7 +237,14 @@ impl Store for SimStore {
                 ));
             }
             let now = world.now_ms();
-            world.table.record_failures(failures, self.producer, now);
+            let ids: Vec<i64> = failures.iter().map(|f| f.id).collect();
+            let allowed = self.fenced(world, &ids);
+            let failures: Vec<Failure> = failures
+                .iter()
+                .filter(|f| allowed.contains(&f.id))
+                .cloned()
+                .collect();
+            world.table.record_failures(&failures, self.producer, now);
         })
         .await
     }
@@ -166,5 +256,76 @@ impl Store for SimStore {
     async fn dead_keys(&self) -> Result<Vec<(String, Vec<u8>)>> {
         self.call("dead_keys", false, |world| world.table.dead_keys())
             .await
+    }
+}
+
+impl Leases for SimStore {
+    fn bucket_count(&self) -> i32 {
+        crate::leases::BUCKETS
+    }
+
+    fn attach(&mut self, ownership: Ownership) {
+        self.ownership = Some(ownership);
+    }
+
+    async fn join(&self, node: &str, mode: &str, ttl: Duration) -> Result<i64> {
+        self.call("join", true, |world| {
+            let now = world.now_ms();
+            let epoch = world.leases.join(node, mode, ttl, now);
+            world.log(format_args!("leases: {node} joined at epoch {epoch}"));
+            epoch
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, node: &str, epoch: i64, ttl: Duration) -> Result<Option<Vec<LiveNode>>> {
+        self.call("heartbeat", true, |world| {
+            let now = world.now_ms();
+            let live = world.leases.heartbeat(node, epoch, ttl, now);
+            if live.is_none() {
+                world.log(format_args!("leases: {node}@{epoch} lost its session"));
+            }
+            live
+        })
+        .await
+    }
+
+    async fn claim(&self, node: &str, epoch: i64, buckets: &[i32], ttl: Duration) -> Result<Vec<i32>> {
+        self.call("claim", true, |world| {
+            let now = world.now_ms();
+            let held = world.leases.claim(node, epoch, buckets, ttl, now);
+            if held.len() < buckets.len() {
+                world.log(format_args!(
+                    "leases: {node}@{epoch} wanted {buckets:?}, holds {held:?}"
+                ));
+            }
+            held
+        })
+        .await
+    }
+
+    async fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> Result<()> {
+        self.call("release", true, |world| {
+            world.leases.release(node, epoch, buckets);
+            world.log(format_args!("leases: {node}@{epoch} released {buckets:?}"));
+        })
+        .await
+    }
+
+    async fn leave(&self, node: &str, epoch: i64) -> Result<()> {
+        self.call("leave", true, |world| {
+            world.leases.leave(node, epoch);
+            world.log(format_args!("leases: {node}@{epoch} left"));
+        })
+        .await
+    }
+
+    async fn leases(&self) -> Result<Vec<LeaseInfo>> {
+        self.call("leases", false, |world| {
+            let start = world.wall_now()
+                - chrono::TimeDelta::milliseconds(i64::try_from(world.now_ms()).unwrap_or(i64::MAX));
+            world.leases.list(start)
+        })
+        .await
     }
 }

@@ -35,6 +35,10 @@ pub struct Row {
     pub committed_ms: u64,
     /// Who recorded its latest failure (the relay's producer) and when, in milliseconds.
     pub failed_by: Option<(u64, u64)>,
+    /// The error of its latest failure.
+    pub last_error: Option<String>,
+    /// When it was marked published.
+    pub published_at: Option<DateTime<Utc>>,
 }
 
 /// What one reader's previous read saw.
@@ -63,6 +67,11 @@ pub struct Table {
     ledger: BTreeMap<i64, Row>,
 }
 
+/// Whether `row` is in a read's scope (`None`: every bucket).
+fn in_scope(row: &Row, buckets: Option<&[i32]>) -> bool {
+    buckets.is_none_or(|buckets| buckets.contains(&row.message.bucket))
+}
+
 impl Table {
     /// Takes `n` ids for a transaction's inserts (not visible until [`commit`](Self::commit)).
     pub fn take_ids(&mut self, n: usize) -> Vec<i64> {
@@ -84,6 +93,8 @@ impl Table {
                 state: RowState::Pending,
                 committed_ms: now_ms,
                 failed_by: None,
+                last_error: None,
+                published_at: None,
             };
             self.ledger.insert(row.message.id, row.clone());
             self.rows.insert(row.message.id, row);
@@ -99,9 +110,19 @@ impl Table {
         self.rows.values().filter(|row| row.state == RowState::Pending)
     }
 
-    /// Pending rows in id order within `limit`, read by `reader`.
-    pub fn fetch_pending(&mut self, reader: u64, limit: ReadLimit) -> Vec<OutboxMessage> {
-        let read = limit.take(self.pending().map(|row| &row.message));
+    /// Pending rows in id order within `limit`, read by `reader`; only rows of `buckets` when
+    /// given (a coordinated relay's scope).
+    pub fn fetch_pending(
+        &mut self,
+        reader: u64,
+        limit: ReadLimit,
+        buckets: Option<&[i32]>,
+    ) -> Vec<OutboxMessage> {
+        let read = limit.take(
+            self.pending()
+                .filter(|row| in_scope(row, buckets))
+                .map(|row| &row.message),
+        );
         let seq = self.commit_seq;
         let state = self.readers.entry(reader).or_default();
         state.read_seq = seq;
@@ -111,7 +132,13 @@ impl Table {
 
     /// Pending rows above `after`, plus the late ones at or below it that `reader` has not seen
     /// (see the module docs).
-    pub fn fetch_after(&mut self, reader: u64, after: i64, limit: ReadLimit) -> Vec<OutboxMessage> {
+    pub fn fetch_after(
+        &mut self,
+        reader: u64,
+        after: i64,
+        limit: ReadLimit,
+        buckets: Option<&[i32]>,
+    ) -> Vec<OutboxMessage> {
         let state = self.readers.entry(reader).or_default();
         let read_seq = state.read_seq;
         let owed = std::mem::take(&mut state.owed);
@@ -120,6 +147,7 @@ impl Table {
         };
         let candidates: Vec<&Row> = self
             .pending()
+            .filter(|row| in_scope(row, buckets))
             .filter(|row| row.message.id > after || late(row))
             .collect();
         let read = limit.take(candidates.iter().map(|row| &row.message));
@@ -141,8 +169,9 @@ impl Table {
         read
     }
 
-    /// Completes delivered rows; ids no longer pending are passed over (a retried write).
-    pub fn complete(&mut self, ids: &[i64], completion: Completion) {
+    /// Completes delivered rows at `at`; ids no longer pending are passed over (a retried
+    /// write).
+    pub fn complete(&mut self, ids: &[i64], completion: Completion, at: DateTime<Utc>) {
         for id in ids {
             let Some(row) = self.rows.get_mut(id) else {
                 continue;
@@ -152,7 +181,11 @@ impl Table {
             }
             self.completed.insert(*id);
             match completion {
-                Completion::MarkPublished => row.state = RowState::Published,
+                Completion::MarkPublished => {
+                    row.state = RowState::Published;
+                    row.published_at = Some(at);
+                    row.message.next_attempt_at = None;
+                }
                 _ => {
                     self.rows.remove(id);
                 }
@@ -170,6 +203,7 @@ impl Table {
                 continue;
             }
             row.message.attempts = failure.attempts;
+            row.last_error = Some(failure.error.clone());
             row.failed_by = Some((producer, now_ms));
             row.message.next_attempt_at = failure.next_attempt_at;
             if failure.next_attempt_at.is_none() {
@@ -232,6 +266,13 @@ impl Table {
     /// A committed row that is still in the table.
     pub fn row(&self, id: i64) -> Option<&Row> {
         self.rows.get(&id)
+    }
+
+    /// Sets the creation time of a row still in the table (a test giving rows known times).
+    pub fn backdate(&mut self, id: i64, created_at: DateTime<Utc>) {
+        if let Some(row) = self.rows.get_mut(&id) {
+            row.message.created_at = created_at;
+        }
     }
 
     /// Every committed row still in the table.
@@ -297,15 +338,15 @@ mod tests {
         let early = table.take_ids(1); // taken first, committed last
         let later = table.take_ids(2);
         table.commit(later.iter().map(|id| row(*id)).collect(), 0);
-        assert_eq!(ids(&table.fetch_pending(0, ReadLimit::rows(10))), [2, 3]);
+        assert_eq!(ids(&table.fetch_pending(0, ReadLimit::rows(10), None)), [2, 3]);
         table.commit(early.iter().map(|id| row(*id)).collect(), 0);
         assert_eq!(
-            ids(&table.fetch_after(0, 3, ReadLimit::rows(10))),
+            ids(&table.fetch_after(0, 3, ReadLimit::rows(10), None)),
             [1],
             "late, below the cursor"
         );
         assert!(
-            table.fetch_after(0, 3, ReadLimit::rows(10)).is_empty(),
+            table.fetch_after(0, 3, ReadLimit::rows(10), None).is_empty(),
             "seen once"
         );
     }
@@ -316,12 +357,12 @@ mod tests {
         let late = table.take_ids(2);
         let first = table.take_ids(1);
         table.commit(first.iter().map(|id| row(*id)).collect(), 0);
-        assert_eq!(ids(&table.fetch_pending(0, ReadLimit::rows(10))), [3]);
+        assert_eq!(ids(&table.fetch_pending(0, ReadLimit::rows(10), None)), [3]);
         table.commit(late.iter().map(|id| row(*id)).collect(), 0);
-        // Each row is 10 bytes: a budget of 15 takes one.
-        let budget = ReadLimit::rows(10).with_bytes(15);
-        assert_eq!(ids(&table.fetch_after(0, 3, budget)), [1]);
-        assert_eq!(ids(&table.fetch_after(0, 3, budget)), [2], "owed");
-        assert!(table.fetch_after(0, 3, budget).is_empty());
+        // Each row is 10 bytes: a budget of 10 takes one.
+        let budget = ReadLimit::rows(10).with_bytes(10);
+        assert_eq!(ids(&table.fetch_after(0, 3, budget, None)), [1]);
+        assert_eq!(ids(&table.fetch_after(0, 3, budget, None)), [2], "owed");
+        assert!(table.fetch_after(0, 3, budget, None).is_empty());
     }
 }

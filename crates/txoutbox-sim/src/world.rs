@@ -1,13 +1,16 @@
 //! The simulated world one seed builds: its random source, table, broker, fault settings and
 //! the trace of what happened, shared by every simulated part behind one lock.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
+use crate::leases::LeaseTable;
 use crate::table::Table;
 
 /// How often each fault strikes in one run (drawn from the seed: some runs are calm, some
@@ -79,8 +82,22 @@ pub struct World {
     /// How long another relay's dead letter may take to reach a relay, in milliseconds (its
     /// poll interval and a store call).
     pub news_delay_ms: u64,
-    /// The running relay's wake-up, which writers call after they commit.
-    pub wakeup: Option<txoutbox_core::Wakeup>,
+    /// Whether each completion is checked against the broker's acknowledgements (off when a
+    /// test drives the store by hand, without a broker).
+    pub audits_completions: bool,
+    /// Relay nodes and their bucket leases (coordinated runs).
+    pub leases: LeaseTable,
+    /// Per producer, the node its relay runs as (coordinated runs): what it hands to the broker
+    /// must be in buckets that node leases.
+    pub nodes: BTreeMap<u64, String>,
+    /// Per producer, until when (virtual ms) its relay cannot reach the database: its store
+    /// calls wait, as over a network partition or while the process is frozen.
+    pub cut_off: BTreeMap<u64, u64>,
+    /// Rows whose completion by a producer's relay the lease fence refused (its new owner
+    /// completes them).
+    pub fenced: BTreeSet<(u64, i64)>,
+    /// Every running relay's wake-up, which writers call after they commit.
+    pub wakeups: BTreeMap<u64, txoutbox_core::Wakeup>,
 }
 
 /// The world behind its lock, as the simulated parts hold it.
@@ -105,10 +122,30 @@ impl World {
             faults,
             table: Table::default(),
             broker: Broker::new(partitions),
-            wakeup: None,
             parks_keys: false,
             news_delay_ms: 0,
+            audits_completions: true,
+            leases: LeaseTable::default(),
+            nodes: BTreeMap::new(),
+            cut_off: BTreeMap::new(),
+            fenced: BTreeSet::new(),
+            wakeups: BTreeMap::new(),
         }
+    }
+
+    /// A world without faults, relay or broker checks, for driving the store by hand (the store
+    /// conformance suite runs its cases on it).
+    pub fn calm() -> Shared {
+        let mut world = Self::new(0, 1);
+        world.drawn_faults = Faults::CALM;
+        world.faults = Faults::CALM;
+        world.audits_completions = false;
+        Arc::new(Mutex::new(world))
+    }
+
+    /// The wall clock's time: virtual inside a simulated run, the system's outside one.
+    pub fn wall_now(&self) -> DateTime<Utc> {
+        txoutbox_core::virtual_clock::now().unwrap_or_else(Utc::now)
     }
 
     /// The run's one random source.

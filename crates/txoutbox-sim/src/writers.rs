@@ -70,7 +70,7 @@ pub(crate) async fn run(
                 let at = world.now_ms();
                 world.table.commit(rows, at);
                 world.log(format_args!("writer {writer}: committed {ids:?}"));
-                if let Some(wakeup) = &world.wakeup {
+                for wakeup in world.wakeups.values() {
                     wakeup.notify();
                 }
             }
@@ -89,6 +89,7 @@ fn row(
     malformed: Option<String>,
 ) -> OutboxMessage {
     OutboxMessage {
+        bucket: crate::leases::bucket_of(key.as_deref()),
         id,
         message_id: format!("message-{id}").into(),
         topic,
@@ -98,7 +99,6 @@ fn row(
         created_at,
         attempts: 0,
         next_attempt_at: None,
-        bucket: 0,
         malformed,
     }
 }

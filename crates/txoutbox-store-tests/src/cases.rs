@@ -1,4 +1,5 @@
-//! The conformance cases, each generic over a [`Harness`] and run by [`crate::store_conformance!`].
+//! The conformance cases, each generic over a [`StoreHarness`] (txoutbox's API) or a [`Harness`]
+//! (a database's too) and run by [`crate::store_conformance!`].
 //!
 //! Every `pub async fn` here is a case and must be listed in the macro (a unit test checks).
 //! Each case sets up its own database and tears it down when it passes.
@@ -9,16 +10,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use txoutbox_core::{Backlog, Completion, Error, Failure, NewMessage, OutboxMessage, Store, Topic};
 use uuid::Uuid;
 
-use crate::{Harness, NotRegistered, ORDERS_TOPIC, OrderCreated, RowState, TxEnd, topics};
+use crate::{Harness, NotRegistered, ORDERS_TOPIC, OrderCreated, RowState, StoreHarness, TxEnd, topics};
 
 /// How far a database timestamp may be from the test's clock (same host; SQLite keeps ms).
 const CLOCK_SLACK: TimeDelta = TimeDelta::seconds(5);
 
-/// A harness over [`topics`] with the table migrated.
-async fn migrated<H: Harness>() -> H {
-    let h = H::setup(topics()).await;
-    h.migrate().await.expect("migrate");
-    h
+/// A harness over [`topics`] with the table ready.
+async fn migrated<H: StoreHarness>() -> H {
+    H::ready(topics()).await
 }
 
 async fn fetch_all<S: Store>(store: &S) -> Vec<OutboxMessage> {
@@ -32,12 +31,12 @@ async fn pending_ids<S: Store>(store: &S) -> Vec<i64> {
     fetch_all(store).await.iter().map(|m| m.id).collect()
 }
 
-async fn row<H: Harness>(h: &H, id: i64) -> RowState {
+async fn row<H: StoreHarness>(h: &H, id: i64) -> RowState {
     h.row(id).await.unwrap_or_else(|| panic!("row {id} should exist"))
 }
 
 /// Publishes `n` orders, each in its own committed transaction; returns their row ids.
-async fn publish_orders<H: Harness>(h: &H, n: u64) -> Vec<i64> {
+async fn publish_orders<H: StoreHarness>(h: &H, n: u64) -> Vec<i64> {
     let mut message_ids = Vec::new();
     for i in 1..=n {
         message_ids.push(
@@ -189,7 +188,7 @@ pub async fn newer_schema_version_is_refused<H: Harness>() {
 
 /// A typed message published in a committed transaction is fetched with its topic, key, payload,
 /// headers (static and dynamic), the returned message id, its creation time and no attempt yet.
-pub async fn published_message_is_fetched_with_every_field<H: Harness>() {
+pub async fn published_message_is_fetched_with_every_field<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     let order = OrderCreated {
@@ -233,7 +232,7 @@ pub async fn published_message_is_fetched_with_every_field<H: Harness>() {
 }
 
 /// Whatever is published in a rolled-back transaction is not there.
-pub async fn rolled_back_publish_leaves_nothing<H: Harness>() {
+pub async fn rolled_back_publish_leaves_nothing<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     h.publish(&OrderCreated::new(1), TxEnd::Rollback).await.unwrap();
@@ -272,7 +271,7 @@ pub async fn rolled_back_publish_leaves_nothing<H: Harness>() {
 }
 
 /// `publish_all` of 1,000 messages writes 1,000 rows whose ids ascend in the given order.
-pub async fn publish_all_of_a_thousand_keeps_the_given_order<H: Harness>() {
+pub async fn publish_all_of_a_thousand_keeps_the_given_order<H: StoreHarness>() {
     const N: u64 = 1_000;
     let h = migrated::<H>().await;
     let store = h.store();
@@ -316,7 +315,7 @@ pub async fn publish_all_of_a_thousand_keeps_the_given_order<H: Harness>() {
 /// every byte value in keys and payloads, a tombstone (no payload) apart from an empty payload,
 /// no key apart from an empty key, and headers in their order (not sorted), with quotes and
 /// non-ASCII text in values.
-pub async fn encoded_messages_round_trip_bytes_and_tombstones<H: Harness>() {
+pub async fn encoded_messages_round_trip_bytes_and_tombstones<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     let every_byte: Vec<u8> = (0..=255).collect();
@@ -363,7 +362,7 @@ pub async fn encoded_messages_round_trip_bytes_and_tombstones<H: Harness>() {
 }
 
 /// `fetch_pending` returns at most `limit` rows, the lowest ids first, across transactions.
-pub async fn fetch_pending_respects_the_limit_in_id_order<H: Harness>() {
+pub async fn fetch_pending_respects_the_limit_in_id_order<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     let orders: Vec<OrderCreated> = (1..=4).map(OrderCreated::new).collect();
@@ -434,7 +433,7 @@ pub async fn fetch_pending_respects_the_limit_in_id_order<H: Harness>() {
 
 /// `Completion::Delete` removes exactly the given rows; completing again, completing unknown ids
 /// and completing nothing are harmless.
-pub async fn complete_delete_removes_rows_and_is_idempotent<H: Harness>() {
+pub async fn complete_delete_removes_rows_and_is_idempotent<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     let ids = publish_orders(&h, 5).await;
@@ -472,7 +471,7 @@ pub async fn complete_delete_removes_rows_and_is_idempotent<H: Harness>() {
 /// `Completion::MarkPublished` keeps the rows as `published` with their time, out of the pending
 /// rows and the backlog; completing them again changes nothing, and a late failure report does not
 /// bring them back.
-pub async fn complete_mark_published_keeps_rows_out_of_the_backlog<H: Harness>() {
+pub async fn complete_mark_published_keeps_rows_out_of_the_backlog<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     let ids = publish_orders(&h, 3).await;
@@ -550,7 +549,7 @@ pub async fn complete_mark_published_keeps_rows_out_of_the_backlog<H: Harness>()
 
 /// A failure with a retry time keeps the row pending (and fetched: the relay holds back later
 /// rows of its key) with its attempts, error and retry time, the latter to the millisecond.
-pub async fn failure_with_retry_time_keeps_the_row_pending<H: Harness>() {
+pub async fn failure_with_retry_time_keeps_the_row_pending<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     let ids = publish_orders(&h, 3).await;
@@ -634,7 +633,7 @@ pub async fn failure_with_retry_time_keeps_the_row_pending<H: Harness>() {
 
 /// A failure without a retry time moves the row to `dead`: kept with its attempts and error,
 /// no longer fetched, counted by the backlog, and left alone by later completions and failures.
-pub async fn failure_without_retry_time_dead_letters_the_row<H: Harness>() {
+pub async fn failure_without_retry_time_dead_letters_the_row<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     let ids = publish_orders(&h, 2).await;
@@ -689,7 +688,7 @@ pub async fn failure_without_retry_time_dead_letters_the_row<H: Harness>() {
 
 /// `dead_keys` lists each `(topic, key)` that has a dead row once, and forgets it when the dead
 /// row is replayed or purged (a relay that parks keys reads it).
-pub async fn dead_keys_lists_each_dead_key_once<H: Harness>() {
+pub async fn dead_keys_lists_each_dead_key_once<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     assert_eq!(store.dead_keys().await.unwrap(), Vec::new());
@@ -730,7 +729,7 @@ pub async fn dead_keys_lists_each_dead_key_once<H: Harness>() {
 
 /// `backlog` counts pending rows (backing off or not) and dead rows, and gives the creation time
 /// of the oldest pending row.
-pub async fn backlog_counts_pending_and_dead_and_finds_the_oldest<H: Harness>() {
+pub async fn backlog_counts_pending_and_dead_and_finds_the_oldest<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     assert_eq!(store.backlog().await.unwrap(), Backlog::default());
@@ -916,7 +915,7 @@ pub async fn malformed_foreign_headers_flag_the_row_only<H: Harness>() {
 
 /// Publishing a type without a topic is `Error::UnknownTopic` and writes nothing, even when the
 /// transaction then commits.
-pub async fn unknown_message_type_is_a_typed_error_and_writes_nothing<H: Harness>() {
+pub async fn unknown_message_type_is_a_typed_error_and_writes_nothing<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
 
@@ -1114,7 +1113,7 @@ pub async fn ids_are_never_reused_after_deletes<H: Harness>() {
 }
 
 /// Empty batches are no-ops on every method that takes one.
-pub async fn empty_batches_are_no_ops<H: Harness>() {
+pub async fn empty_batches_are_no_ops<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     assert_eq!(
@@ -1186,7 +1185,7 @@ pub async fn foreign_row_of_another_type_never_blocks_fetching<H: Harness>() {
 
 /// A header value is any text, including the NUL character (Kafka header values are bytes):
 /// it is published and fetched unchanged, through `publish_message` and `publish_messages`.
-pub async fn header_value_with_a_nul_character_round_trips<H: Harness>() {
+pub async fn header_value_with_a_nul_character_round_trips<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     let message = || new_message("raw", Some(b"k"), Some(b"v"), &[("nul", "a\0b"), ("plain", "x")]);
@@ -1213,7 +1212,7 @@ pub async fn header_value_with_a_nul_character_round_trips<H: Harness>() {
 /// the budget (always at least one, however large), and a row larger than the largest message
 /// comes back without payload and headers, marked unsendable with its size, keeping its topic
 /// and key — and costing only those against the budget.
-pub async fn reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty<H: Harness>() {
+pub async fn reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty<H: StoreHarness>() {
     let h = migrated::<H>().await;
     let store = h.store();
     // Five rows of 1,000-byte payloads (topic "raw": 1,003 bytes each with the key), then one of
@@ -1270,4 +1269,83 @@ pub async fn reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty<H: 
     .await;
     assert_eq!(ids(&after), all, "{:?}", ids(&after));
     h.teardown().await;
+}
+
+/// A transaction that took its ids before another one committed, and commits after a read,
+/// puts rows at or below that read's cursor: `fetch_after(cursor)` returns them with the rows
+/// above the cursor, in id order; a late row its byte budget cut off comes back on the next call;
+/// nothing pending is skipped. Where writers take ids in commit order (SQLite), only the rows
+/// above the cursor are checked.
+pub async fn late_commits_below_the_cursor_are_read_after_it<H: StoreHarness>() {
+    let h = migrated::<H>().await;
+    let store = h.store();
+    // Two rows of 1,007 bytes each: a budget of 1,000 takes one.
+    let late: Vec<NewMessage> = (1..=2u8)
+        .map(|i| new_message("raw", Some(b"late"), Some(&[i; 1_000]), &[]))
+        .collect();
+    let held = h.publish_held(late.clone()).await;
+    let on_time = h
+        .publish_message(
+            new_message("raw", Some(b"on time"), Some(b"t"), &[]),
+            TxEnd::Commit,
+        )
+        .await
+        .unwrap();
+    let first = fetch_all(&store).await;
+    assert_eq!(
+        first.iter().map(|m| &*m.message_id).collect::<Vec<_>>(),
+        [on_time.to_string()],
+        "only committed rows are read"
+    );
+    let cursor = first[0].id;
+
+    let late_ids: Vec<String> = match held {
+        Some(commit) => {
+            commit.await;
+            late.iter().map(|m| m.message_id.to_string()).collect()
+        }
+        None => Vec::new(),
+    };
+    let above = h
+        .publish_message(new_message("raw", Some(b"above"), Some(b"a"), &[]), TxEnd::Commit)
+        .await
+        .unwrap()
+        .to_string();
+
+    let cut = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(100).with_bytes(1_000))
+        .await
+        .unwrap();
+    let rest = fetch_after_all(&store, cursor).await;
+    for read in [&cut, &rest] {
+        assert_ascending(&read.iter().map(|m| m.id).collect::<Vec<_>>());
+    }
+    let first_expected = late_ids.first().unwrap_or(&above);
+    assert_eq!(
+        cut.iter().map(|m| &*m.message_id).collect::<Vec<_>>(),
+        [first_expected.as_str()],
+        "the lowest new row first, within the byte budget"
+    );
+    if !late_ids.is_empty() {
+        assert!(
+            cut[0].id < cursor,
+            "the late row took its id before the row at the cursor ({cursor}): {}",
+            cut[0].id
+        );
+    }
+    let read: HashSet<&str> = cut.iter().chain(&rest).map(|m| &*m.message_id).collect();
+    for expected in late_ids.iter().chain([&above]) {
+        assert!(
+            read.contains(expected.as_str()),
+            "{expected} was committed after the read at the cursor and is not read after it: {read:?}"
+        );
+    }
+    h.teardown().await;
+}
+
+async fn fetch_after_all<S: Store>(store: &S, after: i64) -> Vec<OutboxMessage> {
+    store
+        .fetch_after(after, txoutbox_core::ReadLimit::rows(100_000))
+        .await
+        .expect("fetch_after")
 }

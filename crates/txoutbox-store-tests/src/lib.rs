@@ -2,20 +2,23 @@
 //!
 //! A store crate's behaviour is pinned down by the [`Store`] trait (the relay's side) and by the
 //! outbox type's `publish` methods (the application's side). This crate writes the expectations
-//! down once, as generic cases over a [`Harness`] (what differs per database: how to get an
-//! isolated database, how to open a transaction, how a foreign application writes a row with
-//! plain SQL, how to read a row back), and the [`store_conformance!`] macro expands them into one
-//! `#[tokio::test]` per case for a given harness:
+//! down once, as generic cases over a [`StoreHarness`] (what differs per store through txoutbox's
+//! API: how to get an isolated outbox, how to publish in a transaction that commits, rolls back
+//! or stays open, how to read a row back) or a [`Harness`] (a database's too: migrations, table
+//! names, how a foreign application writes a row with plain SQL), and the [`store_conformance!`]
+//! macro expands them into one `#[tokio::test]` per case for a given harness:
 //!
 //! ```ignore
 //! // crates/txoutbox-store-tests/tests/postgres.rs
 //! txoutbox_store_tests::store_conformance!(txoutbox_store_tests::postgres::PgHarness);
+//! // crates/txoutbox-store-tests/tests/sim.rs: the simulated store of txoutbox-sim
+//! txoutbox_store_tests::store_conformance!(api txoutbox_store_tests::sim::SimHarness);
 //! ```
 //!
 //! Every case sets up its own database (a fresh PostgreSQL schema, a fresh SQLite file), so the
-//! cases run in parallel. A new store (MySQL, ...) implements [`Harness`] and instantiates the
-//! macro; it then has to pass every case. A case it fails because of a store bug not fixed yet
-//! goes into [`Harness::KNOWN_FAILURES`] with the reason: it then runs as an expected failure
+//! cases run in parallel. A new store (MySQL, ...) implements [`StoreHarness`] and [`Harness`]
+//! and instantiates the macro; it then has to pass every case. A case it fails because of a store bug not fixed yet
+//! goes into [`StoreHarness::KNOWN_FAILURES`] with the reason: it then runs as an expected failure
 //! (see [`run_case`]) until the fix makes it pass.
 //!
 //! `tests/mutants.rs` shows that every case can fail: each one runs against the SQLite harness
@@ -25,6 +28,7 @@
 pub mod cases;
 pub mod mysql;
 pub mod postgres;
+pub mod sim;
 pub mod sqlite;
 
 use std::future::Future;
@@ -58,44 +62,29 @@ pub struct RowState {
     pub published_at: Option<DateTime<Utc>>,
 }
 
-/// What differs between stores, for the generic [`cases`].
+/// A transaction [`StoreHarness::publish_held`] left open: awaiting it commits the transaction.
+pub type HeldTransaction = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What differs between stores in what the relay and the application see through txoutbox's
+/// API, for the generic [`cases`]: publishing in a transaction, and the relay's [`Store`].
 ///
-/// A harness value is one isolated database (its own schema or file) with one outbox over one
-/// table in it. Infrastructure failures (cannot connect, plain SQL fails) panic; the methods that
-/// go through the store's API return its [`Result`] so cases can assert on its errors.
-pub trait Harness: Sized + Send + Sync + 'static {
+/// A harness value is one isolated outbox (its own schema, file or memory) whose table is ready
+/// for use. Infrastructure failures (cannot connect, plain SQL fails) panic; the methods that go
+/// through the store's API return its [`Result`] so cases can assert on its errors. The
+/// simulated store of `txoutbox-sim` implements only this trait and runs the cases that need
+/// nothing more ([`store_conformance!`]`(api SimHarness)`); a database store implements
+/// [`Harness`] too and runs them all.
+pub trait StoreHarness: Sized + Send + Sync + 'static {
     /// The relay's store type.
     type Store: Store;
-
-    /// The number of buckets the store spreads keys over: rows get a bucket in `0..BUCKETS`.
-    const BUCKETS: i32;
 
     /// Cases this store is known to fail, with the reason (a store bug to fix): `(case, reason)`.
     /// Such a case must still fail, or its test fails too, saying to remove the entry; set
     /// `TXOUTBOX_STORE_TESTS_STRICT=1` to run them as ordinary tests. See [`run_case`].
     const KNOWN_FAILURES: &'static [(&'static str, &'static str)] = &[];
 
-    /// Creates an isolated database and an outbox over `topics` writing to the table named
-    /// `table` (in the harness's schema, if the database has schemas). The table is not created:
-    /// call [`Harness::migrate`]. An invalid table name is the store API's error, returned before
-    /// anything is created.
-    fn setup_with_table(topics: Topics, table: &str) -> impl Future<Output = Result<Self>> + Send;
-
-    /// [`Harness::setup_with_table`] with the default table name.
-    fn setup(topics: Topics) -> impl Future<Output = Self> + Send {
-        async move {
-            match Self::setup_with_table(topics, DEFAULT_TABLE).await {
-                Ok(harness) => harness,
-                Err(e) => panic!("cannot set up the harness: {e}"),
-            }
-        }
-    }
-
-    /// The outbox table, as the outbox and its store see it.
-    fn table(&self) -> &TableName;
-
-    /// Runs the store's migrations.
-    fn migrate(&self) -> impl Future<Output = Result<()>> + Send;
+    /// An isolated outbox over `topics` with its table ready (migrated) and empty.
+    fn ready(topics: Topics) -> impl Future<Output = Self> + Send;
 
     /// The relay's store over this outbox.
     fn store(&self) -> Self::Store;
@@ -127,6 +116,55 @@ pub trait Harness: Sized + Send + Sync + 'static {
         end: TxEnd,
     ) -> impl Future<Output = Result<Vec<Uuid>>> + Send;
 
+    /// Publishes encoded messages with `publish_messages` in a transaction left open, so that
+    /// transactions begun after it can commit first; awaiting the returned [`HeldTransaction`]
+    /// commits it. `None` when the database gives ids to one writing transaction at a time
+    /// (SQLite), so that rows always commit in id order and no late commit can happen.
+    fn publish_held(&self, messages: Vec<NewMessage>)
+    -> impl Future<Output = Option<HeldTransaction>> + Send;
+
+    /// The relay-managed columns of row `id`, `None` when there is no such row.
+    fn row(&self, id: i64) -> impl Future<Output = Option<RowState>> + Send;
+
+    /// How many rows the outbox table holds, whatever their status.
+    fn row_count(&self) -> impl Future<Output = i64> + Send;
+
+    /// Sets the `created_at` of row `id` (to give rows distinct, known creation times).
+    fn backdate(&self, id: i64, created_at: DateTime<Utc>) -> impl Future<Output = ()> + Send;
+
+    /// Drops the schema, removes the file or forgets the memory.
+    fn teardown(self) -> impl Future<Output = ()> + Send;
+}
+
+/// What differs between database stores beyond the API, for the generic [`cases`]: how to get
+/// an isolated database, how to migrate it, and how a foreign application writes a row with
+/// plain SQL.
+pub trait Harness: StoreHarness {
+    /// The number of buckets the store spreads keys over: rows get a bucket in `0..BUCKETS`.
+    const BUCKETS: i32;
+
+    /// Creates an isolated database and an outbox over `topics` writing to the table named
+    /// `table` (in the harness's schema, if the database has schemas). The table is not created:
+    /// call [`Harness::migrate`]. An invalid table name is the store API's error, returned before
+    /// anything is created.
+    fn setup_with_table(topics: Topics, table: &str) -> impl Future<Output = Result<Self>> + Send;
+
+    /// [`Harness::setup_with_table`] with the default table name.
+    fn setup(topics: Topics) -> impl Future<Output = Self> + Send {
+        async move {
+            match Self::setup_with_table(topics, DEFAULT_TABLE).await {
+                Ok(harness) => harness,
+                Err(e) => panic!("cannot set up the harness: {e}"),
+            }
+        }
+    }
+
+    /// The outbox table, as the outbox and its store see it.
+    fn table(&self) -> &TableName;
+
+    /// Runs the store's migrations.
+    fn migrate(&self) -> impl Future<Output = Result<()>> + Send;
+
     /// Inserts a row with plain SQL as a foreign application would, naming only the `topic` and
     /// `payload` columns (every other column takes its default). Returns the row id.
     fn insert_minimal(&self, topic: &str, payload: &[u8]) -> impl Future<Output = i64> + Send;
@@ -152,23 +190,21 @@ pub trait Harness: Sized + Send + Sync + 'static {
         payload_sql: &'static str,
     ) -> impl Future<Output = Option<i64>> + Send;
 
-    /// The relay-managed columns of row `id`, `None` when there is no such row.
-    fn row(&self, id: i64) -> impl Future<Output = Option<RowState>> + Send;
-
-    /// How many rows the outbox table holds, whatever their status.
-    fn row_count(&self) -> impl Future<Output = i64> + Send;
-
-    /// Sets the `created_at` of row `id` (to give rows distinct, known creation times).
-    fn backdate(&self, id: i64, created_at: DateTime<Utc>) -> impl Future<Output = ()> + Send;
-
     /// The schema versions recorded by the migrations, in ascending order.
     fn schema_versions(&self) -> impl Future<Output = Vec<i32>> + Send;
 
     /// Records a schema version as applied, as a newer txoutbox would have.
     fn record_schema_version(&self, version: i32) -> impl Future<Output = ()> + Send;
+}
 
-    /// Drops the schema or removes the file.
-    fn teardown(self) -> impl Future<Output = ()> + Send;
+/// [`StoreHarness::ready`] for a database harness: a fresh database with the default table,
+/// migrated.
+pub async fn migrated_database<H: Harness>(topics: Topics) -> H {
+    let h = H::setup(topics).await;
+    if let Err(e) = h.migrate().await {
+        panic!("cannot migrate the harness's database: {e}");
+    }
+    h
 }
 
 /// The typed message of the cases.
@@ -231,23 +267,28 @@ pub fn topics() -> Topics {
     Topics::new().with(orders).expect("one topic per type")
 }
 
-/// Expands the conformance [`cases`] into one `#[tokio::test]` per case for a [`Harness`] type.
+/// Expands the conformance [`cases`] into one `#[tokio::test]` per case for a harness type.
 ///
 /// ```ignore
+/// // Every case, for a database store (a `Harness`):
 /// txoutbox_store_tests::store_conformance!(txoutbox_store_tests::sqlite::SqliteHarness);
+/// // The cases that need only txoutbox's API, for a store without SQL (a `StoreHarness`):
+/// txoutbox_store_tests::store_conformance!(api txoutbox_store_tests::sim::SimHarness);
 /// ```
 ///
 /// The invoking crate needs `tokio` (with `macros` and `rt`) among its dependencies.
 #[macro_export]
 macro_rules! store_conformance {
-    ($harness:ty) => {
-        $crate::store_conformance!(@list tests [$harness]);
+    (api $harness:ty) => {
+        $crate::store_conformance!(@api tests [$harness]);
     };
-    // The one list of cases; every `pub async fn` of `cases` must be in it (a unit test checks).
-    (@list $mode:ident [$($harness:ty)?]) => {
+    ($harness:ty) => {
+        $crate::store_conformance!(@api tests [$harness]);
+        $crate::store_conformance!(@database tests [$harness]);
+    };
+    // The cases over a `StoreHarness`: what the store does through txoutbox's API.
+    (@api $mode:ident [$($harness:ty)?]) => {
         $crate::store_conformance! {@$mode [$($harness)?]
-            migrate_is_idempotent_and_check_says_to_run_it,
-            newer_schema_version_is_refused,
             published_message_is_fetched_with_every_field,
             rolled_back_publish_leaves_nothing,
             publish_all_of_a_thousand_keeps_the_given_order,
@@ -259,18 +300,26 @@ macro_rules! store_conformance {
             failure_without_retry_time_dead_letters_the_row,
             dead_keys_lists_each_dead_key_once,
             backlog_counts_pending_and_dead_and_finds_the_oldest,
+            unknown_message_type_is_a_typed_error_and_writes_nothing,
+            empty_batches_are_no_ops,
+            header_value_with_a_nul_character_round_trips,
+            reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty,
+            late_commits_below_the_cursor_are_read_after_it,
+        }
+    };
+    // The cases over a `Harness`: migrations, table names, buckets and foreign SQL writers.
+    (@database $mode:ident [$($harness:ty)?]) => {
+        $crate::store_conformance! {@$mode [$($harness)?]
+            migrate_is_idempotent_and_check_says_to_run_it,
+            newer_schema_version_is_refused,
             foreign_row_with_topic_and_payload_gets_defaults,
             foreign_row_with_key_and_headers_is_read_as_given,
             malformed_foreign_headers_flag_the_row_only,
-            unknown_message_type_is_a_typed_error_and_writes_nothing,
             invalid_names_are_typed_errors,
             custom_table_name_is_used_by_every_statement,
             equal_keys_share_a_bucket_within_range,
             ids_are_never_reused_after_deletes,
-            empty_batches_are_no_ops,
             foreign_row_of_another_type_never_blocks_fetching,
-            header_value_with_a_nul_character_round_trips,
-            reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty,
         }
     };
     (@tests [$harness:ty] $($case:ident),+ $(,)?) => {
@@ -279,7 +328,7 @@ macro_rules! store_conformance {
             async fn $case() {
                 $crate::run_case(
                     stringify!($case),
-                    <$harness as $crate::Harness>::KNOWN_FAILURES,
+                    <$harness as $crate::StoreHarness>::KNOWN_FAILURES,
                     $crate::cases::$case::<$harness>(),
                 )
                 .await;
@@ -291,8 +340,15 @@ macro_rules! store_conformance {
     };
 }
 
-/// The names of the conformance cases, in the order the macro expands them.
-pub const CASES: &[&str] = store_conformance!(@list names []);
+/// The names of the cases that need only a [`StoreHarness`], in the order the macro expands
+/// them.
+pub const API_CASES: &[&str] = store_conformance!(@api names []);
+
+/// The names of the cases that need a [`Harness`], in the order the macro expands them.
+pub const DATABASE_CASES: &[&str] = store_conformance!(@database names []);
+
+/// The names of every conformance case.
+pub const CASES: &[&[&str]] = &[API_CASES, DATABASE_CASES];
 
 /// The environment variable that runs known failures as ordinary tests (`1`).
 pub const STRICT_ENV: &str = "TXOUTBOX_STORE_TESTS_STRICT";
@@ -350,7 +406,7 @@ mod tests {
             .filter_map(|line| line.strip_prefix("pub async fn "))
             .map(|rest| rest.split(['<', '(']).next().unwrap_or_default())
             .collect();
-        let mut listed = CASES.to_vec();
+        let mut listed = CASES.concat();
         written.sort_unstable();
         listed.sort_unstable();
         assert_eq!(written, listed);

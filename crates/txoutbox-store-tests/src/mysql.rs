@@ -8,7 +8,7 @@ use txoutbox_mysql::{MySqlOutbox, MySqlStore};
 use txoutbox_testing::mysql::TestDatabase;
 use uuid::Uuid;
 
-use crate::{Harness, RowState, TxEnd};
+use crate::{Harness, HeldTransaction, RowState, StoreHarness, TxEnd};
 
 /// One database of its own and an outbox over a table in it.
 pub struct MySqlHarness {
@@ -68,27 +68,11 @@ async fn end(tx: sqlx::Transaction<'static, sqlx::MySql>, end: TxEnd) {
     }
 }
 
-impl Harness for MySqlHarness {
+impl StoreHarness for MySqlHarness {
     type Store = MySqlStore;
 
-    const BUCKETS: i32 = 64;
-
-    async fn setup_with_table(topics: Topics, table: &str) -> Result<Self> {
-        TableName::new(table)?; // the store's error for a bad name, before any database exists
-        let db = TestDatabase::with_pool_size(4).await;
-        let table = TableName::with_schema(&db.database, table)?;
-        Ok(Self {
-            outbox: MySqlOutbox::with_table(topics, table),
-            db,
-        })
-    }
-
-    fn table(&self) -> &TableName {
-        self.outbox.table()
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        self.outbox.migrate(&self.db.pool).await
+    async fn ready(topics: Topics) -> Self {
+        crate::migrated_database(topics).await
     }
 
     fn store(&self) -> MySqlStore {
@@ -121,6 +105,78 @@ impl Harness for MySqlHarness {
         let result = self.outbox.publish_messages(&mut tx, messages).await;
         end(tx, how).await;
         result
+    }
+
+    async fn publish_held(&self, messages: Vec<NewMessage>) -> Option<HeldTransaction> {
+        let mut tx = self.begin().await;
+        if let Err(e) = self.outbox.publish_messages(&mut tx, messages).await {
+            panic!("publish_messages in a held transaction: {e}");
+        }
+        Some(Box::pin(async move { tx.commit().await.expect("commit") }))
+    }
+
+    async fn row(&self, id: i64) -> Option<RowState> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT status, attempts, last_error, next_attempt_at, published_at FROM {} WHERE id = ?",
+            self.quoted()
+        )))
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await
+        .expect("read row")?;
+        Some(RowState {
+            status: row.get("status"),
+            attempts: row.get("attempts"),
+            last_error: row.get("last_error"),
+            next_attempt_at: row.get("next_attempt_at"),
+            published_at: row.get("published_at"),
+        })
+    }
+
+    async fn row_count(&self) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {}", self.quoted())))
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count rows")
+    }
+
+    async fn backdate(&self, id: i64, created_at: DateTime<Utc>) {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {} SET created_at = ? WHERE id = ?",
+            self.quoted()
+        )))
+        .bind(created_at)
+        .bind(id)
+        .execute(&self.db.pool)
+        .await
+        .expect("backdate");
+    }
+
+    async fn teardown(self) {
+        drop(self.outbox);
+        self.db.drop_database().await;
+    }
+}
+
+impl Harness for MySqlHarness {
+    const BUCKETS: i32 = 64;
+
+    async fn setup_with_table(topics: Topics, table: &str) -> Result<Self> {
+        TableName::new(table)?; // the store's error for a bad name, before any database exists
+        let db = TestDatabase::with_pool_size(4).await;
+        let table = TableName::with_schema(&db.database, table)?;
+        Ok(Self {
+            outbox: MySqlOutbox::with_table(topics, table),
+            db,
+        })
+    }
+
+    fn table(&self) -> &TableName {
+        self.outbox.table()
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.outbox.migrate(&self.db.pool).await
     }
 
     async fn insert_minimal(&self, topic: &str, payload: &[u8]) -> i64 {
@@ -167,43 +223,6 @@ impl Harness for MySqlHarness {
         self.insert(sql, |q| q.bind(topic)).await.ok()
     }
 
-    async fn row(&self, id: i64) -> Option<RowState> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT status, attempts, last_error, next_attempt_at, published_at FROM {} WHERE id = ?",
-            self.quoted()
-        )))
-        .bind(id)
-        .fetch_optional(&self.db.pool)
-        .await
-        .expect("read row")?;
-        Some(RowState {
-            status: row.get("status"),
-            attempts: row.get("attempts"),
-            last_error: row.get("last_error"),
-            next_attempt_at: row.get("next_attempt_at"),
-            published_at: row.get("published_at"),
-        })
-    }
-
-    async fn row_count(&self) -> i64 {
-        sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {}", self.quoted())))
-            .fetch_one(&self.db.pool)
-            .await
-            .expect("count rows")
-    }
-
-    async fn backdate(&self, id: i64, created_at: DateTime<Utc>) {
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {} SET created_at = ? WHERE id = ?",
-            self.quoted()
-        )))
-        .bind(created_at)
-        .bind(id)
-        .execute(&self.db.pool)
-        .await
-        .expect("backdate");
-    }
-
     async fn schema_versions(&self) -> Vec<i32> {
         sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT version FROM {} ORDER BY version",
@@ -223,10 +242,5 @@ impl Harness for MySqlHarness {
         .execute(&self.db.pool)
         .await
         .expect("record schema version");
-    }
-
-    async fn teardown(self) {
-        drop(self.outbox);
-        self.db.drop_database().await;
     }
 }

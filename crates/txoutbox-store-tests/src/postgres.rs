@@ -8,7 +8,7 @@ use txoutbox_postgres::{PgOutbox, PgStore};
 use txoutbox_testing::postgres::TestSchema;
 use uuid::Uuid;
 
-use crate::{Harness, RowState, TxEnd};
+use crate::{Harness, HeldTransaction, RowState, StoreHarness, TxEnd};
 
 /// One schema of its own and an outbox over a table in it.
 pub struct PgHarness {
@@ -43,27 +43,11 @@ async fn end(tx: sqlx::Transaction<'static, sqlx::Postgres>, end: TxEnd) {
     }
 }
 
-impl Harness for PgHarness {
+impl StoreHarness for PgHarness {
     type Store = PgStore;
 
-    const BUCKETS: i32 = 64;
-
-    async fn setup_with_table(topics: Topics, table: &str) -> Result<Self> {
-        TableName::new(table)?; // the store's error for a bad name, before any schema exists
-        let db = TestSchema::with_pool_size(4).await;
-        let table = TableName::with_schema(&db.schema, table)?;
-        Ok(Self {
-            outbox: PgOutbox::with_table(topics, table),
-            db,
-        })
-    }
-
-    fn table(&self) -> &TableName {
-        self.outbox.table()
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        self.outbox.migrate(&self.db.pool).await
+    async fn ready(topics: Topics) -> Self {
+        crate::migrated_database(topics).await
     }
 
     fn store(&self) -> PgStore {
@@ -96,6 +80,81 @@ impl Harness for PgHarness {
         let result = self.outbox.publish_messages(&mut *tx, messages).await;
         end(tx, how).await;
         result
+    }
+
+    async fn publish_held(&self, messages: Vec<NewMessage>) -> Option<HeldTransaction> {
+        let mut tx = self.begin().await;
+        if let Err(e) = self.outbox.publish_messages(&mut *tx, messages).await {
+            panic!("publish_messages in a held transaction: {e}");
+        }
+        Some(Box::pin(async move { tx.commit().await.expect("commit") }))
+    }
+
+    async fn row(&self, id: i64) -> Option<RowState> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT status, attempts, last_error, next_attempt_at, published_at FROM {} WHERE id = $1",
+            self.table().quoted()
+        )))
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await
+        .expect("read row")?;
+        Some(RowState {
+            status: row.get("status"),
+            attempts: row.get("attempts"),
+            last_error: row.get("last_error"),
+            next_attempt_at: row.get("next_attempt_at"),
+            published_at: row.get("published_at"),
+        })
+    }
+
+    async fn row_count(&self) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            self.table().quoted()
+        )))
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("count rows")
+    }
+
+    async fn backdate(&self, id: i64, created_at: DateTime<Utc>) {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {} SET created_at = $1 WHERE id = $2",
+            self.table().quoted()
+        )))
+        .bind(created_at)
+        .bind(id)
+        .execute(&self.db.pool)
+        .await
+        .expect("backdate");
+    }
+
+    async fn teardown(self) {
+        drop(self.outbox);
+        self.db.drop_schema().await;
+    }
+}
+
+impl Harness for PgHarness {
+    const BUCKETS: i32 = 64;
+
+    async fn setup_with_table(topics: Topics, table: &str) -> Result<Self> {
+        TableName::new(table)?; // the store's error for a bad name, before any schema exists
+        let db = TestSchema::with_pool_size(4).await;
+        let table = TableName::with_schema(&db.schema, table)?;
+        Ok(Self {
+            outbox: PgOutbox::with_table(topics, table),
+            db,
+        })
+    }
+
+    fn table(&self) -> &TableName {
+        self.outbox.table()
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.outbox.migrate(&self.db.pool).await
     }
 
     async fn insert_minimal(&self, topic: &str, payload: &[u8]) -> i64 {
@@ -146,46 +205,6 @@ impl Harness for PgHarness {
         .ok()
     }
 
-    async fn row(&self, id: i64) -> Option<RowState> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT status, attempts, last_error, next_attempt_at, published_at FROM {} WHERE id = $1",
-            self.table().quoted()
-        )))
-        .bind(id)
-        .fetch_optional(&self.db.pool)
-        .await
-        .expect("read row")?;
-        Some(RowState {
-            status: row.get("status"),
-            attempts: row.get("attempts"),
-            last_error: row.get("last_error"),
-            next_attempt_at: row.get("next_attempt_at"),
-            published_at: row.get("published_at"),
-        })
-    }
-
-    async fn row_count(&self) -> i64 {
-        sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT count(*) FROM {}",
-            self.table().quoted()
-        )))
-        .fetch_one(&self.db.pool)
-        .await
-        .expect("count rows")
-    }
-
-    async fn backdate(&self, id: i64, created_at: DateTime<Utc>) {
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {} SET created_at = $1 WHERE id = $2",
-            self.table().quoted()
-        )))
-        .bind(created_at)
-        .bind(id)
-        .execute(&self.db.pool)
-        .await
-        .expect("backdate");
-    }
-
     async fn schema_versions(&self) -> Vec<i32> {
         sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT version FROM {} ORDER BY version",
@@ -205,10 +224,5 @@ impl Harness for PgHarness {
         .execute(&self.db.pool)
         .await
         .expect("record schema version");
-    }
-
-    async fn teardown(self) {
-        drop(self.outbox);
-        self.db.drop_schema().await;
     }
 }

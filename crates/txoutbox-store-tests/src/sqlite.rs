@@ -7,7 +7,7 @@ use txoutbox_sqlite::{SqliteOutbox, SqliteStore};
 use txoutbox_testing::sqlite::TestDb;
 use uuid::Uuid;
 
-use crate::{Harness, RowState, TxEnd};
+use crate::{Harness, HeldTransaction, RowState, StoreHarness, TxEnd};
 
 /// One database file of its own and an outbox over a table in it.
 pub struct SqliteHarness {
@@ -47,27 +47,11 @@ fn from_millis(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.map(|ms| DateTime::from_timestamp_millis(ms).expect("time in range"))
 }
 
-impl Harness for SqliteHarness {
+impl StoreHarness for SqliteHarness {
     type Store = SqliteStore;
 
-    /// One relay per file, so every row is in bucket 0.
-    const BUCKETS: i32 = 1;
-
-    async fn setup_with_table(topics: Topics, table: &str) -> Result<Self> {
-        let table = TableName::new(table)?;
-        let db = TestDb::new().await;
-        Ok(Self {
-            outbox: SqliteOutbox::with_table(topics, table),
-            db,
-        })
-    }
-
-    fn table(&self) -> &TableName {
-        self.outbox.table()
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        self.outbox.migrate(&self.db.pool).await
+    async fn ready(topics: Topics) -> Self {
+        crate::migrated_database(topics).await
     }
 
     fn store(&self) -> SqliteStore {
@@ -100,6 +84,80 @@ impl Harness for SqliteHarness {
         let result = self.outbox.publish_messages(&mut *tx, messages).await;
         end(tx, how).await;
         result
+    }
+
+    /// A writing transaction holds SQLite's one write lock from its first insert to its commit:
+    /// ids are taken in commit order.
+    async fn publish_held(&self, _messages: Vec<NewMessage>) -> Option<HeldTransaction> {
+        None
+    }
+
+    async fn row(&self, id: i64) -> Option<RowState> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT status, attempts, last_error, next_attempt_at, published_at FROM {} WHERE id = ?1",
+            self.table().quoted()
+        )))
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await
+        .expect("read row")?;
+        Some(RowState {
+            status: row.get("status"),
+            attempts: row.get("attempts"),
+            last_error: row.get("last_error"),
+            next_attempt_at: from_millis(row.get("next_attempt_at")),
+            published_at: from_millis(row.get("published_at")),
+        })
+    }
+
+    async fn row_count(&self) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            self.table().quoted()
+        )))
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("count rows")
+    }
+
+    async fn backdate(&self, id: i64, created_at: DateTime<Utc>) {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {} SET created_at = ?1 WHERE id = ?2",
+            self.table().quoted()
+        )))
+        .bind(created_at.timestamp_millis())
+        .bind(id)
+        .execute(&self.db.pool)
+        .await
+        .expect("backdate");
+    }
+
+    async fn teardown(self) {
+        drop(self.outbox);
+        self.db.pool.close().await;
+        drop(self.db); // removes the file
+    }
+}
+
+impl Harness for SqliteHarness {
+    /// One relay per file, so every row is in bucket 0.
+    const BUCKETS: i32 = 1;
+
+    async fn setup_with_table(topics: Topics, table: &str) -> Result<Self> {
+        let table = TableName::new(table)?;
+        let db = TestDb::new().await;
+        Ok(Self {
+            outbox: SqliteOutbox::with_table(topics, table),
+            db,
+        })
+    }
+
+    fn table(&self) -> &TableName {
+        self.outbox.table()
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.outbox.migrate(&self.db.pool).await
     }
 
     async fn insert_minimal(&self, topic: &str, payload: &[u8]) -> i64 {
@@ -150,46 +208,6 @@ impl Harness for SqliteHarness {
         .ok()
     }
 
-    async fn row(&self, id: i64) -> Option<RowState> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT status, attempts, last_error, next_attempt_at, published_at FROM {} WHERE id = ?1",
-            self.table().quoted()
-        )))
-        .bind(id)
-        .fetch_optional(&self.db.pool)
-        .await
-        .expect("read row")?;
-        Some(RowState {
-            status: row.get("status"),
-            attempts: row.get("attempts"),
-            last_error: row.get("last_error"),
-            next_attempt_at: from_millis(row.get("next_attempt_at")),
-            published_at: from_millis(row.get("published_at")),
-        })
-    }
-
-    async fn row_count(&self) -> i64 {
-        sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT count(*) FROM {}",
-            self.table().quoted()
-        )))
-        .fetch_one(&self.db.pool)
-        .await
-        .expect("count rows")
-    }
-
-    async fn backdate(&self, id: i64, created_at: DateTime<Utc>) {
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {} SET created_at = ?1 WHERE id = ?2",
-            self.table().quoted()
-        )))
-        .bind(created_at.timestamp_millis())
-        .bind(id)
-        .execute(&self.db.pool)
-        .await
-        .expect("backdate");
-    }
-
     async fn schema_versions(&self) -> Vec<i32> {
         sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT version FROM {} ORDER BY version",
@@ -209,11 +227,5 @@ impl Harness for SqliteHarness {
         .execute(&self.db.pool)
         .await
         .expect("record schema version");
-    }
-
-    async fn teardown(self) {
-        drop(self.outbox);
-        self.db.pool.close().await;
-        drop(self.db); // removes the file
     }
 }

@@ -32,10 +32,14 @@ struct OrderPlaced {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Colours only for a person at a terminal, and never under NO_COLOR (https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
+        .with_ansi(colour)
         .init();
     let bootstrap = std::env::var("TXOUTBOX_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
 

@@ -147,7 +147,7 @@ async fn wait_for_brokers<K: Sink>(sink: &K, settings: &RelaySettings) -> Result
             )));
         }
         if !warned {
-            warn!(error = %error, wait = ?settings.broker_wait, "the Kafka brokers do not answer yet; waiting for them");
+            warn!(error = %error, wait = %txoutbox_core::HumanDuration(settings.broker_wait), "the Kafka brokers do not answer yet; waiting for them");
             warned = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -139,14 +139,19 @@ async fn tick<L: Leases>(
             .collect()
     };
 
-    // Buckets that now belong to another node: stop reading them; release each once its
-    // in-flight messages have settled, so its new owner starts after the last send.
+    // Buckets that now belong to another node: stop reading them at once (before anything that
+    // can fail or wait); release each once its in-flight messages have settled, so its new owner
+    // starts after the last send. A row read meanwhile is either counted in flight before the
+    // bucket stopped being read, or passed over.
     let draining: BTreeSet<i32> = held.difference(&desired).copied().collect();
+    #[cfg(not(txoutbox_sim_mutant = "released_while_read"))]
+    ownership.stop_reading(&draining);
     let (drained, still_draining): (Vec<i32>, Vec<i32>) =
         draining.iter().partition(|&&b| ownership.in_flight(b) == 0);
     if !drained.is_empty() {
         leases.release(node, epoch, &drained).await?;
         info!(node, buckets = ?drained, "released drained buckets");
+        ownership.set_draining(still_draining.iter().copied().collect());
     }
     let wanted: Vec<i32> = desired.iter().chain(still_draining.iter()).copied().collect();
     let got: BTreeSet<i32> = leases

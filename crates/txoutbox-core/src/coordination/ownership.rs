@@ -190,12 +190,16 @@ impl Ownership {
     pub(crate) fn set(&self, scope: Scope, valid_until: Instant) {
         let grew = {
             let mut session = self.session_mut();
-            let grew = match (&session.scope, &scope) {
-                (_, Scope::Nothing) => false,
-                (Scope::All, _) => false,
-                (Scope::Buckets(old), Scope::Buckets(new)) => new.iter().any(|b| !old.contains(b)),
-                _ => true,
-            };
+            // Sends resume after a time when they were not allowed: the fetcher, which stopped
+            // reading meanwhile, reads again at once (from the start).
+            let resumed = session.valid_until.is_none_or(|until| Instant::now() >= until);
+            let grew = resumed
+                || match (&session.scope, &scope) {
+                    (_, Scope::Nothing) => false,
+                    (Scope::All, _) => false,
+                    (Scope::Buckets(old), Scope::Buckets(new)) => new.iter().any(|b| !old.contains(b)),
+                    _ => true,
+                };
             session.scope = scope;
             session.valid_until = Some(valid_until);
             grew
@@ -225,11 +229,44 @@ impl Ownership {
         self.counts().get(&bucket).copied().unwrap_or(0)
     }
 
-    pub(crate) fn add_in_flight(&self, buckets: impl IntoIterator<Item = i32>) {
+    /// Of `rows` just read, those of buckets this node still reads, counted in flight per
+    /// bucket. The scope is looked at under the counts' lock, which
+    /// [`stop_reading`](Self::stop_reading) takes too: a row either counts before a bucket stops
+    /// being read (and the bucket is released only once it settled) or is passed over.
+    pub(crate) fn admit(&self, rows: Vec<crate::OutboxMessage>) -> Vec<crate::OutboxMessage> {
         let mut counts = self.counts();
-        for b in buckets {
-            *counts.entry(b).or_default() += 1;
+        #[cfg(not(txoutbox_sim_mutant = "released_while_read"))]
+        let rows: Vec<crate::OutboxMessage> = {
+            let session = self.session();
+            rows.into_iter()
+                .filter(|row| match &session.scope {
+                    Scope::All => true,
+                    Scope::Nothing => false,
+                    Scope::Buckets(buckets) => buckets.binary_search(&row.bucket).is_ok(),
+                })
+                .collect()
+        };
+        for row in &rows {
+            *counts.entry(row.bucket).or_default() += 1;
         }
+        rows
+    }
+
+    /// Stops reading `buckets` (they now belong to another node): they are drained — still
+    /// leased while their rows in flight settle — and released once none is left.
+    pub(crate) fn stop_reading(&self, buckets: &BTreeSet<i32>) {
+        if buckets.is_empty() {
+            return;
+        }
+        let _counts = self.counts();
+        let mut session = self.session_mut();
+        if let Scope::Buckets(read) = &mut session.scope {
+            read.retain(|b| !buckets.contains(b));
+            if read.is_empty() {
+                session.scope = Scope::Nothing;
+            }
+        }
+        session.draining.extend(buckets);
     }
 
     pub(crate) fn remove_in_flight(&self, buckets: impl IntoIterator<Item = i32>) {

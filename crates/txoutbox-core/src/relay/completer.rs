@@ -288,7 +288,7 @@ async fn settle<S: Store, K: Sink>(
         shared.monitor.sink_failed(&error);
         let delay = transport_backoff.next_delay();
         warn!(
-            messages = transient, %error, retry_in = ?delay,
+            messages = transient, %error, retry_in = %crate::HumanDuration(delay),
             "Kafka is not accepting messages right now; they stay pending and will be sent again"
         );
         shared.pause_for(delay);
@@ -367,9 +367,9 @@ async fn write_with_retry<S, K, F, Fut>(
                     return;
                 }
                 if error.is_retryable() {
-                    warn!(%error, retry_in = ?delay, "could not {what}");
+                    warn!(%error, retry_in = %crate::HumanDuration(delay), "could not {what}");
                 } else {
-                    error!(%error, retry_in = ?delay, "could not {what}; this needs fixing by hand");
+                    error!(%error, retry_in = %crate::HumanDuration(delay), "could not {what}; this needs fixing by hand");
                 }
                 tokio::time::sleep(delay).await;
             }

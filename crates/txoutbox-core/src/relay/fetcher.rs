@@ -74,6 +74,9 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
     // rows behind more held or parked rows than one interval's reads get past.
     let mut reached_end = true;
     let mut last_parked_reload = tokio::time::Instant::now();
+    // Buckets were taken over and the parked keys not read since: the keys their previous owner
+    // parked are unknown, so nothing is read until they are.
+    let mut parked_unknown = false;
     let mut idle = false;
     // What this relay last told the store (awake or asleep); `None`: nothing yet, so the first
     // transition is written whatever a previous relay left behind.
@@ -125,9 +128,16 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         if let Some(ownership) = &shared.ownership {
             if ownership.take_changed() {
                 cursor = None;
+                parked_unknown = true;
             }
-            // Nothing leased (yet): nothing to read.
-            if ownership.scope() == Scope::Nothing {
+            // Nothing leased (yet), or the leases may have ended (they could not be renewed in
+            // time): nothing to read, or nothing that could be sent.
+            #[cfg(not(txoutbox_sim_mutant = "refusal_keeps_epoch"))]
+            let idle_now = ownership.scope() == Scope::Nothing || !ownership.may_send();
+            // The mutant reads on while it may not send, as the relay did before.
+            #[cfg(txoutbox_sim_mutant = "refusal_keeps_epoch")]
+            let idle_now = ownership.scope() == Scope::Nothing;
+            if idle_now {
                 declared = None;
                 idle = true;
                 continue;
@@ -135,13 +145,31 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         }
         // Parked keys are read again once per poll interval: a replay or purge made elsewhere (the
         // CLI, another node) releases its key, and the rows it held wait below the cursor.
+        // A node that took over buckets reads them only once it knows the keys their previous
+        // owner parked.
+        #[cfg(txoutbox_sim_mutant = "takeover_ignores_parked")]
+        {
+            parked_unknown = false;
+        }
         if config.on_dead_letter == OnDeadLetter::ParkKey
-            && last_parked_reload.elapsed() >= config.poll_interval
+            && (parked_unknown || last_parked_reload.elapsed() >= config.poll_interval)
         {
             last_parked_reload = tokio::time::Instant::now();
             match reload_parked(&shared).await {
-                Ok(true) => cursor = None,
-                Ok(false) => {}
+                Ok(reloaded) => {
+                    if reloaded {
+                        cursor = None;
+                    }
+                    parked_unknown = false;
+                }
+                Err(error) if parked_unknown => {
+                    warn!(%error, "could not read the parked keys; reading the buckets taken over waits for them");
+                    if !shared.sleep(db_backoff.next_delay()).await {
+                        break;
+                    }
+                    idle = false;
+                    continue;
+                }
                 Err(error) => warn!(%error, "could not read the parked keys; keeping the ones known"),
             }
         }
@@ -219,9 +247,9 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 crate::metrics::record_store_error("fetch");
                 let delay = db_backoff.next_delay();
                 if error.is_retryable() {
-                    warn!(%error, retry_in = ?delay, "could not read pending outbox messages");
+                    warn!(%error, retry_in = %crate::HumanDuration(delay), "could not read pending outbox messages");
                 } else {
-                    tracing::error!(%error, retry_in = ?delay, "could not read pending outbox messages; this needs fixing by hand");
+                    tracing::error!(%error, retry_in = %crate::HumanDuration(delay), "could not read pending outbox messages; this needs fixing by hand");
                 }
                 if !shared.sleep(delay).await {
                     break;
@@ -237,6 +265,19 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
         #[cfg(not(txoutbox_sim_mutant = "early_release"))]
         if shared.releases() != releases {
             cursor = None;
+            idle = false;
+            continue;
+        }
+        // A coordinated relay's scope grew during this read (the store reads the scope of the
+        // moment): a read from the cursor may hold rows of a bucket just taken over while that
+        // bucket's earlier rows, below the cursor, are missing from it. Read from the start.
+        #[cfg(not(txoutbox_sim_mutant = "scope_grew_during_read"))]
+        if cursor.is_some()
+            && let Some(ownership) = &shared.ownership
+            && ownership.take_changed()
+        {
+            cursor = None;
+            parked_unknown = true;
             idle = false;
             continue;
         }
@@ -326,7 +367,10 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
                 None => break,
             },
         };
-        shared.enter_flight(&batch);
+        let batch = shared.enter_flight(batch);
+        if batch.is_empty() {
+            continue;
+        }
         let rows: Arc<[OutboxMessage]> = batch.into();
         // The burst ends here when the read came back short or the next batch would not fit.
         let end_of_burst = !more

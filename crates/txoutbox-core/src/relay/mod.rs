@@ -233,7 +233,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
                 Err(error) if error.is_retryable() => {
                     shared.monitor.store_failed(&error);
                     let delay = backoff.next_delay();
-                    tracing::warn!(%error, retry_in = ?delay, "the outbox database is not reachable yet");
+                    tracing::warn!(%error, retry_in = %crate::HumanDuration(delay), "the outbox database is not reachable yet");
                     if !shared.sleep(delay).await {
                         return Ok(());
                     }
@@ -251,7 +251,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
                     Ok(_) => break,
                     Err(error) if error.is_retryable() => {
                         let delay = backoff.next_delay();
-                        tracing::warn!(%error, retry_in = ?delay, "cannot read the parked keys yet");
+                        tracing::warn!(%error, retry_in = %crate::HumanDuration(delay), "cannot read the parked keys yet");
                         if !shared.sleep(delay).await {
                             return Ok(());
                         }
@@ -276,7 +276,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
         info!(
             batch_size = shared.config.batch_size,
             max_in_flight = shared.config.max_in_flight,
-            poll_interval = ?shared.config.poll_interval,
+            poll_interval = %crate::HumanDuration(shared.config.poll_interval),
             node = shared.ownership.as_ref().map(|o| o.node()),
             coordinated,
             "relay started"
@@ -324,7 +324,7 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
             Ok(ids) => break ids,
             Err(error) if error.is_retryable() => {
                 let delay = backoff.next_delay();
-                tracing::warn!(%error, retry_in = ?delay, "cannot read the transport's progress yet");
+                tracing::warn!(%error, retry_in = %crate::HumanDuration(delay), "cannot read the transport's progress yet");
                 if !shared.sleep(delay).await {
                     return Ok(false);
                 }
@@ -346,7 +346,7 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
             Ok(()) => break,
             Err(error) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(%error, retry_in = ?delay, "cannot complete the rows the transport already holds");
+                tracing::warn!(%error, retry_in = %crate::HumanDuration(delay), "cannot complete the rows the transport already holds");
                 if !shared.sleep(delay).await {
                     return Ok(false);
                 }

@@ -47,6 +47,16 @@ pub(crate) async fn run<S, K: Sink>(
     }
 }
 
+/// Rows of this batch went back to pending: the batches selected after it are not sent either
+/// (they could carry later rows of the same keys), and reading resumes from the start once what
+/// is in flight settled.
+fn give_back_later_batches<S, K: Sink>(shared: &Shared<S, K>) {
+    #[cfg(not(txoutbox_sim_mutant = "refusal_keeps_epoch"))]
+    shared.request_drain();
+    #[cfg(txoutbox_sim_mutant = "refusal_keeps_epoch")]
+    shared.request_rescan();
+}
+
 /// Hands one batch to the sink, or gives its rows back to pending when they may no longer go.
 async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Option<SentBatch> {
     let Selected {
@@ -74,20 +84,23 @@ async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Opt
             .is_some_and(|key| shared.is_held(&row.topic, key))
     };
     // A coordinated relay whose leases may have ended (it was paused, or cannot renew) sends
-    // nothing: the rows stay pending for whoever holds them now.
+    // nothing: the rows stay pending for whoever holds them now. The batches selected after
+    // this one are given back too (the epoch moves on): were the leases renewed meanwhile, they
+    // would overtake these rows.
     if shared.ownership.as_ref().is_some_and(|o| !o.may_send()) {
         debug!(
             rows = rows.len(),
             "not sending: the leases of these rows may have ended"
         );
         shared.leave_flight(&rows);
-        shared.request_rescan();
+        give_back_later_batches(shared);
         return None;
     }
     let rows: Arc<[OutboxMessage]> = if rows.iter().any(is_held) {
         let (held, keep): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(is_held);
         shared.leave_flight(&held);
-        shared.request_rescan();
+        // Later batches may hold later rows of these keys, and the hold may end before they go.
+        give_back_later_batches(shared);
         keep.into()
     } else {
         rows

@@ -133,12 +133,16 @@ impl<S, K> Shared<S, K> {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Puts rows in flight (and counts them per bucket for a coordinated relay's drains).
-    pub(crate) fn enter_flight(&self, rows: &[crate::OutboxMessage]) {
+    /// Puts rows in flight (and counts them per bucket for a coordinated relay's drains); returns
+    /// them. A coordinated relay passes over rows of buckets it stopped reading while they were
+    /// being read: those buckets are being handed to another node.
+    pub(crate) fn enter_flight(&self, rows: Vec<crate::OutboxMessage>) -> Vec<crate::OutboxMessage> {
+        let rows = match &self.ownership {
+            Some(ownership) => ownership.admit(rows),
+            None => rows,
+        };
         self.in_flight.insert(rows.iter().map(|row| row.id));
-        if let Some(ownership) = &self.ownership {
-            ownership.add_in_flight(rows.iter().map(|row| row.bucket));
-        }
+        rows
     }
 
     /// Takes rows out of flight.
@@ -224,8 +228,9 @@ impl<S, K> Shared<S, K> {
             Ok(result) => result,
             Err(_) => Err(crate::Error::database(
                 format!(
-                    "the outbox database did not answer within {limit:?} (store_timeout); \
-                     check the network path to it and the server's load"
+                    "the outbox database did not answer within {} (store_timeout); \
+                     check the network path to it and the server's load",
+                    crate::HumanDuration(limit)
                 ),
                 true,
             )),

@@ -652,7 +652,7 @@ impl ExactlyOnceSink {
             match resolved {
                 Ok(resolved) => break resolved,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot learn the outcome of a Kafka commit yet");
+                    tracing::warn!(error = %e, retry_in = %txoutbox_core::HumanDuration(delay), "cannot learn the outcome of a Kafka commit yet");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
