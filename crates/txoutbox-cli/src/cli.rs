@@ -25,7 +25,8 @@ pub struct GlobalArgs {
     /// A TOML config file (see docs/operations.md). Its keys are checked: a typo is an error.
     #[arg(long, short = 'c', env = "TXOUTBOX_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// The outbox database: postgres://user@host/db or sqlite:///path/to/file.db.
+    /// The outbox database: postgres://user@host/db, mysql://user@host/db or
+    /// sqlite:///path/to/file.db.
     #[arg(long, env = "TXOUTBOX_DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
     /// The outbox table, `table` or `schema.table`. Default: outbox_messages.
@@ -75,7 +76,8 @@ pub enum Command {
     /// Creates or upgrades the outbox table (idempotent; safe from several replicas at once);
     /// with --source wal, the replication slot, its publication and the dead-letter table.
     Migrate,
-    /// Runs the relay until SIGTERM or SIGINT, with /metrics, /health and /live on the HTTP port.
+    /// Runs the relay until SIGTERM or SIGINT, with /metrics, /health, /live, /status (and /ui
+    /// with --ui) on the HTTP port.
     Relay(Box<RelayArgs>),
     /// Shows the backlog: pending messages per topic, the oldest one's age, dead letters, rate.
     Status(StatusArgs),
@@ -188,7 +190,7 @@ pub struct RelayArgs {
     /// Keep published rows this long, then purge them (needs --completion mark-published).
     #[arg(long, env = "TXOUTBOX_KEEP_PUBLISHED_FOR", value_parser = parse_duration)]
     pub keep_published_for: Option<Duration>,
-    /// The HTTP address for /metrics, /health and /live; `off` disables it.
+    /// The HTTP address for /metrics, /health, /live, /status and /ui; `off` disables it.
     #[arg(long, env = "TXOUTBOX_HTTP_LISTEN")]
     pub http_listen: Option<String>,
     /// Host names (besides IP addresses, `localhost` and the --http-listen host) that HTTP

@@ -1,4 +1,4 @@
-//! The outbox database named by a URL: PostgreSQL or SQLite.
+//! The outbox database named by a URL: PostgreSQL, SQLite or MySQL/MariaDB.
 
 use std::str::FromStr;
 use std::time::Duration;

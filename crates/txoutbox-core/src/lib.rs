@@ -1,6 +1,7 @@
 //! Core of [txoutbox](https://docs.rs/txoutbox): message and topic types, errors, the [`Store`]
 //! and [`Sink`] traits, and the relay engine. This crate holds no SQL and no Kafka code: the store
-//! crates (PostgreSQL, SQLite) and the Kafka sink implement its traits. Applications depend on the
+//! crates (PostgreSQL, PostgreSQL WAL mode, SQLite, MySQL/MariaDB) and the Kafka sink implement its
+//! traits. Applications depend on the
 //! `txoutbox` facade instead.
 
 // No panic on data (why these lints are here and not in Cargo.toml: clippy.toml).

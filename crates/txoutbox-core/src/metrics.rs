@@ -19,6 +19,10 @@
 //! | `txoutbox_wal_slot_lag_seconds` | gauge | `slot` | WAL mode: age of the oldest message read from the slot and not yet confirmed (commit time) |
 //! | `txoutbox_wal_slot_safe_wal_size_bytes` | gauge | `slot` | WAL mode: WAL that may still be written before `max_slot_wal_keep_size` invalidates the slot (absent when unlimited) |
 //! | `txoutbox_wal_slot_invalidated` | gauge | `slot` | WAL mode: 1 when the slot was invalidated (`wal_status = lost`) |
+//! | `txoutbox_dead_letter_copy_failures_total` | counter | `topic` | dead-letter copies that could not be sent to the dead-letter topic |
+//!
+//! The Kafka crate's exactly-once sink records `txoutbox_transactions_total` (`outcome`) and
+//! `txoutbox_transaction_commit_seconds`; `docs/operations.md` lists them all (a test checks).
 
 use std::collections::HashMap;
 

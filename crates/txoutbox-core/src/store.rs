@@ -136,8 +136,9 @@ pub struct Backlog {
 
 /// The relay's view of an outbox table.
 ///
-/// Implemented by each store crate (PostgreSQL, SQLite, ...), which owns its SQL and migrations.
-/// Every method is one short statement so the relay can overlap database work with sends.
+/// Implemented by each store crate (PostgreSQL, PostgreSQL WAL mode, SQLite, MySQL/MariaDB), which
+/// owns its SQL and migrations. Every method is one short statement (but `lock_for_relay`, which
+/// may wait on purpose) so the relay can overlap database work with sends.
 pub trait Store: Send + Sync + 'static {
     /// Checks that the outbox table exists at the schema version this store expects. The relay
     /// calls it once at start and stops with its error, which says what to do.

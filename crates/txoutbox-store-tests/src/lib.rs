@@ -15,11 +15,12 @@
 //! txoutbox_store_tests::store_conformance!(api txoutbox_store_tests::sim::SimHarness);
 //! ```
 //!
-//! Every case sets up its own database (a fresh PostgreSQL schema, a fresh SQLite file), so the
-//! cases run in parallel. A new store (MySQL, ...) implements [`StoreHarness`] and [`Harness`]
-//! and instantiates the macro; it then has to pass every case. A case it fails because of a store bug not fixed yet
-//! goes into [`StoreHarness::KNOWN_FAILURES`] with the reason: it then runs as an expected failure
-//! (see [`run_case`]) until the fix makes it pass.
+//! Every case sets up its own database (a fresh PostgreSQL schema or MariaDB database, a fresh
+//! SQLite file, a fresh simulated world), so the cases run in parallel. A new store implements
+//! [`StoreHarness`] and [`Harness`] and instantiates the macro; it then has to pass every case. A
+//! case it fails because of a store bug not fixed yet goes into
+//! [`StoreHarness::KNOWN_FAILURES`] with the reason: it then runs as an expected failure (see
+//! [`run_case`]) until the fix makes it pass.
 //!
 //! `tests/mutants.rs` shows that every case can fail: each one runs against the SQLite harness
 //! with an injected defect (a store that ignores the limit, loses header order, never

@@ -1,6 +1,7 @@
 //! The relay: a tokio service that moves committed outbox rows to a sink.
 //!
-//! Three services share the work: the [fetcher](fetcher) reads pending rows in id order and
+//! Three services carry the rows (a prober that watches the transport, the store's watcher of
+//! new rows and, for coordinated relays, the coordinator run beside them): the [fetcher](fetcher) reads pending rows in id order and
 //! selects the batches that may go now; the [sender](sender) hands them to the sink in order
 //! without waiting for acknowledgements (so the next read overlaps it); the
 //! [completer](completer) awaits each batch's outcomes in order and marks delivered rows with one
