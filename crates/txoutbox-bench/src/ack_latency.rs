@@ -48,17 +48,17 @@ impl Recorder for CaptureRecorder {
 }
 
 /// Installs the recorder (once per process; later calls do nothing).
-pub fn install() {
+pub(crate) fn install() {
     let _ = metrics::set_global_recorder(CaptureRecorder);
 }
 
 /// How many samples were recorded since the last [`take`].
-pub fn count() -> usize {
+pub(crate) fn count() -> usize {
     samples().len()
 }
 
 /// The samples recorded since the last call, emptied.
-pub fn take() -> Vec<Duration> {
+pub(crate) fn take() -> Vec<Duration> {
     std::mem::take(&mut *samples())
         .into_iter()
         .map(Duration::from_secs_f64)

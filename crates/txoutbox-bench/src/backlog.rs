@@ -13,7 +13,7 @@ use crate::common::{Percentiles, percentiles};
 
 /// One table shape and its read costs.
 #[derive(Debug, Serialize)]
-pub struct BacklogCase {
+pub(crate) struct BacklogCase {
     /// What the table holds.
     pub shape: String,
     /// Pending rows.
@@ -30,7 +30,7 @@ pub struct BacklogCase {
 
 /// The scenario's result.
 #[derive(Debug, Serialize)]
-pub struct BacklogResult {
+pub(crate) struct BacklogResult {
     /// Rows per read.
     pub batch: usize,
     /// Reads timed per case.
@@ -124,7 +124,7 @@ async fn case(shape: &str, pending: u64, settled: u64, batch: usize, reads: usiz
 }
 
 /// Runs the cases: `small` pending, `large` pending, and `small` pending beside `large` settled.
-pub async fn run(small: u64, large: u64, batch: usize, reads: usize) -> BacklogResult {
+pub(crate) async fn run(small: u64, large: u64, batch: usize, reads: usize) -> BacklogResult {
     let mut cases = Vec::new();
     for (shape, pending, settled) in [
         ("small backlog", small, 0),

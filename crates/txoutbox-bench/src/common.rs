@@ -17,17 +17,17 @@ use txoutbox::{
 };
 
 /// Payload size of every benchmark message.
-pub const PAYLOAD_BYTES: usize = 100;
+pub(crate) const PAYLOAD_BYTES: usize = 100;
 
 /// A benchmark message: a key among `keys` distinct ones and a 100-byte payload.
 #[derive(Debug, Clone)]
-pub struct BenchMsg {
+pub(crate) struct BenchMsg {
     pub key: String,
     pub payload: Vec<u8>,
 }
 
 /// `n` messages cycling over `keys` keys.
-pub fn messages(n: usize, keys: usize) -> Vec<BenchMsg> {
+pub(crate) fn messages(n: usize, keys: usize) -> Vec<BenchMsg> {
     (0..n)
         .map(|i| {
             let mut payload = format!("message-{i:012}-").into_bytes();
@@ -41,14 +41,14 @@ pub fn messages(n: usize, keys: usize) -> Vec<BenchMsg> {
 }
 
 /// The topic definition of [`BenchMsg`]: raw payload bytes, keyed.
-pub fn topic_def(name: &str) -> Topic<BenchMsg> {
+pub(crate) fn topic_def(name: &str) -> Topic<BenchMsg> {
     Topic::with_encoder(name, |m: &BenchMsg| Ok(m.payload.clone()))
         .expect("valid topic name")
         .key(|m: &BenchMsg| m.key.clone())
 }
 
 /// The properties `KafkaSink` uses by default (txoutbox-kafka `config.rs` DEFAULTS).
-pub fn producer_config(bootstrap: &str) -> ClientConfig {
+pub(crate) fn producer_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -62,7 +62,7 @@ pub fn producer_config(bootstrap: &str) -> ClientConfig {
 
 /// Percentiles of a set of durations, in microseconds.
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub count: usize,
     pub mean_us: f64,
     pub p50_us: f64,
@@ -71,7 +71,7 @@ pub struct Percentiles {
     pub max_us: f64,
 }
 
-pub fn percentiles(samples: &[Duration]) -> Percentiles {
+pub(crate) fn percentiles(samples: &[Duration]) -> Percentiles {
     if samples.is_empty() {
         return Percentiles::default();
     }
@@ -90,7 +90,7 @@ pub fn percentiles(samples: &[Duration]) -> Percentiles {
 
 /// Time and rows spent in the store's relay statements during a run.
 #[derive(Debug, Default)]
-pub struct StoreStats {
+pub(crate) struct StoreStats {
     pub completed: AtomicU64,
     pub fetch_calls: AtomicU64,
     pub fetch_rows: AtomicU64,
@@ -105,7 +105,7 @@ pub struct StoreStats {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct StoreStatsReport {
+pub(crate) struct StoreStatsReport {
     pub fetch_calls: u64,
     pub fetch_rows: u64,
     pub fetch_total_ms: f64,
@@ -118,7 +118,7 @@ pub struct StoreStatsReport {
 }
 
 impl StoreStats {
-    pub fn report(&self) -> StoreStatsReport {
+    pub(crate) fn report(&self) -> StoreStatsReport {
         let fc = self.fetch_calls.load(Ordering::Relaxed);
         let cc = self.complete_calls.load(Ordering::Relaxed);
         let fms = self.fetch_nanos.load(Ordering::Relaxed) as f64 / 1e6;
@@ -138,7 +138,7 @@ impl StoreStats {
 
 /// A store wrapper that times the relay's statements and counts completed rows, so a run can end
 /// the moment the last row is completed (no backlog polling load on the database).
-pub struct Instrumented<S> {
+pub(crate) struct Instrumented<S> {
     pub inner: S,
     pub stats: Arc<StoreStats>,
 }
@@ -222,7 +222,7 @@ impl<S: Store> Store for Instrumented<S> {
 }
 
 /// A sink that reports every message delivered at once: the relay's own ceiling.
-pub struct DiscardSink;
+pub(crate) struct DiscardSink;
 
 impl Sink for DiscardSink {
     async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
@@ -236,14 +236,14 @@ impl Sink for DiscardSink {
 
 /// An independent consumer reading a topic from the beginning on its own thread, recording when
 /// each record arrived, keyed by the value of header `id_header`.
-pub struct Watcher {
+pub(crate) struct Watcher {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<HashMap<String, Instant>>>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Watcher {
-    pub fn start(bootstrap: &str, topic: &str, partitions: i32, id_header: &'static str) -> Self {
+    pub(crate) fn start(bootstrap: &str, topic: &str, partitions: i32, id_header: &'static str) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set(
@@ -284,14 +284,14 @@ impl Watcher {
         Self { stop, seen, thread }
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 
     /// Waits until `n` distinct records were seen (or `timeout`): the consumer's own start
     /// (assignment, offset lookup, first fetch) must not count as the latency of the first
     /// measured records. Returns whether it saw them in time.
-    pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+    pub(crate) async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while self.count() < n {
             if Instant::now() >= deadline {
@@ -303,7 +303,7 @@ impl Watcher {
     }
 
     /// Waits until `n` distinct records were seen (or `timeout`), stops, returns what was seen.
-    pub async fn finish(self, n: usize, timeout: Duration) -> HashMap<String, Instant> {
+    pub(crate) async fn finish(self, n: usize, timeout: Duration) -> HashMap<String, Instant> {
         let _ = self.wait_for(n, timeout).await;
         self.stop.store(true, Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
@@ -314,7 +314,7 @@ impl Watcher {
 }
 
 /// The Kafka bootstrap servers from the environment.
-pub fn bootstrap() -> String {
+pub(crate) fn bootstrap() -> String {
     txoutbox_testing::kafka::bootstrap()
 }
 
@@ -331,7 +331,7 @@ fn cpu_times() -> Option<(u64, u64)> {
 }
 
 /// Share of the machine's CPU busy over `window` (0.0 to 1.0), from /proc/stat.
-pub async fn cpu_busy(window: Duration) -> f64 {
+pub(crate) async fn cpu_busy(window: Duration) -> f64 {
     let Some((t0, i0)) = cpu_times() else { return 0.0 };
     tokio::time::sleep(window).await;
     let Some((t1, i1)) = cpu_times() else { return 0.0 };
@@ -341,7 +341,7 @@ pub async fn cpu_busy(window: Duration) -> f64 {
 
 /// Waits (up to `max_wait`) until the machine is mostly idle, since other work on this small
 /// machine skews every figure; returns the busy share seen last, to be reported with the run.
-pub async fn wait_quiet(label: &str, max_wait: Duration) -> f64 {
+pub(crate) async fn wait_quiet(label: &str, max_wait: Duration) -> f64 {
     let deadline = Instant::now() + max_wait;
     loop {
         let busy = cpu_busy(Duration::from_millis(500)).await;
@@ -358,7 +358,7 @@ pub async fn wait_quiet(label: &str, max_wait: Duration) -> f64 {
 }
 
 /// The `txoutbox` binary built beside this benchmark, which `scenario` runs.
-pub fn daemon_binary(scenario: &str) -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn daemon_binary(scenario: &str) -> anyhow::Result<std::path::PathBuf> {
     let path = std::env::current_exe()?.with_file_name("txoutbox");
     if !path.exists() {
         anyhow::bail!(

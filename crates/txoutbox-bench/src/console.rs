@@ -23,7 +23,7 @@ const TOPICS: u64 = 20;
 
 /// The scenario's result.
 #[derive(Debug, Serialize)]
-pub struct ConsoleResult {
+pub(crate) struct ConsoleResult {
     /// Pending rows in the table.
     pub pending: u64,
     /// Dead rows beside them.
@@ -141,7 +141,7 @@ fn ms_percentiles(samples_ms: &[f64]) -> Percentiles {
 }
 
 /// Runs the scenario: `pending` rows, `dead` dead letters, `reps` page loads of each page.
-pub async fn run(pending: u64, dead: u64, reps: usize) -> anyhow::Result<ConsoleResult> {
+pub(crate) async fn run(pending: u64, dead: u64, reps: usize) -> anyhow::Result<ConsoleResult> {
     let binary = crate::common::daemon_binary("console")?;
     let db = TestSchema::with_pool_size(2).await;
     let outbox = PgOutbox::with_table(Topics::new(), db.table());

@@ -15,7 +15,7 @@ use txoutbox_testing::postgres::TestSchema;
 use crate::common::{BenchMsg, Percentiles, messages, percentiles, topic_def, wait_quiet};
 
 #[derive(Debug, Clone, Serialize)]
-pub struct EnqueueResult {
+pub(crate) struct EnqueueResult {
     pub transactions: usize,
     pub tx_alone: Percentiles,
     pub tx_with_publish: Percentiles,
@@ -49,7 +49,7 @@ pub struct EnqueueResult {
 /// Enqueue cost on MySQL / MariaDB: (a) a business insert alone, (b) with `publish`, (c) a
 /// hand-written multi-row insert of `bulk_rows` rows, (d) `publish_all` of as many.
 #[derive(Debug, Clone, Serialize)]
-pub struct MySqlEnqueueResult {
+pub(crate) struct MySqlEnqueueResult {
     pub transactions: usize,
     pub tx_alone: Percentiles,
     pub tx_with_publish: Percentiles,
@@ -69,7 +69,7 @@ enum Bulk {
     WalPublishAll,
 }
 
-pub async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> EnqueueResult {
+pub(crate) async fn run(m: usize, bulk_rows: usize, reps: usize, mysql: bool) -> EnqueueResult {
     let schema = TestSchema::with_pool_size(2).await;
     // The topic is never read here: the rows only have to be written.
     let outbox = PgOutbox::with_table(

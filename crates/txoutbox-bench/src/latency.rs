@@ -25,7 +25,7 @@ const SEQ_HEADER: &str = "bench-seq";
 const WRITERS: usize = 4;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RateResult {
+pub(crate) struct RateResult {
     pub target_rate: f64,
     pub seconds: f64,
     /// Relay: commits per second achieved by the writers.
@@ -63,7 +63,7 @@ pub struct RateResult {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LatencyResult {
+pub(crate) struct LatencyResult {
     pub writers: usize,
     pub relay_batch_size: usize,
     pub relay_poll_interval_ms: u64,
@@ -428,7 +428,7 @@ async fn relay(rate: f64, secs: f64, mode: RelayMode) -> (Percentiles, Percentil
     (percentiles(&lat), acks, achieved, missing)
 }
 
-pub async fn run(rates: &[f64], secs: f64) -> LatencyResult {
+pub(crate) async fn run(rates: &[f64], secs: f64) -> LatencyResult {
     let mut out = Vec::new();
     for &rate in rates {
         let cpu_busy_before = wait_quiet("latency", Duration::from_secs(30)).await;

@@ -16,7 +16,7 @@ use txoutbox_testing::postgres::TestSchema;
 
 /// One measured run.
 #[derive(Debug, Serialize)]
-pub struct MemoryCase {
+pub(crate) struct MemoryCase {
     /// What was relayed.
     pub case: String,
     /// Messages relayed (delivered or dead-lettered).
@@ -31,7 +31,7 @@ pub struct MemoryCase {
 
 /// Every case.
 #[derive(Debug, Serialize)]
-pub struct MemoryResult {
+pub(crate) struct MemoryResult {
     /// The runs, in order.
     pub cases: Vec<MemoryCase>,
 }
@@ -216,7 +216,7 @@ async fn one_large_transaction(gib: f64) -> anyhow::Result<MemoryCase> {
 
 /// Runs every case: `rows` rows of `payload_mib` MiB (sent, then refused), and one WAL
 /// transaction of `wal_gib` GiB.
-pub async fn run(rows: u64, payload_mib: usize, wal_gib: f64) -> anyhow::Result<MemoryResult> {
+pub(crate) async fn run(rows: u64, payload_mib: usize, wal_gib: f64) -> anyhow::Result<MemoryResult> {
     let limit = ((payload_mib + 1) << 20).to_string();
     let producer_limit = format!("message.max.bytes={limit}");
     let mut cases = vec![

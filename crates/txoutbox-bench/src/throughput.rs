@@ -29,7 +29,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 const PREWRITE_CHUNK: usize = 5_000;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RawResult {
+pub(crate) struct RawResult {
     pub messages: usize,
     pub errors: usize,
     pub seconds: f64,
@@ -38,7 +38,7 @@ pub struct RawResult {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RelayResult {
+pub(crate) struct RelayResult {
     pub store: String,
     pub sink: String,
     pub batch_size: usize,
@@ -57,7 +57,7 @@ pub struct RelayResult {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ThroughputResult {
+pub(crate) struct ThroughputResult {
     pub messages: usize,
     pub keys: usize,
     pub partitions: i32,
@@ -87,7 +87,7 @@ impl ProducerContext for CountCtx {
 }
 
 /// Headers like the sink's: a message id and a creation time, so records are the same size.
-pub fn sink_like_headers(id: &str) -> OwnedHeaders {
+pub(crate) fn sink_like_headers(id: &str) -> OwnedHeaders {
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     OwnedHeaders::new_with_capacity(2)
         .insert(Header {
@@ -365,7 +365,7 @@ async fn relay_mysql(msgs: &[BenchMsg], batch: usize, factor: usize, raw: f64) -
     }
 }
 
-pub async fn run(
+pub(crate) async fn run(
     n: usize,
     keys: usize,
     batch_sizes: &[usize],

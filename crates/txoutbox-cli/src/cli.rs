@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The txoutbox daemon and operator tool: relays committed outbox rows to Kafka.
 #[derive(Debug, Parser)]
 #[command(name = "txoutbox", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Settings shared by every command.
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -21,7 +21,7 @@ pub struct Cli {
 
 /// Where the outbox is and how to log.
 #[derive(Debug, Args)]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// A TOML config file (see docs/operations.md). Its keys are checked: a typo is an error.
     #[arg(long, short = 'c', env = "TXOUTBOX_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -53,7 +53,7 @@ pub struct GlobalArgs {
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One human-readable line per event.
     Text,
     /// One JSON object per event, for log collectors.
@@ -63,7 +63,7 @@ pub enum LogFormat {
 /// Where the relay reads messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SourceArg {
+pub(crate) enum SourceArg {
     /// The outbox table (every database).
     Table,
     /// PostgreSQL's write-ahead log, through a logical replication slot.
@@ -72,7 +72,7 @@ pub enum SourceArg {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Creates or upgrades the outbox table (idempotent; safe from several replicas at once);
     /// with --source wal, the replication slot, its publication and the dead-letter table.
     Migrate,
@@ -93,7 +93,7 @@ pub enum Command {
 
 /// `txoutbox wal ...`.
 #[derive(Debug, Subcommand)]
-pub enum WalCommand {
+pub(crate) enum WalCommand {
     /// Drops the replication slot and its publication, so PostgreSQL stops keeping WAL for it.
     /// Messages committed since the relay's last confirmed position are lost with it.
     DropSlot {
@@ -105,7 +105,7 @@ pub enum WalCommand {
 
 /// Flags of `txoutbox relay`.
 #[derive(Debug, Args, Default)]
-pub struct RelayArgs {
+pub(crate) struct RelayArgs {
     /// Create or upgrade the outbox table first (as `txoutbox migrate` does).
     #[arg(long, env = "TXOUTBOX_MIGRATE")]
     pub migrate: bool,
@@ -227,7 +227,7 @@ pub struct RelayArgs {
 /// What the relay does with delivered rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CompletionArg {
+pub(crate) enum CompletionArg {
     /// Delete them at once (fastest).
     Delete,
     /// Keep them, marked published, until retention purges them.
@@ -237,7 +237,7 @@ pub enum CompletionArg {
 /// What a dead-lettered message does to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum OnDeadLetterArg {
+pub(crate) enum OnDeadLetterArg {
     /// Later messages of the key flow on (the default).
     ReleaseKey,
     /// Later messages of the key wait until the dead one is replayed or purged.
@@ -247,7 +247,7 @@ pub enum OnDeadLetterArg {
 /// The delivery guarantee.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum DeliveryArg {
+pub(crate) enum DeliveryArg {
     /// Every message at least once; a crash may resend a few (the default).
     AtLeastOnce,
     /// Every message exactly once for read_committed consumers.
@@ -257,7 +257,7 @@ pub enum DeliveryArg {
 /// How relays on one table cooperate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CoordinationArg {
+pub(crate) enum CoordinationArg {
     /// One relay per table (nothing coordinated).
     Single,
     /// Every replica runs a relay; the lease holder relays, the others stand by.
@@ -268,7 +268,7 @@ pub enum CoordinationArg {
 
 /// Flags of `txoutbox status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print JSON for scripts instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -282,7 +282,7 @@ pub struct StatusArgs {
 
 /// `txoutbox dead-letters ...`.
 #[derive(Debug, Subcommand)]
-pub enum DeadLettersCommand {
+pub(crate) enum DeadLettersCommand {
     /// Lists dead letters (never their payloads).
     List {
         /// Which ones.
@@ -314,7 +314,7 @@ pub enum DeadLettersCommand {
 
 /// Narrows a dead-letter action.
 #[derive(Debug, Args, Default)]
-pub struct FilterArgs {
+pub(crate) struct FilterArgs {
     /// Only this topic.
     #[arg(long)]
     pub topic: Option<String>,
@@ -334,7 +334,7 @@ pub struct FilterArgs {
 
 /// Flags of `txoutbox cleanup`.
 #[derive(Debug, Args)]
-pub struct CleanupArgs {
+pub(crate) struct CleanupArgs {
     /// Delete published rows older than this. Default: the configured retention.
     #[arg(long, value_parser = parse_duration)]
     pub older_than: Option<Duration>,
@@ -344,13 +344,13 @@ pub struct CleanupArgs {
 }
 
 /// Parses `5s`, `250ms`, `7d`, ...
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 500ms, 30s, 5m, 7d"))
 }
 
 /// Parses a byte size: `1048576`, `512kB`, `64MB`, `2GB`, `1TB` (units of 1024, as PostgreSQL's).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);

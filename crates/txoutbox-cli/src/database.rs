@@ -21,14 +21,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one statement of the web console may run (PostgreSQL `statement_timeout`, MariaDB
 /// `max_statement_time`, MySQL `max_execution_time`): a busy console gives up, the relay does not
 /// wait for it.
-pub const CONSOLE_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONSOLE_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections of the web console's own pool, apart from the relay's.
-pub const CONSOLE_CONNECTIONS: u32 = 2;
+pub(crate) const CONSOLE_CONNECTIONS: u32 = 2;
 
 /// A connected outbox database.
 #[derive(Debug, Clone)]
-pub enum Database {
+pub(crate) enum Database {
     /// PostgreSQL.
     Postgres(PgPool, TableName),
     /// SQLite.
@@ -60,7 +60,7 @@ macro_rules! with_store {
 
 /// Whether connecting may create a missing SQLite file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Create {
+pub(crate) enum Create {
     /// `migrate`: create it.
     IfMissing,
     /// Everything else: a missing file is a mistake to report.
@@ -69,14 +69,18 @@ pub enum Create {
 
 impl Database {
     /// Connects, with an error that names the (redacted) URL and what to check.
-    pub async fn connect(target: &Target, create: Create, max_connections: u32) -> Result<Self, CliError> {
+    pub(crate) async fn connect(
+        target: &Target,
+        create: Create,
+        max_connections: u32,
+    ) -> Result<Self, CliError> {
         Self::connect_with(target, create, max_connections, None).await
     }
 
     /// The web console's own small pool: its reads never take the relay's connections, and
     /// each statement ends after [`CONSOLE_STATEMENT_TIMEOUT`] (SQLite has no statement
     /// timeout; its reads are local).
-    pub async fn connect_console(target: &Target) -> Result<Self, CliError> {
+    pub(crate) async fn connect_console(target: &Target) -> Result<Self, CliError> {
         Self::connect_with(
             target,
             Create::Never,
@@ -165,7 +169,7 @@ impl Database {
     }
 
     /// Creates or upgrades the outbox table.
-    pub async fn migrate(&self) -> Result<(), CliError> {
+    pub(crate) async fn migrate(&self) -> Result<(), CliError> {
         match self {
             Self::Postgres(pool, table) => pg_outbox(table).migrate(pool).await?,
             Self::Sqlite(pool, table) => sqlite_outbox(table).migrate(pool).await?,
@@ -175,7 +179,7 @@ impl Database {
     }
 
     /// The table's name.
-    pub fn table(&self) -> &TableName {
+    pub(crate) fn table(&self) -> &TableName {
         match self {
             Self::Postgres(_, table) | Self::Sqlite(_, table) | Self::MySql(_, table) => table,
         }
@@ -199,32 +203,32 @@ async fn mysql_statement_timeout(
 }
 
 /// The PostgreSQL outbox of `table` (the daemon publishes nothing itself: no topics).
-pub fn pg_outbox(table: &TableName) -> PgOutbox {
+pub(crate) fn pg_outbox(table: &TableName) -> PgOutbox {
     PgOutbox::with_table(Topics::new(), table.clone())
 }
 
 /// The WAL-mode outbox of `config` (the daemon publishes nothing itself: no topics).
-pub fn wal_outbox(config: &WalConfig) -> Result<PgWalOutbox, CliError> {
+pub(crate) fn wal_outbox(config: &WalConfig) -> Result<PgWalOutbox, CliError> {
     Ok(PgWalOutbox::new(Topics::new(), config.clone())?)
 }
 
 /// The error for WAL mode on a database other than PostgreSQL (the settings refuse it first).
-pub fn wal_needs_postgres() -> CliError {
+pub(crate) fn wal_needs_postgres() -> CliError {
     CliError::usage("--source wal needs a PostgreSQL database (postgres://...)")
 }
 
 /// The MySQL / MariaDB outbox of `table`.
-pub fn mysql_outbox(table: &TableName) -> MySqlOutbox {
+pub(crate) fn mysql_outbox(table: &TableName) -> MySqlOutbox {
     MySqlOutbox::with_table(Topics::new(), table.clone())
 }
 
 /// The SQLite outbox of `table`.
-pub fn sqlite_outbox(table: &TableName) -> SqliteOutbox {
+pub(crate) fn sqlite_outbox(table: &TableName) -> SqliteOutbox {
     SqliteOutbox::with_table(Topics::new(), table.clone())
 }
 
 /// The URL with its password replaced by `***`, for messages and logs.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// A failed command.
 #[derive(Debug)]
-pub struct CliError {
+pub(crate) struct CliError {
     message: String,
     /// 2 for bad usage or configuration, 1 for a failure at run time.
     pub exit_code: u8,
@@ -12,7 +12,7 @@ pub struct CliError {
 
 impl CliError {
     /// Bad flags, environment or config file (exit code 2).
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             exit_code: 2,
@@ -20,7 +20,7 @@ impl CliError {
     }
 
     /// A failure while running (exit code 1).
-    pub fn runtime(message: impl Into<String>) -> Self {
+    pub(crate) fn runtime(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             exit_code: 1,

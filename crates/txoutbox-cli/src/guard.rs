@@ -20,13 +20,13 @@ use crate::http::AppState;
 
 /// The host names the daemon answers to besides IP addresses and `localhost`.
 #[derive(Debug, Clone, Default)]
-pub struct AllowedHosts {
+pub(crate) struct AllowedHosts {
     names: Vec<String>,
 }
 
 impl AllowedHosts {
     /// The host of the listen address (when it is a name) and the extra names, lower-cased.
-    pub fn new(listen: Option<&str>, extra: &[String]) -> Self {
+    pub(crate) fn new(listen: Option<&str>, extra: &[String]) -> Self {
         let names = listen
             .map(host_part)
             .into_iter()
@@ -38,14 +38,14 @@ impl AllowedHosts {
     }
 
     /// Whether a `Host` header names this daemon.
-    pub fn allows(&self, host: &str) -> bool {
+    pub(crate) fn allows(&self, host: &str) -> bool {
         let host = host_part(host).to_ascii_lowercase();
         host.parse::<std::net::IpAddr>().is_ok() || host == "localhost" || self.names.contains(&host)
     }
 }
 
 /// The host of a `host[:port]` or `[v6]:port` authority.
-pub fn host_part(authority: &str) -> &str {
+pub(crate) fn host_part(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
@@ -58,7 +58,7 @@ pub fn host_part(authority: &str) -> &str {
 /// Whether a request comes from this daemon's own pages (or from no page at all). A browser's
 /// top-level navigation (a link from another site to `/ui`) carries no `Origin` and is fine for
 /// reading; anything that changes state must also not be marked cross-site by `Sec-Fetch-Site`.
-pub fn same_origin(headers: &HeaderMap, changes_state: bool) -> Result<(), &'static str> {
+pub(crate) fn same_origin(headers: &HeaderMap, changes_state: bool) -> Result<(), &'static str> {
     if changes_state && let Some(site) = headers.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or_default();
         if !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none")) {
@@ -83,7 +83,7 @@ pub fn same_origin(headers: &HeaderMap, changes_state: bool) -> Result<(), &'sta
 
 /// The middleware: refuses requests to an unknown host name or from another site, on every
 /// route.
-pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let host = headers
         .get(header::HOST)

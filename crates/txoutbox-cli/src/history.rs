@@ -13,20 +13,20 @@ const KEPT: Duration = Duration::from_secs(15 * 60);
 
 /// Samples of a monotonically growing counter.
 #[derive(Debug, Default)]
-pub struct History {
+pub(crate) struct History {
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
 
 impl History {
     /// A history whose first sample is `value` at `now` (the counter when the daemon starts).
-    pub fn starting_at(now: Instant, value: u64) -> Self {
+    pub(crate) fn starting_at(now: Instant, value: u64) -> Self {
         let history = Self::default();
         history.record(now, value);
         history
     }
 
     /// Records the counter's value now.
-    pub fn record(&self, now: Instant, value: u64) {
+    pub(crate) fn record(&self, now: Instant, value: u64) {
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.push_back((now, value));
         while samples
@@ -39,7 +39,7 @@ impl History {
 
     /// The counter's growth per second over the `window` before `now`, when it reads `current`
     /// (or over as much of the window as is known).
-    pub fn rate(&self, window: Duration, now: Instant, current: u64) -> Option<f64> {
+    pub(crate) fn rate(&self, window: Duration, now: Instant, current: u64) -> Option<f64> {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         let (first_at, first) = *samples
             .iter()
@@ -51,7 +51,7 @@ impl History {
 
 /// One second of the console's timeline.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// When it was taken (wall clock, for the charts' time axis).
     pub at: chrono::DateTime<chrono::Utc>,
     /// Messages published per second since the previous sample.
@@ -66,13 +66,13 @@ pub struct Sample {
 
 /// The last [`KEPT`] of per-second samples, oldest first.
 #[derive(Debug, Default)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     samples: Mutex<VecDeque<Sample>>,
 }
 
 impl Timeline {
     /// Appends a sample and forgets those older than [`KEPT`].
-    pub fn push(&self, sample: Sample) {
+    pub(crate) fn push(&self, sample: Sample) {
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.push_back(sample);
         let kept = chrono::TimeDelta::from_std(KEPT).unwrap_or(chrono::TimeDelta::MAX);
@@ -82,7 +82,7 @@ impl Timeline {
     }
 
     /// The samples of the last `window`, oldest first.
-    pub fn last(&self, window: Duration) -> Vec<Sample> {
+    pub(crate) fn last(&self, window: Duration) -> Vec<Sample> {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         let Some(newest) = samples.back().map(|s| s.at) else {
             return Vec::new();
@@ -99,7 +99,7 @@ impl Timeline {
 /// A cumulative latency histogram as rendered in Prometheus text: `(upper bound, count)` buckets,
 /// sum and count. Two snapshots a second apart give that second's mean and percentiles.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: Vec<(f64, u64)>,
     sum: f64,
     count: u64,
@@ -108,7 +108,7 @@ pub struct Histogram {
 impl Histogram {
     /// Reads the histogram `name` (without labels other than `le`) from Prometheus text;
     /// `None` when it is not there yet.
-    pub fn from_prometheus(text: &str, name: &str) -> Option<Self> {
+    pub(crate) fn from_prometheus(text: &str, name: &str) -> Option<Self> {
         let mut histogram = Self::default();
         let mut seen = false;
         for line in text.lines() {
@@ -154,7 +154,7 @@ impl Histogram {
 
     /// What was observed between `earlier` and `self`: mean and `quantile` (0..1), in the
     /// histogram's unit; `None` when nothing was observed in between.
-    pub fn since(&self, earlier: &Self, quantile: f64) -> Option<(f64, f64)> {
+    pub(crate) fn since(&self, earlier: &Self, quantile: f64) -> Option<(f64, f64)> {
         let count = self.count.checked_sub(earlier.count).filter(|&c| c > 0)?;
         let mean = (self.sum - earlier.sum) / count as f64;
         let delta: Vec<(f64, u64)> = self

@@ -18,7 +18,7 @@ use crate::history::History;
 
 /// What the handlers read; written by the daemon's background tasks.
 #[derive(Debug)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// Renders the metrics.
     pub prometheus: PrometheusHandle,
     /// The latest health report (`None` until the first check).
@@ -38,7 +38,7 @@ pub struct AppState {
 }
 
 /// The routes, every one behind the [`guard`](crate::guard::guard).
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     let mut routes = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))

@@ -19,15 +19,15 @@ use crate::cli::{
 use crate::error::CliError;
 
 /// How long the relay waits at start for the Kafka brokers by default.
-pub const DEFAULT_BROKER_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_BROKER_WAIT: Duration = Duration::from_secs(30);
 
 /// The default HTTP address of the daemon.
-pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
+pub(crate) const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
 
 /// The config file. Unknown keys are errors, so a typo never silently falls back to a default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     database_url: Option<String>,
     table: Option<String>,
     #[serde(default)]
@@ -143,7 +143,7 @@ mod bytes_opt {
         Text(String),
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         match Option::<Size>::deserialize(d)? {
             None => Ok(None),
             Some(Size::Bytes(n)) => Ok(Some(n)),
@@ -160,7 +160,7 @@ mod humantime_serde_opt {
 
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = Option::<String>::deserialize(d)?;
         text.map(|t| crate::cli::parse_duration(&t).map_err(serde::de::Error::custom))
             .transpose()
@@ -169,7 +169,7 @@ mod humantime_serde_opt {
 
 impl FileConfig {
     /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<Self, CliError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, CliError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::usage(format!("cannot read the config file {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| {
@@ -185,7 +185,7 @@ impl FileConfig {
 
 /// Where the outbox lives.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The database URL (holds a password maybe: never logged as is).
     pub database_url: String,
     /// The outbox table (in WAL mode: the dead-letter table).
@@ -196,7 +196,7 @@ pub struct Target {
 
 /// Where the relay reads messages.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub(crate) enum Source {
     /// The outbox table.
     Table,
     /// PostgreSQL's WAL through a logical replication slot; dead letters go to the target's table.
@@ -205,7 +205,7 @@ pub enum Source {
 
 /// Everything `txoutbox relay` needs.
 #[derive(Debug)]
-pub struct RelaySettings {
+pub(crate) struct RelaySettings {
     /// Migrate before relaying.
     pub migrate: bool,
     /// The relay engine's settings.
@@ -238,7 +238,7 @@ pub struct RelaySettings {
 
 /// Scheduled purging of published rows.
 #[derive(Debug, Clone, Copy)]
-pub struct Retention {
+pub(crate) struct Retention {
     /// Keep published rows this long.
     pub keep_for: Duration,
     /// How often to purge.
@@ -248,7 +248,7 @@ pub struct Retention {
 }
 
 /// Reads the config file named by the flags, or an empty one.
-pub fn file_config(global: &GlobalArgs) -> Result<FileConfig, CliError> {
+pub(crate) fn file_config(global: &GlobalArgs) -> Result<FileConfig, CliError> {
     match &global.config {
         Some(path) => FileConfig::load(path),
         None => Ok(FileConfig::default()),
@@ -256,7 +256,7 @@ pub fn file_config(global: &GlobalArgs) -> Result<FileConfig, CliError> {
 }
 
 /// The outbox's location.
-pub fn target(global: &GlobalArgs, file: &FileConfig) -> Result<Target, CliError> {
+pub(crate) fn target(global: &GlobalArgs, file: &FileConfig) -> Result<Target, CliError> {
     let database_url = global
         .database_url
         .clone()
@@ -328,7 +328,7 @@ fn source(global: &GlobalArgs, file: &FileConfig, table: &TableName, url: &str) 
 }
 
 /// The relay's settings.
-pub fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<RelaySettings, CliError> {
+pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Result<RelaySettings, CliError> {
     let table = &target.table;
     if matches!(target.source, Source::Wal(_)) {
         wal_restrictions(args, file)?;
@@ -606,7 +606,7 @@ fn wal_restrictions(args: &RelayArgs, file: &FileConfig) -> Result<(), CliError>
 }
 
 /// The configured HTTP address (for `status` to find a running relay).
-pub fn http_listen(file: &FileConfig) -> String {
+pub(crate) fn http_listen(file: &FileConfig) -> String {
     std::env::var("TXOUTBOX_HTTP_LISTEN")
         .ok()
         .or_else(|| file.http.listen.clone())
@@ -614,7 +614,7 @@ pub fn http_listen(file: &FileConfig) -> String {
 }
 
 /// The configured retention period (for `cleanup`).
-pub fn keep_published_for(file: &FileConfig) -> Option<Duration> {
+pub(crate) fn keep_published_for(file: &FileConfig) -> Option<Duration> {
     std::env::var("TXOUTBOX_KEEP_PUBLISHED_FOR")
         .ok()
         .and_then(|t| crate::cli::parse_duration(&t).ok())

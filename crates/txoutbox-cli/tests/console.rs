@@ -531,7 +531,7 @@ async fn read_only_consoles_wrong_tokens_and_cross_site_requests_are_refused() {
     .await;
     let bearer = format!("Bearer {TOKEN}");
     let host = daemon.base.trim_start_matches("http://").to_owned();
-    let cases: [Case; 5] = [
+    let cases: [Case<'_>; 5] = [
         ("no token", vec![], 401),
         (
             "a wrong token",

@@ -15,6 +15,7 @@ use crate::store::{Completion, Store};
 /// topics whose strategy is [`PublishStrategy::ImmediateWithFallback`](crate::PublishStrategy),
 /// after the commit succeeded. A failed send only logs: the relay delivers the row after its
 /// grace period.
+#[derive(Debug)]
 pub struct Immediate<S, K> {
     store: S,
     sink: K,

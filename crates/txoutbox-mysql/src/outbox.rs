@@ -187,7 +187,7 @@ impl MySqlOutbox {
             return Ok(Vec::new());
         }
         let budget = self.max_packet(conn).await?.saturating_sub(PACKET_RESERVE);
-        let rows: Vec<Row> = messages.iter().map(Row::new).collect();
+        let rows: Vec<Row<'_>> = messages.iter().map(Row::new).collect();
         for chunk in split(&rows, budget)? {
             let mut query = sqlx::query(AssertSqlSafe(self.sql.insert_many(chunk.len())));
             for row in chunk {

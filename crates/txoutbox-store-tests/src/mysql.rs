@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::{Harness, HeldTransaction, RowState, StoreHarness, TxEnd};
 
 /// One database of its own and an outbox over a table in it.
+#[derive(Debug)]
 pub struct MySqlHarness {
     db: TestDatabase,
     outbox: MySqlOutbox,

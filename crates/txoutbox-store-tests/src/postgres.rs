@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::{Harness, HeldTransaction, RowState, StoreHarness, TxEnd};
 
 /// One schema of its own and an outbox over a table in it.
+#[derive(Debug)]
 pub struct PgHarness {
     db: TestSchema,
     outbox: PgOutbox,

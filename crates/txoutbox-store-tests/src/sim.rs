@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::{HeldTransaction, RowState, StoreHarness, TxEnd};
 
 /// One simulated world of its own, without faults, and the store over its table.
+#[derive(Debug)]
 pub struct SimHarness {
     world: Shared,
     topics: Topics,

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::{Harness, HeldTransaction, RowState, StoreHarness, TxEnd};
 
 /// One database file of its own and an outbox over a table in it.
+#[derive(Debug)]
 pub struct SqliteHarness {
     db: TestDb,
     outbox: SqliteOutbox,

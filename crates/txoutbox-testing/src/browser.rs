@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A Chromium session.
+#[derive(Debug)]
 pub struct Browser {
     driver: Child,
     url: String,

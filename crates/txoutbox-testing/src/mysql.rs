@@ -22,6 +22,7 @@ pub fn options(database: Option<&str>) -> MySqlConnectOptions {
 
 /// A database of its own and a pool whose connections use it, dropped with
 /// [`TestDatabase::drop_database`].
+#[derive(Debug)]
 pub struct TestDatabase {
     pub pool: MySqlPool,
     pub database: String,

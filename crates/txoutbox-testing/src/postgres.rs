@@ -9,6 +9,7 @@ pub fn url() -> String {
 }
 
 /// A pool and a schema of its own, dropped with [`TestSchema::drop_schema`].
+#[derive(Debug)]
 pub struct TestSchema {
     pub pool: PgPool,
     pub schema: String,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// A database file of its own, removed on drop.
+#[derive(Debug)]
 pub struct TestDb {
     pub pool: SqlitePool,
     pub path: PathBuf,

@@ -12,7 +12,11 @@ use crate::settings::Target;
 use crate::with_store;
 
 /// Purges published rows older than the retention period.
-pub async fn run(target: &Target, args: &CleanupArgs, configured: Option<Duration>) -> Result<(), CliError> {
+pub(crate) async fn run(
+    target: &Target,
+    args: &CleanupArgs,
+    configured: Option<Duration>,
+) -> Result<(), CliError> {
     let older_than = args.older_than.or(configured).ok_or_else(|| {
         CliError::usage(
             "how old must published rows be? pass --older-than (e.g. 7d) or set [retention] \
@@ -33,7 +37,11 @@ pub async fn run(target: &Target, args: &CleanupArgs, configured: Option<Duratio
 }
 
 /// Deletes in statements of at most `batch` rows until none is left: never one long DELETE.
-pub async fn purge(store: &impl Retention, before: DateTime<Utc>, batch: usize) -> Result<u64, CliError> {
+pub(crate) async fn purge(
+    store: &impl Retention,
+    before: DateTime<Utc>,
+    batch: usize,
+) -> Result<u64, CliError> {
     let mut total = 0;
     loop {
         let purged = store.purge_published(before, batch).await?;

@@ -9,7 +9,7 @@ use crate::settings::Target;
 use crate::with_store;
 
 /// Runs a dead-letter action.
-pub async fn run(target: &Target, command: &DeadLettersCommand) -> Result<(), CliError> {
+pub(crate) async fn run(target: &Target, command: &DeadLettersCommand) -> Result<(), CliError> {
     if let DeadLettersCommand::Purge { filter, all } = command
         && !all
         && filter_of(filter)? == DeadLetterFilter::all()

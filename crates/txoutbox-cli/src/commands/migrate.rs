@@ -6,7 +6,7 @@ use crate::settings::{Source, Target};
 
 /// Creates or upgrades the outbox table; in WAL mode, also the replication slot and its
 /// publication (the table then keeps dead letters).
-pub async fn run(target: &Target) -> Result<(), CliError> {
+pub(crate) async fn run(target: &Target) -> Result<(), CliError> {
     let database = Database::connect(target, Create::IfMissing, 1).await?;
     match (&target.source, &database) {
         (Source::Table, _) => {

@@ -1,8 +1,8 @@
 //! One module per subcommand.
 
-pub mod cleanup;
-pub mod dead_letters;
-pub mod migrate;
-pub mod relay;
-pub mod status;
-pub mod wal;
+pub(crate) mod cleanup;
+pub(crate) mod dead_letters;
+pub(crate) mod migrate;
+pub(crate) mod relay;
+pub(crate) mod status;
+pub(crate) mod wal;

@@ -22,7 +22,7 @@ use crate::http::{AppState, router};
 use crate::settings::{RelaySettings, Source, Target};
 
 /// Runs the relay until SIGTERM or SIGINT.
-pub async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliError> {
+pub(crate) async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliError> {
     let prometheus = install_recorder()?;
     let create = if settings.migrate {
         Create::IfMissing

@@ -31,7 +31,7 @@ struct Status {
 }
 
 /// The JSON view of a replication slot, for `status` and the daemon's `/status`.
-pub fn slot_json(
+pub(crate) fn slot_json(
     status: &txoutbox_postgres_wal::SlotStatus,
     lag_seconds: Option<f64>,
     problems: &[String],
@@ -51,7 +51,7 @@ pub fn slot_json(
 }
 
 /// Shows the status once, or redraws it every `--watch` interval until interrupted.
-pub async fn run(target: &Target, args: &StatusArgs, relay_url: String) -> Result<(), CliError> {
+pub(crate) async fn run(target: &Target, args: &StatusArgs, relay_url: String) -> Result<(), CliError> {
     let database = Database::connect(target, Create::Never, 1).await?;
     let relay_url = normalize(&relay_url);
     let Some(interval) = args.watch else {

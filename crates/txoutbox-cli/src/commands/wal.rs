@@ -6,7 +6,7 @@ use crate::error::CliError;
 use crate::settings::{Source, Target};
 
 /// Runs a WAL-mode action.
-pub async fn run(target: &Target, command: &WalCommand) -> Result<(), CliError> {
+pub(crate) async fn run(target: &Target, command: &WalCommand) -> Result<(), CliError> {
     let Source::Wal(config) = &target.source else {
         return Err(CliError::usage(
             "`txoutbox wal` acts on WAL mode's replication slot: add --source wal (and --wal-slot if it is \

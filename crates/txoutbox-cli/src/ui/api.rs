@@ -19,7 +19,7 @@ use crate::database::{Database, pg_outbox};
 use crate::http::AppState;
 
 /// Most dead letters one list returns.
-pub const MAX_LIST: usize = 500;
+pub(super) const MAX_LIST: usize = 500;
 
 /// Most payload bytes shown.
 const MAX_PAYLOAD: usize = 64 * 1024;
@@ -167,7 +167,7 @@ pub(super) struct Selection {
 
 impl Selection {
     /// The store's filter; an error names the bad field.
-    pub fn filter(&self) -> Result<DeadLetterFilter, String> {
+    pub(super) fn filter(&self) -> Result<DeadLetterFilter, String> {
         let mut filter = DeadLetterFilter::all();
         if let Some(topic) = self.topic.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             filter = filter.topic(topic);

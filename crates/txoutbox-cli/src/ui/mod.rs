@@ -31,10 +31,10 @@ use crate::settings::RelaySettings;
 
 /// How often, at most, the per-topic statistics (a scan of the table) are recomputed, and only
 /// while a console asks for them.
-pub const TOPIC_STATS_EVERY: Duration = Duration::from_secs(30);
+pub(crate) const TOPIC_STATS_EVERY: Duration = Duration::from_secs(30);
 
 /// The shortest token accepted, so that a guessable one is refused at start.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
 const PAGE: &str = include_str!("../../assets/console.html");
 const SCRIPT: &str = include_str!("../../assets/console.js");
@@ -42,7 +42,7 @@ const STYLE: &str = include_str!("../../assets/console.css");
 
 /// The console's settings.
 #[derive(Clone, Default)]
-pub struct ConsoleSettings {
+pub(crate) struct ConsoleSettings {
     /// The bearer token that actions need; `None` makes the console read-only.
     pub token: Option<String>,
     /// Whether the dead-letter view may show payloads.
@@ -63,7 +63,7 @@ impl fmt::Debug for ConsoleSettings {
 
 /// The console's state inside the daemon.
 #[derive(Debug)]
-pub struct Console {
+pub(crate) struct Console {
     database: Database,
     settings: ConsoleSettings,
     /// `single`, `exclusive` or `work-balance`.
@@ -92,7 +92,7 @@ struct Last {
 
 impl Console {
     /// The console the daemon's settings ask for, if any (and once its database is set).
-    pub fn from_settings(settings: &RelaySettings) -> Option<Self> {
+    pub(crate) fn from_settings(settings: &RelaySettings) -> Option<Self> {
         let console = settings.console.as_ref()?;
         let database = console.database.clone()?;
         let mode = match settings.coordination {
@@ -123,7 +123,7 @@ impl Console {
     }
 
     /// The console of `database`, for a relay in coordination `mode`.
-    pub fn new(database: Database, settings: ConsoleSettings, mode: &'static str) -> Self {
+    pub(crate) fn new(database: Database, settings: ConsoleSettings, mode: &'static str) -> Self {
         Self {
             database,
             settings,
@@ -135,13 +135,13 @@ impl Console {
     }
 
     /// Whether actions are disabled (no token configured).
-    pub fn read_only(&self) -> bool {
+    pub(crate) fn read_only(&self) -> bool {
         self.settings.token.is_none()
     }
 
     /// Takes this second's sample: publish rate, latency from the delivery-latency histogram,
     /// and the pending count of the latest health check. Called every second by the daemon.
-    pub fn record_second(&self, state: &AppState, now: Instant) {
+    pub(crate) fn record_second(&self, state: &AppState, now: Instant) {
         let published = state.monitor.published();
         let latency = Histogram::from_prometheus(
             &state.prometheus.render(),
@@ -223,7 +223,7 @@ impl Console {
 }
 
 /// The console's routes (served only with `--ui`).
-pub fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/ui", get(page))
         .route("/ui/", get(page))

@@ -11,12 +11,12 @@ use txoutbox_testing::eventually;
 use txoutbox_testing::postgres::TestSchema;
 
 /// The binary under test.
-pub fn binary() -> &'static str {
+pub(crate) fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_txoutbox")
 }
 
 /// `txoutbox <args>` against the test schema's outbox; waits for it.
-pub fn txoutbox(db: &TestSchema, args: &[&str]) -> Output {
+pub(crate) fn txoutbox(db: &TestSchema, args: &[&str]) -> Output {
     Command::new(binary())
         .args(args)
         .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::postgres::url())
@@ -28,7 +28,7 @@ pub fn txoutbox(db: &TestSchema, args: &[&str]) -> Output {
 }
 
 /// Stdout of a command that must succeed.
-pub fn ok(output: &Output) -> String {
+pub(crate) fn ok(output: &Output) -> String {
     assert!(
         output.status.success(),
         "txoutbox failed ({}): {}{}",
@@ -40,10 +40,10 @@ pub fn ok(output: &Output) -> String {
 }
 
 /// A free loopback port (released before the daemon binds it).
-pub use txoutbox_testing::instances::free_port;
+pub(crate) use txoutbox_testing::instances::free_port;
 
 /// A running `txoutbox relay`.
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
@@ -53,19 +53,19 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `txoutbox relay <args>` on the test schema and waits until `/live` answers.
-    pub async fn start(db: &TestSchema, args: &[&str]) -> Self {
+    pub(crate) async fn start(db: &TestSchema, args: &[&str]) -> Self {
         let table = format!("{}.outbox_messages", db.schema);
         Self::start_on(&txoutbox_testing::postgres::url(), &table, args).await
     }
 
     /// Starts `txoutbox relay <args>` on any outbox and waits until `/live` answers.
-    pub async fn start_on(database_url: &str, table: &str, args: &[&str]) -> Self {
+    pub(crate) async fn start_on(database_url: &str, table: &str, args: &[&str]) -> Self {
         Self::start_with_env(database_url, table, args, &[]).await
     }
 
     /// Starts `txoutbox relay <args>` with extra environment variables (e.g. a secret that must
     /// not appear on the command line) and waits until `/live` answers.
-    pub async fn start_with_env(
+    pub(crate) async fn start_with_env(
         database_url: &str,
         table: &str,
         args: &[&str],
@@ -100,7 +100,7 @@ impl Daemon {
     }
 
     /// GET a path: status code and body, `None` when nothing answers.
-    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
         let response = reqwest::Client::new()
             .get(format!("{}{path}", self.base))
             .timeout(Duration::from_secs(5))
@@ -112,12 +112,12 @@ impl Daemon {
     }
 
     /// The daemon's log so far.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Sends a signal (`KILL`, `STOP`, `CONT`, ...).
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args([&format!("-{signal}"), &pid])
@@ -127,19 +127,19 @@ impl Daemon {
     }
 
     /// Waits for the process to exit by itself; its exit code.
-    pub fn wait(&mut self) -> Option<i32> {
+    pub(crate) fn wait(&mut self) -> Option<i32> {
         self.child.wait().ok().and_then(|s| s.code())
     }
 
     /// `kill -9`, and waits for the process to go.
-    pub fn kill9(mut self) -> String {
+    pub(crate) fn kill9(mut self) -> String {
         self.signal("KILL");
         let _ = self.child.wait();
         self.logs()
     }
 
     /// The daemon's `/status` as JSON (`Null` when it does not answer).
-    pub async fn status(&self) -> serde_json::Value {
+    pub(crate) async fn status(&self) -> serde_json::Value {
         match self.get("/status").await {
             Some((200, body)) => serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
             _ => serde_json::Value::Null,
@@ -147,7 +147,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits for a clean exit; returns the log.
-    pub fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
         assert!(sent.success());
@@ -166,7 +166,7 @@ impl Drop for Daemon {
 }
 
 /// The value of a sample in Prometheus text, parsed by an independent parser.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("/metrics is valid Prometheus text");
     scrape
@@ -182,7 +182,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// A pseudo-random number from the clock (no seed to keep).
-pub fn rand_ms(salt: usize) -> u64 {
+pub(crate) fn rand_ms(salt: usize) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -191,7 +191,7 @@ pub fn rand_ms(salt: usize) -> u64 {
 }
 
 /// A number from the environment variable `name` (longer test runs), or `default`.
-pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+pub(crate) fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|n| n.parse().ok())

@@ -14,13 +14,13 @@ use txoutbox_testing::kafka::{Record, Verdict, read_all_from, verdict};
 
 /// The message every chaos writer commits: its key and its number within the key (1, 2, 3, …).
 #[derive(Serialize)]
-pub struct Event {
+pub(crate) struct Event {
     pub key: String,
     pub seq: u64,
 }
 
 /// A number from the environment, or the default.
-pub fn env_number(name: &str, default: u64) -> u64 {
+pub(crate) fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -28,13 +28,13 @@ pub fn env_number(name: &str, default: u64) -> u64 {
 }
 
 /// Reads a record's key and sequence number back from its JSON payload.
-pub fn key_seq(r: &Record) -> (String, u64) {
+pub(crate) fn key_seq(r: &Record) -> (String, u64) {
     let v: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
     (v["key"].as_str().unwrap().to_owned(), v["seq"].as_u64().unwrap())
 }
 
 /// The relay process; killed (SIGKILL) when dropped, so a failing test leaves no relay behind.
-pub struct RelayProcess(Option<Child>);
+pub(crate) struct RelayProcess(Option<Child>);
 
 impl std::ops::Deref for RelayProcess {
     type Target = Child;
@@ -60,7 +60,7 @@ impl Drop for RelayProcess {
 
 /// Starts the relay process (`txoutbox-chaos-relay`) with these environment variables. Its log
 /// level is `TXOUTBOX_CHAOS_RELAY_LOG` (default `error`).
-pub fn spawn_relay(env: &[(&str, &str)]) -> RelayProcess {
+pub(crate) fn spawn_relay(env: &[(&str, &str)]) -> RelayProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_txoutbox-chaos-relay"));
     command.env(
         "RUST_LOG",
@@ -73,7 +73,7 @@ pub fn spawn_relay(env: &[(&str, &str)]) -> RelayProcess {
 }
 
 /// Stops the relay process gracefully (SIGTERM) and waits for it.
-pub fn stop_relay(mut relay: RelayProcess) {
+pub(crate) fn stop_relay(mut relay: RelayProcess) {
     let mut child = relay.0.take().unwrap();
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -82,7 +82,7 @@ pub fn stop_relay(mut relay: RelayProcess) {
 }
 
 /// Whether the relay empties the outbox within `timeout`.
-pub async fn drains(store: &impl Store, timeout: Duration) -> bool {
+pub(crate) async fn drains(store: &impl Store, timeout: Duration) -> bool {
     txoutbox_testing::eventually(timeout, || async {
         store.backlog().await.map(|b| b.pending == 0).unwrap_or(false)
     })
@@ -91,7 +91,7 @@ pub async fn drains(store: &impl Store, timeout: Duration) -> bool {
 
 /// How a run ends: the relay process must have stayed up; it is stopped; the outbox must have
 /// drained (`drained`, from [`drains`]); then the topic is read back from the broker.
-pub async fn stop_and_read_back(
+pub(crate) async fn stop_and_read_back(
     relay: RelayProcess,
     drained: bool,
     store: &impl Store,
@@ -115,12 +115,12 @@ pub async fn stop_and_read_back(
 }
 
 /// Wall-clock milliseconds since the epoch (comparable with the broker's LogAppendTime).
-pub fn epoch_ms(t: SystemTime) -> i64 {
+pub(crate) fn epoch_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// Message `n` of a run with `keys` keys: key `n % keys`, and its number within the key.
-pub fn event(n: u64, keys: u64) -> Event {
+pub(crate) fn event(n: u64, keys: u64) -> Event {
     Event {
         key: format!("key-{}", n % keys),
         seq: n / keys + 1,
@@ -129,7 +129,7 @@ pub fn event(n: u64, keys: u64) -> Event {
 
 /// What the writers went through.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct WriterStats {
+pub(crate) struct WriterStats {
     /// Transactions committed.
     pub commits: u64,
     /// Attempts that failed (the database was away).
@@ -151,7 +151,7 @@ impl std::ops::Add for WriterStats {
 
 /// Writers committing `total` messages over `keys` keys on PostgreSQL, `per_tx` per transaction.
 #[derive(Debug, Clone)]
-pub struct PgWriters {
+pub(crate) struct PgWriters {
     pub total: u64,
     pub keys: u64,
     pub writers: u64,
@@ -164,7 +164,7 @@ pub struct PgWriters {
 
 impl PgWriters {
     /// Creates the marker table.
-    pub async fn create_markers(&self, pool: &PgPool) {
+    pub(crate) async fn create_markers(&self, pool: &PgPool) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "CREATE TABLE {} (writer bigint, batch bigint, PRIMARY KEY (writer, batch))",
             self.markers
@@ -178,7 +178,11 @@ impl PgWriters {
     /// transactions are serialized. A transaction that fails is retried; when its commit failed,
     /// its marker row says whether it had committed after all, so no message is written twice and
     /// exactly `total` messages commit.
-    pub fn spawn(&self, pool: &PgPool, outbox: &PgOutbox) -> Vec<tokio::task::JoinHandle<WriterStats>> {
+    pub(crate) fn spawn(
+        &self,
+        pool: &PgPool,
+        outbox: &PgOutbox,
+    ) -> Vec<tokio::task::JoinHandle<WriterStats>> {
         assert_eq!(self.keys % self.writers, 0, "keys must be a multiple of writers");
         let started = Instant::now();
         (0..self.writers)
@@ -268,7 +272,7 @@ impl PgWriters {
 }
 
 /// Waits for the writers; their stats summed.
-pub async fn join_writers(writers: Vec<tokio::task::JoinHandle<WriterStats>>) -> WriterStats {
+pub(crate) async fn join_writers(writers: Vec<tokio::task::JoinHandle<WriterStats>>) -> WriterStats {
     let mut sum = WriterStats::default();
     for w in writers {
         sum = sum + w.await.unwrap();
@@ -277,7 +281,7 @@ pub async fn join_writers(writers: Vec<tokio::task::JoinHandle<WriterStats>>) ->
 }
 
 /// The first broker append time at or after `since_ms` (records of a LogAppendTime topic).
-pub fn first_append_since(records: &[Record], since_ms: i64) -> Option<i64> {
+pub(crate) fn first_append_since(records: &[Record], since_ms: i64) -> Option<i64> {
     records
         .iter()
         .filter_map(|r| r.timestamp_ms)
@@ -286,7 +290,7 @@ pub fn first_append_since(records: &[Record], since_ms: i64) -> Option<i64> {
 }
 
 /// The append time of the first record with this key.
-pub fn append_time_of_key(records: &[Record], key: &str) -> Option<i64> {
+pub(crate) fn append_time_of_key(records: &[Record], key: &str) -> Option<i64> {
     records
         .iter()
         .filter(|r| r.key_str() == key)
@@ -295,12 +299,12 @@ pub fn append_time_of_key(records: &[Record], key: &str) -> Option<i64> {
 }
 
 /// Milliseconds as seconds with one decimal, signed.
-pub fn secs(ms: i64) -> String {
+pub(crate) fn secs(ms: i64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
 /// For a failing run: the keys that went backwards, as `offset:seq` in partition order.
-pub fn print_violations(records: &[Record], v: &Verdict) {
+pub(crate) fn print_violations(records: &[Record], v: &Verdict) {
     for key in v.violating_keys.iter().take(3) {
         let mut rs: Vec<(i64, u64)> = records
             .iter()
@@ -316,7 +320,7 @@ pub fn print_violations(records: &[Record], v: &Verdict) {
 }
 
 /// Pending rows with an id at most `max_id` (the backlog a relay must work off).
-pub async fn pending_up_to(pool: &PgPool, table: &str, max_id: i64) -> Option<i64> {
+pub(crate) async fn pending_up_to(pool: &PgPool, table: &str, max_id: i64) -> Option<i64> {
     sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM {table} WHERE status = 'pending' AND id <= $1"
     )))
@@ -327,7 +331,7 @@ pub async fn pending_up_to(pool: &PgPool, table: &str, max_id: i64) -> Option<i6
 }
 
 /// The highest row id and the pending count right now.
-pub async fn max_id_and_pending(pool: &PgPool, table: &str) -> (i64, i64) {
+pub(crate) async fn max_id_and_pending(pool: &PgPool, table: &str) -> (i64, i64) {
     sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(format!(
         "SELECT coalesce(max(id), 0), count(*) FILTER (WHERE status = 'pending') FROM {table}"
     )))

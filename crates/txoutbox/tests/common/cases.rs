@@ -10,14 +10,14 @@ use super::{Event, drained, relay_config, start_relay, verify};
 
 /// One message of a test transaction, for one of the three topics.
 #[derive(Debug, Clone)]
-pub enum Msg {
+pub(crate) enum Msg {
     T0(Event<0>),
     T1(Event<1>),
     T2(Event<2>),
 }
 
 /// A store under test, with an outbox over three topics and an `orders` business table.
-pub trait E2eDb: Clone + Send + Sync + 'static {
+pub(crate) trait E2eDb: Clone + Send + Sync + 'static {
     type Store: Store + Clone;
 
     /// The relay's store.
@@ -30,7 +30,7 @@ pub trait E2eDb: Clone + Send + Sync + 'static {
 }
 
 /// Three fresh topics of three partitions.
-pub async fn three_new_topics(prefix: &str) -> Vec<String> {
+pub(crate) async fn three_new_topics(prefix: &str) -> Vec<String> {
     let mut topics = Vec::new();
     for i in 0..3 {
         topics.push(new_topic(&format!("{prefix}{i}"), 3).await);
@@ -42,7 +42,7 @@ fn event<const N: usize>(key: &str, seq: u64) -> Event<N> {
     Event { key: key.into(), seq }
 }
 
-pub async fn rolled_back_transaction_publishes_nothing<D: E2eDb>(db: D, topics: &[String]) {
+pub(crate) async fn rolled_back_transaction_publishes_nothing<D: E2eDb>(db: D, topics: &[String]) {
     db.write(vec![Msg::T0(event("a", 1))], vec![event("a", 2)], false)
         .await;
     db.write(vec![Msg::T0(event("b", 1))], vec![], true).await;
@@ -60,7 +60,7 @@ pub async fn rolled_back_transaction_publishes_nothing<D: E2eDb>(db: D, topics: 
     assert_eq!(records[0].key_str(), "b");
 }
 
-pub async fn ten_thousand_messages_arrive_once_in_key_order<D: E2eDb>(db: D, topics: &[String]) {
+pub(crate) async fn ten_thousand_messages_arrive_once_in_key_order<D: E2eDb>(db: D, topics: &[String]) {
     const KEYS: u64 = 300;
     const TOTAL: u64 = 10_000;
     const WRITERS: u64 = 4;
@@ -115,7 +115,7 @@ pub async fn ten_thousand_messages_arrive_once_in_key_order<D: E2eDb>(db: D, top
     assert_eq!(verdict.order_violations, 0, "{verdict:?}");
 }
 
-pub async fn relay_stopped_mid_stream_and_restarted_loses_nothing<D: E2eDb>(db: D, topics: &[String]) {
+pub(crate) async fn relay_stopped_mid_stream_and_restarted_loses_nothing<D: E2eDb>(db: D, topics: &[String]) {
     const TOTAL: u64 = 20_000;
     let events: Vec<Event<0>> = (0..TOTAL).map(|i| event(&format!("k{}", i % 101), i)).collect();
     for chunk in events.chunks(2_000) {
@@ -150,7 +150,7 @@ pub async fn relay_stopped_mid_stream_and_restarted_loses_nothing<D: E2eDb>(db: 
 }
 
 /// Relays `ids` (just written by one `publish_all`) and checks the consumer sees exactly them.
-pub async fn bulk_batch_arrives_whole<D: E2eDb>(db: D, topics: &[String], ids: &[uuid::Uuid]) {
+pub(crate) async fn bulk_batch_arrives_whole<D: E2eDb>(db: D, topics: &[String], ids: &[uuid::Uuid]) {
     let store = db.store();
     let relay = start_relay(store.clone(), relay_config());
     drained(&store, Duration::from_secs(60)).await;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // reason: each test binary uses a different subset
 
-pub mod cases;
+pub(crate) mod cases;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,13 +15,13 @@ use txoutbox_testing::kafka::Record;
 
 /// A test event; the const parameter gives each topic its own message type.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Event<const TOPIC: usize> {
+pub(crate) struct Event<const TOPIC: usize> {
     pub key: String,
     pub seq: u64,
 }
 
 /// Topics `names[0..3]` for `Event<0>`, `Event<1>`, `Event<2>`, keyed by `key`, with a header.
-pub fn three_topics(names: &[String]) -> Topics {
+pub(crate) fn three_topics(names: &[String]) -> Topics {
     Topics::new()
         .with(keyed::<0>(&names[0]))
         .unwrap()
@@ -31,7 +31,7 @@ pub fn three_topics(names: &[String]) -> Topics {
         .unwrap()
 }
 
-pub fn keyed<const N: usize>(name: &str) -> Topic<Event<N>> {
+pub(crate) fn keyed<const N: usize>(name: &str) -> Topic<Event<N>> {
     Topic::<Event<N>>::json(name)
         .unwrap()
         .key(|e| e.key.clone())
@@ -40,11 +40,11 @@ pub fn keyed<const N: usize>(name: &str) -> Topic<Event<N>> {
 }
 
 /// The largest record [`small_sink`] takes.
-pub const SMALL_SINK_MAX_BYTES: usize = 10_000;
+pub(crate) const SMALL_SINK_MAX_BYTES: usize = 10_000;
 
 /// A Kafka sink whose producer refuses records over [`SMALL_SINK_MAX_BYTES`]: a message padded
 /// past it (see [`oversize`]) fails for good.
-pub fn small_sink() -> KafkaSink {
+pub(crate) fn small_sink() -> KafkaSink {
     KafkaSink::new(
         &KafkaConfig::new(txoutbox_testing::kafka::bootstrap())
             .set("message.max.bytes", SMALL_SINK_MAX_BYTES.to_string()),
@@ -54,7 +54,7 @@ pub fn small_sink() -> KafkaSink {
 
 /// `Event<0> { key, seq: 1 }` encoded for `topics`, its payload padded to twice what
 /// [`small_sink`] takes.
-pub fn oversize(topics: &Topics, key: &str) -> txoutbox::NewMessage {
+pub(crate) fn oversize(topics: &Topics, key: &str) -> txoutbox::NewMessage {
     let mut message = topics
         .encode(&Event::<0> {
             key: key.into(),
@@ -67,20 +67,20 @@ pub fn oversize(topics: &Topics, key: &str) -> txoutbox::NewMessage {
 }
 
 /// The relay settings the tests use: small poll interval, so nothing waits long.
-pub fn relay_config() -> RelayConfig {
+pub(crate) fn relay_config() -> RelayConfig {
     RelayConfig::default().with_poll_interval(Duration::from_millis(50))
 }
 
-pub fn kafka_sink() -> KafkaSink {
+pub(crate) fn kafka_sink() -> KafkaSink {
     KafkaSink::new(&KafkaConfig::new(txoutbox_testing::kafka::bootstrap())).unwrap()
 }
 
-pub fn start_relay<S: Store>(store: S, config: RelayConfig) -> RelayHandle {
+pub(crate) fn start_relay<S: Store>(store: S, config: RelayConfig) -> RelayHandle {
     Relay::new(store, kafka_sink(), config).unwrap().start()
 }
 
 /// Waits until the store has no pending rows.
-pub async fn drained<S: Store>(store: &S, timeout: Duration) {
+pub(crate) async fn drained<S: Store>(store: &S, timeout: Duration) {
     let ok = txoutbox_testing::eventually(timeout, || async {
         store.backlog().await.map(|b| b.pending == 0).unwrap_or(false)
     })
@@ -92,11 +92,11 @@ pub async fn drained<S: Store>(store: &S, timeout: Duration) {
     );
 }
 
-pub use txoutbox_testing::kafka::Verdict;
+pub(crate) use txoutbox_testing::kafka::Verdict;
 
 /// Checks every record's headers and key against its payload, then loss, duplicates and per-key
 /// order (see [`txoutbox_testing::kafka::verdict`]); keys must stay on one partition.
-pub fn verify(records: &[Record]) -> Verdict {
+pub(crate) fn verify(records: &[Record]) -> Verdict {
     let mut key_partition: HashMap<(String, String), i32> = HashMap::new();
     for r in records {
         assert!(
@@ -124,7 +124,7 @@ pub fn verify(records: &[Record]) -> Verdict {
 }
 
 /// The key and sequence number of an [`Event`] record.
-pub fn key_seq(r: &Record) -> (String, u64) {
+pub(crate) fn key_seq(r: &Record) -> (String, u64) {
     let payload: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
     (
         payload["key"].as_str().unwrap().to_owned(),
