@@ -34,6 +34,7 @@ mod stream_positions;
 mod topic;
 mod topics;
 mod trace_context;
+mod wakeup;
 
 /// The byte buffer of [`OutboxMessage`] keys and payloads, for stores and sinks written outside
 /// this workspace.
@@ -56,7 +57,7 @@ pub use message::{
 };
 pub use relay::{
     AllowedTopics, Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor,
-    UNREADABLE_TOPIC, Wakeup,
+    UNREADABLE_TOPIC,
 };
 pub use retry::RetryPolicy;
 pub use row_fields::{RowFields, UnfitColumn};
@@ -67,3 +68,4 @@ pub use stream_positions::StreamPositions;
 pub use topic::{PublishStrategy, Topic, validate_topic_name};
 pub use topics::Topics;
 pub use trace_context::{TRACEPARENT_HEADER, TRACESTATE_HEADER};
+pub use wakeup::Wakeup;

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::message::OutboxMessage;
-use crate::relay::Wakeup;
+use crate::wakeup::Wakeup;
 
 /// What happens to a row once Kafka acknowledged it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -11,7 +11,6 @@ use crate::migrate;
 use crate::relay_lock::RelayLock;
 use crate::sql::{INSERT_PARAMS, Statements};
 use crate::store::MySqlStore;
-use crate::transaction::MySqlOutboxTransaction;
 
 /// The most rows one multi-row insert holds (MySQL allows 65,535 parameters per statement).
 const MAX_ROWS_PER_INSERT: usize = 65_535 / INSERT_PARAMS;
@@ -96,13 +95,6 @@ impl MySqlOutbox {
 
     pub(crate) fn wakeup(&self) -> Option<&Wakeup> {
         self.wakeup.as_ref()
-    }
-
-    /// Begins an outbox transaction: your statements and your messages in one transaction, and a
-    /// commit that wakes the in-process relay.
-    pub async fn begin(&self, pool: &MySqlPool) -> Result<MySqlOutboxTransaction> {
-        let tx = pool.begin().await.map_err(db_error)?;
-        Ok(MySqlOutboxTransaction::new(tx, self.clone()))
     }
 
     /// The table this outbox writes to.

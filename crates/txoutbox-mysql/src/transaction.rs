@@ -79,3 +79,12 @@ impl DerefMut for MySqlOutboxTransaction {
         &mut self.tx
     }
 }
+
+impl MySqlOutbox {
+    /// Begins an outbox transaction: your statements and your messages in one transaction, and a
+    /// commit that wakes the in-process relay.
+    pub async fn begin(&self, pool: &sqlx::MySqlPool) -> Result<MySqlOutboxTransaction> {
+        let tx = pool.begin().await.map_err(db_error)?;
+        Ok(MySqlOutboxTransaction::new(tx, self.clone()))
+    }
+}

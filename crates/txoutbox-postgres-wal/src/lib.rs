@@ -21,15 +21,22 @@
 )]
 
 mod buffer;
+mod config;
+mod connection;
 mod envelope;
 mod error;
 mod outbox;
 mod positions;
+mod slot;
+mod state;
 mod store;
+mod stream;
 
+pub use config::{DEFAULT_PREFIX, DEFAULT_SLOT, WalConfig};
 pub use envelope::{
     ENVELOPE_VERSION, Envelope, decode as decode_envelope, decode_with as decode_envelope_with,
     encode as encode_envelope,
 };
-pub use outbox::{DEFAULT_PREFIX, DEFAULT_SLOT, PgWalOutbox, WalConfig};
-pub use store::{DEFAULT_SAFE_WAL_SHARE, PgWalStore, SlotStatus};
+pub use outbox::PgWalOutbox;
+pub use slot::{DEFAULT_SAFE_WAL_SHARE, SlotStatus};
+pub use store::PgWalStore;

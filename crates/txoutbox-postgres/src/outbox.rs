@@ -10,7 +10,6 @@ use crate::error::db_error;
 use crate::migrate;
 use crate::sql::Statements;
 use crate::store::PgStore;
-use crate::transaction::PgOutboxTransaction;
 
 /// The outbox on PostgreSQL: publishes messages in the caller's transaction.
 ///
@@ -82,13 +81,6 @@ impl PgOutbox {
     pub fn with_immediate(mut self, sender: Arc<dyn ImmediateSend>) -> Self {
         self.immediate = Some(sender);
         self
-    }
-
-    /// Begins an outbox transaction: your statements and your messages in one transaction, and
-    /// an explicit commit point after which immediate topics are sent.
-    pub async fn begin(&self, pool: &PgPool) -> Result<PgOutboxTransaction> {
-        let tx = pool.begin().await.map_err(db_error)?;
-        Ok(PgOutboxTransaction::new(tx, self.clone()))
     }
 
     pub(crate) fn sql(&self) -> &Statements {

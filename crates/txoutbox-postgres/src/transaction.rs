@@ -146,3 +146,12 @@ impl DerefMut for PgOutboxTransaction {
         &mut self.tx
     }
 }
+
+impl PgOutbox {
+    /// Begins an outbox transaction: your statements and your messages in one transaction, and
+    /// an explicit commit point after which immediate topics are sent.
+    pub async fn begin(&self, pool: &sqlx::PgPool) -> Result<PgOutboxTransaction> {
+        let tx = pool.begin().await.map_err(db_error)?;
+        Ok(PgOutboxTransaction::new(tx, self.clone()))
+    }
+}

@@ -131,6 +131,11 @@ impl Daemon {
         self.child.wait().ok().and_then(|s| s.code())
     }
 
+    /// Whether the process has exited (without waiting).
+    pub(crate) fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// `kill -9`, and waits for the process to go.
     pub(crate) fn kill9(mut self) -> String {
         self.signal("KILL");

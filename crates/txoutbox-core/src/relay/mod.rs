@@ -43,6 +43,7 @@ use crate::coordination::{Coordination, Leases, Ownership};
 use crate::error::{Error, Result};
 use crate::sink::Sink;
 use crate::store::Store;
+use crate::wakeup::Wakeup;
 use child_task::ChildTask;
 use shared::Shared;
 
@@ -167,9 +168,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
 
     /// The wake-up handle of this relay, before it starts (for [`run_until`](Self::run_until)).
     pub fn wakeup(&self) -> Wakeup {
-        Wakeup {
-            notify: Arc::clone(&self.shared.wake),
-        }
+        Wakeup::new(Arc::clone(&self.shared.wake))
     }
 
     /// Runs the relay in the current task until `shutdown` resolves, then shuts down gracefully.
@@ -282,9 +281,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
             coordinated,
             "relay started"
         );
-        let watcher = shared.store.watch(Wakeup {
-            notify: Arc::clone(&shared.wake),
-        });
+        let watcher = shared.store.watch(Wakeup::new(Arc::clone(&shared.wake)));
         if watcher.is_some() {
             info!("push wake-ups on: committed messages wake the relay at once");
         }
@@ -362,19 +359,6 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
     Ok(true)
 }
 
-/// Wakes a relay when new messages were committed, so it does not wait for its poll interval.
-#[derive(Debug, Clone)]
-pub struct Wakeup {
-    notify: Arc<Notify>,
-}
-
-impl Wakeup {
-    /// Asks the relay to look for new messages now. Cheap; many calls coalesce into one look.
-    pub fn notify(&self) {
-        self.notify.notify_one();
-    }
-}
-
 /// A running relay.
 #[derive(Debug)]
 pub struct RelayHandle {
@@ -387,9 +371,7 @@ pub struct RelayHandle {
 impl RelayHandle {
     /// A handle that wakes this relay.
     pub fn wakeup(&self) -> Wakeup {
-        Wakeup {
-            notify: Arc::clone(&self.wake),
-        }
+        Wakeup::new(Arc::clone(&self.wake))
     }
 
     /// What this relay observes of itself, for health checks (see [`HealthCheck`](crate::HealthCheck)).
