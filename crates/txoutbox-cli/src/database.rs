@@ -13,7 +13,7 @@ use txoutbox_postgres_wal::{PgWalOutbox, WalConfig};
 use txoutbox_sqlite::SqliteOutbox;
 
 use crate::error::CliError;
-use crate::settings::Target;
+use crate::target::Target;
 
 /// How long to wait for a database connection before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

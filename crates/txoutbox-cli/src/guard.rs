@@ -16,8 +16,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
-use crate::http::AppState;
-
 /// The host names the daemon answers to besides IP addresses and `localhost`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AllowedHosts {
@@ -83,13 +81,17 @@ pub(crate) fn same_origin(headers: &HeaderMap, changes_state: bool) -> Result<()
 
 /// The middleware: refuses requests to an unknown host name or from another site, on every
 /// route.
-pub(crate) async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    State(allowed): State<Arc<AllowedHosts>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let headers = request.headers();
     let host = headers
         .get(header::HOST)
         .map(|h| h.to_str().unwrap_or("(not text)"));
     if let Some(host) = host
-        && !state.allowed_hosts.allows(host)
+        && !allowed.allows(host)
     {
         let shown: String = host.chars().take(100).collect();
         warn!(host = %shown, path = %request.uri().path(), "HTTP request refused: unknown Host (DNS rebinding?)");

@@ -2,7 +2,7 @@
 //! reasons when a check fails), `/live` (liveness) and `/status` (JSON for `txoutbox status`);
 //! with `--ui`, the web console under `/ui` (see [`crate::ui`]).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,32 +10,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
-use txoutbox_core::coordination::{Ownership, Scope};
-use txoutbox_core::{HealthReport, RelayMonitor};
+use txoutbox_core::HealthReport;
+use txoutbox_core::coordination::Scope;
 
-use crate::history::History;
-
-/// What the handlers read; written by the daemon's background tasks.
-#[derive(Debug)]
-pub(crate) struct AppState {
-    /// Renders the metrics.
-    pub prometheus: PrometheusHandle,
-    /// The latest health report (`None` until the first check).
-    pub health: RwLock<Option<HealthReport>>,
-    /// The relay's own view.
-    pub monitor: RelayMonitor,
-    /// Published counts over time.
-    pub published: History,
-    /// A coordinated relay's leases.
-    pub ownership: Option<Ownership>,
-    /// The web console at `/ui`, when enabled.
-    pub console: Option<crate::ui::Console>,
-    /// WAL mode: the replication slot as last checked (`None` otherwise).
-    pub wal_slot: RwLock<Option<serde_json::Value>>,
-    /// The host names requests may be sent to (see [`crate::guard`]).
-    pub allowed_hosts: crate::guard::AllowedHosts,
-}
+use crate::app_state::AppState;
 
 /// The routes, every one behind the [`guard`](crate::guard::guard).
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -49,7 +27,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     }
     routes
         .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
+            Arc::new(state.allowed_hosts.clone()),
             crate::guard::guard,
         ))
         .with_state(state)

@@ -9,14 +9,17 @@
     clippy::indexing_slicing
 )]
 
+mod app_state;
 mod cli;
 mod commands;
+mod console_settings;
 mod database;
 mod error;
 mod guard;
 mod history;
 mod http;
 mod settings;
+mod target;
 mod ui;
 
 use std::process::ExitCode;

@@ -17,6 +17,7 @@ use crate::cli::{
     CompletionArg, CoordinationArg, DeliveryArg, GlobalArgs, OnDeadLetterArg, RelayArgs, SourceArg,
 };
 use crate::error::CliError;
+use crate::target::{Source, Target};
 
 /// How long the relay waits at start for the Kafka brokers by default.
 pub(crate) const DEFAULT_BROKER_WAIT: Duration = Duration::from_secs(30);
@@ -183,26 +184,6 @@ impl FileConfig {
     }
 }
 
-/// Where the outbox lives.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    /// The database URL (holds a password maybe: never logged as is).
-    pub database_url: String,
-    /// The outbox table (in WAL mode: the dead-letter table).
-    pub table: TableName,
-    /// Where the relay reads messages.
-    pub source: Source,
-}
-
-/// Where the relay reads messages.
-#[derive(Debug, Clone)]
-pub(crate) enum Source {
-    /// The outbox table.
-    Table,
-    /// PostgreSQL's WAL through a logical replication slot; dead letters go to the target's table.
-    Wal(WalConfig),
-}
-
 /// Everything `txoutbox relay` needs.
 #[derive(Debug)]
 pub(crate) struct RelaySettings {
@@ -226,7 +207,7 @@ pub(crate) struct RelaySettings {
     /// may name (`--http-allowed-hosts`).
     pub http_allowed_hosts: Vec<String>,
     /// The web console at `/ui`, when enabled.
-    pub console: Option<crate::ui::ConsoleSettings>,
+    pub console: Option<crate::console_settings::ConsoleSettings>,
     /// `/health` thresholds.
     pub health: HealthThresholds,
     /// How often `/health` measures the backlog.
@@ -461,14 +442,14 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
 
     let console = match (args.ui || file.http.ui.unwrap_or(false), &args.ui_token) {
         (false, _) => None,
-        (true, Some(token)) if token.trim().chars().count() < crate::ui::MIN_TOKEN_LEN => {
+        (true, Some(token)) if token.trim().chars().count() < crate::console_settings::MIN_TOKEN_LEN => {
             return Err(CliError::usage(format!(
                 "the console token (--ui-token, TXOUTBOX_UI_TOKEN) must have at least {} characters, e.g. \
                  the output of `openssl rand -hex 24`",
-                crate::ui::MIN_TOKEN_LEN
+                crate::console_settings::MIN_TOKEN_LEN
             )));
         }
-        (true, token) => Some(crate::ui::ConsoleSettings {
+        (true, token) => Some(crate::console_settings::ConsoleSettings {
             token: token.as_ref().map(|t| t.trim().to_owned()),
             show_payloads: args.ui_show_payloads || file.http.ui_show_payloads.unwrap_or(false),
             database: None,

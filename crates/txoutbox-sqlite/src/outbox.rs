@@ -10,7 +10,6 @@ use crate::error::db_error;
 use crate::migrate;
 use crate::sql::Statements;
 use crate::store::SqliteStore;
-use crate::transaction::SqliteOutboxTransaction;
 
 /// The outbox on SQLite: publishes messages in the caller's transaction.
 ///
@@ -61,13 +60,6 @@ impl SqliteOutbox {
 
     pub(crate) fn wakeup(&self) -> Option<&Wakeup> {
         self.wakeup.as_ref()
-    }
-
-    /// Begins an outbox transaction: your statements and your messages in one transaction, and a
-    /// commit that wakes the in-process relay.
-    pub async fn begin(&self, pool: &SqlitePool) -> Result<SqliteOutboxTransaction> {
-        let tx = pool.begin().await.map_err(db_error)?;
-        Ok(SqliteOutboxTransaction::new(tx, self.clone()))
     }
 
     /// The table this outbox writes to.

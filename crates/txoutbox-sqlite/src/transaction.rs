@@ -70,3 +70,12 @@ impl DerefMut for SqliteOutboxTransaction {
         &mut self.tx
     }
 }
+
+impl SqliteOutbox {
+    /// Begins an outbox transaction: your statements and your messages in one transaction, and a
+    /// commit that wakes the in-process relay.
+    pub async fn begin(&self, pool: &sqlx::SqlitePool) -> Result<SqliteOutboxTransaction> {
+        let tx = pool.begin().await.map_err(db_error)?;
+        Ok(SqliteOutboxTransaction::new(tx, self.clone()))
+    }
+}

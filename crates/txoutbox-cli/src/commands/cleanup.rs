@@ -8,7 +8,7 @@ use txoutbox_core::Retention;
 use crate::cli::CleanupArgs;
 use crate::database::{Create, Database};
 use crate::error::CliError;
-use crate::settings::Target;
+use crate::target::Target;
 use crate::with_store;
 
 /// Purges published rows older than the retention period.

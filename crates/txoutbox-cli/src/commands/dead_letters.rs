@@ -5,7 +5,7 @@ use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters};
 use crate::cli::{DeadLettersCommand, FilterArgs};
 use crate::database::{Create, Database};
 use crate::error::CliError;
-use crate::settings::Target;
+use crate::target::Target;
 use crate::with_store;
 
 /// Runs a dead-letter action.

@@ -2,7 +2,7 @@
 
 use crate::database::{Create, Database, wal_outbox};
 use crate::error::CliError;
-use crate::settings::{Source, Target};
+use crate::target::{Source, Target};
 
 /// Creates or upgrades the outbox table; in WAL mode, also the replication slot and its
 /// publication (the table then keeps dead letters).

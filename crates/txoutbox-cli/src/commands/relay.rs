@@ -13,13 +13,15 @@ use txoutbox_kafka::{ExactlyOnceSink, KafkaSink};
 use txoutbox_postgres::PgStore;
 use txoutbox_postgres_wal::PgWalStore;
 
+use crate::app_state::AppState;
 use crate::database::{
     Create, Database, mysql_outbox, pg_outbox, redact, sqlite_outbox, wal_needs_postgres, wal_outbox,
 };
 use crate::error::CliError;
 use crate::history::History;
-use crate::http::{AppState, router};
-use crate::settings::{RelaySettings, Source, Target};
+use crate::http::router;
+use crate::settings::RelaySettings;
+use crate::target::{Source, Target};
 
 /// Runs the relay until SIGTERM or SIGINT.
 pub(crate) async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliError> {
@@ -199,7 +201,7 @@ where
         monitor: monitor.clone(),
         published: History::starting_at(tokio::time::Instant::now(), monitor.published()),
         ownership: relay.ownership(),
-        console: crate::ui::Console::from_settings(&settings),
+        console: crate::ui::console::Console::from_settings(&settings),
         wal_slot: RwLock::new(None),
         allowed_hosts: crate::guard::AllowedHosts::new(
             settings.http_listen.as_deref(),

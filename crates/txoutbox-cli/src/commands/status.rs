@@ -9,7 +9,7 @@ use txoutbox_core::{Statistics, TopicStats};
 use crate::cli::StatusArgs;
 use crate::database::{Create, Database, redact, wal_outbox};
 use crate::error::CliError;
-use crate::settings::{Source, Target};
+use crate::target::{Source, Target};
 use crate::with_store;
 
 /// What `status` shows; also its JSON form.

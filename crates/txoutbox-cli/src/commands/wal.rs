@@ -3,7 +3,7 @@
 use crate::cli::WalCommand;
 use crate::database::{Create, Database, wal_outbox};
 use crate::error::CliError;
-use crate::settings::{Source, Target};
+use crate::target::{Source, Target};
 
 /// Runs a WAL-mode action.
 pub(crate) async fn run(target: &Target, command: &WalCommand) -> Result<(), CliError> {

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use txoutbox_core::{DeadLetterFilter, DeadLetters};
 
 use super::api::{Selection, refuse, reply};
-use crate::http::AppState;
+use crate::app_state::AppState;
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 16 * 1024;

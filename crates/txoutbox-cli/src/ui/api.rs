@@ -15,8 +15,8 @@ use txoutbox_core::coordination::{EXCLUSIVE_LEASE, Leases, Scope};
 use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters};
 
 use super::{Console, hardened};
+use crate::app_state::AppState;
 use crate::database::{Database, pg_outbox};
-use crate::http::AppState;
 
 /// Most dead letters one list returns.
 pub(super) const MAX_LIST: usize = 500;

@@ -9,136 +9,32 @@
 
 mod actions;
 mod api;
+pub(crate) mod console;
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::time::Instant;
-use tracing::{info, warn};
-use txoutbox_core::TopicStats;
-use txoutbox_core::coordination::Coordination;
+use tracing::warn;
 
-use crate::database::Database;
-use crate::history::{Histogram, Sample, Timeline};
-use crate::http::AppState;
-use crate::settings::RelaySettings;
+use crate::app_state::AppState;
+use crate::history::{Histogram, Sample};
+use crate::ui::console::{Console, Last};
 
 /// How often, at most, the per-topic statistics (a scan of the table) are recomputed, and only
 /// while a console asks for them.
 pub(crate) const TOPIC_STATS_EVERY: Duration = Duration::from_secs(30);
 
-/// The shortest token accepted, so that a guessable one is refused at start.
-pub(crate) const MIN_TOKEN_LEN: usize = 16;
-
 const PAGE: &str = include_str!("../../assets/console.html");
 const SCRIPT: &str = include_str!("../../assets/console.js");
 const STYLE: &str = include_str!("../../assets/console.css");
 
-/// The console's settings.
-#[derive(Clone, Default)]
-pub(crate) struct ConsoleSettings {
-    /// The bearer token that actions need; `None` makes the console read-only.
-    pub token: Option<String>,
-    /// Whether the dead-letter view may show payloads.
-    pub show_payloads: bool,
-    /// The outbox database, set by the daemon once connected.
-    pub database: Option<Database>,
-}
-
-impl fmt::Debug for ConsoleSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the token itself.
-        f.debug_struct("ConsoleSettings")
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .field("show_payloads", &self.show_payloads)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The console's state inside the daemon.
-#[derive(Debug)]
-pub(crate) struct Console {
-    database: Database,
-    settings: ConsoleSettings,
-    /// `single`, `exclusive` or `work-balance`.
-    mode: &'static str,
-    timeline: Timeline,
-    topics: Mutex<TopicCache>,
-    last: Mutex<Option<Last>>,
-}
-
-/// The cached per-topic statistics.
-#[derive(Debug, Default)]
-struct TopicCache {
-    rows: Option<(DateTime<Utc>, Vec<TopicStats>)>,
-    error: Option<String>,
-    refreshing: bool,
-    started: Option<Instant>,
-}
-
-/// The previous second's counters, to compute the next sample's deltas.
-#[derive(Debug)]
-struct Last {
-    at: Instant,
-    published: u64,
-    latency: Option<Histogram>,
-}
-
 impl Console {
-    /// The console the daemon's settings ask for, if any (and once its database is set).
-    pub(crate) fn from_settings(settings: &RelaySettings) -> Option<Self> {
-        let console = settings.console.as_ref()?;
-        let database = console.database.clone()?;
-        let mode = match settings.coordination {
-            Coordination::Single => "single",
-            Coordination::Exclusive(_) => "exclusive",
-            Coordination::WorkBalance(_) => "work-balance",
-            _ => "coordinated",
-        };
-        let address = settings.http_listen.as_deref().unwrap_or_default();
-        let loopback = address
-            .parse::<std::net::SocketAddr>()
-            .is_ok_and(|a| a.ip().is_loopback())
-            || address.starts_with("localhost:");
-        info!(
-            path = "/ui",
-            read_only = console.token.is_none(),
-            show_payloads = console.show_payloads,
-            "serving the web console"
-        );
-        if !loopback {
-            warn!(
-                %address,
-                "the web console is served on a non-loopback address: anyone who reaches it can read the \
-                 backlog and the dead letters' keys and errors; put it behind an authenticating proxy"
-            );
-        }
-        Some(Self::new(database, console.clone(), mode))
-    }
-
-    /// The console of `database`, for a relay in coordination `mode`.
-    pub(crate) fn new(database: Database, settings: ConsoleSettings, mode: &'static str) -> Self {
-        Self {
-            database,
-            settings,
-            mode,
-            timeline: Timeline::default(),
-            topics: Mutex::new(TopicCache::default()),
-            last: Mutex::new(None),
-        }
-    }
-
-    /// Whether actions are disabled (no token configured).
-    pub(crate) fn read_only(&self) -> bool {
-        self.settings.token.is_none()
-    }
-
     /// Takes this second's sample: publish rate, latency from the delivery-latency histogram,
     /// and the pending count of the latest health check. Called every second by the daemon.
     pub(crate) fn record_second(&self, state: &AppState, now: Instant) {

@@ -1,0 +1,29 @@
+//! The web console's settings, as the daemon's settings give them.
+
+use std::fmt;
+
+use crate::database::Database;
+
+/// The shortest token accepted, so that a guessable one is refused at start.
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
+
+/// The console's settings.
+#[derive(Clone, Default)]
+pub(crate) struct ConsoleSettings {
+    /// The bearer token that actions need; `None` makes the console read-only.
+    pub token: Option<String>,
+    /// Whether the dead-letter view may show payloads.
+    pub show_payloads: bool,
+    /// The outbox database, set by the daemon once connected.
+    pub database: Option<Database>,
+}
+
+impl fmt::Debug for ConsoleSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token itself.
+        f.debug_struct("ConsoleSettings")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("show_payloads", &self.show_payloads)
+            .finish_non_exhaustive()
+    }
+}
