@@ -126,7 +126,10 @@ async fn main() -> anyhow::Result<()> {
     // 5. Read the events back from Kafka with an independent consumer.
     let started = Instant::now();
     let records = read_back(&bootstrap, &start, committed).await?;
-    println!("\nread back from Kafka in {:?}:", started.elapsed());
+    println!(
+        "\nread back from Kafka in {}:",
+        txoutbox::HumanDuration(started.elapsed())
+    );
     for (partition, offset, key, value, message_id) in &records {
         println!(
             "  partition {partition} offset {offset:>4}  key {key:<6} {value}  (message-id {message_id})"
