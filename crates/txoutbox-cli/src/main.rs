@@ -14,6 +14,7 @@ mod cli;
 mod commands;
 mod console_settings;
 mod database;
+mod environment;
 mod error;
 mod guard;
 mod history;

@@ -238,14 +238,20 @@ pub(crate) fn file_config(global: &GlobalArgs) -> Result<FileConfig, CliError> {
 
 /// The outbox's location.
 pub(crate) fn target(global: &GlobalArgs, file: &FileConfig) -> Result<Target, CliError> {
+    // The flag or TXOUTBOX_DATABASE_URL (clap), then TXOUTBOX_DATABASE_URL_FILE, then the file.
+    let from_file_var = match &global.database_url {
+        Some(_) => None,
+        None => crate::environment::value_or_file("TXOUTBOX_DATABASE_URL")?,
+    };
     let database_url = global
         .database_url
         .clone()
+        .or(from_file_var)
         .or_else(|| file.database_url.clone())
         .ok_or_else(|| {
             CliError::usage(
-                "no database given: pass --database-url (or set TXOUTBOX_DATABASE_URL, or `database_url` in the \
-                 config file), e.g. postgres://app@localhost/shop or sqlite:///var/lib/shop.db",
+                "no database given: pass --database-url (or set TXOUTBOX_DATABASE_URL or \
+                 TXOUTBOX_DATABASE_URL_FILE, or `database_url` in the config file), e.g. postgres://app@localhost/shop or sqlite:///var/lib/shop.db",
             )
         })?;
     let table = match global.table.as_deref().or(file.table.as_deref()) {
@@ -408,6 +414,8 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
         };
         kafka = kafka.set(key.clone(), value);
     }
+    // TXOUTBOX_KAFKA_PROPERTY_* (and their _FILE forms) win over the file, flags over them.
+    kafka = kafka.set_all(crate::environment::kafka_properties(std::env::vars())?);
     if let Some(bootstrap) = &args.kafka_bootstrap {
         kafka = kafka.set("bootstrap.servers", bootstrap.clone());
     }
@@ -440,7 +448,11 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
         .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_owned());
     let http_listen = (http_listen != "off" && !http_listen.is_empty()).then_some(http_listen);
 
-    let console = match (args.ui || file.http.ui.unwrap_or(false), &args.ui_token) {
+    let ui_token = match &args.ui_token {
+        Some(token) => Some(token.clone()),
+        None => crate::environment::value_or_file("TXOUTBOX_UI_TOKEN")?,
+    };
+    let console = match (args.ui || file.http.ui.unwrap_or(false), &ui_token) {
         (false, _) => None,
         (true, Some(token)) if token.trim().chars().count() < crate::console_settings::MIN_TOKEN_LEN => {
             return Err(CliError::usage(format!(

@@ -152,3 +152,42 @@ fn help_shows_no_secret_from_the_environment() {
     assert_eq!(code, Some(0));
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+#[test]
+fn secrets_come_from_files_and_an_unreadable_one_is_named_without_its_value() {
+    let dir = std::env::temp_dir().join(txoutbox_testing::unique("secrets"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The database URL from a mounted file: `status` then reaches for that (unreachable) database,
+    // naming it without the password.
+    let url_file = dir.join("database-url");
+    std::fs::write(&url_file, "postgres://app:hunter2@127.0.0.1:1/shop\n").unwrap();
+    let (code, text) = run(
+        &["status"],
+        &[("TXOUTBOX_DATABASE_URL_FILE", url_file.to_str().unwrap())],
+    );
+    assert_ne!(code, Some(0));
+    assert!(
+        text.contains("127.0.0.1:1"),
+        "the URL from the file is used: {text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    // A Kafka property from a file that cannot be read: refused at start, naming the variable and
+    // the path.
+    let (code, text) = run(
+        &["relay", "--kafka-bootstrap", "127.0.0.1:1", "--broker-wait", "0s"],
+        &[
+            ("TXOUTBOX_DATABASE_URL", "sqlite:///nowhere.db"),
+            (
+                "TXOUTBOX_KAFKA_PROPERTY_SASL_PASSWORD_FILE",
+                "/nonexistent/kafka-password",
+            ),
+        ],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("TXOUTBOX_KAFKA_PROPERTY_SASL_PASSWORD_FILE")
+            && text.contains("/nonexistent/kafka-password"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
