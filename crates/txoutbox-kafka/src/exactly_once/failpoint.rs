@@ -1,4 +1,4 @@
-//! Crash points for the exactly-once tests (feature `failpoints` only): the process aborts, as on
+//! Crash points for the exactly-once tests (internal feature `__failpoints` only): the process aborts, as on
 //! `kill -9`, at a chosen step of the N-th transaction.
 
 /// A step of a transaction.
@@ -18,7 +18,7 @@ pub(crate) enum Step {
 
 /// Aborts the process when `TXOUTBOX_CRASH_AT=<step>` names this step and this is the
 /// `TXOUTBOX_CRASH_AFTER=<n>`-th time it is reached (default 1).
-#[cfg(feature = "failpoints")]
+#[cfg(feature = "__failpoints")]
 pub(crate) fn hit(step: Step) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static REACHED: AtomicU64 = AtomicU64::new(0);
@@ -41,6 +41,6 @@ pub(crate) fn hit(step: Step) {
 }
 
 /// Without the feature, crash points cost nothing.
-#[cfg(not(feature = "failpoints"))]
+#[cfg(not(feature = "__failpoints"))]
 #[inline(always)]
 pub(crate) fn hit(_step: Step) {}
