@@ -24,6 +24,16 @@ enum Fate {
     AnswerLate,
 }
 
+/// What a store may read now.
+enum Readable {
+    /// Nothing: a coordinated relay that holds no lease.
+    Nothing,
+    /// Every row: a single relay, or one holding the whole table.
+    Every,
+    /// The rows of these buckets.
+    Buckets(Vec<i32>),
+}
+
 /// The simulated store: cheap to clone, all clones share the world.
 #[derive(Debug, Clone)]
 pub struct SimStore {
@@ -118,14 +128,13 @@ impl SimStore {
 }
 
 impl SimStore {
-    /// The buckets this store may read: `None` when none (a coordinated relay holding no lease),
-    /// `Some(None)` for every row.
-    #[allow(clippy::option_option)] // reason: "nothing" and "everything" are both answers here
-    fn readable(&self) -> Option<Option<Vec<i32>>> {
+    /// What this store may read now: nothing (a coordinated relay holding no lease), every
+    /// row, or the rows of some buckets.
+    fn readable(&self) -> Readable {
         match self.ownership.as_ref().map(Ownership::scope) {
-            None | Some(Scope::All) => Some(None),
-            Some(Scope::Nothing) => None,
-            Some(Scope::Buckets(buckets)) => Some(Some(buckets)),
+            None | Some(Scope::All) => Readable::Every,
+            Some(Scope::Nothing) => Readable::Nothing,
+            Some(Scope::Buckets(buckets)) => Readable::Buckets(buckets),
         }
     }
 
@@ -166,8 +175,10 @@ impl Store for SimStore {
     }
 
     async fn fetch_pending(&self, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
-        let Some(scope) = self.readable() else {
-            return Ok(Vec::new());
+        let scope = match self.readable() {
+            Readable::Nothing => return Ok(Vec::new()),
+            Readable::Every => None,
+            Readable::Buckets(buckets) => Some(buckets),
         };
         self.call("fetch_pending", false, |world| {
             let read = world.table.fetch_pending(self.producer, limit, scope.as_deref());
@@ -183,8 +194,10 @@ impl Store for SimStore {
     }
 
     async fn fetch_after(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
-        let Some(scope) = self.readable() else {
-            return Ok(Vec::new());
+        let scope = match self.readable() {
+            Readable::Nothing => return Ok(Vec::new()),
+            Readable::Every => None,
+            Readable::Buckets(buckets) => Some(buckets),
         };
         self.call("fetch_after", false, |world| {
             let read = world
