@@ -34,4 +34,4 @@ pub mod world;
 pub mod writers;
 
 pub use schedule::{Outcome, Settings, run};
-pub use world::{Faults, Shared, World};
+pub use world::{Faults, Shared, World, lock};

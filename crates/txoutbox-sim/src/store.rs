@@ -34,6 +34,17 @@ enum Readable {
     Buckets(Vec<i32>),
 }
 
+impl Readable {
+    /// `None` when nothing may be read; else the buckets a read keeps to (`None`: every row).
+    fn buckets(self) -> Option<Option<Vec<i32>>> {
+        match self {
+            Self::Nothing => None,
+            Self::Every => Some(None),
+            Self::Buckets(buckets) => Some(Some(buckets)),
+        }
+    }
+}
+
 /// The simulated store: cheap to clone, all clones share the world.
 #[derive(Debug, Clone)]
 pub struct SimStore {
@@ -147,16 +158,17 @@ impl SimStore {
         };
         let (node, epoch) = ownership.fence();
         let now = world.now_ms();
-        let (allowed, refused): (Vec<i64>, Vec<i64>) = ids.iter().partition(|id| {
-            world
-                .table
-                .row(**id)
-                .is_some_and(|row| world.leases.holds(node, Some(epoch), row.message.bucket, now))
-        });
-        let live_refused: Vec<i64> = refused
-            .into_iter()
-            .filter(|id| world.table.row(*id).is_some())
-            .collect();
+        // Rows gone from the table match no statement; the others pass the fence or are refused.
+        let (mut allowed, mut live_refused) = (Vec::new(), Vec::new());
+        for &id in ids {
+            if let Some(row) = world.table.row(id) {
+                if world.leases.holds(node, Some(epoch), row.message.bucket, now) {
+                    allowed.push(id);
+                } else {
+                    live_refused.push(id);
+                }
+            }
+        }
         if !live_refused.is_empty() {
             world.log(format_args!(
                 "store: {node}@{epoch}: write of {live_refused:?} fenced (lease gone)"
@@ -175,10 +187,8 @@ impl Store for SimStore {
     }
 
     async fn fetch_pending(&self, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
-        let scope = match self.readable() {
-            Readable::Nothing => return Ok(Vec::new()),
-            Readable::Every => None,
-            Readable::Buckets(buckets) => Some(buckets),
+        let Some(scope) = self.readable().buckets() else {
+            return Ok(Vec::new());
         };
         self.call("fetch_pending", false, |world| {
             let read = world.table.fetch_pending(self.producer, limit, scope.as_deref());
@@ -194,10 +204,8 @@ impl Store for SimStore {
     }
 
     async fn fetch_after(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
-        let scope = match self.readable() {
-            Readable::Nothing => return Ok(Vec::new()),
-            Readable::Every => None,
-            Readable::Buckets(buckets) => Some(buckets),
+        let Some(scope) = self.readable().buckets() else {
+            return Ok(Vec::new());
         };
         self.call("fetch_after", false, |world| {
             let read = world

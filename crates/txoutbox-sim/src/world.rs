@@ -104,7 +104,7 @@ pub struct World {
 pub type Shared = Arc<Mutex<World>>;
 
 /// Locks the world (a panic elsewhere poisoned nothing worth stopping for: the run reports it).
-pub(crate) fn lock(world: &Shared) -> MutexGuard<'_, World> {
+pub fn lock(world: &Shared) -> MutexGuard<'_, World> {
     world.lock().unwrap_or_else(|p| p.into_inner())
 }
 

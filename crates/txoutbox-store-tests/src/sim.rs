@@ -27,7 +27,7 @@ pub struct SimHarness {
 
 impl SimHarness {
     fn world(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(|p| p.into_inner())
+        txoutbox_sim::lock(&self.world)
     }
 
     /// Writes `messages` in one transaction that ends as `end`.
@@ -92,11 +92,7 @@ impl StoreHarness for SimHarness {
         let ids = self.world().table.take_ids(messages.len());
         let world = self.world.clone();
         Some(Box::pin(async move {
-            commit(
-                &mut world.lock().unwrap_or_else(|p| p.into_inner()),
-                ids,
-                messages,
-            );
+            commit(&mut txoutbox_sim::lock(&world), ids, messages);
         }))
     }
 
