@@ -144,6 +144,9 @@ impl<S: Store> Store for Counting<S> {
     fn lock_for_relay(&self) -> impl Future<Output = txoutbox::Result<()>> + Send {
         self.inner.lock_for_relay()
     }
+    fn unlock_for_relay(&self) -> impl Future<Output = ()> + Send {
+        self.inner.unlock_for_relay()
+    }
     async fn fetch_pending(&self, limit: txoutbox::ReadLimit) -> txoutbox::Result<Vec<OutboxMessage>> {
         self.first_read.get_or_init(Instant::now);
         let rows = self.inner.fetch_pending(limit).await?;

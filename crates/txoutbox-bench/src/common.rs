@@ -209,6 +209,10 @@ impl<S: Store> Store for Instrumented<S> {
         self.inner.lock_for_relay().await
     }
 
+    async fn unlock_for_relay(&self) {
+        self.inner.unlock_for_relay().await;
+    }
+
     async fn dead_keys(&self) -> txoutbox::Result<Vec<(String, Vec<u8>)>> {
         self.inner.dead_keys().await
     }

@@ -145,10 +145,18 @@ pub trait Store: Send + Sync + 'static {
     fn check(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Called once when a relay starts, after [`check`](Self::check): a store that allows only
-    /// one relay per table takes its lock here (held as long as the store lives) and fails,
-    /// saying so, when another relay holds it. The default allows any number.
+    /// one relay per table takes its lock here, and either fails, saying so, or waits as a
+    /// standby while another relay holds it (the relay's shutdown ends the wait). The default
+    /// allows any number.
     fn lock_for_relay(&self) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
+    }
+
+    /// Called once when a relay stops, after everything it sent is settled: gives up what
+    /// [`lock_for_relay`](Self::lock_for_relay) took, so a standby relay takes over at once
+    /// (even while clones of this store live on). The default does nothing.
+    fn unlock_for_relay(&self) -> impl Future<Output = ()> + Send {
+        async {}
     }
 
     /// Pending rows in id order, the oldest first, within `limit` (rows and bytes), including
@@ -234,6 +242,9 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn lock_for_relay(&self) -> impl Future<Output = Result<()>> + Send {
         (**self).lock_for_relay()
+    }
+    fn unlock_for_relay(&self) -> impl Future<Output = ()> + Send {
+        (**self).unlock_for_relay()
     }
     fn fetch_pending(&self, limit: ReadLimit) -> impl Future<Output = Result<Vec<OutboxMessage>>> + Send {
         (**self).fetch_pending(limit)

@@ -236,22 +236,29 @@ impl Store for MySqlStore {
         migrate::check(&self.pool, &self.sql).await
     }
 
-    /// Tries to take the table's relay lock at start, so the first relay to start is the active
-    /// one. Never refuses to start: while another relay holds the lock this one stands by (its
-    /// fetches return nothing) and takes over when the lock frees.
+    /// Takes the table's relay lock at start, so the first relay to start is the active one.
+    /// While another relay holds it this one stands by here — nothing read, no transport started
+    /// (an exactly-once standby does not fence the active relay's producer) — and goes on once
+    /// the lock frees (each attempt waits up to a second for it).
     async fn lock_for_relay(&self) -> Result<()> {
-        match self.lock.acquire(&self.pool).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => {
-                tracing::info!(
-                    table = %self.sql.table,
-                    "another relay is active on this table; standing by until its lock frees"
-                );
-                Ok(())
+        let mut said = false;
+        loop {
+            match self.lock.acquire(&self.pool).await {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) if !said => {
+                    said = true;
+                    tracing::info!(
+                        table = %self.sql.table,
+                        "another relay is active on this table; standing by until its lock frees"
+                    );
+                }
+                Ok(None) => {}
+                Err(error) if error.is_retryable() => {
+                    tracing::debug!(%error, "cannot take the table's relay lock yet");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(error) => return Err(error),
             }
-            // The fetches try again.
-            Err(error) if error.is_retryable() => Ok(()),
-            Err(error) => Err(error),
         }
     }
 

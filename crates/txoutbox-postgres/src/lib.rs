@@ -17,6 +17,7 @@ mod listen;
 mod maintenance;
 mod migrate;
 mod outbox;
+mod relay_lock;
 mod sql;
 mod store;
 mod timestamp;

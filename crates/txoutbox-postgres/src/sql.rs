@@ -27,6 +27,8 @@ pub(crate) mod fetch_column {
     pub(crate) const SIZE: usize = 1 + row::COUNT;
     /// How many rows the read had before its byte budget cut it.
     pub(crate) const CANDIDATES: usize = 2 + row::COUNT;
+    /// Whether this relay may read (it holds the table's relay lock, or needs none).
+    pub(crate) const HELD: usize = 3 + row::COUNT;
 }
 
 /// Every statement of the store, with the table name filled in.
@@ -52,8 +54,11 @@ pub(crate) struct Statements {
     pub(crate) purge_published: Arc<str>,
     pub(crate) topic_stats: Arc<str>,
     pub(crate) dead_payload: Arc<str>,
-    /// Reads of a work-balance node: `fetch_pending` limited to the buckets in $5.
+    /// Reads of a work-balance node: `fetch_pending` limited to the buckets in $7.
     pub(crate) fetch_pending_in_buckets: Arc<str>,
+    /// Reads of a single-mode relay: `fetch_pending` while the relay lock of table $8 (oid) is
+    /// granted to backend $7 ([`crate::relay_lock`]); one row of NULLs with `held` false if not.
+    pub(crate) fetch_pending_locked: Arc<str>,
     /// Writes of a coordinated node: conditional on its lease ($2 node, $3 epoch; failures: $5, $6).
     pub(crate) delete_fenced: Arc<str>,
     pub(crate) mark_published_fenced: Arc<str>,
@@ -82,22 +87,22 @@ const ROW_SIZE: &str = "octet_length(topic)::bigint + coalesce(octet_length(key)
      + coalesce(octet_length(payload), 0) + coalesce(octet_length(headers::text), 0)";
 
 /// The relay's pending-row read: $1 cursor, $2 limit, $3 previous snapshot, $4 late limit, $5
-/// byte budget, $6 largest message, and `filter` appended to both halves (a bucket condition on
-/// $7, or nothing).
+/// byte budget, $6 largest message, `held` the condition for reading at all (evaluated once), and
+/// `filter` appended to both halves (a bucket condition on $7, or nothing).
 ///
 /// Rows come back in id order while what they bring adds up to less than $5 (at least one): a
 /// row's size, or for a row larger than $6 — which comes back without payload and headers (and
 /// without a key over 64 KiB or a topic longer than any valid one) — only its key and topic. Each
 /// row also carries its size and how many rows the read had before the budget cut it.
-fn fetch_statement(t: &str, filter: &str) -> String {
+fn fetch_statement(t: &str, held: &str, filter: &str) -> String {
     format!(
         "SELECT h.snap, r.id, r.message_id, \
            CASE WHEN r.big AND octet_length(r.topic) > 255 THEN '' ELSE r.topic END, \
            CASE WHEN r.big AND octet_length(r.key) > 65536 THEN NULL ELSE r.key END, \
            CASE WHEN r.big THEN NULL ELSE r.payload END, \
            CASE WHEN r.big THEN NULL ELSE r.headers END, \
-           r.created_at, r.attempts, r.next_attempt_at, r.bucket, r.size, r.candidates \
-         FROM (SELECT pg_current_snapshot()::text AS snap) AS h \
+           r.created_at, r.attempts, r.next_attempt_at, r.bucket, r.size, r.candidates, h.held \
+         FROM (SELECT pg_current_snapshot()::text AS snap, {held} AS held) AS h \
          LEFT JOIN LATERAL ( \
            SELECT w.*, w.size > $6 AS big FROM ( \
              SELECT c.*, sum(c.cost) OVER (ORDER BY c.id) AS upto, count(*) OVER () AS candidates \
@@ -106,10 +111,10 @@ fn fetch_statement(t: &str, filter: &str) -> String {
                      + (CASE WHEN octet_length(u.topic) > 255 THEN 0 ELSE octet_length(u.topic) END) \
                    ELSE u.size END AS cost FROM ( \
                (SELECT {ROW_COLUMNS}, {ROW_SIZE} AS size FROM {t} \
-                WHERE status = 'pending' AND id > $1{filter} ORDER BY id LIMIT $2) \
+                WHERE h.held AND status = 'pending' AND id > $1{filter} ORDER BY id LIMIT $2) \
                UNION ALL \
                (SELECT {ROW_COLUMNS}, {ROW_SIZE} AS size FROM {t} \
-                WHERE status = 'pending' AND id <= $1{filter} \
+                WHERE h.held AND status = 'pending' AND id <= $1{filter} \
                   AND xid >= pg_snapshot_xmin($3::text::pg_snapshot) \
                   AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot) \
                 ORDER BY id LIMIT $4) \
@@ -118,6 +123,17 @@ fn fetch_statement(t: &str, filter: &str) -> String {
            WHERE w.upto - w.cost < $5 \
          ) AS r ON true \
          ORDER BY r.id"
+    )
+}
+
+/// Whether the relay lock of table $8 (oid) is granted to backend $7 (see [`crate::relay_lock`]):
+/// a two-key advisory lock (`objsubid` 2) in this database.
+fn relay_lock_granted() -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND classid::bigint = {} AND objid::bigint = $8 AND objsubid = 2 AND pid = $7 AND granted)",
+        crate::relay_lock::NAMESPACE
     )
 }
 
@@ -169,13 +185,14 @@ impl Statements {
             // pending rows at or below the cursor that the previous fetch could not see: written
             // by a transaction still running then (or not yet started). Every row comes back with
             // this fetch's snapshot (and a row of NULLs when nothing is pending).
-            fetch_pending: fetch_statement(&t, "").into(),
+            fetch_pending: fetch_statement(&t, "true", "").into(),
             dead_payload: format!(
                 "SELECT substring(payload FROM 1 FOR $2), coalesce(octet_length(payload), 0)::bigint \
                  FROM {t} WHERE id = $1 AND status = 'dead'"
             )
             .into(),
-            fetch_pending_in_buckets: fetch_statement(&t, " AND bucket = ANY($7::int[])").into(),
+            fetch_pending_in_buckets: fetch_statement(&t, "true", " AND bucket = ANY($7::int[])").into(),
+            fetch_pending_locked: fetch_statement(&t, &relay_lock_granted(), "").into(),
             delete: format!("DELETE FROM {t} WHERE id = ANY($1) AND status = 'pending'").into(),
             mark_published: format!(
                 "UPDATE {t} SET status = 'published', published_at = now(), next_attempt_at = NULL \

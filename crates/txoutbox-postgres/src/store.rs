@@ -13,11 +13,18 @@ use uuid::Uuid;
 
 use crate::error::db_error;
 use crate::migrate;
+use crate::relay_lock::RelayLock;
 use crate::sql::{Statements, fetch_column};
 use crate::timestamp::{PgTimestamp, saturating};
 
 /// The relay's [`Store`] over a PostgreSQL outbox table. Create it with
-/// [`PgOutbox::store`](crate::PgOutbox::store).
+/// [`PgOutbox::store`](crate::PgOutbox::store), one per relay.
+///
+/// A single-mode relay ([`Relay::new`](txoutbox_core::Relay::new)) holds the table's relay lock
+/// while it runs: a second one on the same table — another replica of the service — stands by
+/// (reads nothing) and takes over when the first stops or its connection ends. Relays that should
+/// share the rows choose work-balance coordination
+/// ([`Relay::coordinated`](txoutbox_core::Relay::coordinated)).
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -28,12 +35,15 @@ pub struct PgStore {
     snapshot: Arc<Mutex<Option<String>>>,
     /// Set for a coordinated relay: its reads are scoped and its writes fenced.
     pub(crate) ownership: Option<Ownership>,
+    /// A single-mode relay's lock on the table (unused by coordinated relays).
+    relay_lock: Arc<RelayLock>,
 }
 
 impl PgStore {
     pub(crate) fn new(pool: PgPool, sql: Arc<Statements>) -> Self {
         Self {
             pool,
+            relay_lock: Arc::new(RelayLock::new(sql.table.clone())),
             sql,
             snapshot: Arc::new(Mutex::new(None)),
             ownership: None,
@@ -46,16 +56,22 @@ impl PgStore {
         // Late rows are few (transactions that committed out of id order); this cap only bounds
         // a pathological fetch, and a capped fetch keeps the old snapshot so none is skipped.
         let late_limit = rows_limit.saturating_mul(10).max(10_000);
-        let previous = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let buckets = match self.ownership.as_ref().map(Ownership::scope) {
-            None | Some(Scope::All) => None,
+        let (buckets, lock) = match self.ownership.as_ref().map(Ownership::scope) {
+            None => match self.relay_lock.acquire(&self.pool).await? {
+                Some(held) => (None, Some(held)),
+                // Another relay is the active one: stand by.
+                None => return Ok(Vec::new()),
+            },
+            Some(Scope::All) => (None, None),
             Some(Scope::Nothing) => return Ok(Vec::new()),
-            Some(Scope::Buckets(buckets)) => Some(buckets),
+            Some(Scope::Buckets(buckets)) => (Some(buckets), None),
         };
-        let statement = match buckets {
-            Some(_) => &self.sql.fetch_pending_in_buckets,
-            None => &self.sql.fetch_pending,
+        let statement = match (&buckets, lock) {
+            (Some(_), _) => &self.sql.fetch_pending_in_buckets,
+            (None, Some(_)) => &self.sql.fetch_pending_locked,
+            (None, None) => &self.sql.fetch_pending,
         };
+        let previous = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut query = sqlx::query(AssertSqlSafe(Arc::clone(statement)))
             .bind(after)
             .bind(rows_limit)
@@ -66,7 +82,21 @@ impl PgStore {
         if let Some(buckets) = buckets {
             query = query.bind(buckets);
         }
+        if let Some(held) = lock {
+            query = query.bind(held.holder).bind(held.table_oid);
+        }
         let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
+        // The lock's connection no longer holds it (it ended, or another relay has taken over):
+        // read nothing, and keep the previous snapshot so that no late row is skipped if this
+        // relay becomes the active one again.
+        let held = match rows.first() {
+            Some(first) => first.try_get::<bool, _>(fetch_column::HELD).map_err(db_error)?,
+            None => true,
+        };
+        if !held {
+            self.relay_lock.lost().await;
+            return Ok(Vec::new());
+        }
         let mut messages = Vec::with_capacity(rows.len());
         let mut topics = Interner::new();
         let mut late = 0;
@@ -169,7 +199,11 @@ impl Store for PgStore {
         )))
     }
 
+    /// A standby relay says nothing: only the active one's sleep may turn the wake-ups on.
     async fn relay_awake(&self, awake: bool) -> Result<()> {
+        if self.ownership.is_none() && !self.relay_lock.probably_held() {
+            return Ok(());
+        }
         sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.relay_awake)))
             .bind(awake)
             .execute(&self.pool)
@@ -180,6 +214,33 @@ impl Store for PgStore {
 
     async fn check(&self) -> Result<()> {
         migrate::check(&self.pool, &self.sql).await
+    }
+
+    /// A single-mode relay takes the table's relay lock, so the first relay to start is the
+    /// active one. While another relay holds it this one stands by here — nothing read, no
+    /// transport started (an exactly-once standby does not fence the active relay's producer) —
+    /// and goes on once the lock frees.
+    async fn lock_for_relay(&self) -> Result<()> {
+        if self.ownership.is_some() {
+            return Ok(());
+        }
+        loop {
+            match self.relay_lock.acquire(&self.pool).await {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => {}
+                // A database that is down now is waited for like a held lock; the reads would
+                // report it.
+                Err(error) if error.is_retryable() => {
+                    tracing::debug!(%error, "cannot take the table's relay lock yet");
+                }
+                Err(error) => return Err(error),
+            }
+            tokio::time::sleep(crate::relay_lock::STANDBY_POLL).await;
+        }
+    }
+
+    async fn unlock_for_relay(&self) {
+        self.relay_lock.release().await;
     }
 
     async fn fetch_pending(&self, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {

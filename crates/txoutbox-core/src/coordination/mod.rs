@@ -1,7 +1,8 @@
 //! Several relay nodes on one outbox table, coordinated through the database they share — no
 //! second coordinator.
 //!
-//! - [`Coordination::Single`]: one relay, no coordination cost (the default).
+//! - [`Coordination::Single`]: one active relay, a second one stands by on the store's lock (the
+//!   default).
 //! - [`Coordination::Exclusive`]: every replica runs a relay; the one holding the table's lease
 //!   relays, the others wait and take over when it expires.
 //! - [`Coordination::WorkBalance`]: rows are spread over buckets by a hash of their key (computed
@@ -32,7 +33,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Coordination {
-    /// One relay per table; nothing coordinated (and nothing stops a second one: run one).
+    /// One active relay per table, no leases: the stores keep a second relay on standby
+    /// (PostgreSQL, MySQL/MariaDB: a lock the database frees when the first one's connection
+    /// ends) or refuse it (SQLite).
     #[default]
     Single,
     /// One relay at a time holds the table's lease; the others stand by.

@@ -78,7 +78,9 @@ impl<S: std::fmt::Debug, K: std::fmt::Debug> std::fmt::Debug for Relay<S, K> {
 }
 
 impl<S: Store, K: Sink> Relay<S, K> {
-    /// A relay over `store` and `sink`; fails if the config is invalid.
+    /// A relay over `store` and `sink` in [`Coordination::Single`] mode; fails if the config is
+    /// invalid. Several replicas may each run one: the stores keep one active per table and the
+    /// others on standby (see [`Store::lock_for_relay`]).
     pub fn new(store: S, sink: K, config: RelayConfig) -> Result<Self> {
         config.validate()?;
         if config.dead_letter_topic.is_some() && !sink.accepts_dead_letter_copies() {
@@ -203,6 +205,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
             })
         });
         let result = Self::run_engine(Arc::clone(&shared), coordinator.is_some()).await;
+        shared.store.unlock_for_relay().await;
         // The engine has settled what it sent: the coordinator may now give up the leases.
         engine_done.cancel();
         let coordination = match &mut coordinator {
@@ -222,8 +225,14 @@ impl<S: Store, K: Sink> Relay<S, K> {
         loop {
             match shared.bounded(shared.store.check()).await {
                 Ok(()) => {
-                    // Not bounded: a store may wait here on purpose (a standby for a slot).
-                    if let Err(error) = shared.store.lock_for_relay().await {
+                    // Not bounded: a store may wait here on purpose (a standby for a slot or a
+                    // table lock), until it may relay or the relay is shut down.
+                    let locked = tokio::select! {
+                        biased;
+                        () = shared.cancel.cancelled() => return Ok(()),
+                        locked = shared.store.lock_for_relay() => locked,
+                    };
+                    if let Err(error) = locked {
                         tracing::error!(%error, "the relay cannot start");
                         return Err(error);
                     }
