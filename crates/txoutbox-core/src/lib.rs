@@ -23,6 +23,7 @@ mod interner;
 mod maintenance;
 mod message;
 pub mod metrics;
+mod publish_strategy;
 pub mod relay;
 mod retry;
 mod row_fields;
@@ -55,6 +56,7 @@ pub use message::{
     CREATED_AT_HEADER, MESSAGE_ID_HEADER, NewMessage, OutboxMessage, headers_from_json, headers_to_json,
     message_id_text,
 };
+pub use publish_strategy::PublishStrategy;
 pub use relay::{
     AllowedTopics, Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor,
     UNREADABLE_TOPIC,
@@ -65,7 +67,7 @@ pub use schema::check_schema_version;
 pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, SinkErrorKind};
 pub use store::{Backlog, Completion, Failure, ReadLimit, Store};
 pub use stream_positions::StreamPositions;
-pub use topic::{PublishStrategy, Topic, validate_topic_name};
+pub use topic::{Topic, validate_topic_name};
 pub use topics::Topics;
 pub use trace_context::{TRACEPARENT_HEADER, TRACESTATE_HEADER};
 pub use wakeup::Wakeup;

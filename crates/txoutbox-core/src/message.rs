@@ -25,7 +25,7 @@ pub struct NewMessage {
     /// User headers, in order.
     pub headers: Vec<(String, String)>,
     /// How it reaches Kafka (from its topic).
-    pub strategy: crate::topic::PublishStrategy,
+    pub strategy: crate::publish_strategy::PublishStrategy,
 }
 
 impl NewMessage {

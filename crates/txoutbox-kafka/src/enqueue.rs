@@ -10,7 +10,7 @@ use txoutbox_core::{DeliveryTracker, OutboxMessage, SinkError, validate_topic_na
 
 use crate::classify::classify_refusal;
 use crate::context::{DeliveryRef, SinkContext};
-use crate::sink::{CreatedAtText, KafkaSink};
+use crate::record_headers::{CreatedAtText, record_headers};
 
 /// How long to wait for room when librdkafka's local queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
@@ -122,7 +122,7 @@ async fn produce(
         index,
     });
     let mut record = BaseRecord::<[u8], [u8], Box<DeliveryRef>>::with_opaque_to(&message.topic, opaque)
-        .headers(KafkaSink::headers(message, stamps))
+        .headers(record_headers(message, stamps))
         .timestamp(message.created_at.timestamp_millis());
     if let Some(key) = &message.key {
         record = record.key(&key[..]);

@@ -17,6 +17,7 @@ mod config;
 mod context;
 mod enqueue;
 mod exactly_once;
+mod record_headers;
 mod sink;
 
 pub use config::KafkaConfig;
