@@ -267,8 +267,9 @@ fi
 if [[ -n ${TXOUTBOX_POSTGRES_URL:-} ]]; then
 	drop_schema
 	password=$(sed -n 's|^[a-z]*://[^:/@]*:\([^@]*\)@.*|\1|p' <<<"$database_url")
-	if [[ -n $password ]] && grep -qF "$password" "$work/daemon.log"; then
-		die "the daemon's log shows the database password"
+	# The URL as written, password included (the password alone may be a common word).
+	if [[ -n $password ]] && grep -qF ":$password@" "$work/daemon.log"; then
+		die "the daemon's log shows the database URL with its password"
 	fi
 fi
 grep -q 'sasl.password' "$work/daemon.log" \
