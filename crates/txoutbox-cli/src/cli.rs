@@ -89,6 +89,9 @@ pub(crate) enum Command {
     /// WAL mode's replication slot.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Asks the running relay's HTTP port for /live (or another path); exits 0 on `200`, 1
+    /// otherwise: the container image's health check.
+    Probe(crate::commands::probe::ProbeArgs),
 }
 
 /// `txoutbox wal ...`.

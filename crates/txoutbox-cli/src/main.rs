@@ -52,8 +52,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     let file = settings::file_config(&cli.global)?;
+    if let Command::Probe(args) = &cli.command {
+        // A probe needs no database: it asks the running relay.
+        return commands::probe::run(args, &settings::http_listen(&file)).await;
+    }
     let target = settings::target(&cli.global, &file)?;
     match &cli.command {
+        Command::Probe(_) => Ok(()), // answered above
         Command::Migrate => commands::migrate::run(&target).await,
         Command::Relay(args) => commands::relay::run(&target, settings::relay(args, &file, &target)?).await,
         Command::Status(args) => {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // reason: each test binary uses part of the support module
 
+pub(crate) mod help;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
