@@ -1,52 +1,32 @@
-//! The daemon's HTTP endpoints: `/metrics` (Prometheus text), `/health` (readiness: 503 with the
-//! reasons when a check fails), `/live` (liveness) and `/status` (JSON for `txoutbox status`);
-//! with `--ui`, the web console under `/ui` (see [`crate::ui`]).
+//! The relay's endpoints: `/metrics` (Prometheus text), `/health` (readiness: 503 with the
+//! reasons when a check fails), `/live` (liveness) and `/status` (JSON; `txoutbox status` reads
+//! the daemon's).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use txoutbox_core::HealthReport;
 use txoutbox_core::coordination::Scope;
 
-use crate::app_state::AppState;
+use crate::state::RouteState;
 
-/// The routes, every one behind the [`guard`](crate::guard::guard).
-pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let mut routes = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .route("/live", get(live))
-        .route("/status", get(status));
-    if state.console.is_some() {
-        routes = routes.merge(crate::ui::routes());
-    }
-    routes
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(state.allowed_hosts.clone()),
-            crate::guard::guard,
-        ))
-        .with_state(state)
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<Arc<RouteState>>) -> Response {
+    let Some(prometheus) = &state.prometheus else {
+        return (StatusCode::NOT_FOUND, "no metrics recorder\n").into_response();
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.prometheus.render(),
+        prometheus.render(),
     )
         .into_response()
 }
 
-fn latest(state: &AppState) -> Option<HealthReport> {
-    state.health.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-async fn health(State(state): State<Arc<AppState>>) -> Response {
-    match latest(&state) {
+/// `GET /health`: the latest report, 503 when unhealthy or before the first check.
+pub(crate) async fn health(State(state): State<Arc<RouteState>>) -> Response {
+    match state.reports.latest() {
         Some(report) => {
             let code = if report.healthy {
                 StatusCode::OK
@@ -63,7 +43,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn live(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /live`: 200 while the relay runs.
+pub(crate) async fn live(State(state): State<Arc<RouteState>>) -> Response {
     if state.monitor.is_running() {
         (StatusCode::OK, "live\n").into_response()
     } else {
@@ -71,9 +52,12 @@ async fn live(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn status(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(serde_json::json!({
+/// `GET /status`: the relay's counters, rate, health and coordination, and the extra fields of
+/// [`Reports::set_status`](crate::Reports::set_status).
+pub(crate) async fn status(State(state): State<Arc<RouteState>>) -> Response {
+    let mut status = serde_json::json!({
         "running": state.monitor.is_running(),
+        "table": state.monitor.metric_labels().get(txoutbox_core::MetricLabels::TABLE),
         "published_total": state.monitor.published(),
         "dead_lettered_total": state.monitor.dead_lettered(),
         "publish_rate_per_second": state
@@ -81,23 +65,30 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
             .rate(Duration::from_secs(60), tokio::time::Instant::now(), state.monitor.published())
             .unwrap_or(0.0),
         "last_delivery": state.monitor.last_delivery(),
-        "health": latest(&state),
-        "wal_slot": state.wal_slot.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        "health": state.reports.latest(),
         "coordination": state.ownership.as_ref().map(|o| {
             let (applied, fenced) = o.write_counts();
             serde_json::json!({
                 "node": o.node(),
                 "epoch": o.epoch(),
-                "scope": match o.scope() {
-                    Scope::Nothing => serde_json::json!("nothing"),
-                    Scope::All => serde_json::json!("all"),
-                    Scope::Buckets(buckets) => serde_json::json!(buckets),
-                },
+                "scope": scope_json(&o.scope()),
                 "draining": o.draining_buckets(),
                 "rows_applied": applied,
                 "rows_fenced": fenced,
             })
         }),
-    }))
-    .into_response()
+    });
+    if let Some(fields) = status.as_object_mut() {
+        fields.extend(state.reports.status_fields());
+    }
+    axum::Json(status).into_response()
+}
+
+/// A coordinated relay's scope as JSON: `"nothing"`, `"all"` or its buckets.
+pub(crate) fn scope_json(scope: &Scope) -> serde_json::Value {
+    match scope {
+        Scope::Nothing => serde_json::json!("nothing"),
+        Scope::All => serde_json::json!("all"),
+        Scope::Buckets(buckets) => serde_json::json!(buckets),
+    }
 }

@@ -1,29 +1,41 @@
-//! The console's state inside the daemon: its database, settings, the per-second timeline and
-//! the cached per-topic statistics.
+//! The console's state: its store, settings, the per-second timeline and the cached per-topic
+//! statistics.
 
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
-use tracing::{info, warn};
-use txoutbox_core::TopicStats;
-use txoutbox_core::coordination::Coordination;
+use txoutbox_core::coordination::Leases;
+use txoutbox_core::{DeadLetters, Error, Statistics, Store, TopicStats};
 
-use crate::console_settings::ConsoleSettings;
-use crate::database::Database;
+use super::console_store::{ConsoleStore, Plain, WithLeases};
 use crate::history::{Histogram, Timeline};
-use crate::settings::RelaySettings;
 
-/// The console's state inside the daemon.
-#[derive(Debug)]
-pub(crate) struct Console {
-    pub(crate) database: Database,
-    pub(crate) settings: ConsoleSettings,
-    /// `single`, `exclusive` or `work-balance`.
-    pub(crate) mode: &'static str,
+/// The shortest console token accepted, so that a guessable one is refused.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The web console at `/ui` (see [`RelayRoutes::console`](crate::RelayRoutes::console)): an
+/// overview of the backlog with charts, and the dead letters with replay and purge. Read-only
+/// unless it has a token; payloads stay hidden unless shown on purpose.
+pub struct Console {
+    pub(crate) store: Arc<dyn ConsoleStore>,
+    token: Option<String>,
+    pub(crate) show_payloads: bool,
     pub(crate) timeline: Timeline,
     pub(crate) topics: Mutex<TopicCache>,
     pub(crate) last: Mutex<Option<Last>>,
+}
+
+impl fmt::Debug for Console {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token itself.
+        f.debug_struct("Console")
+            .field("table", &self.store.table())
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("show_payloads", &self.show_payloads)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The cached per-topic statistics.
@@ -44,51 +56,65 @@ pub(crate) struct Last {
 }
 
 impl Console {
-    /// The console the daemon's settings ask for, if any (and once its database is set).
-    pub(crate) fn from_settings(settings: &RelaySettings) -> Option<Self> {
-        let console = settings.console.as_ref()?;
-        let database = console.database.clone()?;
-        let mode = match settings.coordination {
-            Coordination::Single => "single",
-            Coordination::Exclusive(_) => "exclusive",
-            Coordination::WorkBalance(_) => "work-balance",
-            _ => "coordinated",
-        };
-        let address = settings.http_listen.as_deref().unwrap_or_default();
-        let loopback = address
-            .parse::<std::net::SocketAddr>()
-            .is_ok_and(|a| a.ip().is_loopback())
-            || address.starts_with("localhost:");
-        info!(
-            path = "/ui",
-            read_only = console.token.is_none(),
-            show_payloads = console.show_payloads,
-            "serving the web console"
-        );
-        if !loopback {
-            warn!(
-                %address,
-                "the web console is served on a non-loopback address: anyone who reaches it can read the \
-                 backlog and the dead letters' keys and errors; put it behind an authenticating proxy"
-            );
-        }
-        Some(Self::new(database, console.clone(), mode))
+    /// A read-only console over `store` (a store of the store crates, e.g. from
+    /// `PgOutbox::store`; a pool of its own keeps the console's reads off the relay's
+    /// connections).
+    pub fn new<S>(store: S) -> Self
+    where
+        S: Store + DeadLetters + Statistics,
+    {
+        Self::from_store(Arc::new(Plain(store)))
     }
 
-    /// The console of `database`, for a relay in coordination `mode`.
-    pub(crate) fn new(database: Database, settings: ConsoleSettings, mode: &'static str) -> Self {
+    /// A read-only console over `store` that also shows the coordination leases (PostgreSQL with
+    /// `Relay::coordinated`).
+    pub fn with_leases<S>(store: S) -> Self
+    where
+        S: Store + DeadLetters + Statistics + Leases,
+    {
+        Self::from_store(Arc::new(WithLeases(store)))
+    }
+
+    /// A read-only console over a store of another kind.
+    pub fn from_store(store: Arc<dyn ConsoleStore>) -> Self {
         Self {
-            database,
-            settings,
-            mode,
+            store,
+            token: None,
+            show_payloads: false,
             timeline: Timeline::default(),
             topics: Mutex::new(TopicCache::default()),
             last: Mutex::new(None),
         }
     }
 
+    /// Allows replay and purge to requests that carry `token` (`Authorization: Bearer …`, same
+    /// origin); fails when it is shorter than [`MIN_TOKEN_LEN`] characters (e.g. use the output
+    /// of `openssl rand -hex 24`).
+    pub fn with_token(mut self, token: impl Into<String>) -> Result<Self, Error> {
+        let token = token.into().trim().to_owned();
+        if token.chars().count() < MIN_TOKEN_LEN {
+            return Err(Error::Config(format!(
+                "the console token must have at least {MIN_TOKEN_LEN} characters"
+            )));
+        }
+        self.token = Some(token);
+        Ok(self)
+    }
+
+    /// Whether the dead-letter view may show payloads (default: no).
+    #[must_use]
+    pub fn show_payloads(mut self, show: bool) -> Self {
+        self.show_payloads = show;
+        self
+    }
+
     /// Whether actions are disabled (no token configured).
-    pub(crate) fn read_only(&self) -> bool {
-        self.settings.token.is_none()
+    pub fn read_only(&self) -> bool {
+        self.token.is_none()
+    }
+
+    /// The configured token.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 }

@@ -1,30 +1,36 @@
-//! The web console at `/ui` (`txoutbox relay --ui`): an overview of the backlog with charts, and
-//! the dead letters with replay and purge. See docs/operations.md, "Web console".
+//! The web console at `/ui` (`txoutbox relay --ui`, or [`RelayRoutes::console`](crate::RelayRoutes::console)):
+//! an overview of the backlog with charts, and the dead letters with replay and purge. See
+//! docs/operations.md, "Web console".
 //!
-//! Everything it needs is compiled into the binary (one HTML page, one script, one style sheet).
-//! The read views use what the daemon already measures (the health check's indexed backlog
-//! query, the per-second timeline) plus two bounded queries: the per-topic statistics, cached and
-//! refreshed at most every [`TOPIC_STATS_EVERY`] while someone looks, and `list_dead` with a limit.
-//! Actions need the configured bearer token in an `Authorization` header and a same-origin request.
+//! Everything it needs is compiled in (one HTML page, one script, one style sheet). The read
+//! views use what the routes already measure (the health check's indexed backlog query, the
+//! per-second timeline) plus two bounded queries: the per-topic statistics, cached and refreshed
+//! at most every [`TOPIC_STATS_EVERY`] while someone looks, and `list_dead` with a limit. Actions
+//! need the configured bearer token in an `Authorization` header and a same-origin request.
 
 mod actions;
 mod api;
-pub(crate) mod console;
+mod console;
+mod console_store;
+
+pub use console::{Console, MIN_TOKEN_LEN};
+pub use console_store::{BoxFuture, ConsoleStore};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
+use axum::extract::OriginalUri;
+use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::app_state::AppState;
 use crate::history::{Histogram, Sample};
-use crate::ui::console::{Console, Last};
+use crate::state::RouteState;
+use console::Last;
 
 /// How often, at most, the per-topic statistics (a scan of the table) are recomputed, and only
 /// while a console asks for them.
@@ -36,20 +42,19 @@ const STYLE: &str = include_str!("../../assets/console.css");
 
 impl Console {
     /// Takes this second's sample: publish rate, latency from the delivery-latency histogram,
-    /// and the pending count of the latest health check. Called every second by the daemon.
-    pub(crate) fn record_second(&self, state: &AppState, now: Instant) {
+    /// and the pending count of the latest health check. Called every second by the routes'
+    /// sampler.
+    pub(crate) fn record_second(&self, state: &RouteState, now: Instant) {
         let published = state.monitor.published();
-        let latency = Histogram::from_prometheus(
-            &state.prometheus.render(),
-            txoutbox_core::metrics::DELIVERY_LATENCY,
-        );
-        let pending = state
-            .health
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(|h| h.backlog)
-            .map(|b| b.pending);
+        // This relay's series only: other relays of the process have other labels.
+        let latency = state.prometheus.as_ref().and_then(|prometheus| {
+            Histogram::from_prometheus(
+                &prometheus.render(),
+                txoutbox_core::metrics::DELIVERY_LATENCY,
+                state.monitor.metric_labels().pairs(),
+            )
+        });
+        let pending = state.reports.latest().and_then(|h| h.backlog).map(|b| b.pending);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(previous) = last.as_ref() {
             let elapsed = now.duration_since(previous.at).as_secs_f64();
@@ -80,7 +85,7 @@ impl Console {
 
     /// The cached per-topic statistics, and starts a refresh in the background when they are
     /// older than [`TOPIC_STATS_EVERY`] (one at a time).
-    fn topic_stats(state: &Arc<AppState>, console: &Self) -> serde_json::Value {
+    fn topic_stats(state: &Arc<RouteState>, console: &Self) -> serde_json::Value {
         let mut cache = console.topics.lock().unwrap_or_else(|p| p.into_inner());
         let stale = cache.started.is_none_or(|at| at.elapsed() >= TOPIC_STATS_EVERY);
         if stale && !cache.refreshing {
@@ -91,9 +96,7 @@ impl Console {
                 let Some(console) = state.console.as_ref() else {
                     return;
                 };
-                let outcome = crate::with_store!(&console.database, store => {
-                    txoutbox_core::Statistics::topic_stats(&store).await
-                });
+                let outcome = console.store.topic_stats().await;
                 let mut cache = console.topics.lock().unwrap_or_else(|p| p.into_inner());
                 cache.refreshing = false;
                 match outcome {
@@ -118,8 +121,8 @@ impl Console {
     }
 }
 
-/// The console's routes (served only with `--ui`).
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+/// The console's routes.
+pub(crate) fn routes() -> Router<Arc<RouteState>> {
     Router::new()
         .route("/ui", get(page))
         .route("/ui/", get(page))
@@ -155,8 +158,23 @@ fn hardened(content_type: &'static str, body: impl IntoResponse) -> Response {
     response
 }
 
-async fn page() -> Response {
-    hardened("text/html; charset=utf-8", PAGE)
+/// The page, its links under the path the router is nested at (if any).
+async fn page(OriginalUri(original): OriginalUri, uri: Uri) -> Response {
+    let prefix = original
+        .path()
+        .strip_suffix(uri.path())
+        .filter(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+        })
+        .unwrap_or_default();
+    if prefix.is_empty() {
+        return hardened("text/html; charset=utf-8", PAGE);
+    }
+    let page = PAGE
+        .replace("href=\"/ui", &format!("href=\"{prefix}/ui"))
+        .replace("src=\"/ui", &format!("src=\"{prefix}/ui"));
+    hardened("text/html; charset=utf-8", page)
 }
 
 async fn script() -> Response {
