@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use txoutbox_core::coordination::EXCLUSIVE_LEASE;
 use txoutbox_core::{DeadLetter, DeadLetterFilter};
 
-use super::{Console, hardened};
+use super::console::Console;
+use super::hardened::hardened;
 use crate::endpoints::scope_json;
 use crate::state::RouteState;
 
