@@ -194,6 +194,10 @@ impl<S: Store> Store for Counting<S> {
     fn stream_positions(&self) -> Option<Arc<dyn txoutbox::StreamPositions>> {
         self.inner.stream_positions()
     }
+
+    fn metric_labels(&self) -> txoutbox::MetricLabels {
+        self.inner.metric_labels()
+    }
 }
 
 struct Discard;

@@ -223,6 +223,10 @@ impl<S: Store> Store for Instrumented<S> {
     fn stream_positions(&self) -> Option<std::sync::Arc<dyn txoutbox::StreamPositions>> {
         self.inner.stream_positions()
     }
+
+    fn metric_labels(&self) -> txoutbox::MetricLabels {
+        self.inner.metric_labels()
+    }
 }
 
 /// A sink that reports every message delivered at once: the relay's own ceiling.

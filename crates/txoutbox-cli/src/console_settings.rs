@@ -5,7 +5,7 @@ use std::fmt;
 use crate::database::Database;
 
 /// The shortest token accepted, so that a guessable one is refused at start.
-pub(crate) const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = txoutbox_axum::MIN_TOKEN_LEN;
 
 /// The console's settings.
 #[derive(Clone, Default)]

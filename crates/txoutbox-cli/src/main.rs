@@ -9,19 +9,15 @@
     clippy::indexing_slicing
 )]
 
-mod app_state;
 mod cli;
 mod commands;
 mod console_settings;
+mod console_store;
 mod database;
 mod environment;
 mod error;
-mod guard;
-mod history;
-mod http;
 mod settings;
 mod target;
-mod ui;
 
 use std::process::ExitCode;
 

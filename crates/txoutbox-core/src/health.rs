@@ -94,13 +94,14 @@ impl<S: Store> HealthCheck<S> {
     pub async fn check(&self) -> HealthReport {
         let backlog = self.store.backlog().await;
         let report = evaluate(&self.thresholds, backlog, self.relay.as_ref(), Utc::now());
+        let labels = self.store.metric_labels();
         if let Some(backlog) = &report.backlog {
-            metrics::record_backlog(backlog);
+            metrics::record_backlog(&labels, backlog);
         }
-        metrics::record_up("database", !report.database.is_failing());
+        metrics::record_up(&labels, "database", !report.database.is_failing());
         if let Some(running) = report.relay_running {
-            metrics::record_up("relay", running);
-            metrics::record_up("broker", !report.broker.is_failing());
+            metrics::record_up(&labels, "relay", running);
+            metrics::record_up(&labels, "broker", !report.broker.is_failing());
         }
         report
     }

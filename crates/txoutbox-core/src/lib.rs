@@ -22,6 +22,7 @@ mod immediate;
 mod interner;
 mod maintenance;
 mod message;
+mod metric_labels;
 pub mod metrics;
 mod publish_strategy;
 pub mod relay;
@@ -56,6 +57,7 @@ pub use message::{
     CREATED_AT_HEADER, MESSAGE_ID_HEADER, NewMessage, OutboxMessage, headers_from_json, headers_to_json,
     message_id_text,
 };
+pub use metric_labels::MetricLabels;
 pub use publish_strategy::PublishStrategy;
 pub use relay::{
     AllowedTopics, Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor,

@@ -2,27 +2,32 @@
 //! any recorder (the `txoutbox` daemon installs a Prometheus one) and they appear; without one
 //! they cost next to nothing.
 //!
+//! Every metric of a relay carries its [`MetricLabels`]: `table` (the outbox table, e.g.
+//! `outbox_messages` or `billing.outbox`) and, in WAL mode, `slot` as well, so that several
+//! relays in one process keep apart series. The table below names each metric's own labels.
+//!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `txoutbox_messages_published_total` | counter | `topic` | messages Kafka acknowledged and the relay completed |
-//! | `txoutbox_send_failures_total` | counter | `class` (`transient`, `permanent`) | failed sends; transient ones are retried without burning attempts |
-//! | `txoutbox_messages_dead_lettered_total` | counter | `topic` | messages moved to the dead-letter state |
-//! | `txoutbox_store_errors_total` | counter | `operation` (`fetch`, `complete`, `record_failures`) | failed database operations (retried) |
-//! | `txoutbox_batch_messages` | histogram | | messages per batch handed to the transport |
-//! | `txoutbox_delivery_latency_seconds` | histogram | | time from the row's `created_at` (in the writer's transaction) to its acknowledgement |
-//! | `txoutbox_pending_messages` | gauge | | pending rows (set by [`HealthCheck`](crate::HealthCheck)) |
-//! | `txoutbox_oldest_pending_age_seconds` | gauge | | age of the oldest pending row (ditto) |
-//! | `txoutbox_dead_messages` | gauge | | rows in the dead-letter state (ditto) |
-//! | `txoutbox_up` | gauge | `component` (`relay`, `database`, `broker`) | 1 when healthy, 0 otherwise (ditto) |
-//! | `txoutbox_fenced_rows_total` | counter | | rows whose write was refused: this relay no longer held their lease |
+//! | `txoutbox_messages_published_total` | counter | `table`, `topic` | messages Kafka acknowledged and the relay completed |
+//! | `txoutbox_send_failures_total` | counter | `table`, `class` (`transient`, `permanent`) | failed sends; transient ones are retried without burning attempts |
+//! | `txoutbox_messages_dead_lettered_total` | counter | `table`, `topic` | messages moved to the dead-letter state |
+//! | `txoutbox_store_errors_total` | counter | `table`, `operation` (`fetch`, `complete`, `record_failures`) | failed database operations (retried) |
+//! | `txoutbox_batch_messages` | histogram | `table` | messages per batch handed to the transport |
+//! | `txoutbox_delivery_latency_seconds` | histogram | `table` | time from the row's `created_at` (in the writer's transaction) to its acknowledgement |
+//! | `txoutbox_pending_messages` | gauge | `table` | pending rows (set by [`HealthCheck`](crate::HealthCheck)) |
+//! | `txoutbox_oldest_pending_age_seconds` | gauge | `table` | age of the oldest pending row (ditto) |
+//! | `txoutbox_dead_messages` | gauge | `table` | rows in the dead-letter state (ditto) |
+//! | `txoutbox_up` | gauge | `table`, `component` (`relay`, `database`, `broker`) | 1 when healthy, 0 otherwise (ditto) |
+//! | `txoutbox_fenced_rows_total` | counter | `table` | rows whose write was refused: this relay no longer held their lease |
 //! | `txoutbox_wal_slot_lag_bytes` | gauge | `slot` | WAL mode: WAL written since the slot's confirmed position (what it keeps on disk) |
 //! | `txoutbox_wal_slot_lag_seconds` | gauge | `slot` | WAL mode: age of the oldest message read from the slot and not yet confirmed (commit time) |
 //! | `txoutbox_wal_slot_safe_wal_size_bytes` | gauge | `slot` | WAL mode: WAL that may still be written before `max_slot_wal_keep_size` invalidates the slot (absent when unlimited) |
 //! | `txoutbox_wal_slot_invalidated` | gauge | `slot` | WAL mode: 1 when the slot was invalidated (`wal_status = lost`) |
-//! | `txoutbox_dead_letter_copy_failures_total` | counter | `topic` | dead-letter copies that could not be sent to the dead-letter topic |
+//! | `txoutbox_dead_letter_copy_failures_total` | counter | `table`, `topic` | dead-letter copies that could not be sent to the dead-letter topic |
 //!
-//! The Kafka crate's exactly-once sink records `txoutbox_transactions_total` (`outcome`) and
-//! `txoutbox_transaction_commit_seconds`; `docs/operations.md` lists them all (a test checks).
+//! The Kafka crate's exactly-once sink records `txoutbox_transactions_total` (`table`, `outcome`)
+//! and `txoutbox_transaction_commit_seconds` (`table`); `docs/operations.md` lists them all (a
+//! test checks).
 
 use std::collections::HashMap;
 
@@ -30,6 +35,7 @@ use chrono::{DateTime, Utc};
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 use crate::message::OutboxMessage;
+use crate::metric_labels::MetricLabels;
 use crate::store::Backlog;
 
 /// Messages acknowledged and completed, by topic.
@@ -141,9 +147,13 @@ pub fn record_wal_slot(
 
 /// Records the messages of settled batches that were delivered (acknowledged at `acked_at`, then
 /// completed in the store).
-pub(crate) fn record_delivered<'a>(rows: impl Iterator<Item = &'a OutboxMessage>, acked_at: DateTime<Utc>) {
+pub(crate) fn record_delivered<'a>(
+    labels: &MetricLabels,
+    rows: impl Iterator<Item = &'a OutboxMessage>,
+    acked_at: DateTime<Utc>,
+) {
     let now = acked_at;
-    let latency = histogram!(DELIVERY_LATENCY);
+    let latency = histogram!(DELIVERY_LATENCY, labels.to_vec());
     let mut by_topic: HashMap<&str, u64> = HashMap::new();
     for row in rows {
         let seconds = (now - row.created_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
@@ -151,53 +161,53 @@ pub(crate) fn record_delivered<'a>(rows: impl Iterator<Item = &'a OutboxMessage>
         *by_topic.entry(&*row.topic).or_default() += 1;
     }
     for (topic, n) in by_topic {
-        counter!(PUBLISHED, "topic" => topic.to_owned()).increment(n);
+        counter!(PUBLISHED, labels.and("topic", topic.to_owned())).increment(n);
     }
 }
 
 /// Records a failed send.
-pub(crate) fn record_send_failures(class: &'static str, n: usize) {
+pub(crate) fn record_send_failures(labels: &MetricLabels, class: &'static str, n: usize) {
     if n > 0 {
-        counter!(SEND_FAILURES, "class" => class).increment(n as u64);
+        counter!(SEND_FAILURES, labels.and("class", class)).increment(n as u64);
     }
 }
 
 /// Records a dead-lettered message.
-pub(crate) fn record_dead_lettered(topic: &str) {
-    counter!(DEAD_LETTERED, "topic" => topic.to_owned()).increment(1);
+pub(crate) fn record_dead_lettered(labels: &MetricLabels, topic: &str) {
+    counter!(DEAD_LETTERED, labels.and("topic", topic.to_owned())).increment(1);
 }
 
 /// Records a dead-lettered message whose copy the dead-letter topic refused.
-pub(crate) fn record_dead_letter_copy_failed(topic: &str) {
-    counter!(DEAD_LETTER_COPY_FAILURES, "topic" => topic.to_owned()).increment(1);
+pub(crate) fn record_dead_letter_copy_failed(labels: &MetricLabels, topic: &str) {
+    counter!(DEAD_LETTER_COPY_FAILURES, labels.and("topic", topic.to_owned())).increment(1);
 }
 
 /// Records a failed database operation.
-pub(crate) fn record_store_error(operation: &'static str) {
-    counter!(STORE_ERRORS, "operation" => operation).increment(1);
+pub(crate) fn record_store_error(labels: &MetricLabels, operation: &'static str) {
+    counter!(STORE_ERRORS, labels.and("operation", operation)).increment(1);
 }
 
 /// Records the size of a batch handed to the transport.
-pub(crate) fn record_batch(len: usize) {
-    histogram!(BATCH_MESSAGES).record(len as f64);
+pub(crate) fn record_batch(labels: &MetricLabels, len: usize) {
+    histogram!(BATCH_MESSAGES, labels.to_vec()).record(len as f64);
 }
 
 /// Sets the backlog gauges.
-pub(crate) fn record_backlog(backlog: &Backlog) {
-    gauge!(PENDING).set(backlog.pending as f64);
-    gauge!(DEAD).set(backlog.dead as f64);
+pub(crate) fn record_backlog(labels: &MetricLabels, backlog: &Backlog) {
+    gauge!(PENDING, labels.to_vec()).set(backlog.pending as f64);
+    gauge!(DEAD, labels.to_vec()).set(backlog.dead as f64);
     let age = backlog
         .oldest_pending
         .map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3);
-    gauge!(OLDEST_PENDING_AGE).set(age);
+    gauge!(OLDEST_PENDING_AGE, labels.to_vec()).set(age);
 }
 
 /// Records rows whose write was fenced off.
-pub(crate) fn record_fenced(rows: u64) {
-    counter!(FENCED).increment(rows);
+pub(crate) fn record_fenced(labels: &MetricLabels, rows: u64) {
+    counter!(FENCED, labels.to_vec()).increment(rows);
 }
 
 /// Sets a component's up gauge.
-pub(crate) fn record_up(component: &'static str, up: bool) {
-    gauge!(UP, "component" => component).set(if up { 1.0 } else { 0.0 });
+pub(crate) fn record_up(labels: &MetricLabels, component: &'static str, up: bool) {
+    gauge!(UP, labels.and("component", component)).set(if up { 1.0 } else { 0.0 });
 }

@@ -290,6 +290,13 @@ pub trait Sink: Send + Sync + 'static {
     fn use_stream_positions(&self, positions: Arc<dyn crate::StreamPositions>) {
         let _ = positions;
     }
+
+    /// Called once when the relay is created, with the labels of its metrics (its table, and in
+    /// WAL mode its slot): a sink that records metrics of its own labels them the same way, so
+    /// several relays in one process keep apart series. The default ignores them.
+    fn use_metric_labels(&self, labels: &crate::MetricLabels) {
+        let _ = labels;
+    }
 }
 
 impl<S: Sink> Sink for Arc<S> {
@@ -333,6 +340,9 @@ impl<S: Sink> Sink for Arc<S> {
     }
     fn use_stream_positions(&self, positions: Arc<dyn crate::StreamPositions>) {
         (**self).use_stream_positions(positions);
+    }
+    fn use_metric_labels(&self, labels: &crate::MetricLabels) {
+        (**self).use_metric_labels(labels);
     }
 }
 

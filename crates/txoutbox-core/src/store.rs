@@ -234,6 +234,13 @@ pub trait Store: Send + Sync + 'static {
     fn stream_positions(&self) -> Option<std::sync::Arc<dyn crate::StreamPositions>> {
         None
     }
+
+    /// The labels of the metrics of a relay (and a health check) over this store: its table,
+    /// and in WAL mode its slot. The default: `table` = `outbox_messages`. **A store that wraps
+    /// another must forward this**, or two relays in one process share their series.
+    fn metric_labels(&self) -> crate::MetricLabels {
+        crate::MetricLabels::default()
+    }
 }
 
 impl<S: Store> Store for std::sync::Arc<S> {
@@ -276,6 +283,9 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn stream_positions(&self) -> Option<std::sync::Arc<dyn crate::StreamPositions>> {
         (**self).stream_positions()
+    }
+    fn metric_labels(&self) -> crate::MetricLabels {
+        (**self).metric_labels()
     }
 }
 

@@ -394,4 +394,9 @@ impl Store for MySqlStore {
             .await
             .map_err(db_error)
     }
+
+    /// `table` = this store's table.
+    fn metric_labels(&self) -> txoutbox_core::MetricLabels {
+        txoutbox_core::MetricLabels::table(self.sql.table.to_string())
+    }
 }

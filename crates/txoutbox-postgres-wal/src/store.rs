@@ -471,6 +471,12 @@ impl Store for PgWalStore {
     fn stream_positions(&self) -> Option<Arc<dyn StreamPositions>> {
         Some(Arc::new(Positions(Arc::clone(&self.inner.shared))))
     }
+
+    /// `table` = the dead-letter table, `slot` = the replication slot.
+    fn metric_labels(&self) -> txoutbox_core::MetricLabels {
+        let config = &self.inner.shared.config;
+        txoutbox_core::MetricLabels::table(config.dead_letter_table.to_string()).with_slot(&config.slot)
+    }
 }
 
 /// The store's [`StreamPositions`]: what is done, as commit positions and indexes (without

@@ -38,7 +38,9 @@
 //! ```
 //!
 //! Features: `sqlite` and `kafka` (default), `postgres`, `postgres-wal` (PostgreSQL WAL mode: relay
-//! from a logical replication slot), `mysql` (MySQL 8.0.16+ / MariaDB 10.6+).
+//! from a logical replication slot), `mysql` (MySQL 8.0.16+ / MariaDB 10.6+), `axum` (the relay's
+//! `/metrics`, `/health`, `/live`, `/status` and web console as a router to mount in an axum
+//! application: `axum::RelayRoutes`).
 //! See `docs/guarantees.md`, `docs/state-machine.md` and `docs/table-contract.md` in the
 //! repository for the semantics.
 
@@ -81,4 +83,11 @@ pub mod mysql {
 #[cfg(feature = "kafka")]
 pub mod kafka {
     pub use txoutbox_kafka::*;
+}
+
+/// The relay's HTTP endpoints as an axum router to mount: `/metrics`, `/health`, `/live`,
+/// `/status` and the web console.
+#[cfg(feature = "axum")]
+pub mod axum {
+    pub use txoutbox_axum::*;
 }

@@ -1,31 +1,28 @@
 //! `txoutbox relay`: the daemon.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
+use txoutbox_axum::{AllowedHosts, Console, PrometheusHandle, RelayRoutes};
 use txoutbox_core::coordination::Coordination;
 use txoutbox_core::{HealthCheck, HealthReport, Relay, Retention, Sink, Store, metrics as names};
 use txoutbox_kafka::{ExactlyOnceSink, KafkaSink};
 use txoutbox_postgres::PgStore;
 use txoutbox_postgres_wal::PgWalStore;
 
-use crate::app_state::AppState;
 use crate::database::{
     Create, Database, mysql_outbox, pg_outbox, redact, sqlite_outbox, wal_needs_postgres, wal_outbox,
 };
 use crate::error::CliError;
-use crate::history::History;
-use crate::http::router;
 use crate::settings::RelaySettings;
 use crate::target::{Source, Target};
 
 /// Runs the relay until SIGTERM or SIGINT.
 pub(crate) async fn run(target: &Target, settings: RelaySettings) -> Result<(), CliError> {
-    let prometheus = install_recorder()?;
+    let prometheus = txoutbox_axum::install_prometheus()?;
     let create = if settings.migrate {
         Create::IfMissing
     } else {
@@ -156,29 +153,6 @@ async fn wait_for_brokers<K: Sink>(sink: &K, settings: &RelaySettings) -> Result
     }
 }
 
-fn install_recorder() -> Result<PrometheusHandle, CliError> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(names::DELIVERY_LATENCY.to_owned()),
-            &[
-                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
-            ],
-        )
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full(names::BATCH_MESSAGES.to_owned()),
-                &[
-                    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
-                ],
-            )
-        })
-        .map_err(|e| CliError::runtime(format!("cannot set up metrics: {e}")))?
-        .install_recorder()
-        .map_err(|e| CliError::runtime(format!("cannot set up metrics: {e}")))?;
-    names::describe();
-    Ok(handle)
-}
-
 /// Serves `relay` until a signal: HTTP endpoints, health checks, the publish rate, retention
 /// over `purger` (table sources) and, in WAL mode, the slot's health and gauges over `wal`.
 async fn serve<S, K, R>(
@@ -195,19 +169,21 @@ where
     R: Retention + 'static,
 {
     let monitor = relay.monitor();
-    let state = Arc::new(AppState {
-        prometheus,
-        health: RwLock::new(None),
-        monitor: monitor.clone(),
-        published: History::starting_at(tokio::time::Instant::now(), monitor.published()),
-        ownership: relay.ownership(),
-        console: crate::ui::console::Console::from_settings(&settings),
-        wal_slot: RwLock::new(None),
-        allowed_hosts: crate::guard::AllowedHosts::new(
+    let ownership = relay.ownership();
+    let mut routes = RelayRoutes::new(monitor.clone())
+        .prometheus(prometheus)
+        .allowed_hosts(AllowedHosts::new(
             settings.http_listen.as_deref(),
             &settings.http_allowed_hosts,
-        ),
-    });
+        ));
+    if let Some(ownership) = ownership.clone() {
+        routes = routes.ownership(ownership, settings.coordination.name());
+    }
+    if let Some(console) = console(&settings)? {
+        routes = routes.console(console);
+    }
+    let reports = routes.reports();
+    reports.set_status("wal_slot", serde_json::Value::Null);
     let mut background = tokio::task::JoinSet::new();
     // WAL mode: the slot lost or the stream stopped for good stops the daemon (exit code 2).
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<txoutbox_core::Error>(2);
@@ -231,7 +207,7 @@ where
             ))
         })?;
         info!(address = %listener.local_addr().map_or_else(|_| address.clone(), |a| a.to_string()), "serving /metrics, /health, /live, /status");
-        let app = router(Arc::clone(&state));
+        let app = routes.into_router()?;
         background.spawn(async move {
             if let Err(e) = axum::serve(
                 listener,
@@ -244,8 +220,8 @@ where
         });
     }
 
+    // The daemon's own health timer: in WAL mode its report includes the replication slot.
     let health = HealthCheck::new(store.clone(), settings.health).with_relay(monitor.clone());
-    let health_state = Arc::clone(&state);
     let interval = settings.health_interval;
     let min_safe_wal_size = settings.min_safe_wal_size;
     let wal_health = wal.clone();
@@ -257,36 +233,16 @@ where
             let mut report = health.check().await;
             if let Some(store) = &wal_health {
                 let (slot, lost) = check_slot(store, &mut report, min_safe_wal_size).await;
-                *health_state.wal_slot.write().unwrap_or_else(|p| p.into_inner()) = slot;
+                reports.set_status("wal_slot", slot.unwrap_or_default());
                 if lost {
                     let _ = slot_lost.try_send(store.slot_invalidated());
                 }
             }
-            let mut latest = health_state.health.write().unwrap_or_else(|p| p.into_inner());
-            let changed = latest.as_ref().is_none_or(|old| old.healthy != report.healthy);
-            if changed && !report.healthy {
-                warn!(reasons = ?report.reasons, "unhealthy");
-            } else if changed {
-                info!("healthy");
-            }
-            *latest = Some(report);
-        }
-    });
-
-    let rate_state = Arc::clone(&state);
-    background.spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            let now = ticker.tick().await;
-            rate_state.published.record(now, rate_state.monitor.published());
-            if let Some(console) = &rate_state.console {
-                console.record_second(&rate_state, now);
-            }
+            reports.publish(report);
         }
     });
 
     if let (Some(retention), Some(store)) = (settings.retention, purger) {
-        let ownership = state.ownership.clone();
         background.spawn(async move {
             let mut ticker = tokio::time::interval(retention.interval);
             loop {
@@ -328,7 +284,7 @@ where
         }
     };
     let outcome = relay.run_until(shutdown).await;
-    // Dropping the set aborts the HTTP server and the timers.
+    // Dropping the set aborts the HTTP server and the timers (the routes' own end with them).
     drop(background);
     if let Some(error) = fatal.into_inner() {
         return Err(CliError::from(error));
@@ -346,6 +302,39 @@ where
         }
     }
     outcome.map_err(CliError::from)
+}
+
+/// The web console the settings ask for, if any (once its database is connected).
+fn console(settings: &RelaySettings) -> Result<Option<Console>, CliError> {
+    let Some(console) = settings.console.as_ref() else {
+        return Ok(None);
+    };
+    let Some(database) = console.database.clone() else {
+        return Ok(None);
+    };
+    let address = settings.http_listen.as_deref().unwrap_or_default();
+    let loopback = address
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
+        || address.starts_with("localhost:");
+    info!(
+        path = "/ui",
+        read_only = console.token.is_none(),
+        show_payloads = console.show_payloads,
+        "serving the web console"
+    );
+    if !loopback {
+        warn!(
+            %address,
+            "the web console is served on a non-loopback address: anyone who reaches it can read the \
+             backlog and the dead letters' keys and errors; put it behind an authenticating proxy"
+        );
+    }
+    let mut served = Console::from_store(Arc::new(database)).show_payloads(console.show_payloads);
+    if let Some(token) = &console.token {
+        served = served.with_token(token.clone())?;
+    }
+    Ok(Some(served))
 }
 
 /// WAL mode: reads the slot, sets its gauges and fails `report` on an invalidated slot or one

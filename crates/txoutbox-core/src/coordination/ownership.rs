@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::metric_labels::MetricLabels;
+
 /// The rows a node may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -42,6 +44,8 @@ struct State {
     wake: Notify,
     applied: AtomicU64,
     fenced: AtomicU64,
+    /// The labels of the fenced-rows counter.
+    labels: MetricLabels,
 }
 
 /// A node's current right to relay. Cheap to clone.
@@ -53,6 +57,11 @@ pub struct Ownership {
 impl Ownership {
     /// A node that holds nothing yet.
     pub fn new(node: impl Into<String>) -> Self {
+        Self::labelled(node, MetricLabels::default())
+    }
+
+    /// A node that holds nothing yet, whose fenced-rows counter carries `labels`.
+    pub(crate) fn labelled(node: impl Into<String>, labels: MetricLabels) -> Self {
         Self {
             state: Arc::new(State {
                 node: node.into(),
@@ -67,6 +76,7 @@ impl Ownership {
                 wake: Notify::new(),
                 applied: AtomicU64::new(0),
                 fenced: AtomicU64::new(0),
+                labels,
             }),
         }
     }
@@ -127,7 +137,7 @@ impl Ownership {
         let fenced = (requested as u64).saturating_sub(applied);
         if fenced > 0 {
             self.state.fenced.fetch_add(fenced, Ordering::Relaxed);
-            crate::metrics::record_fenced(fenced);
+            crate::metrics::record_fenced(&self.state.labels, fenced);
             tracing::warn!(
                 rows = fenced,
                 node = %self.state.node,

@@ -161,6 +161,7 @@ async fn settle<S: Store, K: Sink>(
                     shared.store.stream_positions().is_none(),
                     shared.config.allowed_topics.as_ref(),
                     &dying,
+                    shared.monitor.metric_labels(),
                 )
                     .await
                     .into_iter()
@@ -184,7 +185,7 @@ async fn settle<S: Store, K: Sink>(
     for (row, failure) in failing {
         if failure.next_attempt_at.is_none() {
             shared.monitor.dead_lettered_one();
-            crate::metrics::record_dead_lettered(&row.topic);
+            crate::metrics::record_dead_lettered(shared.monitor.metric_labels(), &row.topic);
         }
         // Hold the key until the retry: its later rows must not overtake this one. A dead row
         // releases its key, or parks it (as configured).
@@ -218,6 +219,7 @@ async fn settle<S: Store, K: Sink>(
         shared.sink.completed(&delivered);
         shared.monitor.delivered(delivered.len());
         crate::metrics::record_delivered(
+            shared.monitor.metric_labels(),
             settled
                 .iter()
                 .flat_map(|batch| batch.rows.iter().zip(&batch.results))
@@ -244,7 +246,7 @@ async fn settle<S: Store, K: Sink>(
         if !parking.is_empty() {
             shared.parked.confirm(&parking);
         }
-        crate::metrics::record_send_failures("permanent", failures.len());
+        crate::metrics::record_send_failures(shared.monitor.metric_labels(), "permanent", failures.len());
     }
     if let Some(error) = fenced {
         error!(%error, "another relay took over this relay's Kafka identity; this relay stops, its rows stay pending");
@@ -255,7 +257,7 @@ async fn settle<S: Store, K: Sink>(
     if transient > 0 || deferred > 0 || failures.iter().any(|f| f.next_attempt_at.is_none()) {
         shared.request_rescan();
     }
-    crate::metrics::record_send_failures("transient", transient);
+    crate::metrics::record_send_failures(shared.monitor.metric_labels(), "transient", transient);
     // A failed message (retried later) must not be overtaken by later messages of its key that
     // are still queued: they are given up and sent again after it. Messages refused before the
     // transport took them (an unreadable row, an invalid topic) leave the queue alone: the sink
@@ -353,7 +355,7 @@ async fn write_with_retry<S, K, F, Fut>(
             }
             Err(error) => {
                 shared.monitor.store_failed(&error);
-                crate::metrics::record_store_error(operation);
+                crate::metrics::record_store_error(shared.monitor.metric_labels(), operation);
                 let delay = backoff.next_delay();
                 // A shutdown keeps trying while its time lasts: one failed mark would otherwise
                 // send every row of the round again after the restart.

@@ -78,6 +78,7 @@ pub(crate) async fn send<K: Sink>(
     row_ids: bool,
     allowed: Option<&AllowedTopics>,
     dying: &[(&OutboxMessage, &Failure)],
+    labels: &crate::MetricLabels,
 ) -> Vec<Result<(), SinkError>> {
     let copies: Arc<[OutboxMessage]> = dying
         .iter()
@@ -112,7 +113,7 @@ pub(crate) async fn send<K: Sink>(
                 }
                 Err(e) if e.is_transient() => *slot = Err(e),
                 Err(e) => {
-                    crate::metrics::record_dead_letter_copy_failed(&row.topic);
+                    crate::metrics::record_dead_letter_copy_failed(labels, &row.topic);
                     error!(id = row.id, error = %e,
                         "the dead-letter topic refused the message's copy even without its payload; the message is dead in the table only")
                 }

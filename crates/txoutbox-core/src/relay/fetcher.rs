@@ -244,7 +244,7 @@ pub(crate) async fn run<S: Store, K: Sink>(shared: Arc<Shared<S, K>>, sender: mp
             }
             Err(error) => {
                 shared.monitor.store_failed(&error);
-                crate::metrics::record_store_error("fetch");
+                crate::metrics::record_store_error(shared.monitor.metric_labels(), "fetch");
                 let delay = db_backoff.next_delay();
                 if error.is_retryable() {
                     warn!(%error, retry_in = %crate::HumanDuration(delay), "could not read pending outbox messages");

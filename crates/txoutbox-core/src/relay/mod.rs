@@ -91,14 +91,18 @@ impl<S: Store, K: Sink> Relay<S, K> {
                     .into(),
             ));
         }
+        let labels = store.metric_labels();
+        sink.use_metric_labels(&labels);
+        let mut shared = Shared::new(
+            store,
+            sink,
+            config,
+            Arc::new(Notify::new()),
+            CancellationToken::new(),
+        );
+        shared.monitor = RelayMonitor::labelled(labels);
         Ok(Self {
-            shared: Shared::new(
-                store,
-                sink,
-                config,
-                Arc::new(Notify::new()),
-                CancellationToken::new(),
-            ),
+            shared,
             coordinator: None,
             engine_done: CancellationToken::new(),
         })
@@ -124,7 +128,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
         let Some(settings) = coordination.lease_settings() else {
             return Self::new(store, sink, config);
         };
-        let ownership = Ownership::new(settings.resolved_node_id());
+        let ownership = Ownership::labelled(settings.resolved_node_id(), store.metric_labels());
         store.attach(ownership.clone());
         let leases = store.clone();
         // Stored with the node: relays of another coordination or delivery refuse to join.

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use crate::metric_labels::MetricLabels;
+
 /// The state of one dependency (the database or the transport) as the relay last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -40,6 +42,7 @@ struct State {
     last_delivery: Mutex<Option<DateTime<Utc>>>,
     published: AtomicU64,
     dead_lettered: AtomicU64,
+    labels: MetricLabels,
 }
 
 /// A cheap, cloneable view of a relay's health as it observes it: whether it runs, whether its
@@ -53,6 +56,21 @@ pub struct RelayMonitor {
 }
 
 impl RelayMonitor {
+    /// The monitor of a relay whose metrics carry `labels`.
+    pub(crate) fn labelled(labels: MetricLabels) -> Self {
+        Self {
+            state: Arc::new(State {
+                labels,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// The labels of this relay's metrics (its table, and in WAL mode its slot).
+    pub fn metric_labels(&self) -> &MetricLabels {
+        &self.state.labels
+    }
+
     /// Whether the relay's task is running (false before it starts, after it stops or panics).
     pub fn is_running(&self) -> bool {
         self.state.running.load(Ordering::Acquire)

@@ -110,7 +110,7 @@ async fn hand_over<S, K: Sink>(shared: &Shared<S, K>, selected: Selected) -> Opt
     }
     let first_id = rows.first().map(|row| row.id);
     debug!(rows = rows.len(), first_id, "sending batch");
-    crate::metrics::record_batch(rows.len());
+    crate::metrics::record_batch(shared.monitor.metric_labels(), rows.len());
     let delivery = shared
         .sink
         .send_batch(Arc::clone(&rows))

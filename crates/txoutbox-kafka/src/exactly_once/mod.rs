@@ -231,9 +231,23 @@ struct Inner {
     /// The store's positions when its ids last one session (WAL mode): progress is recorded in
     /// them instead of ids.
     positions: Mutex<Option<Arc<dyn StreamPositions>>>,
+    /// The labels of this sink's metrics: its relay's (see [`Sink::use_metric_labels`]).
+    labels: Mutex<Vec<metrics::Label>>,
 }
 
 impl Inner {
+    /// The labels of this sink's metrics and `outcome`.
+    fn labels_and_outcome(&self, outcome: &'static str) -> Vec<metrics::Label> {
+        let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        labels.push(metrics::Label::new("outcome", outcome));
+        labels
+    }
+
+    /// Counts a transaction that ended with `outcome`.
+    fn record_transaction(&self, outcome: &'static str) {
+        metrics::counter!("txoutbox_transactions_total", self.labels_and_outcome(outcome)).increment(1);
+    }
+
     fn unmarked(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
         self.unmarked.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -327,7 +341,7 @@ impl ExactlyOnceSink {
             "another relay took over the Kafka transactional id `{}` (this relay is fenced): {reason}",
             self.inner.settings.transactional_id
         );
-        metrics::counter!("txoutbox_transactions_total", "outcome" => "fenced").increment(1);
+        self.inner.record_transaction("fenced");
         state.producers = Default::default();
         state.fenced = Some(message.clone());
         fenced_error(message)
@@ -364,6 +378,7 @@ impl ExactlyOnceSink {
                 ticker: Mutex::new(None),
                 burst_ended: Arc::new(tokio::sync::Notify::new()),
                 positions: Mutex::new(None),
+                labels: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -594,7 +609,7 @@ impl ExactlyOnceSink {
         open: &Open,
         cause: Option<SinkError>,
     ) {
-        metrics::counter!("txoutbox_transactions_total", "outcome" => "aborted").increment(1);
+        self.inner.record_transaction("aborted");
         self.spoil();
         let aborting = Arc::clone(producer);
         let aborted = tokio::task::spawn_blocking(move || aborting.abort_transaction(TXN_TIMEOUT)).await;
@@ -660,12 +675,12 @@ impl ExactlyOnceSink {
         };
         state.set_producer(open.lane, Some(producer));
         if last.is_some_and(|p| p.txn == open.txn) {
-            metrics::counter!("txoutbox_transactions_total", "outcome" => "committed").increment(1);
+            self.inner.record_transaction("committed");
             self.unmarked().extend(open.ids());
             open.resolve_all(&Ok(()));
             true
         } else {
-            metrics::counter!("txoutbox_transactions_total", "outcome" => "aborted").increment(1);
+            self.inner.record_transaction("aborted");
             self.fail_all(
                 open,
                 &SinkError::transient(format!("the Kafka transaction did not commit: {error}")),
@@ -757,8 +772,10 @@ async fn end_transaction(
             end_txn_ms = ending.elapsed().as_millis() as u64,
             "Kafka transaction committed"
         );
-        metrics::histogram!("txoutbox_transaction_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("txoutbox_transactions_total", "outcome" => "committed").increment(1);
+        let labels = inner.labels.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        metrics::histogram!("txoutbox_transaction_commit_seconds", labels)
+            .record(started.elapsed().as_secs_f64());
+        inner.record_transaction("committed");
         inner.unmarked().extend(open.ids());
         failpoint::hit(Step::AfterCommit);
         open.resolve_all(&Ok(()));
@@ -930,6 +947,13 @@ impl Sink for ExactlyOnceSink {
     fn use_stream_positions(&self, positions: Arc<dyn StreamPositions>) {
         // A sink reused by a new relay takes that relay's store.
         *self.inner.positions.lock().unwrap_or_else(|p| p.into_inner()) = Some(positions);
+    }
+
+    fn use_metric_labels(&self, labels: &txoutbox_core::MetricLabels) {
+        *self.inner.labels.lock().unwrap_or_else(|p| p.into_inner()) = labels
+            .pairs()
+            .map(|(key, value)| metrics::Label::new(key.to_owned(), value.to_owned()))
+            .collect();
     }
 
     /// The relay moved on after a failure: every batch it hands over from now on is read after

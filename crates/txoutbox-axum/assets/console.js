@@ -1,11 +1,14 @@
-// The txoutbox web console: fetches JSON from /ui/api/* and draws the views with the DOM and
-// inline SVG. No framework, nothing loaded from the network, every server value set as text.
+// The txoutbox web console: fetches JSON from <base>/ui/api/* and draws the views with the DOM
+// and inline SVG. No framework, nothing loaded from the network, every server value set as text.
+// <base> is the path the console is mounted under (empty for the daemon; `/outbox` when an
+// application nests the router there).
 'use strict';
 (() => {
   const $ = (id) => document.getElementById(id);
   const SVG = 'http://www.w3.org/2000/svg';
   const TOKEN_KEY = 'txoutbox-console-token';
   const REFRESH_MS = 2000;
+  const BASE = location.pathname.replace(/\/ui(\/.*)?$/, '');
   const state = {
     token: sessionStorage.getItem(TOKEN_KEY) || '',
     readOnly: true,
@@ -214,7 +217,7 @@
 
   async function refreshOverview() {
     try {
-      renderOverview(await getJSON('/ui/api/overview?minutes=5'));
+      renderOverview(await getJSON(`${BASE}/ui/api/overview?minutes=5`));
       if ($('notice').classList.contains('error')) notice('');
     } catch (e) {
       notice(`cannot reach the relay: ${e.message}`, 'error');
@@ -237,7 +240,7 @@
     const query = new URLSearchParams({ ...selection(), limit: $('f-limit').value });
     let list;
     try {
-      list = await getJSON(`/ui/api/dead-letters?${query}`);
+      list = await getJSON(`${BASE}/ui/api/dead-letters?${query}`);
     } catch (e) {
       notice(`cannot list dead letters: ${e.message}`, 'error');
       return;
@@ -285,7 +288,7 @@
 
   async function showPayload(id, row) {
     try {
-      const p = await getJSON(`/ui/api/dead-letters/${id}/payload`);
+      const p = await getJSON(`${BASE}/ui/api/dead-letters/${id}/payload`);
       const cell = row.querySelector('td.actions');
       cell.querySelector('pre')?.remove();
       cell.append(el('pre', { class: 'payload' }, p.text + (p.truncated ? ' …' : '')));
@@ -312,7 +315,7 @@
     let response;
     let body;
     try {
-      response = await fetch(`/ui/api/dead-letters/${chosen.action}`, {
+      response = await fetch(`${BASE}/ui/api/dead-letters/${chosen.action}`, {
         method: 'POST', headers, body: JSON.stringify(chosen.body), credentials: 'omit', cache: 'no-store',
       });
       body = await response.json().catch(() => ({}));
@@ -348,7 +351,7 @@
   // ---------------------------------------------------------------- start
 
   function start() {
-    const dead = location.pathname.replace(/\/$/, '') === '/ui/dead-letters';
+    const dead = location.pathname.replace(/\/$/, '') === `${BASE}/ui/dead-letters`;
     $(dead ? 'nav-dead' : 'nav-overview').classList.add('current');
     if (dead) {
       $('dead-letters').hidden = false;

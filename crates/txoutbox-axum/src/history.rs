@@ -1,5 +1,5 @@
-//! The daemon's recent history: published-message counts sampled every second, for the publish
-//! rate that `txoutbox status` and `/status` show, and (with the web console) a per-second
+//! A relay's recent history: published-message counts sampled every second, for the publish
+//! rate that `/status` (and `txoutbox status`) shows, and (with the web console) a per-second
 //! timeline of publish rate, commit→ack latency and backlog for its charts.
 
 use std::collections::VecDeque;
@@ -18,7 +18,7 @@ pub(crate) struct History {
 }
 
 impl History {
-    /// A history whose first sample is `value` at `now` (the counter when the daemon starts).
+    /// A history whose first sample is `value` at `now` (the counter when the routes are built).
     pub(crate) fn starting_at(now: Instant, value: u64) -> Self {
         let history = Self::default();
         history.record(now, value);
@@ -106,9 +106,13 @@ pub(crate) struct Histogram {
 }
 
 impl Histogram {
-    /// Reads the histogram `name` (without labels other than `le`) from Prometheus text;
-    /// `None` when it is not there yet.
-    pub(crate) fn from_prometheus(text: &str, name: &str) -> Option<Self> {
+    /// Reads the series of histogram `name` whose labels include every one of `wanted` (one
+    /// relay's, e.g. `table`) from Prometheus text; `None` when it is not there yet.
+    pub(crate) fn from_prometheus<'a>(
+        text: &str,
+        name: &str,
+        wanted: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> Option<Self> {
         let mut histogram = Self::default();
         let mut seen = false;
         for line in text.lines() {
@@ -122,12 +126,16 @@ impl Histogram {
                 Ok(v) => v,
                 Err(_) => continue,
             };
-            if let Some(labels) = series.strip_prefix("_bucket{") {
-                let Some(le) = labels
-                    .split(',')
-                    .find_map(|l| l.trim().strip_prefix("le=\""))
-                    .and_then(|l| l.split('"').next())
-                else {
+            let (suffix, labels) = match series.split_once('{') {
+                Some((suffix, labels)) => (suffix, labels_of(labels.strip_suffix('}').unwrap_or(labels))),
+                None => (series, Vec::new()),
+            };
+            let has = |key: &str, value: &str| labels.iter().any(|(k, v)| *k == key && v == value);
+            if !wanted.clone().all(|(key, value)| has(key, value)) {
+                continue;
+            }
+            if suffix == "_bucket" {
+                let Some(le) = labels.iter().find(|(k, _)| *k == "le").map(|(_, v)| v.as_str()) else {
                     continue;
                 };
                 let bound = if le == "+Inf" {
@@ -140,10 +148,10 @@ impl Histogram {
                 };
                 histogram.buckets.push((bound, value as u64));
                 seen = true;
-            } else if series == "_sum" {
+            } else if suffix == "_sum" {
                 histogram.sum = value;
                 seen = true;
-            } else if series == "_count" {
+            } else if suffix == "_count" {
                 histogram.count = value as u64;
                 seen = true;
             }
@@ -191,6 +199,35 @@ impl Histogram {
     }
 }
 
+/// The `key="value"` pairs of a Prometheus series' labels (the text between its braces), values
+/// unescaped.
+fn labels_of(text: &str) -> Vec<(&str, String)> {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => {}
+                },
+                '"' => {
+                    end = at + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.push((key.trim().trim_start_matches(',').trim(), value));
+        rest = after.get(end..).unwrap_or_default();
+    }
+    labels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,14 +240,37 @@ mod tests {
                  lat_bucket{{le=\"+Inf\"}} {inf}\nlat_sum {sum}\nlat_count {inf}\nother 1\n"
             )
         };
-        assert_eq!(Histogram::from_prometheus("other 1\n", "lat"), None);
-        let before = Histogram::from_prometheus(&text(10, 10, 10, 0.05), "lat").unwrap();
+        let none = std::iter::empty();
+        assert_eq!(Histogram::from_prometheus("other 1\n", "lat", none.clone()), None);
+        let before = Histogram::from_prometheus(&text(10, 10, 10, 0.05), "lat", none.clone()).unwrap();
         // 100 more: 0 below 10 ms, 100 between 10 and 100 ms, mean 50 ms.
-        let after = Histogram::from_prometheus(&text(10, 110, 110, 5.05), "lat").unwrap();
+        let after = Histogram::from_prometheus(&text(10, 110, 110, 5.05), "lat", none).unwrap();
         let (mean, p99) = after.since(&before, 0.99).unwrap();
         assert!((mean - 0.05).abs() < 1e-9, "{mean}");
         assert!((p99 - 0.0991).abs() < 1e-9, "{p99}");
         assert_eq!(after.since(&after, 0.99), None);
+    }
+
+    #[test]
+    fn one_relays_series_of_several() {
+        let text = "# TYPE lat histogram\n\
+            lat_bucket{table=\"a\",le=\"0.1\"} 1\nlat_bucket{table=\"a\",le=\"+Inf\"} 1\n\
+            lat_sum{table=\"a\"} 0.05\nlat_count{table=\"a\"} 1\n\
+            lat_bucket{table=\"b\",le=\"0.1\"} 7\nlat_bucket{table=\"b\",le=\"+Inf\"} 9\n\
+            lat_sum{table=\"b\"} 3\nlat_count{table=\"b\"} 9\n";
+        let a = Histogram::from_prometheus(text, "lat", [("table", "a")].into_iter()).unwrap();
+        assert_eq!(a.count, 1);
+        assert_eq!(a.buckets, [(0.1, 1), (f64::INFINITY, 1)]);
+        let b = Histogram::from_prometheus(text, "lat", [("table", "b")].into_iter()).unwrap();
+        assert_eq!((b.count, b.sum), (9, 3.0));
+        assert_eq!(
+            Histogram::from_prometheus(text, "lat", [("table", "c")].into_iter()),
+            None
+        );
+        assert_eq!(
+            labels_of(r#"table="x\"y",le="1""#),
+            [("table", "x\"y".to_owned()), ("le", "1".to_owned())]
+        );
     }
 
     #[test]

@@ -12,10 +12,10 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
-use txoutbox_core::{DeadLetterFilter, DeadLetters};
+use txoutbox_core::DeadLetterFilter;
 
-use super::api::{Selection, refuse, reply};
-use crate::app_state::AppState;
+use super::api::{Selection, off, refuse, reply};
+use crate::state::RouteState;
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 16 * 1024;
@@ -47,18 +47,18 @@ struct Body {
 }
 
 /// `POST /ui/api/dead-letters/replay`.
-pub(super) async fn replay(state: State<Arc<AppState>>, request: Request) -> Response {
+pub(super) async fn replay(state: State<Arc<RouteState>>, request: Request) -> Response {
     act(state, request, Action::Replay).await
 }
 
 /// `POST /ui/api/dead-letters/purge`.
-pub(super) async fn purge(state: State<Arc<AppState>>, request: Request) -> Response {
+pub(super) async fn purge(state: State<Arc<RouteState>>, request: Request) -> Response {
     act(state, request, Action::Purge).await
 }
 
-async fn act(State(state): State<Arc<AppState>>, request: Request, action: Action) -> Response {
+async fn act(State(state): State<Arc<RouteState>>, request: Request, action: Action) -> Response {
     let Some(console) = state.console.as_ref() else {
-        return refuse(StatusCode::NOT_FOUND, "the console is off");
+        return off();
     };
     let peer = request
         .extensions()
@@ -78,11 +78,12 @@ async fn act(State(state): State<Arc<AppState>>, request: Request, action: Actio
         warn!(action = action_name, %peer, user_agent = %agent, reason, "console action refused: cross-site request");
         return refuse(StatusCode::FORBIDDEN, format!("refused: {reason}"));
     }
-    let Some(expected) = console.settings.token.as_deref() else {
+    let Some(expected) = console.token() else {
         warn!(action = action_name, %peer, user_agent = %agent, "console action refused: the console is read-only");
         return refuse(
             StatusCode::FORBIDDEN,
-            "the console is read-only: start the relay with --ui-token (or TXOUTBOX_UI_TOKEN) to allow actions",
+            "the console is read-only: it has no token (the daemon: start the relay with --ui-token or \
+             TXOUTBOX_UI_TOKEN) to allow actions",
         );
     };
     match bearer(&headers) {
@@ -139,10 +140,10 @@ async fn act(State(state): State<Arc<AppState>>, request: Request, action: Actio
                 .to_owned(),
         );
     }
-    let outcome = crate::with_store!(&console.database, store => match action {
-        Action::Replay => store.replay_dead(&filter).await,
-        Action::Purge => store.purge_dead(&filter).await,
-    });
+    let outcome = match action {
+        Action::Replay => console.store.replay_dead(&filter).await,
+        Action::Purge => console.store.purge_dead(&filter).await,
+    };
     match outcome {
         Ok(n) => {
             info!(

@@ -1,12 +1,13 @@
-//! The checks every HTTP request passes before any route sees it: the `Host` it was sent to
-//! (DNS rebinding) and the site it comes from (`Origin`, `Sec-Fetch-Site`).
+//! The checks every request to the relay's routes passes before any of them sees it: the `Host`
+//! it was sent to (DNS rebinding) and the site it comes from (`Origin`, `Sec-Fetch-Site`).
 //!
-//! A page on another site can make a browser send requests to the daemon: to a loopback or
-//! internal address through a DNS name that the page's own domain rebinds to it, or straight to
-//! its address. The first is refused by the `Host` check (the daemon answers only to IP
-//! addresses, `localhost`, the host name of `--http-listen` and `--http-allowed-hosts`); the
-//! second cannot read the answers (no CORS grant) and is refused outright when the browser says
-//! where it comes from. Scrapers and probes send neither `Origin` nor `Sec-Fetch-Site`.
+//! A page on another site can make a browser send requests to the relay's routes: to a loopback
+//! or internal address through a DNS name that the page's own domain rebinds to it, or straight
+//! to its address. The first is refused by the `Host` check (the routes answer only to IP
+//! addresses, `localhost` and the [`AllowedHosts`] names: for the daemon, the host name of
+//! `--http-listen` and `--http-allowed-hosts`); the second cannot read the answers (no CORS
+//! grant) and is refused outright when the browser says where it comes from. Scrapers and probes
+//! send neither `Origin` nor `Sec-Fetch-Site`.
 
 use std::sync::Arc;
 
@@ -16,15 +17,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
-/// The host names the daemon answers to besides IP addresses and `localhost`.
+/// The host names the relay's routes answer to besides IP addresses and `localhost` (the
+/// default: none).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AllowedHosts {
+pub struct AllowedHosts {
     names: Vec<String>,
 }
 
 impl AllowedHosts {
-    /// The host of the listen address (when it is a name) and the extra names, lower-cased.
-    pub(crate) fn new(listen: Option<&str>, extra: &[String]) -> Self {
+    /// The host of the listen address (when it is a name, e.g. `relay.internal:9464`) and the
+    /// extra names (`host` or `host:port`), compared without case.
+    pub fn new(listen: Option<&str>, extra: &[String]) -> Self {
         let names = listen
             .map(host_part)
             .into_iter()
@@ -35,8 +38,8 @@ impl AllowedHosts {
         Self { names }
     }
 
-    /// Whether a `Host` header names this daemon.
-    pub(crate) fn allows(&self, host: &str) -> bool {
+    /// Whether a `Host` header names these routes' server.
+    pub fn allows(&self, host: &str) -> bool {
         let host = host_part(host).to_ascii_lowercase();
         host.parse::<std::net::IpAddr>().is_ok() || host == "localhost" || self.names.contains(&host)
     }
@@ -53,7 +56,7 @@ pub(crate) fn host_part(authority: &str) -> &str {
     }
 }
 
-/// Whether a request comes from this daemon's own pages (or from no page at all). A browser's
+/// Whether a request comes from the console's own pages (or from no page at all). A browser's
 /// top-level navigation (a link from another site to `/ui`) carries no `Origin` and is fine for
 /// reading; anything that changes state must also not be marked cross-site by `Sec-Fetch-Site`.
 pub(crate) fn same_origin(headers: &HeaderMap, changes_state: bool) -> Result<(), &'static str> {
@@ -96,8 +99,8 @@ pub(crate) async fn guard(
         let shown: String = host.chars().take(100).collect();
         warn!(host = %shown, path = %request.uri().path(), "HTTP request refused: unknown Host (DNS rebinding?)");
         return refused(
-            "this daemon answers only to its IP addresses, localhost, the --http-listen host name and \
-             --http-allowed-hosts\n",
+            "this server answers only to its IP addresses, localhost and its allowed host names (the \
+             daemon: the --http-listen host name and --http-allowed-hosts)\n",
         );
     }
     let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);

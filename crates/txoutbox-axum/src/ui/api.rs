@@ -11,12 +11,13 @@ use axum::response::Response;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use txoutbox_core::coordination::{EXCLUSIVE_LEASE, Leases, Scope};
-use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters};
+use txoutbox_core::coordination::EXCLUSIVE_LEASE;
+use txoutbox_core::{DeadLetter, DeadLetterFilter};
 
-use super::{Console, hardened};
-use crate::app_state::AppState;
-use crate::database::{Database, pg_outbox};
+use super::console::Console;
+use super::hardened::hardened;
+use crate::endpoints::scope_json;
+use crate::state::RouteState;
 
 /// Most dead letters one list returns.
 pub(super) const MAX_LIST: usize = 500;
@@ -35,10 +36,10 @@ pub(super) fn refuse(code: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// The answer when the console is off.
-fn off() -> Response {
+pub(super) fn off() -> Response {
     refuse(
         StatusCode::NOT_FOUND,
-        "the console is off: start the relay with --ui",
+        "the console is off (the daemon: start the relay with --ui)",
     )
 }
 
@@ -52,7 +53,7 @@ pub(super) struct OverviewQuery {
 /// `GET /ui/api/overview`: backlog, health, relay, per-topic statistics (cached), the charts'
 /// timeline and the coordination leases.
 pub(super) async fn overview(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<RouteState>>,
     Query(query): Query<OverviewQuery>,
 ) -> Response {
     let Some(console) = state.console.as_ref() else {
@@ -68,16 +69,16 @@ pub(super) async fn overview(
         "latency_p99_ms": samples.iter().map(|s| s.latency_p99_ms.map(round2)).collect::<Vec<_>>(),
         "pending": samples.iter().map(|s| s.pending).collect::<Vec<_>>(),
     });
-    let health = state.health.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let health = state.reports.latest();
     let topics = Console::topic_stats(&state, console);
     let coordination = coordination(&state, console).await;
     reply(
         StatusCode::OK,
         json!({
             "now": Utc::now(),
-            "table": console.database.table().to_string(),
+            "table": console.store.table(),
             "read_only": console.read_only(),
-            "show_payloads": console.settings.show_payloads,
+            "show_payloads": console.show_payloads,
             "relay": {
                 "running": state.monitor.is_running(),
                 "published_total": state.monitor.published(),
@@ -97,14 +98,11 @@ fn round2(v: f64) -> f64 {
 }
 
 /// This node's coordination and every lease, grouped by owner (one small-table query).
-async fn coordination(state: &AppState, console: &Console) -> Value {
+async fn coordination(state: &RouteState, console: &Console) -> Value {
     let Some(ownership) = state.ownership.as_ref() else {
-        return json!({ "mode": console.mode });
+        return json!({ "mode": state.mode });
     };
-    let leases = match &console.database {
-        Database::Postgres(pool, table) => pg_outbox(table).store(pool.clone()).leases().await,
-        Database::Sqlite(..) | Database::MySql(..) => Ok(Vec::new()),
-    };
+    let leases = console.store.leases().await;
     let now = Utc::now();
     let (nodes, free, error) = match leases {
         Ok(leases) => {
@@ -136,14 +134,10 @@ async fn coordination(state: &AppState, console: &Console) -> Value {
         Err(e) => (Vec::new(), Vec::new(), Some(e.to_string())),
     };
     json!({
-        "mode": console.mode,
+        "mode": state.mode,
         "this_node": ownership.node(),
         "epoch": ownership.epoch(),
-        "scope": match ownership.scope() {
-            Scope::Nothing => json!("nothing"),
-            Scope::All => json!("all"),
-            Scope::Buckets(buckets) => json!(buckets),
-        },
+        "scope": scope_json(&ownership.scope()),
         "draining": ownership.draining_buckets(),
         "nodes": nodes,
         "free_buckets": free,
@@ -181,7 +175,8 @@ impl Selection {
             .map(str::trim)
             .filter(|t| !t.is_empty())
         {
-            let age = crate::cli::parse_duration(age)?;
+            let age = humantime::parse_duration(age)
+                .map_err(|e| format!("`{age}` is not a duration ({e}); write e.g. 500ms, 30s, 5m, 7d"))?;
             filter = filter.created_before(txoutbox_core::ago(age));
         }
         Ok(filter)
@@ -191,7 +186,7 @@ impl Selection {
 /// `GET /ui/api/dead-letters?topic=&older_than=&limit=`: the oldest matching dead letters (by the
 /// dead partial index), without payloads.
 pub(super) async fn dead_letters(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<RouteState>>,
     Query(selection): Query<Selection>,
 ) -> Response {
     let Some(console) = state.console.as_ref() else {
@@ -203,7 +198,7 @@ pub(super) async fn dead_letters(
     };
     let limit = selection.limit.unwrap_or(100).clamp(1, MAX_LIST);
     // One more than shown, to tell whether there are more.
-    let listed = crate::with_store!(&console.database, store => store.list_dead(&filter, limit + 1).await);
+    let listed = console.store.list_dead(&filter, limit + 1).await;
     match listed {
         Ok(mut rows) => {
             let more = rows.len() > limit;
@@ -211,9 +206,9 @@ pub(super) async fn dead_letters(
             reply(
                 StatusCode::OK,
                 json!({
-                    "table": console.database.table().to_string(),
+                    "table": console.store.table(),
                     "read_only": console.read_only(),
-                    "show_payloads": console.settings.show_payloads,
+                    "show_payloads": console.show_payloads,
                     "limit": limit,
                     "more": more,
                     "rows": rows.iter().map(to_json).collect::<Vec<_>>(),
@@ -242,19 +237,19 @@ fn to_json(dead: &DeadLetter) -> Value {
 }
 
 /// `GET /ui/api/dead-letters/{id}/payload`: one dead letter's payload (by primary key), only with
-/// `--ui-show-payloads`; at most 64 KiB, as text.
-pub(super) async fn payload(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> Response {
+/// payloads shown (`--ui-show-payloads`); at most 64 KiB, as text.
+pub(super) async fn payload(State(state): State<Arc<RouteState>>, Path(id): Path<i64>) -> Response {
     let Some(console) = state.console.as_ref() else {
         return off();
     };
-    if !console.settings.show_payloads {
+    if !console.show_payloads {
         return refuse(
             StatusCode::FORBIDDEN,
-            "payloads are hidden: start the relay with --ui-show-payloads to show them",
+            "payloads are hidden (the daemon: start the relay with --ui-show-payloads to show them)",
         );
     }
     // Cut by the database: a dead letter of many megabytes never leaves it whole.
-    let found = crate::with_store!(&console.database, store => store.dead_payload(id, MAX_PAYLOAD).await);
+    let found = console.store.dead_payload(id, MAX_PAYLOAD).await;
     match found {
         Ok(Some(payload)) => {
             let shown = payload.head.unwrap_or_default();
