@@ -6,7 +6,6 @@
 
 mod support;
 
-#[cfg(feature = "__failpoints")]
 use std::process::Command;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -163,7 +162,6 @@ async fn verify(topic: &str, committed: u64, what: &str) -> (usize, usize) {
 }
 
 /// Runs `txoutbox relay` with a crash point; returns once the process died there.
-#[cfg(feature = "__failpoints")]
 async fn crash_at(db: &TestSchema, progress: &str, step: &str, after: u32) -> String {
     let log = std::env::temp_dir().join(format!("{}.log", txoutbox_testing::unique("eos-crash")));
     let mut child = Command::new(support::binary())
@@ -191,7 +189,6 @@ async fn crash_at(db: &TestSchema, progress: &str, step: &str, after: u32) -> St
     logs
 }
 
-#[cfg(feature = "__failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_every_step_of_a_transaction_loses_nothing_and_repeats_nothing() {
     let db = TestSchema::new().await;

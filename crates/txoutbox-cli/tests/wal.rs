@@ -459,7 +459,6 @@ async fn wal_exactly_once_survives_kill_9_and_database_crashes_without_duplicate
     let mut crashes = 0;
     // One life ends at a crash point inside an open Kafka transaction, after its records were
     // produced and acknowledged (the random kills may or may not land in one).
-    #[cfg(feature = "__failpoints")]
     {
         let mut daemon = Daemon::start_with_env(
             &wal.url,
@@ -535,7 +534,6 @@ async fn wal_exactly_once_survives_kill_9_and_database_crashes_without_duplicate
     assert_eq!(ids, committed.len(), "every record has its message id");
     assert_eq!(ids, distinct, "a read_committed consumer saw duplicates");
     assert_eq!(v.order_violations, 0, "{v:?}");
-    #[cfg(feature = "__failpoints")]
     assert!(
         uncommitted > committed.len(),
         "the crash point left an open Kafka transaction (aborted records for read_uncommitted)"

@@ -9,8 +9,10 @@
 //!   confirmed position moves past a transaction only once all its messages were acknowledged
 //!   (or dead-lettered), so a crash replays, never skips.
 //!
-//! See `docs/wal-mode.md` for the envelope format, the guarantees and the operational risks of a
-//! replication slot.
+//! The message format is the [`Envelope`] (versioned, [`ENVELOPE_VERSION`]). A replication slot
+//! keeps the server's WAL until the relay confirms it: while no relay reads the slot, WAL piles up
+//! on the server's disk (or, past `max_slot_wal_keep_size`, the slot is invalidated and its
+//! messages are lost). Watch it with [`PgWalOutbox::slot_status`] ([`SlotStatus`]).
 
 // No panic on data (why these lints are here and not in Cargo.toml: clippy.toml).
 #![warn(

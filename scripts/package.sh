@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Packages every publishable crate as `cargo publish` would, then builds what a user builds from
+# the packages. Compile only: no services needed. Prints the time each step took.
+#
+#   1. `cargo package` of the workspace without its internal crates (`publish = false`): one
+#      `.crate` per crate, in dependency order, each unpacked to <target>/package/<name>-<version>/
+#      and its lib built on its own against the packages before it (cargo's verification step; the
+#      path dev-dependencies without a version are gone there, as on crates.io).
+#   2. A fresh project outside the workspace, generated in <target>/package-check: its
+#      `[dependencies]` are the README quickstart's, as written there, and every txoutbox crate is
+#      patched to its unpacked package (`path =`). It builds the quickstart (PostgreSQL + Kafka; its
+#      code runs inside `async fn quickstart(pool: sqlx::PgPool)`) and an SQLite variant.
+#   3. `cargo install --path` of the unpacked txoutbox-cli (debug profile, into
+#      <target>/package-check/install), then `txoutbox --version`.
+#
+# Every step shares the workspace's target directory and builds dependencies with the workspace's
+# dev profile, so the dependencies are compiled once for all of them.
+#
+#   scripts/package.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+step_started=$SECONDS
+
+step_done() {
+    echo "package.sh: $1 in $((SECONDS - step_started)) s" >&2
+    step_started=$SECONDS
+}
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+target_dir="$(cd "$target_dir" && pwd)"
+export CARGO_TARGET_DIR="$target_dir"
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
+
+# The workspace's dev profile for the builds outside it (the verification step and the fresh
+# project have no profile of their own): the same settings make the same dependency artefacts.
+profile=(
+    --config 'profile.dev.debug="line-tables-only"'
+    --config 'profile.dev.package."*".opt-level=1'
+    --config 'profile.dev.package."*".debug=false'
+)
+
+publishable=()
+internal=()
+for manifest in crates/*/Cargo.toml; do
+    name="$(sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -n 1)"
+    if grep -q '^publish = false' "$manifest"; then
+        internal+=(--exclude "$name")
+    else
+        publishable+=("$name")
+    fi
+done
+
+# --allow-dirty: this checks the working tree as it is; publishing is not done here.
+cargo package --workspace "${internal[@]}" --locked --allow-dirty "${profile[@]}"
+step_done "cargo package (${publishable[*]})"
+
+unpacked() {
+    echo "$target_dir/package/$1-$version"
+}
+for name in "${publishable[@]}"; do
+    if [[ ! -f "$(unpacked "$name")/Cargo.toml" ]]; then
+        echo "package.sh: $(unpacked "$name") is missing" >&2
+        exit 1
+    fi
+done
+
+# The first ```$1 block of README.md's "## Quickstart" section.
+quickstart_block() {
+    awk -v fence="\`\`\`$1" '
+        /^## / { in_section = ($0 == "## Quickstart") }
+        inside && /^```/ { exit }
+        inside { print }
+        in_section && $0 == fence { inside = 1 }
+    ' README.md
+}
+
+check="$target_dir/package-check"
+rm -rf "$check"
+mkdir -p "$check/src/bin"
+dependencies="$(quickstart_block toml)"
+quickstart="$(quickstart_block rust)"
+if [[ -z "$dependencies" || -z "$quickstart" ]]; then
+    echo "package.sh: README.md's Quickstart has no toml or rust block" >&2
+    exit 1
+fi
+{
+    cat <<'EOF'
+[package]
+name = "txoutbox-package-check"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+# A workspace of its own, not a member of the one it is generated in.
+[workspace]
+
+EOF
+    echo "$dependencies"
+    echo
+    echo "# The txoutbox crates resolve to their unpacked packages, not to crates.io."
+    echo "[patch.crates-io]"
+    for name in "${publishable[@]}"; do
+        [[ "$name" == txoutbox-cli ]] && continue
+        echo "$name = { path = \"$(unpacked "$name")\" }"
+    done
+} >"$check/Cargo.toml"
+{
+    echo "//! README.md's quickstart, as written there (compiled, never run)."
+    echo "#![allow(unused)]"
+    echo
+    echo "async fn quickstart(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {"
+    echo "$quickstart"
+    echo "    Ok(())"
+    echo "}"
+    echo
+    echo "fn main() {"
+    echo "    let _ = quickstart;"
+    echo "}"
+} >"$check/src/bin/quickstart.rs"
+cat >"$check/src/bin/sqlite.rs" <<'EOF'
+//! The quickstart on SQLite (default features): an outbox transaction wakes the relay when it
+//! commits. Compiled, never run.
+#![allow(unused)]
+
+use serde::Serialize;
+use txoutbox::kafka::{KafkaConfig, KafkaSink};
+use txoutbox::sqlite::SqliteOutbox;
+use txoutbox::{Relay, RelayConfig, Topic, Topics};
+
+#[derive(Serialize)]
+struct OrderCreated {
+    order_id: i64,
+    customer: String,
+}
+
+async fn quickstart(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    let topics = Topics::new().with(Topic::<OrderCreated>::json("orders")?.key(|o| o.order_id.to_string()))?;
+    let outbox = SqliteOutbox::new(topics);
+    outbox.migrate(&pool).await?;
+    let sink = KafkaSink::new(&KafkaConfig::new("127.0.0.1:9092"))?;
+    let relay = Relay::new(outbox.store(pool.clone()), sink, RelayConfig::default())?.start();
+    let outbox = outbox.with_wakeup(relay.wakeup());
+
+    let mut tx = outbox.begin(&pool).await?;
+    sqlx::query("INSERT INTO orders (id, customer) VALUES (?, ?)")
+        .bind(42_i64)
+        .bind("alice")
+        .execute(&mut *tx)
+        .await?;
+    tx.publish(&OrderCreated { order_id: 42, customer: "alice".into() }).await?;
+    tx.commit().await?;
+
+    relay.shutdown().await?;
+    Ok(())
+}
+
+fn main() {
+    let _ = quickstart;
+}
+EOF
+# The workspace's lock: the same dependency versions as the workspace, so the same artefacts.
+cp Cargo.lock "$check/Cargo.lock"
+echo "package.sh: the patches of crates the quickstart does not use are reported unused" >&2
+cargo build --manifest-path "$check/Cargo.toml" --bins "${profile[@]}"
+step_done "the fresh project (README quickstart on PostgreSQL, SQLite variant)"
+
+# The daemon from its package, with the Cargo.lock it carries (the workspace's versions, as
+# `cargo install --locked` would use them), its txoutbox dependencies repointed at their unpacked
+# packages. The debug profile shares the dependencies built above; a release build would compile
+# every one of them again.
+cli="$(unpacked txoutbox-cli)"
+patches=()
+for name in $(sed -n 's/^\[dependencies\.\(txoutbox[a-z-]*\)\]$/\1/p' "$cli/Cargo.toml"); do
+    patches+=(--config "patch.crates-io.$name.path=\"$(unpacked "$name")\"")
+done
+cargo metadata --manifest-path "$cli/Cargo.toml" --format-version 1 "${patches[@]}" >/dev/null
+cargo install --locked --debug --path "$cli" --root "$check/install" --target-dir "$target_dir" \
+    "${profile[@]}" "${patches[@]}"
+"$check/install/bin/txoutbox" --version
+step_done "cargo install --debug of the packaged txoutbox-cli"
+
+echo "package.sh: packaged and built ${#publishable[@]} crates in $((SECONDS - started)) s" >&2
