@@ -6,7 +6,7 @@ use txoutbox_core::coordination::Ownership;
 
 use crate::history::History;
 use crate::reports::Reports;
-use crate::ui::Console;
+use crate::ui::console::Console;
 
 /// What the handlers read; written by the routes' background tasks (and by [`Reports`]).
 #[derive(Debug)]

@@ -11,7 +11,7 @@
 
 mod actions;
 mod api;
-mod console;
+pub(crate) mod console;
 mod console_store;
 mod hardened;
 mod sampler;

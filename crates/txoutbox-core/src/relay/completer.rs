@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, debug_span, error, warn};
 
 use super::backoff::Backoff;
+use super::batches::SentBatch;
 use super::config::OnDeadLetter;
-use super::fetcher::SentBatch;
 use super::shared::Shared;
 use crate::message::OutboxMessage;
 use crate::sink::{DeliveryResult, Sink, SinkError, SinkErrorKind};

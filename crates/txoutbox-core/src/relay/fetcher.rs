@@ -7,24 +7,14 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug_span, warn};
 
 use super::backoff::Backoff;
+use super::batches::Selected;
 use super::config::OnDeadLetter;
 use super::select::select_sendable;
-use super::sender::Selected;
 use super::shared::Shared;
 use crate::coordination::Scope;
 use crate::message::OutboxMessage;
-use crate::sink::{BatchDelivery, Sink};
+use crate::sink::Sink;
 use crate::store::{ReadLimit, Store};
-
-/// A batch handed to the sink, on its way to the completer.
-#[derive(Debug)]
-pub(crate) struct SentBatch {
-    pub(crate) rows: Arc<[OutboxMessage]>,
-    pub(crate) delivery: BatchDelivery,
-    pub(crate) permit: super::in_flight::Permit,
-    /// The send epoch it was handed over in.
-    pub(crate) epoch: u64,
-}
 
 /// Runs until shutdown; dropping `sender` when it returns lets the sender and completer drain.
 ///

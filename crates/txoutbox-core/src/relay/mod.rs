@@ -14,6 +14,7 @@
 
 mod allowed_topics;
 mod backoff;
+mod batches;
 mod child_task;
 mod completer;
 mod config;

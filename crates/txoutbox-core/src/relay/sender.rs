@@ -7,23 +7,10 @@ use chrono::TimeDelta;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, debug_span};
 
-use super::fetcher::SentBatch;
+use super::batches::{Selected, SentBatch};
 use super::shared::Shared;
 use crate::message::OutboxMessage;
 use crate::sink::Sink;
-
-/// A batch the fetcher selected and reserved in flight, not yet handed to the sink.
-#[derive(Debug)]
-pub(crate) struct Selected {
-    pub(crate) rows: Arc<[OutboxMessage]>,
-    pub(crate) permit: super::in_flight::Permit,
-    /// The send epoch when the rows were selected.
-    pub(crate) epoch: u64,
-    /// Nothing more follows for now: the sink hears [`Sink::end_of_burst`] after this batch,
-    /// unless more batches were queued behind it meanwhile.
-    /// (A marker with no rows only carries this.)
-    pub(crate) end_of_burst: bool,
-}
 
 /// Runs until the fetcher hangs up (after sending what it had selected) or the completer does.
 pub(crate) async fn run<S, K: Sink>(
