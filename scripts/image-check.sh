@@ -154,8 +154,10 @@ fi
 
 work=$(mktemp -d)
 daemon_pid=""
+drop_schema() { :; }
 cleanup() {
 	if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then kill -KILL "$daemon_pid" 2>/dev/null || true; fi
+	drop_schema
 	rm -rf "$work"
 }
 trap cleanup EXIT

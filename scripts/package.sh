@@ -175,6 +175,8 @@ patches=()
 for name in $(sed -n 's/^\[dependencies\.\(txoutbox[a-z-]*\)\]$/\1/p' "$cli/Cargo.toml"); do
     patches+=(--config "patch.crates-io.$name.path=\"$(unpacked "$name")\"")
 done
+# Without them cargo would build the daemon from crates.io's txoutbox crates, not these packages.
+[[ ${#patches[@]} -gt 0 ]] || { echo "package.sh: found no txoutbox dependency in $cli/Cargo.toml" >&2; exit 1; }
 cargo metadata --manifest-path "$cli/Cargo.toml" --format-version 1 "${patches[@]}" >/dev/null
 cargo install --locked --debug --path "$cli" --root "$check/install" --target-dir "$target_dir" \
     "${profile[@]}" "${patches[@]}"

@@ -57,6 +57,7 @@ pub(crate) async fn live(State(state): State<Arc<RouteState>>) -> Response {
 pub(crate) async fn status(State(state): State<Arc<RouteState>>) -> Response {
     let mut status = serde_json::json!({
         "running": state.monitor.is_running(),
+        "standby": state.monitor.is_standing_by(),
         "table": state.monitor.metric_labels().get(txoutbox_core::MetricLabels::TABLE),
         "published_total": state.monitor.published(),
         "dead_lettered_total": state.monitor.dead_lettered(),

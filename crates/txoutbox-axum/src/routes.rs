@@ -33,7 +33,8 @@ type Checker = Box<dyn Fn(Reports) -> crate::ui::BoxFuture<'static, ()> + Send +
 /// Every route is behind the same checks as the daemon's: requests to a `Host` that is not an IP
 /// address, `localhost` or one of the [`allowed_hosts`](Self::allowed_hosts) are refused (DNS
 /// rebinding), and so are cross-site ones (`Origin`, `Sec-Fetch-Site`); console actions also
-/// need the console's token.
+/// need the console's token. The reads need none: on a service that faces the internet, serve
+/// these routes on a private listener rather than merging them into the public router.
 ///
 /// ```no_run
 /// # async fn demo<S, K>(store: S, sink: K) -> Result<(), Box<dyn std::error::Error>>
@@ -188,6 +189,8 @@ impl RelayRoutes {
 /// Runs the health check every `every` while the routes live.
 async fn run_checks(state: Weak<RouteState>, checker: Checker, every: Duration) {
     let mut ticker = tokio::time::interval(every);
+    // A check slower than `every` (a slow database) is not followed at once by the next one.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let Some(reports) = state.upgrade().map(|s| s.reports.clone()) else {

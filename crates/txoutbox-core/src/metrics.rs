@@ -18,6 +18,7 @@
 //! | `txoutbox_oldest_pending_age_seconds` | gauge | `table` | age of the oldest pending row (ditto) |
 //! | `txoutbox_dead_messages` | gauge | `table` | rows in the dead-letter state (ditto) |
 //! | `txoutbox_up` | gauge | `table`, `component` (`relay`, `database`, `broker`) | 1 when healthy, 0 otherwise (ditto) |
+//! | `txoutbox_relay_standby` | gauge | `table` | 1 while the relay waits for its table's lock at start (another relay is the active one) |
 //! | `txoutbox_fenced_rows_total` | counter | `table` | rows whose write was refused: this relay no longer held their lease |
 //! | `txoutbox_wal_slot_lag_bytes` | gauge | `slot` | WAL mode: WAL written since the slot's confirmed position (what it keeps on disk) |
 //! | `txoutbox_wal_slot_lag_seconds` | gauge | `slot` | WAL mode: age of the oldest message read from the slot and not yet confirmed (commit time) |
@@ -60,6 +61,8 @@ pub const OLDEST_PENDING_AGE: &str = "txoutbox_oldest_pending_age_seconds";
 pub const DEAD: &str = "txoutbox_dead_messages";
 /// Component health, 1 or 0.
 pub const UP: &str = "txoutbox_up";
+/// 1 while the relay stands by for its table's lock (another relay is the active one).
+pub const STANDBY: &str = "txoutbox_relay_standby";
 /// Rows whose write was refused because this relay no longer held their lease.
 pub const FENCED: &str = "txoutbox_fenced_rows_total";
 
@@ -103,6 +106,10 @@ pub fn describe() {
     );
     describe_gauge!(DEAD, "Outbox rows in the dead-letter state");
     describe_gauge!(UP, "1 when the component is healthy, 0 otherwise");
+    describe_gauge!(
+        STANDBY,
+        "1 while the relay stands by for its table's lock (another relay is the active one)"
+    );
     describe_counter!(
         FENCED,
         "Rows whose write the database refused because this relay no longer held their lease"
@@ -208,6 +215,10 @@ pub(crate) fn record_fenced(labels: &MetricLabels, rows: u64) {
 }
 
 /// Sets a component's up gauge.
+pub(crate) fn record_standby(labels: &MetricLabels, standing_by: bool) {
+    gauge!(STANDBY, labels.to_vec()).set(if standing_by { 1.0 } else { 0.0 });
+}
+
 pub(crate) fn record_up(labels: &MetricLabels, component: &'static str, up: bool) {
     gauge!(UP, labels.and("component", component)).set(if up { 1.0 } else { 0.0 });
 }

@@ -152,9 +152,9 @@ pub trait Store: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// Called once when a relay stops, after everything it sent is settled: gives up what
-    /// [`lock_for_relay`](Self::lock_for_relay) took, so a standby relay takes over at once
-    /// (even while clones of this store live on). The default does nothing.
+    /// Called once when a relay stops whose [`lock_for_relay`](Self::lock_for_relay) succeeded,
+    /// after everything it sent is settled: gives that lock up, so a standby relay takes over at
+    /// once (even while clones of this store live on). The default does nothing.
     fn unlock_for_relay(&self) -> impl Future<Output = ()> + Send {
         async {}
     }

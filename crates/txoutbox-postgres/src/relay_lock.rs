@@ -13,7 +13,19 @@
 //!
 //! The lock's key is two 32-bit numbers: [`NAMESPACE`] and the table's oid, so two names of one
 //! table (with and without its schema) share it.
+//!
+//! The lock's session asks the server to probe the client ([`SESSION_SETTINGS`]: TCP keepalives
+//! after 10 s idle, every 5 s, 3 probes; unacknowledged data for 30 s), so the lock of a node
+//! that vanished (a lost machine, a partition, a frozen VM) frees in about half a minute instead
+//! of the kernel's default two hours. A paused process on a live machine keeps it: exclusive
+//! coordination, whose leases expire, bounds that case too.
+//!
+//! The lock needs a real session: behind a proxy in transaction-pooling mode (pgbouncer's
+//! `pool_mode = transaction`) each statement may run on another server connection. The lock's
+//! statements compare the backend they ran on with the one that took the lock and refuse to go
+//! on, saying so, when they differ.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::{PgConnection, PgPool};
@@ -30,6 +42,15 @@ pub(crate) const NAMESPACE: i32 = 0x7478_6f62;
 /// lock frees.
 pub(crate) const STANDBY_POLL: Duration = Duration::from_millis(500);
 
+/// Settings of the lock's session (those the server knows: `tcp_user_timeout` is PostgreSQL 12+,
+/// `idle_session_timeout` 14+); the connection stays idle between checks, so no idle timeout may
+/// end it.
+const SESSION_SETTINGS: &str = "SELECT pg_backend_pid(), count(set_config(s.name, v.value, false)) \
+     FROM (VALUES ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), \
+       ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), \
+       ('idle_session_timeout', '0'), ('idle_in_transaction_session_timeout', '0')) AS v(name, value) \
+     JOIN pg_settings AS s ON s.name = v.name";
+
 /// How often the holder's connection is checked, so that a connection the server or the network
 /// ended is noticed even when every read still finds rows.
 const CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -39,12 +60,14 @@ const CHECK_EVERY: Duration = Duration::from_secs(30);
 pub(crate) struct RelayLock {
     table: TableName,
     state: Mutex<State>,
+    /// A relay runs on this lock (clones of one store share it; two relays may not).
+    claimed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// The lock's connection, detached from the pool.
-    conn: Option<PgConnection>,
+    /// The lock's connection, detached from the pool, and its backend process id.
+    conn: Option<(PgConnection, i32)>,
     /// `pg_backend_pid()` of `conn` and the table's oid, while `conn` holds the lock.
     held: Option<Held>,
     /// When `conn` last answered.
@@ -67,7 +90,25 @@ impl RelayLock {
         Self {
             table,
             state: Mutex::new(State::default()),
+            claimed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the lock as used by a relay; fails when another relay already uses it (two relays
+    /// on clones of one store would both pass its checks). The claim ends when the returned
+    /// guard drops, unless it is kept (then at [`release`](Self::release)).
+    pub(crate) fn claim(&self) -> Result<Claim<'_>> {
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return Err(txoutbox_core::Error::Config(format!(
+                "a relay already runs on this store of {}: give each relay its own store \
+                 (`outbox.store(pool)`), or choose work-balance coordination to share the rows",
+                self.table
+            )));
+        }
+        Ok(Claim {
+            lock: self,
+            kept: false,
+        })
     }
 
     /// The lock, taking it when free; `None` while another relay holds it.
@@ -91,11 +132,17 @@ impl RelayLock {
         if let (Some(held), true) = (state.held, fresh) {
             return Ok(Some(held));
         }
-        let conn = match &mut state.conn {
-            Some(conn) => conn,
+        let (conn, session) = match &mut state.conn {
+            Some((conn, session)) => (conn, *session),
             slot @ None => {
                 state.held = None;
-                slot.insert(pool.acquire().await.map_err(db_error)?.detach())
+                let mut conn = pool.acquire().await.map_err(db_error)?.detach();
+                let (session, _): (i32, i64) = sqlx::query_as(SESSION_SETTINGS)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(db_error)?;
+                let (conn, session) = slot.insert((conn, session));
+                (conn, *session)
             }
         };
         // Taking a lock this session already holds succeeds again (and stacks): release the extra
@@ -109,6 +156,15 @@ impl RelayLock {
         .fetch_one(&mut *conn)
         .await
         .map_err(db_error)?;
+        if holder != session {
+            return Err(txoutbox_core::Error::Config(format!(
+                "the relay lock of {} needs a session of its own, but its statements ran on two \
+                 server connections ({session}, then {holder}): connect the relay directly or \
+                 through session pooling (not pgbouncer's transaction pooling), or choose \
+                 exclusive coordination",
+                self.table
+            )));
+        }
         state.checked = Some(Instant::now());
         if got && state.held.is_some() {
             sqlx::query("SELECT pg_advisory_unlock($1, $2::oid::int4)")
@@ -154,8 +210,9 @@ impl RelayLock {
     /// Gives the lock up (the relay stopped): a standby relay takes over at its next poll.
     pub(crate) async fn release(&self) {
         let mut state = self.state.lock().await;
+        self.claimed.store(false, Ordering::Release);
         let said_standby = state.said_standby;
-        if let (Some(conn), Some(_)) = (state.conn.take(), state.held) {
+        if let (Some((conn, _)), Some(_)) = (state.conn.take(), state.held) {
             // Closing the connection frees every lock it holds; a failure here leaves it to the
             // server, which frees them when it sees the connection gone.
             if let Err(error) = sqlx::Connection::close(conn).await {
@@ -167,5 +224,27 @@ impl RelayLock {
             said_standby,
             ..State::default()
         };
+    }
+}
+
+/// A relay's claim on a [`RelayLock`]: given back on drop unless kept.
+#[derive(Debug)]
+pub(crate) struct Claim<'a> {
+    lock: &'a RelayLock,
+    kept: bool,
+}
+
+impl Claim<'_> {
+    /// The relay runs: the claim lasts until the lock is released.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.lock.claimed.store(false, Ordering::Release);
+        }
     }
 }

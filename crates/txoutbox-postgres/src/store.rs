@@ -50,6 +50,23 @@ impl PgStore {
         }
     }
 
+    /// Waits until this store holds the table's relay lock (a standby waits here).
+    async fn wait_for_relay_lock(&self) -> Result<()> {
+        loop {
+            match self.relay_lock.acquire(&self.pool).await {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => {}
+                // A database that is down now is waited for like a held lock; the reads would
+                // report it.
+                Err(error) if error.is_retryable() => {
+                    tracing::debug!(%error, "cannot take the table's relay lock yet");
+                }
+                Err(error) => return Err(error),
+            }
+            tokio::time::sleep(crate::relay_lock::STANDBY_POLL).await;
+        }
+    }
+
     async fn fetch(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
         let rows_limit = limit.sql_rows();
         let (bytes, message_bytes) = limit.sql_bytes();
@@ -224,23 +241,17 @@ impl Store for PgStore {
         if self.ownership.is_some() {
             return Ok(());
         }
-        loop {
-            match self.relay_lock.acquire(&self.pool).await {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) => {}
-                // A database that is down now is waited for like a held lock; the reads would
-                // report it.
-                Err(error) if error.is_retryable() => {
-                    tracing::debug!(%error, "cannot take the table's relay lock yet");
-                }
-                Err(error) => return Err(error),
-            }
-            tokio::time::sleep(crate::relay_lock::STANDBY_POLL).await;
-        }
+        // Given back if the wait fails or is given up (the relay shut down while standing by).
+        let claim = self.relay_lock.claim()?;
+        self.wait_for_relay_lock().await?;
+        claim.keep();
+        Ok(())
     }
 
     async fn unlock_for_relay(&self) {
-        self.relay_lock.release().await;
+        if self.ownership.is_none() {
+            self.relay_lock.release().await;
+        }
     }
 
     async fn fetch_pending(&self, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {

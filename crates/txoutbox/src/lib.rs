@@ -16,11 +16,14 @@
 //! | `mysql` | | [`mysql`]: the MySQL 8.0.16+ / MariaDB 10.6+ store |
 //! | `opentelemetry` | | the publishing span's W3C `traceparent` (and `tracestate`) in message headers |
 //! | `axum` | | [`axum`]: the relay's endpoints and web console as an axum router to mount |
+//! | `tls-rustls`, `tls-native-tls` | | sqlx's TLS backend for the database connections, if your own sqlx dependency does not choose one |
 //!
-//! **TLS**: txoutbox turns on no TLS backend of sqlx. The application chooses one for its own
-//! sqlx dependency (`tls-rustls` or `tls-native-tls`), and the connections it hands to txoutbox
-//! use it. Kafka's TLS and SASL are librdkafka properties, set through
-//! [`KafkaConfig::set`](kafka::KafkaConfig::set). WAL mode's replication connection uses rustls.
+//! **TLS**: txoutbox turns on no TLS backend of sqlx by default. The application chooses one for
+//! its own sqlx dependency (`tls-rustls` or `tls-native-tls`) — or through this crate's features of
+//! the same names — and the connections it hands to txoutbox use it. Kafka's TLS and SASL are
+//! librdkafka properties, set through [`KafkaConfig::set`](kafka::KafkaConfig::set) (the `kafka`
+//! feature links OpenSSL for them, whatever the database uses). WAL mode's replication connection
+//! uses rustls.
 //!
 //! ## PostgreSQL
 //!

@@ -87,6 +87,12 @@ async fn replicas_running_the_quickstart_relay_send_each_message_once() {
     // Two replicas run at once: one of them relays.
     let relay_a = a.relay();
     let relay_b = b.relay();
+    let (monitor_a, monitor_b) = (relay_a.monitor(), relay_b.monitor());
+    let one_stands_by = txoutbox_testing::eventually(Duration::from_secs(10), || async {
+        monitor_a.is_standing_by() != monitor_b.is_standing_by()
+    })
+    .await;
+    assert!(one_stands_by, "not exactly one of the two relays stands by");
     a.write(0, PER_KEY_AND_PHASE / 2).await;
     b.write(PER_KEY_AND_PHASE / 2, PER_KEY_AND_PHASE).await;
     assert!(delivered(&topic, per_phase).await, "phase 1 was not delivered");
@@ -188,5 +194,49 @@ async fn a_standby_takes_over_when_the_active_relays_lock_connection_ends() {
     for replica in [a, b] {
         replica.pool.close().await;
     }
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_clones_of_one_store_are_refused_with_a_clear_error() {
+    txoutbox_testing::init_tracing();
+    let db = TestSchema::new().await;
+    let topic = kafka::new_topic("replicas-clone", 1).await;
+    let replica = Replica::new(&db, &topic).await;
+    let store = replica.outbox.store(replica.pool.clone());
+    let first = Relay::new(store.clone(), kafka_sink(), relay_config())
+        .unwrap()
+        .start();
+    let monitor = first.monitor();
+    let started = txoutbox_testing::eventually(Duration::from_secs(10), || async {
+        monitor.store() == txoutbox::Condition::Ok
+    })
+    .await;
+    assert!(started, "the first relay never started");
+    let second = Relay::new(store.clone(), kafka_sink(), relay_config())
+        .unwrap()
+        .start();
+    let stopped =
+        txoutbox_testing::eventually(Duration::from_secs(10), || async { second.is_finished() }).await;
+    assert!(stopped, "the second relay did not stop by itself");
+    let error = second.shutdown().await.unwrap_err().to_string();
+    assert!(error.contains("give each relay its own store"), "{error}");
+
+    // The refused relay took nothing from the first, which still relays; once it stops, the same
+    // store serves a new relay.
+    replica.write(0, 1).await;
+    assert!(
+        delivered(&topic, KEYS as i64).await,
+        "the first relay stopped relaying"
+    );
+    first.shutdown().await.unwrap();
+    let third = Relay::new(store, kafka_sink(), relay_config()).unwrap().start();
+    replica.write(1, 2).await;
+    assert!(
+        delivered(&topic, 2 * KEYS as i64).await,
+        "the store was not given back"
+    );
+    third.shutdown().await.unwrap();
+    replica.pool.close().await;
     db.drop_schema().await;
 }

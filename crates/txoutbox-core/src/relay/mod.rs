@@ -67,6 +67,9 @@ pub struct Relay<S, K> {
     engine_done: CancellationToken,
 }
 
+/// How long a store's [`Store::lock_for_relay`] may take before the relay counts as standing by.
+const STANDBY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 type CoordinatorTask = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 impl<S: std::fmt::Debug, K: std::fmt::Debug> std::fmt::Debug for Relay<S, K> {
@@ -210,7 +213,9 @@ impl<S: Store, K: Sink> Relay<S, K> {
             })
         });
         let result = Self::run_engine(Arc::clone(&shared), coordinator.is_some()).await;
-        shared.store.unlock_for_relay().await;
+        if shared.store_locked.load(std::sync::atomic::Ordering::Acquire) {
+            shared.store.unlock_for_relay().await;
+        }
         // The engine has settled what it sent: the coordinator may now give up the leases.
         engine_done.cancel();
         let coordination = match &mut coordinator {
@@ -232,15 +237,34 @@ impl<S: Store, K: Sink> Relay<S, K> {
                 Ok(()) => {
                     // Not bounded: a store may wait here on purpose (a standby for a slot or a
                     // table lock), until it may relay or the relay is shut down.
-                    let locked = tokio::select! {
-                        biased;
-                        () = shared.cancel.cancelled() => return Ok(()),
-                        locked = shared.store.lock_for_relay() => locked,
+                    let lock = shared.store.lock_for_relay();
+                    tokio::pin!(lock);
+                    // A lock not had within a second is another relay's: this one stands by.
+                    let mut standing_by = false;
+                    let locked = loop {
+                        // The lock first: a store that answers at once (a refusal) is heard
+                        // even when the relay is shut down right after it started.
+                        tokio::select! {
+                            biased;
+                            locked = &mut lock => break locked,
+                            () = shared.cancel.cancelled() => {
+                                shared.monitor.set_standing_by(false);
+                                return Ok(());
+                            }
+                            () = tokio::time::sleep(STANDBY_AFTER), if !standing_by => {
+                                standing_by = true;
+                                shared.monitor.set_standing_by(true);
+                            }
+                        }
                     };
+                    shared.monitor.set_standing_by(false);
                     if let Err(error) = locked {
                         tracing::error!(%error, "the relay cannot start");
                         return Err(error);
                     }
+                    shared
+                        .store_locked
+                        .store(true, std::sync::atomic::Ordering::Release);
                     shared.monitor.store_ok();
                     break;
                 }

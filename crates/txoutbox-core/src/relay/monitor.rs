@@ -37,6 +37,7 @@ impl Condition {
 #[derive(Debug, Default)]
 struct State {
     running: AtomicBool,
+    standing_by: AtomicBool,
     store: Mutex<Condition>,
     sink: Mutex<Condition>,
     last_delivery: Mutex<Option<DateTime<Utc>>>,
@@ -74,6 +75,17 @@ impl RelayMonitor {
     /// Whether the relay's task is running (false before it starts, after it stops or panics).
     pub fn is_running(&self) -> bool {
         self.state.running.load(Ordering::Acquire)
+    }
+
+    /// Whether the relay stands by: it waits for its table's lock, which another relay holds
+    /// (see [`Store::lock_for_relay`](crate::Store::lock_for_relay)). A standby relay is healthy.
+    pub fn is_standing_by(&self) -> bool {
+        self.state.standing_by.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_standing_by(&self, standing_by: bool) {
+        self.state.standing_by.store(standing_by, Ordering::Release);
+        crate::metrics::record_standby(&self.state.labels, standing_by);
     }
 
     /// The outbox database as the relay last saw it.

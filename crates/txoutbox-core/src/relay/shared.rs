@@ -60,6 +60,9 @@ pub(crate) struct Shared<S, K> {
     /// read before a failure is either handed over before the sink hears of the drain, or not at
     /// all.
     pub(crate) send_gate: tokio::sync::RwLock<()>,
+    /// The store's [`Store::lock_for_relay`](crate::Store::lock_for_relay) succeeded: the relay
+    /// gives the lock up when it stops (and only then).
+    pub(crate) store_locked: AtomicBool,
     /// The epoch the fetcher last drained for.
     drained_epoch: std::sync::atomic::AtomicU64,
     /// Notified after every settled batch.
@@ -94,6 +97,7 @@ impl<S, K> Shared<S, K> {
             failure: Mutex::new(None),
             epoch: std::sync::atomic::AtomicU64::new(0),
             send_gate: tokio::sync::RwLock::new(()),
+            store_locked: AtomicBool::new(false),
             drained_epoch: std::sync::atomic::AtomicU64::new(0),
             settled: Notify::new(),
         }
