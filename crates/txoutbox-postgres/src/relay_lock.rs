@@ -118,6 +118,12 @@ impl RelayLock {
         if result.is_err() {
             // A connection that failed may or may not still hold the lock: end it (the server
             // frees the lock with it) and start again at the next read.
+            if state.held.is_some() {
+                tracing::warn!(
+                    table = %self.table,
+                    "the relay lock's connection failed: reading nothing until the lock is taken again"
+                );
+            }
             let said_standby = state.said_standby;
             *state = State {
                 said_standby,
