@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use txoutbox_core::OnDeadLetter;
 
-use crate::broker::{POISON, REFUSED};
+use crate::record::{POISON, REFUSED};
 use crate::table::{Row, RowState};
 use crate::world::World;
 

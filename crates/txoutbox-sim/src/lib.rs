@@ -26,7 +26,10 @@
 pub mod broker;
 pub mod invariants;
 pub mod leases;
+mod pump;
+pub mod record;
 mod schedule;
+pub mod sim_sink;
 pub mod store;
 pub mod table;
 mod transactions;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use txoutbox_core::coordination::{Coordination, LeaseSettings};
 use txoutbox_core::{Completion, OnDeadLetter, Relay, RelayConfig, RetryPolicy};
 
-use crate::broker::{Broker, SimSink};
+use crate::sim_sink::SimSink;
 use crate::store::SimStore;
 use crate::world::{Faults, Shared, World, lock};
 
@@ -400,7 +400,7 @@ async fn replace_with_zombie_left(
             lock(world).log("relay: the zombie is still running (idle); dropped");
         }
     }
-    Broker::producer_dies(&mut lock(world), old.producer);
+    crate::pump::producer_dies(&mut lock(world), old.producer);
     new
 }
 
@@ -499,5 +499,5 @@ async fn stop_relay(world: &Shared, relay: Running, end: End, config: &RelayConf
     let mut world = lock(world);
     world.wakeups.remove(&relay_producer);
     world.cut_off.remove(&relay_producer);
-    Broker::producer_dies(&mut world, relay_producer);
+    crate::pump::producer_dies(&mut world, relay_producer);
 }

@@ -13,11 +13,10 @@ use std::collections::BTreeSet;
 
 use txoutbox_core::{SinkError, SinkErrorKind};
 
-use crate::broker::{POISON, Partition, Queued};
-use crate::world::World;
+use crate::record::{Partition, Queued};
 
 /// A transaction commits once it is this old (the sink's `commit_interval`), in milliseconds.
-const COMMIT_INTERVAL_MS: u64 = 100;
+pub(crate) const COMMIT_INTERVAL_MS: u64 = 100;
 /// A transaction commits once it holds this many records.
 const MAX_RECORDS: usize = 50;
 
@@ -26,19 +25,19 @@ const MAX_RECORDS: usize = 50;
 pub(crate) struct Transactions {
     /// Whether the broker runs in exactly-once mode.
     pub(crate) enabled: bool,
-    open: Vec<(Partition, Queued)>,
+    pub(crate) open: Vec<(Partition, Queued)>,
     /// The producer that opened the transaction, and when.
-    opened_by: u64,
-    began_ms: u64,
-    commit_asked: bool,
-    spoiled: bool,
+    pub(crate) opened_by: u64,
+    pub(crate) began_ms: u64,
+    pub(crate) commit_asked: bool,
+    pub(crate) spoiled: bool,
     /// The newest producer: older ones are fenced.
-    current: u64,
+    pub(crate) current: u64,
     /// Committed rows the relay has not confirmed completing (the progress `recover` reads).
-    unmarked: BTreeSet<i64>,
+    pub(crate) unmarked: BTreeSet<i64>,
 }
 
-fn fenced() -> SinkError {
+pub(crate) fn fenced() -> SinkError {
     SinkError::new(
         SinkErrorKind::Fenced,
         None,
@@ -102,110 +101,5 @@ impl Transactions {
     /// Whether a transaction is open.
     pub(crate) fn is_idle(&self) -> bool {
         self.open.is_empty()
-    }
-
-    /// A new producer starts: it fences the older ones (aborting their open transaction) and
-    /// reads the progress: the committed rows not confirmed completed.
-    pub(crate) fn recover(world: &mut World, producer: u64) -> Vec<i64> {
-        let txns = &mut world.broker.transactions;
-        txns.current = txns.current.max(producer);
-        if !txns.open.is_empty() && txns.opened_by < producer {
-            let open = std::mem::take(&mut txns.open);
-            let aborted = open.len();
-            for (_, queued) in open {
-                queued.fail(fenced());
-            }
-            world.log(format_args!(
-                "broker: producer {producer} fenced the older one; its transaction of {aborted} aborted"
-            ));
-        }
-        world.broker.transactions.spoiled = false;
-        let unmarked: Vec<i64> = world.broker.transactions.unmarked.iter().copied().collect();
-        world.broker.may_complete(producer, &unmarked);
-        world.log(format_args!(
-            "broker: producer {producer} recovers {} committed rows",
-            unmarked.len()
-        ));
-        unmarked
-    }
-
-    /// Producer `producer` died: its open transaction is gone (nothing of it lands).
-    pub(crate) fn producer_dies(world: &mut World, producer: u64) {
-        let txns = &mut world.broker.transactions;
-        if txns.opened_by == producer && !txns.open.is_empty() {
-            let dropped = std::mem::take(&mut txns.open).len();
-            world.log(format_args!(
-                "broker: the open transaction of {dropped} died with its producer"
-            ));
-        }
-    }
-
-    /// One step: commits the open transaction when it is due (not during an outage).
-    pub(crate) fn step(world: &mut World) {
-        let now = world.now_ms();
-        let txns = &world.broker.transactions;
-        let due = !txns.open.is_empty()
-            && (txns.commit_asked || now.saturating_sub(txns.began_ms) >= COMMIT_INTERVAL_MS);
-        if !due || world.broker.is_out() {
-            return;
-        }
-        let txns = &mut world.broker.transactions;
-        txns.commit_asked = false;
-        let producer = txns.opened_by;
-        let open = std::mem::take(&mut txns.open);
-        if txns.is_fenced(producer) {
-            for (_, queued) in open {
-                queued.fail(fenced());
-            }
-            return;
-        }
-        let poison = open.iter().any(|(_, q)| {
-            q.message()
-                .and_then(|m| m.payload.as_ref())
-                .is_some_and(|p| p.starts_with(POISON))
-        });
-        let faults = world.faults;
-        let fails = poison || world.chance(faults.broker_transient);
-        // A lost outcome is resolved by reading the progress: either way, reported truly.
-        let lost_outcome = world.chance(faults.broker_lost_ack);
-        let commits = !fails && (!lost_outcome || world.chance(0.5));
-        if !commits {
-            world.broker.transactions.spoiled = true;
-            let records = open.len();
-            for (_, queued) in open {
-                let is_poison = queued
-                    .message()
-                    .and_then(|m| m.payload.as_ref())
-                    .is_some_and(|p| p.starts_with(POISON));
-                if is_poison {
-                    queued.fail(SinkError::permanent("simulated: the broker refuses this record"));
-                } else {
-                    queued.fail(SinkError::transient(
-                        "simulated: the transaction was aborted; sent again",
-                    ));
-                }
-            }
-            world.log(format_args!(
-                "broker: a transaction of {records} aborted{}",
-                if poison { " (poison)" } else { "" }
-            ));
-            return;
-        }
-        let mut ids = Vec::with_capacity(open.len());
-        for (partition, queued) in &open {
-            if let Some(message) = queued.message() {
-                world.broker.land(partition, message, now);
-                ids.push(message.id);
-            }
-        }
-        world.broker.acknowledge(producer, &ids);
-        world.broker.transactions.unmarked.extend(ids.iter().copied());
-        for (_, queued) in open {
-            queued.succeed();
-        }
-        world.log(format_args!(
-            "broker: producer {producer}'s transaction of {} committed: {ids:?}",
-            ids.len()
-        ));
     }
 }

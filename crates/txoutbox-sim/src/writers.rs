@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use txoutbox_core::OutboxMessage;
 
-use crate::broker::{POISON, REFUSED};
+use crate::record::{POISON, REFUSED};
 use crate::world::{Shared, lock};
 
 /// The topics rows go to.
