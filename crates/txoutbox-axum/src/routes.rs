@@ -7,7 +7,7 @@ use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::time::Instant;
-use txoutbox_core::coordination::Ownership;
+use txoutbox_core::coordination::{Coordination, Ownership};
 use txoutbox_core::{Error, HealthCheck, RelayMonitor, Store};
 
 use crate::guard::AllowedHosts;
@@ -118,12 +118,12 @@ impl RelayRoutes {
         self
     }
 
-    /// A coordinated relay (`Relay::coordinated`): `/status` and the console show its leases;
-    /// `mode` is its coordination's name (`Coordination::name`).
+    /// A coordinated relay (`Relay::coordinated`, [`Relay::ownership`](txoutbox_core::Relay::ownership)):
+    /// `/status` and the console show its mode and leases.
     #[must_use]
-    pub fn ownership(mut self, ownership: Ownership, mode: &'static str) -> Self {
+    pub fn ownership(mut self, ownership: Ownership, coordination: &Coordination) -> Self {
         self.ownership = Some(ownership);
-        self.mode = mode;
+        self.mode = coordination.name();
         self
     }
 

@@ -177,7 +177,7 @@ where
             &settings.http_allowed_hosts,
         ));
     if let Some(ownership) = ownership.clone() {
-        routes = routes.ownership(ownership, settings.coordination.name());
+        routes = routes.ownership(ownership, &settings.coordination);
     }
     if let Some(console) = console(&settings)? {
         routes = routes.console(console);
