@@ -78,26 +78,20 @@ quickstart_block() {
 
 check="$target_dir/package-check"
 rm -rf "$check"
-mkdir -p "$check/src/bin"
+mkdir -p "$check/src/bin" "$check/sqlite/src/bin"
 dependencies="$(quickstart_block toml)"
 quickstart="$(quickstart_block rust)"
 if [[ -z "$dependencies" || -z "$quickstart" ]]; then
     echo "package.sh: README.md's Quickstart has no toml or rust block" >&2
     exit 1
 fi
-{
-    cat <<'EOF'
-[package]
-name = "txoutbox-package-check"
-version = "0.0.0"
-edition = "2024"
-publish = false
 
-# A workspace of its own, not a member of the one it is generated in.
-[workspace]
-
-EOF
-    echo "$dependencies"
+# A project's manifest: its name ($1), its [dependencies] block ($2), the txoutbox crates patched
+# to their unpacked packages.
+manifest() {
+    printf '[package]\nname = "%s"\nversion = "0.0.0"\nedition = "2024"\npublish = false\n\n' "$1"
+    printf '# A workspace of its own, not a member of the one it is generated in.\n[workspace]\n\n'
+    echo "$2"
     echo
     echo "# The txoutbox crates resolve to their unpacked packages, not to crates.io."
     echo "[patch.crates-io]"
@@ -105,7 +99,13 @@ EOF
         [[ "$name" == txoutbox-cli ]] && continue
         echo "$name = { path = \"$(unpacked "$name")\" }"
     done
-} >"$check/Cargo.toml"
+}
+manifest txoutbox-package-check "$dependencies" >"$check/Cargo.toml"
+# The SQLite variant: the facade with its default features, as an SQLite user writes it.
+manifest txoutbox-package-check-sqlite '[dependencies]
+txoutbox = "0.1"   # default features: sqlite, kafka
+sqlx = { version = "0.9", features = ["runtime-tokio", "sqlite"] }
+serde = { version = "1", features = ["derive"] }' >"$check/sqlite/Cargo.toml"
 {
     echo "//! README.md's quickstart, as written there (compiled, never run)."
     echo "#![allow(unused)]"
@@ -119,7 +119,7 @@ EOF
     echo "    let _ = quickstart;"
     echo "}"
 } >"$check/src/bin/quickstart.rs"
-cat >"$check/src/bin/sqlite.rs" <<'EOF'
+cat >"$check/sqlite/src/bin/sqlite.rs" <<'EOF'
 //! The quickstart on SQLite (default features): an outbox transaction wakes the relay when it
 //! commits. Compiled, never run.
 #![allow(unused)]
@@ -162,8 +162,10 @@ fn main() {
 EOF
 # The workspace's lock: the same dependency versions as the workspace, so the same artefacts.
 cp Cargo.lock "$check/Cargo.lock"
+cp Cargo.lock "$check/sqlite/Cargo.lock"
 echo "package.sh: the patches of crates the quickstart does not use are reported unused" >&2
 cargo build --manifest-path "$check/Cargo.toml" --bins "${profile[@]}"
+cargo build --manifest-path "$check/sqlite/Cargo.toml" --bins "${profile[@]}"
 step_done "the fresh project (README quickstart on PostgreSQL, SQLite variant)"
 
 # The daemon from its package, with the Cargo.lock it carries (the workspace's versions, as
