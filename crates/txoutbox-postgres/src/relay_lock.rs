@@ -76,6 +76,16 @@ struct State {
     said_standby: bool,
 }
 
+impl State {
+    /// Forgets the connection and the lock (what was said of a standby stays said).
+    fn reset(&mut self) {
+        *self = Self {
+            said_standby: self.said_standby,
+            ..Self::default()
+        };
+    }
+}
+
 /// The lock as a read sees it: the read checks that `holder` holds it on the table `table_oid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Held {
@@ -124,11 +134,7 @@ impl RelayLock {
                     "the relay lock's connection failed: reading nothing until the lock is taken again"
                 );
             }
-            let said_standby = state.said_standby;
-            *state = State {
-                said_standby,
-                ..State::default()
-            };
+            state.reset();
         }
         result
     }
@@ -151,8 +157,16 @@ impl RelayLock {
                 (conn, *session)
             }
         };
-        // Taking a lock this session already holds succeeds again (and stacks): release the extra
-        // hold so one unlock frees it.
+        // A session keeps its lock as long as it lives: an answer from the same backend proves it.
+        if let Some(held) = state.held {
+            let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_error)?;
+            self.same_session(session, holder)?;
+            state.checked = Some(Instant::now());
+            return Ok(Some(held));
+        }
         let (got, holder, table_oid): (bool, i32, i64) = sqlx::query_as(
             "SELECT pg_try_advisory_lock($1, t::oid::int4), pg_backend_pid(), t::oid::bigint \
              FROM (SELECT $2::text::regclass AS t) AS r",
@@ -162,36 +176,16 @@ impl RelayLock {
         .fetch_one(&mut *conn)
         .await
         .map_err(db_error)?;
-        if holder != session {
-            return Err(txoutbox_core::Error::Config(format!(
-                "the relay lock of {} needs a session of its own, but its statements ran on two \
-                 server connections ({session}, then {holder}): connect the relay directly or \
-                 through session pooling (not pgbouncer's transaction pooling), or choose \
-                 exclusive coordination",
-                self.table
-            )));
-        }
+        self.same_session(session, holder)?;
         state.checked = Some(Instant::now());
-        if got && state.held.is_some() {
-            sqlx::query("SELECT pg_advisory_unlock($1, $2::oid::int4)")
-                .bind(NAMESPACE)
-                .bind(table_oid)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        }
         if got {
-            if state.held.is_none() {
-                tracing::info!(table = %self.table, "this relay is the active one for the table");
-            }
+            tracing::info!(table = %self.table, "this relay is the active one for the table");
             let held = Held { holder, table_oid };
             state.held = Some(held);
             state.said_standby = false;
             Ok(Some(held))
         } else {
-            if state.held.take().is_some() {
-                tracing::warn!(table = %self.table, "lost the table's relay lock; standing by");
-            } else if !state.said_standby {
+            if !state.said_standby {
                 tracing::info!(
                     table = %self.table,
                     "another relay is active on this table; standing by until its lock frees \
@@ -203,9 +197,29 @@ impl RelayLock {
         }
     }
 
-    /// A read found the lock no longer granted to its connection: the next read checks again.
+    /// Fails unless `holder`, the backend a statement ran on, is the lock's `session`.
+    fn same_session(&self, session: i32, holder: i32) -> Result<()> {
+        if holder == session {
+            return Ok(());
+        }
+        Err(txoutbox_core::Error::Config(format!(
+            "the relay lock of {} needs a session of its own, but its statements ran on two \
+             server connections ({session}, then {holder}): connect the relay directly or \
+             through session pooling (not pgbouncer's transaction pooling), or choose \
+             exclusive coordination",
+            self.table
+        )))
+    }
+
+    /// A read found the lock no longer granted to its connection (ended, or taken over): the
+    /// connection is dropped (the server frees whatever it still held) and the next read starts
+    /// over.
     pub(crate) async fn lost(&self) {
-        self.state.lock().await.checked = None;
+        let mut state = self.state.lock().await;
+        if state.held.is_some() {
+            tracing::warn!(table = %self.table, "lost the table's relay lock; standing by");
+        }
+        state.reset();
     }
 
     /// Whether this store held the lock when it last looked (without waiting for a read under way).
@@ -217,7 +231,6 @@ impl RelayLock {
     pub(crate) async fn release(&self) {
         let mut state = self.state.lock().await;
         self.claimed.store(false, Ordering::Release);
-        let said_standby = state.said_standby;
         if let (Some((conn, _)), Some(_)) = (state.conn.take(), state.held) {
             // Closing the connection frees every lock it holds; a failure here leaves it to the
             // server, which frees them when it sees the connection gone.
@@ -226,10 +239,7 @@ impl RelayLock {
             }
             tracing::info!(table = %self.table, "gave up the table's relay lock");
         }
-        *state = State {
-            said_standby,
-            ..State::default()
-        };
+        state.reset();
     }
 }
 
