@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cases::{self, E2eDb, Msg, three_new_topics};
 use common::{Event, relay_config, start_relay, three_topics};
@@ -57,34 +57,29 @@ impl My {
 
 impl E2eDb for My {
     type Store = MySqlStore;
+    type Open = sqlx::Transaction<'static, sqlx::MySql>;
 
     fn store(&self) -> MySqlStore {
         self.outbox.store(self.db.pool.clone())
     }
 
     async fn write(&self, singles: Vec<Msg>, batch: Vec<Event<0>>, commit: bool) {
-        let mut tx = self.db.pool.begin().await.unwrap();
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (note) VALUES ('order')",
-            self.db.qualify("orders")
-        )))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        for m in &singles {
-            match m {
-                Msg::T0(e) => self.outbox.publish(&mut *tx, e).await,
-                Msg::T1(e) => self.outbox.publish(&mut *tx, e).await,
-                Msg::T2(e) => self.outbox.publish(&mut *tx, e).await,
-            }
-            .unwrap();
-        }
-        self.outbox.publish_all(&mut tx, &batch).await.unwrap();
-        if commit {
-            tx.commit().await.unwrap();
-        } else {
-            tx.rollback().await.unwrap();
-        }
+        cases::write_body!(
+            self.outbox,
+            self.db.pool,
+            self.db.qualify("orders"),
+            singles,
+            batch,
+            commit
+        );
+    }
+
+    async fn publish_open(&self, event: Event<0>) -> Self::Open {
+        cases::publish_open_body!(self.outbox, self.db.pool, event)
+    }
+
+    async fn commit_open(&self, open: Self::Open) {
+        open.commit().await.unwrap();
     }
 }
 
@@ -116,26 +111,23 @@ async fn a_relay_stopped_mid_stream_and_started_again_loses_nothing() {
 async fn publish_all_of_a_thousand_is_one_statement_and_all_arrive() {
     let topics = three_new_topics("my-bulk").await;
     let my = My::new(&topics).await;
-    let events: Vec<Event<1>> = (0..1000)
-        .map(|i| Event {
-            key: format!("k{}", i % 37),
-            seq: i,
-        })
-        .collect();
-    let mut tx = my.db.pool.begin().await.unwrap();
-    let ids = my.outbox.publish_all(&mut tx, &events).await.unwrap();
-    // ROW_COUNT() is the row count of the connection's previous statement: all 1,000 means one
-    // statement wrote them all.
-    let last_statement_rows: i64 = sqlx::query_scalar("SELECT ROW_COUNT()")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(
-        last_statement_rows, 1000,
-        "publish_all must write the batch in one statement"
-    );
-    cases::bulk_batch_arrives_whole(my.clone(), &topics, &ids).await;
+    let counted = async {
+        let mut tx = my.db.pool.begin().await.unwrap();
+        let ids = my
+            .outbox
+            .publish_all(&mut tx, &cases::thousand_events())
+            .await
+            .unwrap();
+        // ROW_COUNT() is the row count of the connection's previous statement: all 1,000 means
+        // one statement wrote them all.
+        let last_statement_rows: i64 = sqlx::query_scalar("SELECT ROW_COUNT()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        (ids, last_statement_rows == 1000)
+    };
+    cases::publish_all_is_one_statement_and_all_arrive(my.clone(), &topics, counted).await;
     my.teardown().await;
 }
 
@@ -144,74 +136,15 @@ async fn a_relay_on_a_missing_table_stops_with_a_clear_error() {
     txoutbox_testing::init_tracing();
     let db = TestDatabase::new().await;
     let outbox = MySqlOutbox::with_table(txoutbox::Topics::new(), db.table());
-    let relay = start_relay(outbox.store(db.pool.clone()), relay_config());
-    let stopped =
-        txoutbox_testing::eventually(Duration::from_secs(30), || async { relay.is_finished() }).await;
-    assert!(stopped, "the relay should stop by itself");
-    let err = relay.shutdown().await.unwrap_err();
-    assert!(matches!(err, txoutbox::Error::SchemaNotReady { .. }), "{err}");
-    assert!(err.to_string().contains("run the migrations"), "{err}");
+    cases::relay_on_a_missing_table_stops_with_a_clear_error(outbox.store(db.pool.clone())).await;
     db.drop_database().await;
 }
 
-/// Commit order is not id order: a transaction that took its id early and commits late must
-/// still go before the later messages of its key, even when the relay has read past its id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_committing_transaction_keeps_its_key_in_order() {
     let topics = three_new_topics("my-late").await;
     let my = My::new(&topics).await;
-    let store = my.store();
-    // A long poll interval: only wake-ups and the cursor's late-commit lookup can find rows.
-    let relay = start_relay(
-        store.clone(),
-        relay_config().with_poll_interval(Duration::from_secs(60)),
-    );
-    let wakeup = relay.wakeup();
-
-    let mut early = my.db.pool.begin().await.unwrap();
-    my.outbox
-        .publish(
-            &mut *early,
-            &Event::<0> {
-                key: "k".into(),
-                seq: 1,
-            },
-        )
-        .await
-        .unwrap();
-    my.write(
-        vec![Msg::T0(Event {
-            key: "other".into(),
-            seq: 1,
-        })],
-        vec![],
-        true,
-    )
-    .await;
-    wakeup.notify();
-    // The relay reads past the early row's id while it is still invisible.
-    common::drained(&store, Duration::from_secs(30)).await;
-    early.commit().await.unwrap();
-    my.write(
-        vec![Msg::T0(Event {
-            key: "k".into(),
-            seq: 2,
-        })],
-        vec![],
-        true,
-    )
-    .await;
-    wakeup.notify();
-    common::drained(&store, Duration::from_secs(30)).await;
-    relay.shutdown().await.unwrap();
-
-    let records = read_all(&topics[..1]).await;
-    let verdict = common::verify(&records);
-    assert_eq!((verdict.distinct, verdict.duplicates), (3, 0), "{verdict:?}");
-    assert_eq!(
-        verdict.order_violations, 0,
-        "k:2 overtook the late-committing k:1: {records:?}"
-    );
+    cases::late_committing_transaction_keeps_its_key_in_order(my.clone(), &topics).await;
     my.teardown().await;
 }
 
@@ -221,45 +154,23 @@ async fn a_late_committing_transaction_keeps_its_key_in_order() {
 async fn a_commit_wakes_the_in_process_relay_at_once() {
     let topics = three_new_topics("my-wake").await;
     let my = My::new(&topics).await;
-    // A poll interval far beyond the test: only the wake-up can deliver in time.
-    let relay = start_relay(
-        my.store(),
-        relay_config().with_poll_interval(Duration::from_secs(60)),
-    );
-    let outbox = my.outbox.clone().with_wakeup(relay.wakeup());
-    // (The first message may also be found by the relay's first look at start; the next two
-    // can only be found through the wake-up.)
-    for seq in 1..=3 {
-        let started = Instant::now();
-        let mut tx = outbox.begin(&my.db.pool).await.unwrap();
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (note) VALUES ('order')",
-            my.db.qualify("orders")
-        )))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        tx.publish(&Event::<0> { key: "k".into(), seq }).await.unwrap();
-        tx.commit().await.unwrap();
-        // Well below the 60 s poll interval, so only the wake-up can make it; loose enough for a
-        // loaded machine (a fresh topic's first write can wait for its leader).
-        let arrived = txoutbox_testing::eventually(Duration::from_secs(20), || async {
-            txoutbox_testing::kafka::count(&topics[..1]).await >= seq as i64
-        })
-        .await;
-        assert!(
-            arrived && started.elapsed() < Duration::from_secs(20),
-            "took {:?}",
-            started.elapsed()
-        );
-    }
-    relay.shutdown().await.unwrap();
-    let verdict = common::verify(&read_all(&topics[..1]).await);
-    assert_eq!(
-        (verdict.distinct, verdict.duplicates, verdict.order_violations),
-        (3, 0, 0)
-    );
-    drop(outbox);
+    let commit_woken = |wakeup, seq| {
+        let my = my.clone();
+        async move {
+            let outbox = my.outbox.clone().with_wakeup(wakeup);
+            let mut tx = outbox.begin(&my.db.pool).await.unwrap();
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {} (note) VALUES ('order')",
+                my.db.qualify("orders")
+            )))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            tx.publish(&Event::<0> { key: "k".into(), seq }).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    cases::a_commit_wakes_the_in_process_relay(my.clone(), &topics, commit_woken).await;
     my.teardown().await;
 }
 

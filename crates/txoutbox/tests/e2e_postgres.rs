@@ -4,10 +4,9 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::cases::{self, E2eDb, Msg, three_new_topics};
-use common::{Event, relay_config, start_relay, three_topics};
+use common::{Event, three_topics};
 use sqlx::AssertSqlSafe;
 use txoutbox::postgres::{PgOutbox, PgStore};
 use txoutbox_testing::postgres::TestSchema;
@@ -47,34 +46,29 @@ impl Pg {
 
 impl E2eDb for Pg {
     type Store = PgStore;
+    type Open = sqlx::Transaction<'static, sqlx::Postgres>;
 
     fn store(&self) -> PgStore {
         self.outbox.store(self.db.pool.clone())
     }
 
     async fn write(&self, singles: Vec<Msg>, batch: Vec<Event<0>>, commit: bool) {
-        let mut tx = self.db.pool.begin().await.unwrap();
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (note) VALUES ('order')",
-            self.db.qualify("orders")
-        )))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        for m in &singles {
-            match m {
-                Msg::T0(e) => self.outbox.publish(&mut *tx, e).await,
-                Msg::T1(e) => self.outbox.publish(&mut *tx, e).await,
-                Msg::T2(e) => self.outbox.publish(&mut *tx, e).await,
-            }
-            .unwrap();
-        }
-        self.outbox.publish_all(&mut *tx, &batch).await.unwrap();
-        if commit {
-            tx.commit().await.unwrap();
-        } else {
-            tx.rollback().await.unwrap();
-        }
+        cases::write_body!(
+            self.outbox,
+            self.db.pool,
+            self.db.qualify("orders"),
+            singles,
+            batch,
+            commit
+        );
+    }
+
+    async fn publish_open(&self, event: Event<0>) -> Self::Open {
+        cases::publish_open_body!(self.outbox, self.db.pool, event)
+    }
+
+    async fn commit_open(&self, open: Self::Open) {
+        open.commit().await.unwrap();
     }
 }
 
@@ -106,36 +100,34 @@ async fn a_relay_stopped_mid_stream_and_started_again_loses_nothing() {
 async fn publish_all_of_a_thousand_is_one_statement_and_all_arrive() {
     let topics = three_new_topics("pg-bulk").await;
     let pg = Pg::new(&topics).await;
-    // A statement-level trigger counts the INSERT statements that reach the outbox table.
-    let counter = pg.db.qualify("insert_statements");
-    let func = pg.db.qualify("count_insert");
-    let table = pg.outbox.table().quoted();
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE TABLE {counter} (n INT NOT NULL); INSERT INTO {counter} VALUES (0);
-         CREATE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN UPDATE {counter} SET n = n + 1; RETURN NULL; END $$;
-         CREATE TRIGGER count_insert AFTER INSERT ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {func}();"
-    )))
-    .execute(&pg.db.pool)
-    .await
-    .unwrap();
-
-    let events: Vec<Event<1>> = (0..1000)
-        .map(|i| Event {
-            key: format!("k{}", i % 37),
-            seq: i,
-        })
-        .collect();
-    let mut tx = pg.db.pool.begin().await.unwrap();
-    let ids = pg.outbox.publish_all(&mut *tx, &events).await.unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(ids.len(), 1000);
-    let statements: i32 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT n FROM {counter}")))
-        .fetch_one(&pg.db.pool)
+    let counted = async {
+        // A statement-level trigger counts the INSERT statements that reach the outbox table.
+        let counter = pg.db.qualify("insert_statements");
+        let func = pg.db.qualify("count_insert");
+        let table = pg.outbox.table().quoted();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TABLE {counter} (n INT NOT NULL); INSERT INTO {counter} VALUES (0);
+             CREATE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN UPDATE {counter} SET n = n + 1; RETURN NULL; END $$;
+             CREATE TRIGGER count_insert AFTER INSERT ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {func}();"
+        )))
+        .execute(&pg.db.pool)
         .await
         .unwrap();
-    assert_eq!(statements, 1, "publish_all must write the batch in one statement");
-    cases::bulk_batch_arrives_whole(pg.clone(), &topics, &ids).await;
+        let mut tx = pg.db.pool.begin().await.unwrap();
+        let ids = pg
+            .outbox
+            .publish_all(&mut *tx, &cases::thousand_events())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let statements: i32 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT n FROM {counter}")))
+            .fetch_one(&pg.db.pool)
+            .await
+            .unwrap();
+        (ids, statements == 1)
+    };
+    cases::publish_all_is_one_statement_and_all_arrive(pg.clone(), &topics, counted).await;
     pg.teardown().await;
 }
 
@@ -144,73 +136,14 @@ async fn a_relay_on_a_missing_table_stops_with_a_clear_error() {
     txoutbox_testing::init_tracing();
     let db = TestSchema::new().await;
     let outbox = PgOutbox::with_table(txoutbox::Topics::new(), db.table());
-    let relay = start_relay(outbox.store(db.pool.clone()), relay_config());
-    let stopped =
-        txoutbox_testing::eventually(Duration::from_secs(30), || async { relay.is_finished() }).await;
-    assert!(stopped, "the relay should stop by itself");
-    let err = relay.shutdown().await.unwrap_err();
-    assert!(matches!(err, txoutbox::Error::SchemaNotReady { .. }), "{err}");
-    assert!(err.to_string().contains("run the migrations"), "{err}");
+    cases::relay_on_a_missing_table_stops_with_a_clear_error(outbox.store(db.pool.clone())).await;
     db.drop_schema().await;
 }
 
-/// Commit order is not id order: a transaction that took its id early and commits late must
-/// still go before the later messages of its key, even when the relay has read past its id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_committing_transaction_keeps_its_key_in_order() {
     let topics = three_new_topics("pg-late").await;
     let pg = Pg::new(&topics).await;
-    let store = pg.store();
-    // A long poll interval: only wake-ups and the cursor's late-commit lookup can find rows.
-    let relay = start_relay(
-        store.clone(),
-        relay_config().with_poll_interval(Duration::from_secs(60)),
-    );
-    let wakeup = relay.wakeup();
-
-    let mut early = pg.db.pool.begin().await.unwrap();
-    pg.outbox
-        .publish(
-            &mut *early,
-            &Event::<0> {
-                key: "k".into(),
-                seq: 1,
-            },
-        )
-        .await
-        .unwrap();
-    pg.write(
-        vec![Msg::T0(Event {
-            key: "other".into(),
-            seq: 1,
-        })],
-        vec![],
-        true,
-    )
-    .await;
-    wakeup.notify();
-    // The relay reads past the early row's id while it is still invisible.
-    common::drained(&store, Duration::from_secs(30)).await;
-    early.commit().await.unwrap();
-    pg.write(
-        vec![Msg::T0(Event {
-            key: "k".into(),
-            seq: 2,
-        })],
-        vec![],
-        true,
-    )
-    .await;
-    wakeup.notify();
-    common::drained(&store, Duration::from_secs(30)).await;
-    relay.shutdown().await.unwrap();
-
-    let records = txoutbox_testing::kafka::read_all(&topics[..1]).await;
-    let verdict = common::verify(&records);
-    assert_eq!((verdict.distinct, verdict.duplicates), (3, 0), "{verdict:?}");
-    assert_eq!(
-        verdict.order_violations, 0,
-        "k:2 overtook the late-committing k:1: {records:?}"
-    );
+    cases::late_committing_transaction_keeps_its_key_in_order(pg.clone(), &topics).await;
     pg.teardown().await;
 }

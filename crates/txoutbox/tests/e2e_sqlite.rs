@@ -35,31 +35,22 @@ impl Lite {
 
 impl E2eDb for Lite {
     type Store = SqliteStore;
+    type Open = sqlx::Transaction<'static, sqlx::Sqlite>;
 
     fn store(&self) -> SqliteStore {
         self.outbox.store(self.db.pool.clone())
     }
 
     async fn write(&self, singles: Vec<Msg>, batch: Vec<Event<0>>, commit: bool) {
-        let mut tx = self.db.pool.begin().await.unwrap();
-        sqlx::query("INSERT INTO orders (note) VALUES ('order')")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        for m in &singles {
-            match m {
-                Msg::T0(e) => self.outbox.publish(&mut *tx, e).await,
-                Msg::T1(e) => self.outbox.publish(&mut *tx, e).await,
-                Msg::T2(e) => self.outbox.publish(&mut *tx, e).await,
-            }
-            .unwrap();
-        }
-        self.outbox.publish_all(&mut *tx, &batch).await.unwrap();
-        if commit {
-            tx.commit().await.unwrap();
-        } else {
-            tx.rollback().await.unwrap();
-        }
+        cases::write_body!(self.outbox, self.db.pool, "orders", singles, batch, commit);
+    }
+
+    async fn publish_open(&self, event: Event<0>) -> Self::Open {
+        cases::publish_open_body!(self.outbox, self.db.pool, event)
+    }
+
+    async fn commit_open(&self, open: Self::Open) {
+        open.commit().await.unwrap();
     }
 }
 
@@ -85,68 +76,51 @@ async fn a_relay_stopped_mid_stream_and_started_again_loses_nothing() {
 async fn publish_all_of_a_thousand_is_one_statement_and_all_arrive() {
     let topics = three_new_topics("lite-bulk").await;
     let lite = Lite::new(&topics).await;
-    let events: Vec<Event<1>> = (0..1000)
-        .map(|i| Event {
-            key: format!("k{}", i % 37),
-            seq: i,
-        })
-        .collect();
-    let mut tx = lite.db.pool.begin().await.unwrap();
-    let ids = lite.outbox.publish_all(&mut *tx, &events).await.unwrap();
-    // changes() counts the rows of the connection's most recent statement: all 1,000 means one
-    // statement wrote them all.
-    let last_statement_rows: i64 = sqlx::query_scalar("SELECT changes()")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(
-        last_statement_rows, 1000,
-        "publish_all must write the batch in one statement"
-    );
-    cases::bulk_batch_arrives_whole(lite, &topics, &ids).await;
+    let counted = async {
+        let mut tx = lite.db.pool.begin().await.unwrap();
+        let ids = lite
+            .outbox
+            .publish_all(&mut *tx, &cases::thousand_events())
+            .await
+            .unwrap();
+        // changes() counts the rows of the connection's most recent statement: all 1,000 means
+        // one statement wrote them all.
+        let last_statement_rows: i64 = sqlx::query_scalar("SELECT changes()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        (ids, last_statement_rows == 1000)
+    };
+    cases::publish_all_is_one_statement_and_all_arrive(lite.clone(), &topics, counted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_on_a_missing_table_stops_with_a_clear_error() {
+    txoutbox_testing::init_tracing();
+    let db = TestDb::new().await;
+    let outbox = SqliteOutbox::new(txoutbox::Topics::new());
+    cases::relay_on_a_missing_table_stops_with_a_clear_error(outbox.store(db.pool.clone())).await;
 }
 
 /// SQLite has no push notifications: an outbox transaction's commit wakes the relay of the same
 /// process directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_wakes_the_in_process_relay_at_once() {
-    use std::time::{Duration, Instant};
     let topics = three_new_topics("lite-wake").await;
     let lite = Lite::new(&topics).await;
-    // A poll interval far beyond the test: only the wake-up can deliver in time.
-    let relay = common::start_relay(
-        lite.store(),
-        common::relay_config().with_poll_interval(Duration::from_secs(60)),
-    );
-    let outbox = lite.outbox.clone().with_wakeup(relay.wakeup());
-    // (The first message may also be found by the relay's first look at start; the next two
-    // can only be found through the wake-up.)
-    for seq in 1..=3 {
-        let started = Instant::now();
-        let mut tx = outbox.begin(&lite.db.pool).await.unwrap();
-        sqlx::query("INSERT INTO orders (note) VALUES ('order')")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.publish(&Event::<0> { key: "k".into(), seq }).await.unwrap();
-        tx.commit().await.unwrap();
-        // Well below the 60 s poll interval, so only the wake-up can make it; loose enough for a
-        // loaded machine (a fresh topic's first write can wait for its leader).
-        let arrived = txoutbox_testing::eventually(Duration::from_secs(20), || async {
-            txoutbox_testing::kafka::count(&topics[..1]).await >= seq as i64
-        })
-        .await;
-        assert!(
-            arrived && started.elapsed() < Duration::from_secs(20),
-            "took {:?}",
-            started.elapsed()
-        );
-    }
-    relay.shutdown().await.unwrap();
-    let verdict = common::verify(&txoutbox_testing::kafka::read_all(&topics[..1]).await);
-    assert_eq!(
-        (verdict.distinct, verdict.duplicates, verdict.order_violations),
-        (3, 0, 0)
-    );
+    let commit_woken = |wakeup, seq| {
+        let lite = lite.clone();
+        async move {
+            let outbox = lite.outbox.clone().with_wakeup(wakeup);
+            let mut tx = outbox.begin(&lite.db.pool).await.unwrap();
+            sqlx::query("INSERT INTO orders (note) VALUES ('order')")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.publish(&Event::<0> { key: "k".into(), seq }).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    cases::a_commit_wakes_the_in_process_relay(lite.clone(), &topics, commit_woken).await;
 }

@@ -80,34 +80,29 @@ impl Wal {
 
 impl E2eDb for Wal {
     type Store = PgWalStore;
+    type Open = sqlx::Transaction<'static, sqlx::Postgres>;
 
     fn store(&self) -> PgWalStore {
         self.outbox.store(self.db.pool.clone(), &url()).unwrap()
     }
 
     async fn write(&self, singles: Vec<Msg>, batch: Vec<Event<0>>, commit: bool) {
-        let mut tx = self.db.pool.begin().await.unwrap();
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (note) VALUES ('order')",
-            self.db.qualify("orders")
-        )))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        for m in &singles {
-            match m {
-                Msg::T0(e) => self.outbox.publish(&mut *tx, e).await,
-                Msg::T1(e) => self.outbox.publish(&mut *tx, e).await,
-                Msg::T2(e) => self.outbox.publish(&mut *tx, e).await,
-            }
-            .unwrap();
-        }
-        self.outbox.publish_all(&mut *tx, &batch).await.unwrap();
-        if commit {
-            tx.commit().await.unwrap();
-        } else {
-            tx.rollback().await.unwrap();
-        }
+        cases::write_body!(
+            self.outbox,
+            self.db.pool,
+            self.db.qualify("orders"),
+            singles,
+            batch,
+            commit
+        );
+    }
+
+    async fn publish_open(&self, event: Event<0>) -> Self::Open {
+        cases::publish_open_body!(self.outbox, self.db.pool, event)
+    }
+
+    async fn commit_open(&self, open: Self::Open) {
+        open.commit().await.unwrap();
     }
 }
 
@@ -138,6 +133,16 @@ async fn a_relay_stopped_mid_stream_and_started_again_loses_nothing() {
 /// A new process after the stop: a fresh store streams the slot again from its confirmed
 /// position. Nothing is lost; what Kafka acknowledged after the last confirmation reaches it again
 /// (counted, not forbidden).
+/// WAL mode streams in commit order: a transaction that took its id early and commits late is
+/// still sent before the later messages of its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_committing_transaction_keeps_its_key_in_order() {
+    let topics = three_new_topics("wal-late").await;
+    let wal = Wal::new(&topics).await;
+    cases::late_committing_transaction_keeps_its_key_in_order(wal.clone(), &topics).await;
+    wal.teardown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_relay_process_replays_from_the_confirmed_position_and_loses_nothing() {
     const TOTAL: u64 = 20_000;

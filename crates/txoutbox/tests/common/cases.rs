@@ -19,15 +19,69 @@ pub(crate) enum Msg {
 /// A store under test, with an outbox over three topics and an `orders` business table.
 pub(crate) trait E2eDb: Clone + Send + Sync + 'static {
     type Store: Store + Clone;
+    /// A transaction left open by [`E2eDb::publish_open`].
+    type Open: Send;
 
     /// The relay's store.
     fn store(&self) -> Self::Store;
 
     /// In one transaction: inserts a business row, publishes each of `singles` with `publish`
-    /// and `batch` with one `publish_all`, then commits or rolls back.
+    /// and `batch` with one `publish_all`, then commits or rolls back (see [`write_body`]).
     fn write(&self, singles: Vec<Msg>, batch: Vec<Event<0>>, commit: bool)
     -> impl Future<Output = ()> + Send;
+
+    /// Begins a transaction, publishes `event` in it and leaves it open.
+    fn publish_open(&self, event: Event<0>) -> impl Future<Output = Self::Open> + Send;
+
+    /// Commits a transaction [`E2eDb::publish_open`] left open.
+    fn commit_open(&self, open: Self::Open) -> impl Future<Output = ()> + Send;
 }
+
+/// The body of [`E2eDb::write`], the same on every store: `$pool.begin()`, the business row
+/// (`$orders`: the qualified `orders` table), each single through `$outbox.publish`, the batch
+/// through `$outbox.publish_all`, then commit or roll back.
+#[allow(unused_macros)] // reason: only the e2e binaries use it, not every binary of `common`
+macro_rules! write_body {
+    ($outbox:expr, $pool:expr, $orders:expr, $singles:expr, $batch:expr, $commit:expr) => {{
+        let mut tx = $pool.begin().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} (note) VALUES ('order')",
+            $orders
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        for m in &$singles {
+            match m {
+                Msg::T0(e) => $outbox.publish(&mut *tx, e).await,
+                Msg::T1(e) => $outbox.publish(&mut *tx, e).await,
+                Msg::T2(e) => $outbox.publish(&mut *tx, e).await,
+            }
+            .unwrap();
+        }
+        $outbox.publish_all(&mut *tx, &$batch).await.unwrap();
+        if $commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+    }};
+}
+#[allow(unused_imports)] // reason: as above
+pub(crate) use write_body;
+
+/// The body of [`E2eDb::publish_open`]: `$pool.begin()`, `$event` published, the transaction
+/// returned open.
+#[allow(unused_macros)] // reason: only the e2e binaries use it, not every binary of `common`
+macro_rules! publish_open_body {
+    ($outbox:expr, $pool:expr, $event:expr) => {{
+        let mut tx = $pool.begin().await.unwrap();
+        $outbox.publish(&mut *tx, &$event).await.unwrap();
+        tx
+    }};
+}
+#[allow(unused_imports)] // reason: as above
+pub(crate) use publish_open_body;
 
 /// Three fresh topics of three partitions.
 pub(crate) async fn three_new_topics(prefix: &str) -> Vec<String> {
@@ -38,7 +92,7 @@ pub(crate) async fn three_new_topics(prefix: &str) -> Vec<String> {
     topics
 }
 
-fn event<const N: usize>(key: &str, seq: u64) -> Event<N> {
+pub(crate) fn event<const N: usize>(key: &str, seq: u64) -> Event<N> {
     Event { key: key.into(), seq }
 }
 
@@ -169,5 +223,106 @@ pub(crate) async fn bulk_batch_arrives_whole<D: E2eDb>(db: D, topics: &[String],
     assert_eq!(
         sent, got,
         "the ids publish_all returned are the ids consumers see"
+    );
+}
+
+/// The 1,000 events of [`publish_all_is_one_statement_and_all_arrive`], over 37 keys.
+pub(crate) fn thousand_events() -> Vec<Event<1>> {
+    (0..1000).map(|i| event(&format!("k{}", i % 37), i)).collect()
+}
+
+/// `publish_all` of the [`thousand_events`] is one statement, returns the ids, and all of them
+/// arrive. `counted` commits them with one `publish_all` and returns the ids it gave and whether
+/// the database saw a single statement write them all (each store checks it its own way).
+pub(crate) async fn publish_all_is_one_statement_and_all_arrive<D: E2eDb>(
+    db: D,
+    topics: &[String],
+    counted: impl Future<Output = (Vec<uuid::Uuid>, bool)>,
+) {
+    let (ids, one_statement) = counted.await;
+    assert_eq!(ids.len(), 1000);
+    assert!(one_statement, "publish_all must write the batch in one statement");
+    bulk_batch_arrives_whole(db, topics, &ids).await;
+}
+
+/// A relay over a table that was never migrated stops by itself with `SchemaNotReady`, which
+/// says what to do.
+pub(crate) async fn relay_on_a_missing_table_stops_with_a_clear_error(store: impl Store) {
+    let relay = start_relay(store, relay_config());
+    let stopped =
+        txoutbox_testing::eventually(Duration::from_secs(30), || async { relay.is_finished() }).await;
+    assert!(stopped, "the relay should stop by itself");
+    let err = relay.shutdown().await.unwrap_err();
+    assert!(matches!(err, txoutbox::Error::SchemaNotReady { .. }), "{err}");
+    assert!(err.to_string().contains("run the migrations"), "{err}");
+}
+
+/// Commit order is not id order: a transaction that took its id early and commits late must
+/// still go before the later messages of its key, even when the relay has read past its id.
+pub(crate) async fn late_committing_transaction_keeps_its_key_in_order<D: E2eDb>(db: D, topics: &[String]) {
+    let store = db.store();
+    // A long poll interval: only wake-ups and the cursor's late-commit lookup can find rows.
+    let relay = start_relay(
+        store.clone(),
+        relay_config().with_poll_interval(Duration::from_secs(60)),
+    );
+    let wakeup = relay.wakeup();
+
+    let early = db.publish_open(event("k", 1)).await;
+    db.write(vec![Msg::T0(event("other", 1))], vec![], true).await;
+    wakeup.notify();
+    // The relay reads past the early row's id while it is still invisible.
+    drained(&store, Duration::from_secs(30)).await;
+    db.commit_open(early).await;
+    db.write(vec![Msg::T0(event("k", 2))], vec![], true).await;
+    wakeup.notify();
+    drained(&store, Duration::from_secs(30)).await;
+    relay.shutdown().await.unwrap();
+
+    let records = read_all(&topics[..1]).await;
+    let verdict = verify(&records);
+    assert_eq!((verdict.distinct, verdict.duplicates), (3, 0), "{verdict:?}");
+    assert_eq!(
+        verdict.order_violations, 0,
+        "k:2 overtook the late-committing k:1: {records:?}"
+    );
+}
+
+/// Without push notifications (SQLite, MySQL), an outbox transaction's commit wakes the relay of
+/// the same process directly. `commit_woken(wakeup, seq)` commits a business row and
+/// `Event<0> { key: "k", seq }` through an outbox that wakes `wakeup` (its `begin` transaction).
+pub(crate) async fn a_commit_wakes_the_in_process_relay<D, F, Fut>(db: D, topics: &[String], commit_woken: F)
+where
+    D: E2eDb,
+    F: Fn(txoutbox::Wakeup, u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    // A poll interval far beyond the test: only the wake-up can deliver in time.
+    let relay = start_relay(
+        db.store(),
+        relay_config().with_poll_interval(Duration::from_secs(60)),
+    );
+    // (The first message may also be found by the relay's first look at start; the next two
+    // can only be found through the wake-up.)
+    for seq in 1..=3 {
+        let started = std::time::Instant::now();
+        commit_woken(relay.wakeup(), seq).await;
+        // Well below the 60 s poll interval, so only the wake-up can make it; loose enough for a
+        // loaded machine (a fresh topic's first write can wait for its leader).
+        let arrived = txoutbox_testing::eventually(Duration::from_secs(20), || async {
+            txoutbox_testing::kafka::count(&topics[..1]).await >= seq as i64
+        })
+        .await;
+        assert!(
+            arrived && started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    relay.shutdown().await.unwrap();
+    let verdict = verify(&read_all(&topics[..1]).await);
+    assert_eq!(
+        (verdict.distinct, verdict.duplicates, verdict.order_violations),
+        (3, 0, 0)
     );
 }
