@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cases::{self, E2eDb, Msg, three_new_topics};
+use common::cases::{self, E2eDb, three_new_topics};
 use common::{Event, relay_config, start_relay, three_topics};
 use sqlx::AssertSqlSafe;
 use txoutbox::mysql::{MySqlOutbox, MySqlStore};
@@ -55,31 +55,12 @@ impl My {
     }
 }
 
-impl E2eDb for My {
-    type Store = MySqlStore;
-    type Open = sqlx::Transaction<'static, sqlx::MySql>;
+cases::impl_e2e_db!(My, MySqlStore, sqlx::MySql, |db: &My| db.db.qualify("orders"));
 
-    fn store(&self) -> MySqlStore {
+impl My {
+    /// The relay's store.
+    fn store_over_pool(&self) -> MySqlStore {
         self.outbox.store(self.db.pool.clone())
-    }
-
-    async fn write(&self, singles: Vec<Msg>, batch: Vec<Event<0>>, commit: bool) {
-        cases::write_body!(
-            self.outbox,
-            self.db.pool,
-            self.db.qualify("orders"),
-            singles,
-            batch,
-            commit
-        );
-    }
-
-    async fn publish_open(&self, event: Event<0>) -> Self::Open {
-        cases::publish_open_body!(self.outbox, self.db.pool, event)
-    }
-
-    async fn commit_open(&self, open: Self::Open) {
-        open.commit().await.unwrap();
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::cases::{self, E2eDb, Msg, three_new_topics};
+use common::cases::{self, three_new_topics};
 use common::{Event, three_topics};
 use sqlx::AssertSqlSafe;
 use txoutbox::postgres::{PgOutbox, PgStore};
@@ -44,31 +44,12 @@ impl Pg {
     }
 }
 
-impl E2eDb for Pg {
-    type Store = PgStore;
-    type Open = sqlx::Transaction<'static, sqlx::Postgres>;
+cases::impl_e2e_db!(Pg, PgStore, sqlx::Postgres, |db: &Pg| db.db.qualify("orders"));
 
-    fn store(&self) -> PgStore {
+impl Pg {
+    /// The relay's store.
+    fn store_over_pool(&self) -> PgStore {
         self.outbox.store(self.db.pool.clone())
-    }
-
-    async fn write(&self, singles: Vec<Msg>, batch: Vec<Event<0>>, commit: bool) {
-        cases::write_body!(
-            self.outbox,
-            self.db.pool,
-            self.db.qualify("orders"),
-            singles,
-            batch,
-            commit
-        );
-    }
-
-    async fn publish_open(&self, event: Event<0>) -> Self::Open {
-        cases::publish_open_body!(self.outbox, self.db.pool, event)
-    }
-
-    async fn commit_open(&self, open: Self::Open) {
-        open.commit().await.unwrap();
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::cases::{self, E2eDb, Msg, three_new_topics};
+use common::cases::{self, three_new_topics};
 use common::{Event, three_topics};
 use txoutbox::sqlite::{SqliteOutbox, SqliteStore};
 use txoutbox_testing::sqlite::TestDb;
@@ -33,24 +33,12 @@ impl Lite {
     }
 }
 
-impl E2eDb for Lite {
-    type Store = SqliteStore;
-    type Open = sqlx::Transaction<'static, sqlx::Sqlite>;
+cases::impl_e2e_db!(Lite, SqliteStore, sqlx::Sqlite, |_: &Lite| "orders".to_owned());
 
-    fn store(&self) -> SqliteStore {
+impl Lite {
+    /// The relay's store.
+    fn store_over_pool(&self) -> SqliteStore {
         self.outbox.store(self.db.pool.clone())
-    }
-
-    async fn write(&self, singles: Vec<Msg>, batch: Vec<Event<0>>, commit: bool) {
-        cases::write_body!(self.outbox, self.db.pool, "orders", singles, batch, commit);
-    }
-
-    async fn publish_open(&self, event: Event<0>) -> Self::Open {
-        cases::publish_open_body!(self.outbox, self.db.pool, event)
-    }
-
-    async fn commit_open(&self, open: Self::Open) {
-        open.commit().await.unwrap();
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cases::{self, E2eDb, Msg, three_new_topics};
+use common::cases::{self, E2eDb, three_new_topics};
 use common::{Event, drained, relay_config, start_relay, three_topics, verify};
 use sqlx::AssertSqlSafe;
 use txoutbox::Store;
@@ -78,31 +78,14 @@ impl Wal {
     }
 }
 
-impl E2eDb for Wal {
-    type Store = PgWalStore;
-    type Open = sqlx::Transaction<'static, sqlx::Postgres>;
+cases::impl_e2e_db!(Wal, PgWalStore, sqlx::Postgres, |db: &Wal| db
+    .db
+    .qualify("orders"));
 
-    fn store(&self) -> PgWalStore {
+impl Wal {
+    /// The relay's store.
+    fn store_over_pool(&self) -> PgWalStore {
         self.outbox.store(self.db.pool.clone(), &url()).unwrap()
-    }
-
-    async fn write(&self, singles: Vec<Msg>, batch: Vec<Event<0>>, commit: bool) {
-        cases::write_body!(
-            self.outbox,
-            self.db.pool,
-            self.db.qualify("orders"),
-            singles,
-            batch,
-            commit
-        );
-    }
-
-    async fn publish_open(&self, event: Event<0>) -> Self::Open {
-        cases::publish_open_body!(self.outbox, self.db.pool, event)
-    }
-
-    async fn commit_open(&self, open: Self::Open) {
-        open.commit().await.unwrap();
     }
 }
 

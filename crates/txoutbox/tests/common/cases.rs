@@ -37,51 +37,60 @@ pub(crate) trait E2eDb: Clone + Send + Sync + 'static {
     fn commit_open(&self, open: Self::Open) -> impl Future<Output = ()> + Send;
 }
 
-/// The body of [`E2eDb::write`], the same on every store: `$pool.begin()`, the business row
-/// (`$orders`: the qualified `orders` table), each single through `$outbox.publish`, the batch
-/// through `$outbox.publish_all`, then commit or roll back.
+/// `impl E2eDb for $ty`, the same on every store: `$ty` has fields `db` (with a `pool`) and
+/// `outbox`; `$orders` (a closure of `&$ty`) names its `orders` table. A write begins a
+/// transaction on the pool, inserts the business row, publishes each single through
+/// `outbox.publish` and the batch through one `outbox.publish_all`, then commits or rolls back.
 #[allow(unused_macros)] // reason: only the e2e binaries use it, not every binary of `common`
-macro_rules! write_body {
-    ($outbox:expr, $pool:expr, $orders:expr, $singles:expr, $batch:expr, $commit:expr) => {{
-        let mut tx = $pool.begin().await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {} (note) VALUES ('order')",
-            $orders
-        )))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        for m in &$singles {
-            match m {
-                Msg::T0(e) => $outbox.publish(&mut *tx, e).await,
-                Msg::T1(e) => $outbox.publish(&mut *tx, e).await,
-                Msg::T2(e) => $outbox.publish(&mut *tx, e).await,
-            }
-            .unwrap();
-        }
-        $outbox.publish_all(&mut *tx, &$batch).await.unwrap();
-        if $commit {
-            tx.commit().await.unwrap();
-        } else {
-            tx.rollback().await.unwrap();
-        }
-    }};
-}
-#[allow(unused_imports)] // reason: as above
-pub(crate) use write_body;
+macro_rules! impl_e2e_db {
+    ($ty:ty, $store:ty, $db:ty, $orders:expr) => {
+        impl cases::E2eDb for $ty {
+            type Store = $store;
+            type Open = sqlx::Transaction<'static, $db>;
 
-/// The body of [`E2eDb::publish_open`]: `$pool.begin()`, `$event` published, the transaction
-/// returned open.
-#[allow(unused_macros)] // reason: only the e2e binaries use it, not every binary of `common`
-macro_rules! publish_open_body {
-    ($outbox:expr, $pool:expr, $event:expr) => {{
-        let mut tx = $pool.begin().await.unwrap();
-        $outbox.publish(&mut *tx, &$event).await.unwrap();
-        tx
-    }};
+            fn store(&self) -> $store {
+                self.store_over_pool()
+            }
+
+            async fn write(&self, singles: Vec<cases::Msg>, batch: Vec<Event<0>>, commit: bool) {
+                let mut tx = self.db.pool.begin().await.unwrap();
+                let orders: String = ($orders)(self);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {orders} (note) VALUES ('order')"
+                )))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+                for m in &singles {
+                    match m {
+                        cases::Msg::T0(e) => self.outbox.publish(&mut *tx, e).await,
+                        cases::Msg::T1(e) => self.outbox.publish(&mut *tx, e).await,
+                        cases::Msg::T2(e) => self.outbox.publish(&mut *tx, e).await,
+                    }
+                    .unwrap();
+                }
+                self.outbox.publish_all(&mut *tx, &batch).await.unwrap();
+                if commit {
+                    tx.commit().await.unwrap();
+                } else {
+                    tx.rollback().await.unwrap();
+                }
+            }
+
+            async fn publish_open(&self, event: Event<0>) -> Self::Open {
+                let mut tx = self.db.pool.begin().await.unwrap();
+                self.outbox.publish(&mut *tx, &event).await.unwrap();
+                tx
+            }
+
+            async fn commit_open(&self, open: Self::Open) {
+                open.commit().await.unwrap();
+            }
+        }
+    };
 }
 #[allow(unused_imports)] // reason: as above
-pub(crate) use publish_open_body;
+pub(crate) use impl_e2e_db;
 
 /// Three fresh topics of three partitions.
 pub(crate) async fn three_new_topics(prefix: &str) -> Vec<String> {
