@@ -65,7 +65,7 @@ pub use relay::{
 };
 pub use retry::RetryPolicy;
 pub use row_fields::{RowFields, UnfitColumn};
-pub use schema::check_schema_version;
+pub use schema::{Migration, Migrations, check_schema_version};
 pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, SinkErrorKind};
 pub use store::{Backlog, Completion, Failure, ReadLimit, Store};
 pub use stream_positions::StreamPositions;

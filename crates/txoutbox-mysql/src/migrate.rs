@@ -5,24 +5,18 @@
 //! migrator that died half-way is completed by the next one.
 
 use sqlx::{AssertSqlSafe, MySqlConnection, MySqlPool};
-use txoutbox_core::{Error, Result, check_schema_version};
+use txoutbox_core::{Error, Migration, Migrations, Result};
 
 use crate::error::{db_error, error_number};
 use crate::sql::{Statements, quote};
 use crate::version;
 
-/// The migrations, oldest first: (version, name, SQL template of one statement).
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "outbox table",
-    include_str!("../migrations/0001_outbox_table.sql"),
-)];
-
-/// The newest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = match MIGRATIONS.last() {
-    Some(last) => last.0,
-    None => 0,
-};
+/// The migrations, oldest first.
+pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[Migration {
+    version: 1,
+    name: "outbox table",
+    template: include_str!("../migrations/0001_outbox_table.sql"),
+}]);
 
 /// The named lock that serializes txoutbox migrators on one server.
 const MIGRATE_LOCK: &str = "txoutbox migrate";
@@ -101,13 +95,9 @@ async fn apply(conn: &mut MySqlConnection, sql: &Statements) -> Result<()> {
     .await
     .map_err(db_error)?;
     let applied = i32::try_from(applied).unwrap_or(i32::MAX);
-    if applied > LATEST_VERSION {
-        return check_schema_version(&sql.table, Some(applied), LATEST_VERSION);
-    }
-    for (version, name, template) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
-        let statement = template
-            .replace("{{table}}", &sql.quoted)
-            .replace("{{name}}", sql.table.table());
+    for step in MIGRATIONS.pending(&sql.table, applied)? {
+        let Migration { version, name, .. } = *step;
+        let statement = step.render(&[("table", &sql.quoted), ("name", sql.table.table())]);
         sqlx::raw_sql(AssertSqlSafe(statement))
             .execute(&mut *conn)
             .await
@@ -143,5 +133,5 @@ pub(crate) async fn check(pool: &MySqlPool, sql: &Statements) -> Result<()> {
     })
     .map_err(db_error)?;
     let found = found.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
-    check_schema_version(&sql.table, found, LATEST_VERSION)
+    MIGRATIONS.check(&sql.table, found)
 }

@@ -1,40 +1,34 @@
 //! The store's migrations, applied in order under an advisory lock, each in its transaction.
 
 use sqlx::{AssertSqlSafe, PgPool, Row};
-use txoutbox_core::{Result, check_schema_version};
+use txoutbox_core::{Migration, Migrations, Result};
 
 use crate::error::db_error;
 use crate::sql::Statements;
 
-/// The migrations, oldest first: (version, name, SQL template).
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (
-        1,
-        "outbox table",
-        include_str!("../migrations/0001_outbox_table.sql"),
-    ),
-    (
-        2,
-        "notify trigger",
-        include_str!("../migrations/0002_notify_trigger.sql"),
-    ),
-    (
-        3,
-        "relay leases",
-        include_str!("../migrations/0003_relay_leases.sql"),
-    ),
-    (
-        4,
-        "notify while asleep",
-        include_str!("../migrations/0004_notify_while_asleep.sql"),
-    ),
-];
-
-/// The newest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = match MIGRATIONS.last() {
-    Some(last) => last.0,
-    None => 0,
-};
+/// The migrations, oldest first.
+pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[
+    Migration {
+        version: 1,
+        name: "outbox table",
+        template: include_str!("../migrations/0001_outbox_table.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "notify trigger",
+        template: include_str!("../migrations/0002_notify_trigger.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "relay leases",
+        template: include_str!("../migrations/0003_relay_leases.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "notify while asleep",
+        template: include_str!("../migrations/0004_notify_while_asleep.sql"),
+    },
+]);
 
 /// Creates or upgrades the outbox table; safe to run concurrently from many processes.
 pub(crate) async fn migrate(pool: &PgPool, sql: &Statements) -> Result<()> {
@@ -77,20 +71,19 @@ pub(crate) async fn migrate(pool: &PgPool, sql: &Statements) -> Result<()> {
     .await
     .and_then(|row| row.try_get(0))
     .map_err(db_error)?;
-    if applied > LATEST_VERSION {
-        return check_schema_version(&sql.table, Some(applied), LATEST_VERSION);
-    }
-    for (version, name, template) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
-        let schema_prefix = sql
-            .table
-            .schema()
-            .map(|s| format!("\"{s}\"."))
-            .unwrap_or_default();
-        let statement = template
-            .replace("{{table}}", &sql.table.quoted())
-            .replace("{{schema_prefix}}", &schema_prefix)
-            .replace("{{channel}}", &sql.channel)
-            .replace("{{name}}", sql.table.table());
+    let schema_prefix = sql
+        .table
+        .schema()
+        .map(|s| format!("\"{s}\"."))
+        .unwrap_or_default();
+    for step in MIGRATIONS.pending(&sql.table, applied)? {
+        let Migration { version, name, .. } = *step;
+        let statement = step.render(&[
+            ("table", &sql.table.quoted()),
+            ("schema_prefix", &schema_prefix),
+            ("channel", &sql.channel),
+            ("name", sql.table.table()),
+        ]);
         sqlx::raw_sql(AssertSqlSafe(statement))
             .execute(&mut *tx)
             .await
@@ -123,5 +116,5 @@ pub(crate) async fn check(pool: &PgPool, sql: &Statements) -> Result<()> {
         _ => Err(e),
     })
     .map_err(db_error)?;
-    check_schema_version(&sql.table, version, LATEST_VERSION)
+    MIGRATIONS.check(&sql.table, version)
 }

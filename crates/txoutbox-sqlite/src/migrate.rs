@@ -1,23 +1,17 @@
 //! The store's migrations, applied in order in one immediate transaction.
 
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
-use txoutbox_core::{Result, check_schema_version};
+use txoutbox_core::{Migration, Migrations, Result};
 
 use crate::error::db_error;
 use crate::sql::Statements;
 
-/// The migrations, oldest first: (version, name, SQL template).
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "outbox table",
-    include_str!("../migrations/0001_outbox_table.sql"),
-)];
-
-/// The newest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = match MIGRATIONS.last() {
-    Some(last) => last.0,
-    None => 0,
-};
+/// The migrations, oldest first.
+pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[Migration {
+    version: 1,
+    name: "outbox table",
+    template: include_str!("../migrations/0001_outbox_table.sql"),
+}]);
 
 /// Creates or upgrades the outbox table. Switches the database to WAL journaling, so the
 /// application's writers and the relay's readers do not block each other.
@@ -62,16 +56,21 @@ pub(crate) async fn migrate(pool: &SqlitePool, sql: &Statements) -> Result<()> {
             return Err(db_error(e));
         }
     };
-    if applied > LATEST_VERSION {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-        return check_schema_version(&sql.table, Some(applied), LATEST_VERSION);
-    }
+    let pending = match MIGRATIONS.pending(&sql.table, applied) {
+        Ok(pending) => pending,
+        Err(newer) => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            return Err(newer);
+        }
+    };
     let apply = async {
-        for (version, name, template) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
-            let statement = template
-                .replace("{{table}}", &sql.table.quoted())
-                .replace("{{schema_prefix}}", &schema_prefix)
-                .replace("{{name}}", sql.table.table());
+        for step in pending {
+            let Migration { version, name, .. } = *step;
+            let statement = step.render(&[
+                ("table", &sql.table.quoted()),
+                ("schema_prefix", &schema_prefix),
+                ("name", sql.table.table()),
+            ]);
             sqlx::raw_sql(AssertSqlSafe(statement))
                 .execute(&mut *conn)
                 .await?;
@@ -110,5 +109,5 @@ pub(crate) async fn check(pool: &SqlitePool, sql: &Statements) -> Result<()> {
         _ => Err(e),
     })
     .map_err(db_error)?;
-    check_schema_version(&sql.table, version, LATEST_VERSION)
+    MIGRATIONS.check(&sql.table, version)
 }
