@@ -121,7 +121,8 @@ async fn audit_writes(db: &TestSchema) {
         format!(
             "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
                INSERT INTO {audit} VALUES (OLD.id, current_setting('application_name'), \
-                 (SELECT l.owner FROM {leases} AS l WHERE l.bucket IN (-1, OLD.bucket) \
+                 (SELECT l.owner FROM {leases} AS l WHERE l.bucket IN (-1, \
+                   (hashtextextended(encode(coalesce(OLD.key, '\\x'::bytea), 'hex'), 0) & 63)::integer) \
                     AND l.owner IS NOT NULL AND l.lease_until > now() LIMIT 1)); \
                RETURN NULL; END $$"
         ),

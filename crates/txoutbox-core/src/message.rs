@@ -29,6 +29,19 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// Refuses what no outbox takes, before anything is written: an empty topic
+    /// (`InvalidTopicName`). Other names the broker refuses are the relay's to dead-letter, as for
+    /// any writer's rows.
+    pub fn check(&self) -> crate::Result<()> {
+        if self.topic.is_empty() {
+            return Err(crate::Error::InvalidTopicName {
+                name: String::new(),
+                reason: "it is empty",
+            });
+        }
+        Ok(())
+    }
+
     /// The row as the relay would read it, once written with `id` at `created_at`.
     pub fn into_outbox_message(self, id: i64, created_at: DateTime<Utc>) -> OutboxMessage {
         OutboxMessage {

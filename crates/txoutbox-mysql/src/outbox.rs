@@ -156,6 +156,7 @@ impl MySqlOutbox {
         executor: impl MySqlExecutor<'e>,
         message: NewMessage,
     ) -> Result<Uuid> {
+        message.check()?;
         sqlx::query(AssertSqlSafe(self.sql.insert_one.as_str()))
             .bind(message.message_id.hyphenated().to_string())
             .bind(&message.topic)
@@ -175,6 +176,9 @@ impl MySqlOutbox {
         conn: &mut MySqlConnection,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Uuid>> {
+        for message in &messages {
+            message.check()?;
+        }
         if messages.is_empty() {
             return Ok(Vec::new());
         }

@@ -169,6 +169,7 @@ impl PgWalOutbox {
         executor: impl PgExecutor<'e>,
         message: NewMessage,
     ) -> Result<Uuid> {
+        message.check()?;
         sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
             .bind(&self.config.prefix)
             .bind(envelope::encode(&message))
@@ -184,6 +185,9 @@ impl PgWalOutbox {
         executor: impl PgExecutor<'e>,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Uuid>> {
+        for message in &messages {
+            message.check()?;
+        }
         if messages.is_empty() {
             return Ok(Vec::new());
         }

@@ -28,6 +28,11 @@ pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[
         name: "notify while asleep",
         template: include_str!("../migrations/0004_notify_while_asleep.sql"),
     },
+    Migration {
+        version: 5,
+        name: "cheaper writes",
+        template: include_str!("../migrations/0005_cheaper_writes.sql"),
+    },
 ]);
 
 /// Creates or upgrades the outbox table; safe to run concurrently from many processes.

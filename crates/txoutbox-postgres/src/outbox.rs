@@ -136,6 +136,7 @@ impl PgOutbox {
         executor: impl PgExecutor<'e>,
         message: NewMessage,
     ) -> Result<Uuid> {
+        message.check()?;
         sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.insert_one)))
             .bind(message.message_id)
             .bind(&message.topic)
@@ -154,6 +155,9 @@ impl PgOutbox {
         executor: impl PgExecutor<'e>,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Uuid>> {
+        for message in &messages {
+            message.check()?;
+        }
         if messages.is_empty() {
             return Ok(Vec::new());
         }

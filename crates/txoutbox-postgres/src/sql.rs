@@ -4,8 +4,23 @@ use std::sync::Arc;
 
 use txoutbox_core::TableName;
 
-/// Columns the relay reads, in [`crate::store`]'s decoding order.
-const ROW_COLUMNS: &str = "id, message_id, topic, key, payload, headers::text AS headers, created_at, attempts, next_attempt_at, bucket";
+/// Columns the relay reads, in [`crate::store`]'s decoding order (the bucket computed from the key,
+/// see [`bucket_of`]).
+fn row_columns() -> String {
+    format!(
+        "id, message_id, topic, key, payload, headers::text AS headers, created_at, attempts, next_attempt_at, \
+         {} AS bucket",
+        bucket_of("key")
+    )
+}
+
+/// The bucket of a row with key column `key`: a stable hash of the key into 64 buckets
+/// (`hashtextextended`, the function behind PostgreSQL's hash partitioning), the same for every
+/// writer's rows; rows without a key share one. The migrations' read functions use the same
+/// expression.
+pub(crate) fn bucket_of(key: &str) -> String {
+    format!("(hashtextextended(encode(coalesce({key}, '\\x'::bytea), 'hex'), 0) & 63)::integer")
+}
 
 /// The positions of the relay's read ([`fetch_statement`]): the snapshot, then [`ROW_COLUMNS`]
 /// in the table contract's order ([`txoutbox_core::row_position`]).
@@ -88,13 +103,18 @@ const ROW_SIZE: &str = "octet_length(topic)::bigint + coalesce(octet_length(key)
 
 /// The relay's pending-row read: $1 cursor, $2 limit, $3 previous snapshot, $4 late limit, $5
 /// byte budget, $6 largest message, `held` the condition for reading at all (evaluated once), and
-/// `filter` appended to both halves (a bucket condition on $7, or nothing).
+/// `buckets` the buckets to read (`$7::int[]`, or `NULL::int[]` for all). The candidate rows come
+/// from the table's read functions (`<table>_pending_after`, `<table>_pending_late`: see the
+/// migration `0005_cheaper_writes.sql`), whose plans do not depend on the table's statistics.
 ///
 /// Rows come back in id order while what they bring adds up to less than $5 (at least one): a
 /// row's size, or for a row larger than $6 — which comes back without payload and headers (and
 /// without a key over 64 KiB or a topic longer than any valid one) — only its key and topic. Each
 /// row also carries its size and how many rows the read had before the budget cut it.
-fn fetch_statement(t: &str, held: &str, filter: &str) -> String {
+fn fetch_statement(table: &TableName, held: &str, buckets: &str) -> String {
+    let after = table.quoted_with_suffix("_pending_after");
+    let late = table.quoted_with_suffix("_pending_late");
+    let columns = row_columns();
     format!(
         "SELECT h.snap, r.id, r.message_id, \
            CASE WHEN r.big AND octet_length(r.topic) > 255 THEN '' ELSE r.topic END, \
@@ -110,14 +130,10 @@ fn fetch_statement(t: &str, held: &str, filter: &str) -> String {
                      (CASE WHEN coalesce(octet_length(u.key), 0) > 65536 THEN 0 ELSE coalesce(octet_length(u.key), 0) END) \
                      + (CASE WHEN octet_length(u.topic) > 255 THEN 0 ELSE octet_length(u.topic) END) \
                    ELSE u.size END AS cost FROM ( \
-               (SELECT {ROW_COLUMNS}, {ROW_SIZE} AS size FROM {t} \
-                WHERE h.held AND status = 'pending' AND id > $1{filter} ORDER BY id LIMIT $2) \
+               SELECT {columns}, {ROW_SIZE} AS size FROM {after}($1, $2, {buckets}) WHERE h.held \
                UNION ALL \
-               (SELECT {ROW_COLUMNS}, {ROW_SIZE} AS size FROM {t} \
-                WHERE h.held AND status = 'pending' AND id <= $1{filter} \
-                  AND xid >= pg_snapshot_xmin($3::text::pg_snapshot) \
-                  AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot) \
-                ORDER BY id LIMIT $4) \
+               SELECT {columns}, {ROW_SIZE} AS size FROM {late}($1, $3::text::pg_snapshot, $4, {buckets}) \
+                 WHERE h.held AND $3::text IS NOT NULL \
              ) AS u) AS c \
            ) AS w \
            WHERE w.upto - w.cost < $5 \
@@ -142,7 +158,8 @@ fn relay_lock_granted() -> String {
 fn fence(leases: &str, node: &str, epoch: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM {leases} AS l WHERE l.owner = {node} AND l.epoch = {epoch} \
-           AND l.lease_until > now() AND l.bucket IN (-1, o.bucket))"
+           AND l.lease_until > now() AND l.bucket IN (-1, {}))",
+        bucket_of("o.key")
     )
 }
 
@@ -185,14 +202,14 @@ impl Statements {
             // pending rows at or below the cursor that the previous fetch could not see: written
             // by a transaction still running then (or not yet started). Every row comes back with
             // this fetch's snapshot (and a row of NULLs when nothing is pending).
-            fetch_pending: fetch_statement(&t, "true", "").into(),
+            fetch_pending: fetch_statement(&table, "true", "NULL::int[]").into(),
             dead_payload: format!(
                 "SELECT substring(payload FROM 1 FOR $2), coalesce(octet_length(payload), 0)::bigint \
                  FROM {t} WHERE id = $1 AND status = 'dead'"
             )
             .into(),
-            fetch_pending_in_buckets: fetch_statement(&t, "true", " AND bucket = ANY($7::int[])").into(),
-            fetch_pending_locked: fetch_statement(&t, &relay_lock_granted(), "").into(),
+            fetch_pending_in_buckets: fetch_statement(&table, "true", "$7::int[]").into(),
+            fetch_pending_locked: fetch_statement(&table, &relay_lock_granted(), "NULL::int[]").into(),
             delete: format!("DELETE FROM {t} WHERE id = ANY($1) AND status = 'pending'").into(),
             mark_published: format!(
                 "UPDATE {t} SET status = 'published', published_at = now(), next_attempt_at = NULL \

@@ -109,6 +109,7 @@ impl SqliteOutbox {
         executor: impl SqliteExecutor<'e>,
         message: NewMessage,
     ) -> Result<Uuid> {
+        message.check()?;
         sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.insert_one)))
             .bind(message.message_id.to_string())
             .bind(&message.topic)
@@ -127,6 +128,9 @@ impl SqliteOutbox {
         executor: impl SqliteExecutor<'e>,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Uuid>> {
+        for message in &messages {
+            message.check()?;
+        }
         if messages.is_empty() {
             return Ok(Vec::new());
         }

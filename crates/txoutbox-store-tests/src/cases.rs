@@ -969,9 +969,24 @@ pub async fn invalid_names_are_typed_errors<H: Harness>() {
             .await,
         "publish_message with an empty topic",
     );
-    assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    assert!(
+        matches!(&err, Error::InvalidTopicName { name, .. } if name.is_empty()),
+        "{err:?}"
+    );
     assert!(!err.is_retryable(), "{err:?}");
-    assert_eq!(h.row_count().await, 0);
+    let err = expect_err(
+        h.publish_messages(
+            vec![
+                new_message("raw", None, Some(b"x"), &[]),
+                new_message("", None, Some(b"y"), &[]),
+            ],
+            TxEnd::Commit,
+        )
+        .await,
+        "publish_messages with an empty topic among them",
+    );
+    assert!(matches!(&err, Error::InvalidTopicName { .. }), "{err:?}");
+    assert_eq!(h.row_count().await, 0, "nothing of a refused batch is written");
     h.teardown().await;
 }
 

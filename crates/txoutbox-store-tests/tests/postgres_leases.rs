@@ -31,7 +31,8 @@ async fn rows(db: &TestSchema, keys: &[&str]) -> Vec<(i64, i32)> {
     let mut out = Vec::new();
     for key in keys {
         let row: (i64, i32) = sqlx::query_as(AssertSqlSafe(format!(
-            "INSERT INTO {} (topic, key, payload) VALUES ('t', convert_to($1, 'UTF8'), 'x') RETURNING id, bucket",
+            "INSERT INTO {} (topic, key, payload) VALUES ('t', convert_to($1, 'UTF8'), 'x') \
+             RETURNING id, (hashtextextended(encode(coalesce(key, '\\x'::bytea), 'hex'), 0) & 63)::integer",
             db.qualify("outbox_messages")
         )))
         .bind(key)
