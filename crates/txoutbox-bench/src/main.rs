@@ -9,10 +9,12 @@ mod ack_latency;
 mod backlog;
 mod common;
 mod console;
+mod drain;
 mod enqueue;
 mod latency;
 mod memory;
 mod throughput;
+mod writes;
 
 use std::path::PathBuf;
 
@@ -87,6 +89,21 @@ struct Cli {
     /// Latency: seconds per rate.
     #[arg(long, global = true, default_value_t = 5.0)]
     seconds: f64,
+    /// Writes: concurrent writers (SQLite always one).
+    #[arg(long, global = true, default_value_t = 4)]
+    writers: usize,
+    /// Writes: rows per round, split between the writers.
+    #[arg(long, global = true, default_value_t = 300_000)]
+    write_rows: usize,
+    /// Writes: rows (single-row inserts) per transaction.
+    #[arg(long, global = true, default_value_t = 1_000)]
+    rows_per_transaction: usize,
+    /// Writes and drain: rounds.
+    #[arg(long, global = true, default_value_t = 5)]
+    rounds: usize,
+    /// Drain: backlog sizes.
+    #[arg(long, global = true, value_delimiter = ',', default_values_t = vec![300_000usize, 1_000_000])]
+    drain_backlogs: Vec<usize>,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +123,15 @@ enum Scenario {
     /// Peak memory of the daemon with 50 MB payloads and one WAL transaction of several GB
     /// (PostgreSQL; needs the `txoutbox` release binary beside this one; not part of `all`).
     Memory,
-    /// Every scenario but `backlog`, `console` and `memory`, one after the other.
+    /// What an outbox row costs its writer against a plain outbox table: concurrent writers,
+    /// single-row inserts (PostgreSQL, SQLite, MySQL / MariaDB; not part of `all`).
+    Writes,
+    /// The relay with default settings draining a freshly written, never analyzed backlog
+    /// against the raw producer, round by round (PostgreSQL, SQLite, MySQL / MariaDB; not part
+    /// of `all`).
+    Drain,
+    /// Every scenario but `backlog`, `console`, `memory`, `writes` and `drain`, one after the
+    /// other.
     All,
 }
 
@@ -119,6 +144,8 @@ struct Results {
     backlog: Option<backlog::BacklogResult>,
     console: Option<console::ConsoleResult>,
     memory: Option<memory::MemoryResult>,
+    writes: Option<writes::WritesResult>,
+    drain: Option<drain::DrainResult>,
 }
 
 fn machine() -> serde_json::Value {
@@ -177,6 +204,27 @@ async fn main() -> anyhow::Result<()> {
     if cli.scenario == Scenario::Backlog {
         results.backlog =
             Some(backlog::run(cli.backlog_small, cli.backlog_large, cli.batch_sizes[0], 30).await);
+    }
+    if cli.scenario == Scenario::Writes {
+        let shape = writes::Shape {
+            writers: cli.writers.max(1),
+            rows: cli.write_rows,
+            per_transaction: cli.rows_per_transaction.max(1),
+            rounds: cli.rounds.max(1),
+        };
+        results.writes = Some(writes::run(shape, !cli.no_sqlite, !cli.no_mysql).await);
+    }
+    if cli.scenario == Scenario::Drain {
+        results.drain = Some(
+            drain::run(
+                &cli.drain_backlogs,
+                cli.rounds.max(1),
+                cli.keys,
+                !cli.no_sqlite,
+                !cli.no_mysql,
+            )
+            .await,
+        );
     }
     if cli.scenario == Scenario::Memory {
         results.memory =
@@ -275,7 +323,72 @@ fn print_memory(m: &memory::MemoryResult) {
     }
 }
 
+/// `[1.02, 1.10, ...]` with two decimals.
+fn list(values: &[f64]) -> String {
+    let parts: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn print_writes(w: &writes::WritesResult) {
+    println!("\n== writes: cost of an outbox row against a plain outbox table (plain rate / outbox rate) ==");
+    for s in &w.stores {
+        println!(
+            "{:<10} {} writer(s) x {} rows, {} per transaction: ratio median {:.2}x, rounds {}; \
+             plain rows/s {}, outbox rows/s {}",
+            s.store,
+            s.writers,
+            s.rows_per_writer,
+            s.rows_per_transaction,
+            s.cost_ratio_median,
+            list(&s.cost_ratio),
+            list(
+                &s.plain_rows_per_sec
+                    .iter()
+                    .map(|r| r / 1000.0)
+                    .collect::<Vec<_>>()
+            )
+            .replace(']', "]k"),
+            list(
+                &s.outbox_rows_per_sec
+                    .iter()
+                    .map(|r| r / 1000.0)
+                    .collect::<Vec<_>>()
+            )
+            .replace(']', "]k"),
+        );
+    }
+}
+
+fn print_drain(d: &drain::DrainResult) {
+    println!(
+        "\n== drain: default relay on a fresh, never analyzed backlog vs the raw producer ({} rounds, {} keys) ==",
+        d.rounds, d.keys
+    );
+    for (n, raw) in &d.raw_msgs_per_sec {
+        println!(
+            "raw producer, {n} messages: k msg/s {}",
+            list(&raw.iter().map(|r| r / 1000.0).collect::<Vec<_>>())
+        );
+    }
+    for s in &d.stores {
+        println!(
+            "{:<10} backlog {:>9}: vs raw median {:.2}x, worst {:.2}x, rounds {}",
+            s.store,
+            s.backlog,
+            s.ratio_median,
+            s.ratio_worst,
+            list(&s.ratio_to_raw)
+        );
+    }
+}
+
 fn print_tables(r: &Results) {
+    if let Some(w) = &r.writes {
+        print_writes(w);
+    }
+    if let Some(d) = &r.drain {
+        print_drain(d);
+    }
     if let Some(b) = &r.backlog {
         print_backlog(b);
     }

@@ -26,7 +26,7 @@ use crate::common::{
 
 /// Longest a relay run may take before it is reported as timed out.
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
-const PREWRITE_CHUNK: usize = 5_000;
+pub(crate) const PREWRITE_CHUNK: usize = 5_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RawResult {
@@ -100,7 +100,7 @@ pub(crate) fn sink_like_headers(id: &str) -> OwnedHeaders {
         })
 }
 
-fn raw_producer(topic: &str, msgs: &[BenchMsg]) -> RawResult {
+pub(crate) fn raw_producer(topic: &str, msgs: &[BenchMsg]) -> RawResult {
     let n = msgs.len();
     let producer: ThreadedProducer<CountCtx> = producer_config(&bootstrap())
         .create_with_context(CountCtx {
@@ -143,7 +143,7 @@ fn raw_producer(topic: &str, msgs: &[BenchMsg]) -> RawResult {
 }
 
 /// Runs a relay over `store` until every one of `n` rows is completed.
-async fn drain<S: Store, K: Sink>(
+pub(crate) async fn drain<S: Store, K: Sink>(
     store: S,
     sink: K,
     n: usize,
@@ -184,7 +184,7 @@ async fn drain<S: Store, K: Sink>(
     (seconds, timed_out, stats)
 }
 
-async fn new_topic() -> String {
+pub(crate) async fn new_topic() -> String {
     txoutbox_testing::kafka::new_topic("bench-tp", 3).await
 }
 

@@ -1,0 +1,320 @@
+//! Scenario `writes`: what an outbox row costs the application that writes it, against a plain
+//! outbox table of the same data (`id` from a sequence, topic, key, payload, headers, creation
+//! time: the table other relays poll), on PostgreSQL, SQLite and MySQL / MariaDB.
+//!
+//! Several writers insert rows concurrently, one `INSERT` (or one `publish`) per row, a fixed
+//! number of rows per transaction — the shape of an application that publishes as it works.
+//! Rounds alternate plain and outbox so that drift (checkpoints, autovacuum) hits both alike; both
+//! tables are emptied before each round.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Connection};
+use txoutbox::Topics;
+use txoutbox::mysql::MySqlOutbox;
+use txoutbox::postgres::PgOutbox;
+use txoutbox::sqlite::SqliteOutbox;
+use txoutbox_testing::mysql::TestDatabase;
+use txoutbox_testing::postgres::TestSchema;
+use txoutbox_testing::sqlite::TestDb;
+
+use crate::common::{BenchMsg, messages, topic_def, wait_quiet};
+
+/// The topic the rows name (never read).
+const TOPIC: &str = "bench-writes";
+
+/// One store's rounds.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StoreWrites {
+    pub store: String,
+    pub writers: usize,
+    pub rows_per_writer: usize,
+    pub rows_per_transaction: usize,
+    /// Rows per second into the plain table, each round.
+    pub plain_rows_per_sec: Vec<f64>,
+    /// Rows per second through `publish`, each round.
+    pub outbox_rows_per_sec: Vec<f64>,
+    /// Seconds per row relative to the plain table (plain rate / outbox rate), each round.
+    pub cost_ratio: Vec<f64>,
+    /// Median of `cost_ratio`.
+    pub cost_ratio_median: f64,
+}
+
+/// Every store's rounds.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WritesResult {
+    pub stores: Vec<StoreWrites>,
+}
+
+/// The sizes of one store's run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub writers: usize,
+    pub rows: usize,
+    pub per_transaction: usize,
+    pub rounds: usize,
+}
+
+pub(crate) async fn run(shape: Shape, sqlite: bool, mysql: bool) -> WritesResult {
+    let mut stores = vec![postgres(shape).await];
+    if sqlite {
+        // One writer: SQLite takes one writing transaction at a time.
+        stores.push(sqlite_run(Shape { writers: 1, ..shape }).await);
+    }
+    if mysql {
+        stores.push(mysql_run(shape).await);
+    }
+    WritesResult { stores }
+}
+
+/// Which table a round writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Plain,
+    Outbox,
+}
+
+/// Runs `rounds` of plain and outbox in turn; `round(target)` empties the tables, writes and
+/// returns rows per second.
+async fn rounds<F, Fut>(store: &str, shape: Shape, mut round: F) -> StoreWrites
+where
+    F: FnMut(Target) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let (mut plain, mut outbox) = (Vec::new(), Vec::new());
+    wait_quiet("writes", Duration::from_secs(30)).await;
+    for r in 0..shape.rounds {
+        for target in [Target::Plain, Target::Outbox] {
+            let rate = round(target).await;
+            eprintln!("[writes] {store} round {}: {target:?} {rate:.0} rows/s", r + 1);
+            match target {
+                Target::Plain => plain.push(rate),
+                Target::Outbox => outbox.push(rate),
+            }
+        }
+    }
+    let cost_ratio: Vec<f64> = plain.iter().zip(&outbox).map(|(p, o)| p / o).collect();
+    let mut sorted = cost_ratio.clone();
+    sorted.sort_by(f64::total_cmp);
+    StoreWrites {
+        store: store.into(),
+        writers: shape.writers,
+        rows_per_writer: shape.rows / shape.writers,
+        rows_per_transaction: shape.per_transaction,
+        plain_rows_per_sec: plain,
+        outbox_rows_per_sec: outbox,
+        cost_ratio_median: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+        cost_ratio,
+    }
+}
+
+/// The messages of writer `w`.
+fn share(msgs: &Arc<Vec<BenchMsg>>, shape: Shape, w: usize) -> Vec<BenchMsg> {
+    let per = shape.rows / shape.writers;
+    msgs[w * per..(w + 1) * per].to_vec()
+}
+
+async fn postgres(shape: Shape) -> StoreWrites {
+    let schema = Arc::new(TestSchema::with_pool_size(shape.writers as u32 + 1).await);
+    let outbox = PgOutbox::with_table(Topics::new().with(topic_def(TOPIC)).unwrap(), schema.table());
+    outbox.migrate(&schema.pool).await.unwrap();
+    let plain = schema.qualify("plain_outbox");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE {plain} (id BIGSERIAL PRIMARY KEY, topic TEXT NOT NULL, key BYTEA, payload BYTEA, \
+           headers JSON, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )))
+    .execute(&schema.pool)
+    .await
+    .unwrap();
+    let insert = Arc::<str>::from(format!(
+        "INSERT INTO {plain} (topic, key, payload, headers) VALUES ($1, $2, $3, $4::json)"
+    ));
+    let truncate = format!("TRUNCATE {plain}, {}", outbox.table().quoted());
+    let msgs = Arc::new(messages(shape.rows, 1_000));
+    let result = rounds("postgres", shape, |target| {
+        let (schema, outbox, insert, msgs, truncate) = (
+            Arc::clone(&schema),
+            outbox.clone(),
+            Arc::clone(&insert),
+            Arc::clone(&msgs),
+            truncate.clone(),
+        );
+        async move {
+            sqlx::raw_sql(AssertSqlSafe(truncate))
+                .execute(&schema.pool)
+                .await
+                .unwrap();
+            let started = Instant::now();
+            let writers: Vec<_> = (0..shape.writers)
+                .map(|w| {
+                    let (schema, outbox, insert) = (Arc::clone(&schema), outbox.clone(), Arc::clone(&insert));
+                    let mine = share(&msgs, shape, w);
+                    tokio::spawn(async move {
+                        let mut conn = schema.pool.acquire().await.unwrap();
+                        for chunk in mine.chunks(shape.per_transaction) {
+                            let mut tx = conn.begin().await.unwrap();
+                            for msg in chunk {
+                                match target {
+                                    Target::Plain => {
+                                        sqlx::query(AssertSqlSafe(Arc::clone(&insert)))
+                                            .bind(TOPIC)
+                                            .bind(msg.key.as_bytes())
+                                            .bind(msg.payload.as_slice())
+                                            .bind(None::<String>)
+                                            .execute(&mut *tx)
+                                            .await
+                                            .unwrap();
+                                    }
+                                    Target::Outbox => {
+                                        outbox.publish(&mut *tx, msg).await.unwrap();
+                                    }
+                                }
+                            }
+                            tx.commit().await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.await.unwrap();
+            }
+            shape.rows as f64 / started.elapsed().as_secs_f64()
+        }
+    })
+    .await;
+    if let Ok(schema) = Arc::try_unwrap(schema) {
+        schema.drop_schema().await;
+    }
+    result
+}
+
+async fn sqlite_run(shape: Shape) -> StoreWrites {
+    let db = Arc::new(TestDb::new().await);
+    let outbox = SqliteOutbox::new(Topics::new().with(topic_def(TOPIC)).unwrap());
+    outbox.migrate(&db.pool).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE plain_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB, \
+           payload BLOB, headers TEXT, \
+           created_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)))",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let msgs = Arc::new(messages(shape.rows, 1_000));
+    rounds("sqlite", shape, |target| {
+        let (db, outbox, msgs) = (Arc::clone(&db), outbox.clone(), Arc::clone(&msgs));
+        async move {
+            sqlx::raw_sql("DELETE FROM plain_outbox; DELETE FROM outbox_messages")
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            let started = Instant::now();
+            let mut conn = db.pool.acquire().await.unwrap();
+            for chunk in share(&msgs, shape, 0).chunks(shape.per_transaction) {
+                let mut tx = conn.begin().await.unwrap();
+                for msg in chunk {
+                    match target {
+                        Target::Plain => {
+                            sqlx::query("INSERT INTO plain_outbox (topic, key, payload, headers) VALUES (?1, ?2, ?3, ?4)")
+                                .bind(TOPIC)
+                                .bind(msg.key.as_bytes())
+                                .bind(msg.payload.as_slice())
+                                .bind(None::<String>)
+                                .execute(&mut *tx)
+                                .await
+                                .unwrap();
+                        }
+                        Target::Outbox => {
+                            outbox.publish(&mut *tx, msg).await.unwrap();
+                        }
+                    }
+                }
+                tx.commit().await.unwrap();
+            }
+            shape.rows as f64 / started.elapsed().as_secs_f64()
+        }
+    })
+    .await
+}
+
+async fn mysql_run(shape: Shape) -> StoreWrites {
+    let db = Arc::new(TestDatabase::with_pool_size(shape.writers as u32 + 1).await);
+    let outbox = MySqlOutbox::with_table(Topics::new().with(topic_def(TOPIC)).unwrap(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let plain = db.qualify("plain_outbox");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE {plain} (id BIGINT AUTO_INCREMENT PRIMARY KEY, topic VARCHAR(255) NOT NULL, \
+           `key` BLOB, payload LONGBLOB, headers LONGTEXT, \
+           created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE = InnoDB"
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let insert = Arc::<str>::from(format!(
+        "INSERT INTO {plain} (topic, `key`, payload, headers) VALUES (?, ?, ?, ?)"
+    ));
+    let truncate = [
+        format!("TRUNCATE TABLE {plain}"),
+        format!("TRUNCATE TABLE {}", db.qualify("outbox_messages")),
+    ];
+    let msgs = Arc::new(messages(shape.rows, 1_000));
+    let result = rounds("mysql", shape, |target| {
+        let (db, outbox, insert, msgs, truncate) = (
+            Arc::clone(&db),
+            outbox.clone(),
+            Arc::clone(&insert),
+            Arc::clone(&msgs),
+            truncate.clone(),
+        );
+        async move {
+            for statement in truncate {
+                sqlx::raw_sql(AssertSqlSafe(statement))
+                    .execute(&db.pool)
+                    .await
+                    .unwrap();
+            }
+            let started = Instant::now();
+            let writers: Vec<_> = (0..shape.writers)
+                .map(|w| {
+                    let (db, outbox, insert) = (Arc::clone(&db), outbox.clone(), Arc::clone(&insert));
+                    let mine = share(&msgs, shape, w);
+                    tokio::spawn(async move {
+                        let mut conn = db.pool.acquire().await.unwrap();
+                        for chunk in mine.chunks(shape.per_transaction) {
+                            let mut tx = conn.begin().await.unwrap();
+                            for msg in chunk {
+                                match target {
+                                    Target::Plain => {
+                                        sqlx::query(AssertSqlSafe(Arc::clone(&insert)))
+                                            .bind(TOPIC)
+                                            .bind(msg.key.as_bytes())
+                                            .bind(msg.payload.as_slice())
+                                            .bind(None::<String>)
+                                            .execute(&mut *tx)
+                                            .await
+                                            .unwrap();
+                                    }
+                                    Target::Outbox => {
+                                        outbox.publish(&mut *tx, msg).await.unwrap();
+                                    }
+                                }
+                            }
+                            tx.commit().await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.await.unwrap();
+            }
+            shape.rows as f64 / started.elapsed().as_secs_f64()
+        }
+    })
+    .await;
+    if let Ok(db) = Arc::try_unwrap(db) {
+        db.drop_database().await;
+    }
+    result
+}
