@@ -78,11 +78,7 @@ enum Target {
 
 /// Runs `rounds` of plain and outbox in turn; `round(target)` empties the tables, writes and
 /// returns rows per second.
-async fn rounds<F, Fut>(store: &str, shape: Shape, mut round: F) -> StoreWrites
-where
-    F: FnMut(Target) -> Fut,
-    Fut: std::future::Future<Output = f64>,
-{
+async fn rounds(store: &str, shape: Shape, mut round: impl AsyncFnMut(Target) -> f64) -> StoreWrites {
     let (mut plain, mut outbox) = (Vec::new(), Vec::new());
     wait_quiet("writes", Duration::from_secs(30)).await;
     for r in 0..shape.rounds {
@@ -111,9 +107,54 @@ where
 }
 
 /// The messages of writer `w`.
-fn share(msgs: &Arc<Vec<BenchMsg>>, shape: Shape, w: usize) -> Vec<BenchMsg> {
+fn share(msgs: &[BenchMsg], shape: Shape, w: usize) -> Vec<BenchMsg> {
     let per = shape.rows / shape.writers;
     msgs[w * per..(w + 1) * per].to_vec()
+}
+
+/// One writer's work, the same on every store: a connection of `$pool`, `$rows` in transactions
+/// of `$per_tx`, each row one single-row `$insert` into the plain table or one `$outbox.publish`.
+macro_rules! write_rows {
+    ($pool:expr, $outbox:expr, $insert:expr, $target:expr, $rows:expr, $per_tx:expr) => {{
+        let mut conn = $pool.acquire().await.unwrap();
+        for chunk in $rows.chunks($per_tx) {
+            let mut tx = conn.begin().await.unwrap();
+            for msg in chunk {
+                match $target {
+                    Target::Plain => {
+                        sqlx::query(AssertSqlSafe($insert))
+                            .bind(TOPIC)
+                            .bind(msg.key.as_bytes())
+                            .bind(msg.payload.as_slice())
+                            .bind(None::<String>)
+                            .execute(&mut *tx)
+                            .await
+                            .unwrap();
+                    }
+                    Target::Outbox => {
+                        $outbox.publish(&mut *tx, msg).await.unwrap();
+                    }
+                }
+            }
+            tx.commit().await.unwrap();
+        }
+    }};
+}
+
+/// Runs `shape.writers` writers at once, each given its share of `msgs`; rows per second.
+async fn timed_writers<F, Fut>(shape: Shape, msgs: &[BenchMsg], writer: F) -> f64
+where
+    F: Fn(Vec<BenchMsg>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let handles: Vec<_> = (0..shape.writers)
+        .map(|w| tokio::spawn(writer(share(msgs, shape, w))))
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    shape.rows as f64 / started.elapsed().as_secs_f64()
 }
 
 async fn postgres(shape: Shape) -> StoreWrites {
@@ -132,56 +173,26 @@ async fn postgres(shape: Shape) -> StoreWrites {
         "INSERT INTO {plain} (topic, key, payload, headers) VALUES ($1, $2, $3, $4::json)"
     ));
     let truncate = format!("TRUNCATE {plain}, {}", outbox.table().quoted());
-    let msgs = Arc::new(messages(shape.rows, 1_000));
-    let result = rounds("postgres", shape, |target| {
-        let (schema, outbox, insert, msgs, truncate) = (
-            Arc::clone(&schema),
-            outbox.clone(),
-            Arc::clone(&insert),
-            Arc::clone(&msgs),
-            truncate.clone(),
-        );
-        async move {
-            sqlx::raw_sql(AssertSqlSafe(truncate))
-                .execute(&schema.pool)
-                .await
-                .unwrap();
-            let started = Instant::now();
-            let writers: Vec<_> = (0..shape.writers)
-                .map(|w| {
-                    let (schema, outbox, insert) = (Arc::clone(&schema), outbox.clone(), Arc::clone(&insert));
-                    let mine = share(&msgs, shape, w);
-                    tokio::spawn(async move {
-                        let mut conn = schema.pool.acquire().await.unwrap();
-                        for chunk in mine.chunks(shape.per_transaction) {
-                            let mut tx = conn.begin().await.unwrap();
-                            for msg in chunk {
-                                match target {
-                                    Target::Plain => {
-                                        sqlx::query(AssertSqlSafe(Arc::clone(&insert)))
-                                            .bind(TOPIC)
-                                            .bind(msg.key.as_bytes())
-                                            .bind(msg.payload.as_slice())
-                                            .bind(None::<String>)
-                                            .execute(&mut *tx)
-                                            .await
-                                            .unwrap();
-                                    }
-                                    Target::Outbox => {
-                                        outbox.publish(&mut *tx, msg).await.unwrap();
-                                    }
-                                }
-                            }
-                            tx.commit().await.unwrap();
-                        }
-                    })
-                })
-                .collect();
-            for w in writers {
-                w.await.unwrap();
+    let msgs = messages(shape.rows, 1_000);
+    let result = rounds("postgres", shape, async |target| {
+        sqlx::raw_sql(AssertSqlSafe(truncate.clone()))
+            .execute(&schema.pool)
+            .await
+            .unwrap();
+        timed_writers(shape, &msgs, |mine| {
+            let (schema, outbox, insert) = (Arc::clone(&schema), outbox.clone(), Arc::clone(&insert));
+            async move {
+                write_rows!(
+                    schema.pool,
+                    outbox,
+                    Arc::clone(&insert),
+                    target,
+                    mine,
+                    shape.per_transaction
+                );
             }
-            shape.rows as f64 / started.elapsed().as_secs_f64()
-        }
+        })
+        .await
     })
     .await;
     if let Ok(schema) = Arc::try_unwrap(schema) {
@@ -202,39 +213,26 @@ async fn sqlite_run(shape: Shape) -> StoreWrites {
     .execute(&db.pool)
     .await
     .unwrap();
-    let msgs = Arc::new(messages(shape.rows, 1_000));
-    rounds("sqlite", shape, |target| {
-        let (db, outbox, msgs) = (Arc::clone(&db), outbox.clone(), Arc::clone(&msgs));
-        async move {
-            sqlx::raw_sql("DELETE FROM plain_outbox; DELETE FROM outbox_messages")
-                .execute(&db.pool)
-                .await
-                .unwrap();
-            let started = Instant::now();
-            let mut conn = db.pool.acquire().await.unwrap();
-            for chunk in share(&msgs, shape, 0).chunks(shape.per_transaction) {
-                let mut tx = conn.begin().await.unwrap();
-                for msg in chunk {
-                    match target {
-                        Target::Plain => {
-                            sqlx::query("INSERT INTO plain_outbox (topic, key, payload, headers) VALUES (?1, ?2, ?3, ?4)")
-                                .bind(TOPIC)
-                                .bind(msg.key.as_bytes())
-                                .bind(msg.payload.as_slice())
-                                .bind(None::<String>)
-                                .execute(&mut *tx)
-                                .await
-                                .unwrap();
-                        }
-                        Target::Outbox => {
-                            outbox.publish(&mut *tx, msg).await.unwrap();
-                        }
-                    }
-                }
-                tx.commit().await.unwrap();
+    let msgs = messages(shape.rows, 1_000);
+    rounds("sqlite", shape, async |target| {
+        sqlx::raw_sql("DELETE FROM plain_outbox; DELETE FROM outbox_messages")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        timed_writers(shape, &msgs, |mine| {
+            let (db, outbox) = (Arc::clone(&db), outbox.clone());
+            async move {
+                write_rows!(
+                    db.pool,
+                    outbox,
+                    "INSERT INTO plain_outbox (topic, key, payload, headers) VALUES (?1, ?2, ?3, ?4)",
+                    target,
+                    mine,
+                    shape.per_transaction
+                );
             }
-            shape.rows as f64 / started.elapsed().as_secs_f64()
-        }
+        })
+        .await
     })
     .await
 }
@@ -259,58 +257,28 @@ async fn mysql_run(shape: Shape) -> StoreWrites {
         format!("TRUNCATE TABLE {plain}"),
         format!("TRUNCATE TABLE {}", db.qualify("outbox_messages")),
     ];
-    let msgs = Arc::new(messages(shape.rows, 1_000));
-    let result = rounds("mysql", shape, |target| {
-        let (db, outbox, insert, msgs, truncate) = (
-            Arc::clone(&db),
-            outbox.clone(),
-            Arc::clone(&insert),
-            Arc::clone(&msgs),
-            truncate.clone(),
-        );
-        async move {
-            for statement in truncate {
-                sqlx::raw_sql(AssertSqlSafe(statement))
-                    .execute(&db.pool)
-                    .await
-                    .unwrap();
-            }
-            let started = Instant::now();
-            let writers: Vec<_> = (0..shape.writers)
-                .map(|w| {
-                    let (db, outbox, insert) = (Arc::clone(&db), outbox.clone(), Arc::clone(&insert));
-                    let mine = share(&msgs, shape, w);
-                    tokio::spawn(async move {
-                        let mut conn = db.pool.acquire().await.unwrap();
-                        for chunk in mine.chunks(shape.per_transaction) {
-                            let mut tx = conn.begin().await.unwrap();
-                            for msg in chunk {
-                                match target {
-                                    Target::Plain => {
-                                        sqlx::query(AssertSqlSafe(Arc::clone(&insert)))
-                                            .bind(TOPIC)
-                                            .bind(msg.key.as_bytes())
-                                            .bind(msg.payload.as_slice())
-                                            .bind(None::<String>)
-                                            .execute(&mut *tx)
-                                            .await
-                                            .unwrap();
-                                    }
-                                    Target::Outbox => {
-                                        outbox.publish(&mut *tx, msg).await.unwrap();
-                                    }
-                                }
-                            }
-                            tx.commit().await.unwrap();
-                        }
-                    })
-                })
-                .collect();
-            for w in writers {
-                w.await.unwrap();
-            }
-            shape.rows as f64 / started.elapsed().as_secs_f64()
+    let msgs = messages(shape.rows, 1_000);
+    let result = rounds("mysql", shape, async |target| {
+        for statement in &truncate {
+            sqlx::raw_sql(AssertSqlSafe(statement.clone()))
+                .execute(&db.pool)
+                .await
+                .unwrap();
         }
+        timed_writers(shape, &msgs, |mine| {
+            let (db, outbox, insert) = (Arc::clone(&db), outbox.clone(), Arc::clone(&insert));
+            async move {
+                write_rows!(
+                    db.pool,
+                    outbox,
+                    Arc::clone(&insert),
+                    target,
+                    mine,
+                    shape.per_transaction
+                );
+            }
+        })
+        .await
     })
     .await;
     if let Ok(db) = Arc::try_unwrap(db) {
