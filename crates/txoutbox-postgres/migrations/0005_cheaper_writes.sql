@@ -1,5 +1,5 @@
 -- Cheaper writes, reads whose plan cannot go wrong. Placeholders: {{table}}, {{schema_prefix}}
--- (quoted schema and a dot, or nothing), {{name}}.
+-- (quoted schema and a dot, or nothing), {{name}}, {{channel}}.
 --
 -- Each of these cost every INSERT statement several microseconds, because PostgreSQL prepares
 -- their expressions anew for each statement: the generated `bucket` column (the relay now
@@ -60,5 +60,22 @@ BEGIN
           AND (p_buckets IS NULL
                OR (hashtextextended(encode(coalesce(l.key, '\x'::bytea), 'hex'), 0) & 63)::integer = ANY (p_buckets))
         ORDER BY l.id LIMIT p_limit;
+END
+$$;
+
+-- Push wake-ups only to a relay that said it is asleep. Up to version 4 a missing flag row meant
+-- "notify"; but no row means no relay has declared anything since the table was created or the
+-- database restarted (the flag table is unlogged), and a relay declares itself asleep before it
+-- waits for a notification: so writers no longer pay for notifications (and the commit lock they
+-- take) while no relay listens — a stopped relay, a table being filled before its relay starts.
+-- After a database crash a relay that was asleep is woken by its poll interval, and declares
+-- itself again at its next read that finds rows.
+CREATE OR REPLACE FUNCTION {{schema_prefix}}"{{name}}_notify"() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM {{schema_prefix}}"{{name}}_relay_state" WHERE NOT awake) THEN
+        PERFORM pg_notify('{{channel}}', '');
+    END IF;
+    RETURN NULL;
 END
 $$;

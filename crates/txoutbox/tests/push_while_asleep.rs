@@ -1,4 +1,4 @@
-//! PostgreSQL push wake-ups only while the relay sleeps (migration 4): inserts made while the
+//! PostgreSQL push wake-ups only while a relay sleeps (migrations 4 and 5): inserts made while the
 //! relay is awake and busy send no notification; one insert wakes a sleeping relay at once; a
 //! version 3 table is upgraded by `migrate`.
 #![cfg(feature = "postgres")]
@@ -195,7 +195,7 @@ async fn an_awake_relay_silences_the_trigger_and_a_sleeping_one_is_woken_at_once
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrate_upgrades_a_version_3_table_and_a_missing_flag_means_notify() {
+async fn migrate_upgrades_a_version_3_table_and_only_a_relay_declared_asleep_is_notified() {
     txoutbox_testing::init_tracing();
     let db = TestSchema::new().await;
     let outbox = PgOutbox::with_table(Topics::new(), db.table());
@@ -239,12 +239,13 @@ async fn migrate_upgrades_a_version_3_table_and_a_missing_flag_means_notify() {
         .unwrap();
     assert_eq!(kept, 1, "the upgrade keeps the rows");
 
-    // The upgraded trigger: no row (as after a crash) and "asleep" notify, "awake" does not.
+    // The upgraded trigger: "asleep" notifies; "awake" and no row (no relay has declared
+    // anything since the table was made or the database restarted) do not.
     let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
     listener.listen(&channel).await.unwrap();
     let state = db.qualify("outbox_messages_relay_state");
     for (setup, notifies) in [
-        (format!("DELETE FROM {state}"), true),
+        (format!("DELETE FROM {state}"), false),
         (format!("INSERT INTO {state} (awake) VALUES (true)"), false),
         (format!("UPDATE {state} SET awake = false"), true),
         (format!("UPDATE {state} SET awake = true"), false),
