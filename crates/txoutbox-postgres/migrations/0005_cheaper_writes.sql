@@ -63,6 +63,11 @@ BEGIN
 END
 $$;
 
+-- The functions run with the caller's rights (the relay's role still needs its rights on the
+-- table); granted to every role in case default privileges withhold EXECUTE.
+GRANT EXECUTE ON FUNCTION {{schema_prefix}}"{{name}}_pending_after"(BIGINT, BIGINT, INTEGER[]) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION {{schema_prefix}}"{{name}}_pending_late"(BIGINT, pg_snapshot, BIGINT, INTEGER[]) TO PUBLIC;
+
 -- Push wake-ups only to a relay that said it is asleep. Up to version 4 a missing flag row meant
 -- "notify"; but no row means no relay has declared anything since the table was created or the
 -- database restarted (the flag table is unlogged), and a relay declares itself asleep before it
