@@ -827,7 +827,11 @@ fn pod_env(
     for var in container["env"].as_array().into_iter().flatten() {
         let name = text(&var["name"]).to_owned();
         let value = if let Some(key) = file_keys.get(&name) {
-            let path = files.join(key);
+            // A folder per pod, as each pod mounts its own: a process started earlier must never
+            // read a file the next pod's set-up is rewriting (it read an empty URL once).
+            let dir = files.join(pod);
+            std::fs::create_dir_all(&dir).expect("a pod's secret folder");
+            let path = dir.join(key);
             std::fs::write(&path, format!("{}\n", secret[key])).expect("write a secret file");
             path.display().to_string()
         } else if let Some(value) = var["value"].as_str() {
