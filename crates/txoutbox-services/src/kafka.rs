@@ -4,14 +4,14 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
 use crate::kafka_config::KafkaConfig;
 use crate::lock::Lock;
-use crate::process::{file_contains_since, port_accepts, run_logged, since, which};
+use crate::process::{file_contains_since, log_tail, port_accepts, run_logged, since, spawn, which};
 use crate::settings::{KAFKA_VERSION, mkdir, write};
 use crate::{Settings, say};
 
@@ -222,6 +222,48 @@ pub fn log_path(dir: &Path) -> PathBuf {
 /// accepts connections.
 pub fn serving(dir: &Path, offset: u64, broker_port: u16) -> bool {
     file_contains_since(&log_path(dir), offset, STARTED) && port_accepts(broker_port)
+}
+
+/// A node's JVM that was just started.
+#[derive(Debug)]
+pub struct Launched {
+    /// The JVM (dropping it neither kills nor waits for it).
+    pub child: Child,
+    /// Where this start's lines begin in the node's log.
+    pub log_offset: u64,
+}
+
+/// Starts the node whose files are in `dir` ([`java_args`]); its stdout and stderr are appended
+/// to its log after a banner. With `pid_file`, detached in a session of its own (a service that
+/// outlives us; the pid goes to that file), else a plain child of ours (a test's node).
+pub fn launch(
+    lib: &Path,
+    dir: &Path,
+    heap: &[String],
+    jvm: &[&str],
+    pid_file: Option<&Path>,
+) -> Result<Launched> {
+    let name = dir
+        .file_name()
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let args = java_args(lib, dir, heap, jvm);
+    let (child, log_offset) = spawn(&name, Path::new("java"), &args, dir, &log_path(dir), pid_file)?;
+    Ok(Launched { child, log_offset })
+}
+
+/// Whether a launched node serves yet; an error with its log's tail when it exited. `name`
+/// names it in the error.
+pub fn check_start(launched: &mut Launched, dir: &Path, broker_port: u16, name: &str) -> Result<bool> {
+    if let Ok(Some(status)) = launched.child.try_wait() {
+        let log = log_path(dir);
+        bail!(
+            "kafka: {name} (pid {}) exited while starting ({status}); log: {}\n{}",
+            launched.child.id(),
+            log.display(),
+            log_tail(&log, 60)
+        );
+    }
+    Ok(serving(dir, launched.log_offset, broker_port))
 }
 
 #[cfg(test)]

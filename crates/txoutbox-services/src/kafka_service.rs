@@ -3,7 +3,6 @@
 //! that they outlive the command that started them.
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -11,8 +10,7 @@ use anyhow::{Result, bail};
 use crate::kafka::{self, log_path};
 use crate::kafka_config::{Defaults, KafkaConfig};
 use crate::process::{
-    file_len, has_arg, log_tail, pid_alive, port_accepts, read_pid, refuse_taken_port, since, spawn_detached,
-    stop_pid,
+    has_arg, log_tail, pid_alive, port_accepts, read_pid, refuse_taken_port, since, stop_pid,
 };
 use crate::settings::write;
 use crate::{Settings, say};
@@ -101,8 +99,8 @@ fn broker_port_of(settings: &Settings, id: u32) -> Option<u16> {
 pub struct Pending {
     node: Node,
     t0: Instant,
-    log_offset: u64,
-    child: Option<Child>,
+    /// `None`: a node that ran already (not ours to reap).
+    launched: Option<kafka::Launched>,
 }
 
 /// Phase 1 of `up`: starts the nodes that do not run (fetching the jars first). A set that `up`
@@ -129,8 +127,7 @@ pub fn launch(settings: &Settings, nodes: &[Node]) -> Result<Vec<Pending>> {
             pending.push(Pending {
                 node: *node,
                 t0: Instant::now(),
-                log_offset: 0,
-                child: None,
+                launched: None,
             });
         } else {
             pending.push(launch_node(settings, *node, fresh)?);
@@ -169,20 +166,7 @@ pub fn launch_node(settings: &Settings, node: Node, fresh: bool) -> Result<Pendi
     } else {
         &settings.kafka_heap
     };
-    let log = log_path(&dir);
-    let mut banner = crate::process::append(&log)?;
-    std::io::Write::write_all(
-        &mut banner,
-        format!(
-            "\n===== txoutbox-services: starting kafka-{} at {} =====\n",
-            node.id,
-            crate::process::now_iso()
-        )
-        .as_bytes(),
-    )?;
-    let log_offset = file_len(&log);
-    let args = kafka::java_args(&lib, &dir, heap, &[]);
-    let child = spawn_detached(Path::new("java"), &args, &dir, &log, &dir.join("pid"))?;
+    let launched = kafka::launch(&lib, &dir, heap, &[], Some(&dir.join("pid")))?;
     say!(
         "kafka: starting kafka-{} on 127.0.0.1:{} (controller {})…",
         node.id,
@@ -192,8 +176,7 @@ pub fn launch_node(settings: &Settings, node: Node, fresh: bool) -> Result<Pendi
     Ok(Pending {
         node,
         t0,
-        log_offset,
-        child: Some(child),
+        launched: Some(launched),
     })
 }
 
@@ -248,19 +231,22 @@ pub fn wait(settings: &Settings, pending: Vec<Pending>) -> Result<()> {
         let id = p.node.id;
         loop {
             let pid = read_pid(&dir.join("pid"));
-            let exited = match p.child.as_mut() {
-                Some(child) => child.try_wait().ok().flatten().map(|s| s.to_string()),
-                None => pid.filter(|pid| !pid_alive(*pid)).map(|_| "gone".to_owned()),
+            let serving = match p.launched.as_mut() {
+                Some(launched) => {
+                    kafka::check_start(launched, &dir, p.node.broker_port, &format!("kafka-{id}"))?
+                }
+                None => {
+                    if let Some(pid) = pid.filter(|pid| !pid_alive(*pid)) {
+                        bail!(
+                            "kafka: kafka-{id} (pid {pid}) exited while starting; log: {}\n{}",
+                            log.display(),
+                            log_tail(&log, 60)
+                        );
+                    }
+                    kafka::serving(&dir, 0, p.node.broker_port)
+                }
             };
-            if let Some(status) = exited {
-                bail!(
-                    "kafka: kafka-{id} (pid {}) exited while starting ({status}); log: {}\n{}",
-                    pid.unwrap_or(0),
-                    log.display(),
-                    log_tail(&log, 60)
-                );
-            }
-            if pid.is_some() && kafka::serving(&dir, p.log_offset, p.node.broker_port) {
+            if pid.is_some() && serving {
                 say!(
                     "kafka: ready on 127.0.0.1:{} in {} s (pid {}, log {})",
                     p.node.broker_port,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::process::{
     as_user, has_arg, is_root, log_tail, pid_alive, port_accepts, read_pid, refuse_taken_port, run_logged,
-    since, spawn_detached, stop_pid, user_exists, which,
+    since, spawn, stop_pid, user_exists, which,
 };
 use crate::settings::{DB_NAME, DB_PASS, DB_USER, write};
 use crate::{Settings, say};
@@ -139,15 +139,6 @@ pub fn launch(settings: &Settings) -> Result<Option<Pending>> {
     run_logged(&mut mkdir, &root.join("mkdir.log"), "mariadb: mkdir")?;
     write(&root.join("port"), format!("{port}\n"))?;
     let out = root.join("mariadbd.out");
-    let mut banner = crate::process::append(&out)?;
-    std::io::Write::write_all(
-        &mut banner,
-        format!(
-            "\n===== txoutbox-services: starting mariadbd at {} =====\n",
-            crate::process::now_iso()
-        )
-        .as_bytes(),
-    )?;
     let mut args = vec![
         "--no-defaults".to_owned(),
         format!("--datadir={}", data.display()),
@@ -166,12 +157,13 @@ pub fn launch(settings: &Settings) -> Result<Option<Pending>> {
         "--collation-server=utf8mb4_unicode_ci".to_owned(),
         "--skip-name-resolve".to_owned(),
     ]);
-    let child = spawn_detached(
+    let (child, _) = spawn(
+        "mariadbd",
         &program("mariadbd")?,
         &args,
         Path::new("/"),
         &out,
-        &root.join("pid"),
+        Some(&root.join("pid")),
     )?;
     say!("mariadb: starting on 127.0.0.1:{port}…");
     Ok(Some(Pending { t0, child }))

@@ -278,17 +278,19 @@ pub fn append(path: &Path) -> Result<File> {
         .with_context(|| format!("open {}", path.display()))
 }
 
+/// Points a command's stdin at /dev/null and its stdout and stderr at `file` (the log `path`).
+fn into_log<'c>(command: &'c mut Command, file: File, path: &Path) -> Result<&'c mut Command> {
+    let copy = file
+        .try_clone()
+        .with_context(|| format!("open {}", path.display()))?;
+    Ok(command.stdin(Stdio::null()).stdout(copy).stderr(file))
+}
+
 /// Runs a command to its end with stdin from /dev/null and stdout and stderr into `log` (which
 /// it truncates); on failure the error holds the log's tail.
 pub fn run_logged(command: &mut Command, log: &Path, what: &str) -> Result<()> {
     let file = File::create(log).with_context(|| format!("create {}", log.display()))?;
-    let status = command
-        .stdin(Stdio::null())
-        .stdout(
-            file.try_clone()
-                .with_context(|| format!("open {}", log.display()))?,
-        )
-        .stderr(file)
+    let status = into_log(command, file, log)?
         .status()
         .with_context(|| format!("{what}: cannot run {:?}", command.get_program()))?;
     if !status.success() {
@@ -301,34 +303,54 @@ pub fn run_logged(command: &mut Command, log: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts a daemon in a session of its own (`setsid`, util-linux), so that it outlives us and our
-/// terminal: stdin /dev/null, stdout and stderr appended to `log`, working folder `cwd`. `setsid`
-/// execs the program in place (a child of ours never leads a process group), so the returned
-/// child's pid is the daemon's; it is written to `pid_file`. Not waited for: a child we drop
-/// simply outlives us.
-pub fn spawn_detached(
+/// Starts `name`'s program in working folder `cwd` with stdin /dev/null, its stdout and stderr
+/// appended to `log` after a banner line; returns it with the log's length before its first line.
+///
+/// With `pid_file`, a daemon in a session of its own (`setsid`, util-linux), so that it outlives
+/// us and our terminal; `setsid` execs the program in place (a child of ours never leads a
+/// process group), so the child's pid is the daemon's, and goes to `pid_file`. Without, a plain
+/// child of ours. A dropped child is neither killed nor waited for.
+pub fn spawn(
+    name: &str,
     program: &Path,
     args: &[String],
     cwd: &Path,
     log: &Path,
-    pid_file: &Path,
-) -> Result<Child> {
-    let out = append(log)?;
-    let _ = std::fs::remove_file(pid_file);
-    let child = Command::new("setsid")
-        .arg(program)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(
-            out.try_clone()
-                .with_context(|| format!("open {}", log.display()))?,
+    pid_file: Option<&Path>,
+) -> Result<(Child, u64)> {
+    let mut out = append(log)?;
+    let banner = format!(
+        "\n===== txoutbox-services: starting {name} at {} =====\n",
+        now_iso()
+    );
+    out.write_all(banner.as_bytes())
+        .with_context(|| format!("write {}", log.display()))?;
+    let offset = file_len(log);
+    let mut command = match pid_file {
+        Some(pid_file) => {
+            let _ = std::fs::remove_file(pid_file);
+            let mut c = Command::new("setsid");
+            c.arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    command.args(args).current_dir(cwd);
+    let child = into_log(&mut command, out, log)?.spawn().with_context(|| {
+        format!(
+            "start {} ({})",
+            program.display(),
+            if pid_file.is_some() {
+                "with setsid of util-linux"
+            } else {
+                "a child"
+            }
         )
-        .stderr(out)
-        .spawn()
-        .with_context(|| format!("start {} with setsid (util-linux)", program.display()))?;
-    crate::settings::write(pid_file, format!("{}\n", child.id()))?;
-    Ok(child)
+    })?;
+    if let Some(pid_file) = pid_file {
+        crate::settings::write(pid_file, format!("{}\n", child.id()))?;
+    }
+    Ok((child, offset))
 }
 
 /// The program's full path: as given when it holds a `/`, else the first match on `PATH`, else
