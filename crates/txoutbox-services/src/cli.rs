@@ -152,21 +152,33 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
             down(s, &services)?;
         }
         "reset" => reset(s, &parse_services(rest, ALL)?)?,
-        "env" => print!("{}", render(&variables(s))),
+        "env" => out(&render(&variables(s))),
         "status" => status(s),
         "kafka-kill" => kafka_signal(s, "KILL", parse_node(rest)?)?,
         "kafka-stop" => kafka_signal(s, "TERM", parse_node(rest)?)?,
         "kafka-start" => kafka_start(s, parse_node(rest)?)?,
-        "kafka-lib" => println!("{}", kafka::jars(s)?.display()),
-        "pg-bindir" => println!("{}", postgres::bindir(s)?.display()),
-        "toxiproxy" => println!("{}", tools::toxiproxy(s)?.display()),
-        "browser" => println!("{}", tools::chromedriver(s)?.display()),
+        "kafka-lib" => line(kafka::jars(s)?.display()),
+        "pg-bindir" => line(postgres::bindir(s)?.display()),
+        "toxiproxy" => line(tools::toxiproxy(s)?.display()),
+        "browser" => line(tools::chromedriver(s)?.display()),
         _ => {
             eprint!("{USAGE}");
             return Ok(ExitCode::from(2));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a command's result on stdout; a reader gone (`| head -1`) is not an error.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
+/// [`out`] of a line.
+fn line(text: impl std::fmt::Display) {
+    out(&format!("{text}\n"));
 }
 
 /// The services folder's lock: one invocation at a time starts or stops services.
@@ -217,7 +229,7 @@ fn up(s: &Settings, services: &[Service]) -> Result<()> {
         process::since(t0),
         s.env_file().display()
     );
-    println!("{}", s.env_file().display());
+    line(s.env_file().display());
     Ok(())
 }
 
@@ -250,24 +262,24 @@ fn reset(s: &Settings, services: &[Service]) -> Result<()> {
 
 fn status(s: &Settings) {
     match external_kafka(s) {
-        Some(ext) => println!("kafka      external  {ext}"),
+        Some(ext) => line(format!("kafka      external  {ext}")),
         None => kafka_service::status(s, &[kafka_service::single(s)])
             .iter()
-            .for_each(|l| println!("{l}")),
+            .for_each(line),
     }
     // The cluster only once it was set up (`up kafka-cluster`).
     if kafka_service::node_dir(s, 11).is_dir() {
         kafka_service::status(s, &kafka_service::cluster(s))
             .iter()
-            .for_each(|l| println!("{l}"));
+            .for_each(line);
     }
     match external_postgres(s) {
-        Some(ext) => println!("postgres   external  {ext}"),
-        None => println!("{}", postgres::status(s)),
+        Some(ext) => line(format!("postgres   external  {ext}")),
+        None => line(postgres::status(s)),
     }
     match external_mysql(s) {
-        Some(ext) => println!("mariadb    external  {ext}"),
-        None => println!("{}", mariadb::status(s)),
+        Some(ext) => line(format!("mariadb    external  {ext}")),
+        None => line(mariadb::status(s)),
     }
 }
 
