@@ -20,7 +20,7 @@
 //!
 //! All are stopped hard and their folders deleted when dropped (also when a test panics).
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use txoutbox_services::kafka::{self as launcher, Launched};
 use txoutbox_services::kafka_config::{Defaults, KafkaConfig};
 use txoutbox_services::postgres::{PgServer, os_user};
-use txoutbox_services::process::{chown_to, log_tail, signal, wait_exit};
+use txoutbox_services::process::{chown_to, log_tail, port_accepts, signal, wait_exit};
 use txoutbox_services::{Settings, postgres};
 
 /// How long a node or cluster may take to become ready.
@@ -40,10 +40,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a free loopback port")
-}
-
-fn port_accepts(port: u16) -> bool {
-    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
 }
 
 /// Two different free loopback ports (a broker's and its controller's).
