@@ -84,8 +84,8 @@ pub fn kafka_lib() -> PathBuf {
     launcher::jars(&settings()).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Writes a node's files into `dir`, formats its storage (with `extra` arguments, e.g. SCRAM
-/// users) under a fresh cluster id, or `cluster_id` for a node of a cluster.
+/// Writes a node's files into `dir` and formats its storage as part of cluster `cluster_id`
+/// (with `extra` arguments, e.g. SCRAM users).
 fn write_and_format(lib: &Path, dir: &Path, config: &KafkaConfig, cluster_id: &str, extra: &[String]) {
     launcher::write_node_files(dir, config).unwrap_or_else(|e| panic!("{e:#}"));
     launcher::format(lib, dir, cluster_id, config.standalone(), extra).unwrap_or_else(|e| panic!("{e:#}"));
