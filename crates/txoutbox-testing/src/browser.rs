@@ -2,7 +2,8 @@
 //! `chromium-driver`), for the web console's tests and its page-load benchmark. Each session
 //! starts its own chromedriver on a free port with a fresh profile, and stops both when dropped.
 //!
-//! Chromium is installed with `scripts/services.sh browser` when missing. Where it cannot be
+//! Chromium is installed (by the services' launcher, as `scripts/services.sh browser` does) when
+//! missing. Where it cannot be
 //! installed, a browser test is skipped with a notice, unless `TXOUTBOX_REQUIRE_BROWSER` is set
 //! (CI sets it), which turns that into a failure.
 
@@ -26,35 +27,13 @@ pub struct Browser {
     profile: PathBuf,
 }
 
-/// Where chromedriver is, installing Chromium with `scripts/services.sh browser` when missing;
-/// the reason when it cannot be had.
+/// Where chromedriver is, installing Chromium (Debian's `chromium` and `chromium-driver`) with
+/// the services' launcher when missing; the reason when it cannot be had.
 fn chromedriver() -> Result<String, String> {
-    let found = |name: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {name}")])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    if let (Some(_), Some(driver)) = (found("chromium"), found("chromedriver")) {
-        return Ok(driver);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let output = Command::new(&script)
-        .arg("browser")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`scripts/services.sh browser` could not install chromium and chromium-driver: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    match (found("chromium"), found("chromedriver")) {
-        (Some(_), Some(driver)) => Ok(driver),
-        _ => Err("chromium or chromedriver is still missing after installing them".to_owned()),
-    }
+    txoutbox_services::Settings::from_env()
+        .and_then(|settings| txoutbox_services::tools::chromedriver(&settings))
+        .map(|path| path.display().to_string())
+        .map_err(|e| format!("{e:#}"))
 }
 
 impl Browser {

@@ -1,29 +1,35 @@
 //! Private service instances for the outage tests: a Kafka KRaft node and a PostgreSQL cluster
 //! that a test may stop, kill and restart without disturbing the tests that share the services of
-//! `scripts/services.sh`.
+//! `scripts/services.sh`. The launcher of those services, `txoutbox-services`, does the work
+//! both share: fetching the Kafka jars, writing `server.properties`, formatting a node's storage,
+//! starting its JVM and seeing it serve, finding (or installing) PostgreSQL and running `initdb`
+//! and `pg_ctl` as the right OS user.
 //!
-//! - [`KafkaNode`] runs Apache Kafka from the jars `scripts/services.sh` fetched
-//!   (`TXOUTBOX_KAFKA_HOME`, default `~/.cache/txoutbox/kafka-4.1.1`; `scripts/services.sh
-//!   kafka-lib` fetches them when they are missing), one combined broker+controller node on free
-//!   loopback ports, with its data in a temporary folder.
-//! - [`PgCluster`] runs `initdb` and `pg_ctl` of the installed PostgreSQL (the highest version under
-//!   `/usr/lib/postgresql/*/bin`, or `TXOUTBOX_PG_BINDIR`; `scripts/services.sh pg-bindir` installs
-//!   it when missing) on a free loopback port, with its data in a temporary folder. As root it runs
-//!   as the OS user `postgres`, like `scripts/services.sh`.
-//!
+//! - [`KafkaNode`] runs Apache Kafka from the launcher's jar cache (`TXOUTBOX_KAFKA_HOME`, default
+//!   `~/.cache/txoutbox/kafka-4.1.1`, fetched when missing), one combined broker+controller node
+//!   on free loopback ports, with its data in a temporary folder.
 //! - [`KafkaCluster`] runs three combined broker+controller nodes of the same KRaft cluster (a
 //!   controller quorum of three, replication factor 3 and `min.insync.replicas=2` by default), each
 //!   of which can be stopped, killed, paused and restarted on its own: a broker failover.
+//! - [`PgCluster`] runs `initdb` and `pg_ctl` of the installed PostgreSQL (the highest version under
+//!   `/usr/lib/postgresql/*/bin`, or `TXOUTBOX_PG_BINDIR`; installed when missing) on a free
+//!   loopback port, with its data in a temporary folder. As root it runs as the OS user
+//!   `postgres`, like the services' PostgreSQL.
 //!
 //! `TXOUTBOX_KEEP_INSTANCES=1` keeps their folders (logs, data) after the test, for a post-mortem.
 //!
-//! Both are stopped hard and their folders deleted when dropped (also when a test panics).
+//! All are stopped hard and their folders deleted when dropped (also when a test panics).
 
-use std::io::{Read, Seek, SeekFrom};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use txoutbox_services::kafka::{self as launcher, Launched};
+use txoutbox_services::kafka_config::{Defaults, KafkaConfig};
+use txoutbox_services::postgres::{PgServer, os_user};
+use txoutbox_services::process::{chown_to, log_tail, port_accepts, signal, wait_exit};
+use txoutbox_services::{Settings, postgres};
 
 /// How long a node or cluster may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -34,10 +40,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a free loopback port")
-}
-
-fn port_accepts(port: u16) -> bool {
-    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
 }
 
 /// Two different free loopback ports (a broker's and its controller's).
@@ -57,54 +59,14 @@ fn temp_folder(prefix: &str) -> PathBuf {
     dir
 }
 
-/// The last `lines` lines of a file, for error messages.
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+/// The launcher's settings (the environment of `scripts/services.sh`).
+fn settings() -> Settings {
+    Settings::from_env().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Whether this process runs as root (uid 0).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// uid and gid of an OS user, from `/etc/passwd`.
-fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-    })
-}
-
-/// Sends `signal` (e.g. `TERM`, `KILL`, `STOP`, `CONT`) to a process.
-fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Waits up to `timeout` for a child to exit; true when it did.
-fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Sends `sig` (e.g. `TERM`, `KILL`, `STOP`, `CONT`) to a process, ignoring a process gone.
+fn send(pid: u32, sig: &str) {
+    let _ = signal(pid, sig);
 }
 
 /// Runs a blocking closure on tokio's blocking pool.
@@ -116,65 +78,42 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 // Kafka
 // ---------------------------------------------------------------------------------------------
 
-/// The folder holding the Kafka jars: `TXOUTBOX_KAFKA_HOME`/lib (default
-/// `~/.cache/txoutbox/kafka-4.1.1/lib`) when `scripts/services.sh` fetched them there, else what
-/// `scripts/services.sh kafka-lib` prints (it fetches them first).
+/// The folder holding the Kafka jars (`TXOUTBOX_KAFKA_HOME`/lib, default
+/// `~/.cache/txoutbox/kafka-4.1.1/lib`), fetched by the launcher when missing.
 pub fn kafka_lib() -> PathBuf {
-    let home = std::env::var_os("TXOUTBOX_KAFKA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/txoutbox/kafka-4.1.1")
-        });
-    let lib = home.join("lib");
-    if lib.join(".complete").exists() {
-        return lib;
-    }
-    PathBuf::from(services_sh("kafka-lib"))
+    launcher::jars(&settings()).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Runs `scripts/services.sh <command>` and returns its stdout's last line.
-pub(crate) fn services_sh(command: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let out = Command::new(&script)
-        .arg(command)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("run {} {command}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("").trim().to_owned();
-    assert!(
-        out.status.success() && !last.is_empty(),
-        "{} {command} failed ({})",
-        script.display(),
-        out.status
-    );
-    last
+/// Writes a node's files into `dir` and formats its storage as part of cluster `cluster_id`
+/// (with `extra` arguments, e.g. SCRAM users).
+fn write_and_format(lib: &Path, dir: &Path, config: &KafkaConfig, cluster_id: &str, extra: &[String]) {
+    launcher::write_node_files(dir, config).unwrap_or_else(|e| panic!("{e:#}"));
+    launcher::format(lib, dir, cluster_id, config.standalone(), extra).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// A Kafka cluster id: 16 random bytes in URL-safe base64 without padding (22 characters).
-fn kafka_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    loop {
-        let bytes = *uuid::Uuid::new_v4().as_bytes();
-        let mut bits = 0u32;
-        let mut n = 0;
-        let mut out = String::new();
-        for b in bytes {
-            bits = (bits << 8) | u32::from(b);
-            n += 8;
-            while n >= 6 {
-                n -= 6;
-                out.push(ALPHABET[((bits >> n) & 63) as usize] as char);
-            }
-        }
-        if n > 0 {
-            out.push(ALPHABET[((bits << (6 - n)) & 63) as usize] as char);
-        }
-        if !out.starts_with('-') {
-            return out;
-        }
+/// A fresh Kafka cluster id.
+fn cluster_id() -> String {
+    launcher::random_cluster_id().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Starts a node's JVM (a child of ours, killed when its owner is dropped); does not wait.
+fn launch(lib: &Path, dir: &Path, heap: &[&str], jvm: &[&str]) -> Launched {
+    let heap: Vec<String> = heap.iter().map(|h| (*h).to_owned()).collect();
+    launcher::launch(lib, dir, &heap, jvm, None).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Whether a launched node serves (panics with its log when it exited).
+fn started(launched: &mut Launched, dir: &Path, broker_port: u16, name: &str) -> bool {
+    launcher::check_start(launched, dir, broker_port, name).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Panics when one of `ports` was taken while a node was down.
+fn ports_free(ports: &[u16], name: &str) {
+    for port in ports {
+        assert!(
+            !port_accepts(*port),
+            "port {port} was taken by another process while {name} was down"
+        );
     }
 }
 
@@ -183,9 +122,10 @@ fn kafka_cluster_id() -> String {
 #[derive(Debug)]
 pub struct KafkaNode {
     dir: PathBuf,
+    lib: PathBuf,
     broker_port: u16,
     controller_port: u16,
-    child: Option<Child>,
+    jvm: Option<Launched>,
 }
 
 impl KafkaNode {
@@ -203,34 +143,9 @@ impl KafkaNode {
         blocking(|| {
             let dir = temp_folder("txoutbox-kafka-stock");
             let (broker_port, controller_port) = two_ports();
-            let properties = format!(
-                "process.roles=broker,controller\n\
-                 node.id=1\n\
-                 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}\n\
-                 listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
-                 inter.broker.listener.name=PLAINTEXT\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
-                 controller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL\n\
-                 num.network.threads=3\n\
-                 num.io.threads=8\n\
-                 socket.send.buffer.bytes=102400\n\
-                 socket.receive.buffer.bytes=102400\n\
-                 socket.request.max.bytes=104857600\n\
-                 log.dirs={data}\n\
-                 num.partitions=1\n\
-                 num.recovery.threads.per.data.dir=1\n\
-                 offsets.topic.replication.factor=1\n\
-                 share.coordinator.state.topic.replication.factor=1\n\
-                 share.coordinator.state.topic.min.isr=1\n\
-                 transaction.state.log.replication.factor=1\n\
-                 transaction.state.log.min.isr=1\n\
-                 log.retention.hours=168\n\
-                 log.segment.bytes=1073741824\n\
-                 log.retention.check.interval.ms=300000\n",
-                data = dir.join("data").display(),
-            );
-            Self::format_and_launch(dir, broker_port, controller_port, &properties, &[])
+            let mut config = KafkaConfig::new(1, broker_port, controller_port, dir.join("data"));
+            config.defaults = Defaults::Stock;
+            Self::format_and_launch(dir, &config, &[])
         })
         .await
     }
@@ -274,9 +189,10 @@ impl KafkaNode {
     ) -> Self {
         let dir = temp_folder("txoutbox-kafka");
         let (broker_port, controller_port) = two_ports();
-        let mut secured = String::new();
+        let mut config = KafkaConfig::new(1, broker_port, controller_port, dir.join("data"))
+            .set("offsets.topic.num.partitions", 3);
+        config.advertised_port = advertised;
         let mut scram = Vec::new();
-        let (mut listeners, mut map) = (String::new(), String::new());
         if let Some((users, supers, out)) = sasl {
             let port = loop {
                 let p = free_port();
@@ -285,21 +201,11 @@ impl KafkaNode {
                 }
             };
             let tls = make_certificates(&dir);
-            listeners = format!(",SASL_SSL://127.0.0.1:{port}");
-            map = ",SASL_SSL:SASL_SSL".to_owned();
-            let supers: Vec<String> = std::iter::once("User:ANONYMOUS".to_owned())
-                .chain(supers.iter().map(|u| format!("User:{u}")))
-                .collect();
-            secured = format!(
-                "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
-                 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
-                 ssl.keystore.type=PEM\n\
-                 ssl.keystore.location={keystore}\n\
-                 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
-                 super.users={supers}\n",
-                keystore = tls.keystore.display(),
-                supers = supers.join(";"),
-            );
+            config.sasl_ssl = Some(txoutbox_services::kafka_config::SaslSsl {
+                port,
+                keystore: tls.keystore,
+                super_users: supers.to_vec(),
+            });
             for (user, password) in users {
                 scram.push("--add-scram".to_owned());
                 scram.push(format!("SCRAM-SHA-512=[name={user},password={password}]"));
@@ -310,135 +216,39 @@ impl KafkaNode {
                 untrusted_ca: tls.untrusted_ca,
             });
         }
-        let properties = format!(
-            "process.roles=broker,controller\n\
-             node.id=1\n\
-             controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}\n\
-             listeners=PLAINTEXT://127.0.0.1:{broker_port}{listeners},CONTROLLER://127.0.0.1:{controller_port}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{advertised}{listeners},CONTROLLER://127.0.0.1:{controller_port}\n\
-             inter.broker.listener.name=PLAINTEXT\n\
-             controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{map}\n\
-             {secured}\
-             log.dirs={data}\n\
-             auto.create.topics.enable=false\n\
-             num.partitions=3\n\
-             offsets.topic.replication.factor=1\n\
-             offsets.topic.num.partitions=3\n\
-             transaction.state.log.replication.factor=1\n\
-             transaction.state.log.min.isr=1\n\
-             share.coordinator.state.topic.replication.factor=1\n\
-             share.coordinator.state.topic.min.isr=1\n\
-             group.initial.rebalance.delay.ms=0\n",
-            data = dir.join("data").display(),
-            advertised = advertised.unwrap_or(broker_port),
-        );
-        Self::format_and_launch(dir, broker_port, controller_port, &properties, &scram)
+        Self::format_and_launch(dir, &config, &scram)
     }
 
-    /// Writes `properties` into `dir`, formats the node's storage (with `extra` arguments, e.g.
+    /// Writes the node's files into `dir`, formats its storage (with `extra` arguments, e.g.
     /// SCRAM users) and starts it.
-    fn format_and_launch(
-        dir: PathBuf,
-        broker_port: u16,
-        controller_port: u16,
-        properties: &str,
-        extra: &[String],
-    ) -> Self {
+    fn format_and_launch(dir: PathBuf, config: &KafkaConfig, extra: &[String]) -> Self {
         let lib = kafka_lib();
-        std::fs::write(dir.join("server.properties"), properties).unwrap();
-        let log4j = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka/log4j2.xml");
-        std::fs::copy(&log4j, dir.join("log4j2.xml"))
-            .unwrap_or_else(|e| panic!("copy {}: {e}", log4j.display()));
-        let format = Command::new("java")
-            .arg("-cp")
-            .arg(format!("{}/*", lib.display()))
-            .args(["kafka.tools.StorageTool", "format", "--cluster-id"])
-            .arg(kafka_cluster_id())
-            .arg("--config")
-            .arg(dir.join("server.properties"))
-            .arg("--standalone")
-            .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run java (Kafka's StorageTool)");
-        assert!(
-            format.status.success(),
-            "formatting {} failed: {}{}",
-            dir.display(),
-            String::from_utf8_lossy(&format.stdout),
-            String::from_utf8_lossy(&format.stderr)
-        );
+        write_and_format(&lib, &dir, config, &cluster_id(), extra);
         let mut node = Self {
             dir,
-            broker_port,
-            controller_port,
-            child: None,
+            lib,
+            broker_port: config.broker_port,
+            controller_port: config.controller_port,
+            jvm: None,
         };
         node.launch_and_wait();
         node
     }
 
     fn launch_and_wait(&mut self) {
-        assert!(self.child.is_none(), "the Kafka node is running already");
-        for port in [self.broker_port, self.controller_port] {
-            assert!(
-                !port_accepts(port),
-                "port {port} was taken by another process while the node was down"
-            );
-        }
-        let log_path = self.dir.join("node.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap();
-        let offset = log.metadata().unwrap().len();
-        let child = Command::new("java")
-            .args([
-                "-Xms256m",
-                "-Xmx768m",
-                "-server",
-                "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=20",
-                "-Djava.awt.headless=true",
-            ])
-            .arg(format!("-Dtxoutbox.node.dir={}", self.dir.display()))
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                self.dir.join("log4j2.xml").display()
-            ))
-            .arg("-cp")
-            .arg(format!("{}/*", kafka_lib().display()))
-            .arg("kafka.Kafka")
-            .arg(self.dir.join("server.properties"))
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start java (Kafka)");
-        self.child = Some(child);
+        assert!(self.jvm.is_none(), "the Kafka node is running already");
+        ports_free(&[self.broker_port, self.controller_port], "the Kafka node");
+        let mut jvm = launch(&self.lib, &self.dir, &["-Xms256m", "-Xmx768m"], &[]);
         let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!(
-                    "the Kafka node exited while starting ({status}):\n{}",
-                    tail(&log_path, 60)
-                );
-            }
-            if log_contains_since(&log_path, offset, "Kafka Server started") && port_accepts(self.broker_port)
-            {
-                return;
-            }
+        while !started(&mut jvm, &self.dir, self.broker_port, "the private node") {
             assert!(
                 Instant::now() < deadline,
                 "the Kafka node did not start within {READY_TIMEOUT:?}:\n{}",
-                tail(&log_path, 60)
+                log_tail(&self.log_path(), 60)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        self.jvm = Some(jvm);
     }
 
     /// `127.0.0.1:<broker port>`.
@@ -448,51 +258,35 @@ impl KafkaNode {
 
     /// The JVM's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.jvm.as_ref().map(|j| j.child.id())
     }
 
     /// Whether the node's process runs.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.jvm.is_some()
     }
 
     /// Stops the node with SIGTERM (a controlled shutdown) and waits until it is gone.
     pub async fn stop(&mut self) {
-        self.signal_and_wait("TERM").await;
+        stop_jvm(self.jvm.take(), "TERM").await;
     }
 
     /// Kills the node with SIGKILL and waits until it is gone.
     pub async fn kill(&mut self) {
-        self.signal_and_wait("KILL").await;
-    }
-
-    async fn signal_and_wait(&mut self, sig: &'static str) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let child = blocking(move || {
-            signal(child.id(), sig);
-            if !wait_exit(&mut child, Duration::from_secs(60)) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            child
-        })
-        .await;
-        drop(child);
+        stop_jvm(self.jvm.take(), "KILL").await;
     }
 
     /// Freezes the node (SIGSTOP): its connections stay open, nothing answers.
     pub fn pause(&self) {
         if let Some(pid) = self.pid() {
-            signal(pid, "STOP");
+            send(pid, "STOP");
         }
     }
 
     /// Lets a frozen node go on (SIGCONT).
     pub fn resume(&self) {
         if let Some(pid) = self.pid() {
-            signal(pid, "CONT");
+            send(pid, "CONT");
         }
     }
 
@@ -502,9 +296,10 @@ impl KafkaNode {
             self,
             Self {
                 dir: PathBuf::new(),
+                lib: PathBuf::new(),
                 broker_port: 0,
                 controller_port: 0,
-                child: None,
+                jvm: None,
             },
         );
         me = blocking(move || {
@@ -517,7 +312,30 @@ impl KafkaNode {
 
     /// The node's log (stdout and stderr of every start).
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join("node.log")
+        launcher::log_path(&self.dir)
+    }
+}
+
+/// Signals a node's JVM and waits until it is gone (SIGKILL after 60 s).
+async fn stop_jvm(jvm: Option<Launched>, sig: &'static str) {
+    let Some(Launched { mut child, .. }) = jvm else {
+        return;
+    };
+    blocking(move || {
+        send(child.id(), sig);
+        if !wait_exit(&mut child, Duration::from_secs(60)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    })
+    .await;
+}
+
+/// Kills a node's JVM at once (when its owner is dropped).
+fn kill_now(jvm: Option<Launched>) {
+    if let Some(Launched { mut child, .. }) = jvm {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -644,24 +462,9 @@ fn make_certificates(dir: &Path) -> Certificates {
     }
 }
 
-fn log_contains_since(path: &Path, offset: u64, needle: &str) -> bool {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return false;
-    };
-    if file.seek(SeekFrom::Start(offset)).is_err() {
-        return false;
-    }
-    let mut text = String::new();
-    let _ = file.read_to_string(&mut text);
-    text.contains(needle)
-}
-
 impl Drop for KafkaNode {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_now(self.jvm.take());
         if !self.dir.as_os_str().is_empty() && std::env::var_os("TXOUTBOX_KEEP_INSTANCES").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -673,7 +476,7 @@ impl Drop for KafkaNode {
 // ---------------------------------------------------------------------------------------------
 
 /// The JVM heap of each cluster node: three JVMs share the 2-core test machine.
-const CLUSTER_NODE_HEAP: &str = "-Xmx384m";
+const CLUSTER_NODE_HEAP: &[&str] = &["-Xms128m", "-Xmx384m"];
 
 /// One node of a [`KafkaCluster`].
 #[derive(Debug)]
@@ -682,72 +485,30 @@ struct ClusterNode {
     dir: PathBuf,
     broker_port: u16,
     controller_port: u16,
-    child: Option<Child>,
-    /// Where this start's log begins (to find its "started" line).
-    log_offset: u64,
+    jvm: Option<Launched>,
 }
 
 impl ClusterNode {
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("node.log")
-    }
-
     /// Starts the JVM; does not wait.
     fn launch(&mut self, lib: &Path) {
-        assert!(self.child.is_none(), "kafka-{} is running already", self.id);
-        for port in [self.broker_port, self.controller_port] {
-            assert!(
-                !port_accepts(port),
-                "port {port} was taken by another process while kafka-{} was down",
-                self.id
-            );
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        self.log_offset = log.metadata().unwrap().len();
-        let child = Command::new("java")
-            .args([
-                "-Xms128m",
-                CLUSTER_NODE_HEAP,
-                "-server",
-                "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=20",
-                "-XX:TieredStopAtLevel=1",
-                "-Djava.awt.headless=true",
-            ])
-            .arg(format!("-Dtxoutbox.node.dir={}", self.dir.display()))
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                self.dir.join("log4j2.xml").display()
-            ))
-            .arg("-cp")
-            .arg(format!("{}/*", lib.display()))
-            .arg("kafka.Kafka")
-            .arg(self.dir.join("server.properties"))
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start java (Kafka)");
-        self.child = Some(child);
+        assert!(self.jvm.is_none(), "kafka-{} is running already", self.id);
+        ports_free(
+            &[self.broker_port, self.controller_port],
+            &format!("kafka-{}", self.id),
+        );
+        self.jvm = Some(launch(
+            lib,
+            &self.dir,
+            CLUSTER_NODE_HEAP,
+            &["-XX:TieredStopAtLevel=1"],
+        ));
     }
 
     /// Whether this start is ready (panics when the process died).
     fn ready(&mut self) -> bool {
-        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            self.child = None;
-            panic!(
-                "kafka-{} exited while starting ({status}):\n{}",
-                self.id,
-                tail(&self.log_path(), 60)
-            );
-        }
-        log_contains_since(&self.log_path(), self.log_offset, "Kafka Server started")
-            && port_accepts(self.broker_port)
+        let name = format!("kafka-{}", self.id);
+        let jvm = self.jvm.as_mut().expect("a launched node");
+        started(jvm, &self.dir, self.broker_port, &name)
     }
 }
 
@@ -765,7 +526,7 @@ fn wait_ready(nodes: &mut [&mut ClusterNode]) {
         if Instant::now() >= deadline {
             let logs: Vec<String> = nodes
                 .iter()
-                .map(|n| format!("kafka-{}:\n{}", n.id, tail(&n.log_path(), 30)))
+                .map(|n| format!("kafka-{}:\n{}", n.id, log_tail(&launcher::log_path(&n.dir), 30)))
                 .collect();
             panic!(
                 "the Kafka cluster did not start within {READY_TIMEOUT:?}:\n{}",
@@ -805,70 +566,30 @@ impl KafkaCluster {
             ports.insert(free_port());
         }
         let ports: Vec<u16> = ports.into_iter().collect();
-        let voters = (0..3)
-            .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[2 * i + 1]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let cluster_id = kafka_cluster_id();
-        let log4j = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka/log4j2.xml");
+        let voters = KafkaConfig::voters_of((0..3).map(|i| (i as u32 + 1, ports[2 * i + 1])));
+        let cluster_id = cluster_id();
         let mut nodes = Vec::new();
         for i in 0..3 {
-            let (id, broker_port, controller_port) = (i as i32 + 1, ports[2 * i], ports[2 * i + 1]);
+            let (id, broker_port, controller_port) = (i as u32 + 1, ports[2 * i], ports[2 * i + 1]);
             let node_dir = dir.join(format!("kafka-{id}"));
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let properties = format!(
-                "process.roles=broker,controller\n\
-                 node.id={id}\n\
-                 controller.quorum.voters={voters}\n\
-                 listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
-                 inter.broker.listener.name=PLAINTEXT\n\
-                 controller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-                 log.dirs={data}\n\
-                 auto.create.topics.enable=false\n\
-                 num.partitions=6\n\
-                 default.replication.factor=3\n\
-                 min.insync.replicas=2\n\
-                 unclean.leader.election.enable=false\n\
-                 offsets.topic.replication.factor=3\n\
-                 offsets.topic.num.partitions=3\n\
-                 transaction.state.log.replication.factor=3\n\
-                 transaction.state.log.min.isr=2\n\
-                 share.coordinator.state.topic.replication.factor=3\n\
-                 share.coordinator.state.topic.min.isr=2\n\
-                 group.initial.rebalance.delay.ms=0\n\
-                 num.network.threads=2\n\
-                 num.io.threads=2\n\
-                 background.threads=2\n",
-                data = node_dir.join("data").display()
-            );
-            std::fs::write(node_dir.join("server.properties"), properties).unwrap();
-            std::fs::copy(&log4j, node_dir.join("log4j2.xml"))
-                .unwrap_or_else(|e| panic!("copy {}: {e}", log4j.display()));
-            let format = Command::new("java")
-                .arg("-cp")
-                .arg(format!("{}/*", lib.display()))
-                .args(["kafka.tools.StorageTool", "format", "--cluster-id", &cluster_id])
-                .arg("--config")
-                .arg(node_dir.join("server.properties"))
-                .stdin(Stdio::null())
-                .output()
-                .expect("run java (Kafka's StorageTool)");
-            assert!(
-                format.status.success(),
-                "formatting {} failed: {}{}",
-                node_dir.display(),
-                String::from_utf8_lossy(&format.stdout),
-                String::from_utf8_lossy(&format.stderr)
-            );
+            let mut config = KafkaConfig::new(id, broker_port, controller_port, node_dir.join("data"))
+                .set("unclean.leader.election.enable", false)
+                .set("offsets.topic.num.partitions", 3)
+                .set("num.network.threads", 2)
+                .set("num.io.threads", 2)
+                .set("background.threads", 2);
+            config.voters = Some(voters.clone());
+            config.defaults = Defaults::Test {
+                partitions: 6,
+                replicas: 3,
+            };
+            write_and_format(&lib, &node_dir, &config, &cluster_id, &[]);
             nodes.push(ClusterNode {
-                id,
+                id: id as i32,
                 dir: node_dir,
                 broker_port,
                 controller_port,
-                child: None,
-                log_offset: 0,
+                jvm: None,
             });
         }
         let mut cluster = Self { dir, lib, nodes };
@@ -915,7 +636,7 @@ impl KafkaCluster {
         self.nodes
             .iter()
             .find(|n| n.id == id)
-            .and_then(|n| n.child.as_ref().map(Child::id))
+            .and_then(|n| n.jvm.as_ref().map(|j| j.child.id()))
     }
 
     /// Whether node `id` runs.
@@ -926,41 +647,25 @@ impl KafkaCluster {
     /// Stops node `id` with SIGTERM (a controlled shutdown: its leaderships move first) and waits
     /// until it is gone.
     pub async fn stop(&mut self, id: i32) {
-        self.signal_and_wait(id, "TERM").await;
+        stop_jvm(self.node(id).jvm.take(), "TERM").await;
     }
 
     /// Kills node `id` with SIGKILL (no controlled shutdown) and waits until it is gone.
     pub async fn kill(&mut self, id: i32) {
-        self.signal_and_wait(id, "KILL").await;
-    }
-
-    async fn signal_and_wait(&mut self, id: i32, sig: &'static str) {
-        let Some(mut child) = self.node(id).child.take() else {
-            return;
-        };
-        let child = blocking(move || {
-            signal(child.id(), sig);
-            if !wait_exit(&mut child, Duration::from_secs(60)) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            child
-        })
-        .await;
-        drop(child);
+        stop_jvm(self.node(id).jvm.take(), "KILL").await;
     }
 
     /// Freezes node `id` (SIGSTOP): its connections stay open, nothing answers.
     pub fn pause(&self, id: i32) {
         if let Some(pid) = self.pid(id) {
-            signal(pid, "STOP");
+            send(pid, "STOP");
         }
     }
 
     /// Lets a frozen node go on (SIGCONT).
     pub fn resume(&self, id: i32) {
         if let Some(pid) = self.pid(id) {
-            signal(pid, "CONT");
+            send(pid, "CONT");
         }
     }
 
@@ -987,17 +692,14 @@ impl KafkaCluster {
 
     /// Node `id`'s log (stdout and stderr of every start).
     pub fn log_path(&self, id: i32) -> PathBuf {
-        self.dir.join(format!("kafka-{id}/node.log"))
+        launcher::log_path(&self.dir.join(format!("kafka-{id}")))
     }
 }
 
 impl Drop for KafkaCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            kill_now(node.jvm.take());
         }
         if !self.dir.as_os_str().is_empty() && std::env::var_os("TXOUTBOX_KEEP_INSTANCES").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -1065,41 +767,10 @@ pub async fn partition_leaders(bootstrap: &str, topic: &str) -> Vec<(i32, i32, V
 // ---------------------------------------------------------------------------------------------
 
 /// The bin folder of the installed PostgreSQL: `TXOUTBOX_PG_BINDIR`, else the highest version
-/// under `/usr/lib/postgresql/*/bin` with `initdb` and `pg_ctl` (as `scripts/services.sh` picks
-/// it), else the folder of `initdb` on the `PATH`, else what `scripts/services.sh pg-bindir`
-/// prints (it installs PostgreSQL first).
+/// under `/usr/lib/postgresql/*/bin` with `initdb` and `pg_ctl`, else the folder of `initdb` on the
+/// `PATH`; the launcher installs PostgreSQL first when there is none.
 pub fn pg_bindir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("TXOUTBOX_PG_BINDIR") {
-        return dir.into();
-    }
-    let mut best: Option<(u32, PathBuf)> = None;
-    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
-        for entry in entries.flatten() {
-            let bin = entry.path().join("bin");
-            let version = entry
-                .file_name()
-                .to_string_lossy()
-                .split('.')
-                .next()
-                .and_then(|v| v.parse::<u32>().ok());
-            if let Some(v) = version
-                && bin.join("initdb").exists()
-                && bin.join("pg_ctl").exists()
-                && best.as_ref().is_none_or(|(b, _)| v > *b)
-            {
-                best = Some((v, bin));
-            }
-        }
-    }
-    if let Some((_, bin)) = best {
-        return bin;
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
-        })
-        .unwrap_or_else(|| PathBuf::from(services_sh("pg-bindir")))
+    postgres::bindir(&settings()).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// How `pg_ctl` stops the server.
@@ -1121,14 +792,12 @@ impl PgStopMode {
 }
 
 /// A private PostgreSQL cluster (its own `initdb`, data folder and loopback port), superuser
-/// `postgres` with trust authentication on 127.0.0.1.
+/// `postgres` with trust authentication on 127.0.0.1. As root it runs as the OS user `postgres`.
 #[derive(Debug)]
 pub struct PgCluster {
     dir: PathBuf,
-    bin: PathBuf,
+    server: PgServer,
     port: u16,
-    /// The OS user the server runs as when we are root.
-    run_as: Option<String>,
 }
 
 impl PgCluster {
@@ -1167,38 +836,40 @@ impl PgCluster {
     }
 
     fn start_blocking(tls_password: Option<&str>, settings: &[(String, String)]) -> Self {
-        let bin = pg_bindir();
-        let run_as = is_root().then(|| "postgres".to_owned());
         let dir = temp_folder("txoutbox-pg");
-        if let Some(user) = &run_as {
-            let (uid, gid) = user_ids(user).unwrap_or_else(|| {
-                panic!("running as root, but there is no OS user {user} to run PostgreSQL as")
-            });
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the cluster folder");
-        }
+        let server = PgServer {
+            bin: pg_bindir(),
+            data: dir.join("data"),
+            user: os_user(),
+        };
+        let user = server.user.clone();
+        let chown = |path: &Path| {
+            if txoutbox_services::process::is_root() {
+                chown_to(path, &user).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+        };
+        chown(&dir);
         let cluster = Self {
             dir,
-            bin,
+            server,
             port: free_port(),
-            run_as,
         };
-        let data = cluster.data();
         let pwfile = cluster.dir.join("pwfile");
         let mut initdb = vec![
-            "-D".to_owned(),
-            data.to_str().unwrap().to_owned(),
             "-U".to_owned(),
             "postgres".to_owned(),
             "--auth=trust".to_owned(),
-            "--no-locale".to_owned(),
-            "--encoding=UTF8".to_owned(),
             "--no-sync".to_owned(),
         ];
         if let Some(password) = tls_password {
             std::fs::write(&pwfile, format!("{password}\n")).expect("write the password file");
             initdb.push(format!("--pwfile={}", pwfile.display()));
         }
-        cluster.run_checked("initdb", &initdb.iter().map(String::as_str).collect::<Vec<_>>());
+        let log = cluster.dir.join("initdb.log");
+        cluster
+            .server
+            .initdb(&initdb, &log)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let _ = std::fs::remove_file(&pwfile);
         let mut conf = format!(
             "\n# txoutbox-testing: a private cluster\n\
@@ -1216,11 +887,7 @@ impl PgCluster {
         }
         if tls_password.is_some() {
             let certificates = make_certificates(&cluster.dir);
-            if let Some(user) = &cluster.run_as {
-                let (uid, gid) = user_ids(user).expect("the server's OS user");
-                std::os::unix::fs::chown(&certificates.server_key, Some(uid), Some(gid))
-                    .expect("chown the server key");
-            }
+            chown(&certificates.server_key);
             std::fs::set_permissions(
                 &certificates.server_key,
                 std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -1232,14 +899,14 @@ impl PgCluster {
                 certificates.server_key.display()
             ));
             std::fs::write(
-                data.join("pg_hba.conf"),
+                cluster.server.data.join("pg_hba.conf"),
                 "local all all trust\n\
                  hostssl all all 127.0.0.1/32 scram-sha-256\n\
                  hostnossl all all 127.0.0.1/32 reject\n",
             )
             .expect("write pg_hba.conf");
         }
-        let conf_path = data.join("postgresql.conf");
+        let conf_path = cluster.server.data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
         text.push_str(&conf);
         std::fs::write(&conf_path, text).expect("write postgresql.conf");
@@ -1247,87 +914,22 @@ impl PgCluster {
         cluster
     }
 
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
-        let mut command = match &self.run_as {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(path);
-                c
-            }
-            None => Command::new(path),
-        };
-        command.current_dir("/").stdin(Stdio::null());
-        command
-    }
-
-    fn run_checked(&self, program: &str, args: &[&str]) {
-        let out = self
-            .command(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run {program}: {e}"));
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed ({}): {}{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.dir.join("postgres.log"), 30)
-        );
-    }
-
     fn pg_ctl_start(&self) {
-        assert!(
-            !port_accepts(self.port),
-            "port {} was taken by another process while the cluster was down",
-            self.port
-        );
-        let data = self.data();
-        let log = self.dir.join("postgres.log");
-        self.run_checked(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "-t",
-                "180",
-                "start",
-            ],
-        );
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !port_accepts(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "PostgreSQL started but does not accept connections:\n{}",
-                tail(&log, 30)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        ports_free(&[self.port], "the cluster");
+        let log = self.log_path();
+        self.server
+            .start(&log, READY_TIMEOUT, &self.dir.join("pg_ctl.log"))
+            .and_then(|()| {
+                self.server
+                    .wait_port(self.port, Instant::now() + READY_TIMEOUT, &log)
+            })
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     fn pg_ctl_stop(&self, mode: PgStopMode) {
-        let data = self.data();
-        self.run_checked(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-m",
-                mode.arg(),
-                "-w",
-                "-t",
-                "120",
-                "stop",
-            ],
-        );
+        self.server
+            .stop(mode.arg(), Duration::from_secs(120), &self.dir.join("pg_ctl.log"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
@@ -1361,9 +963,8 @@ impl PgCluster {
     fn clone_handle(&self) -> PgHandle {
         PgHandle(Self {
             dir: self.dir.clone(),
-            bin: self.bin.clone(),
+            server: self.server.clone(),
             port: self.port,
-            run_as: self.run_as.clone(),
         })
     }
 
@@ -1424,23 +1025,10 @@ impl Drop for PgCluster {
         if self.dir.as_os_str().is_empty() {
             return;
         }
-        let data = self.data();
-        if data.join("postmaster.pid").exists() {
+        if self.server.data.join("postmaster.pid").exists() {
             let _ = self
-                .command("pg_ctl")
-                .args([
-                    "-D",
-                    data.to_str().unwrap(),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "-t",
-                    "60",
-                    "stop",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+                .server
+                .stop("immediate", Duration::from_secs(60), &self.dir.join("pg_ctl.log"));
         }
         if std::env::var_os("TXOUTBOX_KEEP_INSTANCES").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);

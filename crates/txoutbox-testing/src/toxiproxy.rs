@@ -3,8 +3,8 @@
 //! them hang, through its HTTP API.
 //!
 //! The server binary is `TXOUTBOX_TOXIPROXY_BIN`, else `~/.cache/txoutbox/toxiproxy/bin/server`,
-//! else what `scripts/services.sh toxiproxy` prints (it builds Toxiproxy 2.12.0 with `go install`
-//! from the Go module proxy on first use, ~1 min).
+//! which the services' launcher builds (Toxiproxy 2.12.0 with `go install` from the Go module
+//! proxy) on first use, ~1 min (`scripts/services.sh toxiproxy` does the same).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,12 +19,9 @@ pub fn toxiproxy_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("TXOUTBOX_TOXIPROXY_BIN") {
         return bin.into();
     }
-    let cached = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-        .join(".cache/txoutbox/toxiproxy/bin/server");
-    if cached.exists() {
-        return cached;
-    }
-    PathBuf::from(crate::instances::services_sh("toxiproxy"))
+    txoutbox_services::Settings::from_env()
+        .and_then(|settings| txoutbox_services::tools::toxiproxy(&settings))
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A running Toxiproxy server on a free loopback port; killed when dropped.
