@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::settings::write;
+use crate::files::write;
 use crate::{Settings, kafka_service, mariadb, postgres};
 
 /// A value the environment gives for a service, unless it is our own local address (a shell that
@@ -74,7 +74,7 @@ pub fn shell_quote(value: &str) -> String {
 
 /// Rewrites the env file (atomically) with what is up now.
 pub fn write_env_file(settings: &Settings) -> Result<()> {
-    crate::settings::mkdir(&settings.services_dir)?;
+    crate::files::mkdir(&settings.services_dir)?;
     let file = settings.env_file();
     let tmp = file.with_extension("tmp");
     write(&tmp, render(&variables(settings)))?;

@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use crate::files::{mkdir, write};
 use crate::kafka_config::KafkaConfig;
 use crate::lock::Lock;
 use crate::process::{file_contains_since, log_tail, port_accepts, run_logged, since, spawn, which};
-use crate::settings::{KAFKA_VERSION, mkdir, write};
+use crate::settings::KAFKA_VERSION;
 use crate::{Settings, say};
 
 /// The list of jars that run a broker (not a build: `mvn copy-dependencies` reads it).

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
+use crate::files::write;
 use crate::kafka::{self, log_path};
 use crate::kafka_config::{Defaults, KafkaConfig};
 use crate::process::{
     has_arg, log_tail, pid_alive, port_accepts, read_pid, refuse_taken_port, since, stop_pid,
 };
-use crate::settings::write;
 use crate::{Settings, say};
 
 /// A node: its id, broker port and controller port.

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod env_file;
+pub mod files;
 pub mod kafka;
 pub mod kafka_config;
 pub mod kafka_service;

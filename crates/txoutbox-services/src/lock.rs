@@ -21,7 +21,7 @@ impl Lock {
     /// `holder` says in the error who else might hold it.
     pub fn acquire(path: &Path, holder: &str) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            crate::settings::mkdir(dir)?;
+            crate::files::mkdir(dir)?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::files::write;
 use crate::process::{
     as_user, has_arg, is_root, log_tail, pid_alive, port_accepts, read_pid, refuse_taken_port, run_logged,
     since, spawn, stop_pid, user_exists, which,
 };
-use crate::settings::{DB_NAME, DB_PASS, DB_USER, write};
+use crate::settings::{DB_NAME, DB_PASS, DB_USER};
 use crate::{Settings, say};
 
 /// Our database's URL on `port`.

@@ -26,17 +26,17 @@ pub fn apt_install(settings: &Settings, packages: &[&str]) -> Result<()> {
     if which("apt-get").is_none() {
         bail!("needs {list} but there is no apt-get here; install them and run again");
     }
-    crate::settings::mkdir(&settings.services_dir)?;
+    crate::files::mkdir(&settings.services_dir)?;
     let log = settings.services_dir.join("apt.log");
     let t0 = Instant::now();
     let policy = Path::new(POLICY);
     let added = !policy.exists();
     if added {
-        crate::settings::write(
+        crate::files::write(
             policy,
             "#!/bin/sh\n# added by txoutbox-services during apt-get install\nexit 101\n",
         )?;
-        crate::settings::set_mode(policy, 0o755)?;
+        crate::files::set_mode(policy, 0o755)?;
     }
     let result = install(&log, packages);
     if added {

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::files::write;
 use crate::process::{
     as_user, chown_to, is_executable, is_root, log_tail, pid_alive, port_accepts, read_pid,
     refuse_taken_port, run_logged, since, stop_pid,
 };
-use crate::settings::{DB_NAME, DB_PASS, DB_USER, write};
+use crate::settings::{DB_NAME, DB_PASS, DB_USER};
 use crate::{Settings, say};
 
 /// The bin folder of the installed PostgreSQL: `TXOUTBOX_PG_BINDIR`, else the highest version

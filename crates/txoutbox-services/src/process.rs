@@ -348,7 +348,7 @@ pub fn spawn(
         )
     })?;
     if let Some(pid_file) = pid_file {
-        crate::settings::write(pid_file, format!("{}\n", child.id()))?;
+        crate::files::write(pid_file, format!("{}\n", child.id()))?;
     }
     Ok((child, offset))
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::files::{mkdir, set_mode};
+
 /// The Apache Kafka version whose jars the cache holds (`scripts/kafka/pom.xml`).
 pub const KAFKA_VERSION: &str = "4.1.1";
 
@@ -189,23 +191,6 @@ impl Settings {
         }
         Ok(Some(target))
     }
-}
-
-/// `mkdir -p`, with the folder in the error.
-pub fn mkdir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create the folder {}", dir.display()))
-}
-
-/// `chmod`, with the path in the error.
-pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {mode:o} {}", path.display()))
-}
-
-/// Writes a file, with its path in the error.
-pub fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("write {}", path.display()))
 }
 
 #[cfg(test)]

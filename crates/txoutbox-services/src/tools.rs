@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use crate::files::{mkdir, write};
 use crate::lock::Lock;
 use crate::process::{is_executable, run_logged, since, which};
-use crate::settings::{mkdir, write};
 use crate::{Settings, say};
 
 /// The Toxiproxy version `go install` builds.
