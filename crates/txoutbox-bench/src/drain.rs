@@ -56,15 +56,15 @@ pub(crate) async fn run(
     let batch = RelayConfig::default().batch_size;
     let in_flight = RelayConfig::default().max_in_flight;
     let mut raws = Vec::new();
-    let mut stores = Vec::new();
+    let mut results = Vec::new();
     for &n in backlogs {
         let msgs = messages(n, keys);
-        let names: Vec<&str> = ["postgres"]
+        let stores: Vec<Db> = [Db::Postgres]
             .into_iter()
-            .chain(sqlite.then_some("sqlite"))
-            .chain(mysql.then_some("mysql"))
+            .chain(sqlite.then_some(Db::Sqlite))
+            .chain(mysql.then_some(Db::MySql))
             .collect();
-        let mut per_store: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); names.len()];
+        let mut per_store: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); stores.len()];
         let mut raw_rates = Vec::new();
         for round in 0..rounds {
             let topic = new_topic().await;
@@ -81,11 +81,12 @@ pub(crate) async fn run(
                 raw.msgs_per_sec
             );
             raw_rates.push(raw.msgs_per_sec);
-            for (i, name) in names.iter().enumerate() {
-                let (rate, prewrite) = match *name {
-                    "postgres" => postgres(&msgs, batch, in_flight).await,
-                    "sqlite" => sqlite_run(&msgs, batch, in_flight).await,
-                    _ => mysql_run(&msgs, batch, in_flight).await,
+            for (i, db) in stores.iter().enumerate() {
+                let name = db.name();
+                let (rate, prewrite) = match db {
+                    Db::Postgres => postgres(&msgs, batch, in_flight).await,
+                    Db::Sqlite => sqlite_run(&msgs, batch, in_flight).await,
+                    Db::MySql => mysql_run(&msgs, batch, in_flight).await,
                 };
                 eprintln!(
                     "[drain] {n} round {}: {name} {rate:.0} msg/s ({:.2}x raw)",
@@ -97,11 +98,11 @@ pub(crate) async fn run(
                 per_store[i].2.push(prewrite);
             }
         }
-        for (name, (rates, ratios, prewrite)) in names.into_iter().zip(per_store) {
+        for (db, (rates, ratios, prewrite)) in stores.into_iter().zip(per_store) {
             let mut sorted = ratios.clone();
             sorted.sort_by(f64::total_cmp);
-            stores.push(StoreDrain {
-                store: name.into(),
+            results.push(StoreDrain {
+                store: db.name().into(),
                 backlog: n,
                 msgs_per_sec: rates,
                 ratio_median: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
@@ -116,7 +117,25 @@ pub(crate) async fn run(
         rounds,
         keys,
         raw_msgs_per_sec: raws,
-        stores,
+        stores: results,
+    }
+}
+
+/// The stores a round drains.
+#[derive(Debug, Clone, Copy)]
+enum Db {
+    Postgres,
+    Sqlite,
+    MySql,
+}
+
+impl Db {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+            Self::MySql => "mysql",
+        }
     }
 }
 

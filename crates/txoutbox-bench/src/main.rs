@@ -329,6 +329,12 @@ fn list(values: &[f64]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
+/// Rates in thousands: `[43.6, 53.0]k`.
+fn list_k(values: &[f64]) -> String {
+    let thousands: Vec<f64> = values.iter().map(|v| v / 1000.0).collect();
+    format!("{}k", list(&thousands))
+}
+
 fn print_writes(w: &writes::WritesResult) {
     println!("\n== writes: cost of an outbox row against a plain outbox table (plain rate / outbox rate) ==");
     for s in &w.stores {
@@ -341,20 +347,8 @@ fn print_writes(w: &writes::WritesResult) {
             s.rows_per_transaction,
             s.cost_ratio_median,
             list(&s.cost_ratio),
-            list(
-                &s.plain_rows_per_sec
-                    .iter()
-                    .map(|r| r / 1000.0)
-                    .collect::<Vec<_>>()
-            )
-            .replace(']', "]k"),
-            list(
-                &s.outbox_rows_per_sec
-                    .iter()
-                    .map(|r| r / 1000.0)
-                    .collect::<Vec<_>>()
-            )
-            .replace(']', "]k"),
+            list_k(&s.plain_rows_per_sec),
+            list_k(&s.outbox_rows_per_sec),
         );
     }
 }
@@ -365,10 +359,7 @@ fn print_drain(d: &drain::DrainResult) {
         d.rounds, d.keys
     );
     for (n, raw) in &d.raw_msgs_per_sec {
-        println!(
-            "raw producer, {n} messages: k msg/s {}",
-            list(&raw.iter().map(|r| r / 1000.0).collect::<Vec<_>>())
-        );
+        println!("raw producer, {n} messages: msg/s {}", list_k(raw));
     }
     for s in &d.stores {
         println!(

@@ -83,10 +83,10 @@ impl PgOutboxTransaction {
 
     /// Publishes an already encoded message in this transaction.
     pub async fn publish_message(&mut self, message: NewMessage) -> Result<Uuid> {
-        message.check()?;
         let PublishStrategy::ImmediateWithFallback { grace } = message.strategy else {
             return self.outbox.publish_message(&mut *self.tx, message).await;
         };
+        message.check()?;
         let row = sqlx::query(AssertSqlSafe(Arc::clone(&self.outbox.sql().insert_immediate)))
             .bind(message.message_id)
             .bind(&message.topic)
