@@ -52,6 +52,24 @@ for manifest in crates/*/Cargo.toml; do
     fi
 done
 
+# cargo verifies each package against the others through a temporary registry in
+# <target>/package/tmp-registry. It unpacks that registry's crates into $CARGO_HOME/registry/src/
+# once per registry path and never again, and it treats what it built from them as unchanged while
+# the version is (registry sources count as immutable; their files carry the tarball's fixed
+# mtimes). A second run at the same path would verify each crate against the previous run's
+# dependencies. So every run starts without them: the unpacked sources, the packages, and the
+# compiled txoutbox crates (the workspace builds them again on its next build).
+rm -rf "$target_dir/package"
+for name in "${publishable[@]}"; do
+    rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$name-$version"
+done
+clean_packages=()
+for name in "${publishable[@]}"; do
+    clean_packages+=(-p "$name")
+done
+cargo clean --quiet "${clean_packages[@]}"
+step_done "removed the previous run's packages, their unpacked sources and builds"
+
 # --allow-dirty: this checks the working tree as it is; publishing is not done here.
 cargo package --workspace "${internal[@]}" --locked --allow-dirty "${profile[@]}"
 step_done "cargo package (${publishable[*]})"
