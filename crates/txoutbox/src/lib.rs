@@ -16,6 +16,7 @@
 //! | `mysql` | | [`mysql`]: the MySQL 8.0.16+ / MariaDB 10.6+ store |
 //! | `opentelemetry` | | the publishing span's W3C `traceparent` (and `tracestate`) in message headers |
 //! | `axum` | | [`axum`]: the relay's endpoints and web console as an axum router to mount |
+//! | `inbox` | | [`inbox`]: consume Kafka records effectively once, each in a transaction that records its id (with the stores of the database features that are on) |
 //! | `tls-rustls`, `tls-native-tls` | | sqlx's TLS backend for the database connections, if your own sqlx dependency does not choose one |
 //!
 //! **TLS**: txoutbox turns on no TLS backend of sqlx by default. The application chooses one for
@@ -182,6 +183,9 @@
 //!   table).
 //! - [`axum`] (feature `axum`): the relay's `/live`, `/health`, `/status`, `/metrics` and web
 //!   console as a router to mount in an axum application ([`axum::RelayRoutes`]).
+//! - [`inbox`] (feature `inbox`): the consumer side — [`inbox::InboxConsumer`] handles each Kafka
+//!   record once per message id, in a transaction on your database that may also `publish`
+//!   follow-up messages through the outbox.
 //!
 //! Services in other languages may insert rows into the outbox table directly; the daemon
 //! `txoutbox` ([txoutbox-cli](https://crates.io/crates/txoutbox-cli)) relays them without any Rust
@@ -199,7 +203,8 @@
         feature = "sqlite",
         feature = "mysql",
         feature = "kafka",
-        feature = "axum"
+        feature = "axum",
+        feature = "inbox"
     )),
     allow(rustdoc::broken_intra_doc_links)
 )]
@@ -249,4 +254,11 @@ pub mod kafka {
 #[cfg(feature = "axum")]
 pub mod axum {
     pub use txoutbox_axum::*;
+}
+
+/// The inbox: consume Kafka records effectively once, each in a database transaction that records
+/// its message id (the table: `docs/inbox.md`).
+#[cfg(feature = "inbox")]
+pub mod inbox {
+    pub use txoutbox_inbox::*;
 }

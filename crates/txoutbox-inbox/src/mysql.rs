@@ -1,0 +1,241 @@
+//! The inbox table on MySQL 8.0.16+ / MariaDB 10.6+.
+
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, MySql, MySqlPool, Transaction};
+use txoutbox_core::{Migration, Migrations, Result, TableName};
+
+use crate::error::db_error;
+use crate::message::{InboxMessage, ParkedRow, replayed_message};
+use crate::store::InboxStore;
+
+/// The named lock that serializes inbox migrators on one server.
+const MIGRATE_LOCK: &str = "txoutbox inbox migrate";
+
+const MIGRATIONS: Migrations = Migrations::new(&[Migration {
+    version: 1,
+    name: "inbox table",
+    template: include_str!("../migrations/mysql_0001_inbox_table.sql"),
+}]);
+
+/// The inbox on MySQL or MariaDB: table `inbox_messages` (or another, [`MySqlInbox::with_table`]).
+/// The handler receives a `sqlx::Transaction<'static, MySql>`.
+#[derive(Debug, Clone)]
+pub struct MySqlInbox {
+    pool: MySqlPool,
+    table: TableName,
+    sql: Statements,
+}
+
+#[derive(Debug, Clone)]
+struct Statements {
+    claim: String,
+    replays: String,
+    claim_replay: String,
+    repark: String,
+    park: String,
+    remove_handled: String,
+}
+
+impl MySqlInbox {
+    /// The inbox in table `inbox_messages` of the pool's database.
+    pub fn new(pool: MySqlPool) -> Self {
+        Self::with_table(pool, crate::default_table())
+    }
+
+    /// The inbox in `table` (validated identifiers, optionally schema-qualified).
+    pub fn with_table(pool: MySqlPool, table: TableName) -> Self {
+        let t = quoted(&table, "");
+        let sql = Statements {
+            replays: format!(
+                "SELECT message_id, topic, kafka_partition, kafka_offset, record_key, payload, headers \
+                 FROM {t} WHERE consumer = ? AND status = 'replay' ORDER BY received_at LIMIT ?"
+            ),
+            claim_replay: format!(
+                "UPDATE {t} SET status = 'handled', received_at = NOW(6), last_error = NULL, \
+                 attempts = attempts + 1 WHERE consumer = ? AND message_id = ? AND status = 'replay'"
+            ),
+            repark: format!(
+                "UPDATE {t} SET status = 'dead', last_error = ?, attempts = attempts + 1 \
+                 WHERE consumer = ? AND message_id = ? AND status = 'replay'"
+            ),
+            claim: format!(
+                "INSERT IGNORE INTO {t} (consumer, message_id, topic, kafka_partition, kafka_offset, attempts) \
+                 VALUES (?, ?, ?, ?, ?, 1)"
+            ),
+            park: format!(
+                "INSERT IGNORE INTO {t} (consumer, message_id, status, topic, kafka_partition, kafka_offset, \
+                 attempts, last_error, record_key, payload, headers) \
+                 VALUES (?, ?, 'dead', ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            remove_handled: format!(
+                "DELETE FROM {t} WHERE consumer = ? AND status = 'handled' \
+                 AND received_at < NOW(6) - INTERVAL ? MICROSECOND LIMIT ?"
+            ),
+        };
+        Self { pool, table, sql }
+    }
+
+    /// The table.
+    pub fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    /// Creates or upgrades the inbox table; safe to run from many processes at once.
+    pub async fn migrate(&self) -> Result<()> {
+        // DDL commits on its own in MySQL: a named lock, not a transaction, keeps migrators apart.
+        let mut tx = self.pool.acquire().await.map_err(db_error)?;
+        let locked: Option<i64> = sqlx::query_scalar("SELECT CAST(GET_LOCK(?, ?) AS SIGNED)")
+            .bind(MIGRATE_LOCK)
+            .bind(120_i64)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if locked != Some(1) {
+            return Err(txoutbox_core::Error::database(
+                format!("another inbox migration held the lock {MIGRATE_LOCK:?} for over 120 s; try again"),
+                true,
+            ));
+        }
+        let result = self.apply(&mut tx).await;
+        let released = sqlx::query("DO RELEASE_LOCK(?)")
+            .bind(MIGRATE_LOCK)
+            .execute(&mut *tx)
+            .await;
+        if released.is_err() {
+            // Never hand a connection that may still hold the lock back to the pool.
+            tx.close_on_drop();
+        }
+        result
+    }
+
+    async fn apply(&self, tx: &mut sqlx::MySqlConnection) -> Result<()> {
+        let migrations = quoted(&self.table, "_migrations");
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {migrations} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let applied: i32 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT coalesce(max(version), 0) FROM {migrations}"
+        )))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for step in MIGRATIONS.pending(&self.table, applied)? {
+            let statement = step.render(&[("table", &quoted(&self.table, "")), ("name", self.table.table())]);
+            sqlx::raw_sql(AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {migrations} (version, name) VALUES (?, ?)"
+            )))
+            .bind(step.version)
+            .bind(step.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        Ok(())
+    }
+}
+
+impl InboxStore for MySqlInbox {
+    type Tx = Transaction<'static, MySql>;
+
+    async fn begin(&self) -> Result<Self::Tx> {
+        self.pool.begin().await.map_err(db_error)
+    }
+
+    async fn claim(&self, tx: &mut Self::Tx, consumer: &str, message: &InboxMessage) -> Result<bool> {
+        let done = sqlx::query(AssertSqlSafe(self.sql.claim.as_str()))
+            .bind(consumer)
+            .bind(&message.id)
+            .bind(&message.topic)
+            .bind(message.partition)
+            .bind(message.offset)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn commit(&self, tx: Self::Tx) -> Result<()> {
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn rollback(&self, tx: Self::Tx) -> Result<()> {
+        tx.rollback().await.map_err(db_error)
+    }
+
+    async fn park(&self, consumer: &str, message: &InboxMessage, attempts: u32, error: &str) -> Result<()> {
+        sqlx::query(AssertSqlSafe(self.sql.park.as_str()))
+            .bind(consumer)
+            .bind(&message.id)
+            .bind(&message.topic)
+            .bind(message.partition)
+            .bind(message.offset)
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+            .bind(error)
+            .bind(message.key.as_deref())
+            .bind(message.payload.as_deref())
+            .bind(message.headers_json())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn replays(&self, consumer: &str, limit: u32) -> Result<Vec<InboxMessage>> {
+        let rows: Vec<ParkedRow> = sqlx::query_as(AssertSqlSafe(self.sql.replays.as_str()))
+            .bind(consumer)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().map(replayed_message).collect())
+    }
+
+    async fn claim_replay(&self, tx: &mut Self::Tx, consumer: &str, message: &InboxMessage) -> Result<bool> {
+        let done = sqlx::query(AssertSqlSafe(self.sql.claim_replay.as_str()))
+            .bind(consumer)
+            .bind(&message.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn repark(&self, consumer: &str, message: &InboxMessage, error: &str) -> Result<()> {
+        sqlx::query(AssertSqlSafe(self.sql.repark.as_str()))
+            .bind(error)
+            .bind(consumer)
+            .bind(&message.id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn remove_handled(&self, consumer: &str, age: Duration, limit: u32) -> Result<u64> {
+        let done = sqlx::query(AssertSqlSafe(self.sql.remove_handled.as_str()))
+            .bind(consumer)
+            .bind(i64::try_from(age.as_micros()).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// `` `schema`.`table<suffix>` `` of a validated [`TableName`].
+fn quoted(table: &TableName, suffix: &str) -> String {
+    match table.schema() {
+        Some(schema) => format!("`{schema}`.`{}{suffix}`", table.table()),
+        None => format!("`{}{suffix}`", table.table()),
+    }
+}

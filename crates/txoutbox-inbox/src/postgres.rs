@@ -1,0 +1,208 @@
+//! The inbox table on PostgreSQL.
+
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use txoutbox_core::{Migration, Migrations, Result, TableName};
+
+use crate::error::db_error;
+use crate::message::{InboxMessage, ParkedRow, replayed_message};
+use crate::store::InboxStore;
+
+const MIGRATIONS: Migrations = Migrations::new(&[Migration {
+    version: 1,
+    name: "inbox table",
+    template: include_str!("../migrations/postgres_0001_inbox_table.sql"),
+}]);
+
+/// The inbox on PostgreSQL: table `inbox_messages` (or another, [`PgInbox::with_table`]). The
+/// handler receives a `sqlx::Transaction<'static, Postgres>`.
+#[derive(Debug, Clone)]
+pub struct PgInbox {
+    pool: PgPool,
+    table: TableName,
+    sql: Statements,
+}
+
+#[derive(Debug, Clone)]
+struct Statements {
+    claim: String,
+    replays: String,
+    claim_replay: String,
+    repark: String,
+    park: String,
+    remove_handled: String,
+}
+
+impl PgInbox {
+    /// The inbox in table `inbox_messages` of the pool's database.
+    pub fn new(pool: PgPool) -> Self {
+        Self::with_table(pool, crate::default_table())
+    }
+
+    /// The inbox in `table` (validated identifiers, optionally schema-qualified).
+    pub fn with_table(pool: PgPool, table: TableName) -> Self {
+        let t = table.quoted();
+        let sql = Statements {
+            replays: format!(
+                "SELECT message_id, topic, kafka_partition, kafka_offset, record_key, payload, headers \
+                 FROM {t} WHERE consumer = $1 AND status = 'replay' ORDER BY received_at LIMIT $2"
+            ),
+            claim_replay: format!(
+                "UPDATE {t} SET status = 'handled', received_at = now(), last_error = NULL, \
+                 attempts = attempts + 1 WHERE consumer = $1 AND message_id = $2 AND status = 'replay'"
+            ),
+            repark: format!(
+                "UPDATE {t} SET status = 'dead', last_error = $1, attempts = attempts + 1 \
+                 WHERE consumer = $2 AND message_id = $3 AND status = 'replay'"
+            ),
+            claim: format!(
+                "INSERT INTO {t} (consumer, message_id, topic, kafka_partition, kafka_offset, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT DO NOTHING"
+            ),
+            park: format!(
+                "INSERT INTO {t} (consumer, message_id, status, topic, kafka_partition, kafka_offset, \
+                 attempts, last_error, record_key, payload, headers) \
+                 VALUES ($1, $2, 'dead', $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
+            ),
+            remove_handled: format!(
+                "DELETE FROM {t} WHERE ctid IN (SELECT ctid FROM {t} WHERE consumer = $1 \
+                 AND status = 'handled' AND received_at < now() - make_interval(secs => $2) LIMIT $3)"
+            ),
+        };
+        Self { pool, table, sql }
+    }
+
+    /// The table.
+    pub fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    /// Creates or upgrades the inbox table; safe to run from many processes at once.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('txoutbox inbox migrate', 0))")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let migrations = self.table.quoted_with_suffix("_migrations");
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {migrations} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let applied: i32 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT coalesce(max(version), 0) FROM {migrations}"
+        )))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for step in MIGRATIONS.pending(&self.table, applied)? {
+            let statement = step.render(&[("table", &self.table.quoted()), ("name", self.table.table())]);
+            sqlx::raw_sql(AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {migrations} (version, name) VALUES ($1, $2)"
+            )))
+            .bind(step.version)
+            .bind(step.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+}
+
+impl InboxStore for PgInbox {
+    type Tx = Transaction<'static, Postgres>;
+
+    async fn begin(&self) -> Result<Self::Tx> {
+        self.pool.begin().await.map_err(db_error)
+    }
+
+    async fn claim(&self, tx: &mut Self::Tx, consumer: &str, message: &InboxMessage) -> Result<bool> {
+        let done = sqlx::query(AssertSqlSafe(self.sql.claim.as_str()))
+            .bind(consumer)
+            .bind(&message.id)
+            .bind(&message.topic)
+            .bind(message.partition)
+            .bind(message.offset)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn commit(&self, tx: Self::Tx) -> Result<()> {
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn rollback(&self, tx: Self::Tx) -> Result<()> {
+        tx.rollback().await.map_err(db_error)
+    }
+
+    async fn park(&self, consumer: &str, message: &InboxMessage, attempts: u32, error: &str) -> Result<()> {
+        sqlx::query(AssertSqlSafe(self.sql.park.as_str()))
+            .bind(consumer)
+            .bind(&message.id)
+            .bind(&message.topic)
+            .bind(message.partition)
+            .bind(message.offset)
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+            .bind(error)
+            .bind(message.key.as_deref())
+            .bind(message.payload.as_deref())
+            .bind(message.headers_json())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn replays(&self, consumer: &str, limit: u32) -> Result<Vec<InboxMessage>> {
+        let rows: Vec<ParkedRow> = sqlx::query_as(AssertSqlSafe(self.sql.replays.as_str()))
+            .bind(consumer)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().map(replayed_message).collect())
+    }
+
+    async fn claim_replay(&self, tx: &mut Self::Tx, consumer: &str, message: &InboxMessage) -> Result<bool> {
+        let done = sqlx::query(AssertSqlSafe(self.sql.claim_replay.as_str()))
+            .bind(consumer)
+            .bind(&message.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn repark(&self, consumer: &str, message: &InboxMessage, error: &str) -> Result<()> {
+        sqlx::query(AssertSqlSafe(self.sql.repark.as_str()))
+            .bind(error)
+            .bind(consumer)
+            .bind(&message.id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn remove_handled(&self, consumer: &str, age: Duration, limit: u32) -> Result<u64> {
+        let done = sqlx::query(AssertSqlSafe(self.sql.remove_handled.as_str()))
+            .bind(consumer)
+            .bind(age.as_secs_f64())
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+}
