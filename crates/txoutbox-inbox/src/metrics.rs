@@ -1,6 +1,7 @@
-//! The inbox's metrics, each labelled with `consumer` (the consumer group).
+//! The inbox's metrics, each labelled with `consumer` (the consumer group); the names and what
+//! they count: `docs/operations.md`.
 
-use metrics::{counter, gauge};
+use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 
 /// Records handled and committed.
 pub(crate) const HANDLED: &str = "txoutbox_inbox_handled_total";
@@ -42,4 +43,37 @@ pub(crate) fn count(name: &'static str, consumer: &str) {
 /// Sets gauge `name` of `consumer`.
 pub(crate) fn set(name: &'static str, consumer: &str, value: f64) {
     gauge!(name, "consumer" => consumer.to_owned()).set(value);
+}
+
+/// Registers every inbox metric's help text with the installed recorder.
+pub fn describe() {
+    describe_counter!(
+        HANDLED,
+        Unit::Count,
+        "Records handled and committed with their id."
+    );
+    describe_counter!(
+        DUPLICATES,
+        Unit::Count,
+        "Records skipped: their id was recorded already."
+    );
+    describe_counter!(FAILURES, Unit::Count, "Failed handler attempts.");
+    describe_counter!(PARKED, Unit::Count, "Records parked after their last attempt.");
+    describe_counter!(REPLAYED, Unit::Count, "Parked records replayed and handled.");
+    describe_counter!(
+        POSITION_IDS,
+        Unit::Count,
+        "Records de-duplicated by their position (no usable id)."
+    );
+    describe_counter!(
+        STORE_ERRORS,
+        Unit::Count,
+        "Failed inbox database calls outside the handler."
+    );
+    describe_gauge!(
+        LAG,
+        Unit::Count,
+        "Records behind the ends of the assigned partitions."
+    );
+    describe_gauge!(IN_FLIGHT, Unit::Count, "Records read and not yet finished.");
 }
