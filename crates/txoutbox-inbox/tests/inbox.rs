@@ -126,6 +126,10 @@ trait TestDb: Sized {
     type Probe: Handler<<Self::Store as InboxStore>::Tx>;
 
     async fn new(follow_ups: &str) -> Self;
+    /// What another process needs to open this database (the kill test's child).
+    fn locator(&self) -> String;
+    /// This database, opened from its locator in another process.
+    async fn attach(locator: &str, follow_ups: &str) -> Self;
     fn inbox(&self) -> Self::Store;
     fn probe(&self, delay: Duration) -> Self::Probe;
     /// A relay of the follow-up messages to Kafka.
@@ -162,6 +166,24 @@ impl TestDb for Pg {
         let pg = Self { schema, outbox };
         pg.inbox().migrate().await.unwrap();
         pg
+    }
+
+    fn locator(&self) -> String {
+        self.schema.schema.clone()
+    }
+
+    async fn attach(locator: &str, follow_ups: &str) -> Self {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&txoutbox_testing::postgres::url())
+            .await
+            .unwrap();
+        let schema = txoutbox_testing::postgres::TestSchema {
+            pool,
+            schema: locator.to_owned(),
+        };
+        let outbox = txoutbox_postgres::PgOutbox::with_table(follow_up_topics(follow_ups), schema.table());
+        Self { schema, outbox }
     }
 
     fn inbox(&self) -> PgInbox {
@@ -248,6 +270,18 @@ impl TestDb for Lite {
         lite
     }
 
+    fn locator(&self) -> String {
+        self.db.path.display().to_string()
+    }
+
+    async fn attach(locator: &str, follow_ups: &str) -> Self {
+        let path = std::path::PathBuf::from(locator);
+        let pool = txoutbox_testing::sqlite::TestDb::connect(&path, 4).await;
+        let db = txoutbox_testing::sqlite::TestDb { pool, path };
+        let outbox = txoutbox_sqlite::SqliteOutbox::new(follow_up_topics(follow_ups));
+        Self { db, outbox }
+    }
+
     fn inbox(&self) -> SqliteInbox {
         SqliteInbox::new(self.db.pool.clone())
     }
@@ -320,6 +354,20 @@ impl TestDb for Maria {
         let maria = Self { db, outbox };
         maria.inbox().migrate().await.unwrap();
         maria
+    }
+
+    fn locator(&self) -> String {
+        self.db.database.clone()
+    }
+
+    async fn attach(locator: &str, follow_ups: &str) -> Self {
+        let pool = txoutbox_testing::mysql::TestDatabase::connect(locator, 8).await;
+        let db = txoutbox_testing::mysql::TestDatabase {
+            pool,
+            database: locator.to_owned(),
+        };
+        let outbox = txoutbox_mysql::MySqlOutbox::with_table(follow_up_topics(follow_ups), db.table());
+        Self { db, outbox }
     }
 
     fn inbox(&self) -> MySqlInbox {
@@ -724,12 +772,12 @@ const CHILD_ENV: &str = "TXOUTBOX_INBOX_CHILD";
 
 /// A consumer killed with `kill -9` at random moments, six times, and restarted: every input's
 /// effect and follow-up exactly once, in key order.
-async fn kill_9_at_random_moments_repeats_nothing() {
+async fn kill_9_at_random_moments_repeats_nothing<D: TestDb>(kind: &str) {
     use rand::Rng;
     txoutbox_testing::init_tracing();
     let input = kafka::new_topic("inbox-kill", 4).await;
     let follow_ups = kafka::new_topic("inbox-kill-out", 4).await;
-    let db = Pg::new(&follow_ups).await;
+    let db = D::new(&follow_ups).await;
     let relay = db.relay();
     let (records, expected) = inputs_with_duplicates(4000, 30);
     produce(&input, &records).await;
@@ -738,13 +786,13 @@ async fn kill_9_at_random_moments_repeats_nothing() {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "postgres::inbox_child_process",
+                "inbox_child_process",
                 "--nocapture",
                 "--test-threads=1",
             ])
             .env(
                 CHILD_ENV,
-                format!("{}|{input}|{group}|{follow_ups}", db.schema.schema),
+                format!("{kind}|{}|{input}|{group}|{follow_ups}", db.locator()),
             )
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -804,25 +852,24 @@ async fn kill_9_at_random_moments_repeats_nothing() {
 }
 
 /// The consumer process the kill test starts and kills (does nothing in a normal run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inbox_child_process() {
     let Ok(setting) = std::env::var(CHILD_ENV) else {
         return;
     };
     let parts: Vec<&str> = setting.split('|').collect();
-    let [schema, input, group, follow_ups] = parts[..] else {
+    let [kind, locator, input, group, follow_ups] = parts[..] else {
         panic!("bad {CHILD_ENV}: {setting}");
     };
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .connect(&txoutbox_testing::postgres::url())
-        .await
-        .unwrap();
-    let schema = txoutbox_testing::postgres::TestSchema {
-        pool,
-        schema: schema.to_owned(),
-    };
-    let outbox = txoutbox_postgres::PgOutbox::with_table(follow_up_topics(follow_ups), schema.table());
-    let db = Pg { schema, outbox };
+    match kind {
+        "postgres" => run_child(Pg::attach(locator, follow_ups).await, input, group).await,
+        "sqlite" => run_child(Lite::attach(locator, follow_ups).await, input, group).await,
+        "mariadb" => run_child(Maria::attach(locator, follow_ups).await, input, group).await,
+        other => panic!("unknown database {other}"),
+    }
+}
+
+async fn run_child<D: TestDb>(db: D, input: &str, group: &str) {
     // Static membership: a restarted process takes the killed one's partitions at once, without
     // waiting for its session to time out.
     let kafka = ConsumerConfig::new(kafka::bootstrap(), group, [input])
@@ -854,17 +901,12 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn kill_9_at_random_moments_repeats_nothing() {
-        super::kill_9_at_random_moments_repeats_nothing().await;
+        super::kill_9_at_random_moments_repeats_nothing::<Pg>("postgres").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn aborted_transactions_are_never_handled() {
         super::aborted_transactions_are_never_handled().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn inbox_child_process() {
-        super::inbox_child_process().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -880,6 +922,11 @@ mod postgres {
 
 mod sqlite {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn kill_9_at_random_moments_repeats_nothing() {
+        super::kill_9_at_random_moments_repeats_nothing::<Lite>("sqlite").await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn old_ids_are_removed_in_batches_and_parked_ones_stay() {
@@ -899,6 +946,11 @@ mod sqlite {
 
 mod mariadb {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn kill_9_at_random_moments_repeats_nothing() {
+        super::kill_9_at_random_moments_repeats_nothing::<Maria>("mariadb").await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn old_ids_are_removed_in_batches_and_parked_ones_stay() {
