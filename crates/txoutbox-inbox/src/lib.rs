@@ -49,6 +49,8 @@ mod poller;
 mod postgres;
 mod progress;
 mod replay;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+mod sql_store;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;

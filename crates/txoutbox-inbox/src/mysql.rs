@@ -1,13 +1,10 @@
 //! The inbox table on MySQL 8.0.16+ / MariaDB 10.6+.
 
-use std::time::Duration;
-
-use sqlx::{AssertSqlSafe, MySql, MySqlPool, Transaction};
+use sqlx::{AssertSqlSafe, MySqlPool};
 use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
-use crate::message::{InboxMessage, ParkedRow, replayed_message};
-use crate::store::InboxStore;
+use crate::sql_store::{Statements, sql_inbox_store};
 
 /// The named lock that serializes inbox migrators on one server.
 const MIGRATE_LOCK: &str = "txoutbox inbox migrate";
@@ -25,16 +22,6 @@ pub struct MySqlInbox {
     pool: MySqlPool,
     table: TableName,
     sql: Statements,
-}
-
-#[derive(Debug, Clone)]
-struct Statements {
-    claim: String,
-    replays: String,
-    claim_replay: String,
-    repark: String,
-    park: String,
-    remove_handled: String,
 }
 
 impl MySqlInbox {
@@ -143,94 +130,12 @@ impl MySqlInbox {
     }
 }
 
-impl InboxStore for MySqlInbox {
-    type Tx = Transaction<'static, MySql>;
-
-    async fn begin(&self) -> Result<Self::Tx> {
-        self.pool.begin().await.map_err(db_error)
-    }
-
-    async fn claim(&self, tx: &mut Self::Tx, consumer: &str, message: &InboxMessage) -> Result<bool> {
-        let done = sqlx::query(AssertSqlSafe(self.sql.claim.as_str()))
-            .bind(consumer)
-            .bind(&message.id)
-            .bind(&message.topic)
-            .bind(message.partition)
-            .bind(message.offset)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn commit(&self, tx: Self::Tx) -> Result<()> {
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn rollback(&self, tx: Self::Tx) -> Result<()> {
-        tx.rollback().await.map_err(db_error)
-    }
-
-    async fn park(&self, consumer: &str, message: &InboxMessage, attempts: u32, error: &str) -> Result<()> {
-        sqlx::query(AssertSqlSafe(self.sql.park.as_str()))
-            .bind(consumer)
-            .bind(&message.id)
-            .bind(&message.topic)
-            .bind(message.partition)
-            .bind(message.offset)
-            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-            .bind(error)
-            .bind(message.key.as_deref())
-            .bind(message.payload.as_deref())
-            .bind(message.headers_json())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn replays(&self, consumer: &str, limit: u32) -> Result<Vec<InboxMessage>> {
-        let rows: Vec<ParkedRow> = sqlx::query_as(AssertSqlSafe(self.sql.replays.as_str()))
-            .bind(consumer)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(rows.into_iter().map(replayed_message).collect())
-    }
-
-    async fn claim_replay(&self, tx: &mut Self::Tx, consumer: &str, message: &InboxMessage) -> Result<bool> {
-        let done = sqlx::query(AssertSqlSafe(self.sql.claim_replay.as_str()))
-            .bind(consumer)
-            .bind(&message.id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn repark(&self, consumer: &str, message: &InboxMessage, error: &str) -> Result<()> {
-        sqlx::query(AssertSqlSafe(self.sql.repark.as_str()))
-            .bind(error)
-            .bind(consumer)
-            .bind(&message.id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn remove_handled(&self, consumer: &str, age: Duration, limit: u32) -> Result<u64> {
-        let done = sqlx::query(AssertSqlSafe(self.sql.remove_handled.as_str()))
-            .bind(consumer)
-            .bind(i64::try_from(age.as_micros()).unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
-    }
-}
+sql_inbox_store!(
+    MySqlInbox,
+    sqlx::MySql,
+    begin = |pool| pool.begin(),
+    age = |age| i64::try_from(age.as_micros()).unwrap_or(i64::MAX),
+);
 
 /// `` `schema`.`table<suffix>` `` of a validated [`TableName`].
 fn quoted(table: &TableName, suffix: &str) -> String {

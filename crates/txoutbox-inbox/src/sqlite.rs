@@ -1,13 +1,10 @@
 //! The inbox table on SQLite.
 
-use std::time::Duration;
-
-use sqlx::{AssertSqlSafe, Sqlite, SqlitePool, Transaction};
+use sqlx::{AssertSqlSafe, SqlitePool};
 use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
-use crate::message::{InboxMessage, ParkedRow, replayed_message};
-use crate::store::InboxStore;
+use crate::sql_store::{Statements, sql_inbox_store};
 
 const MIGRATIONS: Migrations = Migrations::new(&[Migration {
     version: 1,
@@ -23,16 +20,6 @@ pub struct SqliteInbox {
     pool: SqlitePool,
     table: TableName,
     sql: Statements,
-}
-
-#[derive(Debug, Clone)]
-struct Statements {
-    claim: String,
-    replays: String,
-    claim_replay: String,
-    repark: String,
-    park: String,
-    remove_handled: String,
 }
 
 impl SqliteInbox {
@@ -126,91 +113,9 @@ impl SqliteInbox {
     }
 }
 
-impl InboxStore for SqliteInbox {
-    type Tx = Transaction<'static, Sqlite>;
-
-    async fn begin(&self) -> Result<Self::Tx> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
-    }
-
-    async fn claim(&self, tx: &mut Self::Tx, consumer: &str, message: &InboxMessage) -> Result<bool> {
-        let done = sqlx::query(AssertSqlSafe(self.sql.claim.as_str()))
-            .bind(consumer)
-            .bind(&message.id)
-            .bind(&message.topic)
-            .bind(message.partition)
-            .bind(message.offset)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn commit(&self, tx: Self::Tx) -> Result<()> {
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn rollback(&self, tx: Self::Tx) -> Result<()> {
-        tx.rollback().await.map_err(db_error)
-    }
-
-    async fn park(&self, consumer: &str, message: &InboxMessage, attempts: u32, error: &str) -> Result<()> {
-        sqlx::query(AssertSqlSafe(self.sql.park.as_str()))
-            .bind(consumer)
-            .bind(&message.id)
-            .bind(&message.topic)
-            .bind(message.partition)
-            .bind(message.offset)
-            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-            .bind(error)
-            .bind(message.key.as_deref())
-            .bind(message.payload.as_deref())
-            .bind(message.headers_json())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn replays(&self, consumer: &str, limit: u32) -> Result<Vec<InboxMessage>> {
-        let rows: Vec<ParkedRow> = sqlx::query_as(AssertSqlSafe(self.sql.replays.as_str()))
-            .bind(consumer)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(rows.into_iter().map(replayed_message).collect())
-    }
-
-    async fn claim_replay(&self, tx: &mut Self::Tx, consumer: &str, message: &InboxMessage) -> Result<bool> {
-        let done = sqlx::query(AssertSqlSafe(self.sql.claim_replay.as_str()))
-            .bind(consumer)
-            .bind(&message.id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn repark(&self, consumer: &str, message: &InboxMessage, error: &str) -> Result<()> {
-        sqlx::query(AssertSqlSafe(self.sql.repark.as_str()))
-            .bind(error)
-            .bind(consumer)
-            .bind(&message.id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn remove_handled(&self, consumer: &str, age: Duration, limit: u32) -> Result<u64> {
-        let done = sqlx::query(AssertSqlSafe(self.sql.remove_handled.as_str()))
-            .bind(consumer)
-            .bind(age.as_secs_f64())
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
-    }
-}
+sql_inbox_store!(
+    SqliteInbox,
+    sqlx::Sqlite,
+    begin = |pool| pool.begin_with("BEGIN IMMEDIATE"),
+    age = |age| age.as_secs_f64(),
+);

@@ -1,0 +1,152 @@
+//! What the three SQL inboxes share: their statements and, written once, the `InboxStore`
+//! implementation over them (each database gives its pool, transaction type, how a transaction
+//! begins and how an age is bound).
+
+/// The statements of one inbox table, rendered for its database and table.
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    /// Records a message id (`true` when it was not there).
+    pub(crate) claim: String,
+    /// Records a parked record with its contents.
+    pub(crate) park: String,
+    /// Reads records marked for replay.
+    pub(crate) replays: String,
+    /// Takes a replay (`replay` → `handled`).
+    pub(crate) claim_replay: String,
+    /// Parks a replay that failed again.
+    pub(crate) repark: String,
+    /// Deletes a batch of old handled ids.
+    pub(crate) remove_handled: String,
+}
+
+/// `impl InboxStore for $inbox` over `self.pool` and `self.sql` (a [`Statements`]).
+macro_rules! sql_inbox_store {
+    ($inbox:ty, $db:ty, begin = |$pool:ident| $begin:expr, age = |$age:ident| $age_param:expr $(,)?) => {
+        impl $crate::store::InboxStore for $inbox {
+            type Tx = sqlx::Transaction<'static, $db>;
+
+            async fn begin(&self) -> txoutbox_core::Result<Self::Tx> {
+                let $pool = &self.pool;
+                $begin.await.map_err($crate::error::db_error)
+            }
+
+            async fn claim(
+                &self,
+                tx: &mut Self::Tx,
+                consumer: &str,
+                message: &$crate::message::InboxMessage,
+            ) -> txoutbox_core::Result<bool> {
+                let done = sqlx::query(sqlx::AssertSqlSafe(self.sql.claim.as_str()))
+                    .bind(consumer)
+                    .bind(&message.id)
+                    .bind(&message.topic)
+                    .bind(message.partition)
+                    .bind(message.offset)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err($crate::error::db_error)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn commit(&self, tx: Self::Tx) -> txoutbox_core::Result<()> {
+                tx.commit().await.map_err($crate::error::db_error)
+            }
+
+            async fn rollback(&self, tx: Self::Tx) -> txoutbox_core::Result<()> {
+                tx.rollback().await.map_err($crate::error::db_error)
+            }
+
+            async fn park(
+                &self,
+                consumer: &str,
+                message: &$crate::message::InboxMessage,
+                attempts: u32,
+                error: &str,
+            ) -> txoutbox_core::Result<()> {
+                sqlx::query(sqlx::AssertSqlSafe(self.sql.park.as_str()))
+                    .bind(consumer)
+                    .bind(&message.id)
+                    .bind(&message.topic)
+                    .bind(message.partition)
+                    .bind(message.offset)
+                    .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+                    .bind(error)
+                    .bind(message.key.as_deref())
+                    .bind(message.payload.as_deref())
+                    .bind(message.headers_json())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::db_error)?;
+                Ok(())
+            }
+
+            async fn replays(
+                &self,
+                consumer: &str,
+                limit: u32,
+            ) -> txoutbox_core::Result<Vec<$crate::message::InboxMessage>> {
+                let rows: Vec<$crate::message::ParkedRow> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(self.sql.replays.as_str()))
+                        .bind(consumer)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err($crate::error::db_error)?;
+                Ok(rows
+                    .into_iter()
+                    .map($crate::message::replayed_message)
+                    .collect())
+            }
+
+            async fn claim_replay(
+                &self,
+                tx: &mut Self::Tx,
+                consumer: &str,
+                message: &$crate::message::InboxMessage,
+            ) -> txoutbox_core::Result<bool> {
+                let done = sqlx::query(sqlx::AssertSqlSafe(self.sql.claim_replay.as_str()))
+                    .bind(consumer)
+                    .bind(&message.id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err($crate::error::db_error)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn repark(
+                &self,
+                consumer: &str,
+                message: &$crate::message::InboxMessage,
+                error: &str,
+            ) -> txoutbox_core::Result<()> {
+                sqlx::query(sqlx::AssertSqlSafe(self.sql.repark.as_str()))
+                    .bind(error)
+                    .bind(consumer)
+                    .bind(&message.id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::db_error)?;
+                Ok(())
+            }
+
+            async fn remove_handled(
+                &self,
+                consumer: &str,
+                age: std::time::Duration,
+                limit: u32,
+            ) -> txoutbox_core::Result<u64> {
+                let $age = age;
+                let done = sqlx::query(sqlx::AssertSqlSafe(self.sql.remove_handled.as_str()))
+                    .bind(consumer)
+                    .bind($age_param)
+                    .bind(i64::from(limit))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::db_error)?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+pub(crate) use sql_inbox_store;
