@@ -1,10 +1,10 @@
 //! The inbox table on MySQL 8.0.16+ / MariaDB 10.6+.
 
-use sqlx::{AssertSqlSafe, MySqlPool};
+use sqlx::MySqlPool;
 use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
-use crate::sql_store::{Statements, sql_inbox_store};
+use crate::sql_store::{Statements, apply_migrations, sql_inbox_store};
 
 /// The named lock that serializes inbox migrators on one server.
 const MIGRATE_LOCK: &str = "txoutbox inbox migrate";
@@ -97,35 +97,15 @@ impl MySqlInbox {
     }
 
     async fn apply(&self, tx: &mut sqlx::MySqlConnection) -> Result<()> {
-        let migrations = quoted(&self.table, "_migrations");
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "CREATE TABLE IF NOT EXISTS {migrations} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
-             applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let applied: i32 = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT coalesce(max(version), 0) FROM {migrations}"
-        )))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        for step in MIGRATIONS.pending(&self.table, applied)? {
-            let statement = step.render(&[("table", &quoted(&self.table, "")), ("name", self.table.table())]);
-            sqlx::raw_sql(AssertSqlSafe(statement))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO {migrations} (version, name) VALUES (?, ?)"
-            )))
-            .bind(step.version)
-            .bind(step.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        }
+        apply_migrations!(
+            tx,
+            steps = MIGRATIONS,
+            table = &self.table,
+            migrations = quoted(&self.table, "_migrations"),
+            applied_at = "TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
+            insert = "INSERT INTO {migrations} (version, name) VALUES (?, ?)",
+            values = &[("table", &quoted(&self.table, "")), ("name", self.table.table())],
+        );
         Ok(())
     }
 }

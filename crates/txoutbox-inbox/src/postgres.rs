@@ -1,10 +1,10 @@
 //! The inbox table on PostgreSQL.
 
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::PgPool;
 use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
-use crate::sql_store::{Statements, sql_inbox_store};
+use crate::sql_store::{Statements, apply_migrations, sql_inbox_store};
 
 const MIGRATIONS: Migrations = Migrations::new(&[Migration {
     version: 1,
@@ -72,35 +72,15 @@ impl PgInbox {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        let migrations = self.table.quoted_with_suffix("_migrations");
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "CREATE TABLE IF NOT EXISTS {migrations} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
-             applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let applied: i32 = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT coalesce(max(version), 0) FROM {migrations}"
-        )))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        for step in MIGRATIONS.pending(&self.table, applied)? {
-            let statement = step.render(&[("table", &self.table.quoted()), ("name", self.table.table())]);
-            sqlx::raw_sql(AssertSqlSafe(statement))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO {migrations} (version, name) VALUES ($1, $2)"
-            )))
-            .bind(step.version)
-            .bind(step.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        }
+        apply_migrations!(
+            tx,
+            steps = MIGRATIONS,
+            table = &self.table,
+            migrations = self.table.quoted_with_suffix("_migrations"),
+            applied_at = "TIMESTAMPTZ NOT NULL DEFAULT now()",
+            insert = "INSERT INTO {migrations} (version, name) VALUES ($1, $2)",
+            values = &[("table", &self.table.quoted()), ("name", self.table.table())],
+        );
         tx.commit().await.map_err(db_error)
     }
 }

@@ -149,4 +149,48 @@ macro_rules! sql_inbox_store {
     };
 }
 
-pub(crate) use sql_inbox_store;
+/// Creates the migrations table `$migrations` if missing and applies the steps of `$steps` the
+/// table `$table` still needs, each with its version recorded, on `$conn` (a connection or
+/// transaction the caller locked). `$applied_at` is the column's type and default; `$insert`
+/// the statement that records a step (`{migrations}` in it is the table).
+macro_rules! apply_migrations {
+    (
+        $conn:expr,
+        steps = $steps:expr,
+        table = $table:expr,
+        migrations = $migrations:expr,
+        applied_at = $applied_at:literal,
+        insert = $insert:literal,
+        values = $values:expr $(,)?
+    ) => {{
+        let migrations = $migrations;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {migrations} (version INTEGER PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at {})",
+            $applied_at
+        )))
+        .execute(&mut *$conn)
+        .await
+        .map_err($crate::error::db_error)?;
+        let applied: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT coalesce(max(version), 0) FROM {migrations}"
+        )))
+        .fetch_one(&mut *$conn)
+        .await
+        .map_err($crate::error::db_error)?;
+        for step in $steps.pending($table, applied)? {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(step.render($values)))
+                .execute(&mut *$conn)
+                .await
+                .map_err($crate::error::db_error)?;
+            sqlx::query(sqlx::AssertSqlSafe(format!($insert, migrations = migrations)))
+                .bind(step.version)
+                .bind(step.name)
+                .execute(&mut *$conn)
+                .await
+                .map_err($crate::error::db_error)?;
+        }
+    }};
+}
+
+pub(crate) use {apply_migrations, sql_inbox_store};
