@@ -19,10 +19,6 @@ use crate::replay::replay_marked;
 use crate::store::InboxStore;
 use crate::worker::{Shared, run_lane};
 
-/// Records a lane's queue holds before the poll thread waits (the bytes bound usually stops it
-/// first).
-const LANE_QUEUE: usize = 1024;
-
 /// A Kafka consumer whose records are each handled once per message id, in a database
 /// transaction that records the id: offsets are committed only after that commit, and a record
 /// delivered again finds its id and is skipped.
@@ -107,7 +103,8 @@ where
         let mut senders = Vec::with_capacity(config.concurrency);
         let mut lanes = Vec::with_capacity(config.concurrency);
         for _ in 0..config.concurrency {
-            let (sender, receiver) = mpsc::channel(LANE_QUEUE);
+            // Unbounded in records, bounded in bytes: the poll thread pauses fetching at the bound.
+            let (sender, receiver) = mpsc::unbounded_channel();
             senders.push(sender);
             lanes.push(runtime.spawn(run_lane(Arc::clone(&shared), receiver, stopped.clone())));
         }
@@ -211,7 +208,9 @@ fn create_consumer(
         .set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("statistics.interval.ms", "10000");
+        .set("statistics.interval.ms", "10000")
+        // librdkafka's own prefetch, beside the records in hand (its default is 64 MiB).
+        .set("queued.max.messages.kbytes", "16384");
     for (key, value) in &kafka.properties {
         client.set(key, value);
     }

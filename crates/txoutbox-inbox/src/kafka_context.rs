@@ -39,9 +39,11 @@ impl ConsumerContext for InboxContext {
             return;
         };
         let partitions = partitions_of(list);
-        if !self.progress.wait_drained(&partitions, self.revoke_timeout) {
+        // Records queued for these partitions are skipped from now on (they come again to
+        // whoever gets the partitions); the ones handlers run are waited for.
+        if !self.progress.quiesce(&partitions, self.revoke_timeout) {
             tracing::warn!(consumer = self.consumer, revoke_timeout = ?self.revoke_timeout,
-                "partitions revoked before their records finished; the unfinished ones come again \
+                "partitions revoked while handlers still ran their records; those come again \
                  (the inbox skips what was handled)");
         }
         let positions = self.progress.take_positions(Some(&partitions));

@@ -154,24 +154,30 @@ impl InboxMessage {
             + std::mem::size_of::<Self>()
     }
 
-    /// The headers as a JSON array of `[name, value]` pairs in the record's order (a value that
-    /// is not UTF-8 lossily, a missing one `null`), for a parked row.
+    /// The headers as a JSON array of `[name, value]` pairs in the record's order, for a parked
+    /// row: a UTF-8 value as a string, any other as `{"hex": "…"}`, a missing one as `null`.
     #[cfg_attr(
         not(any(feature = "postgres", feature = "sqlite", feature = "mysql")),
         allow(dead_code, reason = "used by the stores, which are behind features")
     )]
     pub(crate) fn headers_json(&self) -> String {
-        let pairs: Vec<serde_json::Value> = self
+        use serde_json::Value;
+        let pairs: Vec<Value> = self
             .headers
             .iter()
             .map(|(n, v)| {
-                let value = v.as_ref().map_or(serde_json::Value::Null, |v| {
-                    serde_json::Value::String(String::from_utf8_lossy(v).into_owned())
-                });
-                serde_json::Value::Array(vec![serde_json::Value::String(n.clone()), value])
+                let value = match v.as_deref().map(|v| (v, std::str::from_utf8(v))) {
+                    None => Value::Null,
+                    Some((_, Ok(text))) => Value::String(text.to_owned()),
+                    Some((bytes, Err(_))) => {
+                        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                        serde_json::json!({ "hex": hex })
+                    }
+                };
+                Value::Array(vec![Value::String(n.clone()), value])
             })
             .collect();
-        serde_json::Value::Array(pairs).to_string()
+        Value::Array(pairs).to_string()
     }
 
     /// The headers back from [`headers_json`](Self::headers_json)'s form (nothing if malformed).
@@ -187,11 +193,26 @@ impl InboxMessage {
             .iter()
             .filter_map(|pair| {
                 let name = pair.get(0)?.as_str()?.to_owned();
-                let value = pair.get(1)?.as_str().map(|v| v.as_bytes().to_vec());
+                let value = match pair.get(1)? {
+                    serde_json::Value::String(text) => Some(text.as_bytes().to_vec()),
+                    serde_json::Value::Object(object) => Some(from_hex(object.get("hex")?.as_str()?)?),
+                    _ => None,
+                };
                 Some((name, value))
             })
             .collect()
     }
+}
+
+/// Bytes from lowercase or uppercase hex digits; `None` if malformed.
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// A parked row's columns: message id, topic, partition, offset, key, payload, headers as JSON.
@@ -248,8 +269,13 @@ mod tests {
         let v: serde_json::Value = m.json().unwrap();
         assert_eq!(v["n"], 5);
         assert!(!format!("{m:?}").contains("secret"));
-        let m = m.with_header("a", "twice");
-        assert_eq!(m.headers_json(), r#"[["a","secret"],["a","twice"]]"#);
+        let m = m
+            .with_header("a", "twice")
+            .with_header("bin", [0xff_u8, 0x00, 0x10]);
+        assert_eq!(
+            m.headers_json(),
+            r#"[["a","secret"],["a","twice"],["bin",{"hex":"ff0010"}]]"#
+        );
         assert_eq!(InboxMessage::headers_from_json(&m.headers_json()), m.headers);
         assert!(InboxMessage::headers_from_json("{").is_empty());
     }

@@ -15,8 +15,8 @@ pub type DeriveId = Arc<dyn Fn(&InboxMessage) -> Option<String> + Send + Sync>;
 
 /// How the inbox finds a record's message id, the key it de-duplicates by.
 ///
-/// Whatever the source, a record without a usable id (none, not UTF-8, empty or longer than
-/// [`MAX_MESSAGE_ID_BYTES`]) gets its position, `topic/partition/offset`: re-deliveries of that
+/// Whatever the source, a record without a usable id (none, not UTF-8, empty, with a NUL
+/// character, or longer than [`MAX_MESSAGE_ID_BYTES`]) gets its position, `topic/partition/offset`: re-deliveries of that
 /// record are still recognised, but a copy the producer sent twice is not.
 #[derive(Clone, Default)]
 pub enum MessageIdSource {
@@ -52,7 +52,8 @@ impl MessageIdSource {
             Self::Derived(derive) => derive(message),
         };
         match found {
-            Some(id) if !id.is_empty() && id.len() <= MAX_MESSAGE_ID_BYTES => {
+            // NUL: text columns of PostgreSQL refuse it.
+            Some(id) if !id.is_empty() && id.len() <= MAX_MESSAGE_ID_BYTES && !id.contains('\0') => {
                 message.id = id;
                 true
             }
@@ -82,6 +83,9 @@ mod tests {
         }));
         assert!(derived.assign(&mut m));
         assert_eq!(m.id(), "p9");
+        let mut m = InboxMessage::new("t", 1, 4).with_header(MESSAGE_ID_HEADER, "a\0b");
+        assert!(!MessageIdSource::default().assign(&mut m));
+        assert_eq!(m.id(), "t/1/4");
         let mut m = InboxMessage::new("t", 1, 4).with_header(MESSAGE_ID_HEADER, "abc");
         assert!(MessageIdSource::Position.assign(&mut m));
         assert_eq!(m.id(), "t/1/4");

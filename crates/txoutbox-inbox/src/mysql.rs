@@ -39,7 +39,7 @@ impl MySqlInbox {
                  FROM {t} WHERE consumer = ? AND status = 'replay' ORDER BY received_at LIMIT ?"
             ),
             claim_replay: format!(
-                "UPDATE {t} SET status = 'handled', received_at = NOW(6), last_error = NULL, \
+                "UPDATE {t} SET status = 'handled', received_at = UTC_TIMESTAMP(6), last_error = NULL, \
                  attempts = attempts + 1 WHERE consumer = ? AND message_id = ? AND status = 'replay'"
             ),
             repark: format!(
@@ -47,17 +47,17 @@ impl MySqlInbox {
                  WHERE consumer = ? AND message_id = ? AND status = 'replay'"
             ),
             claim: format!(
-                "INSERT IGNORE INTO {t} (consumer, message_id, topic, kafka_partition, kafka_offset, attempts) \
-                 VALUES (?, ?, ?, ?, ?, 1)"
+                "INSERT IGNORE INTO {t} (consumer, message_id, topic, kafka_partition, kafka_offset, attempts, \
+                 received_at) VALUES (?, ?, ?, ?, ?, 1, UTC_TIMESTAMP(6))"
             ),
             park: format!(
                 "INSERT IGNORE INTO {t} (consumer, message_id, status, topic, kafka_partition, kafka_offset, \
-                 attempts, last_error, record_key, payload, headers) \
-                 VALUES (?, ?, 'dead', ?, ?, ?, ?, ?, ?, ?, ?)"
+                 attempts, last_error, record_key, payload, headers, received_at) \
+                 VALUES (?, ?, 'dead', ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))"
             ),
             remove_handled: format!(
                 "DELETE FROM {t} WHERE consumer = ? AND status = 'handled' \
-                 AND received_at < NOW(6) - INTERVAL ? MICROSECOND LIMIT ?"
+                 AND received_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND LIMIT ?"
             ),
         };
         Self { pool, table, sql }
@@ -97,6 +97,16 @@ impl MySqlInbox {
     }
 
     async fn apply(&self, tx: &mut sqlx::MySqlConnection) -> Result<()> {
+        // A binary collation without trailing-space padding: MySQL 8 and MariaDB name it apart.
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let id_collation = if version.contains("MariaDB") {
+            "utf8mb4_nopad_bin"
+        } else {
+            "utf8mb4_0900_bin"
+        };
         apply_migrations!(
             tx,
             steps = MIGRATIONS,
@@ -104,7 +114,11 @@ impl MySqlInbox {
             migrations = quoted(&self.table, "_migrations"),
             applied_at = "TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
             insert = "INSERT INTO {migrations} (version, name) VALUES (?, ?)",
-            values = &[("table", &quoted(&self.table, "")), ("name", self.table.table())],
+            values = &[
+                ("table", &quoted(&self.table, "")),
+                ("name", self.table.table()),
+                ("id_collation", id_collation),
+            ],
         );
         Ok(())
     }

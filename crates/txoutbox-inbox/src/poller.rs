@@ -1,13 +1,16 @@
 //! The poll thread: reads records, hands them to lanes, commits finished offsets. A thread of its
-//! own, so that a rebalance can wait for the handlers without holding up the async runtime.
+//! own, so that a rebalance can wait for the handlers without holding up the async runtime. It
+//! polls all the time — rebalances and commits are served even while the lanes are full: then
+//! it pauses fetching instead of blocking.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Headers;
+use rdkafka::message::{BorrowedMessage, Headers};
 use tokio::sync::mpsc;
 
 use crate::kafka_context::{InboxContext, commit_list};
@@ -20,7 +23,7 @@ use crate::worker::{Work, lane_of};
 /// What the poll thread owns.
 pub(crate) struct Poller {
     pub(crate) consumer: BaseConsumer<InboxContext>,
-    pub(crate) lanes: Vec<mpsc::Sender<Work>>,
+    pub(crate) lanes: Vec<mpsc::UnboundedSender<Work>>,
     pub(crate) progress: Arc<Progress>,
     pub(crate) name: String,
     pub(crate) message_id: MessageIdSource,
@@ -29,48 +32,39 @@ pub(crate) struct Poller {
     pub(crate) stop: Arc<AtomicBool>,
 }
 
+/// Whether fetching is paused, and for which assignment.
+#[derive(Debug, Default)]
+struct Paused {
+    /// `Progress::assignments` when the pause was made (a rebalance assigns partitions unpaused).
+    assignments: Option<u64>,
+}
+
 impl Poller {
     /// Polls until `stop`; then lets the lanes go, waits for `lanes_done`, and commits last.
     pub(crate) fn run(mut self, lanes_done: std::sync::mpsc::Receiver<()>) {
         let mut last_commit = Instant::now();
+        let mut paused = Paused::default();
         while !self.stop.load(Ordering::Acquire) {
             if last_commit.elapsed() >= self.commit_interval {
                 self.commit(CommitMode::Async);
+                set(
+                    metrics::IN_FLIGHT,
+                    &self.name,
+                    self.progress.in_flight_records() as f64,
+                );
                 last_commit = Instant::now();
             }
-            // Memory bound: read no further while the records in hand fill it.
-            if !self
-                .progress
-                .wait_for_room(0, self.max_in_flight_bytes, Duration::from_millis(100))
-            {
-                continue;
-            }
+            // Memory bound: fetch no further while the records in hand fill it, but keep polling.
+            self.pause_while_full(&mut paused);
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Err(e)) => {
                     tracing::warn!(consumer = self.name, error = %e, "Kafka consumer error");
                 }
                 Some(Ok(record)) => {
-                    let mut message = InboxMessage {
-                        id: String::new(),
-                        topic: record.topic().to_owned(),
-                        partition: record.partition(),
-                        offset: record.offset(),
-                        key: record.key().map(<[u8]>::to_vec),
-                        payload: record.payload().map(<[u8]>::to_vec),
-                        headers: record
-                            .headers()
-                            .map(|headers| {
-                                headers
-                                    .iter()
-                                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                        timestamp_millis: record.timestamp().to_millis(),
-                    };
+                    let message = self.message_of(&record);
                     drop(record);
-                    self.dispatch(&mut message);
+                    self.dispatch(message);
                 }
             }
         }
@@ -82,10 +76,77 @@ impl Poller {
         // Dropping the consumer closes it: it leaves the group at once, not after a timeout.
     }
 
-    fn dispatch(&mut self, message: &mut InboxMessage) {
-        if !self.message_id.assign(message) {
+    /// Pauses every assigned partition while the bound is reached (again after a rebalance) and
+    /// resumes them once it is not.
+    fn pause_while_full(&self, paused: &mut Paused) {
+        let full = self.progress.is_full(self.max_in_flight_bytes);
+        let assignments = self.progress.assignments();
+        let wanted = full && paused.assignments != Some(assignments);
+        let release = !full && paused.assignments.is_some();
+        if !wanted && !release {
+            return;
+        }
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if wanted {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        match result {
+            Ok(()) => paused.assignments = wanted.then_some(assignments),
+            Err(e) => tracing::warn!(consumer = self.name, error = %e, "could not pause or resume fetching"),
+        }
+    }
+
+    /// The record as the handler sees it, with its id. A record whose headers librdkafka's
+    /// binding cannot read (a header name that is not UTF-8) is handed on without headers, and
+    /// a message-id function that panics leaves the record its position.
+    fn message_of(&self, record: &BorrowedMessage<'_>) -> InboxMessage {
+        let headers = catch_unwind(AssertUnwindSafe(|| {
+            record
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }));
+        let headers = headers.unwrap_or_else(|_| {
+            tracing::warn!(
+                consumer = self.name,
+                topic = record.topic(),
+                partition = record.partition(),
+                offset = record.offset(),
+                "a header name is not UTF-8: the record is handled without its headers"
+            );
+            Vec::new()
+        });
+        let mut message = InboxMessage {
+            id: String::new(),
+            topic: record.topic().to_owned(),
+            partition: record.partition(),
+            offset: record.offset(),
+            key: record.key().map(<[u8]>::to_vec),
+            payload: record.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp_millis: record.timestamp().to_millis(),
+        };
+        let found = catch_unwind(AssertUnwindSafe(|| self.message_id.assign(&mut message)));
+        if found.unwrap_or(false) {
+            return message;
+        }
+        if !matches!(self.message_id, MessageIdSource::Position) {
             count(metrics::POSITION_IDS, &self.name);
         }
+        message.id = crate::message::position_id(&message.topic, message.partition, message.offset);
+        message
+    }
+
+    fn dispatch(&mut self, message: InboxMessage) {
         let partition = (message.topic.clone(), message.partition);
         let Some(ticket) = self
             .progress
@@ -94,22 +155,14 @@ impl Poller {
             // Read across a rebalance for a partition no longer assigned: it comes again.
             return;
         };
-        let lane = lane_of(message, self.lanes.len());
-        let work = Work {
-            message: std::mem::replace(message, InboxMessage::new("", 0, 0)),
-            ticket,
-        };
+        let lane = lane_of(&message, self.lanes.len());
+        let work = Work { message, ticket };
         if let Some(sender) = self.lanes.get(lane)
-            && let Err(refused) = sender.blocking_send(work)
+            && let Err(refused) = sender.send(work)
         {
             // The lane stopped (shutdown): the record stays uncommitted and comes again.
-            self.progress.abandon(&refused.0.ticket);
+            self.progress.skip(&refused.0.ticket);
         }
-        set(
-            metrics::IN_FLIGHT,
-            &self.name,
-            self.progress.in_flight_records() as f64,
-        );
     }
 
     fn commit(&self, mode: CommitMode) {

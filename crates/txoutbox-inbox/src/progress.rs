@@ -1,5 +1,10 @@
 //! Which offsets of each assigned partition are finished, so that only offsets below every
 //! unfinished record are committed: a crash re-delivers whatever was not finished, never skips it.
+//!
+//! A record read is *in flight* until it is finished (handled, a duplicate, or parked). Records
+//! given up unfinished — skipped because their partition is being revoked, or left at shutdown —
+//! stay in flight, so the committed position never passes them. A handler *runs* a record between
+//! [`Progress::begin`] and its end; a revoke waits only for the running ones.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -18,6 +23,10 @@ struct PartitionProgress {
     next: Option<i64>,
     /// The position last committed (or handed out to be committed).
     committed: Option<i64>,
+    /// Records a handler runs now.
+    running: usize,
+    /// Being revoked: records not begun yet are skipped.
+    revoking: bool,
 }
 
 impl PartitionProgress {
@@ -62,8 +71,8 @@ impl Progress {
         for partition in partitions {
             state.next_generation += 1;
             let generation = state.next_generation;
-            // Bytes of an earlier assignment's records still running are given back when they
-            // finish.
+            // Bytes of an earlier assignment's records are given back when their lane gets to
+            // them.
             state.partitions.insert(
                 partition,
                 PartitionProgress {
@@ -74,7 +83,12 @@ impl Progress {
         }
     }
 
-    /// Ends the assignments of these partitions; work of theirs still running finishes unseen.
+    /// How many assignments were made so far (changes with every rebalance that assigns).
+    pub(crate) fn assignments(&self) -> u64 {
+        self.lock().next_generation
+    }
+
+    /// Ends the assignments of these partitions; work of theirs still queued is skipped.
     pub(crate) fn revoke(&self, partitions: &[Partition]) {
         let mut state = self.lock();
         for partition in partitions {
@@ -83,7 +97,7 @@ impl Progress {
         self.changed.notify_all();
     }
 
-    /// Records that `offset` of `partition` was read and handed to a handler; `None` when the
+    /// Records that `offset` of `partition` was read and handed to a lane; `None` when the
     /// partition is not assigned (a record read across a rebalance: skipped, it comes again).
     pub(crate) fn start(&self, partition: &Partition, offset: i64, bytes: usize) -> Option<Ticket> {
         let mut state = self.lock();
@@ -100,23 +114,48 @@ impl Progress {
         })
     }
 
-    /// Records that a handed-out record is finished (handled, a duplicate, or parked).
+    /// A lane is about to run `ticket`'s record: `false` when its assignment ended or is being
+    /// revoked (then the lane skips it with [`skip`](Self::skip)).
+    pub(crate) fn begin(&self, ticket: &Ticket) -> bool {
+        let mut state = self.lock();
+        match state.partitions.get_mut(&ticket.partition) {
+            Some(progress) if progress.generation == ticket.generation && !progress.revoking => {
+                progress.running += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A begun record is finished (handled, a duplicate, or parked).
     pub(crate) fn finish(&self, ticket: &Ticket) {
+        self.end(ticket, true, true);
+    }
+
+    /// A begun record was given up unfinished (shutdown): its offset stays uncommitted and the
+    /// record comes again.
+    pub(crate) fn abandon(&self, ticket: &Ticket) {
+        self.end(ticket, true, false);
+    }
+
+    /// A record never begun is given up (revoked partition, shutdown): only its bytes go back.
+    pub(crate) fn skip(&self, ticket: &Ticket) {
+        self.end(ticket, false, false);
+    }
+
+    fn end(&self, ticket: &Ticket, began: bool, finished: bool) {
         let mut state = self.lock();
         state.in_flight_bytes = state.in_flight_bytes.saturating_sub(ticket.bytes);
         if let Some(progress) = state.partitions.get_mut(&ticket.partition)
             && progress.generation == ticket.generation
         {
-            progress.in_flight.remove(&ticket.offset);
+            if began {
+                progress.running = progress.running.saturating_sub(1);
+            }
+            if finished {
+                progress.in_flight.remove(&ticket.offset);
+            }
         }
-        self.changed.notify_all();
-    }
-
-    /// Gives a handed-out record's bytes back without finishing it (a handler stopped by
-    /// shutdown): its offset stays uncommitted and the record comes again.
-    pub(crate) fn abandon(&self, ticket: &Ticket) {
-        let mut state = self.lock();
-        state.in_flight_bytes = state.in_flight_bytes.saturating_sub(ticket.bytes);
         self.changed.notify_all();
     }
 
@@ -151,17 +190,22 @@ impl Progress {
         }
     }
 
-    /// Waits until no record of `partitions` is in flight, or `timeout`; returns whether they
-    /// drained.
-    pub(crate) fn wait_drained(&self, partitions: &[Partition], timeout: Duration) -> bool {
+    /// Marks `partitions` as being revoked (their queued records will be skipped) and waits until
+    /// no handler runs a record of theirs, or `timeout`; returns whether they went idle.
+    pub(crate) fn quiesce(&self, partitions: &[Partition], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
+        for partition in partitions {
+            if let Some(progress) = state.partitions.get_mut(partition) {
+                progress.revoking = true;
+            }
+        }
         loop {
             let busy = partitions.iter().any(|p| {
                 state
                     .partitions
                     .get(p)
-                    .is_some_and(|progress| !progress.in_flight.is_empty())
+                    .is_some_and(|progress| progress.running > 0)
             });
             if !busy {
                 return true;
@@ -178,16 +222,10 @@ impl Progress {
         }
     }
 
-    /// Waits up to `timeout` until `bytes` more fit under `max` (or nothing is in flight).
-    pub(crate) fn wait_for_room(&self, bytes: usize, max: usize, timeout: Duration) -> bool {
-        let state = self.lock();
-        let (state, _) = self
-            .changed
-            .wait_timeout_while(state, timeout, |s| {
-                s.in_flight_bytes > 0 && s.in_flight_bytes + bytes > max
-            })
-            .unwrap_or_else(PoisonError::into_inner);
-        state.in_flight_bytes == 0 || state.in_flight_bytes + bytes <= max
+    /// Whether the records read and not finished hold `max` bytes or more (the poll thread then
+    /// pauses fetching).
+    pub(crate) fn is_full(&self, max: usize) -> bool {
+        self.lock().in_flight_bytes >= max
     }
 
     /// Bytes of records read and not finished.
@@ -210,33 +248,64 @@ mod tests {
         ("t".to_owned(), n)
     }
 
+    fn begun(progress: &Progress, partition: &Partition, offset: i64, bytes: usize) -> Ticket {
+        let ticket = progress.start(partition, offset, bytes).unwrap();
+        assert!(progress.begin(&ticket));
+        ticket
+    }
+
     #[test]
     fn commits_only_below_the_first_unfinished_offset() {
         let progress = Progress::default();
         progress.assign([p(0)]);
-        let tickets: Vec<_> = (10..15).map(|o| progress.start(&p(0), o, 1).unwrap()).collect();
+        let tickets: Vec<_> = (10..15).map(|o| begun(&progress, &p(0), o, 1)).collect();
         assert_eq!(progress.take_positions(None), vec![(p(0), 10)]);
         progress.finish(&tickets[1]);
         progress.finish(&tickets[2]);
         assert!(progress.take_positions(None).is_empty(), "10 is still running");
         progress.finish(&tickets[0]);
         assert_eq!(progress.take_positions(None), vec![(p(0), 13)]);
+        progress.abandon(&tickets[3]);
         progress.finish(&tickets[4]);
-        progress.finish(&tickets[3]);
-        assert_eq!(progress.take_positions(None), vec![(p(0), 15)]);
+        assert!(
+            progress.take_positions(None).is_empty(),
+            "13 was abandoned: it comes again"
+        );
         assert_eq!(progress.in_flight_bytes(), 0);
     }
 
     #[test]
-    fn a_revoked_assignment_ignores_late_work_and_a_failed_commit_is_taken_again() {
+    fn a_revoke_waits_for_running_records_only_and_skips_queued_ones() {
         let progress = Progress::default();
         progress.assign([p(1)]);
-        let old = progress.start(&p(1), 5, 3).unwrap();
-        assert!(!progress.wait_drained(&[p(1)], Duration::from_millis(10)));
+        let running = begun(&progress, &p(1), 5, 3);
+        let queued = progress.start(&p(1), 6, 3).unwrap();
+        assert!(!progress.quiesce(&[p(1)], Duration::from_millis(10)), "5 runs");
+        assert!(
+            !progress.begin(&queued),
+            "a revoking partition's queued record is skipped"
+        );
+        progress.skip(&queued);
+        progress.finish(&running);
+        assert!(progress.quiesce(&[p(1)], Duration::ZERO));
+        assert_eq!(
+            progress.take_positions(Some(&[p(1)])),
+            vec![(p(1), 6)],
+            "6 was skipped: it comes again"
+        );
         progress.revoke(&[p(1)]);
-        assert!(progress.start(&p(1), 6, 1).is_none(), "not assigned");
+        assert!(progress.start(&p(1), 7, 1).is_none(), "not assigned");
+        assert_eq!(progress.in_flight_bytes(), 0);
+    }
+
+    #[test]
+    fn late_work_of_an_ended_assignment_changes_nothing_and_a_failed_commit_is_taken_again() {
+        let progress = Progress::default();
         progress.assign([p(1)]);
-        let new = progress.start(&p(1), 5, 3).unwrap();
+        let old = begun(&progress, &p(1), 5, 3);
+        progress.revoke(&[p(1)]);
+        progress.assign([p(1)]);
+        let new = begun(&progress, &p(1), 5, 3);
         progress.finish(&old);
         assert_eq!(
             progress.in_flight_records(),
@@ -248,20 +317,16 @@ mod tests {
         assert_eq!(taken, vec![(p(1), 6)]);
         progress.untake(&taken);
         assert_eq!(progress.take_positions(None), taken);
-        assert!(progress.wait_drained(&[p(1)], Duration::ZERO));
     }
 
     #[test]
-    fn room_is_bounded_in_bytes_but_one_record_always_fits() {
+    fn full_at_the_bound_in_bytes() {
         let progress = Progress::default();
         progress.assign([p(0)]);
-        assert!(
-            progress.wait_for_room(100, 10, Duration::ZERO),
-            "nothing in flight"
-        );
+        assert!(!progress.is_full(10));
         let t = progress.start(&p(0), 0, 100).unwrap();
-        assert!(!progress.wait_for_room(1, 10, Duration::from_millis(5)));
-        progress.abandon(&t);
-        assert!(progress.wait_for_room(1, 10, Duration::ZERO));
+        assert!(progress.is_full(10));
+        progress.skip(&t);
+        assert!(!progress.is_full(10));
     }
 }

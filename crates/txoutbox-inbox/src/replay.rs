@@ -10,7 +10,7 @@ use crate::handler::Handler;
 use crate::message::InboxMessage;
 use crate::metrics::{self, count};
 use crate::store::InboxStore;
-use crate::worker::Shared;
+use crate::worker::{Shared, is_database_outage, run_handler};
 
 /// Replays taken per look.
 const REPLAY_BATCH: u32 = 100;
@@ -72,12 +72,17 @@ where
             return Err(e.to_string());
         }
     }
-    match shared.handler.handle(&mut tx, message).await {
+    match run_handler(&shared.handler, &mut tx, message).await {
         Ok(()) => {
             store.commit(tx).await.map_err(|e| e.to_string())?;
             count(metrics::REPLAYED, consumer);
             tracing::info!(consumer, id = message.id(), "parked record replayed");
             Ok(())
+        }
+        Err(error) if is_database_outage(&error) => {
+            // The database's failure, not the record's: it stays marked and is tried again.
+            let _ = store.rollback(tx).await;
+            Err(error.to_string())
         }
         Err(error) => {
             let _ = store.rollback(tx).await;

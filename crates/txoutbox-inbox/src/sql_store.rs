@@ -19,6 +19,15 @@ pub(crate) struct Statements {
     pub(crate) remove_handled: String,
 }
 
+/// An error text without NUL characters (PostgreSQL's text refuses them).
+pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', ""))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// `impl InboxStore for $inbox` over `self.pool` and `self.sql` (a [`Statements`]).
 macro_rules! sql_inbox_store {
     ($inbox:ty, $db:ty, begin = |$pool:ident| $begin:expr, age = |$age:ident| $age_param:expr $(,)?) => {
@@ -70,7 +79,7 @@ macro_rules! sql_inbox_store {
                     .bind(message.partition)
                     .bind(message.offset)
                     .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-                    .bind(error)
+                    .bind($crate::sql_store::without_nul(error))
                     .bind(message.key.as_deref())
                     .bind(message.payload.as_deref())
                     .bind(message.headers_json())
@@ -120,7 +129,7 @@ macro_rules! sql_inbox_store {
                 error: &str,
             ) -> txoutbox_core::Result<()> {
                 sqlx::query(sqlx::AssertSqlSafe(self.sql.repark.as_str()))
-                    .bind(error)
+                    .bind($crate::sql_store::without_nul(error))
                     .bind(consumer)
                     .bind(&message.id)
                     .execute(&self.pool)

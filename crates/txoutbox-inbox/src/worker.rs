@@ -2,9 +2,11 @@
 //! retry with back-off; park what keeps failing.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use txoutbox_core::RetryPolicy;
 
@@ -43,15 +45,16 @@ pub(crate) fn lane_of(message: &InboxMessage, lanes: usize) -> usize {
 
 /// Runs one lane until its channel closes or the consumer stops. At a stop the record in hand
 /// finishes (unless it waits for a retry) and the queued ones are given up: uncommitted, they
-/// come again.
+/// come again. Records of a partition being revoked are skipped the same way.
 pub(crate) async fn run_lane<S, H>(
     shared: Arc<Shared<S, H>>,
-    mut records: mpsc::Receiver<Work>,
+    mut records: mpsc::UnboundedReceiver<Work>,
     mut stop: watch::Receiver<bool>,
 ) where
     S: InboxStore,
     H: Handler<S::Tx>,
 {
+    let progress = &shared.progress;
     loop {
         let work = tokio::select! {
             biased;
@@ -61,16 +64,20 @@ pub(crate) async fn run_lane<S, H>(
                 None => return,
             },
         };
+        if !progress.begin(&work.ticket) {
+            progress.skip(&work.ticket);
+            continue;
+        }
         if handle(&shared, &work.message, &mut stop).await {
-            shared.progress.finish(&work.ticket);
+            progress.finish(&work.ticket);
         } else {
-            shared.progress.abandon(&work.ticket);
+            progress.abandon(&work.ticket);
             break;
         }
     }
     records.close();
     while let Ok(work) = records.try_recv() {
-        shared.progress.abandon(&work.ticket);
+        progress.skip(&work.ticket);
     }
 }
 
@@ -156,7 +163,7 @@ where
             return Err(Failure::Database(e.to_string()));
         }
     }
-    if let Err(error) = shared.handler.handle(&mut tx, message).await {
+    if let Err(error) = run_handler(&shared.handler, &mut tx, message).await {
         let _ = store.rollback(tx).await;
         return Err(if is_database_outage(&error) {
             Failure::Database(error.to_string())
@@ -170,6 +177,26 @@ where
         Err(e) if e.is_retryable() => Err(Failure::Database(e.to_string())),
         // The database refused the handler's work (e.g. a deferred constraint).
         Err(e) => Err(Failure::Handler(HandlerError::transient(e))),
+    }
+}
+
+/// Runs the handler; a panic in it is a permanent failure (the record is parked), not the end of
+/// the lane.
+pub(crate) async fn run_handler<Tx, H: Handler<Tx>>(
+    handler: &H,
+    tx: &mut Tx,
+    message: &InboxMessage,
+) -> Result<(), HandlerError> {
+    match AssertUnwindSafe(handler.handle(tx, message)).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            Err(HandlerError::permanent(format!("the handler panicked: {what}")))
+        }
     }
 }
 
@@ -217,13 +244,18 @@ where
 
 /// Whether a handler's error is the database's passing failure (a lost connection, a deadlock),
 /// not the handler's: such failures never use up a record's attempts.
-fn is_database_outage(error: &HandlerError) -> bool {
-    let source = error.source_error();
-    if let Some(e) = source.downcast_ref::<sqlx::Error>() {
-        return is_transient(e);
-    }
-    if let Some(e) = source.downcast_ref::<txoutbox_core::Error>() {
-        return matches!(e, txoutbox_core::Error::Database { .. }) && e.is_retryable();
+pub(crate) fn is_database_outage(error: &HandlerError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.source_error());
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<sqlx::Error>() {
+            return is_transient(e);
+        }
+        if let Some(e) = e.downcast_ref::<txoutbox_core::Error>()
+            && matches!(e, txoutbox_core::Error::Database { .. })
+        {
+            return e.is_retryable();
+        }
+        source = e.source();
     }
     false
 }
@@ -261,6 +293,25 @@ mod tests {
         assert_eq!(outage_backoff(40), Duration::from_secs(10));
         let outage = HandlerError::from(sqlx::Error::PoolTimedOut);
         assert!(is_database_outage(&outage));
+        // Inside an application's own error type.
+        #[derive(Debug)]
+        struct AppError(sqlx::Error);
+        impl std::fmt::Display for AppError {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "app: {}", self.0)
+            }
+        }
+        impl std::error::Error for AppError {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert!(is_database_outage(&HandlerError::from(AppError(
+            sqlx::Error::PoolTimedOut
+        ))));
+        assert!(!is_database_outage(&HandlerError::from(AppError(
+            sqlx::Error::RowNotFound
+        ))));
         assert!(!is_database_outage(&HandlerError::transient("no")));
     }
 }

@@ -29,8 +29,8 @@ use txoutbox_testing::{eventually, kafka, unique};
 struct Input {
     key: String,
     seq: i64,
-    /// `none`, `twice` (fails two attempts, then works) or `thrice` (fails three: parked, then
-    /// works when replayed).
+    /// `none`, `twice` (fails two attempts, then works), `thrice` (fails three: parked, then
+    /// works when replayed) or `panic` (panics once: parked, then works when replayed).
     fail: String,
 }
 
@@ -60,12 +60,16 @@ impl<O> Probe<O> {
     }
 
     fn inject(&self, message: &InboxMessage, input: &Input) -> Result<(), HandlerError> {
-        let mut attempts = self.attempts.lock().unwrap();
-        let n = attempts.entry(message.id().to_owned()).or_default();
-        *n += 1;
+        let n = {
+            let mut attempts = self.attempts.lock().unwrap();
+            let n = attempts.entry(message.id().to_owned()).or_default();
+            *n += 1;
+            *n
+        };
         match input.fail.as_str() {
-            "thrice" if *n <= 3 => Err(HandlerError::transient(format!("poisoned input {}", input.seq))),
-            "twice" if *n <= 2 => Err(HandlerError::transient("not yet")),
+            "thrice" if n <= 3 => Err(HandlerError::transient(format!("poisoned input {}", input.seq))),
+            "panic" if n == 1 => panic!("input {} makes the handler panic", input.seq),
+            "twice" if n <= 2 => Err(HandlerError::transient("not yet")),
             _ => Ok(()),
         }
     }
@@ -551,6 +555,7 @@ async fn failing_handlers_are_retried_parked_and_replayed<D: TestDb>() {
     let fail = |seq: i64| match seq {
         3 => "twice",
         5 => "thrice",
+        7 => "panic",
         _ => "none",
     };
     let records: Vec<(String, Input)> = (0..10)
@@ -568,35 +573,50 @@ async fn failing_handlers_are_retried_parked_and_replayed<D: TestDb>() {
     let consumer = start(&db, &input, &group, Duration::ZERO, fast_retries());
     assert!(
         eventually(Duration::from_secs(60), || async {
-            db.effects().await.len() >= 9
+            db.effects().await.len() >= 8
         })
         .await,
         "every healthy input handled"
     );
     let effects = db.effects().await;
-    assert_once_in_order(&effects, 9);
-    assert!(effects.iter().all(|(id, _, _)| id != "id-5"));
+    assert_once_in_order(&effects, 8);
+    assert!(effects.iter().all(|(id, _, _)| id != "id-5" && id != "id-7"));
+    assert!(
+        eventually(Duration::from_secs(10), || async { db.parked().await.len() >= 2 }).await,
+        "both poisoned inputs parked"
+    );
     let parked = db.parked().await;
-    assert_eq!(parked.len(), 1, "{parked:?}");
-    assert_eq!(parked[0].0, "id-5");
-    assert_eq!(parked[0].1, 3, "attempts");
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert_eq!(
+        (parked[0].0.as_str(), parked[0].1),
+        ("id-5", 3),
+        "attempts, then parked"
+    );
+    assert_eq!(
+        (parked[1].0.as_str(), parked[1].1),
+        ("id-7", 1),
+        "a panic parks at once"
+    );
     let payload: Input = serde_json::from_slice(&parked[0].2).unwrap();
     assert_eq!(payload.seq, 5);
 
     db.mark_replay("id-5").await;
+    db.mark_replay("id-7").await;
     assert!(
         eventually(Duration::from_secs(30), || async {
             db.effects().await.len() >= 10
         })
         .await,
-        "the replayed record handled"
+        "the replayed records handled"
     );
     consumer.shutdown().await.unwrap();
     let effects = db.effects().await;
     assert_eq!(effects.len(), 10);
+    let replayed: HashSet<&str> = effects[8..].iter().map(|(id, _, _)| id.as_str()).collect();
     assert_eq!(
-        effects[9].0, "id-5",
-        "a replay runs after the records that went on"
+        replayed,
+        HashSet::from(["id-5", "id-7"]),
+        "replays run after the records that went on"
     );
     assert!(db.parked().await.is_empty());
 
@@ -606,6 +626,23 @@ async fn failing_handlers_are_retried_parked_and_replayed<D: TestDb>() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     again.shutdown().await.unwrap();
     assert_eq!(db.effects().await.len(), 10, "the same group read nothing again");
+    db.drop_db().await;
+}
+
+/// Ids are compared exactly: case and trailing spaces make other ids (MySQL's PAD SPACE
+/// collations would take `"abc "` for `"abc"`).
+async fn ids_are_compared_exactly<D: TestDb>() {
+    let db = D::new("unused-follow-ups").await;
+    let inbox = db.inbox();
+    for (n, id) in ["abc", "abc ", "ABC", "abc  ", " abc"].into_iter().enumerate() {
+        let message = InboxMessage::new("t", 0, n as i64).with_id(id);
+        let mut tx = inbox.begin().await.unwrap();
+        assert!(
+            inbox.claim(&mut tx, "c", &message).await.unwrap(),
+            "{id:?} is a new id"
+        );
+        inbox.commit(tx).await.unwrap();
+    }
     db.drop_db().await;
 }
 
@@ -890,6 +927,11 @@ mod postgres {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn ids_are_compared_exactly() {
+        super::ids_are_compared_exactly::<Pg>().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn old_ids_are_removed_in_batches_and_parked_ones_stay() {
         super::old_ids_are_removed_in_batches_and_parked_ones_stay::<Pg>().await;
     }
@@ -924,6 +966,11 @@ mod sqlite {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn ids_are_compared_exactly() {
+        super::ids_are_compared_exactly::<Lite>().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn kill_9_at_random_moments_repeats_nothing() {
         super::kill_9_at_random_moments_repeats_nothing::<Lite>("sqlite").await;
     }
@@ -946,6 +993,11 @@ mod sqlite {
 
 mod mariadb {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn ids_are_compared_exactly() {
+        super::ids_are_compared_exactly::<Maria>().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn kill_9_at_random_moments_repeats_nothing() {
