@@ -34,9 +34,11 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
-/// SQLite's SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+/// SQLite's SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_IOERR (10) and SQLITE_FULL (13), with their
+/// extended codes.
 fn is_transient_sqlite_code(code: i64) -> bool {
-    matches!(code & 0xff, 5 | 6)
+    // And SQLITE_IOERR (10), SQLITE_FULL (13): the disk's passing state.
+    matches!(code & 0xff, 5 | 6 | 10 | 13)
 }
 
 /// PostgreSQL's and MySQL's SQLSTATEs that are transient.
@@ -51,6 +53,10 @@ fn is_transient_sqlstate(code: &str) -> bool {
                 | "57P01" // admin shutdown
                 | "57P02" // crash shutdown
                 | "57P03" // cannot connect now
+                | "57014" // query canceled (statement_timeout)
+                | "25006" // read-only transaction (a primary that just failed over)
+                | "53100" // disk full
+                | "53200" // out of memory
         )
 }
 
@@ -66,9 +72,10 @@ fn is_sqlite(_db: &dyn sqlx::error::DatabaseError) -> bool {
 
 #[cfg(feature = "mysql")]
 fn is_mysql_lock_wait(db: &dyn sqlx::error::DatabaseError) -> bool {
-    // ER_LOCK_WAIT_TIMEOUT (its SQLSTATE is the generic HY000).
+    // ER_LOCK_WAIT_TIMEOUT, ER_OPTION_PREVENTS_STATEMENT (--read-only), ER_READ_ONLY_MODE,
+    // ER_QUERY_TIMEOUT (their SQLSTATE is the generic HY000).
     db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-        .is_some_and(|e| e.number() == 1205)
+        .is_some_and(|e| matches!(e.number(), 1205 | 1290 | 1836 | 3024))
 }
 
 #[cfg(not(feature = "mysql"))]
@@ -82,13 +89,13 @@ mod tests {
 
     #[test]
     fn transient_codes() {
-        for code in ["08006", "40001", "40P01", "57P01"] {
+        for code in ["08006", "40001", "40P01", "57P01", "57014", "25006"] {
             assert!(is_transient_sqlstate(code), "{code}");
         }
         for code in ["23505", "42P01", "HY000"] {
             assert!(!is_transient_sqlstate(code), "{code}");
         }
-        for code in [5, 517, 6, 262] {
+        for code in [5, 517, 6, 262, 10, 13] {
             assert!(is_transient_sqlite_code(code), "{code}");
         }
         for code in [19, 2067, 1] {
