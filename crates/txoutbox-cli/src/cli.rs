@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use txoutbox_core::TableName;
 
 /// The txoutbox daemon and operator tool: relays committed outbox rows to Kafka.
 #[derive(Debug, Parser)]
@@ -86,6 +88,10 @@ pub(crate) enum Command {
     DeadLetters(DeadLettersCommand),
     /// Deletes published rows older than the retention period, in small batches, once.
     Cleanup(CleanupArgs),
+    /// Lists, replays or purges the records a Kafka consumer's inbox table (txoutbox-inbox)
+    /// parked after its handler kept failing.
+    #[command(subcommand)]
+    Inbox(InboxCommand),
     /// WAL mode's replication slot.
     #[command(subcommand)]
     Wal(WalCommand),
@@ -335,6 +341,92 @@ pub(crate) struct FilterArgs {
     pub older_than: Option<Duration>,
 }
 
+/// `txoutbox inbox ...`: the parked records of an inbox table (txoutbox-inbox), in the database
+/// `--database-url` names.
+#[derive(Debug, Subcommand)]
+pub(crate) enum InboxCommand {
+    /// Lists parked records, dead or marked for replay (never their keys, payloads or header
+    /// values).
+    Parked {
+        /// Only this consumer's (its Kafka group id). Default: every consumer's.
+        #[arg(long, value_parser = NonEmptyStringValueParser::new())]
+        consumer: Option<String>,
+        /// The inbox table.
+        #[command(flatten)]
+        table: InboxTableArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Marks dead records for replay: the running consumer handles each once more (it looks every
+    /// 5 s by default) and records it handled, or parks it again with the new error.
+    Replay {
+        /// The consumer (its Kafka group id).
+        #[arg(long, value_parser = NonEmptyStringValueParser::new())]
+        consumer: String,
+        /// Which ones.
+        #[command(flatten)]
+        which: InboxReplaySelection,
+        /// The inbox table.
+        #[command(flatten)]
+        table: InboxTableArgs,
+    },
+    /// Deletes parked records for good, dead or marked for replay.
+    Purge {
+        /// The consumer (its Kafka group id).
+        #[arg(long, value_parser = NonEmptyStringValueParser::new())]
+        consumer: String,
+        /// Which ones.
+        #[command(flatten)]
+        which: InboxPurgeSelection,
+        /// The inbox table.
+        #[command(flatten)]
+        table: InboxTableArgs,
+    },
+}
+
+/// The inbox table of an `inbox` command.
+#[derive(Debug, Args)]
+pub(crate) struct InboxTableArgs {
+    /// The inbox table, `table` or `schema.table` (--table names the outbox's). Default:
+    /// inbox_messages.
+    #[arg(long = "inbox-table", env = "TXOUTBOX_INBOX_TABLE", value_parser = parse_table, default_value = DEFAULT_INBOX_TABLE)]
+    pub name: TableName,
+}
+
+/// The inbox table's default name (txoutbox-inbox's `DEFAULT_INBOX_TABLE`).
+pub(crate) const DEFAULT_INBOX_TABLE: &str = "inbox_messages";
+
+/// Which records `txoutbox inbox replay` marks: one of the flags is required.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct InboxReplaySelection {
+    /// These message ids (repeatable, or several after one --id).
+    #[arg(long = "id", value_name = "ID", num_args = 1..)]
+    pub ids: Vec<String>,
+    /// Every dead record of the consumer.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Which records `txoutbox inbox purge` deletes: one of the flags is required.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct InboxPurgeSelection {
+    /// These message ids (repeatable, or several after one --id).
+    #[arg(long = "id", value_name = "ID", num_args = 1..)]
+    pub ids: Vec<String>,
+    /// Every parked record of the consumer.
+    #[arg(long)]
+    pub all: bool,
+    /// Records parked longer ago than this, e.g. 7d.
+    #[arg(long, value_parser = parse_duration)]
+    pub older_than: Option<Duration>,
+}
+
 /// Flags of `txoutbox cleanup`.
 #[derive(Debug, Args)]
 pub(crate) struct CleanupArgs {
@@ -344,6 +436,15 @@ pub(crate) struct CleanupArgs {
     /// Rows per DELETE statement.
     #[arg(long, default_value_t = 1_000)]
     pub batch: usize,
+}
+
+/// Parses a table name, `table` or `schema.table`, each part a plain identifier.
+pub(crate) fn parse_table(text: &str) -> Result<TableName, String> {
+    match text.split_once('.') {
+        Some((schema, table)) => TableName::with_schema(schema, table),
+        None => TableName::new(text),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Parses `5s`, `250ms`, `7d`, ...

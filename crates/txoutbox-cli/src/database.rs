@@ -67,6 +67,32 @@ pub(crate) enum Create {
     Never,
 }
 
+/// What the database is opened for: the words of its connection errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holds {
+    /// The outbox table (every command but `inbox`).
+    Outbox,
+    /// A consumer's inbox table (`txoutbox inbox`).
+    Inbox,
+}
+
+impl Holds {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Outbox => "outbox",
+            Self::Inbox => "inbox",
+        }
+    }
+
+    /// What creates a missing SQLite file.
+    fn how_to_create(self) -> &'static str {
+        match self {
+            Self::Outbox => "run `txoutbox migrate` first to create it",
+            Self::Inbox => "the consumer creates it (its inbox's migrate()) when it first starts",
+        }
+    }
+}
+
 impl Database {
     /// Connects, with an error that names the (redacted) URL and what to check.
     pub(crate) async fn connect(
@@ -74,7 +100,17 @@ impl Database {
         create: Create,
         max_connections: u32,
     ) -> Result<Self, CliError> {
-        Self::connect_with(target, create, max_connections, None).await
+        Self::connect_with(target, create, max_connections, None, Holds::Outbox).await
+    }
+
+    /// Connects to the database of an inbox table (`table`, in `target`'s database), one
+    /// connection, never creating a SQLite file.
+    pub(crate) async fn connect_inbox(target: &Target, table: &TableName) -> Result<Self, CliError> {
+        let target = Target {
+            table: table.clone(),
+            ..target.clone()
+        };
+        Self::connect_with(&target, Create::Never, 1, None, Holds::Inbox).await
     }
 
     /// The web console's own small pool: its reads never take the relay's connections, and
@@ -86,6 +122,7 @@ impl Database {
             Create::Never,
             CONSOLE_CONNECTIONS,
             Some(CONSOLE_STATEMENT_TIMEOUT),
+            Holds::Outbox,
         )
         .await
     }
@@ -95,12 +132,14 @@ impl Database {
         create: Create,
         max_connections: u32,
         statement_timeout: Option<Duration>,
+        holds: Holds,
     ) -> Result<Self, CliError> {
         let url = &target.database_url;
         let shown = redact(url);
+        let what = holds.noun();
         let unreachable = |e: sqlx::Error| {
             CliError::runtime(format!(
-                "cannot connect to the outbox database at {shown}: {e}. Check the URL, that the server is \
+                "cannot connect to the {what} database at {shown}: {e}. Check the URL, that the server is \
                  running and reachable, and the credentials"
             ))
         };
@@ -135,8 +174,8 @@ impl Database {
                 .await
                 .map_err(|e| match create {
                     Create::Never => CliError::runtime(format!(
-                        "cannot open the SQLite outbox {shown}: {e}. Check the path; run `txoutbox migrate` \
-                         first to create it"
+                        "cannot open the SQLite {what} {shown}: {e}. Check the path; {}",
+                        holds.how_to_create()
                     )),
                     Create::IfMissing => unreachable(e),
                 })?;

@@ -16,6 +16,7 @@ mod console_store;
 mod database;
 mod environment;
 mod error;
+mod inbox_table;
 mod settings;
 mod target;
 
@@ -69,6 +70,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             commands::cleanup::run(&target, args, settings::keep_published_for(&file)).await
         }
         Command::Wal(command) => commands::wal::run(&target, command).await,
+        Command::Inbox(command) => commands::inbox::run(&target, command).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub(crate) mod cleanup;
 pub(crate) mod dead_letters;
+pub(crate) mod inbox;
 pub(crate) mod migrate;
 pub(crate) mod probe;
 pub(crate) mod relay;
