@@ -334,7 +334,7 @@ impl InboxTable {
         match which {
             Selection::All => self.run_with(&base, consumer, None).await,
             Selection::ParkedBefore(at) => {
-                // No row is older than 1970 (MySQL's TIMESTAMP starts there): `--older-than 1000y`
+                // No row is older than 1970 (the inbox was written long after): `--older-than 1000y`
                 // matches nothing instead of failing.
                 let at = at.max(DateTime::UNIX_EPOCH);
                 self.run_with(&base, consumer, Some(Selection::ParkedBefore(at)))
