@@ -163,6 +163,13 @@ pub struct RunningInbox {
 }
 
 impl RunningInbox {
+    /// Whether the consumer still works: its poll thread and every lane are alive (for a
+    /// service's health check; after a panic outside a handler this turns `false`).
+    pub fn is_running(&self) -> bool {
+        self.poll_thread.as_ref().is_some_and(|t| !t.is_finished())
+            && self.lanes.iter().all(|lane| !lane.is_finished())
+    }
+
     /// Stops reading, lets each handler finish the record in hand (records waiting for a retry
     /// or queued are left uncommitted, to come again), commits the finished offsets and leaves
     /// the group.
