@@ -966,6 +966,11 @@ mod sqlite {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_rebalance_between_two_consumers_repeats_nothing() {
+        super::a_rebalance_between_two_consumers_repeats_nothing::<Lite>().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn ids_are_compared_exactly() {
         super::ids_are_compared_exactly::<Lite>().await;
     }
