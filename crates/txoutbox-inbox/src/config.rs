@@ -109,6 +109,11 @@ pub struct InboxConfig {
     /// Records handled at once, at most: records of one key (and of one partition without keys)
     /// always one after another, in offset order. Default: 8.
     pub concurrency: usize,
+    /// Records handled in one database transaction, at most: a lane takes those already queued
+    /// (it never waits for more), claims and handles them in turn and commits once. If any of
+    /// them fails, the transaction rolls back and the records are handled one by one — the
+    /// handlers before the failing one run again. Default: 1 (a transaction per record).
+    pub records_per_transaction: usize,
     /// Bytes of records read but not finished, at most (a larger record still goes, alone).
     /// Default: 64 MiB.
     pub max_in_flight_bytes: usize,
@@ -137,6 +142,7 @@ impl Default for InboxConfig {
     fn default() -> Self {
         Self {
             concurrency: 8,
+            records_per_transaction: 1,
             max_in_flight_bytes: 64 * 1024 * 1024,
             retry: RetryPolicy::default()
                 .with_max_attempts(5)
@@ -157,6 +163,13 @@ impl InboxConfig {
     #[must_use]
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets how many queued records one transaction may take.
+    #[must_use]
+    pub fn with_records_per_transaction(mut self, records: usize) -> Self {
+        self.records_per_transaction = records;
         self
     }
 
@@ -184,6 +197,11 @@ impl InboxConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         if self.concurrency == 0 || self.concurrency > 1024 {
             return Err(Error::Config("inbox concurrency must be 1 to 1024".into()));
+        }
+        if self.records_per_transaction == 0 || self.records_per_transaction > 10_000 {
+            return Err(Error::Config(
+                "inbox records_per_transaction must be 1 to 10,000".into(),
+            ));
         }
         if self.max_in_flight_bytes == 0 {
             return Err(Error::Config("inbox max_in_flight_bytes must be above 0".into()));

@@ -98,6 +98,7 @@ where
             handler,
             consumer: name.clone(),
             retry: config.retry.clone(),
+            records_per_transaction: config.records_per_transaction,
             progress: Arc::clone(&progress),
         });
         let mut senders = Vec::with_capacity(config.concurrency);

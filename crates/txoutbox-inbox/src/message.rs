@@ -15,6 +15,7 @@ pub struct InboxMessage {
     pub(crate) payload: Option<Vec<u8>>,
     pub(crate) headers: Vec<(String, Option<Vec<u8>>)>,
     pub(crate) timestamp_millis: Option<i64>,
+    pub(crate) replay: bool,
 }
 
 impl std::fmt::Debug for InboxMessage {
@@ -45,6 +46,7 @@ impl InboxMessage {
             payload: None,
             headers: Vec::new(),
             timestamp_millis: None,
+            replay: false,
         }
     }
 
@@ -137,6 +139,12 @@ impl InboxMessage {
     /// The record's timestamp, in milliseconds since the Unix epoch, if it has one.
     pub fn timestamp_millis(&self) -> Option<i64> {
         self.timestamp_millis
+    }
+
+    /// Whether this is a parked record an operator marked for replay (read back from the inbox
+    /// table, not from Kafka: it has no timestamp).
+    pub fn is_replay(&self) -> bool {
+        self.replay
     }
 
     /// The bytes this message holds (counted against the consumer's memory bound).
@@ -245,6 +253,7 @@ pub(crate) fn replayed_message(row: ParkedRow) -> InboxMessage {
             .map(InboxMessage::headers_from_json)
             .unwrap_or_default(),
         timestamp_millis: None,
+        replay: true,
     }
 }
 

@@ -40,6 +40,13 @@ pub(crate) fn count(name: &'static str, consumer: &str) {
     counter!(name, "consumer" => consumer.to_owned()).increment(1);
 }
 
+/// Adds `n` to counter `name` of `consumer`.
+pub(crate) fn counter_add(name: &'static str, consumer: &str, n: u64) {
+    if n > 0 {
+        counter!(name, "consumer" => consumer.to_owned()).increment(n);
+    }
+}
+
 /// Sets gauge `name` of `consumer`.
 pub(crate) fn set(name: &'static str, consumer: &str, value: f64) {
     gauge!(name, "consumer" => consumer.to_owned()).set(value);

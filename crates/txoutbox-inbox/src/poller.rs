@@ -134,6 +134,7 @@ impl Poller {
             payload: record.payload().map(<[u8]>::to_vec),
             headers,
             timestamp_millis: record.timestamp().to_millis(),
+            replay: false,
         };
         let found = catch_unwind(AssertUnwindSafe(|| self.message_id.assign(&mut message)));
         if found.unwrap_or(false) {

@@ -13,7 +13,7 @@ use txoutbox_core::RetryPolicy;
 use crate::error::is_transient;
 use crate::handler::{Handler, HandlerError};
 use crate::message::InboxMessage;
-use crate::metrics::{self, count};
+use crate::metrics::{self, count, counter_add};
 use crate::progress::{Progress, Ticket};
 use crate::store::InboxStore;
 
@@ -30,6 +30,7 @@ pub(crate) struct Shared<S, H> {
     pub(crate) handler: H,
     pub(crate) consumer: String,
     pub(crate) retry: RetryPolicy,
+    pub(crate) records_per_transaction: usize,
     pub(crate) progress: Arc<Progress>,
 }
 
@@ -55,8 +56,8 @@ pub(crate) async fn run_lane<S, H>(
     H: Handler<S::Tx>,
 {
     let progress = &shared.progress;
-    loop {
-        let work = tokio::select! {
+    'lane: loop {
+        let first = tokio::select! {
             biased;
             _ = stop.wait_for(|stopped| *stopped) => break,
             work = records.recv() => match work {
@@ -64,21 +65,88 @@ pub(crate) async fn run_lane<S, H>(
                 None => return,
             },
         };
-        if !progress.begin(&work.ticket) {
-            progress.skip(&work.ticket);
+        // With it, up to `records_per_transaction` records already queued (never waiting for
+        // more); records of a partition being revoked are skipped.
+        let mut batch = Vec::with_capacity(shared.records_per_transaction);
+        let mut next = Some(first);
+        while let Some(work) = next.take() {
+            if progress.begin(&work.ticket) {
+                batch.push(work);
+            } else {
+                progress.skip(&work.ticket);
+            }
+            if batch.len() < shared.records_per_transaction {
+                next = records.try_recv().ok();
+            }
+        }
+        if batch.len() > 1 && handle_batch(&shared, &batch).await {
+            for work in &batch {
+                progress.finish(&work.ticket);
+            }
             continue;
         }
-        if handle(&shared, &work.message, &mut stop).await {
-            progress.finish(&work.ticket);
-        } else {
-            progress.abandon(&work.ticket);
-            break;
+        // One by one: a batch of one, or a batch rolled back as a whole.
+        let mut works = batch.into_iter();
+        while let Some(work) = works.next() {
+            if handle(&shared, &work.message, &mut stop).await {
+                progress.finish(&work.ticket);
+            } else {
+                progress.abandon(&work.ticket);
+                for rest in works {
+                    progress.abandon(&rest.ticket);
+                }
+                break 'lane;
+            }
         }
     }
     records.close();
     while let Ok(work) = records.try_recv() {
         progress.skip(&work.ticket);
     }
+}
+
+/// Several records in one transaction: each claimed and handled in turn, one commit for all.
+/// `false` when anything failed: everything is rolled back and the caller handles the records
+/// one by one (with retries, parking and the failure's report).
+async fn handle_batch<S, H>(shared: &Shared<S, H>, batch: &[Work]) -> bool
+where
+    S: InboxStore,
+    H: Handler<S::Tx>,
+{
+    let store = &shared.store;
+    let consumer = shared.consumer.as_str();
+    let Ok(mut tx) = store.begin().await else {
+        return false;
+    };
+    let mut duplicates = 0_u64;
+    for work in batch {
+        match store.claim(&mut tx, consumer, &work.message).await {
+            Ok(true) => {}
+            Ok(false) => {
+                duplicates += 1;
+                continue;
+            }
+            Err(_) => {
+                let _ = store.rollback(tx).await;
+                return false;
+            }
+        }
+        if run_handler(&shared.handler, &mut tx, &work.message)
+            .await
+            .is_err()
+        {
+            let _ = store.rollback(tx).await;
+            return false;
+        }
+    }
+    if store.commit(tx).await.is_err() {
+        // Maybe committed (a lost connection): one by one, the claims find out.
+        return false;
+    }
+    let handled = batch.len() as u64 - duplicates;
+    counter_add(metrics::HANDLED, consumer, handled);
+    counter_add(metrics::DUPLICATES, consumer, duplicates);
+    true
 }
 
 /// Why an attempt failed.
