@@ -97,6 +97,7 @@ pub(crate) struct InboxResult {
     pub stores: Vec<StoreInbox>,
 }
 
+/// Runs `shape.rounds` rounds on PostgreSQL, and on SQLite and MySQL / MariaDB unless skipped.
 pub(crate) async fn run(shape: Shape, sqlite: bool, mysql: bool) -> InboxResult {
     let lanes = InboxConfig::default().concurrency;
     let pool_size = lanes as u32 + 1;
@@ -209,6 +210,7 @@ enum Db {
 }
 
 impl Db {
+    /// The store's name in the output.
     fn name(self) -> &'static str {
         match self {
             Self::Postgres => "postgres",
@@ -234,6 +236,7 @@ struct Rounds {
 }
 
 impl Rounds {
+    /// Ratios of the same rounds, their median and spread.
     fn summary(self, db: Db) -> StoreInbox {
         let ratio: Vec<f64> = self
             .bare
@@ -419,6 +422,7 @@ impl Fixture {
         migrated.expect("migrate the inbox");
     }
 
+    /// Drops the schema (database; closes the pool and removes the file).
     async fn drop_db(self) {
         match self.owner {
             Owner::Schema(schema) => schema.drop_schema().await,
@@ -441,6 +445,7 @@ struct Progress {
 }
 
 impl Progress {
+    /// Marks the start of the timed run (the first call only).
     fn first_write(&self) {
         self.first.get_or_init(Instant::now);
     }
@@ -515,6 +520,7 @@ struct Effects {
     progress: Arc<Progress>,
 }
 
+/// [`Effects`] as the handler of one database's transactions.
 macro_rules! effects_handler {
     ($db:ty) => {
         impl Handler<sqlx::Transaction<'static, $db>> for Effects {
@@ -595,6 +601,7 @@ fn lane_of(topic: &str, partition: i32, key: Option<&[u8]>, lanes: usize) -> usi
 #[derive(Debug, Default)]
 struct Offsets(Mutex<HashMap<i32, PartitionOffsets>>);
 
+/// One partition's offsets in flight, as the inbox's `Progress` keeps them.
 #[derive(Debug, Default)]
 struct PartitionOffsets {
     in_flight: BTreeSet<i64>,
@@ -604,6 +611,7 @@ struct PartitionOffsets {
 }
 
 impl Offsets {
+    /// A record of `partition` at `offset` was handed to a lane.
     fn start(&self, partition: i32, offset: i64) {
         let mut all = self.0.lock().unwrap();
         let p = all.entry(partition).or_default();
@@ -611,6 +619,7 @@ impl Offsets {
         p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
+    /// The record's write is committed.
     fn finish(&self, partition: i32, offset: i64) {
         if let Some(p) = self.0.lock().unwrap().get_mut(&partition) {
             p.in_flight.remove(&offset);
@@ -642,6 +651,8 @@ struct Bare {
 }
 
 impl Bare {
+    /// Subscribes a new consumer of `group` to `topic` and starts its poll thread and `lanes`
+    /// lanes, each writing through `pool`.
     fn start(
         topic: &str,
         group: &str,
