@@ -1,6 +1,7 @@
 //! txoutbox benchmarks against the services named by the environment
 //! (`TXOUTBOX_KAFKA_BOOTSTRAP`, `TXOUTBOX_POSTGRES_URL`, `TXOUTBOX_MYSQL_URL`): relay throughput vs. a raw producer,
-//! the cost of `publish` in a business transaction, and commit → Kafka latency.
+//! the cost of `publish` in a business transaction, commit → Kafka latency, and the inbox against a
+//! bare consumer.
 //!
 //! `cargo run --release -p txoutbox-bench -- all --json target/bench.json`
 //! `cargo build --release -p txoutbox-cli -p txoutbox-bench && target/release/txoutbox-bench console`
@@ -11,6 +12,7 @@ mod common;
 mod console;
 mod drain;
 mod enqueue;
+mod inbox;
 mod latency;
 mod memory;
 mod throughput;
@@ -98,9 +100,15 @@ struct Cli {
     /// Writes: rows (single-row inserts) per transaction.
     #[arg(long, global = true, default_value_t = 1_000)]
     rows_per_transaction: usize,
-    /// Writes and drain: rounds.
+    /// Writes, drain and inbox: rounds.
     #[arg(long, global = true, default_value_t = 5)]
     rounds: usize,
+    /// Inbox: records in each round's topic, each with its own message id.
+    #[arg(long, global = true, default_value_t = 100_000)]
+    inbox_records: usize,
+    /// Inbox: partitions of each round's topic.
+    #[arg(long, global = true, default_value_t = 8)]
+    inbox_partitions: i32,
     /// Drain: backlog sizes.
     #[arg(long, global = true, value_delimiter = ',', default_values_t = vec![300_000usize, 1_000_000])]
     drain_backlogs: Vec<usize>,
@@ -130,8 +138,11 @@ enum Scenario {
     /// against the raw producer, round by round (PostgreSQL, SQLite, MySQL / MariaDB; not part
     /// of `all`).
     Drain,
-    /// Every scenario but `backlog`, `console`, `memory`, `writes` and `drain`, one after the
-    /// other.
+    /// The inbox consumer against a bare consumer doing the same database write without
+    /// de-duplication, round by round (PostgreSQL, SQLite, MySQL / MariaDB; not part of `all`).
+    Inbox,
+    /// Every scenario but `backlog`, `console`, `memory`, `writes`, `drain` and `inbox`, one
+    /// after the other.
     All,
 }
 
@@ -146,6 +157,7 @@ struct Results {
     memory: Option<memory::MemoryResult>,
     writes: Option<writes::WritesResult>,
     drain: Option<drain::DrainResult>,
+    inbox: Option<inbox::InboxResult>,
 }
 
 fn machine() -> serde_json::Value {
@@ -225,6 +237,15 @@ async fn main() -> anyhow::Result<()> {
             )
             .await,
         );
+    }
+    if cli.scenario == Scenario::Inbox {
+        let shape = inbox::Shape {
+            records: cli.inbox_records.max(1),
+            keys: cli.keys.max(1),
+            partitions: cli.inbox_partitions.max(1),
+            rounds: cli.rounds.max(1),
+        };
+        results.inbox = Some(inbox::run(shape, !cli.no_sqlite, !cli.no_mysql).await);
     }
     if cli.scenario == Scenario::Memory {
         results.memory =
@@ -373,12 +394,37 @@ fn print_drain(d: &drain::DrainResult) {
     }
 }
 
+fn print_inbox(i: &inbox::InboxResult) {
+    println!(
+        "\n== inbox: InboxConsumer vs a bare consumer doing the same write ({} records, {} partitions, \
+         {} keys, {} lanes, pool {}, {} rounds) ==",
+        i.records, i.partitions, i.keys, i.lanes, i.pool_size, i.rounds
+    );
+    for s in &i.stores {
+        println!(
+            "{:<10} inbox/bare median {:.2}x, min {:.2}x, max {:.2}x, rounds {}; bare records/s {}, \
+             inbox records/s {}",
+            s.store,
+            s.ratio_median,
+            s.ratio_min,
+            s.ratio_max,
+            list(&s.ratio),
+            list_k(&s.bare_records_per_sec),
+            list_k(&s.inbox_records_per_sec),
+        );
+    }
+    println!("target: inbox >= 0.8x the bare consumer");
+}
+
 fn print_tables(r: &Results) {
     if let Some(w) = &r.writes {
         print_writes(w);
     }
     if let Some(d) = &r.drain {
         print_drain(d);
+    }
+    if let Some(i) = &r.inbox {
+        print_inbox(i);
     }
     if let Some(b) = &r.backlog {
         print_backlog(b);
