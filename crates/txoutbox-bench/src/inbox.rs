@@ -59,6 +59,8 @@ pub(crate) struct Shape {
     pub keys: usize,
     pub partitions: i32,
     pub rounds: usize,
+    /// The inbox's `records_per_transaction` (the bare consumer always commits each record).
+    pub records_per_transaction: usize,
 }
 
 /// One store's rounds.
@@ -89,6 +91,8 @@ pub(crate) struct InboxResult {
     pub partitions: i32,
     /// The inbox's lanes, and the bare consumer's.
     pub lanes: usize,
+    /// The inbox's records per transaction.
+    pub records_per_transaction: usize,
     /// Connections of each consumer's pool.
     pub pool_size: u32,
     pub rounds: usize,
@@ -136,7 +140,15 @@ pub(crate) async fn run(shape: Shape, sqlite: bool, mysql: bool) -> InboxResult 
             for variant in order {
                 let busy = wait_quiet("inbox", Duration::from_secs(30)).await;
                 let fixture = Fixture::new(*db, pool_size).await;
-                let timed = consume(&fixture, variant, &topic, shape.records, lanes).await;
+                let timed = consume(
+                    &fixture,
+                    variant,
+                    &topic,
+                    shape.records,
+                    lanes,
+                    shape.records_per_transaction,
+                )
+                .await;
                 fixture.drop_db().await;
                 eprintln!(
                     "[inbox] round {}: {} {:?} {:.0} records/s (start {:.2} s)",
@@ -167,6 +179,7 @@ pub(crate) async fn run(shape: Shape, sqlite: bool, mysql: bool) -> InboxResult 
         keys: shape.keys,
         partitions: shape.partitions,
         lanes,
+        records_per_transaction: shape.records_per_transaction,
         pool_size,
         rounds: shape.rounds,
         fill_records_per_sec: fill,
@@ -453,7 +466,14 @@ impl Progress {
 
 /// Reads `topic` to its end with `variant` into `fixture`'s effects table; the rate from the
 /// first record's write to all `n` effects visible.
-async fn consume(fixture: &Fixture, variant: Variant, topic: &str, n: usize, lanes: usize) -> Timed {
+async fn consume(
+    fixture: &Fixture,
+    variant: Variant,
+    topic: &str,
+    n: usize,
+    lanes: usize,
+    records_per_transaction: usize,
+) -> Timed {
     let progress = Arc::new(Progress::default());
     let group = txoutbox_testing::unique("bench-inbox");
     let started = Instant::now();
@@ -466,7 +486,13 @@ async fn consume(fixture: &Fixture, variant: Variant, topic: &str, n: usize, lan
             lanes,
             Arc::clone(&progress),
         )),
-        Variant::Inbox => Running::Inbox(start_inbox(fixture, topic, &group, Arc::clone(&progress))),
+        Variant::Inbox => Running::Inbox(start_inbox(
+            fixture,
+            topic,
+            &group,
+            Arc::clone(&progress),
+            records_per_transaction,
+        )),
     };
     let deadline = started + RUN_TIMEOUT;
     // The writes counted first (no load on the database), then the count that proves them.
@@ -549,13 +575,19 @@ effects_handler!(sqlx::Sqlite);
 effects_handler!(sqlx::MySql);
 
 /// `InboxConsumer` with its default settings and the [`Effects`] handler.
-fn start_inbox(fixture: &Fixture, topic: &str, group: &str, progress: Arc<Progress>) -> RunningInbox {
+fn start_inbox(
+    fixture: &Fixture,
+    topic: &str,
+    group: &str,
+    progress: Arc<Progress>,
+    records_per_transaction: usize,
+) -> RunningInbox {
     let kafka = ConsumerConfig::new(bootstrap(), group, [topic]);
     let handler = Effects {
         insert: Arc::clone(&fixture.insert),
         progress,
     };
-    let config = InboxConfig::default();
+    let config = InboxConfig::default().with_records_per_transaction(records_per_transaction);
     let table = fixture.inbox_table.clone();
     let started = match &fixture.pool {
         Pool::Postgres(pool) => {

@@ -109,6 +109,9 @@ struct Cli {
     /// Inbox: partitions of each round's topic.
     #[arg(long, global = true, default_value_t = 8)]
     inbox_partitions: i32,
+    /// Inbox: the inbox's records per transaction (the bare consumer commits each record).
+    #[arg(long, global = true, default_value_t = 1)]
+    inbox_records_per_transaction: usize,
     /// Drain: backlog sizes.
     #[arg(long, global = true, value_delimiter = ',', default_values_t = vec![300_000usize, 1_000_000])]
     drain_backlogs: Vec<usize>,
@@ -244,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
             keys: cli.keys.max(1),
             partitions: cli.inbox_partitions.max(1),
             rounds: cli.rounds.max(1),
+            records_per_transaction: cli.inbox_records_per_transaction.max(1),
         };
         results.inbox = Some(inbox::run(shape, !cli.no_sqlite, !cli.no_mysql).await);
     }
