@@ -47,11 +47,11 @@ impl MySqlInbox {
                  WHERE consumer = ? AND message_id = ? AND status = 'replay'"
             ),
             claim: format!(
-                "INSERT IGNORE INTO {t} (consumer, message_id, topic, kafka_partition, kafka_offset, attempts, \
+                "INSERT INTO {t} (consumer, message_id, topic, kafka_partition, kafka_offset, attempts, \
                  received_at) VALUES (?, ?, ?, ?, ?, 1, UTC_TIMESTAMP(6))"
             ),
             park: format!(
-                "INSERT IGNORE INTO {t} (consumer, message_id, status, topic, kafka_partition, kafka_offset, \
+                "INSERT INTO {t} (consumer, message_id, status, topic, kafka_partition, kafka_offset, \
                  attempts, last_error, record_key, payload, headers, received_at) \
                  VALUES (?, ?, 'dead', ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))"
             ),
@@ -129,7 +129,18 @@ sql_inbox_store!(
     sqlx::MySql,
     begin = |pool| pool.begin(),
     age = |age| i64::try_from(age.as_micros()).unwrap_or(i64::MAX),
+    duplicate = |error| is_duplicate_key(&error),
 );
+
+/// ER_DUP_ENTRY: the claim's id is there (a plain INSERT, not INSERT IGNORE, which would turn
+/// every other error into a warning and a skipped record). MySQL undoes the statement only, not
+/// the transaction.
+fn is_duplicate_key(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|db| db.number() == 1062)
+}
 
 /// `` `schema`.`table<suffix>` `` of a validated [`TableName`].
 fn quoted(table: &TableName, suffix: &str) -> String {

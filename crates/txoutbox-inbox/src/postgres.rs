@@ -90,4 +90,6 @@ sql_inbox_store!(
     sqlx::Postgres,
     begin = |pool| pool.begin(),
     age = |age| age.as_secs_f64(),
+    // ON CONFLICT DO NOTHING: a duplicate is no error.
+    duplicate = |_error| false,
 );

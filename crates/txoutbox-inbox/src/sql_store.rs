@@ -30,7 +30,13 @@ pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// `impl InboxStore for $inbox` over `self.pool` and `self.sql` (a [`Statements`]).
 macro_rules! sql_inbox_store {
-    ($inbox:ty, $db:ty, begin = |$pool:ident| $begin:expr, age = |$age:ident| $age_param:expr $(,)?) => {
+    (
+        $inbox:ty,
+        $db:ty,
+        begin = |$pool:ident| $begin:expr,
+        age = |$age:ident| $age_param:expr,
+        duplicate = |$error:ident| $duplicate:expr $(,)?
+    ) => {
         impl $crate::store::InboxStore for $inbox {
             type Tx = sqlx::Transaction<'static, $db>;
 
@@ -52,9 +58,12 @@ macro_rules! sql_inbox_store {
                     .bind(message.partition)
                     .bind(message.offset)
                     .execute(&mut **tx)
-                    .await
-                    .map_err($crate::error::db_error)?;
-                Ok(done.rows_affected() == 1)
+                    .await;
+                match done {
+                    Ok(done) => Ok(done.rows_affected() == 1),
+                    Err($error) if $duplicate => Ok(false),
+                    Err(e) => Err($crate::error::db_error(e)),
+                }
             }
 
             async fn commit(&self, tx: Self::Tx) -> txoutbox_core::Result<()> {
@@ -72,7 +81,7 @@ macro_rules! sql_inbox_store {
                 attempts: u32,
                 error: &str,
             ) -> txoutbox_core::Result<()> {
-                sqlx::query(sqlx::AssertSqlSafe(self.sql.park.as_str()))
+                let done = sqlx::query(sqlx::AssertSqlSafe(self.sql.park.as_str()))
                     .bind(consumer)
                     .bind(&message.id)
                     .bind(&message.topic)
@@ -84,9 +93,12 @@ macro_rules! sql_inbox_store {
                     .bind(message.payload.as_deref())
                     .bind(message.headers_json())
                     .execute(&self.pool)
-                    .await
-                    .map_err($crate::error::db_error)?;
-                Ok(())
+                    .await;
+                match done {
+                    Ok(_) => Ok(()),
+                    Err($error) if $duplicate => Ok(()),
+                    Err(e) => Err($crate::error::db_error(e)),
+                }
             }
 
             async fn replays(

@@ -98,4 +98,6 @@ sql_inbox_store!(
     sqlx::Sqlite,
     begin = |pool| pool.begin_with("BEGIN IMMEDIATE"),
     age = |age| age.as_secs_f64(),
+    // ON CONFLICT DO NOTHING: a duplicate is no error.
+    duplicate = |_error| false,
 );
