@@ -147,19 +147,26 @@ impl InboxMessage {
         self.replay
     }
 
-    /// The bytes this message holds (counted against the consumer's memory bound).
+    /// The bytes this message holds, with an estimate of the allocator's and the queue's share
+    /// (counted against the consumer's memory bound).
     pub(crate) fn size_bytes(&self) -> usize {
+        // What the allocator and the lane's queue add to each allocation and record, roughly:
+        // small records cost several times their contents.
+        const PER_ALLOCATION: usize = 32;
+        const PER_RECORD: usize = 256;
         let headers: usize = self
             .headers
             .iter()
-            .map(|(n, v)| n.len() + v.as_ref().map_or(0, Vec::len))
+            .map(|(n, v)| n.len() + v.as_ref().map_or(0, Vec::len) + 2 * PER_ALLOCATION)
             .sum();
         self.id.len()
-            + self.topic.len()
+            + 2 * self.topic.len()
             + self.key.as_ref().map_or(0, Vec::len)
             + self.payload.as_ref().map_or(0, Vec::len)
             + headers
+            + 6 * PER_ALLOCATION
             + std::mem::size_of::<Self>()
+            + PER_RECORD
     }
 
     /// The headers as a JSON array of `[name, value]` pairs in the record's order, for a parked
