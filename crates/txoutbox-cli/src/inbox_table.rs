@@ -315,15 +315,7 @@ impl InboxTable {
         );
         match ids {
             None => self.run_with(&base, consumer, None).await,
-            Some(ids) => {
-                let mut total = 0;
-                for chunk in ids.chunks(IDS_PER_STATEMENT) {
-                    total += self
-                        .run_with(&base, consumer, Some(Selection::Ids(chunk)))
-                        .await?;
-                }
-                Ok(total)
-            }
+            Some(ids) => self.run_for_ids(&base, consumer, ids).await,
         }
     }
 
@@ -340,16 +332,17 @@ impl InboxTable {
                 self.run_with(&base, consumer, Some(Selection::ParkedBefore(at)))
                     .await
             }
-            Selection::Ids(ids) => {
-                let mut total = 0;
-                for chunk in ids.chunks(IDS_PER_STATEMENT) {
-                    total += self
-                        .run_with(&base, consumer, Some(Selection::Ids(chunk)))
-                        .await?;
-                }
-                Ok(total)
-            }
+            Selection::Ids(ids) => self.run_for_ids(&base, consumer, ids).await,
         }
+    }
+
+    /// Runs `base` for `ids`, at most [`IDS_PER_STATEMENT`] per statement; returns the rows changed.
+    async fn run_for_ids(&self, base: &str, consumer: &str, ids: &[String]) -> Result<u64, CliError> {
+        let mut total = 0;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            total += self.run_with(base, consumer, Some(Selection::Ids(chunk))).await?;
+        }
+        Ok(total)
     }
 
     /// Runs `base` (an UPDATE or DELETE ending in a WHERE clause) narrowed to `consumer` and
