@@ -192,7 +192,8 @@ step_done "the fresh project (README quickstart on PostgreSQL, SQLite variant)"
 # every one of them again.
 cli="$(unpacked txoutbox-cli)"
 patches=()
-for name in $(sed -n 's/^\[dependencies\.\(txoutbox[a-z-]*\)\]$/\1/p' "$cli/Cargo.toml"); do
+# Dev-dependencies too: cargo resolves them (and finds them on crates.io) even for an install.
+for name in $(sed -n 's/^\[\(dev-\)\{0,1\}dependencies\.\(txoutbox[a-z-]*\)\]$/\2/p' "$cli/Cargo.toml" | sort -u); do
     patches+=(--config "patch.crates-io.$name.path=\"$(unpacked "$name")\"")
 done
 # Without them cargo would build the daemon from crates.io's txoutbox crates, not these packages.
