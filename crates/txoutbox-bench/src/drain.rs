@@ -19,6 +19,7 @@ use txoutbox_testing::postgres::TestSchema;
 use txoutbox_testing::sqlite::TestDb;
 
 use crate::common::{BenchMsg, bootstrap, messages, topic_def, wait_quiet};
+use crate::store_kind::Db;
 use crate::throughput::{PREWRITE_CHUNK, drain, new_topic, raw_producer};
 
 /// One store at one backlog size.
@@ -59,11 +60,7 @@ pub(crate) async fn run(
     let mut results = Vec::new();
     for &n in backlogs {
         let msgs = messages(n, keys);
-        let stores: Vec<Db> = [Db::Postgres]
-            .into_iter()
-            .chain(sqlite.then_some(Db::Sqlite))
-            .chain(mysql.then_some(Db::MySql))
-            .collect();
+        let stores = Db::selected(sqlite, mysql);
         let mut per_store: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); stores.len()];
         let mut raw_rates = Vec::new();
         for round in 0..rounds {
@@ -118,24 +115,6 @@ pub(crate) async fn run(
         keys,
         raw_msgs_per_sec: raws,
         stores: results,
-    }
-}
-
-/// The stores a round drains.
-#[derive(Debug, Clone, Copy)]
-enum Db {
-    Postgres,
-    Sqlite,
-    MySql,
-}
-
-impl Db {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgres",
-            Self::Sqlite => "sqlite",
-            Self::MySql => "mysql",
-        }
     }
 }
 

@@ -43,6 +43,7 @@ use txoutbox_testing::postgres::TestSchema;
 use txoutbox_testing::sqlite::TestDb;
 
 use crate::common::{BenchMsg, bootstrap, wait_quiet};
+use crate::store_kind::Db;
 use crate::throughput::raw_producer;
 
 /// Longest a run may take before the harness gives up on it.
@@ -105,11 +106,7 @@ pub(crate) struct InboxResult {
 pub(crate) async fn run(shape: Shape, sqlite: bool, mysql: bool) -> InboxResult {
     let lanes = InboxConfig::default().concurrency;
     let pool_size = lanes as u32 + 1;
-    let stores: Vec<Db> = [Db::Postgres]
-        .into_iter()
-        .chain(sqlite.then_some(Db::Sqlite))
-        .chain(mysql.then_some(Db::MySql))
-        .collect();
+    let stores = Db::selected(sqlite, mysql);
     let records = records(shape.records, shape.keys);
     let mut per_store: Vec<Rounds> = vec![Rounds::default(); stores.len()];
     let mut fill = Vec::new();
@@ -212,25 +209,6 @@ enum Variant {
     Bare,
     /// `InboxConsumer`: the claim of the message id, then the same business write.
     Inbox,
-}
-
-/// The stores a round runs on.
-#[derive(Debug, Clone, Copy)]
-enum Db {
-    Postgres,
-    Sqlite,
-    MySql,
-}
-
-impl Db {
-    /// The store's name in the output.
-    fn name(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgres",
-            Self::Sqlite => "sqlite",
-            Self::MySql => "mysql",
-        }
-    }
 }
 
 /// One timed run.

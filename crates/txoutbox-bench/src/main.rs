@@ -15,6 +15,7 @@ mod enqueue;
 mod inbox;
 mod latency;
 mod memory;
+mod store_kind;
 mod throughput;
 mod writes;
 

@@ -1,0 +1,29 @@
+//! Which stores a scenario runs on, round by round.
+
+/// A store a round runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Db {
+    Postgres,
+    Sqlite,
+    MySql,
+}
+
+impl Db {
+    /// The store's name in the output.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+            Self::MySql => "mysql",
+        }
+    }
+
+    /// PostgreSQL, and SQLite and MySQL / MariaDB unless skipped.
+    pub(crate) fn selected(sqlite: bool, mysql: bool) -> Vec<Db> {
+        [Db::Postgres]
+            .into_iter()
+            .chain(sqlite.then_some(Db::Sqlite))
+            .chain(mysql.then_some(Db::MySql))
+            .collect()
+    }
+}
