@@ -14,7 +14,7 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use tokio::sync::mpsc;
 
 use crate::kafka_context::{InboxContext, commit_list};
-use crate::message::InboxMessage;
+use crate::message::{InboxMessage, position_id};
 use crate::message_id::MessageIdSource;
 use crate::metrics::{self, count, set};
 use crate::progress::Progress;
@@ -136,14 +136,16 @@ impl Poller {
             timestamp_millis: record.timestamp().to_millis(),
             replay: false,
         };
-        let found = catch_unwind(AssertUnwindSafe(|| self.message_id.assign(&mut message)));
-        if found.unwrap_or(false) {
-            return message;
+        // `assign` gives a record without a usable id its position itself; only a panicking
+        // derive function leaves that to be done here.
+        match catch_unwind(AssertUnwindSafe(|| self.message_id.assign(&mut message))) {
+            Ok(true) => {}
+            Ok(false) => count(metrics::POSITION_IDS, &self.name),
+            Err(_) => {
+                count(metrics::POSITION_IDS, &self.name);
+                message.id = position_id(&message.topic, message.partition, message.offset);
+            }
         }
-        if !matches!(self.message_id, MessageIdSource::Position) {
-            count(metrics::POSITION_IDS, &self.name);
-        }
-        message.id = crate::message::position_id(&message.topic, message.partition, message.offset);
         message
     }
 
