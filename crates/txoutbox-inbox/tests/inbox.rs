@@ -151,6 +151,62 @@ trait TestDb: Sized {
     async fn drop_db(self);
 }
 
+/// The part of a [`TestDb`] that is the same on every database but for its pool, how it names
+/// a table and how a statement names its parameter: the follow-ups' relay, and the reads and the
+/// replay mark on the effects and inbox tables.
+macro_rules! test_db_queries {
+    (pool = |$db:ident| $pool:expr, qualify = |$name:ident| $qualify:expr, id_param = $param:literal) => {
+        fn relay(&self) -> txoutbox_core::RelayHandle {
+            let $db = self;
+            let sink = KafkaSink::new(&KafkaConfig::new(kafka::bootstrap())).unwrap();
+            Relay::new(
+                self.outbox.store($pool.clone()),
+                sink,
+                RelayConfig::default(),
+            )
+            .unwrap()
+            .start()
+        }
+
+        async fn effects(&self) -> Vec<(String, String, i64)> {
+            let $db = self;
+            let $name = "effects";
+            sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT message_id, msg_key, seq FROM {} ORDER BY n",
+                $qualify
+            )))
+            .fetch_all(&$pool)
+            .await
+            .unwrap()
+        }
+
+        async fn parked(&self) -> Vec<(String, i32, Vec<u8>)> {
+            let $db = self;
+            let $name = "inbox_messages";
+            sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT message_id, attempts, payload FROM {} WHERE status = 'dead' ORDER BY message_id",
+                $qualify
+            )))
+            .fetch_all(&$pool)
+            .await
+            .unwrap()
+        }
+
+        async fn mark_replay(&self, id: &str) {
+            let $db = self;
+            let $name = "inbox_messages";
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {} SET status = 'replay' WHERE message_id = {}",
+                $qualify, $param
+            )))
+            .bind(id)
+            .execute(&$pool)
+            .await
+            .unwrap();
+        }
+    };
+}
+
 struct Pg {
     schema: txoutbox_testing::postgres::TestSchema,
     outbox: txoutbox_postgres::PgOutbox,
@@ -207,47 +263,11 @@ impl TestDb for Pg {
         Probe::new(self.outbox.clone(), insert, delay)
     }
 
-    fn relay(&self) -> txoutbox_core::RelayHandle {
-        let sink = KafkaSink::new(&KafkaConfig::new(kafka::bootstrap())).unwrap();
-        Relay::new(
-            self.outbox.store(self.schema.pool.clone()),
-            sink,
-            RelayConfig::default(),
-        )
-        .unwrap()
-        .start()
-    }
-
-    async fn effects(&self) -> Vec<(String, String, i64)> {
-        sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT message_id, msg_key, seq FROM {} ORDER BY n",
-            self.schema.qualify("effects")
-        )))
-        .fetch_all(&self.schema.pool)
-        .await
-        .unwrap()
-    }
-
-    async fn parked(&self) -> Vec<(String, i32, Vec<u8>)> {
-        sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT message_id, attempts, payload FROM {} WHERE status = 'dead' ORDER BY message_id",
-            self.schema.qualify("inbox_messages")
-        )))
-        .fetch_all(&self.schema.pool)
-        .await
-        .unwrap()
-    }
-
-    async fn mark_replay(&self, id: &str) {
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {} SET status = 'replay' WHERE message_id = $1",
-            self.schema.qualify("inbox_messages")
-        )))
-        .bind(id)
-        .execute(&self.schema.pool)
-        .await
-        .unwrap();
-    }
+    test_db_queries!(
+        pool = |db| db.schema.pool,
+        qualify = |name| db.schema.qualify(name),
+        id_param = "$1"
+    );
 
     async fn drop_db(self) {
         self.schema.drop_schema().await;
@@ -299,40 +319,11 @@ impl TestDb for Lite {
         Probe::new(self.outbox.clone(), insert, delay)
     }
 
-    fn relay(&self) -> txoutbox_core::RelayHandle {
-        let sink = KafkaSink::new(&KafkaConfig::new(kafka::bootstrap())).unwrap();
-        Relay::new(
-            self.outbox.store(self.db.pool.clone()),
-            sink,
-            RelayConfig::default(),
-        )
-        .unwrap()
-        .start()
-    }
-
-    async fn effects(&self) -> Vec<(String, String, i64)> {
-        sqlx::query_as("SELECT message_id, msg_key, seq FROM effects ORDER BY n")
-            .fetch_all(&self.db.pool)
-            .await
-            .unwrap()
-    }
-
-    async fn parked(&self) -> Vec<(String, i32, Vec<u8>)> {
-        sqlx::query_as(
-            "SELECT message_id, attempts, payload FROM inbox_messages WHERE status = 'dead' ORDER BY message_id",
-        )
-        .fetch_all(&self.db.pool)
-        .await
-        .unwrap()
-    }
-
-    async fn mark_replay(&self, id: &str) {
-        sqlx::query("UPDATE inbox_messages SET status = 'replay' WHERE message_id = ?1")
-            .bind(id)
-            .execute(&self.db.pool)
-            .await
-            .unwrap();
-    }
+    test_db_queries!(
+        pool = |db| db.db.pool,
+        qualify = |name| format!("\"{name}\""),
+        id_param = "?1"
+    );
 
     async fn drop_db(self) {
         self.db.pool.close().await;
@@ -391,47 +382,11 @@ impl TestDb for Maria {
         Probe::new(self.outbox.clone(), insert, delay)
     }
 
-    fn relay(&self) -> txoutbox_core::RelayHandle {
-        let sink = KafkaSink::new(&KafkaConfig::new(kafka::bootstrap())).unwrap();
-        Relay::new(
-            self.outbox.store(self.db.pool.clone()),
-            sink,
-            RelayConfig::default(),
-        )
-        .unwrap()
-        .start()
-    }
-
-    async fn effects(&self) -> Vec<(String, String, i64)> {
-        sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT message_id, msg_key, seq FROM {} ORDER BY n",
-            self.db.qualify("effects")
-        )))
-        .fetch_all(&self.db.pool)
-        .await
-        .unwrap()
-    }
-
-    async fn parked(&self) -> Vec<(String, i32, Vec<u8>)> {
-        sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT message_id, attempts, payload FROM {} WHERE status = 'dead' ORDER BY message_id",
-            self.db.qualify("inbox_messages")
-        )))
-        .fetch_all(&self.db.pool)
-        .await
-        .unwrap()
-    }
-
-    async fn mark_replay(&self, id: &str) {
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {} SET status = 'replay' WHERE message_id = ?",
-            self.db.qualify("inbox_messages")
-        )))
-        .bind(id)
-        .execute(&self.db.pool)
-        .await
-        .unwrap();
-    }
+    test_db_queries!(
+        pool = |db| db.db.pool,
+        qualify = |name| db.db.qualify(name),
+        id_param = "?"
+    );
 
     async fn drop_db(self) {
         self.db.drop_database().await;
