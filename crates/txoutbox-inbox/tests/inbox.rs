@@ -885,109 +885,55 @@ async fn run_child<D: TestDb>(db: D, input: &str, group: &str) {
     std::future::pending::<()>().await;
 }
 
-mod postgres {
-    use super::*;
+/// The cases every database runs, as a module of tests; `$extra` adds a database's own.
+macro_rules! inbox_cases {
+    ($module:ident, $db:ty, $kind:literal $(, $extra:item)*) => {
+        mod $module {
+            use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn ids_are_compared_exactly() {
-        super::ids_are_compared_exactly::<Pg>().await;
-    }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn duplicates_are_handled_once_in_key_order() {
+                super::duplicates_are_handled_once_in_key_order::<$db>().await;
+            }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn old_ids_are_removed_in_batches_and_parked_ones_stay() {
-        super::old_ids_are_removed_in_batches_and_parked_ones_stay::<Pg>().await;
-    }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn failing_handlers_are_retried_parked_and_replayed() {
+                super::failing_handlers_are_retried_parked_and_replayed::<$db>().await;
+            }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_rebalance_between_two_consumers_repeats_nothing() {
-        super::a_rebalance_between_two_consumers_repeats_nothing::<Pg>().await;
-    }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_rebalance_between_two_consumers_repeats_nothing() {
+                super::a_rebalance_between_two_consumers_repeats_nothing::<$db>().await;
+            }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn kill_9_at_random_moments_repeats_nothing() {
-        super::kill_9_at_random_moments_repeats_nothing::<Pg>("postgres").await;
-    }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn ids_are_compared_exactly() {
+                super::ids_are_compared_exactly::<$db>().await;
+            }
 
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn kill_9_at_random_moments_repeats_nothing() {
+                super::kill_9_at_random_moments_repeats_nothing::<$db>($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn old_ids_are_removed_in_batches_and_parked_ones_stay() {
+                super::old_ids_are_removed_in_batches_and_parked_ones_stay::<$db>().await;
+            }
+
+            $($extra)*
+        }
+    };
+}
+
+inbox_cases!(
+    postgres,
+    Pg,
+    "postgres",
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn aborted_transactions_are_never_handled() {
         super::aborted_transactions_are_never_handled().await;
     }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn duplicates_are_handled_once_in_key_order() {
-        super::duplicates_are_handled_once_in_key_order::<Pg>().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn failing_handlers_are_retried_parked_and_replayed() {
-        super::failing_handlers_are_retried_parked_and_replayed::<Pg>().await;
-    }
-}
-
-mod sqlite {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_rebalance_between_two_consumers_repeats_nothing() {
-        super::a_rebalance_between_two_consumers_repeats_nothing::<Lite>().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn ids_are_compared_exactly() {
-        super::ids_are_compared_exactly::<Lite>().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn kill_9_at_random_moments_repeats_nothing() {
-        super::kill_9_at_random_moments_repeats_nothing::<Lite>("sqlite").await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn old_ids_are_removed_in_batches_and_parked_ones_stay() {
-        super::old_ids_are_removed_in_batches_and_parked_ones_stay::<Lite>().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn duplicates_are_handled_once_in_key_order() {
-        super::duplicates_are_handled_once_in_key_order::<Lite>().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn failing_handlers_are_retried_parked_and_replayed() {
-        super::failing_handlers_are_retried_parked_and_replayed::<Lite>().await;
-    }
-}
-
-mod mariadb {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn ids_are_compared_exactly() {
-        super::ids_are_compared_exactly::<Maria>().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn kill_9_at_random_moments_repeats_nothing() {
-        super::kill_9_at_random_moments_repeats_nothing::<Maria>("mariadb").await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn old_ids_are_removed_in_batches_and_parked_ones_stay() {
-        super::old_ids_are_removed_in_batches_and_parked_ones_stay::<Maria>().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_rebalance_between_two_consumers_repeats_nothing() {
-        super::a_rebalance_between_two_consumers_repeats_nothing::<Maria>().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn duplicates_are_handled_once_in_key_order() {
-        super::duplicates_are_handled_once_in_key_order::<Maria>().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn failing_handlers_are_retried_parked_and_replayed() {
-        super::failing_handlers_are_retried_parked_and_replayed::<Maria>().await;
-    }
-}
+);
+inbox_cases!(sqlite, Lite, "sqlite");
+inbox_cases!(mariadb, Maria, "mariadb");
