@@ -139,6 +139,11 @@
     plot.replaceChildren(root);
   }
 
+  // The inbox link shows when the console has an inbox table.
+  function showInbox(table) {
+    $('nav-inbox').hidden = !table;
+  }
+
   function showAccess(readOnly) {
     state.readOnly = readOnly;
     $('access').textContent = readOnly ? 'read-only' : state.token ? 'actions: token entered' : 'actions need the token';
@@ -148,6 +153,7 @@
 
   function renderOverview(o) {
     $('table').textContent = o.table;
+    showInbox(o.inbox);
     showAccess(o.read_only);
     const backlog = o.health && o.health.backlog;
     $('pending').textContent = backlog ? num(backlog.pending) : '…';
@@ -246,6 +252,7 @@
       return;
     }
     showAccess(list.read_only);
+    showInbox(list.inbox);
     $('table').textContent = list.table;
     state.showPayloads = list.show_payloads;
     $('token-box').hidden = list.read_only;
@@ -267,9 +274,9 @@
     const disabled = state.readOnly;
     const title = disabled ? 'read-only: start the relay with --ui-token to allow actions' : undefined;
     actions.append(
-      el('button', { type: 'button', class: 'replay', disabled, title, onclick: () => ask('replay', { id: d.id }, `Replay dead letter ${d.id} (${d.topic})?`) }, 'Replay'),
+      el('button', { type: 'button', class: 'replay', disabled, title, onclick: () => ask(deadAction('replay', { id: d.id }), `Replay dead letter ${d.id} (${d.topic})?`) }, 'Replay'),
       ' ',
-      el('button', { type: 'button', class: 'purge danger', disabled, title, onclick: () => ask('purge', { id: d.id }, `Purge dead letter ${d.id} (${d.topic}) for good?`) }, 'Purge'),
+      el('button', { type: 'button', class: 'purge danger', disabled, title, onclick: () => ask(deadAction('purge', { id: d.id }), `Purge dead letter ${d.id} (${d.topic}) for good?`) }, 'Purge'),
     );
     const row = el('tr', { 'data-id': d.id },
       el('td', { class: 'num' }, String(d.id)),
@@ -299,8 +306,22 @@
 
   let pendingAction = null;
 
-  function ask(action, body, text) {
-    pendingAction = { action, body };
+  // A dead-letter action: where it posts, and what its answer says.
+  function deadAction(action, body) {
+    return {
+      action,
+      url: `${BASE}/ui/api/dead-letters/${action}`,
+      body,
+      done: (answer) => {
+        const done = action === 'replay' ? 'replayed (pending again; the relay sends them)' : 'purged';
+        return `${answer.messages} dead letter${answer.messages === 1 ? '' : 's'} ${done}`;
+      },
+      reload: loadDead,
+    };
+  }
+
+  function ask(chosen, text) {
+    pendingAction = chosen;
     $('confirm-text').textContent = text;
     $('confirm').hidden = false;
   }
@@ -315,7 +336,7 @@
     let response;
     let body;
     try {
-      response = await fetch(`${BASE}/ui/api/dead-letters/${chosen.action}`, {
+      response = await fetch(chosen.url, {
         method: 'POST', headers, body: JSON.stringify(chosen.body), credentials: 'omit', cache: 'no-store',
       });
       body = await response.json().catch(() => ({}));
@@ -327,16 +348,89 @@
       notice(`${chosen.action} refused (${response.status}): ${body.error || 'no reason given'}`, 'error');
       return;
     }
-    const done = chosen.action === 'replay' ? 'replayed (pending again; the relay sends them)' : 'purged';
-    notice(`${body.messages} dead letter${body.messages === 1 ? '' : 's'} ${done}`, 'ok');
-    await loadDead();
+    notice(chosen.done(body), 'ok');
+    await chosen.reload();
   }
 
   function bulk(action) {
     const body = selection();
     const scope = Object.keys(body).length ? `every dead letter matching ${JSON.stringify(body)}` : 'EVERY dead letter';
     if (!Object.keys(body).length) body.all = true;
-    ask(action, body, `${action === 'replay' ? 'Replay' : 'Purge'} ${scope}?`);
+    ask(deadAction(action, body), `${action === 'replay' ? 'Replay' : 'Purge'} ${scope}?`);
+  }
+
+  // ---------------------------------------------------------------- inbox
+
+  // An inbox action: one consumer's records, by id or all of them.
+  function inboxAction(action, body) {
+    return {
+      action,
+      url: `${BASE}/ui/api/inbox/${action}`,
+      body,
+      done: (answer) => {
+        const done = action === 'replay' ? 'marked for replay (the consumer handles them at its next look)' : 'purged';
+        return `${answer.records} parked record${answer.records === 1 ? '' : 's'} of ${body.consumer} ${done}`;
+      },
+      reload: loadInbox,
+    };
+  }
+
+  async function loadInbox() {
+    const consumer = $('i-consumer').value.trim();
+    const query = new URLSearchParams({ limit: $('i-limit').value });
+    if (consumer) query.set('consumer', consumer);
+    let list;
+    try {
+      list = await getJSON(`${BASE}/ui/api/inbox/parked?${query}`);
+    } catch (e) {
+      notice(`cannot list parked inbox records: ${e.message}`, 'error');
+      return;
+    }
+    showAccess(list.read_only);
+    showInbox(list.table);
+    $('table').textContent = `inbox ${list.table}`;
+    $('token-box').hidden = list.read_only;
+    for (const id of ['inbox-replay-all', 'inbox-purge-all']) {
+      $(id).disabled = list.read_only || !consumer || !list.rows.length;
+      $(id).title = list.read_only ? 'read-only: start the relay with --ui-token to allow actions' : consumer ? '' : 'name a consumer first';
+    }
+    const body = $('inbox-table').querySelector('tbody');
+    body.replaceChildren(...list.rows.map(inboxRow));
+    if (!list.rows.length) body.append(el('tr', {}, el('td', { colspan: 9, class: 'muted' }, 'no parked records')));
+    $('inbox-more').textContent = list.more ? `showing the oldest ${list.limit}; there are more (name a consumer)` : `${list.rows.length} shown`;
+    document.body.dataset.inboxLoaded = String(Date.now());
+  }
+
+  function inboxRow(r) {
+    const actions = el('td', { class: 'actions' });
+    const disabled = state.readOnly;
+    const title = disabled ? 'read-only: start the relay with --ui-token to allow actions' : undefined;
+    const one = { consumer: r.consumer, ids: [r.message_id] };
+    actions.append(
+      el('button', { type: 'button', class: 'replay', disabled: disabled || r.status !== 'dead', title: r.status === 'replay' ? 'already marked for replay' : title,
+        onclick: () => ask(inboxAction('replay', one), `Replay record ${r.message_id} of ${r.consumer}?`) }, 'Replay'),
+      ' ',
+      el('button', { type: 'button', class: 'purge danger', disabled, title,
+        onclick: () => ask(inboxAction('purge', one), `Purge record ${r.message_id} of ${r.consumer} for good?`) }, 'Purge'),
+    );
+    const size = [r.key_bytes === null ? 'no key' : `key ${num(r.key_bytes)} B`, r.payload_bytes === null ? 'tombstone' : `payload ${num(r.payload_bytes)} B`];
+    return el('tr', { 'data-id': r.message_id, 'data-consumer': r.consumer },
+      el('td', {}, r.consumer),
+      el('td', { class: 'key' }, r.message_id),
+      el('td', { class: 'status' }, r.status),
+      el('td', {}, `${r.topic} / ${r.partition} / ${r.offset}`),
+      el('td', { class: 'num' }, String(r.attempts)),
+      el('td', {}, r.received_at ? dateTime(new Date(r.received_at)) : '–'),
+      el('td', { class: 'error' }, r.last_error ?? '–'),
+      el('td', { class: 'headers' }, [size.join(', '), ...r.header_names].join('\n')),
+      actions);
+  }
+
+  function bulkInbox(action) {
+    const consumer = $('i-consumer').value.trim();
+    if (!consumer) return;
+    const what = action === 'replay' ? 'Replay every dead record' : 'Purge EVERY parked record';
+    ask(inboxAction(action, { consumer, all: true }), `${what} of consumer ${consumer}?`);
   }
 
   function setToken(token) {
@@ -350,10 +444,22 @@
 
   // ---------------------------------------------------------------- start
 
+  // The confirmation and the token, shared by the views with actions.
+  function wireActions() {
+    $('confirm-yes').addEventListener('click', confirmAction);
+    $('confirm-no').addEventListener('click', () => {
+      pendingAction = null;
+      $('confirm').hidden = true;
+    });
+    $('token-use').addEventListener('click', () => setToken($('token').value.trim()));
+    $('token-forget').addEventListener('click', () => setToken(''));
+    $('token-state').textContent = state.token ? 'token entered (kept in this tab only)' : 'no token entered';
+  }
+
   function start() {
-    const dead = location.pathname.replace(/\/$/, '') === `${BASE}/ui/dead-letters`;
-    $(dead ? 'nav-dead' : 'nav-overview').classList.add('current');
-    if (dead) {
+    const path = location.pathname.replace(/\/$/, '');
+    if (path === `${BASE}/ui/dead-letters`) {
+      $('nav-dead').classList.add('current');
       $('dead-letters').hidden = false;
       $('filter').addEventListener('submit', (e) => {
         e.preventDefault();
@@ -361,16 +467,21 @@
       });
       $('bulk-replay').addEventListener('click', () => bulk('replay'));
       $('bulk-purge').addEventListener('click', () => bulk('purge'));
-      $('confirm-yes').addEventListener('click', confirmAction);
-      $('confirm-no').addEventListener('click', () => {
-        pendingAction = null;
-        $('confirm').hidden = true;
-      });
-      $('token-use').addEventListener('click', () => setToken($('token').value.trim()));
-      $('token-forget').addEventListener('click', () => setToken(''));
-      $('token-state').textContent = state.token ? 'token entered (kept in this tab only)' : 'no token entered';
+      wireActions();
       loadDead();
+    } else if (path === `${BASE}/ui/inbox`) {
+      $('nav-inbox').classList.add('current');
+      $('inbox').hidden = false;
+      $('inbox-filter').addEventListener('submit', (e) => {
+        e.preventDefault();
+        loadInbox();
+      });
+      $('inbox-replay-all').addEventListener('click', () => bulkInbox('replay'));
+      $('inbox-purge-all').addEventListener('click', () => bulkInbox('purge'));
+      wireActions();
+      loadInbox();
     } else {
+      $('nav-overview').classList.add('current');
       $('overview').hidden = false;
       refreshOverview();
     }

@@ -27,7 +27,7 @@ pub use guard::AllowedHosts;
 pub use prometheus::install_prometheus;
 pub use reports::Reports;
 pub use routes::RelayRoutes;
-pub use ui::{BoxFuture, Console, ConsoleStore, MIN_TOKEN_LEN};
+pub use ui::{BoxFuture, Console, ConsoleStore, InboxConsoleStore, MIN_TOKEN_LEN, ParkedInboxRecord};
 
 /// The Prometheus handle [`RelayRoutes::prometheus`] takes (`metrics-exporter-prometheus`).
 pub use metrics_exporter_prometheus::PrometheusHandle;

@@ -217,6 +217,11 @@ pub(crate) struct RelayArgs {
     /// Let the console show dead letters' payloads (hidden by default).
     #[arg(long, env = "TXOUTBOX_UI_SHOW_PAYLOADS")]
     pub ui_show_payloads: bool,
+    /// Also show a consumer inbox's parked records in the console (`/ui/inbox`, with replay and
+    /// purge): the inbox table's name (optionally `schema.table`) in the relay's database, e.g.
+    /// `inbox_messages`.
+    #[arg(long, env = "TXOUTBOX_UI_INBOX_TABLE", value_parser = parse_table)]
+    pub ui_inbox_table: Option<TableName>,
     /// /health reports 503 above this many pending messages.
     #[arg(long, env = "TXOUTBOX_HEALTH_MAX_PENDING")]
     pub health_max_pending: Option<u64>,

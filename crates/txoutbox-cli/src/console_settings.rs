@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use txoutbox_core::TableName;
+
 use crate::database::Database;
 
 /// The shortest token accepted, so that a guessable one is refused at start.
@@ -14,6 +16,8 @@ pub(crate) struct ConsoleSettings {
     pub token: Option<String>,
     /// Whether the dead-letter view may show payloads.
     pub show_payloads: bool,
+    /// A consumer inbox's table in the relay's database, shown at `/ui/inbox`.
+    pub inbox_table: Option<TableName>,
     /// The outbox database, set by the daemon once connected.
     pub database: Option<Database>,
 }
@@ -24,6 +28,7 @@ impl fmt::Debug for ConsoleSettings {
         f.debug_struct("ConsoleSettings")
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("show_payloads", &self.show_payloads)
+            .field("inbox_table", &self.inbox_table)
             .finish_non_exhaustive()
     }
 }

@@ -127,6 +127,15 @@ impl Database {
         .await
     }
 
+    /// The same connections, for another table of the database (the console's inbox view).
+    pub(crate) fn with_table(&self, table: TableName) -> Self {
+        match self {
+            Self::Postgres(pool, _) => Self::Postgres(pool.clone(), table),
+            Self::Sqlite(pool, _) => Self::Sqlite(pool.clone(), table),
+            Self::MySql(pool, _) => Self::MySql(pool.clone(), table),
+        }
+    }
+
     async fn connect_with(
         target: &Target,
         create: Create,

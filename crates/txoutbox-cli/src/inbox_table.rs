@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
+use txoutbox_axum::{BoxFuture, InboxConsoleStore};
 use txoutbox_core::TableName;
 
 use crate::database::Database;
@@ -16,34 +17,8 @@ const PARKED: &str = "status IN ('dead', 'replay')";
 /// Message ids per statement: far below every database's limit of bound parameters.
 const IDS_PER_STATEMENT: usize = 500;
 
-/// One parked record, without its key, payload or header values.
-#[derive(Debug, Clone)]
-pub(crate) struct ParkedRecord {
-    /// The consumer (Kafka group id).
-    pub consumer: String,
-    /// The message id the inbox de-duplicates by.
-    pub message_id: String,
-    /// `dead` or `replay`.
-    pub status: String,
-    /// Where the record was read.
-    pub topic: String,
-    /// Its partition.
-    pub partition: i64,
-    /// Its offset.
-    pub offset: i64,
-    /// Handler attempts so far.
-    pub attempts: i64,
-    /// When it was parked (`None` when a SQLite row holds a time this does not read).
-    pub received_at: Option<DateTime<Utc>>,
-    /// The handler's last error.
-    pub last_error: Option<String>,
-    /// Bytes of the key, if it has one.
-    pub key_bytes: Option<i64>,
-    /// Bytes of the payload (`None` for a tombstone).
-    pub payload_bytes: Option<i64>,
-    /// The header names, in the record's order (values stay in the table).
-    pub header_names: Vec<String>,
-}
+/// One parked record, without its key, payload or header values (the console's type).
+pub(crate) use txoutbox_axum::ParkedInboxRecord as ParkedRecord;
 
 /// Which parked records of a consumer an action applies to.
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +142,12 @@ impl InboxTable {
             )));
         }
         Ok(inbox)
+    }
+
+    /// The inbox table `database` names, not looked for: the console's view, which may start
+    /// before the consumer created its table (each request then says it is missing).
+    pub(crate) fn unchecked(database: Database) -> Self {
+        Self { database }
     }
 
     fn table(&self) -> &TableName {
@@ -387,6 +368,57 @@ impl InboxTable {
             }
         };
         done.map_err(|e| self.failed(e))
+    }
+}
+
+impl InboxTable {
+    /// A result for the console: an error as a database error, saying so when the table is
+    /// missing (the consumer has not started yet, or the console names another table).
+    async fn for_console<T>(&self, result: Result<T, CliError>) -> txoutbox_core::Result<T> {
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(_) if matches!(self.exists().await, Ok(false)) => CliError::runtime(format!(
+                "no inbox table {}: the consumer creates it when it starts (its inbox's migrate()); \
+                 check --ui-inbox-table",
+                self.table()
+            )),
+            Err(e) => e,
+        };
+        Err(txoutbox_core::Error::Database {
+            source: Box::new(error),
+            retryable: false,
+        })
+    }
+}
+
+impl InboxConsoleStore for InboxTable {
+    fn table(&self) -> String {
+        InboxTable::table(self).to_string()
+    }
+
+    fn parked<'a>(
+        &'a self,
+        consumer: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, txoutbox_core::Result<Vec<ParkedRecord>>> {
+        Box::pin(async move { self.for_console(self.parked(consumer, limit).await).await })
+    }
+
+    fn replay<'a>(
+        &'a self,
+        consumer: &'a str,
+        ids: Option<&'a [String]>,
+    ) -> BoxFuture<'a, txoutbox_core::Result<u64>> {
+        Box::pin(async move { self.for_console(self.replay(consumer, ids).await).await })
+    }
+
+    fn purge<'a>(
+        &'a self,
+        consumer: &'a str,
+        ids: Option<&'a [String]>,
+    ) -> BoxFuture<'a, txoutbox_core::Result<u64>> {
+        let which = ids.map_or(Selection::All, Selection::Ids);
+        Box::pin(async move { self.for_console(self.purge(consumer, which).await).await })
     }
 }
 

@@ -119,6 +119,7 @@ struct FileHttp {
     allowed_hosts: Option<Vec<String>>,
     ui: Option<bool>,
     ui_show_payloads: Option<bool>,
+    ui_inbox_table: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -464,6 +465,13 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
         (true, token) => Some(crate::console_settings::ConsoleSettings {
             token: token.as_ref().map(|t| t.trim().to_owned()),
             show_payloads: args.ui_show_payloads || file.http.ui_show_payloads.unwrap_or(false),
+            inbox_table: match (&args.ui_inbox_table, &file.http.ui_inbox_table) {
+                (Some(table), _) => Some(table.clone()),
+                (None, Some(table)) => Some(crate::cli::parse_table(table).map_err(|e| {
+                    CliError::usage(format!("http.ui_inbox_table in the configuration file: {e}"))
+                })?),
+                (None, None) => None,
+            },
             database: None,
         }),
     };

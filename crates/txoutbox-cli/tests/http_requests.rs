@@ -1,6 +1,6 @@
 //! No request can panic a handler of the daemon's HTTP server: generated paths, query strings,
 //! headers and bodies go to every route of a daemon with its console on (actions allowed,
-//! payloads shown), and each gets an answer — never a dropped connection, never a 500 — while
+//! payloads shown, an inbox table's view), and each gets an answer — never a dropped connection, never a 500 — while
 //! the daemon's log shows no panic. proptest generates the requests and shrinks a failing one to
 //! the smallest that fails.
 
@@ -40,6 +40,7 @@ fn query() -> impl Strategy<Value = Vec<(String, String)>> {
         Just("older_than".to_owned()),
         Just("limit".to_owned()),
         Just("id".to_owned()),
+        Just("consumer".to_owned()),
         "[a-z_]{1,12}",
     ];
     proptest::collection::vec((name, value()), 0..5)
@@ -67,6 +68,10 @@ fn request() -> impl Strategy<Value = Request> {
         value().prop_map(|id| format!("/ui/api/dead-letters/{}/payload", urlencode(&id))),
         Just("/ui/api/dead-letters/replay".to_owned()),
         Just("/ui/api/dead-letters/purge".to_owned()),
+        Just("/ui/inbox".to_owned()),
+        Just("/ui/api/inbox/parked".to_owned()),
+        Just("/ui/api/inbox/replay".to_owned()),
+        Just("/ui/api/inbox/purge".to_owned()),
         "/[a-z/]{0,20}",
     ];
     let body = prop_oneof![
@@ -75,6 +80,11 @@ fn request() -> impl Strategy<Value = Request> {
             serde_json::json!({ "topic": topic, "older_than": older, "all": all }).to_string()
         }),
         value().prop_map(|id| format!(r#"{{"id": {id}}}"#)),
+        (value(), proptest::collection::vec(value(), 0..4), any::<bool>()).prop_map(
+            |(consumer, ids, all)| {
+                serde_json::json!({ "consumer": consumer, "ids": ids, "all": all }).to_string()
+            }
+        ),
         "\\PC{0,60}",
     ];
     (any::<bool>(), path, query(), body, any::<bool>()).prop_map(|(post, path, query, body, token)| Request {
@@ -142,11 +152,26 @@ fn no_generated_request_panics_a_handler_or_goes_unanswered() {
         .execute(&db.pool)
         .await
         .unwrap();
+        // An inbox table with parked records, for the console's inbox view.
+        let inbox_table = txoutbox_core::TableName::with_schema(&db.schema, "inbox_messages").unwrap();
+        let inbox = txoutbox_inbox::PgInbox::with_table(db.pool.clone(), inbox_table.clone());
+        inbox.migrate().await.unwrap();
+        for offset in 0..5 {
+            let message = txoutbox_inbox::InboxMessage::new("orders", 0, offset).with_key("k");
+            txoutbox_inbox::InboxStore::park(&inbox, "g1", &message, 3, "boom")
+                .await
+                .unwrap();
+        }
         let table = format!("{}.outbox_messages", db.schema);
         let daemon = Daemon::start_with_env(
             &txoutbox_testing::postgres::url(),
             &table,
-            &["--ui", "--ui-show-payloads"],
+            &[
+                "--ui",
+                "--ui-show-payloads",
+                "--ui-inbox-table",
+                &inbox_table.to_string(),
+            ],
             &[("TXOUTBOX_UI_TOKEN", TOKEN)],
         )
         .await;

@@ -459,3 +459,178 @@ fn an_unreachable_inbox_database_is_named_as_such() {
         "{text}"
     );
 }
+
+/// A console action's body, its headers, the expected status.
+type ActionCase<'a> = (Value, Vec<(&'a str, &'a str)>, u16);
+
+/// POSTs a console inbox action; status code and body.
+async fn console_action(
+    daemon: &support::Daemon,
+    action: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/ui/api/inbox/{action}", daemon.base))
+        .timeout(std::time::Duration::from_secs(10))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.expect("the daemon answers");
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+/// The console's inbox view (`txoutbox relay --ui --ui-inbox-table`) in headless Chromium and
+/// through its API: before the consumer created its table it says so; then it lists the parked
+/// records without a key, payload or header value, replays one with the token (which the
+/// consumer's own `replays()` then finds), purges a consumer's records, and refuses actions
+/// without the token, from another site, or without a consumer and a choice of records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_parked_inbox_records_and_replays_and_purges_them() {
+    const TOKEN: &str = "console-inbox-token-0123456789";
+    let wait = std::time::Duration::from_secs(30);
+    let Some(browser) = txoutbox_testing::browser::Browser::start().await else {
+        return;
+    };
+    let db = Pg::new().await;
+    let outbox = format!("{}.outbox_messages", db.0.schema);
+    ok(&support::txoutbox(&db.0, &["migrate"]));
+    let daemon = support::Daemon::start_with_env(
+        &db.url(),
+        &outbox,
+        &["--ui", "--ui-inbox-table", &db.table().to_string()],
+        &[("TXOUTBOX_UI_TOKEN", TOKEN)],
+    )
+    .await;
+
+    // No inbox table yet: the view says what to do.
+    let (code, body) = daemon.get("/ui/api/inbox/parked").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("no inbox table") && body.contains("migrate()"),
+        "{body}"
+    );
+
+    db.migrate().await;
+    let store = db.inbox();
+    for (n, id) in ["a", "b", "c"].iter().enumerate() {
+        park(&store, "g1", id, n as i64, "Handler: order 17 has no customer").await;
+    }
+    park(&store, "g2", "a", 9, "other consumer").await;
+
+    // The overview links the inbox; the inbox view lists the four records.
+    let (_, overview) = daemon.get("/ui/api/overview").await.unwrap();
+    assert_eq!(json(&overview)["inbox"], Value::from(db.table().to_string()));
+    browser.goto(&format!("{}/ui/inbox", daemon.base)).await;
+    let listed = browser
+        .wait_until(
+            "document.querySelectorAll('#inbox-table tbody tr[data-id]').length === 4",
+            wait,
+        )
+        .await;
+    assert!(
+        listed,
+        "{:?} {}",
+        browser.text("#inbox-table").await,
+        daemon.logs()
+    );
+    let page = browser
+        .eval("return document.body.innerText", serde_json::json!([]))
+        .await;
+    let page = page.as_str().unwrap_or_default();
+    assert!(page.contains("order 17 has no customer"), "the error: {page}");
+    assert!(page.contains("authorization"), "the header names: {page}");
+    assert!(
+        !page.contains(SECRET_PAYLOAD) && !page.contains(SECRET_HEADER),
+        "a payload or header value is shown: {page}"
+    );
+    assert!(
+        browser
+            .eval(
+                "return !document.getElementById('nav-inbox').hidden",
+                serde_json::json!([])
+            )
+            .await
+            .as_bool()
+            .unwrap_or(false),
+        "the inbox link is hidden"
+    );
+
+    // Replay g1's "b" with the token, in the page.
+    browser.type_into("#token", TOKEN).await;
+    browser.click("#token-use").await;
+    browser
+        .click("#inbox-table tbody tr[data-consumer='g1'][data-id='b'] button.replay")
+        .await;
+    browser.click("#confirm-yes").await;
+    let replayed = browser
+        .wait_until(
+            "document.getElementById('notice').textContent.includes('1 parked record of g1 marked for replay')",
+            wait,
+        )
+        .await;
+    assert!(replayed, "{:?}", browser.text("#notice").await);
+    let replays = store.replays("g1", 10).await.unwrap();
+    assert_eq!(replays.iter().map(|m| m.id()).collect::<Vec<_>>(), ["b"]);
+    let marked = browser
+        .wait_until(
+            "document.querySelector(\"#inbox-table tr[data-consumer='g1'][data-id='b'] td.status\")?.textContent === 'replay'",
+            wait,
+        )
+        .await;
+    assert!(marked, "{:?}", browser.text("#inbox-table").await);
+
+    // Refusals: no token, another site, no consumer, no choice, both choices.
+    let auth = format!("Bearer {TOKEN}");
+    let all_g1 = serde_json::json!({ "consumer": "g1", "all": true });
+    let cases: [ActionCase<'_>; 5] = [
+        (all_g1.clone(), vec![], 401),
+        (
+            all_g1.clone(),
+            vec![("authorization", &auth), ("origin", "https://evil.example")],
+            403,
+        ),
+        (
+            serde_json::json!({ "consumer": " ", "all": true }),
+            vec![("authorization", &auth)],
+            400,
+        ),
+        (
+            serde_json::json!({ "consumer": "g1" }),
+            vec![("authorization", &auth)],
+            400,
+        ),
+        (
+            serde_json::json!({ "consumer": "g1", "all": true, "ids": ["a"] }),
+            vec![("authorization", &auth)],
+            400,
+        ),
+    ];
+    for (body, headers, expected) in &cases {
+        let (code, text) = console_action(&daemon, "purge", body, headers).await;
+        assert_eq!(code, *expected, "{body} {headers:?}: {text}");
+    }
+    assert_eq!(db.rows().await.len(), 4, "a refused action changed the table");
+
+    // Purge all of g1 through the API: g2's record stays.
+    let (code, text) = console_action(&daemon, "purge", &all_g1, &[("authorization", &auth)]).await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(json(&text)["records"], 3, "{text}");
+    assert_eq!(db.rows().await, triples(&[("g2", "a", "dead")]));
+    let (_, listed) = daemon.get("/ui/api/inbox/parked?consumer=g1").await.unwrap();
+    assert_eq!(json(&listed)["rows"], serde_json::json!([]), "{listed}");
+
+    let logs = daemon.stop();
+    assert!(
+        logs.contains("inbox purge") && logs.contains("records=3"),
+        "{logs}"
+    );
+    assert!(!logs.contains(TOKEN), "the token reached the log");
+    drop(browser);
+    db.drop_db().await;
+}

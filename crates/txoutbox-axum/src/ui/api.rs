@@ -16,6 +16,7 @@ use txoutbox_core::{DeadLetter, DeadLetterFilter};
 
 use super::console::Console;
 use super::hardened::hardened;
+use super::inbox_api::inbox_table;
 use crate::endpoints::scope_json;
 use crate::state::RouteState;
 
@@ -77,6 +78,7 @@ pub(super) async fn overview(
         json!({
             "now": Utc::now(),
             "table": console.store.table(),
+            "inbox": inbox_table(console.inbox.as_ref()),
             "read_only": console.read_only(),
             "show_payloads": console.show_payloads,
             "relay": {
@@ -207,6 +209,7 @@ pub(super) async fn dead_letters(
                 StatusCode::OK,
                 json!({
                     "table": console.store.table(),
+                    "inbox": inbox_table(console.inbox.as_ref()),
                     "read_only": console.read_only(),
                     "show_payloads": console.show_payloads,
                     "limit": limit,

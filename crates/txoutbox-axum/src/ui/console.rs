@@ -10,16 +10,19 @@ use txoutbox_core::coordination::Leases;
 use txoutbox_core::{DeadLetters, Error, Statistics, Store, TopicStats};
 
 use super::console_store::{ConsoleStore, Plain, WithLeases};
+use super::inbox_store::InboxConsoleStore;
 use crate::history::{Histogram, Timeline};
 
 /// The shortest console token accepted, so that a guessable one is refused.
 pub const MIN_TOKEN_LEN: usize = 16;
 
 /// The web console at `/ui` (see [`RelayRoutes::console`](crate::RelayRoutes::console)): an
-/// overview of the backlog with charts, and the dead letters with replay and purge. Read-only
-/// unless it has a token; payloads stay hidden unless shown on purpose.
+/// overview of the backlog with charts, the dead letters with replay and purge and, with
+/// [`with_inbox`](Self::with_inbox), a consumer inbox's parked records. Read-only unless it has a
+/// token; payloads stay hidden unless shown on purpose.
 pub struct Console {
     pub(crate) store: Arc<dyn ConsoleStore>,
+    pub(crate) inbox: Option<Arc<dyn InboxConsoleStore>>,
     token: Option<String>,
     pub(crate) show_payloads: bool,
     pub(crate) timeline: Timeline,
@@ -32,6 +35,7 @@ impl fmt::Debug for Console {
         // Never the token itself.
         f.debug_struct("Console")
             .field("table", &self.store.table())
+            .field("inbox", &self.inbox.as_ref().map(|inbox| inbox.table()))
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("show_payloads", &self.show_payloads)
             .finish_non_exhaustive()
@@ -79,6 +83,7 @@ impl Console {
     pub fn from_store(store: Arc<dyn ConsoleStore>) -> Self {
         Self {
             store,
+            inbox: None,
             token: None,
             show_payloads: false,
             timeline: Timeline::default(),
@@ -99,6 +104,14 @@ impl Console {
         }
         self.token = Some(token);
         Ok(self)
+    }
+
+    /// Adds the inbox view at `/ui/inbox`: the parked records of a consumer inbox's table
+    /// (txoutbox-inbox), with replay and purge under the same token as the dead letters'.
+    #[must_use]
+    pub fn with_inbox(mut self, inbox: impl InboxConsoleStore) -> Self {
+        self.inbox = Some(Arc::new(inbox));
+        self
     }
 
     /// Whether the dead-letter view may show payloads (default: no).

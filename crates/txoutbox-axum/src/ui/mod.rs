@@ -1,5 +1,6 @@
 //! The web console at `/ui` (`txoutbox relay --ui`, or
-//! [`RelayRoutes::console`](crate::RelayRoutes::console)): an overview of the backlog with charts, and the dead letters with replay and purge. See
+//! [`RelayRoutes::console`](crate::RelayRoutes::console)): an overview of the backlog with charts,
+//! the dead letters with replay and purge, and optionally a consumer inbox's parked records. See
 //! docs/operations.md, "Web console".
 //!
 //! Everything it needs is compiled in (one HTML page, one script, one style sheet). The read
@@ -14,11 +15,14 @@ mod api;
 pub(crate) mod console;
 mod console_store;
 mod hardened;
+mod inbox_api;
+mod inbox_store;
 mod sampler;
 mod topic_stats;
 
 pub use console::{Console, MIN_TOKEN_LEN};
 pub use console_store::{BoxFuture, ConsoleStore};
+pub use inbox_store::{InboxConsoleStore, ParkedInboxRecord};
 
 use std::sync::Arc;
 
@@ -41,6 +45,7 @@ pub(crate) fn routes() -> Router<Arc<RouteState>> {
         .route("/ui", get(page))
         .route("/ui/", get(page))
         .route("/ui/dead-letters", get(page))
+        .route("/ui/inbox", get(page))
         .route("/ui/assets/console.js", get(script))
         .route("/ui/assets/console.css", get(style))
         .route("/ui/api/overview", get(api::overview))
@@ -48,6 +53,9 @@ pub(crate) fn routes() -> Router<Arc<RouteState>> {
         .route("/ui/api/dead-letters/{id}/payload", get(api::payload))
         .route("/ui/api/dead-letters/replay", post(actions::replay))
         .route("/ui/api/dead-letters/purge", post(actions::purge))
+        .route("/ui/api/inbox/parked", get(inbox_api::parked))
+        .route("/ui/api/inbox/replay", post(inbox_api::replay))
+        .route("/ui/api/inbox/purge", post(inbox_api::purge))
 }
 
 /// The page, its links under the path the router is nested at (if any).

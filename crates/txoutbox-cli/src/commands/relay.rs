@@ -17,6 +17,7 @@ use crate::database::{
     Create, Database, mysql_outbox, pg_outbox, redact, sqlite_outbox, wal_needs_postgres, wal_outbox,
 };
 use crate::error::CliError;
+use crate::inbox_table::InboxTable;
 use crate::settings::RelaySettings;
 use crate::target::{Source, Target};
 
@@ -330,7 +331,11 @@ fn console(settings: &RelaySettings) -> Result<Option<Console>, CliError> {
              backlog and the dead letters' keys and errors; put it behind an authenticating proxy"
         );
     }
-    let mut served = Console::from_store(Arc::new(database)).show_payloads(console.show_payloads);
+    let mut served = Console::from_store(Arc::new(database.clone())).show_payloads(console.show_payloads);
+    if let Some(table) = &console.inbox_table {
+        info!(path = "/ui/inbox", table = %table, "the console shows the inbox table's parked records");
+        served = served.with_inbox(InboxTable::unchecked(database.with_table(table.clone())));
+    }
     if let Some(token) = &console.token {
         served = served.with_token(token.clone())?;
     }
