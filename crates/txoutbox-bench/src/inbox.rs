@@ -10,11 +10,13 @@
 //! - **bare**: an rdkafka consumer on a thread of its own hands each record to one of 8 lanes —
 //!   the inbox's lane of the record, same hash, same queue length — and each lane runs the business
 //!   write in a transaction of its own (`BEGIN; INSERT INTO effects …; COMMIT`; `BEGIN IMMEDIATE`
-//!   on SQLite, as the inbox begins); finished offsets are committed every second below the first
+//!   on SQLite, as the inbox begins) — or, with `--inbox-records-per-transaction K`, up to K
+//!   records already queued in one transaction, as the inbox's lanes take them; finished offsets are committed every second below the first
 //!   unfinished one, as the inbox commits them (auto commit off, offsets committed only after the
 //!   database commit);
-//! - **inbox**: [`InboxConsumer`] with its default settings (8 lanes, 1 s commit interval) and a
-//!   handler doing the same `INSERT` in the inbox's transaction, after its claim of the message id.
+//! - **inbox**: [`InboxConsumer`] with its default settings (8 lanes, 1 s commit interval; K
+//!   records per transaction) and a handler doing the same `INSERT` in the inbox's transaction,
+//!   after its claim of the message id (of the batch's ids, in one statement).
 //!
 //! Both use a pool of the same size (lanes + 1). A run is timed from the first record's write to
 //! the moment `SELECT count(*) FROM effects` shows all N rows; joining the group before that
@@ -60,7 +62,8 @@ pub(crate) struct Shape {
     pub keys: usize,
     pub partitions: i32,
     pub rounds: usize,
-    /// The inbox's `records_per_transaction` (the bare consumer always commits each record).
+    /// Records per transaction, of both consumers: the inbox's `records_per_transaction`, and
+    /// the bare consumer's lanes take as many queued records in one transaction alike.
     pub records_per_transaction: usize,
 }
 
@@ -92,7 +95,7 @@ pub(crate) struct InboxResult {
     pub partitions: i32,
     /// The inbox's lanes, and the bare consumer's.
     pub lanes: usize,
-    /// The inbox's records per transaction.
+    /// Records per transaction (both consumers).
     pub records_per_transaction: usize,
     /// Connections of each consumer's pool.
     pub pool_size: u32,
@@ -260,33 +263,36 @@ enum Pool {
     MySql(MySqlPool),
 }
 
-/// One record's business write in a transaction of its own: `$begin`, the `INSERT`, commit.
+/// Records' business writes in one transaction: `$begin`, an `INSERT` per record, commit.
 macro_rules! write_in_transaction {
-    ($begin:expr, $insert:expr, $key:expr, $payload:expr, $progress:expr) => {{
+    ($begin:expr, $insert:expr, $records:expr, $progress:expr) => {{
         let mut tx = $begin.await.expect("begin");
         $progress.first_write();
-        sqlx::query(AssertSqlSafe($insert))
-            .bind($key)
-            .bind($payload)
-            .execute(&mut *tx)
-            .await
-            .expect("insert an effect");
+        for (key, payload) in $records {
+            sqlx::query(AssertSqlSafe($insert))
+                .bind(*key)
+                .bind(*payload)
+                .execute(&mut *tx)
+                .await
+                .expect("insert an effect");
+        }
         tx.commit().await.expect("commit");
     }};
 }
 
 impl Pool {
-    /// The bare consumer's work for one record: the business write in its own transaction,
-    /// begun as the inbox begins its own (`BEGIN IMMEDIATE` on SQLite).
-    async fn write(&self, insert: &str, key: &str, payload: &str, progress: &Progress) {
+    /// The bare consumer's work for a lane's batch (one record unless `records_per_transaction`
+    /// says more): the business writes in one transaction, begun as the inbox begins its own
+    /// (`BEGIN IMMEDIATE` on SQLite).
+    async fn write(&self, insert: &str, records: &[(&str, &str)], progress: &Progress) {
         match self {
-            Self::Postgres(pool) => write_in_transaction!(pool.begin(), insert, key, payload, progress),
+            Self::Postgres(pool) => write_in_transaction!(pool.begin(), insert, records, progress),
             Self::Sqlite(pool) => {
-                write_in_transaction!(pool.begin_with("BEGIN IMMEDIATE"), insert, key, payload, progress)
+                write_in_transaction!(pool.begin_with("BEGIN IMMEDIATE"), insert, records, progress)
             }
-            Self::MySql(pool) => write_in_transaction!(pool.begin(), insert, key, payload, progress),
+            Self::MySql(pool) => write_in_transaction!(pool.begin(), insert, records, progress),
         }
-        progress.written.fetch_add(1, Ordering::Release);
+        progress.written.fetch_add(records.len(), Ordering::Release);
     }
 
     /// The single number `sql` returns.
@@ -461,7 +467,7 @@ async fn consume(
             &group,
             fixture.pool.clone(),
             Arc::clone(&fixture.insert),
-            lanes,
+            (lanes, records_per_transaction),
             Arc::clone(&progress),
         )),
         Variant::Inbox => Running::Inbox(start_inbox(
@@ -662,13 +668,14 @@ struct Bare {
 
 impl Bare {
     /// Subscribes a new consumer of `group` to `topic` and starts its poll thread and `lanes`
-    /// lanes, each writing through `pool`.
+    /// lanes, each writing up to `records_per_transaction` queued records per transaction
+    /// through `pool`.
     fn start(
         topic: &str,
         group: &str,
         pool: Pool,
         insert: Arc<str>,
-        lanes: usize,
+        (lanes, records_per_transaction): (usize, usize),
         progress: Arc<Progress>,
     ) -> Self {
         // The inbox's group settings: offsets stored and committed by the consumer only.
@@ -694,13 +701,30 @@ impl Bare {
                 Arc::clone(&progress),
             );
             tasks.push(tokio::spawn(async move {
-                while let Some(record) = receiver.recv().await {
-                    let key =
-                        std::str::from_utf8(record.key.as_deref().unwrap_or_default()).expect("UTF-8 key");
-                    let payload = std::str::from_utf8(record.payload.as_deref().unwrap_or_default())
-                        .expect("UTF-8 payload");
-                    pool.write(&insert, key, payload, &progress).await;
-                    offsets.finish(record.partition, record.offset);
+                while let Some(first) = receiver.recv().await {
+                    // With it, the records already queued, as the inbox's lanes take them.
+                    let mut batch = vec![first];
+                    while batch.len() < records_per_transaction {
+                        match receiver.try_recv() {
+                            Ok(record) => batch.push(record),
+                            Err(_) => break,
+                        }
+                    }
+                    let writes: Vec<(&str, &str)> = batch
+                        .iter()
+                        .map(|record| {
+                            (
+                                std::str::from_utf8(record.key.as_deref().unwrap_or_default())
+                                    .expect("UTF-8 key"),
+                                std::str::from_utf8(record.payload.as_deref().unwrap_or_default())
+                                    .expect("UTF-8 payload"),
+                            )
+                        })
+                        .collect();
+                    pool.write(&insert, &writes, &progress).await;
+                    for record in &batch {
+                        offsets.finish(record.partition, record.offset);
+                    }
                 }
             }));
         }

@@ -4,7 +4,8 @@ use sqlx::MySqlPool;
 use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
-use crate::sql_store::{Statements, apply_migrations, sql_inbox_store};
+use crate::message::InboxMessage;
+use crate::sql_store::{Statements, apply_migrations, multi_row, sql_inbox_store};
 
 /// The named lock that serializes inbox migrators on one server.
 const MIGRATE_LOCK: &str = "txoutbox inbox migrate";
@@ -22,6 +23,8 @@ pub struct MySqlInbox {
     pool: MySqlPool,
     table: TableName,
     sql: Statements,
+    /// `INSERT INTO <table> (…) VALUES `: a batch's claim, rows appended.
+    claim_head: String,
 }
 
 impl MySqlInbox {
@@ -60,12 +63,57 @@ impl MySqlInbox {
                  AND received_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND LIMIT ?"
             ),
         };
-        Self { pool, table, sql }
+        let claim_head = format!(
+            "INSERT INTO {t} (consumer, message_id, topic, kafka_partition, kafka_offset, attempts, received_at) VALUES "
+        );
+        Self {
+            pool,
+            table,
+            sql,
+            claim_head,
+        }
     }
 
     /// The table.
     pub fn table(&self) -> &TableName {
         &self.table
+    }
+
+    /// Claims a chunk of a batch in one plain multi-row `INSERT`. MySQL has no `RETURNING`: when
+    /// any id is there already (or twice in the batch) the statement fails as a whole with
+    /// ER_DUP_ENTRY — undone, the transaction goes on — and the ids are claimed one by one.
+    async fn claim_chunk(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::MySql>,
+        consumer: &str,
+        messages: &[&InboxMessage],
+    ) -> Result<Vec<bool>> {
+        let sql = multi_row(
+            &self.claim_head,
+            "(?, ?, ?, ?, ?, 1, UTC_TIMESTAMP(6))",
+            messages.len(),
+            "",
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for message in messages {
+            query = query
+                .bind(consumer)
+                .bind(message.id.as_str())
+                .bind(message.topic.as_str())
+                .bind(message.partition)
+                .bind(message.offset);
+        }
+        match query.execute(&mut **tx).await {
+            Ok(_) => Ok(vec![true; messages.len()]),
+            Err(e) if is_duplicate_key(&e) => {
+                let mut claimed = Vec::with_capacity(messages.len());
+                for message in messages {
+                    claimed.push(crate::store::InboxStore::claim(self, tx, consumer, message).await?);
+                }
+                Ok(claimed)
+            }
+            Err(e) => Err(db_error(e)),
+        }
     }
 
     /// Creates or upgrades the inbox table; safe to run from many processes at once.

@@ -19,6 +19,36 @@ pub(crate) struct Statements {
     pub(crate) remove_handled: String,
 }
 
+/// Most records one claim statement takes (a batch larger than this takes several): far below
+/// every database's limit of bound parameters.
+pub(crate) const CLAIMS_PER_STATEMENT: usize = 100;
+
+/// Which of `messages` a statement that returned the ids in `inserted` claimed: the first
+/// message of each inserted id, in order; copies and ids that were there stay `false`.
+pub(crate) fn claimed_in_order(
+    messages: &[&crate::message::InboxMessage],
+    mut inserted: std::collections::HashSet<String>,
+) -> Vec<bool> {
+    messages
+        .iter()
+        .map(|message| inserted.remove(message.id.as_str()))
+        .collect()
+}
+
+/// `INSERT … VALUES` with `rows` copies of `row`, between `head` and `tail`.
+pub(crate) fn multi_row(head: &str, row: &str, rows: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(head.len() + (row.len() + 2) * rows + tail.len());
+    sql.push_str(head);
+    for n in 0..rows {
+        if n > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
+    sql.push_str(tail);
+    sql
+}
+
 /// An error text without NUL characters (PostgreSQL's text refuses them).
 pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') {
@@ -64,6 +94,19 @@ macro_rules! sql_inbox_store {
                     Err($error) if $duplicate => Ok(false),
                     Err(e) => Err($crate::error::db_error(e)),
                 }
+            }
+
+            async fn claim_all(
+                &self,
+                tx: &mut Self::Tx,
+                consumer: &str,
+                messages: &[&$crate::message::InboxMessage],
+            ) -> txoutbox_core::Result<Vec<bool>> {
+                let mut claimed = Vec::with_capacity(messages.len());
+                for chunk in messages.chunks($crate::sql_store::CLAIMS_PER_STATEMENT) {
+                    claimed.extend(self.claim_chunk(tx, consumer, chunk).await?);
+                }
+                Ok(claimed)
             }
 
             async fn commit(&self, tx: Self::Tx) -> txoutbox_core::Result<()> {

@@ -4,7 +4,8 @@ use sqlx::SqlitePool;
 use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
-use crate::sql_store::{Statements, apply_migrations, sql_inbox_store};
+use crate::message::InboxMessage;
+use crate::sql_store::{Statements, apply_migrations, claimed_in_order, multi_row, sql_inbox_store};
 
 const MIGRATIONS: Migrations = Migrations::new(&[Migration {
     version: 1,
@@ -20,6 +21,8 @@ pub struct SqliteInbox {
     pool: SqlitePool,
     table: TableName,
     sql: Statements,
+    /// `INSERT INTO <table> (…) VALUES `: a batch's claim, rows appended.
+    claim_head: String,
 }
 
 impl SqliteInbox {
@@ -59,12 +62,47 @@ impl SqliteInbox {
                  AND received_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?2 || ' seconds') LIMIT ?3)"
             ),
         };
-        Self { pool, table, sql }
+        let claim_head = format!(
+            "INSERT INTO {t} (consumer, message_id, topic, kafka_partition, kafka_offset, attempts) VALUES "
+        );
+        Self {
+            pool,
+            table,
+            sql,
+            claim_head,
+        }
     }
 
     /// The table.
     pub fn table(&self) -> &TableName {
         &self.table
+    }
+
+    /// Claims a chunk of a batch in one statement, `RETURNING` the ids recorded now (the rows
+    /// go in in order: the first copy of an id in a batch is the one recorded).
+    async fn claim_chunk(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        consumer: &str,
+        messages: &[&InboxMessage],
+    ) -> Result<Vec<bool>> {
+        let sql = multi_row(
+            &self.claim_head,
+            "(?, ?, ?, ?, ?, 1)",
+            messages.len(),
+            " ON CONFLICT DO NOTHING RETURNING message_id",
+        );
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for message in messages {
+            query = query
+                .bind(consumer)
+                .bind(message.id.as_str())
+                .bind(message.topic.as_str())
+                .bind(message.partition)
+                .bind(message.offset);
+        }
+        let inserted = query.fetch_all(&mut **tx).await.map_err(db_error)?;
+        Ok(claimed_in_order(messages, inserted.into_iter().collect()))
     }
 
     /// Creates or upgrades the inbox table; safe to run from many processes at once.

@@ -28,6 +28,25 @@ pub trait InboxStore: Send + Sync + 'static {
         message: &InboxMessage,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Claims several messages' ids in `tx` (a batch of `records_per_transaction`), in order:
+    /// `true` for each id recorded now, `false` for one there already — or claimed earlier in the
+    /// same call (a copy within the batch). The default claims them one by one; the SQL stores
+    /// claim a batch in one statement.
+    fn claim_all(
+        &self,
+        tx: &mut Self::Tx,
+        consumer: &str,
+        messages: &[&InboxMessage],
+    ) -> impl Future<Output = Result<Vec<bool>>> + Send {
+        async move {
+            let mut claimed = Vec::with_capacity(messages.len());
+            for message in messages {
+                claimed.push(self.claim(tx, consumer, message).await?);
+            }
+            Ok(claimed)
+        }
+    }
+
     /// Commits `tx`.
     fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<()>> + Send;
 

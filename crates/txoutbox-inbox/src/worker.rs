@@ -105,7 +105,8 @@ pub(crate) async fn run_lane<S, H>(
     }
 }
 
-/// Several records in one transaction: each claimed and handled in turn, one commit for all.
+/// Several records in one transaction: their ids claimed together, then each new one handled in
+/// turn, one commit for all.
 /// `false` when anything failed: everything is rolled back and the caller handles the records
 /// one by one (with retries, parking and the failure's report).
 async fn handle_batch<S, H>(shared: &Shared<S, H>, batch: &[Work]) -> bool
@@ -118,23 +119,18 @@ where
     let Ok(mut tx) = store.begin().await else {
         return false;
     };
+    let messages: Vec<&InboxMessage> = batch.iter().map(|work| &work.message).collect();
+    let Ok(claimed) = store.claim_all(&mut tx, consumer, &messages).await else {
+        let _ = store.rollback(tx).await;
+        return false;
+    };
     let mut duplicates = 0_u64;
-    for work in batch {
-        match store.claim(&mut tx, consumer, &work.message).await {
-            Ok(true) => {}
-            Ok(false) => {
-                duplicates += 1;
-                continue;
-            }
-            Err(_) => {
-                let _ = store.rollback(tx).await;
-                return false;
-            }
+    for (message, claimed) in messages.iter().zip(claimed) {
+        if !claimed {
+            duplicates += 1;
+            continue;
         }
-        if run_handler(&shared.handler, &mut tx, &work.message)
-            .await
-            .is_err()
-        {
+        if run_handler(&shared.handler, &mut tx, message).await.is_err() {
             let _ = store.rollback(tx).await;
             return false;
         }

@@ -592,7 +592,7 @@ async fn failing_handlers_are_retried_parked_and_replayed<D: TestDb>() {
 }
 
 /// Ids are compared exactly: case and trailing spaces make other ids (MySQL's PAD SPACE
-/// collations would take `"abc "` for `"abc"`).
+/// collations would take `"abc "` for `"abc"`); a batch's claim tells each record apart.
 async fn ids_are_compared_exactly<D: TestDb>() {
     let db = D::new("unused-follow-ups").await;
     let inbox = db.inbox();
@@ -605,6 +605,29 @@ async fn ids_are_compared_exactly<D: TestDb>() {
         );
         inbox.commit(tx).await.unwrap();
     }
+    // A batch's claim, in one statement (two on MySQL when an id is there): new ids, ids there
+    // already, copies within the batch (the first claims), across more than one statement's
+    // worth of records.
+    let batch: Vec<InboxMessage> = (0..230)
+        .map(|n| {
+            let id = match n {
+                0 => "abc".to_owned(),
+                n if n % 7 == 0 => format!("batch-{}", n - 1),
+                n => format!("batch-{n}"),
+            };
+            InboxMessage::new("t", 1, n).with_id(id)
+        })
+        .collect();
+    let refs: Vec<&InboxMessage> = batch.iter().collect();
+    let mut tx = inbox.begin().await.unwrap();
+    let claimed = inbox.claim_all(&mut tx, "c", &refs).await.unwrap();
+    inbox.commit(tx).await.unwrap();
+    let expected: Vec<bool> = (0..230).map(|n| n != 0 && n % 7 != 0).collect();
+    assert_eq!(claimed, expected);
+    let mut tx = inbox.begin().await.unwrap();
+    let again = inbox.claim_all(&mut tx, "c", &refs[1..3]).await.unwrap();
+    inbox.rollback(tx).await.unwrap();
+    assert_eq!(again, [false, false], "a second batch finds them");
     db.drop_db().await;
 }
 
