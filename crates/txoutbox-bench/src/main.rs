@@ -110,7 +110,7 @@ struct Cli {
     /// Inbox: partitions of each round's topic.
     #[arg(long, global = true, default_value_t = 8)]
     inbox_partitions: i32,
-    /// Inbox: the inbox's records per transaction (the bare consumer commits each record).
+    /// Inbox: records per transaction of both consumers (the inbox's records_per_transaction).
     #[arg(long, global = true, default_value_t = 1)]
     inbox_records_per_transaction: usize,
     /// Drain: backlog sizes.

@@ -79,15 +79,16 @@ impl MySqlInbox {
         &self.table
     }
 
-    /// Claims a chunk of a batch in one plain multi-row `INSERT`. MySQL has no `RETURNING`: when
-    /// any id is there already (or twice in the batch) the statement fails as a whole with
-    /// ER_DUP_ENTRY — undone, the transaction goes on — and the ids are claimed one by one.
+    /// Claims a chunk of a batch (distinct ids) in one plain multi-row `INSERT`; returns the ids
+    /// recorded now. MySQL has no `RETURNING`: when any id is there already the statement fails
+    /// as a whole with ER_DUP_ENTRY — undone, the transaction goes on — and the ids are claimed
+    /// one by one.
     async fn claim_chunk(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::MySql>,
         consumer: &str,
         messages: &[&InboxMessage],
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<String>> {
         let sql = multi_row(
             &self.claim_head,
             "(?, ?, ?, ?, ?, 1, UTC_TIMESTAMP(6))",
@@ -104,13 +105,15 @@ impl MySqlInbox {
                 .bind(message.offset);
         }
         match query.execute(&mut **tx).await {
-            Ok(_) => Ok(vec![true; messages.len()]),
+            Ok(_) => Ok(messages.iter().map(|m| m.id.clone()).collect()),
             Err(e) if is_duplicate_key(&e) => {
-                let mut claimed = Vec::with_capacity(messages.len());
+                let mut inserted = Vec::with_capacity(messages.len());
                 for message in messages {
-                    claimed.push(crate::store::InboxStore::claim(self, tx, consumer, message).await?);
+                    if crate::store::InboxStore::claim(self, tx, consumer, message).await? {
+                        inserted.push(message.id.clone());
+                    }
                 }
-                Ok(claimed)
+                Ok(inserted)
             }
             Err(e) => Err(db_error(e)),
         }

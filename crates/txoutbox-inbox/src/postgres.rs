@@ -5,7 +5,7 @@ use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
 use crate::message::InboxMessage;
-use crate::sql_store::{Statements, apply_migrations, claimed_in_order, sql_inbox_store};
+use crate::sql_store::{Statements, apply_migrations, sql_inbox_store};
 
 const MIGRATIONS: Migrations = Migrations::new(&[Migration {
     version: 1,
@@ -60,13 +60,11 @@ impl PgInbox {
                  AND status = 'handled' AND received_at < now() - make_interval(secs => $2) LIMIT $3)"
             ),
         };
-        // Offset order is the arrays' order: the first copy of an id in a batch is the one
-        // recorded.
         let claim_many = format!(
             "INSERT INTO {t} (consumer, message_id, topic, kafka_partition, kafka_offset, attempts) \
              SELECT $1, id, topic, kafka_partition, kafka_offset, 1 \
-             FROM unnest($2::text[], $3::text[], $4::int4[], $5::int8[]) WITH ORDINALITY \
-             AS batch(id, topic, kafka_partition, kafka_offset, n) ORDER BY n \
+             FROM unnest($2::text[], $3::text[], $4::int4[], $5::int8[]) \
+             AS batch(id, topic, kafka_partition, kafka_offset) \
              ON CONFLICT DO NOTHING RETURNING message_id"
         );
         Self {
@@ -82,19 +80,19 @@ impl PgInbox {
         &self.table
     }
 
-    /// Claims a chunk of a batch in one statement: the ids as arrays, `RETURNING` the ones
-    /// recorded now.
+    /// Claims a chunk of a batch (distinct ids) in one statement: the ids as arrays,
+    /// `RETURNING` the ones recorded now.
     async fn claim_chunk(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         consumer: &str,
         messages: &[&InboxMessage],
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<String>> {
         let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
         let topics: Vec<&str> = messages.iter().map(|m| m.topic.as_str()).collect();
         let partitions: Vec<i32> = messages.iter().map(|m| m.partition).collect();
         let offsets: Vec<i64> = messages.iter().map(|m| m.offset).collect();
-        let inserted: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(self.claim_many.as_str()))
+        sqlx::query_scalar(sqlx::AssertSqlSafe(self.claim_many.as_str()))
             .bind(consumer)
             .bind(ids)
             .bind(topics)
@@ -102,8 +100,7 @@ impl PgInbox {
             .bind(offsets)
             .fetch_all(&mut **tx)
             .await
-            .map_err(db_error)?;
-        Ok(claimed_in_order(messages, inserted.into_iter().collect()))
+            .map_err(db_error)
     }
 
     /// Creates or upgrades the inbox table; safe to run from many processes at once.

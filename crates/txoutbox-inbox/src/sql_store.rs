@@ -23,8 +23,21 @@ pub(crate) struct Statements {
 /// every database's limit of bound parameters.
 pub(crate) const CLAIMS_PER_STATEMENT: usize = 100;
 
-/// Which of `messages` a statement that returned the ids in `inserted` claimed: the first
-/// message of each inserted id, in order; copies and ids that were there stay `false`.
+/// `messages` without the copies of an id (the first of each stays, in order): a claim
+/// statement then never meets an id twice, and needs no order of its rows.
+pub(crate) fn distinct_by_id<'m>(
+    messages: &[&'m crate::message::InboxMessage],
+) -> Vec<&'m crate::message::InboxMessage> {
+    let mut seen = std::collections::HashSet::with_capacity(messages.len());
+    messages
+        .iter()
+        .copied()
+        .filter(|message| seen.insert(message.id.as_str()))
+        .collect()
+}
+
+/// Which of `messages` the claim statements that recorded the ids in `inserted` claimed: the
+/// first message of each inserted id, in order; copies and ids that were there stay `false`.
 pub(crate) fn claimed_in_order(
     messages: &[&crate::message::InboxMessage],
     mut inserted: std::collections::HashSet<String>,
@@ -102,11 +115,12 @@ macro_rules! sql_inbox_store {
                 consumer: &str,
                 messages: &[&$crate::message::InboxMessage],
             ) -> txoutbox_core::Result<Vec<bool>> {
-                let mut claimed = Vec::with_capacity(messages.len());
-                for chunk in messages.chunks($crate::sql_store::CLAIMS_PER_STATEMENT) {
-                    claimed.extend(self.claim_chunk(tx, consumer, chunk).await?);
+                let distinct = $crate::sql_store::distinct_by_id(messages);
+                let mut inserted = std::collections::HashSet::with_capacity(distinct.len());
+                for chunk in distinct.chunks($crate::sql_store::CLAIMS_PER_STATEMENT) {
+                    inserted.extend(self.claim_chunk(tx, consumer, chunk).await?);
                 }
-                Ok(claimed)
+                Ok($crate::sql_store::claimed_in_order(messages, inserted))
             }
 
             async fn commit(&self, tx: Self::Tx) -> txoutbox_core::Result<()> {
@@ -258,3 +272,28 @@ macro_rules! apply_migrations {
 }
 
 pub(crate) use {apply_migrations, sql_inbox_store};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::InboxMessage;
+
+    #[test]
+    fn a_batch_claims_the_first_copy_of_each_new_id() {
+        let batch: Vec<InboxMessage> = ["a", "b", "a", "c", "b", "d"]
+            .iter()
+            .enumerate()
+            .map(|(n, id)| InboxMessage::new("t", 0, n as i64).with_id(*id))
+            .collect();
+        let refs: Vec<&InboxMessage> = batch.iter().collect();
+        let distinct: Vec<&str> = distinct_by_id(&refs).iter().map(|m| m.id()).collect();
+        assert_eq!(distinct, ["a", "b", "c", "d"]);
+        // "c" was there before: the statement recorded a, b and d.
+        let inserted = ["a", "b", "d"].iter().map(|id| (*id).to_owned()).collect();
+        assert_eq!(
+            claimed_in_order(&refs, inserted),
+            [true, true, false, false, false, true]
+        );
+        assert_eq!(multi_row("I ", "(?)", 3, ";"), "I (?), (?), (?);");
+    }
+}

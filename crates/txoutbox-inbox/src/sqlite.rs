@@ -5,7 +5,7 @@ use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
 use crate::message::InboxMessage;
-use crate::sql_store::{Statements, apply_migrations, claimed_in_order, multi_row, sql_inbox_store};
+use crate::sql_store::{Statements, apply_migrations, multi_row, sql_inbox_store};
 
 const MIGRATIONS: Migrations = Migrations::new(&[Migration {
     version: 1,
@@ -78,14 +78,14 @@ impl SqliteInbox {
         &self.table
     }
 
-    /// Claims a chunk of a batch in one statement, `RETURNING` the ids recorded now (the rows
-    /// go in in order: the first copy of an id in a batch is the one recorded).
+    /// Claims a chunk of a batch (distinct ids) in one statement, `RETURNING` the ids recorded
+    /// now.
     async fn claim_chunk(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         consumer: &str,
         messages: &[&InboxMessage],
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<String>> {
         let sql = multi_row(
             &self.claim_head,
             "(?, ?, ?, ?, ?, 1)",
@@ -101,8 +101,7 @@ impl SqliteInbox {
                 .bind(message.partition)
                 .bind(message.offset);
         }
-        let inserted = query.fetch_all(&mut **tx).await.map_err(db_error)?;
-        Ok(claimed_in_order(messages, inserted.into_iter().collect()))
+        query.fetch_all(&mut **tx).await.map_err(db_error)
     }
 
     /// Creates or upgrades the inbox table; safe to run from many processes at once.
