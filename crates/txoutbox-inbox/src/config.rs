@@ -110,9 +110,11 @@ pub struct InboxConfig {
     /// always one after another, in offset order. Default: 8.
     pub concurrency: usize,
     /// Records handled in one database transaction, at most: a lane takes those already queued
-    /// (it never waits for more), claims and handles them in turn and commits once. If any of
-    /// them fails, the transaction rolls back and the records are handled one by one — the
-    /// handlers before the failing one run again. Default: 1 (a transaction per record).
+    /// (it never waits for more), claims their ids in one statement, handles the new ones in
+    /// turn and commits once. If any of them fails, the transaction rolls back and the records
+    /// are handled one by one — the handlers before the failing one run again. Default: 1 (a
+    /// transaction per record); 16 ran about five times the records per second here
+    /// (docs/benchmarks.md).
     pub records_per_transaction: usize,
     /// Bytes of records read but not finished, at most (a larger record still goes, alone).
     /// Default: 64 MiB.
