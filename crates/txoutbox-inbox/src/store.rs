@@ -31,7 +31,9 @@ pub trait InboxStore: Send + Sync + 'static {
     /// Claims several messages' ids in `tx` (a batch of `records_per_transaction`), in order:
     /// `true` for each id recorded now, `false` for one there already — or claimed earlier in the
     /// same call (a copy within the batch). The default claims them one by one; the SQL stores
-    /// claim a batch in one statement.
+    /// claim a batch in one statement. An error leaves `tx` to be rolled back, and the records
+    /// are then claimed one by one ([`claim`](Self::claim)): `PgInbox` fails a batch that meets
+    /// an id it had while no copies were seen lately (it claims without the check then).
     fn claim_all(
         &self,
         tx: &mut Self::Tx,

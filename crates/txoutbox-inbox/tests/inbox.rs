@@ -620,7 +620,16 @@ async fn ids_are_compared_exactly<D: TestDb>() {
         .collect();
     let refs: Vec<&InboxMessage> = batch.iter().collect();
     let mut tx = inbox.begin().await.unwrap();
-    let claimed = inbox.claim_all(&mut tx, "c", &refs).await.unwrap();
+    let claimed = match inbox.claim_all(&mut tx, "c", &refs).await {
+        Ok(claimed) => claimed,
+        // PostgreSQL claims without the duplicate check until it meets one: that batch fails
+        // (its transaction with it) and the next ones check.
+        Err(_) => {
+            inbox.rollback(tx).await.unwrap();
+            tx = inbox.begin().await.unwrap();
+            inbox.claim_all(&mut tx, "c", &refs).await.unwrap()
+        }
+    };
     inbox.commit(tx).await.unwrap();
     let expected: Vec<bool> = (0..230).map(|n| n != 0 && n % 7 != 0).collect();
     assert_eq!(claimed, expected);
