@@ -98,21 +98,11 @@ async fn get_json(daemon: &Daemon, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {body}"))
 }
 
-/// POSTs an action with extra headers; status code and body.
+/// POSTs a dead-letter action with extra headers; status code and body.
 async fn post(daemon: &Daemon, action: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/ui/api/dead-letters/{action}", daemon.base))
-        .timeout(Duration::from_secs(10))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = request.send().await.expect("the daemon answers");
-    (
-        response.status().as_u16(),
-        response.text().await.unwrap_or_default(),
-    )
+    daemon
+        .post_json(&format!("/ui/api/dead-letters/{action}"), body, headers)
+        .await
 }
 
 /// Waits until the daemon lists `n` dead letters.

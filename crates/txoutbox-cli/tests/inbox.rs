@@ -470,19 +470,9 @@ async fn console_action(
     body: &Value,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/ui/api/inbox/{action}", daemon.base))
-        .timeout(std::time::Duration::from_secs(10))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = request.send().await.expect("the daemon answers");
-    (
-        response.status().as_u16(),
-        response.text().await.unwrap_or_default(),
-    )
+    daemon
+        .post_json(&format!("/ui/api/inbox/{action}"), body, headers)
+        .await
 }
 
 /// The console's inbox view (`txoutbox relay --ui --ui-inbox-table`) in headless Chromium and

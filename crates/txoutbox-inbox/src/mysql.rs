@@ -5,7 +5,7 @@ use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
 use crate::message::InboxMessage;
-use crate::sql_store::{Statements, apply_migrations, multi_row, sql_inbox_store};
+use crate::sql_store::{Statements, apply_migrations, bind_claims, multi_row, sql_inbox_store};
 
 /// The named lock that serializes inbox migrators on one server.
 const MIGRATE_LOCK: &str = "txoutbox inbox migrate";
@@ -95,15 +95,7 @@ impl MySqlInbox {
             messages.len(),
             "",
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for message in messages {
-            query = query
-                .bind(consumer)
-                .bind(message.id.as_str())
-                .bind(message.topic.as_str())
-                .bind(message.partition)
-                .bind(message.offset);
-        }
+        let query = bind_claims!(sqlx::query(sqlx::AssertSqlSafe(sql)), consumer, messages);
         match query.execute(&mut **tx).await {
             Ok(_) => Ok(messages.iter().map(|m| m.id.clone()).collect()),
             Err(e) if is_duplicate_key(&e) => {

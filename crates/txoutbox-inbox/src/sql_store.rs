@@ -48,6 +48,24 @@ pub(crate) fn claimed_in_order(
         .collect()
 }
 
+/// `$query` with each of `$messages`' claim values bound in turn (consumer, id, topic,
+/// partition, offset), for a [`multi_row`] claim.
+macro_rules! bind_claims {
+    ($query:expr, $consumer:expr, $messages:expr) => {{
+        let mut query = $query;
+        for message in $messages {
+            query = query
+                .bind($consumer)
+                .bind(message.id.as_str())
+                .bind(message.topic.as_str())
+                .bind(message.partition)
+                .bind(message.offset);
+        }
+        query
+    }};
+}
+pub(crate) use bind_claims;
+
 /// `INSERT … VALUES` with `rows` copies of `row`, between `head` and `tail`.
 pub(crate) fn multi_row(head: &str, row: &str, rows: usize, tail: &str) -> String {
     let mut sql = String::with_capacity(head.len() + (row.len() + 2) * rows + tail.len());

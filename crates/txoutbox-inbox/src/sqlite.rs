@@ -5,7 +5,7 @@ use txoutbox_core::{Migration, Migrations, Result, TableName};
 
 use crate::error::db_error;
 use crate::message::InboxMessage;
-use crate::sql_store::{Statements, apply_migrations, multi_row, sql_inbox_store};
+use crate::sql_store::{Statements, apply_migrations, bind_claims, multi_row, sql_inbox_store};
 
 const MIGRATIONS: Migrations = Migrations::new(&[Migration {
     version: 1,
@@ -92,15 +92,11 @@ impl SqliteInbox {
             messages.len(),
             " ON CONFLICT DO NOTHING RETURNING message_id",
         );
-        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-        for message in messages {
-            query = query
-                .bind(consumer)
-                .bind(message.id.as_str())
-                .bind(message.topic.as_str())
-                .bind(message.partition)
-                .bind(message.offset);
-        }
+        let query = bind_claims!(
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)),
+            consumer,
+            messages
+        );
         query.fetch_all(&mut **tx).await.map_err(db_error)
     }
 

@@ -201,26 +201,36 @@ pub(super) async fn dead_letters(
     let limit = selection.limit.unwrap_or(100).clamp(1, MAX_LIST);
     // One more than shown, to tell whether there are more.
     let listed = console.store.list_dead(&filter, limit + 1).await;
+    list_reply(listed, limit, "dead letters", |rows, more| {
+        json!({
+            "table": console.store.table(),
+            "inbox": inbox_table(console.inbox.as_ref()),
+            "read_only": console.read_only(),
+            "show_payloads": console.show_payloads,
+            "limit": limit,
+            "more": more,
+            "rows": rows.iter().map(to_json).collect::<Vec<_>>(),
+        })
+    })
+}
+
+/// A list's answer: `listed` holds up to `limit + 1` rows, the extra one only saying that there
+/// are more; `body` makes the JSON of the rows shown. A failed read answers 503, naming `what`.
+pub(super) fn list_reply<T>(
+    listed: txoutbox_core::Result<Vec<T>>,
+    limit: usize,
+    what: &str,
+    body: impl FnOnce(Vec<T>, bool) -> Value,
+) -> Response {
     match listed {
         Ok(mut rows) => {
             let more = rows.len() > limit;
             rows.truncate(limit);
-            reply(
-                StatusCode::OK,
-                json!({
-                    "table": console.store.table(),
-                    "inbox": inbox_table(console.inbox.as_ref()),
-                    "read_only": console.read_only(),
-                    "show_payloads": console.show_payloads,
-                    "limit": limit,
-                    "more": more,
-                    "rows": rows.iter().map(to_json).collect::<Vec<_>>(),
-                }),
-            )
+            reply(StatusCode::OK, body(rows, more))
         }
         Err(e) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot list dead letters: {e}"),
+            format!("cannot list {what}: {e}"),
         ),
     }
 }

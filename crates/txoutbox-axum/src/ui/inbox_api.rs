@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::actions::checked;
-use super::api::{MAX_LIST, off, refuse, reply};
-use super::inbox_store::{InboxConsoleStore, ParkedInboxRecord};
+use super::api::{MAX_LIST, list_reply, off, refuse, reply};
+use super::inbox_store::InboxConsoleStore;
 use crate::state::RouteState;
 
 /// Most message ids one action names.
@@ -53,42 +53,15 @@ pub(super) async fn parked(
     let consumer = query.consumer.as_deref().map(str::trim).filter(|c| !c.is_empty());
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIST);
     // One more than shown, to tell whether there are more.
-    match inbox.parked(consumer, limit + 1).await {
-        Ok(mut rows) => {
-            let more = rows.len() > limit;
-            rows.truncate(limit);
-            reply(
-                StatusCode::OK,
-                json!({
-                    "table": inbox.table(),
-                    "read_only": console.read_only(),
-                    "limit": limit,
-                    "more": more,
-                    "rows": rows.iter().map(to_json).collect::<Vec<_>>(),
-                }),
-            )
-        }
-        Err(e) => refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot list parked inbox records: {e}"),
-        ),
-    }
-}
-
-fn to_json(record: &ParkedInboxRecord) -> Value {
-    json!({
-        "consumer": record.consumer,
-        "message_id": record.message_id,
-        "status": record.status,
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "attempts": record.attempts,
-        "received_at": record.received_at,
-        "last_error": record.last_error,
-        "key_bytes": record.key_bytes,
-        "payload_bytes": record.payload_bytes,
-        "header_names": record.header_names,
+    let listed = inbox.parked(consumer, limit + 1).await;
+    list_reply(listed, limit, "parked inbox records", |rows, more| {
+        json!({
+            "table": inbox.table(),
+            "read_only": console.read_only(),
+            "limit": limit,
+            "more": more,
+            "rows": rows,
+        })
     })
 }
 

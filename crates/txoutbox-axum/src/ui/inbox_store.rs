@@ -7,7 +7,9 @@ use txoutbox_core::Result;
 use super::console_store::BoxFuture;
 
 /// One parked inbox record, without its key, payload or header values (they stay in the table).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized as the console's and `txoutbox inbox parked --json`'s JSON: the field names,
+/// `received_at` in RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ParkedInboxRecord {
     /// The consumer (its Kafka group id).
     pub consumer: String,

@@ -29,8 +29,9 @@ pub(crate) async fn run(target: &Target, command: &InboxCommand) -> Result<(), C
         } => {
             let parked = inbox.parked(consumer.as_deref(), *limit).await?;
             if *json {
-                let rows: Vec<_> = parked.iter().map(to_json).collect();
-                println!("{}", serde_json::Value::Array(rows));
+                let json = serde_json::to_string(&parked)
+                    .map_err(|e| CliError::runtime(format!("cannot write the records as JSON: {e}")))?;
+                println!("{json}");
             } else {
                 print_table(&parked, consumer.as_deref());
             }
@@ -119,23 +120,6 @@ fn truncated(text: &str) -> String {
     } else {
         head
     }
-}
-
-fn to_json(record: &ParkedRecord) -> serde_json::Value {
-    serde_json::json!({
-        "consumer": record.consumer,
-        "message_id": record.message_id,
-        "status": record.status,
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "attempts": record.attempts,
-        "received_at": record.received_at,
-        "last_error": record.last_error,
-        "key_bytes": record.key_bytes,
-        "payload_bytes": record.payload_bytes,
-        "header_names": record.header_names,
-    })
 }
 
 fn print_table(parked: &[ParkedRecord], consumer: Option<&str>) {

@@ -113,6 +113,28 @@ impl Daemon {
         Some((code, response.text().await.ok()?))
     }
 
+    /// POSTs a JSON `body` to a path with extra headers: status code and body.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(10))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("the daemon answers");
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    }
+
     /// The daemon's log so far.
     pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
