@@ -574,6 +574,12 @@ async fn the_console_shows_parked_inbox_records_and_replays_and_purges_them() {
         )
         .await;
     assert!(marked, "{:?}", browser.text("#inbox-table").await);
+    // docs/operations.md's picture: `TXOUTBOX_SCREENSHOTS=$PWD/crates/txoutbox-cli/assets/screenshots`.
+    let screenshots = std::env::var_os("TXOUTBOX_SCREENSHOTS").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"),
+        std::path::PathBuf::from,
+    );
+    browser.screenshot(&screenshots.join("console-inbox.png")).await;
 
     // Refusals: no token, another site, no consumer, no choice, both choices.
     let auth = format!("Bearer {TOKEN}");
