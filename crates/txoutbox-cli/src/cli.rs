@@ -146,8 +146,8 @@ pub(crate) struct RelayArgs {
     /// reports the brokers until they answer.
     #[arg(long, env = "TXOUTBOX_BROKER_WAIT", value_parser = parse_duration)]
     pub broker_wait: Option<Duration>,
-    /// How relays on one table cooperate (PostgreSQL): one relay, one leader at a time, or
-    /// buckets of keys shared among all.
+    /// How relays on one table cooperate (PostgreSQL, MySQL/MariaDB): one relay, one leader at a
+    /// time, or buckets of keys shared among all.
     #[arg(long, env = "TXOUTBOX_COORDINATION", value_enum)]
     pub coordination: Option<CoordinationArg>,
     /// How long a relay node's leases outlive its last renewal (exclusive, work-balance).

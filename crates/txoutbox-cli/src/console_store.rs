@@ -4,7 +4,7 @@ use txoutbox_axum::{BoxFuture, ConsoleStore};
 use txoutbox_core::coordination::{LeaseInfo, Leases};
 use txoutbox_core::{DeadLetter, DeadLetterFilter, DeadLetters, DeadPayload, Result, Statistics, TopicStats};
 
-use crate::database::{Database, pg_outbox};
+use crate::database::{Database, mysql_outbox, pg_outbox};
 use crate::with_store;
 
 impl ConsoleStore for Database {
@@ -36,12 +36,13 @@ impl ConsoleStore for Database {
         Box::pin(async move { with_store!(self, store => store.topic_stats().await) })
     }
 
-    /// PostgreSQL's leases (the other databases run one relay per table).
+    /// The leases of coordinated relays (SQLite runs one relay per file: none).
     fn leases(&self) -> BoxFuture<'_, Result<Vec<LeaseInfo>>> {
         Box::pin(async move {
             match self {
                 Database::Postgres(pool, table) => pg_outbox(table).store(pool.clone()).leases().await,
-                Database::Sqlite(..) | Database::MySql(..) => Ok(Vec::new()),
+                Database::MySql(pool, table) => mysql_outbox(table).store(pool.clone()).leases().await,
+                Database::Sqlite(..) => Ok(Vec::new()),
             }
         })
     }

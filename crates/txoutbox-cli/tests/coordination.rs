@@ -1,7 +1,8 @@
-//! Several `txoutbox relay` processes on one PostgreSQL table: work balance over buckets with
-//! kills, joins and a frozen node; exclusive mode with a leader killed. Verified by a Kafka
-//! consumer: nothing lost, no key out of order; duplicates and take-over times are reported. A
-//! trigger audits every write about a message: each was made by the node holding its lease.
+//! Several `txoutbox relay` processes on one table, on PostgreSQL and on MariaDB: work balance
+//! over buckets with kills, joins and a frozen node; exclusive mode with a leader killed.
+//! Verified by a Kafka consumer: nothing lost, no key out of order; duplicates and take-over
+//! times are reported. A trigger audits every write about a message: each was made by the node
+//! holding its lease.
 
 mod support;
 
@@ -10,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, MySqlPool, PgPool};
 use support::{Daemon, ok, txoutbox};
 use txoutbox_testing::eventually;
 use txoutbox_testing::kafka::{count, new_topic, read_all, verdict};
+use txoutbox_testing::mysql::TestDatabase;
 use txoutbox_testing::postgres::TestSchema;
 
 const KEYS: u64 = 200;
@@ -22,6 +24,337 @@ const KEYS: u64 = 200;
 /// runs out, the next heartbeat (every 0.5 s) of a live node takes them; 1.5 s of slack for a busy
 /// machine and the test's own polling.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(5);
+
+/// The database the nodes share: a PostgreSQL schema, or a MariaDB database whose nodes each
+/// connect as a user of their own (so that the write audit knows which node wrote).
+enum Bed {
+    Postgres(TestSchema),
+    MariaDb {
+        db: TestDatabase,
+        /// Node `n` connects as user `<users><n>`.
+        users: String,
+    },
+}
+
+/// Where the writer commits rows.
+#[derive(Clone)]
+enum Rows {
+    Postgres(PgPool, String),
+    MariaDb(MySqlPool, String),
+}
+
+impl Rows {
+    /// Commits one transaction of `(key, payload)` rows.
+    async fn commit(&self, topic: &str, rows: &[(String, String)]) {
+        match self {
+            Rows::Postgres(pool, table) => {
+                let mut tx = pool.begin().await.unwrap();
+                for (key, payload) in rows {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO {table} (topic, key, payload) VALUES ($1, convert_to($2, 'UTF8'), convert_to($3, 'UTF8'))"
+                    )))
+                    .bind(topic)
+                    .bind(key)
+                    .bind(payload)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                }
+                tx.commit().await.unwrap();
+            }
+            Rows::MariaDb(pool, table) => {
+                let mut tx = pool.begin().await.unwrap();
+                for (key, payload) in rows {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO {table} (topic, `key`, payload) VALUES (?, ?, ?)"
+                    )))
+                    .bind(topic)
+                    .bind(key.as_bytes())
+                    .bind(payload.as_bytes())
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                }
+                tx.commit().await.unwrap();
+            }
+        }
+    }
+}
+
+impl Bed {
+    async fn postgres() -> Self {
+        Bed::Postgres(TestSchema::new().await)
+    }
+
+    async fn mariadb() -> Self {
+        let db = TestDatabase::new().await;
+        let users = format!("{}_", txoutbox_testing::unique("n").replace('-', "_"));
+        Bed::MariaDb { db, users }
+    }
+
+    /// The database's name, for topics and messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Bed::Postgres(_) => "postgres",
+            Bed::MariaDb { .. } => "mariadb",
+        }
+    }
+
+    /// `name` qualified with the test's schema or database.
+    fn qualify(&self, name: &str) -> String {
+        match self {
+            Bed::Postgres(db) => db.qualify(name),
+            Bed::MariaDb { db, .. } => db.qualify(name),
+        }
+    }
+
+    fn rows(&self) -> Rows {
+        let table = self.qualify("outbox_messages");
+        match self {
+            Bed::Postgres(db) => Rows::Postgres(db.pool.clone(), table),
+            Bed::MariaDb { db, .. } => Rows::MariaDb(db.pool.clone(), table),
+        }
+    }
+
+    /// `txoutbox migrate`, then the write audit (see [`Bed::audit_writes`]).
+    async fn prepare(&self) {
+        match self {
+            Bed::Postgres(db) => {
+                ok(&txoutbox(db, &["migrate"]));
+            }
+            Bed::MariaDb { db, .. } => {
+                let migrated = std::process::Command::new(support::binary())
+                    .arg("migrate")
+                    .env("TXOUTBOX_DATABASE_URL", txoutbox_testing::mysql::url())
+                    .env("TXOUTBOX_TABLE", format!("{}.outbox_messages", db.database))
+                    .env_remove("TXOUTBOX_CONFIG")
+                    .output()
+                    .expect("run txoutbox");
+                ok(&migrated);
+            }
+        }
+        self.audit_writes().await;
+    }
+
+    /// Live lease holders: owner → buckets held.
+    async fn owners(&self) -> BTreeMap<String, i64> {
+        let leases = self.qualify("outbox_messages_relay_leases");
+        let rows: Vec<(String, i64)> = match self {
+            Bed::Postgres(db) => sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT owner, count(*) FROM {leases} WHERE owner IS NOT NULL AND lease_until > now() GROUP BY owner"
+            )))
+            .fetch_all(&db.pool)
+            .await
+            .unwrap(),
+            Bed::MariaDb { db, .. } => sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT CAST(owner AS CHAR), CAST(count(*) AS SIGNED) FROM {leases} \
+                 WHERE owner IS NOT NULL AND lease_until > UTC_TIMESTAMP(6) GROUP BY owner"
+            )))
+            .fetch_all(&db.pool)
+            .await
+            .unwrap(),
+        };
+        rows.into_iter().collect()
+    }
+
+    async fn pending(&self) -> i64 {
+        let sql = format!(
+            "SELECT CAST(count(*) AS BIGINT) FROM {} WHERE status = 'pending'",
+            self.qualify("outbox_messages")
+        );
+        match self {
+            Bed::Postgres(db) => sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&db.pool).await,
+            Bed::MariaDb { db, .. } => {
+                sqlx::query_scalar(AssertSqlSafe(sql.replace("AS BIGINT", "AS SIGNED")))
+                    .fetch_one(&db.pool)
+                    .await
+            }
+        }
+        .unwrap()
+    }
+
+    /// Starts a relay node whose database sessions say which node they are: PostgreSQL's
+    /// `application_name`, or on MariaDB a user of the node's own.
+    async fn node(&self, mode: &str, node: &str) -> Daemon {
+        let args = [
+            "--coordination",
+            mode,
+            "--node-id",
+            node,
+            "--lease",
+            "3s",
+            "--heartbeat",
+            "500ms",
+            "--poll-interval",
+            "200ms",
+        ];
+        match self {
+            Bed::Postgres(db) => {
+                let url = txoutbox_testing::postgres::url();
+                let separator = if url.contains('?') { '&' } else { '?' };
+                let url = format!("{url}{separator}application_name={node}");
+                Daemon::start_on(&url, &format!("{}.outbox_messages", db.schema), &args).await
+            }
+            Bed::MariaDb { db, users } => {
+                let user = format!("{users}{node}");
+                let mut grants = String::new();
+                for host in ["127.0.0.1", "localhost", "%"] {
+                    grants.push_str(&format!(
+                        "CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY 'node'; \
+                         GRANT ALL PRIVILEGES ON `{}`.* TO '{user}'@'{host}';",
+                        db.database
+                    ));
+                }
+                sqlx::raw_sql(AssertSqlSafe(grants))
+                    .execute(&db.pool)
+                    .await
+                    .unwrap();
+                let url = txoutbox_testing::mysql::url();
+                let (scheme, rest) = url.split_once("://").unwrap();
+                let (_, address) = rest.rsplit_once('@').unwrap();
+                let host = address.split(['/', '?']).next().unwrap();
+                let url = format!("{scheme}://{user}:node@{host}/{}", db.database);
+                Daemon::start_on(&url, &format!("{}.outbox_messages", db.database), &args).await
+            }
+        }
+    }
+
+    /// Installs triggers that record every relay write about a pending row (mark published,
+    /// retry, dead-letter, delete): the node that wrote it and the node that held the row's
+    /// bucket lease at that moment. A fenced relay's write never lands, so the two must always be
+    /// the same.
+    async fn audit_writes(&self) {
+        let (table, leases, audit) = (
+            self.qualify("outbox_messages"),
+            self.qualify("outbox_messages_relay_leases"),
+            self.qualify("write_audit"),
+        );
+        match self {
+            Bed::Postgres(db) => {
+                let function = db.qualify("audit_write");
+                let statements = [
+                    format!("CREATE TABLE {audit} (id BIGINT NOT NULL, writer TEXT NOT NULL, holder TEXT)"),
+                    format!(
+                        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                           INSERT INTO {audit} VALUES (OLD.id, current_setting('application_name'), \
+                             (SELECT l.owner FROM {leases} AS l WHERE l.bucket IN (-1, \
+                               (hashtextextended(encode(coalesce(OLD.key, '\\x'::bytea), 'hex'), 0) & 63)::integer) \
+                                AND l.owner IS NOT NULL AND l.lease_until > now() LIMIT 1)); \
+                           RETURN NULL; END $$"
+                    ),
+                    format!(
+                        "CREATE TRIGGER audit_write AFTER UPDATE OR DELETE ON {table} FOR EACH ROW \
+                         WHEN (OLD.status = 'pending') EXECUTE FUNCTION {function}()"
+                    ),
+                ];
+                for sql in statements {
+                    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&db.pool).await.unwrap();
+                }
+            }
+            Bed::MariaDb { db, users } => {
+                // The writer: the connection's user without the test's prefix.
+                let record = format!(
+                    "INSERT INTO {audit} SELECT OLD.id, SUBSTRING(SUBSTRING_INDEX(USER(), '@', 1), {}), \
+                       (SELECT CAST(l.owner AS CHAR) FROM {leases} AS l WHERE l.bucket IN (-1, OLD.bucket) \
+                          AND l.owner IS NOT NULL AND l.lease_until > UTC_TIMESTAMP(6) LIMIT 1) \
+                     FROM DUAL WHERE OLD.status = 'pending'",
+                    users.len() + 1
+                );
+                let statements = [
+                    format!(
+                        "CREATE TABLE {audit} (id BIGINT NOT NULL, writer VARCHAR(255) NOT NULL, holder VARCHAR(255))"
+                    ),
+                    format!(
+                        "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW {record}",
+                        db.qualify("audit_update")
+                    ),
+                    format!(
+                        "CREATE TRIGGER {} AFTER DELETE ON {table} FOR EACH ROW {record}",
+                        db.qualify("audit_delete")
+                    ),
+                ];
+                for sql in statements {
+                    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&db.pool).await.unwrap();
+                }
+            }
+        }
+    }
+
+    /// Checks the write audit: writes were made, and each by the node that held the row's lease.
+    /// Returns the writes per node.
+    async fn writes_by_lease_holders(&self, what: &str) -> BTreeMap<String, i64> {
+        let sql = format!(
+            "SELECT writer, holder, CAST(count(*) AS BIGINT) FROM {} GROUP BY writer, holder ORDER BY writer, holder",
+            self.qualify("write_audit")
+        );
+        let rows: Vec<(String, Option<String>, i64)> = match self {
+            Bed::Postgres(db) => sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&db.pool).await,
+            Bed::MariaDb { db, .. } => {
+                sqlx::query_as(AssertSqlSafe(sql.replace("AS BIGINT", "AS SIGNED")))
+                    .fetch_all(&db.pool)
+                    .await
+            }
+        }
+        .unwrap();
+        let outside: Vec<_> = rows
+            .iter()
+            .filter(|(writer, holder, _)| holder.as_deref() != Some(writer.as_str()))
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "{what}: writes by a node that did not hold the row's lease (writer, holder, rows): {outside:?}"
+        );
+        let mut per_node = BTreeMap::new();
+        for (writer, _, n) in rows {
+            *per_node.entry(writer).or_insert(0) += n;
+        }
+        assert!(!per_node.is_empty(), "{what}: the audit saw no write");
+        eprintln!("{what}: rows written per node, each under its own lease: {per_node:?}");
+        per_node
+    }
+
+    /// Waits for the backlog to drain, then checks what the consumer read.
+    async fn verify(&self, topic: &str, committed: u64, what: &str) -> usize {
+        let drained = eventually(Duration::from_secs(90), || async { self.pending().await == 0 }).await;
+        assert!(drained, "{what}: {} rows still pending", self.pending().await);
+        let records = read_all(&[topic.to_owned()]).await;
+        let v = verdict(&records, |r| {
+            let (key, seq) = r.payload_str().split_once(':').unwrap();
+            (key.to_owned(), seq.parse().unwrap())
+        });
+        eprintln!(
+            "{what}: committed {committed}, read {}, distinct {}, duplicates {}, order violations {}",
+            v.records, v.distinct, v.duplicates, v.order_violations
+        );
+        assert_eq!(v.distinct as u64, committed, "{what}: lost messages");
+        assert_eq!(
+            v.order_violations, 0,
+            "{what}: keys out of order: {:?}",
+            v.violating_keys
+        );
+        v.duplicates
+    }
+
+    async fn drop(self) {
+        match self {
+            Bed::Postgres(db) => db.drop_schema().await,
+            Bed::MariaDb { db, users } => {
+                let accounts: Vec<(String, String)> =
+                    sqlx::query_as("SELECT User, Host FROM mysql.user WHERE User LIKE CONCAT(?, '%')")
+                        .bind(&users)
+                        .fetch_all(&db.pool)
+                        .await
+                        .unwrap_or_default();
+                for (user, host) in accounts {
+                    let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP USER IF EXISTS '{user}'@'{host}'")))
+                        .execute(&db.pool)
+                        .await;
+                }
+                db.drop_database().await;
+            }
+        }
+    }
+}
 
 /// Commits rows continuously (10 per transaction, keys in rotation, payload `key:seq`) until
 /// stopped; counts what committed.
@@ -32,28 +365,22 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(db: &TestSchema, topic: &str) -> Self {
+    fn start(bed: &Bed, topic: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let committed = Arc::new(AtomicU64::new(0));
-        let (pool, table, topic) = (db.pool.clone(), db.qualify("outbox_messages"), topic.to_owned());
+        let (rows, topic) = (bed.rows(), topic.to_owned());
         let (stop_flag, counter) = (Arc::clone(&stop), Arc::clone(&committed));
         let task = tokio::spawn(async move {
             let mut next = 0u64;
             while !stop_flag.load(Ordering::Relaxed) {
-                let mut tx = pool.begin().await.unwrap();
-                for i in next..next + 10 {
-                    let key = format!("key-{}", i % KEYS);
-                    sqlx::query(AssertSqlSafe(format!(
-                        "INSERT INTO {table} (topic, key, payload) VALUES ($1, convert_to($2, 'UTF8'), convert_to($3, 'UTF8'))"
-                    )))
-                    .bind(&topic)
-                    .bind(&key)
-                    .bind(format!("{key}:{}", i / KEYS))
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                }
-                tx.commit().await.unwrap();
+                let batch: Vec<(String, String)> = (next..next + 10)
+                    .map(|i| {
+                        let key = format!("key-{}", i % KEYS);
+                        let payload = format!("{key}:{}", i / KEYS);
+                        (key, payload)
+                    })
+                    .collect();
+                rows.commit(&topic, &batch).await;
                 next += 10;
                 counter.store(next, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -73,145 +400,53 @@ impl Writer {
     }
 }
 
-/// Live lease holders: owner → buckets held.
-async fn owners(db: &TestSchema) -> BTreeMap<String, i64> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT owner, count(*) FROM {} WHERE owner IS NOT NULL AND lease_until > now() GROUP BY owner",
-        db.qualify("outbox_messages_relay_leases")
-    )))
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    rows.into_iter().collect()
+/// Runs `case` on a fresh bed, then drops it.
+macro_rules! on_both {
+    ($($case:ident => $pg:ident, $maria:ident;)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $pg() {
+                let bed = Bed::postgres().await;
+                $case(&bed).await;
+                bed.drop().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $maria() {
+                let bed = Bed::mariadb().await;
+                $case(&bed).await;
+                bed.drop().await;
+            }
+        )+
+    };
 }
 
-/// Starts a relay node; its database sessions carry the node id as `application_name`, so the
-/// write audit (see [`audit_writes`]) knows which node made each write.
-async fn node(db: &TestSchema, mode: &str, node: &str) -> Daemon {
-    let url = txoutbox_testing::postgres::url();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let url = format!("{url}{separator}application_name={node}");
-    let table = format!("{}.outbox_messages", db.schema);
-    let args = [
-        "--coordination",
-        mode,
-        "--node-id",
-        node,
-        "--lease",
-        "3s",
-        "--heartbeat",
-        "500ms",
-        "--poll-interval",
-        "200ms",
-    ];
-    Daemon::start_on(&url, &table, &args).await
+on_both! {
+    work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering =>
+        postgres_work_balance_moves_buckets_on_kill_and_join, mariadb_work_balance_moves_buckets_on_kill_and_join;
+    a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets =>
+        postgres_a_frozen_node_is_fenced_and_gives_up_its_buckets, mariadb_a_frozen_node_is_fenced_and_gives_up_its_buckets;
+    exclusive_mode_relays_from_one_node_at_a_time_and_fails_over =>
+        postgres_exclusive_mode_fails_over, mariadb_exclusive_mode_fails_over;
 }
 
-/// Installs a trigger that records every relay write about a pending row (mark published, retry,
-/// dead-letter): the node that wrote it and the node that held the row's bucket lease at that
-/// moment. A fenced relay's write never lands, so the two must always be the same.
-async fn audit_writes(db: &TestSchema) {
-    let (table, leases) = (
-        db.qualify("outbox_messages"),
-        db.qualify("outbox_messages_relay_leases"),
-    );
-    let (audit, function) = (db.qualify("write_audit"), db.qualify("audit_write"));
-    let statements = [
-        format!("CREATE TABLE {audit} (id BIGINT NOT NULL, writer TEXT NOT NULL, holder TEXT)"),
-        format!(
-            "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-               INSERT INTO {audit} VALUES (OLD.id, current_setting('application_name'), \
-                 (SELECT l.owner FROM {leases} AS l WHERE l.bucket IN (-1, \
-                   (hashtextextended(encode(coalesce(OLD.key, '\\x'::bytea), 'hex'), 0) & 63)::integer) \
-                    AND l.owner IS NOT NULL AND l.lease_until > now() LIMIT 1)); \
-               RETURN NULL; END $$"
-        ),
-        format!(
-            "CREATE TRIGGER audit_write AFTER UPDATE OR DELETE ON {table} FOR EACH ROW \
-             WHEN (OLD.status = 'pending') EXECUTE FUNCTION {function}()"
-        ),
-    ];
-    for sql in statements {
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&db.pool).await.unwrap();
-    }
-}
-
-/// Checks the write audit: writes were made, and each by the node that held the row's lease.
-/// Returns the writes per node.
-async fn writes_by_lease_holders(db: &TestSchema, what: &str) -> BTreeMap<String, i64> {
-    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT writer, holder, count(*) FROM {} GROUP BY writer, holder ORDER BY writer, holder",
-        db.qualify("write_audit")
-    )))
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    let outside: Vec<_> = rows
-        .iter()
-        .filter(|(writer, holder, _)| holder.as_deref() != Some(writer.as_str()))
-        .collect();
-    assert!(
-        outside.is_empty(),
-        "{what}: writes by a node that did not hold the row's lease (writer, holder, rows): {outside:?}"
-    );
-    let per_node: BTreeMap<String, i64> = rows.into_iter().map(|(writer, _, n)| (writer, n)).collect();
-    assert!(!per_node.is_empty(), "{what}: the audit saw no write");
-    eprintln!("{what}: rows written per node, each under its own lease: {per_node:?}");
-    per_node
-}
-
-async fn pending(db: &TestSchema) -> i64 {
-    sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {} WHERE status = 'pending'",
-        db.qualify("outbox_messages")
-    )))
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
-}
-
-/// Waits for the backlog to drain, then checks what the consumer read.
-async fn verify(db: &TestSchema, topic: &str, committed: u64, what: &str) -> usize {
-    let drained = eventually(Duration::from_secs(90), || async { pending(db).await == 0 }).await;
-    assert!(drained, "{what}: {} rows still pending", pending(db).await);
-    let records = read_all(&[topic.to_owned()]).await;
-    let v = verdict(&records, |r| {
-        let (key, seq) = r.payload_str().split_once(':').unwrap();
-        (key.to_owned(), seq.parse().unwrap())
-    });
-    eprintln!(
-        "{what}: committed {committed}, read {}, distinct {}, duplicates {}, order violations {}",
-        v.records, v.distinct, v.duplicates, v.order_violations
-    );
-    assert_eq!(v.distinct as u64, committed, "{what}: lost messages");
-    assert_eq!(
-        v.order_violations, 0,
-        "{what}: keys out of order: {:?}",
-        v.violating_keys
-    );
-    v.duplicates
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering() {
-    let db = TestSchema::new().await;
-    let topic = new_topic("balance", 6).await;
-    ok(&txoutbox(&db, &["migrate"]));
-    audit_writes(&db).await;
-    let writer = Writer::start(&db, &topic);
-    let n1 = node(&db, "work-balance", "n1").await;
-    let n2 = node(&db, "work-balance", "n2").await;
-    let n3 = node(&db, "work-balance", "n3").await;
+async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(bed: &Bed) {
+    let topic = new_topic(&format!("balance-{}", bed.name()), 6).await;
+    bed.prepare().await;
+    let writer = Writer::start(bed, &topic);
+    let n1 = bed.node("work-balance", "n1").await;
+    let n2 = bed.node("work-balance", "n2").await;
+    let n3 = bed.node("work-balance", "n3").await;
 
     let shared = eventually(Duration::from_secs(30), || async {
-        let o = owners(&db).await;
+        let o = bed.owners().await;
         o.len() == 3 && o.values().sum::<i64>() == 64 && o.values().all(|&n| (21..=22).contains(&n))
     })
     .await;
     assert!(
         shared,
         "three nodes never shared the 64 buckets evenly: {:?}",
-        owners(&db).await
+        bed.owners().await
     );
     let flowing = eventually(Duration::from_secs(30), || async {
         count(std::slice::from_ref(&topic)).await >= 1_000
@@ -222,12 +457,12 @@ async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(
     let killed = Instant::now();
     n2.kill9();
     let moved = eventually(Duration::from_secs(30), || async {
-        let o = owners(&db).await;
+        let o = bed.owners().await;
         !o.contains_key("n2") && o.values().sum::<i64>() == 64 && o.len() == 2
     })
     .await;
     let takeover = killed.elapsed();
-    assert!(moved, "n2's buckets did not move: {:?}", owners(&db).await);
+    assert!(moved, "n2's buckets did not move: {:?}", bed.owners().await);
     assert!(
         takeover < TAKEOVER_BOUND,
         "n2's buckets moved {takeover:?} after the kill (lease 3 s + heartbeat 0.5 s)"
@@ -236,45 +471,44 @@ async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(
         "work balance: n2's buckets taken over {takeover:?} after kill -9 (lease 3 s, heartbeat 500 ms)"
     );
 
-    let n4 = node(&db, "work-balance", "n4").await;
+    let n4 = bed.node("work-balance", "n4").await;
     let rebalanced = eventually(Duration::from_secs(30), || async {
-        let o = owners(&db).await;
+        let o = bed.owners().await;
         o.len() == 3 && o.values().sum::<i64>() == 64 && o.get("n4").is_some_and(|&n| n >= 21)
     })
     .await;
-    assert!(rebalanced, "n4 never got its share: {:?}", owners(&db).await);
+    assert!(rebalanced, "n4 never got its share: {:?}", bed.owners().await);
 
     let committed = writer.stop().await;
-    let duplicates = verify(
-        &db,
-        &topic,
-        committed,
-        "work balance (kill -9 of one of three, then a join)",
-    )
-    .await;
+    let duplicates = bed
+        .verify(
+            &topic,
+            committed,
+            "work balance (kill -9 of one of three, then a join)",
+        )
+        .await;
     eprintln!("work balance: {duplicates} duplicates");
-    writes_by_lease_holders(&db, "work balance").await;
+    bed.writes_by_lease_holders("work balance").await;
     for daemon in [n1, n3, n4] {
         daemon.stop();
     }
-    assert!(owners(&db).await.is_empty(), "a clean stop releases the leases");
-    db.drop_schema().await;
+    assert!(bed.owners().await.is_empty(), "a clean stop releases the leases");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets() {
-    let db = TestSchema::new().await;
-    let topic = new_topic("frozen", 4).await;
-    ok(&txoutbox(&db, &["migrate"]));
-    audit_writes(&db).await;
-    let writer = Writer::start(&db, &topic);
-    let n1 = node(&db, "work-balance", "n1").await;
-    let n2 = node(&db, "work-balance", "n2").await;
-    let shared = eventually(Duration::from_secs(30), || async { owners(&db).await.len() == 2 }).await;
+async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets(bed: &Bed) {
+    let topic = new_topic(&format!("frozen-{}", bed.name()), 4).await;
+    bed.prepare().await;
+    let writer = Writer::start(bed, &topic);
+    let n1 = bed.node("work-balance", "n1").await;
+    let n2 = bed.node("work-balance", "n2").await;
+    let shared = eventually(Duration::from_secs(30), || async {
+        bed.owners().await.len() == 2
+    })
+    .await;
     assert!(
         shared,
         "two nodes never shared the buckets: {:?}",
-        owners(&db).await
+        bed.owners().await
     );
     let flowing = eventually(Duration::from_secs(30), || async {
         count(std::slice::from_ref(&topic)).await >= 500
@@ -286,14 +520,14 @@ async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets() {
     n1.signal("STOP");
     let frozen = Instant::now();
     let taken = eventually(Duration::from_secs(30), || async {
-        let o = owners(&db).await;
+        let o = bed.owners().await;
         o.len() == 1 && o.get("n2") == Some(&64)
     })
     .await;
     assert!(
         taken,
         "n2 never took the frozen node's buckets: {:?}",
-        owners(&db).await
+        bed.owners().await
     );
     let moved = frozen.elapsed();
     eprintln!("frozen node: its buckets moved {moved:?} after SIGSTOP");
@@ -310,7 +544,7 @@ async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets() {
         status["coordination"]["epoch"]
             .as_i64()
             .is_some_and(|e| e > epoch_before)
-            && owners(&db).await.len() == 2
+            && bed.owners().await.len() == 2
     })
     .await;
     assert!(
@@ -326,43 +560,42 @@ async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets() {
     eprintln!("frozen node: {fenced} rows of its old session fenced off after it woke up");
 
     let committed = writer.stop().await;
-    let duplicates = verify(
-        &db,
-        &topic,
-        committed,
-        "frozen node (SIGSTOP past the lease, then SIGCONT)",
-    )
-    .await;
+    let duplicates = bed
+        .verify(
+            &topic,
+            committed,
+            "frozen node (SIGSTOP past the lease, then SIGCONT)",
+        )
+        .await;
     eprintln!("frozen node: {duplicates} duplicates");
-    let per_node = writes_by_lease_holders(&db, "frozen node").await;
+    let per_node = bed.writes_by_lease_holders("frozen node").await;
     assert!(
         per_node.contains_key("n1"),
         "n1 made no write before it was frozen: {per_node:?}"
     );
     n1.stop();
     n2.stop();
-    db.drop_schema().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over() {
-    let db = TestSchema::new().await;
-    let topic = new_topic("exclusive", 3).await;
-    ok(&txoutbox(&db, &["migrate"]));
-    audit_writes(&db).await;
-    let writer = Writer::start(&db, &topic);
+async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over(bed: &Bed) {
+    let topic = new_topic(&format!("exclusive-{}", bed.name()), 3).await;
+    bed.prepare().await;
+    let writer = Writer::start(bed, &topic);
     let mut nodes = BTreeMap::new();
     for name in ["e1", "e2", "e3"] {
-        nodes.insert(name, node(&db, "exclusive", name).await);
+        nodes.insert(name, bed.node("exclusive", name).await);
     }
-    let led = eventually(Duration::from_secs(30), || async { owners(&db).await.len() == 1 }).await;
+    let led = eventually(Duration::from_secs(30), || async {
+        bed.owners().await.len() == 1
+    })
+    .await;
     assert!(led, "nobody took the lease");
     let flowing = eventually(Duration::from_secs(30), || async {
         count(std::slice::from_ref(&topic)).await >= 500
     })
     .await;
     assert!(flowing);
-    let leader = owners(&db).await.into_keys().next().unwrap();
+    let leader = bed.owners().await.into_keys().next().unwrap();
     // Exactly one relays: the others hold nothing and published nothing.
     for (name, daemon) in &nodes {
         let status = daemon.status().await;
@@ -379,7 +612,7 @@ async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over() {
     let killed = Instant::now();
     nodes.remove(leader.as_str()).unwrap().kill9();
     let failed_over = eventually(Duration::from_secs(30), || async {
-        owners(&db)
+        bed.owners()
             .await
             .keys()
             .next()
@@ -396,7 +629,7 @@ async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over() {
         "exclusive: a standby took over {:?} after kill -9 of the leader",
         killed.elapsed()
     );
-    let new_leader = owners(&db).await.into_keys().next().unwrap();
+    let new_leader = bed.owners().await.into_keys().next().unwrap();
     let moving = eventually(Duration::from_secs(30), || async {
         nodes[new_leader.as_str()].status().await["published_total"].as_u64() > Some(0)
     })
@@ -404,11 +637,10 @@ async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over() {
     assert!(moving, "the new leader does not relay");
 
     let committed = writer.stop().await;
-    let duplicates = verify(&db, &topic, committed, "exclusive (leader killed)").await;
+    let duplicates = bed.verify(&topic, committed, "exclusive (leader killed)").await;
     eprintln!("exclusive: {duplicates} duplicates");
-    writes_by_lease_holders(&db, "exclusive").await;
+    bed.writes_by_lease_holders("exclusive").await;
     for (_, daemon) in nodes {
         daemon.stop();
     }
-    db.drop_schema().await;
 }

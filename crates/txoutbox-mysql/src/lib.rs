@@ -23,6 +23,7 @@
 )]
 
 mod error;
+mod leases;
 mod maintenance;
 mod migrate;
 mod outbox;

@@ -12,11 +12,18 @@ use crate::sql::{Statements, quote};
 use crate::version;
 
 /// The migrations, oldest first.
-pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[Migration {
-    version: 1,
-    name: "outbox table",
-    template: include_str!("../migrations/0001_outbox_table.sql"),
-}]);
+pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[
+    Migration {
+        version: 1,
+        name: "outbox table",
+        template: include_str!("../migrations/0001_outbox_table.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "relay leases",
+        template: include_str!("../migrations/0002_relay_leases.sql"),
+    },
+]);
 
 /// The named lock that serializes txoutbox migrators on one server.
 const MIGRATE_LOCK: &str = "txoutbox migrate";
@@ -97,7 +104,13 @@ async fn apply(conn: &mut MySqlConnection, sql: &Statements) -> Result<()> {
     let applied = i32::try_from(applied).unwrap_or(i32::MAX);
     for step in MIGRATIONS.pending(&sql.table, applied)? {
         let Migration { version, name, .. } = *step;
-        let statement = step.render(&[("table", &sql.quoted), ("name", sql.table.table())]);
+        let statement = step.render(&[
+            ("table", &sql.quoted),
+            ("name", sql.table.table()),
+            ("nodes", &sql.leases.nodes),
+            ("leases", &sql.leases.leases),
+            ("epoch", &sql.leases.epoch),
+        ]);
         sqlx::raw_sql(AssertSqlSafe(statement))
             .execute(&mut *conn)
             .await

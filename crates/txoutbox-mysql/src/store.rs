@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, MySqlPool, Row};
+use txoutbox_core::coordination::{Ownership, Scope};
 use txoutbox_core::{
     Backlog, Completion, Failure, Interner, OutboxMessage, ReadLimit, Result, RowFields, Store, UnfitColumn,
     row_position,
@@ -22,7 +23,7 @@ use txoutbox_core::{
 use crate::error::db_error;
 use crate::migrate;
 use crate::relay_lock::{Held, RelayLock};
-use crate::sql::{MAX_IDS, Statements, padded_len};
+use crate::sql::{ALL_BUCKETS, MAX_IDS, Statements, bind_padded, padded_len};
 
 /// Where a read's row size sits (after the table contract's columns and `holder`).
 const SIZE: usize = row_position::COUNT + 1;
@@ -41,6 +42,10 @@ const BELOW_CURSOR_CAP: i64 = 100_000;
 /// returns no rows while that lock is held elsewhere, and takes over when it frees. So run one
 /// relay per `MySqlOutbox` (two relays over stores of one outbox would both read).
 ///
+/// Several relay nodes share a table through leases instead (`Relay::coordinated`, exclusive or
+/// work-balance): the store implements [`Leases`](txoutbox_core::coordination::Leases), and a
+/// coordinated relay's store reads only what its leases cover and fences its writes with them.
+///
 /// `watch` is not implemented (MySQL has no LISTEN/NOTIFY): wake the relay with
 /// [`MySqlOutbox::with_wakeup`](crate::MySqlOutbox::with_wakeup), or rely on its poll interval.
 #[derive(Debug, Clone)]
@@ -51,6 +56,23 @@ pub struct MySqlStore {
     /// Ids this store returned that may still be pending: a pending id at or below the cursor
     /// that is not in here committed late.
     returned: Arc<Mutex<BTreeSet<i64>>>,
+    /// Set for a coordinated relay: its reads are scoped and its writes fenced.
+    pub(crate) ownership: Option<Ownership>,
+}
+
+/// What one read may see: the relay lock it must hold while reading (a single-mode relay), and
+/// the buckets (a mask, bit `b` for bucket `b`).
+struct Access {
+    held: Option<Held>,
+    mask: u64,
+}
+
+/// The mask of `buckets` (buckets outside 0..64 are in none).
+fn mask_of(buckets: &[i32]) -> u64 {
+    buckets
+        .iter()
+        .filter_map(|b| u32::try_from(*b).ok().and_then(|b| 1u64.checked_shl(b)))
+        .fold(0, |mask, bit| mask | bit)
 }
 
 impl MySqlStore {
@@ -60,7 +82,25 @@ impl MySqlStore {
             sql,
             lock,
             returned: Arc::new(Mutex::new(BTreeSet::new())),
+            ownership: None,
         }
+    }
+
+    /// What a read may see now; `None` when it may read nothing (another relay holds the relay
+    /// lock, or a coordinated node holds no lease).
+    async fn access(&self) -> Result<Option<Access>> {
+        let mask = match self.ownership.as_ref().map(Ownership::scope) {
+            None => {
+                return Ok(self.lock.acquire(&self.pool).await?.map(|held| Access {
+                    held: Some(held),
+                    mask: ALL_BUCKETS,
+                }));
+            }
+            Some(Scope::Nothing) => return Ok(None),
+            Some(Scope::All) => ALL_BUCKETS,
+            Some(Scope::Buckets(buckets)) => mask_of(&buckets),
+        };
+        Ok(Some(Access { held: None, mask }))
     }
 
     /// The pool the store uses.
@@ -81,7 +121,7 @@ impl MySqlStore {
     async fn decode_rows(
         &self,
         rows: &[MySqlRow],
-        held: &Held,
+        access: &Access,
         message_bytes: usize,
     ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
         let mut messages = Vec::with_capacity(rows.len());
@@ -89,7 +129,9 @@ impl MySqlStore {
         let mut candidates = 0;
         for row in rows {
             let holder: Option<i64> = row.try_get(row_position::COUNT).map_err(db_error)?;
-            if holder != Some(held.holder) {
+            if let Some(held) = &access.held
+                && holder != Some(held.holder)
+            {
                 self.lock.lost().await;
                 return Ok(None);
             }
@@ -102,29 +144,30 @@ impl MySqlStore {
 
     async fn fetch_from(
         &self,
-        held: &Held,
+        access: &Access,
         after: i64,
         limit: ReadLimit,
     ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
         let (bytes, message_bytes) = limit.sql_bytes();
         let rows = sqlx::query(AssertSqlSafe(self.sql.fetch_after.as_str()))
-            .bind(&held.name)
+            .bind(access.held.as_ref().map(|held| held.name.as_str()))
             .bind(message_bytes)
             .bind(message_bytes)
             .bind(after)
+            .bind(access.mask)
             .bind(limit.sql_rows())
             .bind(bytes)
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?;
-        self.decode_rows(&rows, held, limit.message_bytes).await
+        self.decode_rows(&rows, access, limit.message_bytes).await
     }
 
     /// The pending rows among `ids`, within the byte budget of `limit`, and whether the budget
     /// left some out.
     async fn fetch_ids(
         &self,
-        held: &Held,
+        access: &Access,
         ids: &[i64],
         limit: ReadLimit,
     ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
@@ -134,17 +177,18 @@ impl MySqlStore {
             if bytes <= 0 {
                 return Ok(Some((messages, true)));
             }
-            let n = padded_len(chunk.len());
-            let sql = self.sql.fetch_ids(n);
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .bind(&held.name)
+            let sql = self.sql.fetch_ids(padded_len(chunk.len()));
+            let query = sqlx::query(AssertSqlSafe(sql))
+                .bind(access.held.as_ref().map(|held| held.name.as_str()))
                 .bind(message_bytes)
-                .bind(message_bytes);
-            for i in 0..n {
-                query = query.bind(chunk.get(i).or(chunk.last()).copied().unwrap_or_default());
-            }
-            let rows = query.bind(bytes).fetch_all(&self.pool).await.map_err(db_error)?;
-            match self.decode_rows(&rows, held, limit.message_bytes).await? {
+                .bind(message_bytes)
+                .bind(access.mask);
+            let rows = bind_padded(query, chunk)
+                .bind(bytes)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+            match self.decode_rows(&rows, access, limit.message_bytes).await? {
                 Some((mut part, cut)) => {
                     let read: usize = part.iter().map(OutboxMessage::size).sum();
                     bytes = bytes.saturating_sub(i64::try_from(read).unwrap_or(i64::MAX));
@@ -160,8 +204,8 @@ impl MySqlStore {
         Ok(Some((messages, false)))
     }
 
-    async fn fetch_start(&self, held: &Held, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
-        let Some((rows, cut)) = self.fetch_from(held, 0, limit).await? else {
+    async fn fetch_start(&self, access: &Access, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
+        let Some((rows, cut)) = self.fetch_from(access, 0, limit).await? else {
             return Ok(Vec::new());
         };
         let mut returned = self.returned();
@@ -241,6 +285,10 @@ impl Store for MySqlStore {
     /// (an exactly-once standby does not fence the active relay's producer) — and goes on once
     /// the lock frees (each attempt waits up to a second for it).
     async fn lock_for_relay(&self) -> Result<()> {
+        if self.ownership.is_some() {
+            // Leases decide what a coordinated relay reads.
+            return Ok(());
+        }
         let mut said = false;
         loop {
             match self.lock.acquire(&self.pool).await {
@@ -268,36 +316,43 @@ impl Store for MySqlStore {
         if limit.rows == 0 {
             return Ok(Vec::new());
         }
-        match self.lock.acquire(&self.pool).await? {
-            Some(held) => self.fetch_start(&held, limit).await,
+        match self.access().await? {
+            Some(access) => self.fetch_start(&access, limit).await,
             None => Ok(Vec::new()),
         }
     }
 
     /// Rows above `after`, plus the late commits at or below it (see the module docs).
     async fn fetch_after(&self, after: i64, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
-        let Some(held) = self.lock.acquire(&self.pool).await? else {
+        let Some(access) = self.access().await? else {
             return Ok(Vec::new());
         };
         // The rows above the cursor first, the ids behind it second. The order matters: each
         // statement has its own snapshot, and a row seen above the cursor must not overtake an
         // earlier row of its key that committed before it with a lower id. Read in this order,
         // that earlier row committed before the first read, so the second one sees it.
-        let Some((mut above, _)) = self.fetch_from(&held, after, limit).await? else {
+        let Some((mut above, _)) = self.fetch_from(&access, after, limit).await? else {
             return Ok(Vec::new());
         };
-        let below: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto.as_str()))
-            .bind(after)
-            .bind(BELOW_CURSOR_CAP)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let below: Vec<i64> = if access.mask == ALL_BUCKETS {
+            sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto.as_str()))
+                .bind(after)
+                .bind(BELOW_CURSOR_CAP)
+        } else {
+            sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto_in_buckets.as_str()))
+                .bind(after)
+                .bind(access.mask)
+                .bind(BELOW_CURSOR_CAP)
+        }
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
         if below.len() as i64 >= BELOW_CURSOR_CAP {
             tracing::warn!(
                 table = %self.sql.table,
                 "over {BELOW_CURSOR_CAP} pending rows behind the relay's cursor: reading from the start"
             );
-            return self.fetch_start(&held, limit).await;
+            return self.fetch_start(&access, limit).await;
         }
         let late: Vec<i64> = {
             let mut returned = self.returned();
@@ -309,7 +364,7 @@ impl Store for MySqlStore {
         let (mut rows, late_cut) = if late.is_empty() {
             (Vec::new(), false)
         } else {
-            match self.fetch_ids(&held, &late, limit).await? {
+            match self.fetch_ids(&access, &late, limit).await? {
                 Some(read) => read,
                 None => return Ok(Vec::new()),
             }
@@ -324,18 +379,25 @@ impl Store for MySqlStore {
         Ok(rows)
     }
 
+    /// A coordinated node's writes change only the rows of buckets it holds (see
+    /// [`Leases`](txoutbox_core::coordination::Leases)).
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
+        let fence = self.ownership.as_ref().map(Ownership::fence);
+        let mut changed = 0;
         for chunk in ids.chunks(MAX_IDS) {
             let n = padded_len(chunk.len());
             let sql = match completion {
-                Completion::MarkPublished => self.sql.mark_published(n),
-                _ => self.sql.delete(n),
+                Completion::MarkPublished => self.sql.mark_published(n, fence.is_some()),
+                _ => self.sql.delete(n, fence.is_some()),
             };
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for i in 0..n {
-                query = query.bind(chunk.get(i).or(chunk.last()).copied().unwrap_or_default());
+            let mut query = bind_padded(sqlx::query(AssertSqlSafe(sql)), chunk);
+            if let Some((node, epoch)) = fence {
+                query = query.bind(node).bind(epoch);
             }
-            query.execute(&self.pool).await.map_err(db_error)?;
+            changed += query.execute(&self.pool).await.map_err(db_error)?.rows_affected();
+        }
+        if let Some(ownership) = &self.ownership {
+            ownership.record_write(ids.len(), changed);
         }
         let mut returned = self.returned();
         for id in ids {
@@ -350,19 +412,29 @@ impl Store for MySqlStore {
         if failures.is_empty() {
             return Ok(());
         }
+        let fence = self.ownership.as_ref().map(Ownership::fence);
+        let statement = match fence {
+            Some(_) => self.sql.record_failure_fenced.as_str(),
+            None => self.sql.record_failure.as_str(),
+        };
+        let mut changed = 0;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         for f in failures {
-            sqlx::query(AssertSqlSafe(self.sql.record_failure.as_str()))
+            let mut query = sqlx::query(AssertSqlSafe(statement))
                 .bind(f.attempts)
                 .bind(&f.error)
                 .bind(f.next_attempt_at)
                 .bind(f.next_attempt_at)
-                .bind(f.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+                .bind(f.id);
+            if let Some((node, epoch)) = fence {
+                query = query.bind(node).bind(epoch);
+            }
+            changed += query.execute(&mut *tx).await.map_err(db_error)?.rows_affected();
         }
         tx.commit().await.map_err(db_error)?;
+        if let Some(ownership) = &self.ownership {
+            ownership.record_write(failures.len(), changed);
+        }
         // A dead row may be replayed: it must then count as a late commit.
         let mut returned = self.returned();
         for f in failures.iter().filter(|f| f.next_attempt_at.is_none()) {

@@ -27,6 +27,7 @@
 //! dead-letters, ...) and must fail.
 
 pub mod cases;
+pub mod leases;
 pub mod mysql;
 pub mod postgres;
 pub mod sim;

@@ -110,14 +110,13 @@ async fn relay_with<K: Sink>(
             serve(relay, store.clone(), Some(store), None, settings, prometheus).await
         }
         Database::MySql(pool, table) => {
-            if settings.coordination != Coordination::Single {
-                return Err(CliError::usage(
-                    "MySQL/MariaDB runs one active relay per table (others stand by on a server lock): use \
-                     --coordination single (the default)",
-                ));
-            }
             let store = mysql_outbox(table).store(pool.clone());
-            let relay = Relay::new(store.clone(), sink, settings.relay.clone())?;
+            let relay = Relay::coordinated(
+                store.clone(),
+                sink,
+                settings.relay.clone(),
+                settings.coordination.clone(),
+            )?;
             serve(relay, store.clone(), Some(store), None, settings, prometheus).await
         }
     }
