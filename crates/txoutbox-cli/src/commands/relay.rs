@@ -7,7 +7,7 @@ use chrono::Utc;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 use txoutbox_axum::{AllowedHosts, Console, PrometheusHandle, RelayRoutes};
-use txoutbox_core::coordination::Coordination;
+use txoutbox_core::coordination::{Coordination, Leases};
 use txoutbox_core::{HealthCheck, HealthReport, Relay, Retention, Sink, Store, metrics as names};
 use txoutbox_kafka::{ExactlyOnceSink, KafkaSink};
 use txoutbox_postgres::PgStore;
@@ -90,14 +90,7 @@ async fn relay_with<K: Sink>(
     }
     match database {
         Database::Postgres(pool, table) => {
-            let store = pg_outbox(table).store(pool.clone());
-            let relay = Relay::coordinated(
-                store.clone(),
-                sink,
-                settings.relay.clone(),
-                settings.coordination.clone(),
-            )?;
-            serve(relay, store.clone(), Some(store), None, settings, prometheus).await
+            serve_coordinated(pg_outbox(table).store(pool.clone()), sink, settings, prometheus).await
         }
         Database::Sqlite(pool, table) => {
             if settings.coordination != Coordination::Single {
@@ -110,16 +103,36 @@ async fn relay_with<K: Sink>(
             serve(relay, store.clone(), Some(store), None, settings, prometheus).await
         }
         Database::MySql(pool, table) => {
-            let store = mysql_outbox(table).store(pool.clone());
-            let relay = Relay::coordinated(
-                store.clone(),
+            serve_coordinated(
+                mysql_outbox(table).store(pool.clone()),
                 sink,
-                settings.relay.clone(),
-                settings.coordination.clone(),
-            )?;
-            serve(relay, store.clone(), Some(store), None, settings, prometheus).await
+                settings,
+                prometheus,
+            )
+            .await
         }
     }
+}
+
+/// Serves a relay over a table store that coordinates (any `--coordination` mode), with
+/// retention over the same store.
+async fn serve_coordinated<S, K>(
+    store: S,
+    sink: K,
+    settings: RelaySettings,
+    prometheus: PrometheusHandle,
+) -> Result<(), CliError>
+where
+    S: Store + Leases + Retention,
+    K: Sink,
+{
+    let relay = Relay::coordinated(
+        store.clone(),
+        sink,
+        settings.relay.clone(),
+        settings.coordination.clone(),
+    )?;
+    serve(relay, store.clone(), Some(store), None, settings, prometheus).await
 }
 
 /// Waits up to `--broker-wait` for the Kafka brokers to answer a metadata request; an error
