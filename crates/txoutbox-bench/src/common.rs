@@ -12,6 +12,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::Notify;
+use txoutbox::coordination::{LeaseInfo, Leases, LiveNode, Ownership};
 use txoutbox::{
     Backlog, BatchDelivery, Completion, DeliveryTracker, Failure, OutboxMessage, Sink, Store, Topic,
 };
@@ -224,8 +225,71 @@ impl<S: Store> Store for Instrumented<S> {
         self.inner.stream_positions()
     }
 
+    async fn progress_kept(&self, key: &str) -> txoutbox::Result<Option<bool>> {
+        self.inner.progress_kept(key).await
+    }
+
+    async fn keep_progress(&self, key: &str) -> txoutbox::Result<()> {
+        self.inner.keep_progress(key).await
+    }
+
     fn metric_labels(&self) -> txoutbox::MetricLabels {
         self.inner.metric_labels()
+    }
+}
+
+impl<S: Clone> Clone for Instrumented<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            stats: Arc::clone(&self.stats),
+        }
+    }
+}
+
+/// A coordinated relay's leases go to the wrapped store, which must also see the ownership.
+impl<S: Store + Leases> Leases for Instrumented<S> {
+    fn bucket_count(&self) -> i32 {
+        self.inner.bucket_count()
+    }
+
+    fn attach(&mut self, ownership: Ownership) {
+        self.inner.attach(ownership);
+    }
+
+    async fn join(&self, node: &str, mode: &str, ttl: Duration) -> txoutbox::Result<i64> {
+        self.inner.join(node, mode, ttl).await
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        epoch: i64,
+        ttl: Duration,
+    ) -> txoutbox::Result<Option<Vec<LiveNode>>> {
+        self.inner.heartbeat(node, epoch, ttl).await
+    }
+
+    async fn claim(
+        &self,
+        node: &str,
+        epoch: i64,
+        buckets: &[i32],
+        ttl: Duration,
+    ) -> txoutbox::Result<Vec<i32>> {
+        self.inner.claim(node, epoch, buckets, ttl).await
+    }
+
+    async fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> txoutbox::Result<()> {
+        self.inner.release(node, epoch, buckets).await
+    }
+
+    async fn leave(&self, node: &str, epoch: i64) -> txoutbox::Result<()> {
+        self.inner.leave(node, epoch).await
+    }
+
+    async fn leases(&self) -> txoutbox::Result<Vec<LeaseInfo>> {
+        self.inner.leases().await
     }
 }
 

@@ -15,6 +15,7 @@ mod enqueue;
 mod inbox;
 mod latency;
 mod memory;
+mod nodes;
 mod store_kind;
 mod throughput;
 mod writes;
@@ -116,6 +117,9 @@ struct Cli {
     /// Drain: backlog sizes.
     #[arg(long, global = true, value_delimiter = ',', default_values_t = vec![300_000usize, 1_000_000])]
     drain_backlogs: Vec<usize>,
+    /// Nodes: the backlog each run drains.
+    #[arg(long, global = true, default_value_t = 300_000)]
+    nodes_backlog: usize,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +149,12 @@ enum Scenario {
     /// The inbox consumer against a bare consumer doing the same database write without
     /// de-duplication, round by round (PostgreSQL, SQLite, MySQL / MariaDB; not part of `all`).
     Inbox,
-    /// Every scenario but `backlog`, `console`, `memory`, `writes`, `drain` and `inbox`, one
-    /// after the other.
+    /// One backlog drained by 1, 2 and 3 work-balanced relay nodes, beside a single-mode relay,
+    /// an exactly-once exclusive relay and the raw producer, round by round (PostgreSQL,
+    /// MySQL / MariaDB; not part of `all`).
+    Nodes,
+    /// Every scenario but `backlog`, `console`, `memory`, `writes`, `drain`, `inbox` and
+    /// `nodes`, one after the other.
     All,
 }
 
@@ -162,6 +170,7 @@ struct Results {
     writes: Option<writes::WritesResult>,
     drain: Option<drain::DrainResult>,
     inbox: Option<inbox::InboxResult>,
+    nodes: Option<nodes::NodesResult>,
 }
 
 fn machine() -> serde_json::Value {
@@ -237,6 +246,17 @@ async fn main() -> anyhow::Result<()> {
                 cli.rounds.max(1),
                 cli.keys,
                 !cli.no_sqlite,
+                !cli.no_mysql,
+            )
+            .await,
+        );
+    }
+    if cli.scenario == Scenario::Nodes {
+        results.nodes = Some(
+            nodes::run(
+                cli.nodes_backlog.max(1),
+                cli.rounds.max(1),
+                cli.keys,
                 !cli.no_mysql,
             )
             .await,
@@ -399,6 +419,26 @@ fn print_drain(d: &drain::DrainResult) {
     }
 }
 
+fn print_nodes(n: &nodes::NodesResult) {
+    println!(
+        "\n== nodes: one backlog of {} messages ({} keys) drained by relay nodes vs the raw producer ({} rounds) ==",
+        n.backlog, n.keys, n.rounds
+    );
+    println!("raw producer: msg/s {}", list_k(&n.raw_msgs_per_sec));
+    for r in &n.runs {
+        println!(
+            "{:<9} {:<24} vs raw median {:.2}x (steady {:.2}x), msg/s {}, steady msg/s {}, settled after s {}",
+            r.store,
+            r.setup,
+            r.ratio_median,
+            r.steady_ratio_median,
+            list_k(&r.msgs_per_sec),
+            list_k(&r.steady_msgs_per_sec),
+            list(&r.settle_seconds),
+        );
+    }
+}
+
 fn print_inbox(i: &inbox::InboxResult) {
     println!(
         "\n== inbox: InboxConsumer vs a bare consumer doing the same write ({} records, {} partitions, \
@@ -430,6 +470,9 @@ fn print_tables(r: &Results) {
     }
     if let Some(i) = &r.inbox {
         print_inbox(i);
+    }
+    if let Some(n) = &r.nodes {
+        print_nodes(n);
     }
     if let Some(b) = &r.backlog {
         print_backlog(b);

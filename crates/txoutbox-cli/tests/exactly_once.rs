@@ -354,6 +354,70 @@ async fn a_missing_progress_topic_stops_the_relay_unless_it_may_create_it() {
     verify(&topic, committed, "after creating the progress topic").await;
 }
 
+/// The progress topic deleted after the relay delivered (an operator's mistake, a cluster
+/// rebuilt): the next start — allowed to create the topic — finds no progress while the table
+/// records deliveries under its transactional id, and refuses to guess which pending rows Kafka
+/// already holds. Once the record is deleted (accepting possible duplicates) it relays again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_progress_topic_stops_the_relay_until_its_record_is_deleted() {
+    let db = TestSchema::new().await;
+    let progress = txoutbox_testing::unique("eos-deleted");
+    ok(&txoutbox(&db, &["migrate"]));
+    let kept = || async {
+        sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
+            "SELECT progress_key FROM {}",
+            db.qualify("outbox_messages_relay_progress")
+        )))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    let args = eos_args(&progress);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let topic = new_topic("eos-deleted", 3).await;
+    let daemon = Daemon::start(&db, &args).await;
+    let committed = Writers::start(&db, &topic, 100).finish().await;
+    let drained = eventually(Duration::from_secs(60), || async { pending(&db).await == 0 }).await;
+    let logs = daemon.stop();
+    assert!(drained, "{logs}");
+    verify(&topic, committed, "before the progress topic was deleted").await;
+    let key = format!("txoutbox-{}.outbox_messages", db.schema);
+    assert_eq!(
+        kept().await,
+        std::slice::from_ref(&key),
+        "the table records the transactional id after a delivery"
+    );
+
+    txoutbox_testing::kafka::delete_topic(&progress).await;
+    let stderr = relay_refusing_to_start(&db, &args, "progress that is gone").await;
+    assert!(
+        stderr.contains(&format!(
+            "the exactly-once progress of `{key}` is gone from the progress topic `{progress}`"
+        )) && stderr.contains("DELETE FROM")
+            && stderr.contains("outbox_messages_relay_progress"),
+        "{stderr}"
+    );
+
+    // The operator accepts that read_committed consumers may see some rows twice.
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {} WHERE progress_key = $1",
+        db.qualify("outbox_messages_relay_progress")
+    )))
+    .bind(&key)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let topic = new_topic("eos-deleted-after", 3).await;
+    let daemon = Daemon::start(&db, &args).await;
+    let committed = Writers::start(&db, &topic, 100).finish().await;
+    let drained = eventually(Duration::from_secs(60), || async { pending(&db).await == 0 }).await;
+    let logs = daemon.stop();
+    assert!(drained, "{logs}");
+    verify(&topic, committed, "after the record was deleted").await;
+    assert_eq!(kept().await, [key], "recorded again after the first delivery");
+    db.drop_schema().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exactly_once_relay_refuses_a_table_an_at_least_once_relay_runs() {
     let db = TestSchema::new().await;

@@ -24,6 +24,7 @@ mod maintenance;
 mod message;
 mod metric_labels;
 pub mod metrics;
+mod progress_record;
 mod publish_strategy;
 pub mod relay;
 mod retry;
@@ -58,6 +59,7 @@ pub use message::{
     message_id_text,
 };
 pub use metric_labels::MetricLabels;
+pub use progress_record::ProgressRecord;
 pub use publish_strategy::PublishStrategy;
 pub use relay::{
     AllowedTopics, Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor,

@@ -283,6 +283,16 @@ pub trait Sink: Send + Sync + 'static {
     fn delivery(&self) -> Option<&'static str> {
         None
     }
+    /// Where this sink keeps its progress and whether its last [`recover`](Self::recover) found
+    /// any, for a sink that records progress (a transactional sink). The relay checks it against
+    /// the store's record of earlier deliveries ([`Store::progress_kept`](crate::Store::progress_kept)):
+    /// progress that vanished while the table remembers deliveries under its key stops the relay,
+    /// which cannot tell the rows the transport already holds from the others. The default:
+    /// `None` (no progress).
+    fn progress_record(&self) -> Option<crate::ProgressRecord> {
+        None
+    }
+
     /// Called once when the relay starts, before [`recover`](Self::recover), when its store's
     /// row ids last one session only (see [`Store::stream_positions`](crate::Store::stream_positions)):
     /// a sink that records progress must record it in these positions instead of ids. The
@@ -310,6 +320,10 @@ impl<S: Sink> Sink for Arc<S> {
 
     fn recover(&self) -> impl Future<Output = crate::Result<Vec<i64>>> + Send {
         (**self).recover()
+    }
+
+    fn progress_record(&self) -> Option<crate::ProgressRecord> {
+        (**self).progress_record()
     }
 
     fn completed(&self, ids: &[i64]) {

@@ -225,6 +225,23 @@ pub trait Store: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Whether this table remembers that a relay delivered under the progress key `key` (a
+    /// transactional sink's, see [`Sink::progress_record`](crate::Sink::progress_record)):
+    /// `Some(true)` once [`keep_progress`](Self::keep_progress) recorded it. `None` (the
+    /// default): the store keeps no such record, and the relay cannot tell lost progress from a
+    /// first run.
+    fn progress_kept(&self, key: &str) -> impl Future<Output = Result<Option<bool>>> + Send {
+        let _ = key;
+        async { Ok(None) }
+    }
+
+    /// Records that a relay delivered under the progress key `key`: its transport holds progress
+    /// under it from now on. Idempotent. The default does nothing.
+    fn keep_progress(&self, key: &str) -> impl Future<Output = Result<()>> + Send {
+        let _ = key;
+        async { Ok(()) }
+    }
+
     /// Positions that outlive this session, when the row ids do not (a log stream): the relay
     /// hands them to its sink at start, so a transactional sink records its progress in them.
     /// `None` (the default): row ids are stable, and progress is recorded in ids. `Some` also
@@ -283,6 +300,12 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn stream_positions(&self) -> Option<std::sync::Arc<dyn crate::StreamPositions>> {
         (**self).stream_positions()
+    }
+    fn progress_kept(&self, key: &str) -> impl Future<Output = Result<Option<bool>>> + Send {
+        (**self).progress_kept(key)
+    }
+    fn keep_progress(&self, key: &str) -> impl Future<Output = Result<()>> + Send {
+        (**self).keep_progress(key)
     }
     fn metric_labels(&self) -> crate::MetricLabels {
         (**self).metric_labels()

@@ -1,13 +1,14 @@
 -- Coordination of several relay nodes (exclusive and work-balance modes): live nodes with their
--- session epochs, leases on buckets (-1: the whole table), and the epoch counter. Single-node
--- relays never touch these tables. Placeholders: {{table}} is the quoted, qualified outbox table;
--- {{nodes}}, {{leases}} and {{epoch}} the quoted, qualified names of these tables.
+-- session epochs, leases on buckets (-1: the whole table), and the epoch counter; and the
+-- progress keys of exactly-once relays. Single-node relays never touch the first three; writers
+-- none. Placeholders: {{table}} is the quoted, qualified outbox table; {{nodes}}, {{leases}},
+-- {{epoch}} and {{progress}} the quoted, qualified names of these tables.
 -- Node ids are compared byte for byte (VARBINARY: no collation folds case or trailing spaces);
 -- times are the database's UTC clock (UTC_TIMESTAMP), so nodes need no synchronised clocks and
 -- the session time zone does not matter.
 CREATE TABLE IF NOT EXISTS {{nodes}} (
     node_id     VARBINARY(255) NOT NULL,
-    mode        VARCHAR(32)    CHARACTER SET ascii NOT NULL,
+    mode        VARCHAR(64)    CHARACTER SET ascii NOT NULL,
     -- The node's current session; a node that lost its session rejoins with a greater one.
     epoch       BIGINT         NOT NULL,
     alive_until DATETIME(6)    NOT NULL,
@@ -29,4 +30,14 @@ CREATE TABLE IF NOT EXISTS {{epoch}} (
     id    TINYINT NOT NULL,
     value BIGINT  NOT NULL,
     PRIMARY KEY (id)
+) ENGINE = InnoDB;
+
+-- The progress keys of exactly-once relays that delivered from this table (their Kafka
+-- transactional ids): a relay that finds no progress under a key recorded here knows the progress
+-- was lost (the progress topic deleted or recreated) and stops instead of sending again rows Kafka
+-- may already hold. Written once per key by the relay.
+CREATE TABLE IF NOT EXISTS {{progress}} (
+    progress_key VARBINARY(255) NOT NULL,
+    kept_since   DATETIME(6)    NOT NULL,
+    PRIMARY KEY (progress_key)
 ) ENGINE = InnoDB;

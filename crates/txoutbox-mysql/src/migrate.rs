@@ -110,6 +110,7 @@ async fn apply(conn: &mut MySqlConnection, sql: &Statements) -> Result<()> {
             ("nodes", &sql.leases.nodes),
             ("leases", &sql.leases.leases),
             ("epoch", &sql.leases.epoch),
+            ("progress", &sql.progress_table),
         ]);
         sqlx::raw_sql(AssertSqlSafe(statement))
             .execute(&mut *conn)

@@ -116,6 +116,12 @@ pub(crate) struct Statements {
     pub(crate) table: TableName,
     pub(crate) quoted: String,
     pub(crate) migrations_table: String,
+    /// The progress keys of exactly-once relays (created with the relay tables).
+    pub(crate) progress_table: String,
+    /// ? key: whether an exactly-once relay's progress key is recorded (0 or 1).
+    pub(crate) progress_kept: String,
+    /// ? key: records it.
+    pub(crate) keep_progress: String,
     pub(crate) insert_one: String,
     pub(crate) fetch_after: String,
     pub(crate) pending_ids_upto: String,
@@ -175,6 +181,15 @@ impl Statements {
         let leases = LeaseStatements::new(&table);
         Self {
             migrations_table: qualified(&table, "_migrations"),
+            progress_kept: format!(
+                "SELECT CAST(EXISTS (SELECT 1 FROM {} WHERE progress_key = ?) AS SIGNED)",
+                qualified(&table, "_relay_progress")
+            ),
+            keep_progress: format!(
+                "INSERT IGNORE INTO {} (progress_key, kept_since) VALUES (?, UTC_TIMESTAMP(6))",
+                qualified(&table, "_relay_progress")
+            ),
+            progress_table: qualified(&table, "_relay_progress"),
             insert_one: format!(
                 "INSERT INTO {t} (message_id, topic, `key`, payload, headers) VALUES (?, ?, ?, ?, ?)"
             ),

@@ -467,6 +467,24 @@ impl Store for MySqlStore {
             .map_err(db_error)
     }
 
+    async fn progress_kept(&self, key: &str) -> Result<Option<bool>> {
+        sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.sql.progress_kept.as_str()))
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map(|kept| Some(kept != 0))
+            .map_err(db_error)
+    }
+
+    async fn keep_progress(&self, key: &str) -> Result<()> {
+        sqlx::query(AssertSqlSafe(self.sql.keep_progress.as_str()))
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     /// `table` = this store's table.
     fn metric_labels(&self) -> txoutbox_core::MetricLabels {
         txoutbox_core::MetricLabels::table(self.sql.table.to_string())

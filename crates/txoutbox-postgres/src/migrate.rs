@@ -33,6 +33,11 @@ pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[
         name: "cheaper writes",
         template: include_str!("../migrations/0005_cheaper_writes.sql"),
     },
+    Migration {
+        version: 6,
+        name: "relay progress",
+        template: include_str!("../migrations/0006_relay_progress.sql"),
+    },
 ]);
 
 /// Creates or upgrades the outbox table; safe to run concurrently from many processes.

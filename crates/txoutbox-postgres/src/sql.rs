@@ -51,6 +51,10 @@ pub(crate) mod fetch_column {
 pub(crate) struct Statements {
     pub(crate) table: TableName,
     pub(crate) migrations_table: String,
+    /// $1 key: whether an exactly-once relay's progress key is recorded.
+    pub(crate) progress_kept: Arc<str>,
+    /// $1 key: records it.
+    pub(crate) keep_progress: Arc<str>,
     /// The LISTEN/NOTIFY channel of this table (only identifier characters, so it is safe in a
     /// string literal and as a quoted identifier).
     pub(crate) channel: String,
@@ -175,6 +179,16 @@ impl Statements {
         let leases = table.quoted_with_suffix("_relay_leases");
         Self {
             migrations_table: table.quoted_with_suffix("_migrations"),
+            progress_kept: format!(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE progress_key = $1)",
+                table.quoted_with_suffix("_relay_progress")
+            )
+            .into(),
+            keep_progress: format!(
+                "INSERT INTO {} (progress_key) VALUES ($1) ON CONFLICT DO NOTHING",
+                table.quoted_with_suffix("_relay_progress")
+            )
+            .into(),
             channel: channel_name(&table),
             insert_one: format!(
                 "INSERT INTO {t} (message_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5::json)"

@@ -7,11 +7,18 @@ use crate::error::db_error;
 use crate::sql::Statements;
 
 /// The migrations, oldest first.
-pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[Migration {
-    version: 1,
-    name: "outbox table",
-    template: include_str!("../migrations/0001_outbox_table.sql"),
-}]);
+pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[
+    Migration {
+        version: 1,
+        name: "outbox table",
+        template: include_str!("../migrations/0001_outbox_table.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "relay progress",
+        template: include_str!("../migrations/0002_relay_progress.sql"),
+    },
+]);
 
 /// Creates or upgrades the outbox table. Switches the database to WAL journaling, so the
 /// application's writers and the relay's readers do not block each other.

@@ -14,6 +14,10 @@ const ROW_SIZE: &str = "coalesce(octet_length(topic), 0) + coalesce(octet_length
 pub(crate) struct Statements {
     pub(crate) table: TableName,
     pub(crate) migrations_table: String,
+    /// ?1 key: whether an exactly-once relay's progress key is recorded (0 or 1).
+    pub(crate) progress_kept: Arc<str>,
+    /// ?1 key: records it.
+    pub(crate) keep_progress: Arc<str>,
     pub(crate) insert_one: Arc<str>,
     pub(crate) insert_many: Arc<str>,
     pub(crate) fetch_pending: Arc<str>,
@@ -40,6 +44,16 @@ impl Statements {
         let t = table.quoted();
         Self {
             migrations_table: table.quoted_with_suffix("_migrations"),
+            progress_kept: format!(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE progress_key = ?1)",
+                table.quoted_with_suffix("_relay_progress")
+            )
+            .into(),
+            keep_progress: format!(
+                "INSERT INTO {} (progress_key) VALUES (?1) ON CONFLICT DO NOTHING",
+                table.quoted_with_suffix("_relay_progress")
+            )
+            .into(),
             insert_one: format!(
                 "INSERT INTO {t} (message_id, topic, key, payload, headers) VALUES (?1, ?2, ?3, ?4, ?5)"
             )

@@ -257,6 +257,24 @@ impl Store for SqliteStore {
             .map_err(db_error)
     }
 
+    async fn progress_kept(&self, key: &str) -> Result<Option<bool>> {
+        sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.sql.progress_kept)))
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map(Some)
+            .map_err(db_error)
+    }
+
+    async fn keep_progress(&self, key: &str) -> Result<()> {
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.keep_progress)))
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     /// `table` = this store's table.
     fn metric_labels(&self) -> txoutbox_core::MetricLabels {
         txoutbox_core::MetricLabels::table(self.sql.table.to_string())

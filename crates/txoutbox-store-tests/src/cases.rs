@@ -1127,6 +1127,35 @@ pub async fn ids_are_never_reused_after_deletes<H: Harness>() {
     h.teardown().await;
 }
 
+/// The table remembers the progress keys of exactly-once relays, each exactly as given, and
+/// recording one twice changes nothing.
+pub async fn progress_keys_are_remembered_exactly<H: Harness>() {
+    let h = migrated::<H>().await;
+    let store = h.store();
+    let key = "txoutbox-outbox_messages";
+    assert_eq!(store.progress_kept(key).await.unwrap(), Some(false));
+    store.keep_progress(key).await.unwrap();
+    store.keep_progress(key).await.unwrap();
+    assert_eq!(store.progress_kept(key).await.unwrap(), Some(true));
+    for other in [
+        "TXOUTBOX-OUTBOX_MESSAGES",
+        "txoutbox-outbox_messages ",
+        "txoutbox-outbox",
+    ] {
+        assert_eq!(
+            store.progress_kept(other).await.unwrap(),
+            Some(false),
+            "{other:?}"
+        );
+    }
+    assert_eq!(
+        h.store().progress_kept(key).await.unwrap(),
+        Some(true),
+        "another store of the table sees it"
+    );
+    h.teardown().await;
+}
+
 /// Empty batches are no-ops on every method that takes one.
 pub async fn empty_batches_are_no_ops<H: StoreHarness>() {
     let h = migrated::<H>().await;

@@ -322,6 +322,7 @@ macro_rules! store_conformance {
             equal_keys_share_a_bucket_within_range,
             ids_are_never_reused_after_deletes,
             foreign_row_of_another_type_never_blocks_fetching,
+            progress_keys_are_remembered_exactly,
         }
     };
     (@tests [$harness:ty] $($case:ident),+ $(,)?) => {

@@ -39,6 +39,8 @@ const DEAD_KEYS_OF_EVERY_ROW: u8 = 23;
 const FETCH_IGNORES_BYTES: u8 = 24;
 const LARGE_ROWS_READ_WHOLE: u8 = 25;
 const FETCH_AFTER_SKIPS_THE_NEXT_ID: u8 = 26;
+const PROGRESS_KEY_FOLDED: u8 = 27;
+const PROGRESS_NOT_KEPT: u8 = 28;
 
 /// The SQLite store with defect `D`.
 struct MutantStore<const D: u8>(SqliteStore);
@@ -162,6 +164,21 @@ impl<const D: u8> Store for MutantStore<D> {
                 Ok(keys)
             }
             _ => self.0.dead_keys().await,
+        }
+    }
+
+    async fn progress_kept(&self, key: &str) -> Result<Option<bool>> {
+        match D {
+            PROGRESS_KEY_FOLDED => self.0.progress_kept(key.trim().to_lowercase().as_str()).await,
+            _ => self.0.progress_kept(key).await,
+        }
+    }
+
+    async fn keep_progress(&self, key: &str) -> Result<()> {
+        match D {
+            PROGRESS_KEY_FOLDED => self.0.keep_progress(key.trim().to_lowercase().as_str()).await,
+            PROGRESS_NOT_KEPT => Ok(()),
+            _ => self.0.keep_progress(key).await,
         }
     }
 }
@@ -332,6 +349,7 @@ must_catch! {
     foreign_row_of_another_type_never_blocks_fetching: FETCH_FAILS_ON_MALFORMED, MALFORMED_IGNORED;
     reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty: FETCH_IGNORES_BYTES, LARGE_ROWS_READ_WHOLE, MALFORMED_IGNORED;
     late_commits_below_the_cursor_are_read_after_it: FETCH_AFTER_SKIPS_THE_NEXT_ID;
+    progress_keys_are_remembered_exactly: PROGRESS_KEY_FOLDED, PROGRESS_NOT_KEPT;
 }
 /// Every case is checked against a defect above, but for known failures of the SQLite store.
 #[test]

@@ -100,6 +100,28 @@ async fn create(
     }
 }
 
+/// Deletes `topic` and waits until the broker no longer lists it.
+pub async fn delete_topic(topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    for result in admin
+        .delete_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("delete topic")
+    {
+        if let Err((topic, e)) = result {
+            panic!("cannot delete topic {topic}: {e}");
+        }
+    }
+    let gone = crate::eventually(Duration::from_secs(30), || async { !topic_exists(topic).await }).await;
+    assert!(gone, "topic {topic} still listed 30 s after its deletion");
+}
+
 /// Creates the topics that do not exist yet (with `partitions` partitions each); existing ones
 /// are kept as they are.
 pub async fn create_topics_if_missing(names: &[&str], partitions: i32) {

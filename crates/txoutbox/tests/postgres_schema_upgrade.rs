@@ -1,5 +1,5 @@
 //! The table contract's online upgrade on PostgreSQL: a version 4 table (generated `bucket`
-//! column, CHECKs, no read functions) is migrated to version 5 while applications keep writing,
+//! column, CHECKs, no read functions) is migrated to versions 5 and 6 while applications keep writing,
 //! then a relay sends everything: nothing lost, nothing twice, every key in order.
 #![cfg(feature = "postgres")]
 
@@ -26,8 +26,9 @@ async fn back_to_version_4(db: &TestSchema) {
          ALTER TABLE {table} ADD CONSTRAINT outbox_messages_topic_check CHECK (topic <> ''); \
          ALTER TABLE {table} ADD CONSTRAINT outbox_messages_status_check \
            CHECK (status IN ('pending', 'published', 'dead')); \
-         DROP FUNCTION {after}; DROP FUNCTION {late}; \
-         DELETE FROM {migrations} WHERE version = 5;",
+         DROP FUNCTION {after}; DROP FUNCTION {late}; DROP TABLE {progress}; \
+         DELETE FROM {migrations} WHERE version >= 5;",
+        progress = db.qualify("outbox_messages_relay_progress"),
         after = db.qualify("outbox_messages_pending_after"),
         late = db.qualify("outbox_messages_pending_late"),
         migrations = db.qualify("outbox_messages_migrations"),

@@ -203,7 +203,7 @@ async fn migrate_upgrades_a_version_3_table_and_only_a_relay_declared_asleep_is_
     let table = db.qualify("outbox_messages");
     let migrations = db.qualify("outbox_messages_migrations");
     // Back to version 3: migration 2's trigger function, no state table, no rows of versions 4
-    // and 5 (whose steps run again, harmlessly).
+    // to 6 (whose steps run again, harmlessly).
     let notify = db.qualify("outbox_messages_notify");
     let channel = format!("txoutbox_{}_outbox_messages", db.schema);
     sqlx::raw_sql(AssertSqlSafe(format!(
@@ -228,10 +228,10 @@ async fn migrate_upgrades_a_version_3_table_and_only_a_relay_declared_asleep_is_
     assert!(outbox.store(db.pool.clone()).check().await.is_err());
 
     outbox.migrate(&db.pool).await.unwrap();
-    assert_eq!(versions().await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions().await, vec![1, 2, 3, 4, 5, 6]);
     // Idempotent: a second run changes nothing.
     outbox.migrate(&db.pool).await.unwrap();
-    assert_eq!(versions().await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions().await, vec![1, 2, 3, 4, 5, 6]);
     outbox.store(db.pool.clone()).check().await.unwrap();
     let kept: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .fetch_one(&db.pool)

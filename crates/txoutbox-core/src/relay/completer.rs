@@ -217,6 +217,18 @@ async fn settle<S: Store, K: Sink>(
         .instrument(debug_span!("txoutbox.mark", rows = delivered.len()))
         .await;
         shared.sink.completed(&delivered);
+        // The transport holds progress now: the table remembers its key from here on.
+        let progress_key = shared
+            .progress_to_keep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(key) = progress_key {
+            write_with_retry(shared, "keep_progress", "record the progress key", || {
+                shared.bounded(shared.store.keep_progress(&key))
+            })
+            .await;
+        }
         shared.monitor.delivered(delivered.len());
         crate::metrics::record_delivered(
             shared.monitor.metric_labels(),

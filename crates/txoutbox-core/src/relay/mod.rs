@@ -42,6 +42,7 @@ pub use monitor::{Condition, RelayMonitor};
 
 use crate::coordination::{Coordination, Leases, Ownership};
 use crate::error::{Error, Result};
+use crate::progress_record::ProgressStep;
 use crate::sink::Sink;
 use crate::store::Store;
 use crate::wakeup::Wakeup;
@@ -308,7 +309,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
         if let Some(positions) = shared.store.stream_positions() {
             shared.sink.use_stream_positions(positions);
         }
-        if !recover(&shared).await? {
+        if !recover(&shared).await? || !check_progress(&shared).await? {
             return Ok(());
         }
         info!(
@@ -395,6 +396,54 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
     );
     shared.sink.completed(&ids);
     Ok(true)
+}
+
+/// Checks a transactional sink's progress against the table's record of earlier deliveries (see
+/// [`Sink::progress_record`]): stops the relay when the progress is gone, and has the table
+/// remember the key when it does not yet. Returns false when the relay was shut down meanwhile.
+async fn check_progress<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
+    let Some(record) = shared.sink.progress_record() else {
+        return Ok(true);
+    };
+    let mut backoff = backoff::Backoff::new(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(5),
+    );
+    let table = shared
+        .store
+        .metric_labels()
+        .get("table")
+        .unwrap_or(crate::DEFAULT_TABLE)
+        .to_owned();
+    loop {
+        let outcome = match shared.bounded(shared.store.progress_kept(&record.key)).await {
+            Ok(kept) => match record.step(kept, &table) {
+                Err(lost) => Err(lost),
+                Ok(ProgressStep::Nothing) => Ok(()),
+                Ok(ProgressStep::KeepAfterFirstDelivery) => {
+                    *shared.progress_to_keep.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(record.key.clone());
+                    Ok(())
+                }
+                Ok(ProgressStep::KeepNow) => shared.bounded(shared.store.keep_progress(&record.key)).await,
+            },
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(()) => return Ok(true),
+            Err(error) if error.is_retryable() => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = %crate::HumanDuration(delay), "cannot check the progress key against the table yet");
+                if !shared.sleep(delay).await {
+                    return Ok(false);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "the relay cannot start");
+                return Err(error);
+            }
+        }
+    }
 }
 
 /// A running relay.

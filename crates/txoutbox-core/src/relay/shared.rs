@@ -67,6 +67,9 @@ pub(crate) struct Shared<S, K> {
     drained_epoch: std::sync::atomic::AtomicU64,
     /// Notified after every settled batch.
     pub(crate) settled: Notify,
+    /// A transactional sink's progress key the table does not remember yet: recorded after the
+    /// first delivery (see [`Store::keep_progress`](crate::Store::keep_progress)).
+    pub(crate) progress_to_keep: Mutex<Option<String>>,
 }
 
 impl<S, K> Shared<S, K> {
@@ -100,6 +103,7 @@ impl<S, K> Shared<S, K> {
             store_locked: AtomicBool::new(false),
             drained_epoch: std::sync::atomic::AtomicU64::new(0),
             settled: Notify::new(),
+            progress_to_keep: Mutex::new(None),
         }
     }
 

@@ -233,6 +233,8 @@ struct Inner {
     positions: Mutex<Option<Arc<dyn StreamPositions>>>,
     /// The labels of this sink's metrics: its relay's (see [`Sink::use_metric_labels`]).
     labels: Mutex<Vec<metrics::Label>>,
+    /// Whether the last `recover` found progress under the transactional id (`None` before it).
+    progress_found: Mutex<Option<bool>>,
 }
 
 impl Inner {
@@ -379,6 +381,7 @@ impl ExactlyOnceSink {
                 burst_ended: Arc::new(tokio::sync::Notify::new()),
                 positions: Mutex::new(None),
                 labels: Mutex::new(Vec::new()),
+                progress_found: Mutex::new(None),
             }),
         })
     }
@@ -928,6 +931,11 @@ impl Sink for ExactlyOnceSink {
             state.set_producer(lane, Some(producer));
         }
         let last = self.read_progress().await?;
+        *self
+            .inner
+            .progress_found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(last.is_some());
         drop(state);
         self.ensure_ticker();
         let ids = self.resume(last)?;
@@ -942,6 +950,20 @@ impl Sink for ExactlyOnceSink {
 
     fn end_of_burst(&self) {
         self.inner.burst_ended.notify_one();
+    }
+
+    /// The transactional id's progress in the progress topic, once `recover` read it.
+    fn progress_record(&self) -> Option<txoutbox_core::ProgressRecord> {
+        let found = (*self
+            .inner
+            .progress_found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()))?;
+        Some(txoutbox_core::ProgressRecord {
+            key: self.inner.settings.transactional_id.clone(),
+            location: format!("the progress topic `{}`", self.inner.settings.progress_topic),
+            found,
+        })
     }
 
     fn use_stream_positions(&self, positions: Arc<dyn StreamPositions>) {
