@@ -84,7 +84,8 @@ pub(crate) struct NodesRun {
     pub msgs_per_sec: Vec<f64>,
     /// Messages per second once every node held its share, each round (the whole run for one node).
     pub steady_msgs_per_sec: Vec<f64>,
-    /// Seconds from the first read until every node held its share, each round.
+    /// Seconds from the first read until every node held its share, each round (NaN: the
+    /// backlog was drained before).
     pub settle_seconds: Vec<f64>,
     /// `msgs_per_sec` / raw producer of the same round.
     pub ratio_to_raw: Vec<f64>,
@@ -109,8 +110,9 @@ struct Measured {
     settle: f64,
 }
 
+/// The median of the values that are numbers.
 fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -284,12 +286,24 @@ async fn measure<P: Store + Leases>(
         }
     }
     let first = stats.first_fetch.get().copied().unwrap_or(started);
-    let (settled, done_then) = settled_at.unwrap_or((first, 0));
-    let steady_seconds = (end - settled).as_secs_f64();
-    Measured {
-        rate: n as f64 / (end - first).as_secs_f64(),
-        steady: (n as f64 - done_then as f64) / steady_seconds,
-        settle: (settled - first).as_secs_f64(),
+    let rate = n as f64 / (end - first).as_secs_f64();
+    match (setup, settled_at) {
+        (Setup::WorkBalance(_), Some((settled, done_then))) => Measured {
+            rate,
+            steady: (n as f64 - done_then as f64) / (end - settled).as_secs_f64(),
+            settle: settled.saturating_duration_since(first).as_secs_f64(),
+        },
+        // The backlog was drained before the shares settled: no steady rate.
+        (Setup::WorkBalance(_), None) => Measured {
+            rate,
+            steady: f64::NAN,
+            settle: f64::NAN,
+        },
+        (Setup::Single | Setup::ExactlyOnce, _) => Measured {
+            rate,
+            steady: rate,
+            settle: 0.0,
+        },
     }
 }
 

@@ -81,6 +81,9 @@ impl PgStore {
             },
             Some(Scope::All) => (None, None),
             Some(Scope::Nothing) => return Ok(Vec::new()),
+            // Every bucket (a work-balance node alone): the same rows as an unfiltered read,
+            // without hashing each row's key to filter them.
+            Some(Scope::Buckets(buckets)) if buckets.len() >= crate::leases::BUCKETS as usize => (None, None),
             Some(Scope::Buckets(buckets)) => (Some(buckets), None),
         };
         let statement = match (&buckets, lock) {

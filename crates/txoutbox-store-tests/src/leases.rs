@@ -194,7 +194,7 @@ where
 }
 
 /// A work-balance node reads the rows of its buckets only — from the start and after a cursor —,
-/// an exclusive one every row, a node without leases none.
+/// an exclusive one (or one holding every bucket) every row, a node without leases none.
 pub async fn a_work_balance_node_reads_only_its_buckets<H: Harness>()
 where
     H::Store: Leases,
@@ -230,11 +230,13 @@ where
         .filter(|id| *id > expected[0])
         .collect();
     assert_eq!(after_first, expected[1..]);
-    ownership.set_for_tests(Scope::All);
-    assert_eq!(
-        store.fetch_pending(ReadLimit::rows(100)).await.unwrap().len(),
-        rows.len()
-    );
+    for everything in [Scope::All, Scope::Buckets((0..64).collect())] {
+        ownership.set_for_tests(everything);
+        assert_eq!(
+            store.fetch_pending(ReadLimit::rows(100)).await.unwrap().len(),
+            rows.len()
+        );
+    }
     ownership.set_for_tests(Scope::Nothing);
     assert!(
         store
