@@ -392,7 +392,7 @@ impl Store for MySqlStore {
             };
             let mut query = bind_padded(sqlx::query(AssertSqlSafe(sql)), chunk);
             if let Some((node, epoch)) = fence {
-                query = query.bind(node).bind(epoch);
+                query = query.bind(node).bind(epoch).bind(node).bind(epoch);
             }
             changed += query.execute(&self.pool).await.map_err(db_error)?.rows_affected();
         }
@@ -427,7 +427,7 @@ impl Store for MySqlStore {
                 .bind(f.next_attempt_at)
                 .bind(f.id);
             if let Some((node, epoch)) = fence {
-                query = query.bind(node).bind(epoch);
+                query = query.bind(node).bind(epoch).bind(node).bind(epoch);
             }
             changed += query.execute(&mut *tx).await.map_err(db_error)?.rows_affected();
         }
