@@ -612,6 +612,9 @@ async fn a_deadlock_is_retryable() {
     })
     .await;
     assert!(waiting, "the completion never waited for the held row");
+    // Its statement shows before it has locked the first row: give it the time to, or on a busy
+    // machine the holder takes that row first, nothing deadlocks, and the completion times out.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     sqlx::query(AssertSqlSafe(lock_row))
         .bind(asked)
         .execute(&mut *holder)
