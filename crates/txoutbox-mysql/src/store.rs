@@ -222,55 +222,6 @@ impl MySqlStore {
     }
 }
 
-/// A pooled connection whose next transaction — a fenced write, or the transaction of fenced
-/// writes — runs READ COMMITTED, so that the fence reads the lease table as a consistent read.
-/// Under REPEATABLE READ InnoDB takes shared locks on the rows a write's subquery reads, and the
-/// lease claims of other nodes then met the completions in deadlocks (retried, but dozens a
-/// minute under load). The fence is then what PostgreSQL's is: the leases as of the statement's
-/// start. The setting holds for one transaction only; a connection dropped before that
-/// transaction ran (the call was cancelled) is closed, not returned to the pool, so the setting
-/// never reaches another user of the pool.
-struct ReadCommittedOnce {
-    conn: sqlx::pool::PoolConnection<sqlx::MySql>,
-    pending: bool,
-}
-
-impl ReadCommittedOnce {
-    /// Sets the next transaction's isolation level on `conn`.
-    async fn new(mut conn: sqlx::pool::PoolConnection<sqlx::MySql>) -> Result<Self> {
-        sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        Ok(Self { conn, pending: true })
-    }
-
-    /// The connection, for the transaction the setting is for; `ran` once it has run.
-    fn conn(&mut self) -> &mut sqlx::MySqlConnection {
-        &mut self.conn
-    }
-
-    /// The transaction ran (or failed on the server): the setting is used up.
-    fn ran(&mut self) {
-        self.pending = false;
-    }
-
-    /// Begins the transaction the setting is for.
-    async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::MySql>> {
-        let tx = sqlx::Connection::begin(&mut *self.conn).await.map_err(db_error)?;
-        self.pending = false;
-        Ok(tx)
-    }
-}
-
-impl Drop for ReadCommittedOnce {
-    fn drop(&mut self) {
-        if self.pending {
-            self.conn.close_on_drop();
-        }
-    }
-}
-
 /// Decodes a row; a row that does not fit the table contract comes back as
 /// [`OutboxMessage::unreadable`], naming the column, so one bad row from a foreign writer never
 /// stops the relay.
@@ -439,24 +390,11 @@ impl Store for MySqlStore {
                 Completion::MarkPublished => self.sql.mark_published(n, fence.is_some()),
                 _ => self.sql.delete(n, fence.is_some()),
             };
-            let query = bind_padded(sqlx::query(AssertSqlSafe(sql)), chunk);
-            let done = match fence {
-                Some((node, epoch)) => {
-                    let conn = self.pool.acquire().await.map_err(db_error)?;
-                    let mut once = ReadCommittedOnce::new(conn).await?;
-                    let done = query
-                        .bind(node)
-                        .bind(epoch)
-                        .bind(node)
-                        .bind(epoch)
-                        .execute(once.conn())
-                        .await;
-                    once.ran();
-                    done
-                }
-                None => query.execute(&self.pool).await,
-            };
-            changed += done.map_err(db_error)?.rows_affected();
+            let mut query = bind_padded(sqlx::query(AssertSqlSafe(sql)), chunk);
+            if let Some((node, epoch)) = fence {
+                query = query.bind(node).bind(epoch).bind(node).bind(epoch);
+            }
+            changed += query.execute(&self.pool).await.map_err(db_error)?.rows_affected();
         }
         if let Some(ownership) = &self.ownership {
             ownership.record_write(ids.len(), changed);
@@ -480,16 +418,7 @@ impl Store for MySqlStore {
             None => self.sql.record_failure.as_str(),
         };
         let mut changed = 0;
-        let conn = self.pool.acquire().await.map_err(db_error)?;
-        let (mut once, mut plain) = match fence {
-            Some(_) => (Some(ReadCommittedOnce::new(conn).await?), None),
-            None => (None, Some(conn)),
-        };
-        let mut tx = match (&mut once, &mut plain) {
-            (Some(once), _) => once.begin().await?,
-            (None, Some(conn)) => sqlx::Connection::begin(&mut **conn).await.map_err(db_error)?,
-            (None, None) => return Ok(()),
-        };
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
         for f in failures {
             let mut query = sqlx::query(AssertSqlSafe(statement))
                 .bind(f.attempts)
