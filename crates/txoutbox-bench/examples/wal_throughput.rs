@@ -195,6 +195,14 @@ impl<S: Store> Store for Counting<S> {
         self.inner.stream_positions()
     }
 
+    async fn progress_kept(&self, key: &str) -> txoutbox::Result<Option<bool>> {
+        self.inner.progress_kept(key).await
+    }
+
+    async fn keep_progress(&self, key: &str) -> txoutbox::Result<()> {
+        self.inner.keep_progress(key).await
+    }
+
     fn metric_labels(&self) -> txoutbox::MetricLabels {
         self.inner.metric_labels()
     }

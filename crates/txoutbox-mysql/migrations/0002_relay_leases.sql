@@ -22,7 +22,10 @@ CREATE TABLE IF NOT EXISTS {{leases}} (
     epoch       BIGINT         NULL,
     -- NULL while free.
     lease_until DATETIME(6)    NULL,
-    PRIMARY KEY (bucket)
+    PRIMARY KEY (bucket),
+    -- A node's leases (the fence of its writes, its claims' read-back, its release): found, and
+    -- locked, without scanning every bucket's row.
+    KEY owner_epoch (owner, epoch)
 ) ENGINE = InnoDB;
 
 -- One row: the last epoch handed out (MySQL has no sequences).
@@ -37,7 +40,7 @@ CREATE TABLE IF NOT EXISTS {{epoch}} (
 -- was lost (the progress topic deleted or recreated) and stops instead of sending again rows Kafka
 -- may already hold. Written once per key by the relay.
 CREATE TABLE IF NOT EXISTS {{progress}} (
-    progress_key VARBINARY(255) NOT NULL,
+    progress_key VARBINARY(1024) NOT NULL,
     kept_since   DATETIME(6)    NOT NULL,
     PRIMARY KEY (progress_key)
 ) ENGINE = InnoDB;

@@ -183,6 +183,12 @@ impl Statements {
         // 4,000 ids). FORCE INDEX makes it take the range, which reads only what it returns.
         let status_index = quote(&format!("{}_status_id", table.table()));
         let leases = LeaseStatements::new(&table);
+        // ? attempts, ? error, ? next attempt, ? next attempt again, ? id.
+        let record_failure = format!(
+            "UPDATE {t} SET attempts = ?, last_error = ?, next_attempt_at = ?, \
+               status = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END \
+             WHERE id = ? AND status = 'pending'"
+        );
         Self {
             migrations_table: qualified(&table, "_migrations"),
             progress_kept: format!(
@@ -190,7 +196,9 @@ impl Statements {
                 qualified(&table, "_relay_progress")
             ),
             keep_progress: format!(
-                "INSERT IGNORE INTO {} (progress_key, kept_since) VALUES (?, UTC_TIMESTAMP(6))",
+                // Not INSERT IGNORE: a key too long for the column must fail, not be cut short.
+                "INSERT INTO {} (progress_key, kept_since) VALUES (?, UTC_TIMESTAMP(6)) \
+                 ON DUPLICATE KEY UPDATE progress_key = progress_key",
                 qualified(&table, "_relay_progress")
             ),
             progress_table: qualified(&table, "_relay_progress"),
@@ -216,19 +224,9 @@ impl Statements {
                 "SELECT id FROM {t} FORCE INDEX ({status_index}) \
                  WHERE status = 'pending' AND id <= ? AND {IN_BUCKETS} ORDER BY id LIMIT ?"
             ),
-            record_failure_fenced: format!(
-                "UPDATE {t} SET attempts = ?, last_error = ?, next_attempt_at = ?, \
-                   status = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END \
-                 WHERE id = ? AND status = 'pending' AND {}",
-                fence(&leases.leases)
-            ),
+            record_failure_fenced: format!("{record_failure} AND {}", fence(&leases.leases)),
             fence: fence(&leases.leases),
-            // ? attempts, ? error, ? next attempt, ? next attempt again, ? id.
-            record_failure: format!(
-                "UPDATE {t} SET attempts = ?, last_error = ?, next_attempt_at = ?, \
-                   status = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END \
-                 WHERE id = ? AND status = 'pending'"
-            ),
+            record_failure,
             backlog: format!(
                 "SELECT (SELECT count(*) FROM {t} WHERE status = 'pending') AS pending, \
                         (SELECT created_at FROM {t} WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest, \
@@ -359,7 +357,8 @@ impl LeaseStatements {
             live_nodes: format!(
                 "SELECT CAST(node_id AS CHAR CHARACTER SET utf8mb4) AS node_id, mode, epoch, \
                    CAST(alive_until > UTC_TIMESTAMP(6) AS SIGNED) AS alive \
-                 FROM {nodes} WHERE alive_until > UTC_TIMESTAMP(6) OR node_id = ? ORDER BY node_id"
+                 FROM {nodes} AS n WHERE alive_until > UTC_TIMESTAMP(6) OR n.node_id = ? \
+                 ORDER BY n.node_id"
             ),
             release_all: format!(
                 "UPDATE {leases} SET owner = NULL, epoch = NULL, lease_until = NULL WHERE owner = ? AND epoch = ?"

@@ -25,6 +25,10 @@ use crate::migrate;
 use crate::relay_lock::{Held, RelayLock};
 use crate::sql::{ALL_BUCKETS, MAX_IDS, Statements, bind_padded, padded_len};
 
+/// The lock name a coordinated node's reads ask `IS_USED_LOCK` about (they hold no relay lock and
+/// do not look at the answer): MySQL refuses a NULL or empty lock name.
+const NO_RELAY_LOCK: &str = "txoutbox: coordinated, no relay lock";
+
 /// Where a read's row size sits (after the table contract's columns and `holder`).
 const SIZE: usize = row_position::COUNT + 1;
 /// Where a read's count of rows before the byte budget cut it sits.
@@ -150,7 +154,12 @@ impl MySqlStore {
     ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
         let (bytes, message_bytes) = limit.sql_bytes();
         let rows = sqlx::query(AssertSqlSafe(self.sql.fetch_after.as_str()))
-            .bind(access.held.as_ref().map(|held| held.name.as_str()))
+            .bind(
+                access
+                    .held
+                    .as_ref()
+                    .map_or(NO_RELAY_LOCK, |held| held.name.as_str()),
+            )
             .bind(message_bytes)
             .bind(message_bytes)
             .bind(after)
@@ -179,7 +188,12 @@ impl MySqlStore {
             }
             let sql = self.sql.fetch_ids(padded_len(chunk.len()));
             let query = sqlx::query(AssertSqlSafe(sql))
-                .bind(access.held.as_ref().map(|held| held.name.as_str()))
+                .bind(
+                    access
+                        .held
+                        .as_ref()
+                        .map_or(NO_RELAY_LOCK, |held| held.name.as_str()),
+                )
                 .bind(message_bytes)
                 .bind(message_bytes)
                 .bind(access.mask);

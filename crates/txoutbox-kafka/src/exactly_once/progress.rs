@@ -139,7 +139,11 @@ fn problems(partitions: usize, policy: Option<&str>) -> Vec<String> {
     if partitions != 1 {
         found.push(format!("{partitions} partitions"));
     }
-    if !policy.is_some_and(|p| p.split(',').any(|p| p.trim() == "compact")) {
+    // `compact,delete` would let retention remove an idle relay's last record: progress lost.
+    let compact_only = policy.is_some_and(|p| {
+        p.split(',').any(|p| p.trim() == "compact") && !p.split(',').any(|p| p.trim() == "delete")
+    });
+    if !compact_only {
         found.push(format!("cleanup.policy={}", policy.unwrap_or("?")));
     }
     found
@@ -451,7 +455,10 @@ mod tests {
     #[test]
     fn a_progress_topic_needs_one_compacted_partition() {
         assert!(problems(1, Some("compact")).is_empty());
-        assert!(problems(1, Some("compact,delete")).is_empty());
+        assert_eq!(
+            problems(1, Some("compact,delete")),
+            ["cleanup.policy=compact,delete"]
+        );
         assert_eq!(problems(1, Some("delete")), ["cleanup.policy=delete"]);
         assert_eq!(problems(3, None), ["3 partitions", "cleanup.policy=?"]);
     }
