@@ -285,21 +285,12 @@ impl<S: Store, K: Sink> Relay<S, K> {
         }
         // Parked keys are known before anything is read, so none of their rows slips out.
         if shared.config.on_dead_letter == config::OnDeadLetter::ParkKey {
-            loop {
-                match fetcher::reload_parked(&shared).await {
-                    Ok(_) => break,
-                    Err(error) if error.is_retryable() => {
-                        let delay = backoff.next_delay();
-                        tracing::warn!(%error, retry_in = %crate::HumanDuration(delay), "cannot read the parked keys yet");
-                        if !shared.sleep(delay).await {
-                            return Ok(());
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "the relay cannot start");
-                        return Err(error);
-                    }
-                }
+            let reloaded = retry_at_start(&shared, &mut backoff, "cannot read the parked keys yet", || {
+                fetcher::reload_parked(&shared)
+            })
+            .await?;
+            if reloaded.is_none() {
+                return Ok(());
             }
             info!(keys = shared.parked.len(), "dead letters park their keys");
         }
@@ -356,21 +347,15 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(5),
     );
-    let ids = loop {
-        match shared.sink.recover().await {
-            Ok(ids) => break ids,
-            Err(error) if error.is_retryable() => {
-                let delay = backoff.next_delay();
-                tracing::warn!(%error, retry_in = %crate::HumanDuration(delay), "cannot read the transport's progress yet");
-                if !shared.sleep(delay).await {
-                    return Ok(false);
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, "the relay cannot start");
-                return Err(error);
-            }
-        }
+    let recovered = retry_at_start(
+        shared,
+        &mut backoff,
+        "cannot read the transport's progress yet",
+        || shared.sink.recover(),
+    )
+    .await?;
+    let Some(ids) = recovered else {
+        return Ok(false);
     };
     if ids.is_empty() {
         return Ok(true);
@@ -415,27 +400,48 @@ async fn check_progress<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool
         .get("table")
         .unwrap_or(crate::DEFAULT_TABLE)
         .to_owned();
-    loop {
-        let outcome = match shared.bounded(shared.store.progress_kept(&record.key)).await {
-            Ok(kept) => match record.step(kept, &table) {
-                Err(lost) => Err(lost),
-                Ok(ProgressStep::Nothing) => Ok(()),
-                Ok(ProgressStep::KeepAfterFirstDelivery) => {
+    let checked = retry_at_start(
+        shared,
+        &mut backoff,
+        "cannot check the progress key against the table yet",
+        || async {
+            let kept = shared.bounded(shared.store.progress_kept(&record.key)).await?;
+            match record.step(kept, &table)? {
+                ProgressStep::Nothing => Ok(()),
+                ProgressStep::KeepAfterFirstDelivery => {
                     *shared.progress_to_keep.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(record.key.clone());
                     Ok(())
                 }
-                Ok(ProgressStep::KeepNow) => shared.bounded(shared.store.keep_progress(&record.key)).await,
-            },
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(()) => return Ok(true),
+                ProgressStep::KeepNow => shared.bounded(shared.store.keep_progress(&record.key)).await,
+            }
+        },
+    )
+    .await?;
+    Ok(checked.is_some())
+}
+
+/// Runs a start-up step until it succeeds: a retryable error waits (`backoff`) and tries again,
+/// saying `what` failed; any other stops the relay. `None` when the relay was shut down while
+/// waiting.
+async fn retry_at_start<S, K, T, F, Fut>(
+    shared: &Shared<S, K>,
+    backoff: &mut backoff::Backoff,
+    what: &str,
+    mut step: F,
+) -> Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    loop {
+        match step().await {
+            Ok(value) => return Ok(Some(value)),
             Err(error) if error.is_retryable() => {
                 let delay = backoff.next_delay();
-                tracing::warn!(%error, retry_in = %crate::HumanDuration(delay), "cannot check the progress key against the table yet");
+                tracing::warn!(%error, retry_in = %crate::HumanDuration(delay), "{what}");
                 if !shared.sleep(delay).await {
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
             Err(error) => {
