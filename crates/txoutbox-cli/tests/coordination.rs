@@ -100,6 +100,14 @@ impl Bed {
         }
     }
 
+    /// The type a 64-bit integer is cast to (`CAST(… AS <type>)`).
+    fn integer(&self) -> &'static str {
+        match self {
+            Bed::Postgres(_) => "BIGINT",
+            Bed::MariaDb { .. } => "SIGNED",
+        }
+    }
+
     /// `name` qualified with the test's schema or database.
     fn qualify(&self, name: &str) -> String {
         match self {
@@ -159,16 +167,13 @@ impl Bed {
 
     async fn pending(&self) -> i64 {
         let sql = format!(
-            "SELECT CAST(count(*) AS BIGINT) FROM {} WHERE status = 'pending'",
+            "SELECT CAST(count(*) AS {}) FROM {} WHERE status = 'pending'",
+            self.integer(),
             self.qualify("outbox_messages")
         );
         match self {
             Bed::Postgres(db) => sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&db.pool).await,
-            Bed::MariaDb { db, .. } => {
-                sqlx::query_scalar(AssertSqlSafe(sql.replace("AS BIGINT", "AS SIGNED")))
-                    .fetch_one(&db.pool)
-                    .await
-            }
+            Bed::MariaDb { db, .. } => sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&db.pool).await,
         }
         .unwrap()
     }
@@ -284,16 +289,13 @@ impl Bed {
     /// Returns the writes per node.
     async fn writes_by_lease_holders(&self, what: &str) -> BTreeMap<String, i64> {
         let sql = format!(
-            "SELECT writer, holder, CAST(count(*) AS BIGINT) FROM {} GROUP BY writer, holder ORDER BY writer, holder",
+            "SELECT writer, holder, CAST(count(*) AS {}) FROM {} GROUP BY writer, holder ORDER BY writer, holder",
+            self.integer(),
             self.qualify("write_audit")
         );
         let rows: Vec<(String, Option<String>, i64)> = match self {
             Bed::Postgres(db) => sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&db.pool).await,
-            Bed::MariaDb { db, .. } => {
-                sqlx::query_as(AssertSqlSafe(sql.replace("AS BIGINT", "AS SIGNED")))
-                    .fetch_all(&db.pool)
-                    .await
-            }
+            Bed::MariaDb { db, .. } => sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&db.pool).await,
         }
         .unwrap();
         let outside: Vec<_> = rows
