@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, MySqlPool, PgPool};
 use support::{Daemon, ok, txoutbox};
 use txoutbox_testing::eventually;
-use txoutbox_testing::kafka::{count, new_topic, read_all, verdict};
+use txoutbox_testing::kafka::{count, new_topic, read_all, read_committed, verdict};
 use txoutbox_testing::mysql::TestDatabase;
 use txoutbox_testing::postgres::TestSchema;
 
@@ -181,7 +181,12 @@ impl Bed {
     /// Starts a relay node whose database sessions say which node they are: PostgreSQL's
     /// `application_name`, or on MariaDB a user of the node's own.
     async fn node(&self, mode: &str, node: &str) -> Daemon {
-        let args = [
+        self.node_with(mode, node, &[]).await
+    }
+
+    /// [`node`](Self::node) with `extra` arguments (e.g. the delivery).
+    async fn node_with(&self, mode: &str, node: &str, extra: &[String]) -> Daemon {
+        let mut args: Vec<&str> = vec![
             "--coordination",
             mode,
             "--node-id",
@@ -193,6 +198,7 @@ impl Bed {
             "--poll-interval",
             "200ms",
         ];
+        args.extend(extra.iter().map(String::as_str));
         match self {
             Bed::Postgres(db) => {
                 let url = txoutbox_testing::postgres::url();
@@ -317,9 +323,19 @@ impl Bed {
 
     /// Waits for the backlog to drain, then checks what the consumer read.
     async fn verify(&self, topic: &str, committed: u64, what: &str) -> usize {
+        self.verify_as(Delivery::AtLeastOnce, topic, committed, what)
+            .await
+    }
+
+    /// [`verify`](Self::verify) with a consumer for `delivery`: `read_committed` for
+    /// exactly-once.
+    async fn verify_as(&self, delivery: Delivery, topic: &str, committed: u64, what: &str) -> usize {
         let drained = eventually(Duration::from_secs(90), || async { self.pending().await == 0 }).await;
         assert!(drained, "{what}: {} rows still pending", self.pending().await);
-        let records = read_all(&[topic.to_owned()]).await;
+        let records = match delivery {
+            Delivery::AtLeastOnce => read_all(&[topic.to_owned()]).await,
+            Delivery::ExactlyOnce => read_committed(topic).await,
+        };
         let v = verdict(&records, |r| {
             let (key, seq) = r.payload_str().split_once(':').unwrap();
             (key.to_owned(), seq.parse().unwrap())
@@ -354,6 +370,31 @@ impl Bed {
                 }
                 db.drop_database().await;
             }
+        }
+    }
+}
+
+/// The delivery the nodes of a test run with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+impl Delivery {
+    /// The daemon's arguments for it; `tag` names the progress topic.
+    fn args(self, tag: &str) -> Vec<String> {
+        match self {
+            Delivery::AtLeastOnce => Vec::new(),
+            Delivery::ExactlyOnce => [
+                "--delivery",
+                "exactly-once",
+                "--progress-topic",
+                &txoutbox_testing::unique(&format!("progress-{tag}")),
+                "--create-progress-topic",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -430,6 +471,8 @@ on_both! {
         postgres_a_frozen_node_is_fenced_and_gives_up_its_buckets, mariadb_a_frozen_node_is_fenced_and_gives_up_its_buckets;
     exclusive_mode_relays_from_one_node_at_a_time_and_fails_over =>
         postgres_exclusive_mode_fails_over, mariadb_exclusive_mode_fails_over;
+    exclusive_exactly_once_standbys_leave_the_leader_alone_and_take_over =>
+        postgres_exclusive_exactly_once_fails_over, mariadb_exclusive_exactly_once_fails_over;
 }
 
 async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(bed: &Bed) {
@@ -580,12 +623,24 @@ async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets(bed: &B
 }
 
 async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over(bed: &Bed) {
+    exclusive_fails_over(bed, Delivery::AtLeastOnce).await;
+}
+
+/// Exactly-once standbys start no transactional producer (which would fence the leader's) until
+/// they hold the lease; the one that takes over fences the killed leader and completes what its
+/// progress names: a read_committed consumer sees every message once.
+async fn exclusive_exactly_once_standbys_leave_the_leader_alone_and_take_over(bed: &Bed) {
+    exclusive_fails_over(bed, Delivery::ExactlyOnce).await;
+}
+
+async fn exclusive_fails_over(bed: &Bed, delivery: Delivery) {
     let topic = new_topic(&format!("exclusive-{}", bed.name()), 3).await;
     bed.prepare().await;
     let writer = Writer::start(bed, &topic);
+    let extra = delivery.args(&format!("exclusive-{}", bed.name()));
     let mut nodes = BTreeMap::new();
     for name in ["e1", "e2", "e3"] {
-        nodes.insert(name, bed.node("exclusive", name).await);
+        nodes.insert(name, bed.node_with("exclusive", name, &extra).await);
     }
     let led = eventually(Duration::from_secs(30), || async {
         bed.owners().await.len() == 1
@@ -598,8 +653,10 @@ async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over(bed: &Bed)
     .await;
     assert!(flowing);
     let leader = bed.owners().await.into_keys().next().unwrap();
-    // Exactly one relays: the others hold nothing and published nothing.
-    for (name, daemon) in &nodes {
+    // Exactly one relays: the others hold nothing and published nothing, and every node still
+    // runs (an exactly-once standby that fenced the leader's producers would have stopped it).
+    for (name, daemon) in &mut nodes {
+        assert!(!daemon.has_exited(), "{name} stopped: {}", daemon.logs());
         let status = daemon.status().await;
         let published = status["published_total"].as_u64().unwrap();
         if *name == leader {
@@ -639,8 +696,15 @@ async fn exclusive_mode_relays_from_one_node_at_a_time_and_fails_over(bed: &Bed)
     assert!(moving, "the new leader does not relay");
 
     let committed = writer.stop().await;
-    let duplicates = bed.verify(&topic, committed, "exclusive (leader killed)").await;
-    eprintln!("exclusive: {duplicates} duplicates");
+    let what = format!("exclusive, {delivery:?} (leader killed)");
+    let duplicates = bed.verify_as(delivery, &topic, committed, &what).await;
+    eprintln!("{what}: {duplicates} duplicates");
+    if delivery == Delivery::ExactlyOnce {
+        assert_eq!(duplicates, 0, "{what}: a read_committed consumer saw duplicates");
+    }
+    for (name, daemon) in &mut nodes {
+        assert!(!daemon.has_exited(), "{name} stopped: {}", daemon.logs());
+    }
     bed.writes_by_lease_holders("exclusive").await;
     for (_, daemon) in nodes {
         daemon.stop();

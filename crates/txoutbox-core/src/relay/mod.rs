@@ -40,7 +40,7 @@ pub use allowed_topics::AllowedTopics;
 pub use config::{DeadLetterTopic, OnDeadLetter, RelayConfig, UNREADABLE_TOPIC};
 pub use monitor::{Condition, RelayMonitor};
 
-use crate::coordination::{Coordination, Leases, Ownership};
+use crate::coordination::{Coordination, Leases, Ownership, Scope};
 use crate::error::{Error, Result};
 use crate::progress_record::ProgressStep;
 use crate::sink::Sink;
@@ -300,7 +300,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
         if let Some(positions) = shared.store.stream_positions() {
             shared.sink.use_stream_positions(positions);
         }
-        if !recover(&shared).await? || !check_progress(&shared).await? {
+        if !wait_for_lease(&shared).await || !recover(&shared).await? || !check_progress(&shared).await? {
             return Ok(());
         }
         info!(
@@ -336,6 +336,38 @@ impl<S: Store, K: Sink> Relay<S, K> {
         match shared.take_failure() {
             Some(error) => Err(error),
             None => Ok(()),
+        }
+    }
+}
+
+/// How often a relay waiting for its first lease looks at its ownership again.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Holds a coordinated relay whose sink records progress (a transactional sink: its
+/// [`Sink::delivery`] is not at-least-once) until it holds a lease that still allows sends:
+/// [`Sink::recover`] takes over the transport's identity (a Kafka transactional id, fencing every
+/// older producer with it), which must be the identity of a relay that lost the lease — never of
+/// the one relaying now. Meanwhile the relay counts as standing by. Returns false when the relay
+/// was shut down while waiting.
+async fn wait_for_lease<S, K: Sink>(shared: &Shared<S, K>) -> bool {
+    let Some(ownership) = &shared.ownership else {
+        return true;
+    };
+    if shared.sink.delivery().is_none() {
+        return true;
+    }
+    let waiting_since = tokio::time::Instant::now();
+    loop {
+        if ownership.scope() != Scope::Nothing && ownership.may_send() {
+            shared.monitor.set_standing_by(false);
+            return true;
+        }
+        if waiting_since.elapsed() >= STANDBY_AFTER {
+            shared.monitor.set_standing_by(true);
+        }
+        if !shared.sleep(LEASE_POLL).await {
+            shared.monitor.set_standing_by(false);
+            return false;
         }
     }
 }
