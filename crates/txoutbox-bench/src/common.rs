@@ -12,7 +12,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::Notify;
-use txoutbox::coordination::{LeaseInfo, Leases, LiveNode, Ownership};
+use txoutbox::coordination::{Claimed, LeaseInfo, Leases, LiveNode, Ownership};
 use txoutbox::{
     Backlog, BatchDelivery, Completion, DeliveryTracker, Failure, OutboxMessage, Sink, Store, Topic,
 };
@@ -278,6 +278,16 @@ impl<S: Store + Leases> Leases for Instrumented<S> {
         ttl: Duration,
     ) -> txoutbox::Result<Vec<i32>> {
         self.inner.claim(node, epoch, buckets, ttl).await
+    }
+
+    async fn claim_taking_over(
+        &self,
+        node: &str,
+        epoch: i64,
+        buckets: &[i32],
+        ttl: Duration,
+    ) -> txoutbox::Result<Claimed> {
+        self.inner.claim_taking_over(node, epoch, buckets, ttl).await
     }
 
     async fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> txoutbox::Result<()> {

@@ -1,5 +1,6 @@
 //! Scenario `nodes`: one backlog drained by 1, 2 and 3 work-balanced relay nodes, beside one
-//! single-mode relay, one exactly-once relay in exclusive mode (PostgreSQL) and the raw producer,
+//! single-mode relay, one exactly-once relay in exclusive mode and 1, 2 and 3 exactly-once
+//! work-balanced nodes (PostgreSQL) and the raw producer,
 //! round by round (PostgreSQL, MySQL / MariaDB).
 //!
 //! The nodes run in this process, each with its own connection pool, producer and store — what
@@ -44,6 +45,8 @@ enum Setup {
     WorkBalance(usize),
     /// One exclusive node, exactly-once (Kafka transactions).
     ExactlyOnce,
+    /// `n` work-balanced nodes, exactly-once (a transactional id per node session).
+    ExactlyOnceBalance(usize),
 }
 
 impl Setup {
@@ -52,12 +55,13 @@ impl Setup {
             Self::Single => "single".into(),
             Self::WorkBalance(n) => format!("work-balance x{n}"),
             Self::ExactlyOnce => "exclusive, exactly-once".into(),
+            Self::ExactlyOnceBalance(n) => format!("work-balance x{n}, exactly-once"),
         }
     }
 
     fn nodes(self) -> usize {
         match self {
-            Self::WorkBalance(n) => n,
+            Self::WorkBalance(n) | Self::ExactlyOnceBalance(n) => n,
             Self::Single | Self::ExactlyOnce => 1,
         }
     }
@@ -68,9 +72,19 @@ impl Setup {
             .with_node_id(format!("node-{node}"));
         match self {
             Self::Single => Coordination::Single,
-            Self::WorkBalance(_) => Coordination::WorkBalance(lease),
+            Self::WorkBalance(_) | Self::ExactlyOnceBalance(_) => Coordination::WorkBalance(lease),
             Self::ExactlyOnce => Coordination::Exclusive(lease),
         }
+    }
+
+    /// Whether the nodes send in Kafka transactions.
+    fn exactly_once(self) -> bool {
+        matches!(self, Self::ExactlyOnce | Self::ExactlyOnceBalance(_))
+    }
+
+    /// Whether the nodes share the buckets (so their shares settle during the run).
+    fn balanced(self) -> bool {
+        matches!(self, Self::WorkBalance(_) | Self::ExactlyOnceBalance(_))
     }
 }
 
@@ -125,6 +139,9 @@ pub(crate) async fn run(backlog: usize, rounds: usize, keys: usize, mysql: bool)
         Setup::WorkBalance(2),
         Setup::WorkBalance(3),
         Setup::ExactlyOnce,
+        Setup::ExactlyOnceBalance(1),
+        Setup::ExactlyOnceBalance(2),
+        Setup::ExactlyOnceBalance(3),
     ]
     .into_iter()
     .map(|setup| ("postgres", setup))
@@ -256,10 +273,7 @@ async fn measure<P: Store + Leases>(
     let mut last_look = Instant::now();
     loop {
         let completed = stats.completed.load(Ordering::Acquire);
-        if settled_at.is_none()
-            && matches!(setup, Setup::WorkBalance(_))
-            && last_look.elapsed() >= Duration::from_millis(50)
-        {
+        if settled_at.is_none() && setup.balanced() && last_look.elapsed() >= Duration::from_millis(50) {
             last_look = Instant::now();
             if probe
                 .leases()
@@ -287,19 +301,19 @@ async fn measure<P: Store + Leases>(
     }
     let first = stats.first_fetch.get().copied().unwrap_or(started);
     let rate = n as f64 / (end - first).as_secs_f64();
-    match (setup, settled_at) {
-        (Setup::WorkBalance(_), Some((settled, done_then))) => Measured {
+    match (setup.balanced(), settled_at) {
+        (true, Some((settled, done_then))) => Measured {
             rate,
             steady: (n as f64 - done_then as f64) / (end - settled).as_secs_f64(),
             settle: settled.saturating_duration_since(first).as_secs_f64(),
         },
         // The backlog was drained before the shares settled: no steady rate.
-        (Setup::WorkBalance(_), None) => Measured {
+        (true, None) => Measured {
             rate,
             steady: f64::NAN,
             settle: f64::NAN,
         },
-        (Setup::Single | Setup::ExactlyOnce, _) => Measured {
+        (false, _) => Measured {
             rate,
             steady: rate,
             settle: 0.0,
@@ -330,7 +344,7 @@ async fn postgres(msgs: &[BenchMsg], setup: Setup) -> Measured {
     wait_quiet("nodes", Duration::from_secs(30)).await;
     let stats = Arc::new(StoreStats::default());
     let default_window = RelayConfig::default().max_in_flight;
-    let relays = if setup == Setup::ExactlyOnce {
+    let relays = if setup.exactly_once() {
         let settings = ExactlyOnceSettings::for_table(&schema.schema)
             .with_progress_topic(txoutbox_testing::unique("bench-progress"))
             .with_create_progress_topic(true);

@@ -160,12 +160,12 @@ pub(crate) struct RelayArgs {
     #[arg(long, env = "TXOUTBOX_NODE_ID")]
     pub node_id: Option<String>,
     /// Delivery guarantee: at-least-once (default), or exactly-once for read_committed
-    /// consumers (Kafka transactions with progress records; single or exclusive coordination).
+    /// consumers (Kafka transactions with progress records; any coordination).
     #[arg(long, env = "TXOUTBOX_DELIVERY", value_enum)]
     pub delivery: Option<DeliveryArg>,
     /// Exactly-once: the Kafka transactional id (default: txoutbox-<table>, in WAL mode
-    /// txoutbox-wal-<slot>); the relay also uses
-    /// `<id>.1` for its second producer.
+    /// txoutbox-wal-<slot>); the relay also uses `<id>.1` for its second producer. In
+    /// work-balance mode each node session uses `<id>-e<epoch>` and `<id>-e<epoch>.1`.
     #[arg(long, env = "TXOUTBOX_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
     /// Exactly-once: the compacted progress topic (default: txoutbox-progress).

@@ -514,12 +514,6 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
     let exactly_once = match args.delivery.or(file.relay.delivery) {
         None | Some(DeliveryArg::AtLeastOnce) => None,
         Some(DeliveryArg::ExactlyOnce) => {
-            if matches!(coordination, Coordination::WorkBalance(_)) {
-                return Err(CliError::usage(
-                    "exactly-once delivery runs with --coordination single or exclusive (one transactional \
-                     producer per table); work-balance is not supported with it yet",
-                ));
-            }
             let mut settings = match &target.source {
                 Source::Table => ExactlyOnceSettings::for_table(&table.to_string()),
                 Source::Wal(config) => ExactlyOnceSettings::for_wal_slot(&config.slot),

@@ -180,11 +180,7 @@ impl Bed {
 
     /// Starts a relay node whose database sessions say which node they are: PostgreSQL's
     /// `application_name`, or on MariaDB a user of the node's own.
-    async fn node(&self, mode: &str, node: &str) -> Daemon {
-        self.node_with(mode, node, &[]).await
-    }
-
-    /// [`node`](Self::node) with `extra` arguments (e.g. the delivery).
+    /// `extra`: more arguments (e.g. the delivery).
     async fn node_with(&self, mode: &str, node: &str, extra: &[String]) -> Daemon {
         let mut args: Vec<&str> = vec![
             "--coordination",
@@ -471,17 +467,34 @@ on_both! {
         postgres_a_frozen_node_is_fenced_and_gives_up_its_buckets, mariadb_a_frozen_node_is_fenced_and_gives_up_its_buckets;
     exclusive_mode_relays_from_one_node_at_a_time_and_fails_over =>
         postgres_exclusive_mode_fails_over, mariadb_exclusive_mode_fails_over;
+    work_balance_exactly_once_moves_buckets_without_a_duplicate =>
+        postgres_work_balance_exactly_once_moves_buckets, mariadb_work_balance_exactly_once_moves_buckets;
+    a_frozen_exactly_once_node_is_fenced_and_stops =>
+        postgres_a_frozen_exactly_once_node_is_fenced_and_stops, mariadb_a_frozen_exactly_once_node_is_fenced_and_stops;
     exclusive_exactly_once_standbys_leave_the_leader_alone_and_take_over =>
         postgres_exclusive_exactly_once_fails_over, mariadb_exclusive_exactly_once_fails_over;
 }
 
 async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(bed: &Bed) {
+    work_balance_kill_and_join(bed, Delivery::AtLeastOnce).await;
+}
+
+/// Exactly-once in work balance: each session sends under a transactional id of its own; the
+/// nodes that take the killed node's buckets fence that id and complete what its progress names
+/// before they read them, and a joining node gets buckets drained by their owners: a
+/// read_committed consumer sees every message once.
+async fn work_balance_exactly_once_moves_buckets_without_a_duplicate(bed: &Bed) {
+    work_balance_kill_and_join(bed, Delivery::ExactlyOnce).await;
+}
+
+async fn work_balance_kill_and_join(bed: &Bed, delivery: Delivery) {
     let topic = new_topic(&format!("balance-{}", bed.name()), 6).await;
     bed.prepare().await;
     let writer = Writer::start(bed, &topic);
-    let n1 = bed.node("work-balance", "n1").await;
-    let n2 = bed.node("work-balance", "n2").await;
-    let n3 = bed.node("work-balance", "n3").await;
+    let extra = delivery.args(&format!("balance-{}", bed.name()));
+    let n1 = bed.node_with("work-balance", "n1", &extra).await;
+    let n2 = bed.node_with("work-balance", "n2", &extra).await;
+    let n3 = bed.node_with("work-balance", "n3", &extra).await;
 
     let shared = eventually(Duration::from_secs(30), || async {
         let o = bed.owners().await;
@@ -516,7 +529,7 @@ async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(
         "work balance: n2's buckets taken over {takeover:?} after kill -9 (lease 3 s, heartbeat 500 ms)"
     );
 
-    let n4 = bed.node("work-balance", "n4").await;
+    let n4 = bed.node_with("work-balance", "n4", &extra).await;
     let rebalanced = eventually(Duration::from_secs(30), || async {
         let o = bed.owners().await;
         o.len() == 3 && o.values().sum::<i64>() == 64 && o.get("n4").is_some_and(|&n| n >= 21)
@@ -525,27 +538,42 @@ async fn work_balance_moves_buckets_on_kill_and_join_without_loss_or_reordering(
     assert!(rebalanced, "n4 never got its share: {:?}", bed.owners().await);
 
     let committed = writer.stop().await;
-    let duplicates = bed
-        .verify(
-            &topic,
-            committed,
-            "work balance (kill -9 of one of three, then a join)",
-        )
-        .await;
-    eprintln!("work balance: {duplicates} duplicates");
+    let what = format!("work balance, {delivery:?} (kill -9 of one of three, then a join)");
+    let duplicates = bed.verify_as(delivery, &topic, committed, &what).await;
+    eprintln!("{what}: {duplicates} duplicates");
     bed.writes_by_lease_holders("work balance").await;
+    let mut logs = String::new();
     for daemon in [n1, n3, n4] {
-        daemon.stop();
+        logs.push_str(&daemon.stop());
+    }
+    if delivery == Delivery::ExactlyOnce {
+        assert_eq!(duplicates, 0, "{what}: a read_committed consumer saw duplicates");
+        assert!(
+            logs.contains("took over a lost session's transactional id"),
+            "no node fenced the killed node's session: {logs}"
+        );
     }
     assert!(bed.owners().await.is_empty(), "a clean stop releases the leases");
 }
 
 async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets(bed: &Bed) {
+    frozen_node(bed, Delivery::AtLeastOnce).await;
+}
+
+/// Exactly-once in work balance: the node that takes a frozen node's buckets fences its
+/// session's transactional id (aborting its open transaction); woken up, the frozen node stops
+/// (its session is gone) and nothing it held reaches a read_committed consumer twice.
+async fn a_frozen_exactly_once_node_is_fenced_and_stops(bed: &Bed) {
+    frozen_node(bed, Delivery::ExactlyOnce).await;
+}
+
+async fn frozen_node(bed: &Bed, delivery: Delivery) {
     let topic = new_topic(&format!("frozen-{}", bed.name()), 4).await;
     bed.prepare().await;
     let writer = Writer::start(bed, &topic);
-    let n1 = bed.node("work-balance", "n1").await;
-    let n2 = bed.node("work-balance", "n2").await;
+    let extra = delivery.args(&format!("frozen-{}", bed.name()));
+    let mut n1 = bed.node_with("work-balance", "n1", &extra).await;
+    let n2 = bed.node_with("work-balance", "n2", &extra).await;
     let shared = eventually(Duration::from_secs(30), || async {
         bed.owners().await.len() == 2
     })
@@ -584,6 +612,30 @@ async fn a_node_frozen_past_its_lease_is_fenced_and_gives_up_its_buckets(bed: &B
     tokio::time::sleep(Duration::from_secs(1)).await;
     n1.signal("CONT");
 
+    if delivery == Delivery::ExactlyOnce {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !n1.has_exited() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let logs = n1.logs();
+        assert!(n1.has_exited(), "the woken exactly-once node still runs: {logs}");
+        assert!(
+            logs.contains("lost its leases") || logs.contains("this relay is fenced"),
+            "{logs}"
+        );
+        let committed = writer.stop().await;
+        let what = "frozen exactly-once node (SIGSTOP past the lease, then SIGCONT)";
+        let duplicates = bed.verify_as(delivery, &topic, committed, what).await;
+        eprintln!("{what}: {duplicates} duplicates");
+        assert_eq!(duplicates, 0, "{what}: a read_committed consumer saw duplicates");
+        bed.writes_by_lease_holders("frozen exactly-once node").await;
+        let logs = n2.stop();
+        assert!(
+            logs.contains("took over a lost session's transactional id"),
+            "n2 did not fence the frozen node's session: {logs}"
+        );
+        return;
+    }
     let rejoined = eventually(Duration::from_secs(30), || async {
         let status = n1.status().await;
         status["coordination"]["epoch"]

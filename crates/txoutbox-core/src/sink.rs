@@ -214,6 +214,16 @@ impl BatchDelivery {
     }
 }
 
+/// What a sink found of an earlier session when it took over its transport identity
+/// ([`Sink::take_over`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenOver {
+    /// The session's progress key and whether its progress was found.
+    pub record: crate::ProgressRecord,
+    /// The rows the session delivered for good (committed), marked or not.
+    pub ids: Vec<i64>,
+}
+
 /// Where the relay sends messages: Kafka in production, anything in tests.
 ///
 /// The relay works in batches so that a transactional transport (exactly-once mode) can wrap one
@@ -293,6 +303,25 @@ pub trait Sink: Send + Sync + 'static {
         None
     }
 
+    /// Called once by an exactly-once relay in work-balance mode, before
+    /// [`recover`](Self::recover), with its session's epoch (unique per table and session): the
+    /// sink takes a transport identity of its own for the session (the Kafka sink: its
+    /// transactional id followed by `-e<epoch>`), so that a node taking over the session's
+    /// buckets later fences exactly it ([`take_over`](Self::take_over)). The default ignores it.
+    fn use_session(&self, epoch: i64) {
+        let _ = epoch;
+    }
+
+    /// Called by an exactly-once relay in work-balance mode before it reads buckets whose leases
+    /// it took from earlier sessions that lost them (a node that died, froze or was cut off):
+    /// fences each session's transport identity (its open transaction is aborted, and it can
+    /// commit nothing more) and returns, per session, where its progress was looked for and the
+    /// rows it delivered for good. The relay completes those of its buckets. The default: none.
+    fn take_over(&self, sessions: &[i64]) -> impl Future<Output = crate::Result<Vec<TakenOver>>> + Send {
+        let _ = sessions;
+        async { Ok(Vec::new()) }
+    }
+
     /// Called once when the relay starts, before [`recover`](Self::recover), when its store's
     /// row ids last one session only (see [`Store::stream_positions`](crate::Store::stream_positions)):
     /// a sink that records progress must record it in these positions instead of ids. The
@@ -354,6 +383,12 @@ impl<S: Sink> Sink for Arc<S> {
     }
     fn use_stream_positions(&self, positions: Arc<dyn crate::StreamPositions>) {
         (**self).use_stream_positions(positions);
+    }
+    fn use_session(&self, epoch: i64) {
+        (**self).use_session(epoch);
+    }
+    fn take_over(&self, sessions: &[i64]) -> impl Future<Output = crate::Result<Vec<TakenOver>>> + Send {
+        (**self).take_over(sessions)
     }
     fn use_metric_labels(&self, labels: &crate::MetricLabels) {
         (**self).use_metric_labels(labels);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
 use txoutbox_core::Result;
-use txoutbox_core::coordination::{LeaseInfo, Leases, LiveNode, Ownership};
+use txoutbox_core::coordination::{Claimed, LeaseInfo, Leases, LiveNode, Ownership, TakenLease};
 
 use crate::error::db_error;
 use crate::sql::{bind_padded, padded_len};
@@ -119,6 +119,67 @@ impl Leases for MySqlStore {
             .iter()
             .map(|row| row.try_get::<i32, _>(0).map_err(db_error))
             .collect()
+    }
+
+    /// The claim in a transaction that first locks the buckets' lease rows and reads their
+    /// holders: nothing can change them before the claim replaces them.
+    async fn claim_taking_over(
+        &self,
+        node: &str,
+        epoch: i64,
+        buckets: &[i32],
+        ttl: Duration,
+    ) -> Result<Claimed> {
+        if buckets.is_empty() {
+            return Ok(Claimed::default());
+        }
+        let sql = &self.sql().leases;
+        let n = padded_len(buckets.len());
+        bind_padded(sqlx::query(AssertSqlSafe(sql.create(n))), buckets)
+            .execute(self.pool())
+            .await
+            .map_err(db_error)?;
+        let mut tx = self.pool().begin().await.map_err(db_error)?;
+        let before = bind_padded(sqlx::query(AssertSqlSafe(sql.holders_for_update(n))), buckets)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let take = sqlx::query(AssertSqlSafe(sql.claim(n)))
+            .bind(node)
+            .bind(epoch)
+            .bind(micros(ttl));
+        bind_padded(take, buckets)
+            .bind(node)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let held = sqlx::query(AssertSqlSafe(sql.held(n))).bind(node).bind(epoch);
+        let held: Vec<i32> = bind_padded(held, buckets)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| row.try_get::<i32, _>(0).map_err(db_error))
+            .collect::<Result<_>>()?;
+        tx.commit().await.map_err(db_error)?;
+        let mut taken_over = Vec::new();
+        for row in &before {
+            let bucket: i32 = row.try_get("bucket").map_err(db_error)?;
+            let owner: Option<String> = row.try_get("owner").map_err(db_error)?;
+            let owner_epoch: Option<i64> = row.try_get("epoch").map_err(db_error)?;
+            if let (Some(node_id), Some(taken_epoch)) = (owner, owner_epoch)
+                && taken_epoch != epoch
+                && held.contains(&bucket)
+            {
+                taken_over.push(TakenLease {
+                    bucket,
+                    node_id,
+                    epoch: taken_epoch,
+                });
+            }
+        }
+        Ok(Claimed { held, taken_over })
     }
 
     async fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> Result<()> {

@@ -398,6 +398,17 @@ impl LeaseStatements {
         )
     }
 
+    /// `n` buckets: their holders, each row locked until the transaction ends (so a claim in the
+    /// same transaction replaces exactly the holders read).
+    pub(crate) fn holders_for_update(&self, n: usize) -> String {
+        format!(
+            "SELECT bucket, CAST(owner AS CHAR CHARACTER SET utf8mb4) AS owner, epoch FROM {} \
+             WHERE bucket IN ({}) ORDER BY bucket FOR UPDATE",
+            self.leases,
+            placeholders(n)
+        )
+    }
+
     /// ? node, ? epoch, `n` buckets: those of them the session holds.
     pub(crate) fn held(&self, n: usize) -> String {
         format!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
 use txoutbox_core::Result;
-use txoutbox_core::coordination::{LeaseInfo, Leases, LiveNode, Ownership};
+use txoutbox_core::coordination::{Claimed, LeaseInfo, Leases, LiveNode, Ownership, TakenLease};
 
 use crate::error::db_error;
 use crate::store::PgStore;
@@ -83,6 +83,44 @@ impl Leases for PgStore {
             .fetch_all(self.pool())
             .await
             .map_err(db_error)
+    }
+
+    async fn claim_taking_over(
+        &self,
+        node: &str,
+        epoch: i64,
+        buckets: &[i32],
+        ttl: Duration,
+    ) -> Result<Claimed> {
+        if buckets.is_empty() {
+            return Ok(Claimed::default());
+        }
+        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql().leases.claim_taking_over)))
+            .bind(node)
+            .bind(epoch)
+            .bind(buckets)
+            .bind(millis(ttl))
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_error)?;
+        let mut claimed = Claimed::default();
+        for row in &rows {
+            let bucket: i32 = row.try_get("bucket").map_err(db_error)?;
+            claimed.held.push(bucket);
+            let from: Option<String> = row.try_get("taken_from").map_err(db_error)?;
+            let from_epoch: Option<i64> = row.try_get("taken_epoch").map_err(db_error)?;
+            if let (Some(node_id), Some(taken_epoch)) = (from, from_epoch)
+                && taken_epoch != epoch
+            {
+                claimed.taken_over.push(TakenLease {
+                    bucket,
+                    node_id,
+                    epoch: taken_epoch,
+                });
+            }
+        }
+        claimed.held.sort_unstable();
+        Ok(claimed)
     }
 
     async fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> Result<()> {

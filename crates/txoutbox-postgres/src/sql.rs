@@ -94,6 +94,7 @@ pub(crate) struct LeaseStatements {
     pub(crate) forget_dead_nodes: Arc<str>,
     pub(crate) heartbeat: Arc<str>,
     pub(crate) claim: Arc<str>,
+    pub(crate) claim_taking_over: Arc<str>,
     pub(crate) release: Arc<str>,
     pub(crate) release_all: Arc<str>,
     pub(crate) leave: Arc<str>,
@@ -310,7 +311,28 @@ impl LeaseStatements {
         // A regclass literal: the quoted, validated name inside a string.
         let epochs = table.quoted_with_suffix("_relay_epoch").replace('\'', "''");
         let ms = "* interval '1 millisecond'";
+        let claim = format!(
+            "INSERT INTO {leases} AS l (bucket, owner, epoch, lease_until) \
+             SELECT b, $1, $2, now() + $4 {ms} FROM unnest($3::int[]) AS b \
+             ON CONFLICT (bucket) DO UPDATE SET owner = EXCLUDED.owner, epoch = EXCLUDED.epoch, \
+               lease_until = EXCLUDED.lease_until \
+             WHERE l.owner IS NULL OR l.lease_until <= now() \
+                OR (l.owner = EXCLUDED.owner AND l.epoch = EXCLUDED.epoch) \
+             RETURNING bucket"
+        );
         Self {
+            // The holders before the claim, from the statement's snapshot: a lease written after
+            // it was taken at or after this transaction's `now()`, so it cannot look expired to
+            // the claim; what the claim takes was free, expired or this session's in the snapshot.
+            claim_taking_over: format!(
+                "WITH before AS MATERIALIZED (SELECT bucket, owner, epoch FROM {leases} \
+                   WHERE bucket = ANY($3::int[]) AND owner IS NOT NULL), \
+                 claimed AS ({claim}) \
+                 SELECT c.bucket, b.owner AS taken_from, b.epoch AS taken_epoch \
+                 FROM claimed AS c LEFT JOIN before AS b ON b.bucket = c.bucket"
+            )
+            .into(),
+            claim: claim.into(),
             join: format!(
                 "INSERT INTO {nodes} (node_id, mode, epoch, alive_until) \
                  VALUES ($1, $2, nextval('{epochs}'), now() + $3 {ms}) \
@@ -328,16 +350,6 @@ impl LeaseStatements {
                    WHERE node_id = $1 AND epoch = $2 AND alive_until > now() RETURNING node_id) \
                  SELECT n.node_id, n.mode, n.epoch, EXISTS (SELECT 1 FROM renewed) AS alive FROM {nodes} AS n \
                  WHERE n.alive_until > now() OR n.node_id = $1 ORDER BY n.node_id"
-            )
-            .into(),
-            claim: format!(
-                "INSERT INTO {leases} AS l (bucket, owner, epoch, lease_until) \
-                 SELECT b, $1, $2, now() + $4 {ms} FROM unnest($3::int[]) AS b \
-                 ON CONFLICT (bucket) DO UPDATE SET owner = EXCLUDED.owner, epoch = EXCLUDED.epoch, \
-                   lease_until = EXCLUDED.lease_until \
-                 WHERE l.owner IS NULL OR l.lease_until <= now() \
-                    OR (l.owner = EXCLUDED.owner AND l.epoch = EXCLUDED.epoch) \
-                 RETURNING bucket"
             )
             .into(),
             release: format!(

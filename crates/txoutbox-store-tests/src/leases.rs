@@ -23,6 +23,7 @@ macro_rules! lease_conformance {
             writes_of_a_session_whose_lease_was_taken_are_fenced_off,
             a_work_balance_node_reads_only_its_buckets,
             node_ids_are_compared_exactly,
+            claims_name_the_sessions_whose_expired_leases_they_take,
         );
     };
     (@cases $harness:ty; $($case:ident),+ $(,)?) => {
@@ -270,4 +271,64 @@ where
     assert!(store.claim("NODE", upper, &[5], LONG).await.unwrap().is_empty());
     assert!(store.claim("node ", spaced, &[5], LONG).await.unwrap().is_empty());
     harness.teardown().await;
+}
+
+/// [`Leases::claim_taking_over`] names, of the buckets it took, those whose holder's lease had
+/// run out (an exactly-once node fences that session before it reads them) — not those released,
+/// new, renewed or refused.
+pub async fn claims_name_the_sessions_whose_expired_leases_they_take<H: Harness>()
+where
+    H::Store: Leases,
+{
+    use txoutbox_core::coordination::TakenLease;
+
+    let harness = H::ready(topics()).await;
+    let store = harness.store();
+    let a = store.join("a", "work-balance", LONG).await.unwrap();
+    let first = store
+        .claim_taking_over("a", a, &[1, 2, 3], Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(first.held, [1, 2, 3]);
+    assert!(first.taken_over.is_empty(), "new leases were nobody's: {first:?}");
+    store.release("a", a, &[3]).await.unwrap();
+    let expired = txoutbox_testing::eventually(Duration::from_secs(5), || async {
+        let now = chrono::Utc::now();
+        store
+            .leases()
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.lease_until.is_none_or(|t| t < now))
+    })
+    .await;
+    assert!(expired);
+
+    let b = store.join("b", "work-balance", LONG).await.unwrap();
+    let mut claimed = store
+        .claim_taking_over("b", b, &[1, 2, 3, 4], LONG)
+        .await
+        .unwrap();
+    claimed.held.sort_unstable();
+    claimed.taken_over.sort_by_key(|t| t.bucket);
+    assert_eq!(claimed.held, [1, 2, 3, 4]);
+    let from_a = |bucket| TakenLease {
+        bucket,
+        node_id: "a".into(),
+        epoch: a,
+    };
+    assert_eq!(
+        claimed.taken_over,
+        [from_a(1), from_a(2)],
+        "only the expired leases name their holder (3 was released, 4 is new)"
+    );
+    let renewed = store.claim_taking_over("b", b, &[1, 2], LONG).await.unwrap();
+    assert!(
+        renewed.taken_over.is_empty(),
+        "a renewal takes nothing over: {renewed:?}"
+    );
+    let c = store.join("c", "work-balance", LONG).await.unwrap();
+    let refused = store.claim_taking_over("c", c, &[1, 5], LONG).await.unwrap();
+    assert_eq!(refused.held, [5], "a held lease is refused");
+    assert!(refused.taken_over.is_empty(), "{refused:?}");
 }

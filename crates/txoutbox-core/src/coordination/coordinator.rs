@@ -18,11 +18,16 @@ use crate::error::{Error, Result};
 /// Runs until `engine_done` fires (then leaves: its leases go at once to the other nodes), or
 /// returns an error the relay must stop with (nodes of another `mode` on the table: the
 /// coordination, and the delivery when it is not at-least-once, e.g. `exclusive (exactly-once)`).
+///
+/// `session_bound`: the relay's transport identity belongs to its session (an exactly-once relay
+/// in work-balance mode): a lost session stops the relay instead of starting a new one, since
+/// the node that took its buckets may have fenced that identity.
 pub(crate) async fn run<L: Leases>(
     leases: L,
     ownership: Ownership,
     coordination: Coordination,
     mode: String,
+    session_bound: bool,
     engine_done: CancellationToken,
 ) -> Result<()> {
     let Some(settings) = coordination.lease_settings().cloned() else {
@@ -32,6 +37,8 @@ pub(crate) async fn run<L: Leases>(
     let mode = mode.as_str();
     let exclusive = matches!(coordination, Coordination::Exclusive(_));
     let mut epoch = None;
+    // Buckets taken from lost sessions whose take-over has not succeeded yet: held, not read.
+    let mut taking_over = TakingOver::new();
     loop {
         let session = match epoch {
             Some(epoch) => epoch,
@@ -51,8 +58,28 @@ pub(crate) async fn run<L: Leases>(
                 }
             },
         };
-        match tick(&leases, &ownership, &settings, &node, session, mode, exclusive).await {
+        let ticked = tick(
+            &leases,
+            &ownership,
+            &settings,
+            &node,
+            session,
+            mode,
+            exclusive,
+            &mut taking_over,
+        )
+        .await;
+        match ticked {
             Ok(Tick::Held) => {}
+            Ok(Tick::SessionLost) if session_bound => {
+                ownership.lose();
+                return Err(Error::Config(format!(
+                    "relay node `{node}` lost its leases (it was paused or cut off from the database for \
+                     longer than the lease): the node that took its buckets fenced this session's Kafka \
+                     transactional id, so this exactly-once relay stops; start it again (a supervisor \
+                     restarts it) and it joins with a new session"
+                )));
+            }
             Ok(Tick::SessionLost) => {
                 warn!(node = %node, epoch = session, "this relay lost its leases (paused or cut off too long); rejoining with a new epoch");
                 ownership.lose();
@@ -98,7 +125,13 @@ enum Tick {
     SessionLost,
 }
 
-/// One round: heartbeat, compute the wanted buckets, release drained ones, claim and renew.
+/// Buckets taken from lost sessions (bucket → the sessions' epochs) whose take-over has not
+/// succeeded yet. They stay leased and unread, and are never released, until it does.
+type TakingOver = std::collections::BTreeMap<i32, BTreeSet<i64>>;
+
+/// One round: heartbeat, compute the wanted buckets, release drained ones, claim and renew, and
+/// take over what lost sessions left (when the relay set a take-over step).
+#[allow(clippy::too_many_arguments)] // One round's inputs; a struct would only rename them.
 async fn tick<L: Leases>(
     leases: &L,
     ownership: &Ownership,
@@ -107,6 +140,7 @@ async fn tick<L: Leases>(
     epoch: i64,
     mode: &str,
     exclusive: bool,
+    taking_over: &mut TakingOver,
 ) -> Result<Tick> {
     let started = Instant::now();
     let Some(live) = leases.heartbeat(node, epoch, settings.lease).await? else {
@@ -129,7 +163,11 @@ async fn tick<L: Leases>(
         Scope::Buckets(buckets) => buckets.into_iter().collect(),
     };
     let draining_held = ownership.draining();
-    let held: BTreeSet<i32> = held.union(&draining_held).copied().collect();
+    let held: BTreeSet<i32> = held
+        .union(&draining_held)
+        .copied()
+        .chain(taking_over.keys().copied())
+        .collect();
     let desired: BTreeSet<i32> = if exclusive {
         BTreeSet::from([EXCLUSIVE_LEASE])
     } else {
@@ -146,19 +184,35 @@ async fn tick<L: Leases>(
     let draining: BTreeSet<i32> = held.difference(&desired).copied().collect();
     #[cfg(not(txoutbox_sim_mutant = "released_while_read"))]
     ownership.stop_reading(&draining);
-    let (drained, still_draining): (Vec<i32>, Vec<i32>) =
-        draining.iter().partition(|&&b| ownership.in_flight(b) == 0);
+    // A bucket still to be taken over is never released: its next owner would not know that a
+    // lost session may have delivered rows of it.
+    let (drained, still_draining): (Vec<i32>, Vec<i32>) = draining
+        .iter()
+        .partition(|&&b| ownership.in_flight(b) == 0 && !taking_over.contains_key(&b));
     if !drained.is_empty() {
         leases.release(node, epoch, &drained).await?;
         info!(node, buckets = ?drained, "released drained buckets");
         ownership.set_draining(still_draining.iter().copied().collect());
     }
     let wanted: Vec<i32> = desired.iter().chain(still_draining.iter()).copied().collect();
-    let got: BTreeSet<i32> = leases
-        .claim(node, epoch, &wanted, settings.lease)
-        .await?
-        .into_iter()
-        .collect();
+    let take_over = ownership.take_over();
+    let got: BTreeSet<i32> = match &take_over {
+        Some(_) => {
+            let claimed = leases
+                .claim_taking_over(node, epoch, &wanted, settings.lease)
+                .await?;
+            for taken in claimed.taken_over.into_iter().filter(|t| t.epoch != epoch) {
+                info!(node, bucket = taken.bucket, from = %taken.node_id, epoch = taken.epoch, "took a lease a lost session held");
+                taking_over.entry(taken.bucket).or_default().insert(taken.epoch);
+            }
+            claimed.held.into_iter().collect()
+        }
+        None => leases
+            .claim(node, epoch, &wanted, settings.lease)
+            .await?
+            .into_iter()
+            .collect(),
+    };
     let kept_from_before: BTreeSet<i32> = held.difference(&draining).copied().collect();
     if kept_from_before
         .iter()
@@ -172,14 +226,39 @@ async fn tick<L: Leases>(
     if !newly.is_empty() {
         info!(node, buckets = ?newly, "took over buckets");
     }
-    let readable: Vec<i32> = got.intersection(&desired).copied().collect();
+    if let Some(take_over) = take_over
+        && !taking_over.is_empty()
+    {
+        let sessions: BTreeSet<i64> = taking_over.values().flatten().copied().collect();
+        let sessions: Vec<i64> = sessions.into_iter().collect();
+        // Bounded: the next renewal must not wait behind a slow broker.
+        match tokio::time::timeout(settings.lease / 2, take_over(sessions.clone())).await {
+            Ok(Ok(())) => {
+                info!(node, ?sessions, buckets = ?taking_over.keys().collect::<Vec<_>>(), "took over the buckets of lost sessions");
+                taking_over.clear();
+            }
+            Ok(Err(error @ Error::Config(_))) => return Err(error),
+            Ok(Err(error)) => {
+                warn!(%error, ?sessions, "could not take over the buckets of lost sessions yet; they stay unread")
+            }
+            Err(_) => warn!(
+                ?sessions,
+                "taking over the buckets of lost sessions takes longer than half a lease; they stay unread, retrying"
+            ),
+        }
+    }
+    let readable: Vec<i32> = got
+        .intersection(&desired)
+        .filter(|b| !taking_over.contains_key(b))
+        .copied()
+        .collect();
     let scope = if exclusive {
         if got.contains(&EXCLUSIVE_LEASE) {
             Scope::All
         } else {
             Scope::Nothing
         }
-    } else if readable.is_empty() && still_draining.is_empty() {
+    } else if readable.is_empty() && still_draining.is_empty() && taking_over.is_empty() {
         Scope::Nothing
     } else {
         Scope::Buckets(readable)
@@ -194,7 +273,7 @@ async fn tick<L: Leases>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordination::{LeaseInfo, LiveNode};
+    use crate::coordination::{Claimed, LeaseInfo, LiveNode, TakenLease};
 
     /// Leases whose heartbeat lists fixed nodes and whose claims all succeed.
     #[derive(Clone)]
@@ -245,9 +324,92 @@ mod tests {
             epoch,
             mode,
             exclusive,
+            &mut TakingOver::new(),
         )
         .await
         .map(|_| ownership.scope())
+    }
+
+    /// [`Fixed`] whose first claim takes bucket 2 over from the lost session of epoch 3.
+    #[derive(Clone)]
+    struct TakingOnce {
+        fixed: Fixed,
+        taken: std::sync::Arc<std::sync::Mutex<Option<TakenLease>>>,
+    }
+
+    impl Leases for TakingOnce {
+        fn bucket_count(&self) -> i32 {
+            4
+        }
+        fn attach(&mut self, _: Ownership) {}
+        async fn join(&self, node: &str, mode: &str, ttl: Duration) -> Result<i64> {
+            self.fixed.join(node, mode, ttl).await
+        }
+        async fn heartbeat(&self, node: &str, epoch: i64, ttl: Duration) -> Result<Option<Vec<LiveNode>>> {
+            self.fixed.heartbeat(node, epoch, ttl).await
+        }
+        async fn claim(&self, _: &str, _: i64, _: &[i32], _: Duration) -> Result<Vec<i32>> {
+            panic!("a relay that takes over claims with claim_taking_over")
+        }
+        async fn claim_taking_over(&self, _: &str, _: i64, buckets: &[i32], _: Duration) -> Result<Claimed> {
+            let taken = self.taken.lock().unwrap().take();
+            Ok(Claimed {
+                held: buckets.to_vec(),
+                taken_over: taken.into_iter().collect(),
+            })
+        }
+        async fn release(&self, _: &str, _: i64, _: &[i32]) -> Result<()> {
+            Ok(())
+        }
+        async fn leave(&self, _: &str, _: i64) -> Result<()> {
+            Ok(())
+        }
+        async fn leases(&self) -> Result<Vec<LeaseInfo>> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bucket_taken_from_a_lost_session_is_read_only_after_its_take_over() {
+        let leases = TakingOnce {
+            fixed: Fixed(vec![node("me", "work-balance (exactly-once)", 5)]),
+            taken: std::sync::Arc::new(std::sync::Mutex::new(Some(TakenLease {
+                bucket: 2,
+                node_id: "gone".into(),
+                epoch: 3,
+            }))),
+        };
+        let ownership = Ownership::new("me");
+        ownership.begin(5);
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&calls);
+        ownership.set_take_over(std::sync::Arc::new(move |sessions| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(sessions);
+            let first = seen.len() == 1;
+            Box::pin(async move { if first { Err(Error::Shutdown) } else { Ok(()) } })
+        }));
+        let mut taking_over = TakingOver::new();
+        let mode = "work-balance (exactly-once)";
+        let settings = LeaseSettings::default();
+        let round = |taking_over: &mut TakingOver| {
+            let (leases, ownership, settings) = (leases.clone(), ownership.clone(), settings.clone());
+            let mut pending = std::mem::take(taking_over);
+            async move {
+                let ticked = tick(&leases, &ownership, &settings, "me", 5, mode, false, &mut pending).await;
+                (ticked.map(|_| ownership.scope()), pending)
+            }
+        };
+        // The take-over fails: bucket 2 stays leased, unread, remembered.
+        let (scope, pending) = round(&mut taking_over).await;
+        taking_over = pending;
+        assert_eq!(scope.unwrap(), Scope::Buckets(vec![0, 1, 3]));
+        assert_eq!(taking_over.keys().copied().collect::<Vec<_>>(), [2]);
+        // The next round tries again (the claim reports nothing new) and then reads it.
+        let (scope, pending) = round(&mut taking_over).await;
+        assert_eq!(scope.unwrap(), Scope::Buckets(vec![0, 1, 2, 3]));
+        assert!(pending.is_empty());
+        assert_eq!(*calls.lock().unwrap(), [vec![3], vec![3]]);
     }
 
     #[tokio::test]

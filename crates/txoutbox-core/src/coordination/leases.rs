@@ -35,6 +35,27 @@ pub struct LeaseInfo {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
+/// A lease [`Leases::claim_taking_over`] took from another session whose lease had run out
+/// (not one it released): that session may have delivered rows of the bucket it never marked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenLease {
+    /// The bucket.
+    pub bucket: i32,
+    /// The node the lease was taken from.
+    pub node_id: String,
+    /// That node's session epoch.
+    pub epoch: i64,
+}
+
+/// What [`Leases::claim_taking_over`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Claimed {
+    /// The buckets the session holds afterwards.
+    pub held: Vec<i32>,
+    /// Of those, the ones taken from another session whose lease had run out.
+    pub taken_over: Vec<TakenLease>,
+}
+
 /// Node membership and leases, in the outbox's database. Times are the database's, so nodes need
 /// no synchronised clocks.
 pub trait Leases: Send + Sync + Clone + 'static {
@@ -67,6 +88,28 @@ pub trait Leases: Send + Sync + Clone + 'static {
         buckets: &[i32],
         ttl: Duration,
     ) -> impl Future<Output = Result<Vec<i32>>> + Send;
+
+    /// [`claim`](Self::claim), saying also which leases it took from other sessions whose lease
+    /// had run out, as one atomic step (read before the claim, a lease could run out in between
+    /// and go unreported). An exactly-once relay in work-balance mode needs it: it fences those
+    /// sessions' transactional producers and completes what they delivered before it reads their
+    /// buckets. The default refuses (a store without it runs exactly-once with one relay only).
+    fn claim_taking_over(
+        &self,
+        node: &str,
+        epoch: i64,
+        buckets: &[i32],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Claimed>> + Send {
+        let _ = (node, epoch, buckets, ttl);
+        async {
+            Err(crate::Error::Config(
+                "this store cannot report the leases it takes over, which exactly-once delivery in \
+                 work-balance mode needs: run it in exclusive mode"
+                    .into(),
+            ))
+        }
+    }
 
     /// Gives up this session's leases of `buckets`, at once.
     fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> impl Future<Output = Result<()>> + Send;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 pub use assign::assign_buckets;
 pub(crate) use coordinator::run;
-pub use leases::{EXCLUSIVE_LEASE, LeaseInfo, Leases, LiveNode};
+pub use leases::{Claimed, EXCLUSIVE_LEASE, LeaseInfo, Leases, LiveNode, TakenLease};
 pub use ownership::{Ownership, Scope};
 
 use crate::error::{Error, Result};

@@ -3,6 +3,7 @@
 //! engine and the store (which read it).
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -46,7 +47,28 @@ struct State {
     fenced: AtomicU64,
     /// The labels of the fenced-rows counter.
     labels: MetricLabels,
+    /// Set by an exactly-once relay in work-balance mode: what must happen before it reads
+    /// buckets taken from sessions that lost them (see [`TakeOver`]).
+    take_over: TakeOverSlot,
 }
+
+/// Holds the [`TakeOver`] step, if one is set.
+#[derive(Default)]
+struct TakeOverSlot(Mutex<Option<TakeOver>>);
+
+impl std::fmt::Debug for TakeOverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.lock().map(|slot| slot.is_some()).unwrap_or(false);
+        f.write_str(if set { "TakeOver(set)" } else { "TakeOver(none)" })
+    }
+}
+
+/// Called by the coordinator with the epochs of sessions whose leases it took over, before their
+/// buckets are read: fences their transport identities and completes what they delivered. An
+/// error keeps the buckets unread (retried at the next heartbeat); a
+/// [`Config`](crate::Error::Config) error stops the relay.
+pub(crate) type TakeOver =
+    Arc<dyn Fn(Vec<i64>) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<()>> + Send>> + Send + Sync>;
 
 /// A node's current right to relay. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -77,6 +99,7 @@ impl Ownership {
                 applied: AtomicU64::new(0),
                 fenced: AtomicU64::new(0),
                 labels,
+                take_over: TakeOverSlot::default(),
             }),
         }
     }
@@ -166,6 +189,21 @@ impl Ownership {
     #[doc(hidden)]
     pub fn set_for_tests(&self, scope: Scope) {
         self.set(scope, Instant::now() + std::time::Duration::from_secs(3600));
+    }
+
+    /// Sets what must happen before buckets taken from lost sessions are read.
+    pub(crate) fn set_take_over(&self, take_over: TakeOver) {
+        *self.state.take_over.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(take_over);
+    }
+
+    /// What must happen before buckets taken from lost sessions are read, if anything.
+    pub(crate) fn take_over(&self) -> Option<TakeOver> {
+        self.state
+            .take_over
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A new session: nothing held yet.

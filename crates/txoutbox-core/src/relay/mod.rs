@@ -63,6 +63,9 @@ use shared::Shared;
 /// ```
 pub struct Relay<S, K> {
     shared: Shared<S, K>,
+    /// An exactly-once relay in work-balance mode: its sink's identity belongs to its session,
+    /// and it takes over what lost sessions delivered before it reads their buckets.
+    session_bound: bool,
     /// A coordinated relay's coordinator, started with the relay; it ends after `engine_done`.
     coordinator: Option<CoordinatorTask>,
     engine_done: CancellationToken,
@@ -108,6 +111,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
         shared.monitor = RelayMonitor::labelled(labels);
         Ok(Self {
             shared,
+            session_bound: false,
             coordinator: None,
             engine_done: CancellationToken::new(),
         })
@@ -141,13 +145,16 @@ impl<S: Store, K: Sink> Relay<S, K> {
             Some(delivery) => format!("{} ({delivery})", coordination.name()),
             None => coordination.name().to_owned(),
         };
+        let session_bound = matches!(coordination, Coordination::WorkBalance(_)) && sink.delivery().is_some();
         let mut relay = Self::new(store, sink, config)?;
         relay.shared.ownership = Some(ownership.clone());
+        relay.session_bound = session_bound;
         relay.coordinator = Some(Box::pin(crate::coordination::run(
             leases,
             ownership,
             coordination,
             mode,
+            session_bound,
             relay.engine_done.clone(),
         )));
         Ok(relay)
@@ -198,10 +205,18 @@ impl<S: Store, K: Sink> Relay<S, K> {
     async fn run_inner(self) -> Result<()> {
         let Self {
             shared,
+            session_bound,
             coordinator,
             engine_done,
         } = self;
         let shared = Arc::new(shared);
+        if session_bound && let Some(ownership) = &shared.ownership {
+            let for_take_over = Arc::clone(&shared);
+            ownership.set_take_over(Arc::new(move |sessions| {
+                let shared = Arc::clone(&for_take_over);
+                Box::pin(async move { take_over(&shared, sessions).await })
+            }));
+        }
         let cancel = shared.cancel.clone();
         let mut coordinator = coordinator.map(|task| {
             ChildTask::spawn(async move {
@@ -213,7 +228,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
                 result
             })
         });
-        let result = Self::run_engine(Arc::clone(&shared), coordinator.is_some()).await;
+        let result = Self::run_engine(Arc::clone(&shared), coordinator.is_some(), session_bound).await;
         if shared.store_locked.load(std::sync::atomic::Ordering::Acquire) {
             shared.store.unlock_for_relay().await;
         }
@@ -226,7 +241,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
         result.and(coordination)
     }
 
-    async fn run_engine(shared: Arc<Shared<S, K>>, coordinated: bool) -> Result<()> {
+    async fn run_engine(shared: Arc<Shared<S, K>>, coordinated: bool, session_bound: bool) -> Result<()> {
         let _running = shared.monitor.running_guard();
         // A missing table is a mistake to report at once; a database that is down is waited for.
         let mut backoff = backoff::Backoff::new(
@@ -300,7 +315,13 @@ impl<S: Store, K: Sink> Relay<S, K> {
         if let Some(positions) = shared.store.stream_positions() {
             shared.sink.use_stream_positions(positions);
         }
-        if !wait_for_lease(&shared).await || !recover(&shared).await? || !check_progress(&shared).await? {
+        if !wait_for_lease(&shared).await {
+            return Ok(());
+        }
+        if session_bound && let Some(ownership) = &shared.ownership {
+            shared.sink.use_session(ownership.epoch());
+        }
+        if !recover(&shared).await? || !check_progress(&shared).await? {
             return Ok(());
         }
         info!(
@@ -413,6 +434,42 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
     );
     shared.sink.completed(&ids);
     Ok(true)
+}
+
+/// Takes over what lost sessions left in the buckets this relay took from them (see
+/// [`Sink::take_over`]): fences their transport identities, checks that the progress of each that
+/// delivered is still there, and completes the rows they delivered — those of this relay's
+/// buckets; the owners of their other buckets do the same.
+async fn take_over<S: Store, K: Sink>(shared: &Shared<S, K>, sessions: Vec<i64>) -> Result<()> {
+    let found = shared.sink.take_over(&sessions).await?;
+    let table = shared
+        .store
+        .metric_labels()
+        .get("table")
+        .unwrap_or(crate::DEFAULT_TABLE)
+        .to_owned();
+    let mut ids = Vec::new();
+    for taken in found {
+        if !taken.record.found {
+            let kept = shared
+                .bounded(shared.store.progress_kept(&taken.record.key))
+                .await?;
+            // Gone while the table remembers deliveries under it: stops the relay.
+            taken.record.step(kept, &table)?;
+        }
+        ids.extend(taken.ids);
+    }
+    if !ids.is_empty() {
+        shared
+            .bounded(shared.store.complete(&ids, shared.config.completion))
+            .await?;
+    }
+    info!(
+        ?sessions,
+        rows = ids.len(),
+        "took over lost sessions: fenced, and their delivered rows completed"
+    );
+    Ok(())
 }
 
 /// Checks a transactional sink's progress against the table's record of earlier deliveries (see

@@ -20,7 +20,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use txoutbox_core::{
     BatchDelivery, DeliveryTracker, Error, OutboxMessage, Result, Sink, SinkError, SinkErrorKind,
-    StreamPositions,
+    StreamPositions, TakenOver,
 };
 
 use crate::config::KafkaConfig;
@@ -141,6 +141,12 @@ fn lane_transactional_id(base: &str, lane: usize) -> String {
     }
 }
 
+/// The transactional id of the work-balance session `epoch` of a table whose configured id is
+/// `base`.
+fn session_transactional_id(base: &str, epoch: i64) -> String {
+    format!("{base}-e{epoch}")
+}
+
 /// A batch inside the open transaction: its rows, the relay's tracker (resolved at commit) and
 /// the per-message outcomes librdkafka reports.
 struct Pending {
@@ -235,6 +241,8 @@ struct Inner {
     labels: Mutex<Vec<metrics::Label>>,
     /// Whether the last `recover` found progress under the transactional id (`None` before it).
     progress_found: Mutex<Option<bool>>,
+    /// The session this sink's identity belongs to (work-balance mode, [`Sink::use_session`]).
+    session: Mutex<Option<i64>>,
 }
 
 impl Inner {
@@ -341,7 +349,7 @@ impl ExactlyOnceSink {
     fn enter_fenced(&self, state: &mut State, reason: &str) -> SinkError {
         let message = format!(
             "another relay took over the Kafka transactional id `{}` (this relay is fenced): {reason}",
-            self.inner.settings.transactional_id
+            self.transactional_id()
         );
         self.inner.record_transaction("fenced");
         state.producers = Default::default();
@@ -382,12 +390,23 @@ impl ExactlyOnceSink {
                 positions: Mutex::new(None),
                 labels: Mutex::new(Vec::new()),
                 progress_found: Mutex::new(None),
+                session: Mutex::new(None),
             }),
         })
     }
 
     fn unmarked(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
         self.inner.unmarked()
+    }
+
+    /// The transactional id this sink runs under: the configured one, or in work-balance mode
+    /// the session's (`<id>-e<epoch>`). Also the key of its progress records.
+    fn transactional_id(&self) -> String {
+        let session = *self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+        match session {
+            Some(epoch) => session_transactional_id(&self.inner.settings.transactional_id, epoch),
+            None => self.inner.settings.transactional_id.clone(),
+        }
     }
 
     /// The store's positions, when its ids last one session (set by the relay at start).
@@ -402,7 +421,13 @@ impl ExactlyOnceSink {
     /// A new producer for `lane` with `init_transactions` done: fences every older producer with
     /// its transactional id and aborts (or completes) its open transaction.
     async fn start_producer(&self, lane: usize) -> Result<Arc<ThreadedProducer<SinkContext>>> {
-        let transactional_id = lane_transactional_id(&self.inner.settings.transactional_id, lane);
+        self.start_producer_as(&self.transactional_id(), lane).await
+    }
+
+    /// [`start_producer`](Self::start_producer) for the transactional id `base` (of this sink,
+    /// or of a lost session it takes over).
+    async fn start_producer_as(&self, base: &str, lane: usize) -> Result<Arc<ThreadedProducer<SinkContext>>> {
+        let transactional_id = lane_transactional_id(base, lane);
         let producer: ThreadedProducer<SinkContext> = self
             .inner
             .config
@@ -420,8 +445,7 @@ impl ExactlyOnceSink {
                 let message = format!(
                     "could not start Kafka transactions for `{transactional_id}`: {e}. The brokers must support \
                      transactions (Kafka 0.11+, with transaction.state.log settings the cluster can meet) and \
-                     the relay's principal needs WRITE on the transactional ids `{base}` and `{base}.1`",
-                    base = self.inner.settings.transactional_id
+                     the relay's principal needs WRITE on the transactional ids `{base}` and `{base}.1`"
                 );
                 match e.rdkafka_error_code() {
                     Some(
@@ -434,11 +458,23 @@ impl ExactlyOnceSink {
         Ok(producer)
     }
 
+    /// Checks the progress topic, creating it when allowed and missing.
+    async fn ensure_progress_topic(&self) -> Result<()> {
+        let client = self.inner.config.client_config();
+        progress::ensure_topic(
+            &client,
+            &self.inner.settings.progress_topic,
+            self.inner.settings.progress_replication,
+            self.inner.settings.create_progress_topic,
+        )
+        .await
+    }
+
     /// What the last progress means for this start: the row ids to complete, or (with stream
     /// positions) none, once the store was told what to skip. Progress written by a relay of the
     /// other kind is refused: its rows cannot be matched.
     fn resume(&self, last: Option<Progress>) -> Result<Vec<i64>> {
-        let id = &self.inner.settings.transactional_id;
+        let id = &self.transactional_id();
         match (last, self.positions()) {
             (None, _) => Ok(Vec::new()),
             (Some(p), None) if p.stream.is_some() => Err(Error::Config(format!(
@@ -462,9 +498,13 @@ impl ExactlyOnceSink {
 
     /// The last committed progress of this relay (both lanes write it under the configured id).
     async fn read_progress(&self) -> Result<Option<Progress>> {
+        self.read_progress_of(self.transactional_id()).await
+    }
+
+    /// The last committed progress written under the transactional id `id`.
+    async fn read_progress_of(&self, id: String) -> Result<Option<Progress>> {
         let client = self.inner.config.client_config();
         let topic = self.inner.settings.progress_topic.clone();
-        let id = self.inner.settings.transactional_id.clone();
         tokio::task::spawn_blocking(move || progress::read_last(&client, &topic, &id))
             .await
             .map_err(blocking_error)?
@@ -513,7 +553,7 @@ impl ExactlyOnceSink {
         };
         let progress = self.progress(&open);
         let payload = serde_json::to_vec(&progress).unwrap_or_default();
-        let key = self.inner.settings.transactional_id.clone();
+        let key = self.transactional_id();
         let topic = self.inner.settings.progress_topic.clone();
         let record: BaseRecord<'_, String, [u8], Box<DeliveryRef>> = BaseRecord::with_opaque_to(
             &topic,
@@ -917,14 +957,7 @@ impl Sink for ExactlyOnceSink {
     }
 
     async fn recover(&self) -> Result<Vec<i64>> {
-        let client = self.inner.config.client_config();
-        progress::ensure_topic(
-            &client,
-            &self.inner.settings.progress_topic,
-            self.inner.settings.progress_replication,
-            self.inner.settings.create_progress_topic,
-        )
-        .await?;
+        self.ensure_progress_topic().await?;
         let mut state = self.inner.state.lock().await;
         for lane in 0..LANES {
             let producer = self.start_producer(lane).await?;
@@ -941,7 +974,7 @@ impl Sink for ExactlyOnceSink {
         let ids = self.resume(last)?;
         self.unmarked().extend(ids.iter().copied());
         tracing::info!(
-            transactional_id = %self.inner.settings.transactional_id,
+            transactional_id = %self.transactional_id(),
             rows = ids.len(),
             "exactly-once: transactions fenced and progress read"
         );
@@ -952,6 +985,46 @@ impl Sink for ExactlyOnceSink {
         self.inner.burst_ended.notify_one();
     }
 
+    fn use_session(&self, epoch: i64) {
+        *self.inner.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(epoch);
+    }
+
+    /// Fences both lanes of each lost session's transactional id (`init_transactions` aborts its
+    /// open transaction, or waits for its commit to finish) and only then reads its last
+    /// progress, which is final from that moment.
+    async fn take_over(&self, sessions: &[i64]) -> Result<Vec<TakenOver>> {
+        self.ensure_progress_topic().await?;
+        let mut taken = Vec::with_capacity(sessions.len());
+        for &epoch in sessions {
+            let id = session_transactional_id(&self.inner.settings.transactional_id, epoch);
+            for lane in 0..LANES {
+                // Started to fence, then dropped: it sends nothing.
+                drop(self.start_producer_as(&id, lane).await?);
+            }
+            let last = self.read_progress_of(id.clone()).await?;
+            let ids = match &last {
+                Some(progress) if progress.stream.is_some() => {
+                    return Err(Error::Config(format!(
+                        "the exactly-once progress of `{id}` names WAL positions, and this relay reads an \
+                         outbox table: give each its own transactional id"
+                    )));
+                }
+                Some(progress) => progress.all_ids(),
+                None => Vec::new(),
+            };
+            tracing::info!(transactional_id = %id, rows = ids.len(), "exactly-once: took over a lost session's transactional id");
+            taken.push(TakenOver {
+                record: txoutbox_core::ProgressRecord {
+                    key: id,
+                    location: format!("the progress topic `{}`", self.inner.settings.progress_topic),
+                    found: last.is_some(),
+                },
+                ids,
+            });
+        }
+        Ok(taken)
+    }
+
     /// The transactional id's progress in the progress topic, once `recover` read it.
     fn progress_record(&self) -> Option<txoutbox_core::ProgressRecord> {
         let found = (*self
@@ -960,7 +1033,7 @@ impl Sink for ExactlyOnceSink {
             .lock()
             .unwrap_or_else(|p| p.into_inner()))?;
         Some(txoutbox_core::ProgressRecord {
-            key: self.inner.settings.transactional_id.clone(),
+            key: self.transactional_id(),
             location: format!("the progress topic `{}`", self.inner.settings.progress_topic),
             found,
         })
