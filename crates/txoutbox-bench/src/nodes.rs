@@ -301,6 +301,9 @@ async fn measure<P: Store + Leases>(
     }
     let first = stats.first_fetch.get().copied().unwrap_or(started);
     let rate = n as f64 / (end - first).as_secs_f64();
+    // Shares that settled before the first read (exactly-once nodes start their producers once
+    // they hold a lease, so they read later) count from the first read.
+    let settled_at = settled_at.map(|(at, done)| (at.max(first), done));
     match (setup.balanced(), settled_at) {
         (true, Some((settled, done_then))) => Measured {
             rate,

@@ -705,6 +705,13 @@ async fn exclusive_fails_over(bed: &Bed, delivery: Delivery) {
     .await;
     assert!(flowing);
     let leader = bed.owners().await.into_keys().next().unwrap();
+    // The leader counts what Kafka acknowledged (exactly-once: what it committed, which the
+    // records counted above may still wait for).
+    let publishing = eventually(Duration::from_secs(30), || async {
+        nodes[leader.as_str()].status().await["published_total"].as_u64() > Some(0)
+    })
+    .await;
+    assert!(publishing, "{}", nodes[leader.as_str()].logs());
     // Exactly one relays: the others hold nothing and published nothing, and every node still
     // runs (an exactly-once standby that fenced the leader's producers would have stopped it).
     for (name, daemon) in &mut nodes {

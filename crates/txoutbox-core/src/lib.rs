@@ -12,6 +12,7 @@
     clippy::indexing_slicing
 )]
 
+mod child_task;
 mod clock;
 pub mod coordination;
 mod error;

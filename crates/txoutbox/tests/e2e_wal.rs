@@ -105,6 +105,56 @@ async fn ten_thousand_messages_from_concurrent_writers_arrive_once_in_key_order(
     db.teardown().await;
 }
 
+/// The scale-out road of WAL mode: several relays, each streaming a slot of its own and relaying
+/// only the messages of its prefix, on one database. Transactions publish to both prefixes at
+/// once; each relay's topics get exactly their own messages, once, in key order (a relay that
+/// took the other prefix's messages too would send them to the other relay's topics, twice), and
+/// a rolled-back transaction reaches neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_slots_with_their_own_prefixes_split_the_stream_without_crossing() {
+    const TOTAL: u64 = 4_000;
+    let topics_a = three_new_topics("wal-split-a").await;
+    let topics_b = three_new_topics("wal-split-b").await;
+    let a = Wal::new(&topics_a).await;
+    let b = Wal::new(&topics_b).await;
+    let (store_a, store_b) = (a.store_over_pool(), b.store_over_pool());
+    let relay_a = start_relay(store_a.clone(), relay_config());
+    let relay_b = start_relay(store_b.clone(), relay_config());
+    let events: Vec<Event<0>> = (0..TOTAL)
+        .map(|i| cases::event(&format!("k{}", i % 97), i))
+        .collect();
+    for chunk in events.chunks(20) {
+        let mut tx = a.db.pool.begin().await.unwrap();
+        a.outbox.publish_all(&mut *tx, chunk).await.unwrap();
+        b.outbox.publish_all(&mut *tx, chunk).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut tx = a.db.pool.begin().await.unwrap();
+    let rolled_back = [cases::event::<0>("k-rolled-back", 0)];
+    a.outbox.publish_all(&mut *tx, &rolled_back).await.unwrap();
+    b.outbox.publish_all(&mut *tx, &rolled_back).await.unwrap();
+    tx.rollback().await.unwrap();
+    drained(&store_a, Duration::from_secs(120)).await;
+    drained(&store_b, Duration::from_secs(120)).await;
+    relay_a.shutdown().await.unwrap();
+    relay_b.shutdown().await.unwrap();
+    // Their replication sessions end with the last clones: the slots can then be dropped.
+    drop((store_a, store_b));
+    for (name, topics) in [("a", &topics_a), ("b", &topics_b)] {
+        let records = read_all(topics).await;
+        let verdict = verify(&records);
+        assert_eq!(verdict.distinct as u64, TOTAL, "relay {name}: {verdict:?}");
+        assert_eq!(verdict.duplicates, 0, "relay {name}: {verdict:?}");
+        assert_eq!(verdict.order_violations, 0, "relay {name}: {verdict:?}");
+        assert!(
+            records.iter().all(|r| r.key_str() != "k-rolled-back"),
+            "relay {name} sent a rolled-back message"
+        );
+    }
+    a.teardown().await;
+    b.teardown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_stopped_mid_stream_and_started_again_loses_nothing() {
     let topics = three_new_topics("wal-restart").await;

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::assign::assign_buckets;
 use super::leases::{EXCLUSIVE_LEASE, Leases};
 use super::ownership::{Ownership, Scope};
+use super::taking_over::TakingOver;
 use super::{Coordination, LeaseSettings};
 use crate::error::{Error, Result};
 
@@ -125,10 +126,6 @@ enum Tick {
     SessionLost,
 }
 
-/// Buckets taken from lost sessions (bucket → the sessions' epochs) whose take-over has not
-/// succeeded yet. They stay leased and unread, and are never released, until it does.
-type TakingOver = std::collections::BTreeMap<i32, BTreeSet<i64>>;
-
 /// One round: heartbeat, compute the wanted buckets, release drained ones, claim and renew, and
 /// take over what lost sessions left (when the relay set a take-over step).
 #[allow(clippy::too_many_arguments)] // One round's inputs; a struct would only rename them.
@@ -166,7 +163,7 @@ async fn tick<L: Leases>(
     let held: BTreeSet<i32> = held
         .union(&draining_held)
         .copied()
-        .chain(taking_over.keys().copied())
+        .chain(taking_over.buckets())
         .collect();
     let desired: BTreeSet<i32> = if exclusive {
         BTreeSet::from([EXCLUSIVE_LEASE])
@@ -188,7 +185,7 @@ async fn tick<L: Leases>(
     // lost session may have delivered rows of it.
     let (drained, still_draining): (Vec<i32>, Vec<i32>) = draining
         .iter()
-        .partition(|&&b| ownership.in_flight(b) == 0 && !taking_over.contains_key(&b));
+        .partition(|&&b| ownership.in_flight(b) == 0 && !taking_over.contains(b));
     if !drained.is_empty() {
         leases.release(node, epoch, &drained).await?;
         info!(node, buckets = ?drained, "released drained buckets");
@@ -203,7 +200,7 @@ async fn tick<L: Leases>(
                 .await?;
             for taken in claimed.taken_over.into_iter().filter(|t| t.epoch != epoch) {
                 info!(node, bucket = taken.bucket, from = %taken.node_id, epoch = taken.epoch, "took a lease a lost session held");
-                taking_over.entry(taken.bucket).or_default().insert(taken.epoch);
+                taking_over.add(taken.bucket, taken.epoch);
             }
             claimed.held.into_iter().collect()
         }
@@ -226,30 +223,15 @@ async fn tick<L: Leases>(
     if !newly.is_empty() {
         info!(node, buckets = ?newly, "took over buckets");
     }
-    if let Some(take_over) = take_over
-        && !taking_over.is_empty()
-    {
-        let sessions: BTreeSet<i64> = taking_over.values().flatten().copied().collect();
-        let sessions: Vec<i64> = sessions.into_iter().collect();
-        // Bounded: the next renewal must not wait behind a slow broker.
-        match tokio::time::timeout(settings.lease / 2, take_over(sessions.clone())).await {
-            Ok(Ok(())) => {
-                info!(node, ?sessions, buckets = ?taking_over.keys().collect::<Vec<_>>(), "took over the buckets of lost sessions");
-                taking_over.clear();
-            }
-            Ok(Err(error @ Error::Config(_))) => return Err(error),
-            Ok(Err(error)) => {
-                warn!(%error, ?sessions, "could not take over the buckets of lost sessions yet; they stay unread")
-            }
-            Err(_) => warn!(
-                ?sessions,
-                "taking over the buckets of lost sessions takes longer than half a lease; they stay unread, retrying"
-            ),
-        }
+    // Fast take-overs finish within this round; a slow one goes on while the leases are renewed.
+    if let Some(take_over) = &take_over {
+        taking_over
+            .advance(take_over, node, settings.heartbeat / 2)
+            .await?;
     }
     let readable: Vec<i32> = got
         .intersection(&desired)
-        .filter(|b| !taking_over.contains_key(b))
+        .filter(|b| !taking_over.contains(**b))
         .copied()
         .collect();
     let scope = if exclusive {
@@ -404,7 +386,7 @@ mod tests {
         let (scope, pending) = round(&mut taking_over).await;
         taking_over = pending;
         assert_eq!(scope.unwrap(), Scope::Buckets(vec![0, 1, 3]));
-        assert_eq!(taking_over.keys().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!(taking_over.buckets().collect::<Vec<_>>(), [2]);
         // The next round tries again (the claim reports nothing new) and then reads it.
         let (scope, pending) = round(&mut taking_over).await;
         assert_eq!(scope.unwrap(), Scope::Buckets(vec![0, 1, 2, 3]));

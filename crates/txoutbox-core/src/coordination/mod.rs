@@ -19,6 +19,7 @@ mod assign;
 mod coordinator;
 mod leases;
 mod ownership;
+mod taking_over;
 
 use std::time::Duration;
 

@@ -15,7 +15,6 @@
 mod allowed_topics;
 mod backoff;
 mod batches;
-mod child_task;
 mod completer;
 mod config;
 pub mod dead_letter_copy;
@@ -40,13 +39,13 @@ pub use allowed_topics::AllowedTopics;
 pub use config::{DeadLetterTopic, OnDeadLetter, RelayConfig, UNREADABLE_TOPIC};
 pub use monitor::{Condition, RelayMonitor};
 
+use crate::child_task::ChildTask;
 use crate::coordination::{Coordination, Leases, Ownership, Scope};
 use crate::error::{Error, Result};
 use crate::progress_record::ProgressStep;
 use crate::sink::Sink;
 use crate::store::Store;
 use crate::wakeup::Wakeup;
-use child_task::ChildTask;
 use shared::Shared;
 
 /// A relay from a [`Store`] to a [`Sink`], ready to start.

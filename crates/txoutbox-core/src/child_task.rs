@@ -1,4 +1,4 @@
-//! The relay's services run as tasks that end with the relay.
+//! Tasks that end with their owner: the relay's services, and a coordinator's take-over step.
 
 use tokio::task::{JoinError, JoinHandle};
 
