@@ -316,10 +316,17 @@ pub trait Sink: Send + Sync + 'static {
     /// it took from earlier sessions that lost them (a node that died, froze or was cut off):
     /// fences each session's transport identity (its open transaction is aborted, and it can
     /// commit nothing more) and returns, per session, where its progress was looked for and the
-    /// rows it delivered for good. The relay completes those of its buckets. The default: none.
+    /// rows it delivered for good. The relay completes those of its buckets. The default refuses
+    /// (a sink that records progress must implement it to run in work-balance mode).
     fn take_over(&self, sessions: &[i64]) -> impl Future<Output = crate::Result<Vec<TakenOver>>> + Send {
         let _ = sessions;
-        async { Ok(Vec::new()) }
+        async {
+            Err(crate::Error::Config(
+                "this sink cannot take over the transport identity of a lost relay session, which \
+                 its delivery needs in work-balance mode: run it in exclusive mode"
+                    .into(),
+            ))
+        }
     }
 
     /// Called once when the relay starts, before [`recover`](Self::recover), when its store's

@@ -321,12 +321,13 @@ impl LeaseStatements {
              RETURNING bucket"
         );
         Self {
-            // The holders before the claim, from the statement's snapshot: a lease written after
-            // it was taken at or after this transaction's `now()`, so it cannot look expired to
-            // the claim; what the claim takes was free, expired or this session's in the snapshot.
+            // The expired holders before the claim, from the statement's snapshot. The claim
+            // itself sees the latest version: a lease released since the snapshot is taken as free
+            // and not reported (its holder is alive and drained it), which the expiry condition
+            // here ensures; a lease renewed since is not taken.
             claim_taking_over: format!(
                 "WITH before AS MATERIALIZED (SELECT bucket, owner, epoch FROM {leases} \
-                   WHERE bucket = ANY($3::int[]) AND owner IS NOT NULL), \
+                   WHERE bucket = ANY($3::int[]) AND owner IS NOT NULL AND lease_until <= now()), \
                  claimed AS ({claim}) \
                  SELECT c.bucket, b.owner AS taken_from, b.epoch AS taken_epoch \
                  FROM claimed AS c LEFT JOIN before AS b ON b.bucket = c.bucket"

@@ -102,6 +102,13 @@ pub(crate) async fn run<L: Leases>(
         }
         if wait(&engine_done, settings.heartbeat).await {
             ownership.lose();
+            if session_bound {
+                // Rows Kafka committed may be unmarked (a shutdown timeout, a failed mark), and
+                // only a take-over reads this session's progress: the leases expire, and the nodes
+                // that take them fence this session and complete what it delivered.
+                info!(node = %node, "exactly-once relay node stopped; its leases expire and are taken over");
+                return Ok(());
+            }
             if let Err(error) = leases.leave(&node, session).await {
                 warn!(%error, "could not release the leases on the way out; they expire by themselves");
             } else {

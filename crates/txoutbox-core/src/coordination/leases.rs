@@ -93,7 +93,8 @@ pub trait Leases: Send + Sync + Clone + 'static {
     /// had run out, as one atomic step (read before the claim, a lease could run out in between
     /// and go unreported). An exactly-once relay in work-balance mode needs it: it fences those
     /// sessions' transactional producers and completes what they delivered before it reads their
-    /// buckets. The default refuses (a store without it runs exactly-once with one relay only).
+    /// buckets. The default refuses: with a store without it, an exactly-once relay in
+    /// work-balance mode stops at its first heartbeat (exclusive mode does not need it).
     fn claim_taking_over(
         &self,
         node: &str,

@@ -210,10 +210,16 @@ impl<S: Store, K: Sink> Relay<S, K> {
         } = self;
         let shared = Arc::new(shared);
         if session_bound && let Some(ownership) = &shared.ownership {
-            let for_take_over = Arc::clone(&shared);
+            // Weak: the ownership lives in `shared`, which must not keep itself alive.
+            let for_take_over = Arc::downgrade(&shared);
             ownership.set_take_over(Arc::new(move |sessions| {
-                let shared = Arc::clone(&for_take_over);
-                Box::pin(async move { take_over(&shared, sessions).await })
+                let shared = for_take_over.upgrade();
+                Box::pin(async move {
+                    match shared {
+                        Some(shared) => take_over(&shared, sessions).await,
+                        None => Err(Error::Shutdown),
+                    }
+                })
             }));
         }
         let cancel = shared.cancel.clone();
@@ -399,14 +405,21 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(5),
     );
+    // Each attempt first waits for a lease again: one lost while the transport was unreachable
+    // went to another relay, whose transport identity this recovery would fence.
     let recovered = retry_at_start(
         shared,
         &mut backoff,
         "cannot read the transport's progress yet",
-        || shared.sink.recover(),
+        || async {
+            if !wait_for_lease(shared).await {
+                return Ok(None);
+            }
+            shared.sink.recover().await.map(Some)
+        },
     )
     .await?;
-    let Some(ids) = recovered else {
+    let Some(Some(ids)) = recovered else {
         return Ok(false);
     };
     if ids.is_empty() {
@@ -441,12 +454,7 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
 /// buckets; the owners of their other buckets do the same.
 async fn take_over<S: Store, K: Sink>(shared: &Shared<S, K>, sessions: Vec<i64>) -> Result<()> {
     let found = shared.sink.take_over(&sessions).await?;
-    let table = shared
-        .store
-        .metric_labels()
-        .get("table")
-        .unwrap_or(crate::DEFAULT_TABLE)
-        .to_owned();
+    let table = table_name(shared);
     let mut ids = Vec::new();
     for taken in found {
         if !taken.record.found {
@@ -482,12 +490,7 @@ async fn check_progress<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(5),
     );
-    let table = shared
-        .store
-        .metric_labels()
-        .get("table")
-        .unwrap_or(crate::DEFAULT_TABLE)
-        .to_owned();
+    let table = table_name(shared);
     let checked = retry_at_start(
         shared,
         &mut backoff,
@@ -507,6 +510,16 @@ async fn check_progress<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool
     )
     .await?;
     Ok(checked.is_some())
+}
+
+/// The relay's table, as its metrics name it (for messages).
+fn table_name<S: Store, K>(shared: &Shared<S, K>) -> String {
+    shared
+        .store
+        .metric_labels()
+        .get("table")
+        .unwrap_or(crate::DEFAULT_TABLE)
+        .to_owned()
 }
 
 /// Runs a start-up step until it succeeds: a retryable error waits (`backoff`) and tries again,
