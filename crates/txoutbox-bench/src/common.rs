@@ -280,14 +280,29 @@ impl<S: Store + Leases> Leases for Instrumented<S> {
         self.inner.claim(node, epoch, buckets, ttl).await
     }
 
-    async fn claim_taking_over(
+    async fn claim_fresh(
         &self,
         node: &str,
         epoch: i64,
         buckets: &[i32],
         ttl: Duration,
     ) -> txoutbox::Result<Claimed> {
-        self.inner.claim_taking_over(node, epoch, buckets, ttl).await
+        self.inner.claim_fresh(node, epoch, buckets, ttl).await
+    }
+
+    async fn take_over(
+        &self,
+        node: &str,
+        epoch: i64,
+        from: i64,
+        buckets: &[i32],
+        ids: &[i64],
+        completion: txoutbox::Completion,
+        ttl: Duration,
+    ) -> txoutbox::Result<Vec<i32>> {
+        self.inner
+            .take_over(node, epoch, from, buckets, ids, completion, ttl)
+            .await
     }
 
     async fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> txoutbox::Result<()> {

@@ -218,6 +218,8 @@ impl BatchDelivery {
 /// ([`Sink::take_over`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenOver {
+    /// The session's epoch.
+    pub session: i64,
     /// The session's progress key and whether its progress was found.
     pub record: crate::ProgressRecord,
     /// The rows the session delivered for good (committed), marked or not.
@@ -316,7 +318,8 @@ pub trait Sink: Send + Sync + 'static {
     /// it took from earlier sessions that lost them (a node that died, froze or was cut off):
     /// fences each session's transport identity (its open transaction is aborted, and it can
     /// commit nothing more) and returns, per session, where its progress was looked for and the
-    /// rows it delivered for good. The relay completes those of its buckets. The default refuses
+    /// rows it delivered for good; the relay then takes the buckets and completes those rows of
+    /// them in one database transaction. The default refuses
     /// (a sink that records progress must implement it to run in work-balance mode).
     fn take_over(&self, sessions: &[i64]) -> impl Future<Output = crate::Result<Vec<TakenOver>>> + Send {
         let _ = sessions;

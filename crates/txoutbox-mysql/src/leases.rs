@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
+use txoutbox_core::Completion;
 use txoutbox_core::Result;
-use txoutbox_core::coordination::{Claimed, LeaseInfo, Leases, LiveNode, Ownership, TakenLease};
+use txoutbox_core::coordination::{Claimed, ExpiredLease, LeaseInfo, Leases, LiveNode, Ownership};
 
 use crate::error::db_error;
 use crate::sql::{bind_padded, padded_len};
@@ -17,6 +18,31 @@ const BUCKETS: i32 = 64;
 /// A lease's length in microseconds, as the statements bind it.
 fn micros(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl MySqlStore {
+    /// Of `buckets`, those the session holds — read in `tx` when given.
+    async fn held(
+        &self,
+        node: &str,
+        epoch: i64,
+        buckets: &[i32],
+        tx: Option<&mut sqlx::MySqlConnection>,
+    ) -> Result<Vec<i32>> {
+        let statement = self.sql().leases.held(padded_len(buckets.len()));
+        let query = bind_padded(
+            sqlx::query(AssertSqlSafe(statement)).bind(node).bind(epoch),
+            buckets,
+        );
+        let rows = match tx {
+            Some(conn) => query.fetch_all(conn).await,
+            None => query.fetch_all(self.pool()).await,
+        }
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| row.try_get::<i32, _>(0).map_err(db_error))
+            .collect()
+    }
 }
 
 impl Leases for MySqlStore {
@@ -111,25 +137,12 @@ impl Leases for MySqlStore {
             .execute(self.pool())
             .await
             .map_err(db_error)?;
-        let held = sqlx::query(AssertSqlSafe(sql.held(n))).bind(node).bind(epoch);
-        bind_padded(held, buckets)
-            .fetch_all(self.pool())
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|row| row.try_get::<i32, _>(0).map_err(db_error))
-            .collect()
+        self.held(node, epoch, buckets, None).await
     }
 
-    /// The claim in a transaction that first locks the buckets' lease rows and reads their
-    /// holders: nothing can change them before the claim replaces them.
-    async fn claim_taking_over(
-        &self,
-        node: &str,
-        epoch: i64,
-        buckets: &[i32],
-        ttl: Duration,
-    ) -> Result<Claimed> {
+    /// The claim without taking expired leases, then the expired ones listed (advisory: the
+    /// take-over statement checks the holder again).
+    async fn claim_fresh(&self, node: &str, epoch: i64, buckets: &[i32], ttl: Duration) -> Result<Claimed> {
         if buckets.is_empty() {
             return Ok(Claimed::default());
         }
@@ -139,47 +152,70 @@ impl Leases for MySqlStore {
             .execute(self.pool())
             .await
             .map_err(db_error)?;
-        let mut tx = self.pool().begin().await.map_err(db_error)?;
-        let before = bind_padded(sqlx::query(AssertSqlSafe(sql.holders_for_update(n))), buckets)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let take = sqlx::query(AssertSqlSafe(sql.claim(n)))
+        let take = sqlx::query(AssertSqlSafe(sql.claim_fresh(n)))
             .bind(node)
             .bind(epoch)
             .bind(micros(ttl));
         bind_padded(take, buckets)
             .bind(node)
             .bind(epoch)
-            .execute(&mut *tx)
+            .execute(self.pool())
             .await
             .map_err(db_error)?;
-        let held = sqlx::query(AssertSqlSafe(sql.held(n))).bind(node).bind(epoch);
-        let held: Vec<i32> = bind_padded(held, buckets)
-            .fetch_all(&mut *tx)
+        let held = self.held(node, epoch, buckets, None).await?;
+        let expired = bind_padded(sqlx::query(AssertSqlSafe(sql.expired(n))), buckets)
+            .bind(node)
+            .bind(epoch)
+            .fetch_all(self.pool())
             .await
             .map_err(db_error)?
             .iter()
-            .map(|row| row.try_get::<i32, _>(0).map_err(db_error))
-            .collect::<Result<_>>()?;
-        tx.commit().await.map_err(db_error)?;
-        let mut taken_over = Vec::new();
-        for row in &before {
-            let bucket: i32 = row.try_get("bucket").map_err(db_error)?;
-            let owner: Option<String> = row.try_get("owner").map_err(db_error)?;
-            let owner_epoch: Option<i64> = row.try_get("epoch").map_err(db_error)?;
-            if let (Some(node_id), Some(taken_epoch)) = (owner, owner_epoch)
-                && taken_epoch != epoch
-                && held.contains(&bucket)
-            {
-                taken_over.push(TakenLease {
-                    bucket,
-                    node_id,
-                    epoch: taken_epoch,
-                });
-            }
+            .map(|row| {
+                Ok(ExpiredLease {
+                    bucket: row.try_get("bucket")?,
+                    node_id: row.try_get("owner")?,
+                    epoch: row.try_get("epoch")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)?;
+        Ok(Claimed { held, expired })
+    }
+
+    async fn take_over(
+        &self,
+        node: &str,
+        epoch: i64,
+        from: i64,
+        buckets: &[i32],
+        ids: &[i64],
+        completion: Completion,
+        ttl: Duration,
+    ) -> Result<Vec<i32>> {
+        if buckets.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(Claimed { held, taken_over })
+        let sql = &self.sql().leases;
+        let n = padded_len(buckets.len());
+        let mut tx = self.pool().begin().await.map_err(db_error)?;
+        let take = sqlx::query(AssertSqlSafe(sql.take_over(n)))
+            .bind(node)
+            .bind(epoch)
+            .bind(micros(ttl));
+        bind_padded(take, buckets)
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let taken = self.held(node, epoch, buckets, Some(&mut tx)).await?;
+        if !taken.is_empty() && !ids.is_empty() {
+            // The fenced completion sees this transaction's leases: it completes the rows of the
+            // buckets just taken (and of this session's others), nobody else's.
+            self.complete_on(&mut tx, ids, completion, Some((node, epoch)))
+                .await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(taken)
     }
 
     async fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> Result<()> {

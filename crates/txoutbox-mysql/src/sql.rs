@@ -398,12 +398,34 @@ impl LeaseStatements {
         )
     }
 
-    /// `n` buckets: their holders, each row locked until the transaction ends (so a claim in the
-    /// same transaction replaces exactly the holders read).
-    pub(crate) fn holders_for_update(&self, n: usize) -> String {
+    /// ? node, ? epoch, ? lease (µs), `n` buckets, ? node, ? epoch: takes the free leases of the
+    /// buckets and renews this session's; leaves leases that ran out under other sessions.
+    pub(crate) fn claim_fresh(&self, n: usize) -> String {
+        format!(
+            "UPDATE {} SET owner = ?, epoch = ?, lease_until = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND \
+             WHERE bucket IN ({}) AND (owner IS NULL OR lease_until IS NULL OR (owner = ? AND epoch = ?))",
+            self.leases,
+            placeholders(n)
+        )
+    }
+
+    /// `n` buckets, ? node, ? epoch: those whose lease ran out under another session, with it.
+    pub(crate) fn expired(&self, n: usize) -> String {
         format!(
             "SELECT bucket, CAST(owner AS CHAR CHARACTER SET utf8mb4) AS owner, epoch FROM {} \
-             WHERE bucket IN ({}) ORDER BY bucket FOR UPDATE",
+             WHERE bucket IN ({}) AND owner IS NOT NULL AND lease_until <= UTC_TIMESTAMP(6) \
+               AND NOT (owner = ? AND epoch = ?) ORDER BY bucket",
+            self.leases,
+            placeholders(n)
+        )
+    }
+
+    /// ? node, ? epoch, ? lease (µs), `n` buckets, ? lost epoch: takes the leases of the buckets
+    /// that the lost session still holds with its lease run out.
+    pub(crate) fn take_over(&self, n: usize) -> String {
+        format!(
+            "UPDATE {} SET owner = ?, epoch = ?, lease_until = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND \
+             WHERE bucket IN ({}) AND epoch = ? AND owner IS NOT NULL AND lease_until <= UTC_TIMESTAMP(6)",
             self.leases,
             placeholders(n)
         )

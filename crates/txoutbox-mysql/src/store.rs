@@ -116,6 +116,31 @@ impl MySqlStore {
         &self.sql
     }
 
+    /// Completes `ids` on `conn` (in its transaction, if one is open), fenced by `fence` (node,
+    /// epoch) when given; the number of rows changed.
+    pub(crate) async fn complete_on(
+        &self,
+        conn: &mut sqlx::MySqlConnection,
+        ids: &[i64],
+        completion: Completion,
+        fence: Option<(&str, i64)>,
+    ) -> Result<u64> {
+        let mut changed = 0;
+        for chunk in ids.chunks(MAX_IDS) {
+            let n = padded_len(chunk.len());
+            let sql = match completion {
+                Completion::MarkPublished => self.sql.mark_published(n, fence.is_some()),
+                _ => self.sql.delete(n, fence.is_some()),
+            };
+            let mut query = bind_padded(sqlx::query(AssertSqlSafe(sql)), chunk);
+            if let Some((node, epoch)) = fence {
+                query = query.bind(node).bind(epoch).bind(node).bind(epoch);
+            }
+            changed += query.execute(&mut *conn).await.map_err(db_error)?.rows_affected();
+        }
+        Ok(changed)
+    }
+
     fn returned(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
         self.returned.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -397,19 +422,8 @@ impl Store for MySqlStore {
     /// [`Leases`](txoutbox_core::coordination::Leases)).
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
         let fence = self.ownership.as_ref().map(Ownership::fence);
-        let mut changed = 0;
-        for chunk in ids.chunks(MAX_IDS) {
-            let n = padded_len(chunk.len());
-            let sql = match completion {
-                Completion::MarkPublished => self.sql.mark_published(n, fence.is_some()),
-                _ => self.sql.delete(n, fence.is_some()),
-            };
-            let mut query = bind_padded(sqlx::query(AssertSqlSafe(sql)), chunk);
-            if let Some((node, epoch)) = fence {
-                query = query.bind(node).bind(epoch).bind(node).bind(epoch);
-            }
-            changed += query.execute(&self.pool).await.map_err(db_error)?.rows_affected();
-        }
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let changed = self.complete_on(&mut conn, ids, completion, fence).await?;
         if let Some(ownership) = &self.ownership {
             ownership.record_write(ids.len(), changed);
         }

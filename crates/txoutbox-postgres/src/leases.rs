@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
+use txoutbox_core::Completion;
 use txoutbox_core::Result;
-use txoutbox_core::coordination::{Claimed, LeaseInfo, Leases, LiveNode, Ownership, TakenLease};
+use txoutbox_core::coordination::{Claimed, ExpiredLease, LeaseInfo, Leases, LiveNode, Ownership};
 
 use crate::error::db_error;
 use crate::store::PgStore;
@@ -85,17 +86,11 @@ impl Leases for PgStore {
             .map_err(db_error)
     }
 
-    async fn claim_taking_over(
-        &self,
-        node: &str,
-        epoch: i64,
-        buckets: &[i32],
-        ttl: Duration,
-    ) -> Result<Claimed> {
+    async fn claim_fresh(&self, node: &str, epoch: i64, buckets: &[i32], ttl: Duration) -> Result<Claimed> {
         if buckets.is_empty() {
             return Ok(Claimed::default());
         }
-        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql().leases.claim_taking_over)))
+        let rows = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql().leases.claim_fresh)))
             .bind(node)
             .bind(epoch)
             .bind(buckets)
@@ -106,21 +101,59 @@ impl Leases for PgStore {
         let mut claimed = Claimed::default();
         for row in &rows {
             let bucket: i32 = row.try_get("bucket").map_err(db_error)?;
-            claimed.held.push(bucket);
-            let from: Option<String> = row.try_get("taken_from").map_err(db_error)?;
-            let from_epoch: Option<i64> = row.try_get("taken_epoch").map_err(db_error)?;
-            if let (Some(node_id), Some(taken_epoch)) = (from, from_epoch)
-                && taken_epoch != epoch
-            {
-                claimed.taken_over.push(TakenLease {
+            let owner: Option<String> = row.try_get("expired_owner").map_err(db_error)?;
+            let owner_epoch: Option<i64> = row.try_get("expired_epoch").map_err(db_error)?;
+            match (owner, owner_epoch) {
+                (Some(node_id), Some(epoch)) => claimed.expired.push(ExpiredLease {
                     bucket,
                     node_id,
-                    epoch: taken_epoch,
-                });
+                    epoch,
+                }),
+                _ => claimed.held.push(bucket),
             }
         }
         claimed.held.sort_unstable();
         Ok(claimed)
+    }
+
+    async fn take_over(
+        &self,
+        node: &str,
+        epoch: i64,
+        from: i64,
+        buckets: &[i32],
+        ids: &[i64],
+        completion: Completion,
+        ttl: Duration,
+    ) -> Result<Vec<i32>> {
+        let mut tx = self.pool().begin().await.map_err(db_error)?;
+        let mut taken: Vec<i32> = sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.sql().leases.take_over)))
+            .bind(node)
+            .bind(epoch)
+            .bind(buckets)
+            .bind(millis(ttl))
+            .bind(from)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if !taken.is_empty() && !ids.is_empty() {
+            // The fenced completion sees this transaction's leases: it completes the rows of the
+            // buckets just taken (and of this session's others), nobody else's.
+            let statement = match completion {
+                Completion::MarkPublished => &self.sql().mark_published_fenced,
+                _ => &self.sql().delete_fenced,
+            };
+            sqlx::query(AssertSqlSafe(Arc::clone(statement)))
+                .bind(ids)
+                .bind(node)
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        taken.sort_unstable();
+        Ok(taken)
     }
 
     async fn release(&self, node: &str, epoch: i64, buckets: &[i32]) -> Result<()> {

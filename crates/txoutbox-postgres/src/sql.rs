@@ -94,7 +94,8 @@ pub(crate) struct LeaseStatements {
     pub(crate) forget_dead_nodes: Arc<str>,
     pub(crate) heartbeat: Arc<str>,
     pub(crate) claim: Arc<str>,
-    pub(crate) claim_taking_over: Arc<str>,
+    pub(crate) claim_fresh: Arc<str>,
+    pub(crate) take_over: Arc<str>,
     pub(crate) release: Arc<str>,
     pub(crate) release_all: Arc<str>,
     pub(crate) leave: Arc<str>,
@@ -321,16 +322,28 @@ impl LeaseStatements {
              RETURNING bucket"
         );
         Self {
-            // The expired holders before the claim, from the statement's snapshot. The claim
-            // itself sees the latest version: a lease released since the snapshot is taken as free
-            // and not reported (its holder is alive and drained it), which the expiry condition
-            // here ensures; a lease renewed since is not taken.
-            claim_taking_over: format!(
-                "WITH before AS MATERIALIZED (SELECT bucket, owner, epoch FROM {leases} \
-                   WHERE bucket = ANY($3::int[]) AND owner IS NOT NULL AND lease_until <= now()), \
-                 claimed AS ({claim}) \
-                 SELECT c.bucket, b.owner AS taken_from, b.epoch AS taken_epoch \
-                 FROM claimed AS c LEFT JOIN before AS b ON b.bucket = c.bucket"
+            // Free and own leases are claimed; leases that ran out under other sessions are left
+            // for a take-over and listed (from the statement's snapshot: advisory, the take-over
+            // statement checks the holder again).
+            claim_fresh: format!(
+                "WITH expired AS MATERIALIZED (SELECT bucket, owner, epoch FROM {leases} \
+                   WHERE bucket = ANY($3::int[]) AND owner IS NOT NULL AND lease_until <= now() \
+                     AND NOT (owner = $1 AND epoch = $2)), \
+                 claimed AS (INSERT INTO {leases} AS l (bucket, owner, epoch, lease_until) \
+                   SELECT b, $1, $2, now() + $4 {ms} FROM unnest($3::int[]) AS b \
+                   ON CONFLICT (bucket) DO UPDATE SET owner = EXCLUDED.owner, epoch = EXCLUDED.epoch, \
+                     lease_until = EXCLUDED.lease_until \
+                   WHERE l.owner IS NULL OR (l.owner = EXCLUDED.owner AND l.epoch = EXCLUDED.epoch) \
+                   RETURNING bucket) \
+                 SELECT bucket, NULL::text AS expired_owner, NULL::bigint AS expired_epoch FROM claimed \
+                 UNION ALL SELECT bucket, owner, epoch FROM expired"
+            )
+            .into(),
+            // $1 node, $2 epoch, $3 buckets, $4 lease (ms), $5 the lost session's epoch.
+            take_over: format!(
+                "UPDATE {leases} SET owner = $1, epoch = $2, lease_until = now() + $4 {ms} \
+                 WHERE bucket = ANY($3::int[]) AND epoch = $5 AND owner IS NOT NULL AND lease_until <= now() \
+                 RETURNING bucket"
             )
             .into(),
             claim: claim.into(),

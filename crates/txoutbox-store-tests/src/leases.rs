@@ -273,25 +273,28 @@ where
     harness.teardown().await;
 }
 
-/// [`Leases::claim_taking_over`] names, of the buckets it took, those whose holder's lease had
-/// run out (an exactly-once node fences that session before it reads them) — not those released,
-/// new, renewed or refused.
+/// [`Leases::claim_fresh`] takes free leases and renews its own, but leaves a lease that ran out
+/// under another session, naming it; [`Leases::take_over`] takes such leases only from that
+/// session and completes the given rows of the buckets it took in the same transaction.
 pub async fn claims_name_the_sessions_whose_expired_leases_they_take<H: Harness>()
 where
     H::Store: Leases,
 {
-    use txoutbox_core::coordination::TakenLease;
+    use txoutbox_core::coordination::ExpiredLease;
 
     let harness = H::ready(topics()).await;
+    let rows = rows(&harness, &["k1".to_owned(), "k2".to_owned(), "k3".to_owned()]).await;
+    let mut buckets: Vec<i32> = rows.iter().map(|(_, b)| *b).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
     let store = harness.store();
     let a = store.join("a", "work-balance", LONG).await.unwrap();
     let first = store
-        .claim_taking_over("a", a, &[1, 2, 3], Duration::from_millis(300))
+        .claim_fresh("a", a, &buckets, Duration::from_millis(300))
         .await
         .unwrap();
-    assert_eq!(first.held, [1, 2, 3]);
-    assert!(first.taken_over.is_empty(), "new leases were nobody's: {first:?}");
-    store.release("a", a, &[3]).await.unwrap();
+    assert_eq!(first.held, buckets);
+    assert!(first.expired.is_empty(), "new leases were nobody's: {first:?}");
     let expired = txoutbox_testing::eventually(Duration::from_secs(5), || async {
         let now = chrono::Utc::now();
         store
@@ -304,31 +307,59 @@ where
     .await;
     assert!(expired);
 
+    // A bucket nobody holds yet is taken; the expired ones are named, not taken.
+    let fresh = (0..64).find(|b| !buckets.contains(b)).unwrap();
     let b = store.join("b", "work-balance", LONG).await.unwrap();
-    let mut claimed = store
-        .claim_taking_over("b", b, &[1, 2, 3, 4], LONG)
+    let mut wanted = buckets.clone();
+    wanted.push(fresh);
+    let mut claimed = store.claim_fresh("b", b, &wanted, LONG).await.unwrap();
+    claimed.expired.sort_by_key(|e| e.bucket);
+    assert_eq!(claimed.held, [fresh]);
+    let from_a: Vec<ExpiredLease> = buckets
+        .iter()
+        .map(|&bucket| ExpiredLease {
+            bucket,
+            node_id: "a".into(),
+            epoch: a,
+        })
+        .collect();
+    assert_eq!(claimed.expired, from_a);
+
+    // The take-over takes them and completes the given rows, at once.
+    let c = store.join("c", "work-balance", LONG).await.unwrap();
+    let (delivered, kept) = (&rows[..2], rows[2].0);
+    let ids: Vec<i64> = delivered.iter().map(|(id, _)| *id).collect();
+    let taken = store
+        .take_over("c", c, a, &buckets, &ids, Completion::Delete, LONG)
         .await
         .unwrap();
-    claimed.held.sort_unstable();
-    claimed.taken_over.sort_by_key(|t| t.bucket);
-    assert_eq!(claimed.held, [1, 2, 3, 4]);
-    let from_a = |bucket| TakenLease {
-        bucket,
-        node_id: "a".into(),
-        epoch: a,
-    };
+    assert_eq!(taken, buckets);
+    for id in &ids {
+        assert_eq!(
+            status(&harness, *id).await,
+            None,
+            "the lost session's delivered row {id} is completed"
+        );
+    }
     assert_eq!(
-        claimed.taken_over,
-        [from_a(1), from_a(2)],
-        "only the expired leases name their holder (3 was released, 4 is new)"
+        status(&harness, kept).await.as_deref(),
+        Some("pending"),
+        "the others stay pending"
     );
-    let renewed = store.claim_taking_over("b", b, &[1, 2], LONG).await.unwrap();
+    // Nobody takes them from the lost session again, and a fresh claim leaves them to their holder.
+    let again = store
+        .take_over("b", b, a, &buckets, &[kept], Completion::Delete, LONG)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(status(&harness, kept).await.as_deref(), Some("pending"));
+    let refused = store.claim_fresh("b", b, &buckets, LONG).await.unwrap();
     assert!(
-        renewed.taken_over.is_empty(),
-        "a renewal takes nothing over: {renewed:?}"
+        refused.held.is_empty() && refused.expired.is_empty(),
+        "{refused:?}"
     );
-    let c = store.join("c", "work-balance", LONG).await.unwrap();
-    let refused = store.claim_taking_over("c", c, &[1, 5], LONG).await.unwrap();
-    assert_eq!(refused.held, [5], "a held lease is refused");
-    assert!(refused.taken_over.is_empty(), "{refused:?}");
+    assert_eq!(
+        store.claim_fresh("c", c, &buckets, LONG).await.unwrap().held,
+        buckets
+    );
 }

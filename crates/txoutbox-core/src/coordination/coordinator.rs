@@ -12,9 +12,10 @@ use tracing::{info, warn};
 use super::assign::assign_buckets;
 use super::leases::{EXCLUSIVE_LEASE, Leases};
 use super::ownership::{Ownership, Scope};
-use super::taking_over::TakingOver;
+use super::taking_over::{Taker, TakingOver};
 use super::{Coordination, LeaseSettings};
 use crate::error::{Error, Result};
+use crate::store::Completion;
 
 /// Runs until `engine_done` fires (then leaves: its leases go at once to the other nodes), or
 /// returns an error the relay must stop with (nodes of another `mode` on the table: the
@@ -29,6 +30,7 @@ pub(crate) async fn run<L: Leases>(
     coordination: Coordination,
     mode: String,
     session_bound: bool,
+    completion: Completion,
     engine_done: CancellationToken,
 ) -> Result<()> {
     let Some(settings) = coordination.lease_settings().cloned() else {
@@ -68,6 +70,7 @@ pub(crate) async fn run<L: Leases>(
             mode,
             exclusive,
             &mut taking_over,
+            completion,
         )
         .await;
         match ticked {
@@ -145,6 +148,7 @@ async fn tick<L: Leases>(
     mode: &str,
     exclusive: bool,
     taking_over: &mut TakingOver,
+    completion: Completion,
 ) -> Result<Tick> {
     let started = Instant::now();
     let Some(live) = leases.heartbeat(node, epoch, settings.lease).await? else {
@@ -167,11 +171,7 @@ async fn tick<L: Leases>(
         Scope::Buckets(buckets) => buckets.into_iter().collect(),
     };
     let draining_held = ownership.draining();
-    let held: BTreeSet<i32> = held
-        .union(&draining_held)
-        .copied()
-        .chain(taking_over.buckets())
-        .collect();
+    let held: BTreeSet<i32> = held.union(&draining_held).copied().collect();
     let desired: BTreeSet<i32> = if exclusive {
         BTreeSet::from([EXCLUSIVE_LEASE])
     } else {
@@ -188,11 +188,8 @@ async fn tick<L: Leases>(
     let draining: BTreeSet<i32> = held.difference(&desired).copied().collect();
     #[cfg(not(txoutbox_sim_mutant = "released_while_read"))]
     ownership.stop_reading(&draining);
-    // A bucket still to be taken over is never released: its next owner would not know that a
-    // lost session may have delivered rows of it.
-    let (drained, still_draining): (Vec<i32>, Vec<i32>) = draining
-        .iter()
-        .partition(|&&b| ownership.in_flight(b) == 0 && !taking_over.contains(b));
+    let (drained, still_draining): (Vec<i32>, Vec<i32>) =
+        draining.iter().partition(|&&b| ownership.in_flight(b) == 0);
     if !drained.is_empty() {
         leases.release(node, epoch, &drained).await?;
         info!(node, buckets = ?drained, "released drained buckets");
@@ -200,14 +197,15 @@ async fn tick<L: Leases>(
     }
     let wanted: Vec<i32> = desired.iter().chain(still_draining.iter()).copied().collect();
     let take_over = ownership.take_over();
-    let got: BTreeSet<i32> = match &take_over {
+    let mut got: BTreeSet<i32> = match &take_over {
+        // Leases that ran out under other sessions are not claimed but taken over below.
         Some(_) => {
-            let claimed = leases
-                .claim_taking_over(node, epoch, &wanted, settings.lease)
-                .await?;
-            for taken in claimed.taken_over.into_iter().filter(|t| t.epoch != epoch) {
-                info!(node, bucket = taken.bucket, from = %taken.node_id, epoch = taken.epoch, "took a lease a lost session held");
-                taking_over.add(taken.bucket, taken.epoch);
+            let claimed = leases.claim_fresh(node, epoch, &wanted, settings.lease).await?;
+            for expired in claimed.expired.into_iter().filter(|e| e.epoch != epoch) {
+                if desired.contains(&expired.bucket) && !taking_over.contains(expired.bucket) {
+                    info!(node, bucket = expired.bucket, from = %expired.node_id, epoch = expired.epoch, "taking over a lease a lost session held");
+                }
+                taking_over.add(expired.bucket, expired.epoch);
             }
             claimed.held.into_iter().collect()
         }
@@ -217,6 +215,28 @@ async fn tick<L: Leases>(
             .into_iter()
             .collect(),
     };
+    // Fast take-overs finish within this round; a slow one goes on while the leases are renewed.
+    // What it took is held from now on; a bucket no longer wanted by then drains and goes.
+    let mut adopted_unwanted = Vec::new();
+    if let Some(take_over) = &take_over {
+        taking_over.keep_only(&desired);
+        let taker = Taker {
+            leases,
+            node,
+            epoch,
+            completion,
+            ttl: settings.lease,
+        };
+        for bucket in taking_over
+            .advance(take_over, taker, settings.heartbeat / 2)
+            .await?
+        {
+            got.insert(bucket);
+            if !desired.contains(&bucket) {
+                adopted_unwanted.push(bucket);
+            }
+        }
+    }
     let kept_from_before: BTreeSet<i32> = held.difference(&draining).copied().collect();
     if kept_from_before
         .iter()
@@ -230,12 +250,6 @@ async fn tick<L: Leases>(
     if !newly.is_empty() {
         info!(node, buckets = ?newly, "took over buckets");
     }
-    // Fast take-overs finish within this round; a slow one goes on while the leases are renewed.
-    if let Some(take_over) = &take_over {
-        taking_over
-            .advance(take_over, node, settings.heartbeat / 2)
-            .await?;
-    }
     let readable: Vec<i32> = got
         .intersection(&desired)
         .filter(|b| !taking_over.contains(**b))
@@ -247,12 +261,12 @@ async fn tick<L: Leases>(
         } else {
             Scope::Nothing
         }
-    } else if readable.is_empty() && still_draining.is_empty() && taking_over.is_empty() {
+    } else if readable.is_empty() && still_draining.is_empty() && adopted_unwanted.is_empty() {
         Scope::Nothing
     } else {
         Scope::Buckets(readable)
     };
-    ownership.set_draining(still_draining.into_iter().collect());
+    ownership.set_draining(still_draining.into_iter().chain(adopted_unwanted).collect());
     // Sends stop a heartbeat before the lease could end, whatever happens to the next renewal.
     let valid_until = started + settings.lease.saturating_sub(settings.heartbeat);
     ownership.set(scope, valid_until);
@@ -262,7 +276,7 @@ async fn tick<L: Leases>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordination::{Claimed, LeaseInfo, LiveNode, TakenLease};
+    use crate::coordination::{Claimed, ExpiredLease, LeaseInfo, LiveNode};
 
     /// Leases whose heartbeat lists fixed nodes and whose claims all succeed.
     #[derive(Clone)]
@@ -314,19 +328,25 @@ mod tests {
             mode,
             exclusive,
             &mut TakingOver::new(),
+            crate::Completion::default(),
         )
         .await
         .map(|_| ownership.scope())
     }
 
-    /// [`Fixed`] whose first claim takes bucket 2 over from the lost session of epoch 3.
+    /// The take-overs a test's leases were asked for: (lost session, buckets).
+    type TakenLog = std::sync::Arc<std::sync::Mutex<Vec<(i64, Vec<i32>)>>>;
+
+    /// [`Fixed`] whose first claim finds bucket 2's lease run out under the lost session of
+    /// epoch 3, and whose take-overs take what they are asked for.
     #[derive(Clone)]
-    struct TakingOnce {
+    struct ExpiredOnce {
         fixed: Fixed,
-        taken: std::sync::Arc<std::sync::Mutex<Option<TakenLease>>>,
+        expired: std::sync::Arc<std::sync::Mutex<Option<ExpiredLease>>>,
+        taken: TakenLog,
     }
 
-    impl Leases for TakingOnce {
+    impl Leases for ExpiredOnce {
         fn bucket_count(&self) -> i32 {
             4
         }
@@ -338,14 +358,39 @@ mod tests {
             self.fixed.heartbeat(node, epoch, ttl).await
         }
         async fn claim(&self, _: &str, _: i64, _: &[i32], _: Duration) -> Result<Vec<i32>> {
-            panic!("a relay that takes over claims with claim_taking_over")
+            panic!("a relay that takes over claims with claim_fresh")
         }
-        async fn claim_taking_over(&self, _: &str, _: i64, buckets: &[i32], _: Duration) -> Result<Claimed> {
-            let taken = self.taken.lock().unwrap().take();
+        async fn claim_fresh(&self, _: &str, _: i64, buckets: &[i32], _: Duration) -> Result<Claimed> {
+            let expired = self.expired.lock().unwrap().take();
+            let taken: Vec<i32> = self
+                .taken
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|(_, b)| b.clone())
+                .collect();
             Ok(Claimed {
-                held: buckets.to_vec(),
-                taken_over: taken.into_iter().collect(),
+                // Bucket 2 is held only once taken over.
+                held: buckets
+                    .iter()
+                    .copied()
+                    .filter(|b| *b != 2 || taken.contains(b))
+                    .collect(),
+                expired: expired.into_iter().collect(),
             })
+        }
+        async fn take_over(
+            &self,
+            _: &str,
+            _: i64,
+            from: i64,
+            buckets: &[i32],
+            _: &[i64],
+            _: crate::Completion,
+            _: Duration,
+        ) -> Result<Vec<i32>> {
+            self.taken.lock().unwrap().push((from, buckets.to_vec()));
+            Ok(buckets.to_vec())
         }
         async fn release(&self, _: &str, _: i64, _: &[i32]) -> Result<()> {
             Ok(())
@@ -359,46 +404,81 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_bucket_taken_from_a_lost_session_is_read_only_after_its_take_over() {
-        let leases = TakingOnce {
+    async fn a_bucket_whose_lease_ran_out_is_read_only_once_taken_over() {
+        let leases = ExpiredOnce {
             fixed: Fixed(vec![node("me", "work-balance (exactly-once)", 5)]),
-            taken: std::sync::Arc::new(std::sync::Mutex::new(Some(TakenLease {
+            expired: std::sync::Arc::new(std::sync::Mutex::new(Some(ExpiredLease {
                 bucket: 2,
                 node_id: "gone".into(),
                 epoch: 3,
             }))),
+            taken: std::sync::Arc::default(),
         };
         let ownership = Ownership::new("me");
         ownership.begin(5);
         let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = std::sync::Arc::clone(&calls);
-        ownership.set_take_over(std::sync::Arc::new(move |sessions| {
+        ownership.set_take_over(std::sync::Arc::new(move |sessions: Vec<i64>| {
             let mut seen = seen.lock().unwrap();
-            seen.push(sessions);
+            seen.push(sessions.clone());
             let first = seen.len() == 1;
-            Box::pin(async move { if first { Err(Error::Shutdown) } else { Ok(()) } })
+            Box::pin(async move {
+                if first {
+                    return Err(Error::Shutdown);
+                }
+                Ok(sessions
+                    .into_iter()
+                    .map(|session| crate::TakenOver {
+                        session,
+                        record: crate::ProgressRecord {
+                            key: format!("id-e{session}"),
+                            location: "the topic".into(),
+                            found: true,
+                        },
+                        ids: vec![7],
+                    })
+                    .collect())
+            })
         }));
-        let mut taking_over = TakingOver::new();
         let mode = "work-balance (exactly-once)";
         let settings = LeaseSettings::default();
-        let round = |taking_over: &mut TakingOver| {
-            let (leases, ownership, settings) = (leases.clone(), ownership.clone(), settings.clone());
-            let mut pending = std::mem::take(taking_over);
-            async move {
-                let ticked = tick(&leases, &ownership, &settings, "me", 5, mode, false, &mut pending).await;
-                (ticked.map(|_| ownership.scope()), pending)
-            }
-        };
-        // The take-over fails: bucket 2 stays leased, unread, remembered.
-        let (scope, pending) = round(&mut taking_over).await;
-        taking_over = pending;
-        assert_eq!(scope.unwrap(), Scope::Buckets(vec![0, 1, 3]));
+        let mut taking_over = TakingOver::new();
+        let completion = crate::Completion::default();
+        // The take-over fails: bucket 2 is neither held nor read, and is remembered.
+        tick(
+            &leases,
+            &ownership,
+            &settings,
+            "me",
+            5,
+            mode,
+            false,
+            &mut taking_over,
+            completion,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ownership.scope(), Scope::Buckets(vec![0, 1, 3]));
         assert_eq!(taking_over.buckets().collect::<Vec<_>>(), [2]);
-        // The next round tries again (the claim reports nothing new) and then reads it.
-        let (scope, pending) = round(&mut taking_over).await;
-        assert_eq!(scope.unwrap(), Scope::Buckets(vec![0, 1, 2, 3]));
-        assert!(pending.is_empty());
+        assert!(leases.taken.lock().unwrap().is_empty());
+        // The next round tries again, takes it over (lease and rows at once) and reads it.
+        tick(
+            &leases,
+            &ownership,
+            &settings,
+            "me",
+            5,
+            mode,
+            false,
+            &mut taking_over,
+            completion,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ownership.scope(), Scope::Buckets(vec![0, 1, 2, 3]));
+        assert!(taking_over.is_empty());
         assert_eq!(*calls.lock().unwrap(), [vec![3], vec![3]]);
+        assert_eq!(*leases.taken.lock().unwrap(), [(3, vec![2])]);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::ownership::Ownership;
 use crate::error::Result;
+use crate::store::Completion;
 
 /// The lease that covers the whole table (exclusive mode).
 pub const EXCLUSIVE_LEASE: i32 = -1;
@@ -35,25 +36,34 @@ pub struct LeaseInfo {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
-/// A lease [`Leases::claim_taking_over`] took from another session whose lease had run out
-/// (not one it released): that session may have delivered rows of the bucket it never marked.
+/// The refusal of a store that cannot take leases over atomically.
+fn take_over_unsupported() -> crate::Error {
+    crate::Error::Config(
+        "this store cannot take over the leases of lost sessions, which exactly-once delivery in \
+         work-balance mode needs: run it in exclusive mode"
+            .into(),
+    )
+}
+
+/// A lease that ran out under another session, left by [`Leases::claim_fresh`] for
+/// [`Leases::take_over`]: that session may have delivered rows of the bucket it never marked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TakenLease {
+pub struct ExpiredLease {
     /// The bucket.
     pub bucket: i32,
-    /// The node the lease was taken from.
+    /// The node that held it.
     pub node_id: String,
     /// That node's session epoch.
     pub epoch: i64,
 }
 
-/// What [`Leases::claim_taking_over`] did.
+/// What [`Leases::claim_fresh`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Claimed {
     /// The buckets the session holds afterwards.
     pub held: Vec<i32>,
-    /// Of those, the ones taken from another session whose lease had run out.
-    pub taken_over: Vec<TakenLease>,
+    /// Wanted buckets whose lease ran out under another session: not taken.
+    pub expired: Vec<ExpiredLease>,
 }
 
 /// Node membership and leases, in the outbox's database. Times are the database's, so nodes need
@@ -89,13 +99,11 @@ pub trait Leases: Send + Sync + Clone + 'static {
         ttl: Duration,
     ) -> impl Future<Output = Result<Vec<i32>>> + Send;
 
-    /// [`claim`](Self::claim), saying also which leases it took from other sessions whose lease
-    /// had run out, as one atomic step (read before the claim, a lease could run out in between
-    /// and go unreported). An exactly-once relay in work-balance mode needs it: it fences those
-    /// sessions' transactional producers and completes what they delivered before it reads their
-    /// buckets. The default refuses: with a store without it, an exactly-once relay in
-    /// work-balance mode stops at its first heartbeat (exclusive mode does not need it).
-    fn claim_taking_over(
+    /// [`claim`](Self::claim) for a relay that must take over what lost sessions delivered (an
+    /// exactly-once relay in work-balance mode): takes free leases and renews its own, but leaves
+    /// a lease that ran out under another session to [`take_over`](Self::take_over), naming it.
+    /// The default refuses: with a store without it, such a relay stops at its first heartbeat.
+    fn claim_fresh(
         &self,
         node: &str,
         epoch: i64,
@@ -103,13 +111,28 @@ pub trait Leases: Send + Sync + Clone + 'static {
         ttl: Duration,
     ) -> impl Future<Output = Result<Claimed>> + Send {
         let _ = (node, epoch, buckets, ttl);
-        async {
-            Err(crate::Error::Config(
-                "this store cannot report the leases it takes over, which exactly-once delivery in \
-                 work-balance mode needs: run it in exclusive mode"
-                    .into(),
-            ))
-        }
+        async { Err(take_over_unsupported()) }
+    }
+
+    /// Takes, for `ttl`, the leases of `buckets` that the lost session `from` still holds with its
+    /// lease run out, and in the same database transaction completes (as `completion` says) the
+    /// rows `ids` of the buckets taken — the rows that session delivered for good. Returns the
+    /// buckets taken. Atomic: a lease names the lost session until its rows are completed, so
+    /// whoever takes it learns of that session, however often takers fail in between. The
+    /// default refuses.
+    #[allow(clippy::too_many_arguments)] // The session, the buckets, the rows and how: one step.
+    fn take_over(
+        &self,
+        node: &str,
+        epoch: i64,
+        from: i64,
+        buckets: &[i32],
+        ids: &[i64],
+        completion: Completion,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<i32>>> + Send {
+        let _ = (node, epoch, from, buckets, ids, completion, ttl);
+        async { Err(take_over_unsupported()) }
     }
 
     /// Gives up this session's leases of `buckets`, at once.

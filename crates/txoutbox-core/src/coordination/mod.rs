@@ -25,7 +25,7 @@ use std::time::Duration;
 
 pub use assign::assign_buckets;
 pub(crate) use coordinator::run;
-pub use leases::{Claimed, EXCLUSIVE_LEASE, LeaseInfo, Leases, LiveNode, TakenLease};
+pub use leases::{Claimed, EXCLUSIVE_LEASE, ExpiredLease, LeaseInfo, Leases, LiveNode};
 pub use ownership::{Ownership, Scope};
 
 use crate::error::{Error, Result};

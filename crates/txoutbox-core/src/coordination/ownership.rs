@@ -47,8 +47,8 @@ struct State {
     fenced: AtomicU64,
     /// The labels of the fenced-rows counter.
     labels: MetricLabels,
-    /// Set by an exactly-once relay in work-balance mode: what must happen before it reads
-    /// buckets taken from sessions that lost them (see [`TakeOver`]).
+    /// Set by an exactly-once relay in work-balance mode: what must happen before it takes
+    /// buckets from sessions that lost them (see [`TakeOver`]).
     take_over: TakeOverSlot,
 }
 
@@ -63,12 +63,15 @@ impl std::fmt::Debug for TakeOverSlot {
     }
 }
 
-/// Called by the coordinator with the epochs of sessions whose leases it took over, before their
-/// buckets are read: fences their transport identities and completes what they delivered. An
-/// error keeps the buckets unread (retried at the next heartbeat); a
-/// [`Config`](crate::Error::Config) error stops the relay.
-pub(crate) type TakeOver =
-    Arc<dyn Fn(Vec<i64>) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<()>> + Send>> + Send + Sync>;
+/// Called by the coordinator with the epochs of lost sessions whose buckets it wants, before it
+/// takes them ([`Leases::take_over`](super::Leases::take_over)): fences their transport
+/// identities and returns, per session, the rows it delivered for good. A
+/// [`Config`](crate::Error::Config) error stops the relay; any other is tried again.
+pub(crate) type TakeOver = Arc<
+    dyn Fn(Vec<i64>) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<Vec<crate::TakenOver>>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A node's current right to relay. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -191,12 +194,12 @@ impl Ownership {
         self.set(scope, Instant::now() + std::time::Duration::from_secs(3600));
     }
 
-    /// Sets what must happen before buckets taken from lost sessions are read.
+    /// Sets what must happen before buckets are taken from lost sessions.
     pub(crate) fn set_take_over(&self, take_over: TakeOver) {
         *self.state.take_over.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(take_over);
     }
 
-    /// What must happen before buckets taken from lost sessions are read, if anything.
+    /// What must happen before buckets are taken from lost sessions, if anything.
     pub(crate) fn take_over(&self) -> Option<TakeOver> {
         self.state
             .take_over

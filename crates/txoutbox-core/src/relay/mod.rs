@@ -154,6 +154,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
             coordination,
             mode,
             session_bound,
+            relay.shared.config.completion,
             relay.engine_done.clone(),
         )));
         Ok(relay)
@@ -448,15 +449,16 @@ async fn recover<S: Store, K: Sink>(shared: &Shared<S, K>) -> Result<bool> {
     Ok(true)
 }
 
-/// Takes over what lost sessions left in the buckets this relay took from them (see
-/// [`Sink::take_over`]): fences their transport identities, checks that the progress of each that
-/// delivered is still there, and completes the rows they delivered — those of this relay's
-/// buckets; the owners of their other buckets do the same.
-async fn take_over<S: Store, K: Sink>(shared: &Shared<S, K>, sessions: Vec<i64>) -> Result<()> {
+/// Fences lost sessions' transport identities (see [`Sink::take_over`]) and checks that the
+/// progress of each that delivered is still there; returns what each delivered for good, which
+/// the coordinator completes as it takes their buckets.
+async fn take_over<S: Store, K: Sink>(
+    shared: &Shared<S, K>,
+    sessions: Vec<i64>,
+) -> Result<Vec<crate::TakenOver>> {
     let found = shared.sink.take_over(&sessions).await?;
     let table = table_name(shared);
-    let mut ids = Vec::new();
-    for taken in found {
+    for taken in &found {
         if !taken.record.found {
             let kept = shared
                 .bounded(shared.store.progress_kept(&taken.record.key))
@@ -464,19 +466,8 @@ async fn take_over<S: Store, K: Sink>(shared: &Shared<S, K>, sessions: Vec<i64>)
             // Gone while the table remembers deliveries under it: stops the relay.
             taken.record.step(kept, &table)?;
         }
-        ids.extend(taken.ids);
     }
-    if !ids.is_empty() {
-        shared
-            .bounded(shared.store.complete(&ids, shared.config.completion))
-            .await?;
-    }
-    info!(
-        ?sessions,
-        rows = ids.len(),
-        "took over lost sessions: fenced, and their delivered rows completed"
-    );
-    Ok(())
+    Ok(found)
 }
 
 /// Checks a transactional sink's progress against the table's record of earlier deliveries (see

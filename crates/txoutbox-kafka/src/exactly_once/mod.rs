@@ -1014,6 +1014,7 @@ impl Sink for ExactlyOnceSink {
             };
             tracing::info!(transactional_id = %id, rows = ids.len(), "exactly-once: took over a lost session's transactional id");
             taken.push(TakenOver {
+                session: epoch,
                 record: txoutbox_core::ProgressRecord {
                     key: id,
                     location: format!("the progress topic `{}`", self.inner.settings.progress_topic),
