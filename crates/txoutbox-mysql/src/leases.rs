@@ -21,6 +21,34 @@ fn micros(ttl: Duration) -> i64 {
 }
 
 impl MySqlStore {
+    /// Creates the buckets' lease rows if missing, then runs the claim `statement` (? node,
+    /// ? epoch, ? lease, the buckets, ? node, ? epoch).
+    async fn create_and_take(
+        &self,
+        statement: String,
+        node: &str,
+        epoch: i64,
+        buckets: &[i32],
+        ttl: Duration,
+    ) -> Result<()> {
+        let n = padded_len(buckets.len());
+        bind_padded(sqlx::query(AssertSqlSafe(self.sql().leases.create(n))), buckets)
+            .execute(self.pool())
+            .await
+            .map_err(db_error)?;
+        let take = sqlx::query(AssertSqlSafe(statement))
+            .bind(node)
+            .bind(epoch)
+            .bind(micros(ttl));
+        bind_padded(take, buckets)
+            .bind(node)
+            .bind(epoch)
+            .execute(self.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     /// Of `buckets`, those the session holds — read in `tx` when given.
     async fn held(
         &self,
@@ -121,22 +149,8 @@ impl Leases for MySqlStore {
         if buckets.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = &self.sql().leases;
-        let n = padded_len(buckets.len());
-        bind_padded(sqlx::query(AssertSqlSafe(sql.create(n))), buckets)
-            .execute(self.pool())
-            .await
-            .map_err(db_error)?;
-        let take = sqlx::query(AssertSqlSafe(sql.claim(n)))
-            .bind(node)
-            .bind(epoch)
-            .bind(micros(ttl));
-        bind_padded(take, buckets)
-            .bind(node)
-            .bind(epoch)
-            .execute(self.pool())
-            .await
-            .map_err(db_error)?;
+        let statement = self.sql().leases.claim(padded_len(buckets.len()));
+        self.create_and_take(statement, node, epoch, buckets, ttl).await?;
         self.held(node, epoch, buckets, None).await
     }
 
@@ -148,20 +162,8 @@ impl Leases for MySqlStore {
         }
         let sql = &self.sql().leases;
         let n = padded_len(buckets.len());
-        bind_padded(sqlx::query(AssertSqlSafe(sql.create(n))), buckets)
-            .execute(self.pool())
-            .await
-            .map_err(db_error)?;
-        let take = sqlx::query(AssertSqlSafe(sql.claim_fresh(n)))
-            .bind(node)
-            .bind(epoch)
-            .bind(micros(ttl));
-        bind_padded(take, buckets)
-            .bind(node)
-            .bind(epoch)
-            .execute(self.pool())
-            .await
-            .map_err(db_error)?;
+        self.create_and_take(sql.claim_fresh(n), node, epoch, buckets, ttl)
+            .await?;
         let held = self.held(node, epoch, buckets, None).await?;
         let expired = bind_padded(sqlx::query(AssertSqlSafe(sql.expired(n))), buckets)
             .bind(node)

@@ -70,6 +70,21 @@ async fn rows<H: Harness>(harness: &H, keys: &[String]) -> Vec<(i64, i32)> {
         .collect()
 }
 
+/// Waits (up to 5 s) until no lease of `store`'s table is held any more.
+async fn every_lease_expired<L: Leases>(store: &L) {
+    let expired = txoutbox_testing::eventually(Duration::from_secs(5), || async {
+        let now = chrono::Utc::now();
+        store
+            .leases()
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.lease_until.is_none_or(|t| t < now))
+    })
+    .await;
+    assert!(expired, "the leases did not run out");
+}
+
 async fn status<H: StoreHarness>(harness: &H, id: i64) -> Option<String> {
     harness.row(id).await.map(|row| row.status)
 }
@@ -138,17 +153,7 @@ where
         .unwrap();
     let old_view = Ownership::new("old");
     let old_store = attached(&harness, &old_view);
-    let expired = txoutbox_testing::eventually(Duration::from_secs(5), || async {
-        let now = chrono::Utc::now();
-        store
-            .leases()
-            .await
-            .unwrap()
-            .iter()
-            .all(|l| l.lease_until.is_none_or(|t| t < now))
-    })
-    .await;
-    assert!(expired);
+    every_lease_expired(&store).await;
     let new = store.join("new", "work-balance", LONG).await.unwrap();
     let mut taken = store.claim("new", new, &buckets, LONG).await.unwrap();
     taken.sort_unstable();
@@ -295,17 +300,7 @@ where
         .unwrap();
     assert_eq!(first.held, buckets);
     assert!(first.expired.is_empty(), "new leases were nobody's: {first:?}");
-    let expired = txoutbox_testing::eventually(Duration::from_secs(5), || async {
-        let now = chrono::Utc::now();
-        store
-            .leases()
-            .await
-            .unwrap()
-            .iter()
-            .all(|l| l.lease_until.is_none_or(|t| t < now))
-    })
-    .await;
-    assert!(expired);
+    every_lease_expired(&store).await;
 
     // A bucket nobody holds yet is taken; the expired ones are named, not taken.
     let fresh = (0..64).find(|b| !buckets.contains(b)).unwrap();
