@@ -49,6 +49,27 @@ impl MySqlStore {
         Ok(())
     }
 
+    /// Of `buckets`, those whose lease names the session (run out or not), read in `tx`.
+    async fn owned(
+        &self,
+        node: &str,
+        epoch: i64,
+        buckets: &[i32],
+        tx: &mut sqlx::MySqlConnection,
+    ) -> Result<Vec<i32>> {
+        let statement = self.sql().leases.owned(padded_len(buckets.len()));
+        bind_padded(
+            sqlx::query(AssertSqlSafe(statement)).bind(node).bind(epoch),
+            buckets,
+        )
+        .fetch_all(tx)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| row.try_get::<i32, _>(0).map_err(db_error))
+        .collect()
+    }
+
     /// Of `buckets`, those the session holds — read in `tx` when given.
     async fn held(
         &self,
@@ -200,6 +221,7 @@ impl Leases for MySqlStore {
         let sql = &self.sql().leases;
         let n = padded_len(buckets.len());
         let mut tx = self.pool().begin().await.map_err(db_error)?;
+        let before = self.owned(node, epoch, buckets, &mut tx).await?;
         let take = sqlx::query(AssertSqlSafe(sql.take_over(n)))
             .bind(node)
             .bind(epoch)
@@ -209,12 +231,24 @@ impl Leases for MySqlStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        let taken = self.held(node, epoch, buckets, Some(&mut tx)).await?;
+        let owned = self.owned(node, epoch, buckets, &mut tx).await?;
+        let taken: Vec<i32> = owned.iter().copied().filter(|b| !before.contains(b)).collect();
         if !taken.is_empty() && !ids.is_empty() {
             // The fenced completion sees this transaction's leases: it completes the rows of the
             // buckets just taken (and of this session's others), nobody else's.
             self.complete_on(&mut tx, ids, completion, Some((node, epoch)))
                 .await?;
+        }
+        // MySQL reads the clock afresh in every statement: the completion's fence saw the leases
+        // valid only if they still are now (a pause longer than the lease would have made it
+        // complete nothing while the leases name this session). Otherwise undo and try again.
+        let held = self.held(node, epoch, buckets, Some(&mut tx)).await?;
+        if owned.iter().any(|b| !held.contains(b)) {
+            tx.rollback().await.map_err(db_error)?;
+            return Err(txoutbox_core::Error::database(
+                "the take-over of a lost session's leases outlasted the lease; it is tried again",
+                true,
+            ));
         }
         tx.commit().await.map_err(db_error)?;
         Ok(taken)

@@ -431,6 +431,15 @@ impl LeaseStatements {
         )
     }
 
+    /// ? node, ? epoch, `n` buckets: those of them whose lease names the session, run out or not.
+    pub(crate) fn owned(&self, n: usize) -> String {
+        format!(
+            "SELECT bucket FROM {} WHERE owner = ? AND epoch = ? AND bucket IN ({}) ORDER BY bucket",
+            self.leases,
+            placeholders(n)
+        )
+    }
+
     /// ? node, ? epoch, `n` buckets: those of them the session holds.
     pub(crate) fn held(&self, n: usize) -> String {
         format!(

@@ -23,7 +23,10 @@ use crate::store::Completion;
 ///
 /// `session_bound`: the relay's transport identity belongs to its session (an exactly-once relay
 /// in work-balance mode): a lost session stops the relay instead of starting a new one, since
-/// the node that took its buckets may have fenced that identity.
+/// the node that took its buckets may have fenced that identity; it takes over what lost
+/// sessions delivered (as `completion` says) before it reads their buckets, and once `stopping`
+/// fires (the relay shuts down) it releases nothing and leaves its leases to expire.
+#[allow(clippy::too_many_arguments)] // The coordinator's inputs, each used once; a struct would only rename them.
 pub(crate) async fn run<L: Leases>(
     leases: L,
     ownership: Ownership,
@@ -31,6 +34,7 @@ pub(crate) async fn run<L: Leases>(
     mode: String,
     session_bound: bool,
     completion: Completion,
+    stopping: CancellationToken,
     engine_done: CancellationToken,
 ) -> Result<()> {
     let Some(settings) = coordination.lease_settings().cloned() else {
@@ -71,6 +75,7 @@ pub(crate) async fn run<L: Leases>(
             exclusive,
             &mut taking_over,
             completion,
+            session_bound && stopping.is_cancelled(),
         )
         .await;
         match ticked {
@@ -149,6 +154,7 @@ async fn tick<L: Leases>(
     exclusive: bool,
     taking_over: &mut TakingOver,
     completion: Completion,
+    hold_on: bool,
 ) -> Result<Tick> {
     let started = Instant::now();
     let Some(live) = leases.heartbeat(node, epoch, settings.lease).await? else {
@@ -188,14 +194,25 @@ async fn tick<L: Leases>(
     let draining: BTreeSet<i32> = held.difference(&desired).copied().collect();
     #[cfg(not(txoutbox_sim_mutant = "released_while_read"))]
     ownership.stop_reading(&draining);
-    let (drained, still_draining): (Vec<i32>, Vec<i32>) =
-        draining.iter().partition(|&&b| ownership.in_flight(b) == 0);
+    // A session-bound relay that is stopping releases nothing: a mark it gave up at the
+    // shutdown timeout leaves its bucket with nothing in flight but rows Kafka committed.
+    let (drained, still_draining): (Vec<i32>, Vec<i32>) = draining
+        .iter()
+        .partition(|&&b| ownership.in_flight(b) == 0 && !hold_on);
     if !drained.is_empty() {
         leases.release(node, epoch, &drained).await?;
         info!(node, buckets = ?drained, "released drained buckets");
         ownership.set_draining(still_draining.iter().copied().collect());
     }
-    let wanted: Vec<i32> = desired.iter().chain(still_draining.iter()).copied().collect();
+    // Buckets waiting for a take-over are asked for too: one a lost answer left this session
+    // holding is renewed (a fresh claim never takes a lease that ran out under another session).
+    let wanted: BTreeSet<i32> = desired
+        .iter()
+        .chain(still_draining.iter())
+        .copied()
+        .chain(taking_over.buckets())
+        .collect();
+    let wanted: Vec<i32> = wanted.into_iter().collect();
     let take_over = ownership.take_over();
     let mut got: BTreeSet<i32> = match &take_over {
         // Leases that ran out under other sessions are not claimed but taken over below.
@@ -216,8 +233,7 @@ async fn tick<L: Leases>(
             .collect(),
     };
     // Fast take-overs finish within this round; a slow one goes on while the leases are renewed.
-    // What it took is held from now on; a bucket no longer wanted by then drains and goes.
-    let mut adopted_unwanted = Vec::new();
+    // What it took is held from now on.
     if let Some(take_over) = &take_over {
         taking_over.keep_only(&desired);
         let taker = Taker {
@@ -232,11 +248,15 @@ async fn tick<L: Leases>(
             .await?
         {
             got.insert(bucket);
-            if !desired.contains(&bucket) {
-                adopted_unwanted.push(bucket);
-            }
         }
     }
+    // Held but no longer wanted (taken over, or renewed after a lost answer, while the
+    // assignment changed): drained and released like any bucket that moves.
+    let adopted_unwanted: Vec<i32> = got
+        .iter()
+        .copied()
+        .filter(|b| !desired.contains(b) && !still_draining.contains(b))
+        .collect();
     let kept_from_before: BTreeSet<i32> = held.difference(&draining).copied().collect();
     if kept_from_before
         .iter()
@@ -329,6 +349,7 @@ mod tests {
             exclusive,
             &mut TakingOver::new(),
             crate::Completion::default(),
+            false,
         )
         .await
         .map(|_| ownership.scope())
@@ -455,6 +476,7 @@ mod tests {
             false,
             &mut taking_over,
             completion,
+            false,
         )
         .await
         .unwrap();
@@ -472,6 +494,7 @@ mod tests {
             false,
             &mut taking_over,
             completion,
+            false,
         )
         .await
         .unwrap();

@@ -117,7 +117,7 @@ pub trait Leases: Send + Sync + Clone + 'static {
     /// Takes, for `ttl`, the leases of `buckets` that the lost session `from` still holds with its
     /// lease run out, and in the same database transaction completes (as `completion` says) the
     /// rows `ids` of the buckets taken — the rows that session delivered for good. Returns the
-    /// buckets taken. Atomic: a lease names the lost session until its rows are completed, so
+    /// buckets taken now (not those the session held before). Atomic: a lease names the lost session until its rows are completed, so
     /// whoever takes it learns of that session, however often takers fail in between. The
     /// default refuses.
     #[allow(clippy::too_many_arguments)] // The session, the buckets, the rows and how: one step.

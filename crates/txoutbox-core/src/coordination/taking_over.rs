@@ -62,7 +62,6 @@ impl TakingOver {
     }
 
     /// The buckets still waiting.
-    #[cfg(test)]
     pub(crate) fn buckets(&self) -> impl Iterator<Item = i32> + '_ {
         self.pending.keys().copied()
     }

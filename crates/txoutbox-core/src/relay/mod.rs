@@ -155,6 +155,7 @@ impl<S: Store, K: Sink> Relay<S, K> {
             mode,
             session_bound,
             relay.shared.config.completion,
+            relay.shared.cancel.clone(),
             relay.engine_done.clone(),
         )));
         Ok(relay)
