@@ -44,7 +44,7 @@ pub(crate) async fn run<L: Leases>(
     let mode = mode.as_str();
     let exclusive = matches!(coordination, Coordination::Exclusive(_));
     let mut epoch = None;
-    // Buckets taken from lost sessions whose take-over has not succeeded yet: held, not read.
+    // Wanted buckets whose leases ran out under lost sessions, until taken over (not read before).
     let mut taking_over = TakingOver::new();
     loop {
         let session = match epoch {
