@@ -351,7 +351,10 @@ where
         .take_over("c", c, a, &buckets, &[kept], Completion::Delete, LONG)
         .await
         .unwrap();
-    assert!(own.is_empty(), "what a session already holds is not taken now: {own:?}");
+    assert!(
+        own.is_empty(),
+        "what a session already holds is not taken now: {own:?}"
+    );
     assert_eq!(status(&harness, kept).await.as_deref(), Some("pending"));
     let refused = store.claim_fresh("b", b, &buckets, LONG).await.unwrap();
     assert!(
