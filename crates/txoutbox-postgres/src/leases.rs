@@ -139,11 +139,7 @@ impl Leases for PgStore {
         if !taken.is_empty() && !ids.is_empty() {
             // The fenced completion sees this transaction's leases: it completes the rows of the
             // buckets just taken (and of this session's others), nobody else's.
-            let statement = match completion {
-                Completion::MarkPublished => &self.sql().mark_published_fenced,
-                _ => &self.sql().delete_fenced,
-            };
-            sqlx::query(AssertSqlSafe(Arc::clone(statement)))
+            sqlx::query(AssertSqlSafe(Arc::clone(self.sql().complete_fenced(completion))))
                 .bind(ids)
                 .bind(node)
                 .bind(epoch)

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use txoutbox_core::TableName;
+use txoutbox_core::{Completion, TableName};
 
 /// Columns the relay reads, in [`crate::store`]'s decoding order (the bucket computed from the key,
 /// see [`bucket_of`]).
@@ -85,6 +85,16 @@ pub(crate) struct Statements {
     /// The relay says whether it is awake ($1): the notify trigger stays silent while it is.
     pub(crate) relay_awake: Arc<str>,
     pub(crate) leases: LeaseStatements,
+}
+
+impl Statements {
+    /// The fenced completion `completion` asks for ($1 ids, $2 node, $3 epoch).
+    pub(crate) fn complete_fenced(&self, completion: Completion) -> &Arc<str> {
+        match completion {
+            Completion::MarkPublished => &self.mark_published_fenced,
+            _ => &self.delete_fenced,
+        }
+    }
 }
 
 /// The statements of the relay-node and lease tables.
@@ -312,15 +322,19 @@ impl LeaseStatements {
         // A regclass literal: the quoted, validated name inside a string.
         let epochs = table.quoted_with_suffix("_relay_epoch").replace('\'', "''");
         let ms = "* interval '1 millisecond'";
-        let claim = format!(
-            "INSERT INTO {leases} AS l (bucket, owner, epoch, lease_until) \
-             SELECT b, $1, $2, now() + $4 {ms} FROM unnest($3::int[]) AS b \
-             ON CONFLICT (bucket) DO UPDATE SET owner = EXCLUDED.owner, epoch = EXCLUDED.epoch, \
-               lease_until = EXCLUDED.lease_until \
-             WHERE l.owner IS NULL OR l.lease_until <= now() \
-                OR (l.owner = EXCLUDED.owner AND l.epoch = EXCLUDED.epoch) \
-             RETURNING bucket"
-        );
+        // $1 node, $2 epoch, $3 buckets, $4 lease (ms): takes the leases that are free, this
+        // session's, or (with `expired`) ran out.
+        let claim = |expired: &str| {
+            format!(
+                "INSERT INTO {leases} AS l (bucket, owner, epoch, lease_until) \
+                 SELECT b, $1, $2, now() + $4 {ms} FROM unnest($3::int[]) AS b \
+                 ON CONFLICT (bucket) DO UPDATE SET owner = EXCLUDED.owner, epoch = EXCLUDED.epoch, \
+                   lease_until = EXCLUDED.lease_until \
+                 WHERE l.owner IS NULL{expired} \
+                    OR (l.owner = EXCLUDED.owner AND l.epoch = EXCLUDED.epoch) \
+                 RETURNING bucket"
+            )
+        };
         Self {
             // Free and own leases are claimed; leases that ran out under other sessions are left
             // for a take-over and listed (from the statement's snapshot: advisory, the take-over
@@ -329,14 +343,10 @@ impl LeaseStatements {
                 "WITH expired AS MATERIALIZED (SELECT bucket, owner, epoch FROM {leases} \
                    WHERE bucket = ANY($3::int[]) AND owner IS NOT NULL AND lease_until <= now() \
                      AND NOT (owner = $1 AND epoch = $2)), \
-                 claimed AS (INSERT INTO {leases} AS l (bucket, owner, epoch, lease_until) \
-                   SELECT b, $1, $2, now() + $4 {ms} FROM unnest($3::int[]) AS b \
-                   ON CONFLICT (bucket) DO UPDATE SET owner = EXCLUDED.owner, epoch = EXCLUDED.epoch, \
-                     lease_until = EXCLUDED.lease_until \
-                   WHERE l.owner IS NULL OR (l.owner = EXCLUDED.owner AND l.epoch = EXCLUDED.epoch) \
-                   RETURNING bucket) \
+                 claimed AS ({}) \
                  SELECT bucket, NULL::text AS expired_owner, NULL::bigint AS expired_epoch FROM claimed \
-                 UNION ALL SELECT bucket, owner, epoch FROM expired"
+                 UNION ALL SELECT bucket, owner, epoch FROM expired",
+                claim("")
             )
             .into(),
             // $1 node, $2 epoch, $3 buckets, $4 lease (ms), $5 the lost session's epoch.
@@ -346,7 +356,7 @@ impl LeaseStatements {
                  RETURNING bucket"
             )
             .into(),
-            claim: claim.into(),
+            claim: claim(" OR l.lease_until <= now()").into(),
             join: format!(
                 "INSERT INTO {nodes} (node_id, mode, epoch, alive_until) \
                  VALUES ($1, $2, nextval('{epochs}'), now() + $3 {ms}) \

@@ -266,15 +266,9 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
-        let mark = completion == Completion::MarkPublished;
         if let Some(ownership) = &self.ownership {
-            let statement = if mark {
-                &self.sql.mark_published_fenced
-            } else {
-                &self.sql.delete_fenced
-            };
             let (node, epoch) = ownership.fence();
-            let done = sqlx::query(AssertSqlSafe(Arc::clone(statement)))
+            let done = sqlx::query(AssertSqlSafe(Arc::clone(self.sql.complete_fenced(completion))))
                 .bind(ids)
                 .bind(node)
                 .bind(epoch)
@@ -284,7 +278,7 @@ impl Store for PgStore {
             ownership.record_write(ids.len(), done.rows_affected());
             return Ok(());
         }
-        let statement = if mark {
+        let statement = if completion == Completion::MarkPublished {
             &self.sql.mark_published
         } else {
             &self.sql.delete
