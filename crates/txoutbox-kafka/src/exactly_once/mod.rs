@@ -458,6 +458,11 @@ impl ExactlyOnceSink {
         Ok(producer)
     }
 
+    /// Where progress is kept, for messages.
+    fn progress_location(&self) -> String {
+        format!("the progress topic `{}`", self.inner.settings.progress_topic)
+    }
+
     /// Checks the progress topic, creating it when allowed and missing.
     async fn ensure_progress_topic(&self) -> Result<()> {
         let client = self.inner.config.client_config();
@@ -1017,7 +1022,7 @@ impl Sink for ExactlyOnceSink {
                 session: epoch,
                 record: txoutbox_core::ProgressRecord {
                     key: id,
-                    location: format!("the progress topic `{}`", self.inner.settings.progress_topic),
+                    location: self.progress_location(),
                     found: last.is_some(),
                 },
                 ids,
@@ -1035,7 +1040,7 @@ impl Sink for ExactlyOnceSink {
             .unwrap_or_else(|p| p.into_inner()))?;
         Some(txoutbox_core::ProgressRecord {
             key: self.transactional_id(),
-            location: format!("the progress topic `{}`", self.inner.settings.progress_topic),
+            location: self.progress_location(),
             found,
         })
     }
