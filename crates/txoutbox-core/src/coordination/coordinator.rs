@@ -449,55 +449,43 @@ mod tests {
                 }
                 Ok(sessions
                     .into_iter()
-                    .map(|session| crate::TakenOver {
-                        session,
-                        record: crate::ProgressRecord {
-                            key: format!("id-e{session}"),
-                            location: "the topic".into(),
-                            found: true,
-                        },
-                        ids: vec![7],
-                    })
+                    .map(|s| crate::coordination::taking_over::tests::taken_over(s, vec![7]))
                     .collect())
             })
         }));
-        let mode = "work-balance (exactly-once)";
         let settings = LeaseSettings::default();
         let mut taking_over = TakingOver::new();
-        let completion = crate::Completion::default();
+        // One heartbeat of session 5, in work balance.
+        async fn round(
+            leases: &ExpiredOnce,
+            ownership: &Ownership,
+            settings: &LeaseSettings,
+            taking_over: &mut TakingOver,
+        ) {
+            let mode = "work-balance (exactly-once)";
+            let completion = crate::Completion::default();
+            tick(
+                leases,
+                ownership,
+                settings,
+                "me",
+                5,
+                mode,
+                false,
+                taking_over,
+                completion,
+                false,
+            )
+            .await
+            .unwrap();
+        }
         // The take-over fails: bucket 2 is neither held nor read, and is remembered.
-        tick(
-            &leases,
-            &ownership,
-            &settings,
-            "me",
-            5,
-            mode,
-            false,
-            &mut taking_over,
-            completion,
-            false,
-        )
-        .await
-        .unwrap();
+        round(&leases, &ownership, &settings, &mut taking_over).await;
         assert_eq!(ownership.scope(), Scope::Buckets(vec![0, 1, 3]));
         assert_eq!(taking_over.buckets().collect::<Vec<_>>(), [2]);
         assert!(leases.taken.lock().unwrap().is_empty());
         // The next round tries again, takes it over (lease and rows at once) and reads it.
-        tick(
-            &leases,
-            &ownership,
-            &settings,
-            "me",
-            5,
-            mode,
-            false,
-            &mut taking_over,
-            completion,
-            false,
-        )
-        .await
-        .unwrap();
+        round(&leases, &ownership, &settings, &mut taking_over).await;
         assert_eq!(ownership.scope(), Scope::Buckets(vec![0, 1, 2, 3]));
         assert!(taking_over.is_empty());
         assert_eq!(*calls.lock().unwrap(), [vec![3], vec![3]]);

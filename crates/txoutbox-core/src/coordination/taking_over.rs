@@ -170,7 +170,7 @@ fn run<L: Leases>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -221,6 +221,19 @@ mod tests {
         }
     }
 
+    /// What a sink answers for the lost session `session` that delivered `ids`.
+    pub(crate) fn taken_over(session: i64, ids: Vec<i64>) -> crate::TakenOver {
+        crate::TakenOver {
+            session,
+            record: crate::ProgressRecord {
+                key: format!("id-e{session}"),
+                location: "the topic".into(),
+                found: true,
+            },
+            ids,
+        }
+    }
+
     fn taker(leases: &Takes) -> Taker<'_, Takes> {
         Taker {
             leases,
@@ -244,18 +257,7 @@ mod tests {
                 if let Some(gate) = gate {
                     let _ = gate.await;
                 }
-                Ok(sessions
-                    .into_iter()
-                    .map(|session| crate::TakenOver {
-                        session,
-                        record: crate::ProgressRecord {
-                            key: format!("id-e{session}"),
-                            location: "the topic".into(),
-                            found: false,
-                        },
-                        ids: Vec::new(),
-                    })
-                    .collect())
+                Ok(sessions.into_iter().map(|s| taken_over(s, Vec::new())).collect())
             })
         });
         let leases = Takes::default();
