@@ -72,12 +72,32 @@ pub(crate) enum SourceArg {
     Wal,
 }
 
+/// `txoutbox migrate`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// PostgreSQL table mode: turn push wake-ups on or off. On, every INSERT into the table wakes
+    /// a sleeping relay at once (LISTEN/NOTIFY), at a cost to every insert statement; off (the
+    /// default since schema version 7), rows other processes commit while the relay sleeps wait
+    /// at most its poll interval. Kept by the table until changed.
+    #[arg(long, value_name = "on|off", value_enum)]
+    pub(crate) push_wakeups: Option<Switch>,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Switch {
+    /// Turned on.
+    On,
+    /// Turned off.
+    Off,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Creates or upgrades the outbox table (idempotent; safe from several replicas at once);
     /// with --source wal, the replication slot, its publication and the dead-letter table.
-    Migrate,
+    Migrate(MigrateArgs),
     /// Runs the relay until SIGTERM or SIGINT, with /metrics, /health, /live, /status (and /ui
     /// with --ui) on the HTTP port.
     Relay(Box<RelayArgs>),

@@ -56,7 +56,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let target = settings::target(&cli.global, &file)?;
     match &cli.command {
         Command::Probe(_) => Ok(()), // answered above
-        Command::Migrate => commands::migrate::run(&target).await,
+        Command::Migrate(args) => commands::migrate::run(&target, args).await,
         Command::Relay(args) => commands::relay::run(&target, settings::relay(args, &file, &target)?).await,
         Command::Status(args) => {
             let relay_url = args

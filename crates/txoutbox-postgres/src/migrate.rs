@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[
         name: "relay progress",
         template: include_str!("../migrations/0006_relay_progress.sql"),
     },
+    Migration {
+        version: 7,
+        name: "leaner writes",
+        template: include_str!("../migrations/0007_leaner_writes.sql"),
+    },
 ]);
 
 /// Creates or upgrades the outbox table; safe to run concurrently from many processes.
@@ -127,4 +132,40 @@ pub(crate) async fn check(pool: &PgPool, sql: &Statements) -> Result<()> {
     })
     .map_err(db_error)?;
     MIGRATIONS.check(&sql.table, version)
+}
+
+/// The wake-up trigger's name (created by migration 2, disabled by migration 7).
+fn trigger(sql: &Statements) -> String {
+    format!("{}_notify", sql.table.table())
+}
+
+/// Turns the wake-up trigger on or off (`ALTER TABLE … ENABLE | DISABLE TRIGGER`: the table's
+/// owner may). Waits at most 5 s for the table's lock, like the migrations.
+pub(crate) async fn set_push_wakeups(pool: &PgPool, sql: &Statements, on: bool) -> Result<()> {
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET LOCAL lock_timeout = '5s'; ALTER TABLE {} {} TRIGGER \"{}\"",
+        sql.table.quoted(),
+        if on { "ENABLE" } else { "DISABLE" },
+        trigger(sql)
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    tracing::info!(table = %sql.table, on, "push wake-ups set");
+    Ok(())
+}
+
+/// Whether the wake-up trigger is on (false without the table or the trigger).
+pub(crate) async fn push_wakeups(pool: &PgPool, sql: &Statements) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT tgenabled <> 'D' FROM pg_trigger \
+           WHERE tgrelid = to_regclass($1) AND tgname = $2), false)",
+    )
+    .bind(sql.table.quoted())
+    .bind(trigger(sql))
+    .fetch_one(pool)
+    .await
+    .map_err(db_error)
 }

@@ -64,7 +64,8 @@ impl PgOutbox {
     }
 
     /// Wakes this relay (in the same process) after each outbox transaction commits. Across
-    /// processes, PostgreSQL's LISTEN/NOTIFY does it anyway.
+    /// processes, push wake-ups do it when they are on ([`PgOutbox::set_push_wakeups`]); else a
+    /// sleeping relay finds the rows within its poll interval.
     #[must_use]
     pub fn with_wakeup(mut self, wakeup: Wakeup) -> Self {
         self.wakeup = Some(wakeup);
@@ -105,6 +106,22 @@ impl PgOutbox {
     /// replica at start-up (an advisory lock serializes them).
     pub async fn migrate(&self, pool: &PgPool) -> Result<()> {
         migrate::migrate(pool, &self.sql).await
+    }
+
+    /// Turns push wake-ups on or off. On, every `INSERT` into the table — from any process or
+    /// language — wakes a sleeping relay at once through LISTEN/NOTIFY, at a cost to every insert
+    /// statement (a trigger; see `docs/guarantees.md`). Off — the default since schema version
+    /// 7 — rows that other processes commit while the relay sleeps wait at most its poll
+    /// interval; a relay in the writer's process is woken through [`PgOutbox::with_wakeup`]
+    /// either way. Needs the table's owner; run it after [`PgOutbox::migrate`]. The setting is
+    /// the table's, kept until changed (the upgrade to version 7 turns it off once).
+    pub async fn set_push_wakeups(&self, pool: &PgPool, on: bool) -> Result<()> {
+        migrate::set_push_wakeups(pool, &self.sql, on).await
+    }
+
+    /// Whether push wake-ups are on (see [`PgOutbox::set_push_wakeups`]).
+    pub async fn push_wakeups(&self, pool: &PgPool) -> Result<bool> {
+        migrate::push_wakeups(pool, &self.sql).await
     }
 
     /// The relay's view of this outbox, over `pool`.

@@ -233,7 +233,17 @@ impl Store for PgStore {
     }
 
     async fn check(&self) -> Result<()> {
-        migrate::check(&self.pool, &self.sql).await
+        migrate::check(&self.pool, &self.sql).await?;
+        if migrate::push_wakeups(&self.pool, &self.sql).await? {
+            tracing::info!(table = %self.sql.table, "push wake-ups are on: commits wake a sleeping relay at once");
+        } else {
+            tracing::info!(
+                table = %self.sql.table,
+                "push wake-ups are off: rows other processes commit while the relay sleeps wait at most \
+                 its poll interval (turn them on with `txoutbox migrate --push-wakeups on`)"
+            );
+        }
+        Ok(())
     }
 
     /// A single-mode relay takes the table's relay lock, so the first relay to start is the

@@ -18,6 +18,11 @@ pub(crate) const MIGRATIONS: Migrations = Migrations::new(&[
         name: "relay progress",
         template: include_str!("../migrations/0002_relay_progress.sql"),
     },
+    Migration {
+        version: 3,
+        name: "leaner writes",
+        template: include_str!("../migrations/0003_leaner_writes.sql"),
+    },
 ]);
 
 /// Creates or upgrades the outbox table. Switches the database to WAL journaling, so the
@@ -73,10 +78,18 @@ pub(crate) async fn migrate(pool: &SqlitePool, sql: &Statements) -> Result<()> {
     let apply = async {
         for step in pending {
             let Migration { version, name, .. } = *step;
+            // The schema cookie as the steps before left it (a step that edits the schema table
+            // bumps it, so that every connection reads the new definitions).
+            let cookie: i64 =
+                sqlx::query_scalar(AssertSqlSafe(format!("PRAGMA {schema_prefix}schema_version")))
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let next_cookie = (cookie + 1).to_string();
             let statement = step.render(&[
                 ("table", &sql.table.quoted()),
                 ("schema_prefix", &schema_prefix),
                 ("name", sql.table.table()),
+                ("next_schema_version", &next_cookie),
             ]);
             sqlx::raw_sql(AssertSqlSafe(statement))
                 .execute(&mut *conn)
@@ -96,7 +109,11 @@ pub(crate) async fn migrate(pool: &SqlitePool, sql: &Statements) -> Result<()> {
     }
     .await;
     if let Err(e) = apply {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        // A step that failed while the schema table was writable must not leave this pooled
+        // connection so.
+        let _ = sqlx::raw_sql("ROLLBACK; PRAGMA writable_schema = OFF")
+            .execute(&mut *conn)
+            .await;
         return Err(db_error(e));
     }
     Ok(())

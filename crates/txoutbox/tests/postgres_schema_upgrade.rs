@@ -1,6 +1,7 @@
 //! The table contract's online upgrade on PostgreSQL: a version 4 table (generated `bucket`
-//! column, CHECKs, no read functions) is migrated to versions 5 and 6 while applications keep writing,
-//! then a relay sends everything: nothing lost, nothing twice, every key in order.
+//! column, CHECKs, no read functions, the `_pending` index, the wake-up trigger on) is migrated to
+//! versions 5, 6 and 7 while applications keep writing, then a relay sends everything: nothing
+//! lost, nothing twice, every key in order.
 #![cfg(feature = "postgres")]
 
 mod common;
@@ -27,6 +28,8 @@ async fn back_to_version_4(db: &TestSchema) {
          ALTER TABLE {table} ADD CONSTRAINT outbox_messages_status_check \
            CHECK (status IN ('pending', 'published', 'dead')); \
          DROP FUNCTION {after}; DROP FUNCTION {late}; DROP TABLE {progress}; \
+         CREATE INDEX outbox_messages_pending ON {table} (id) WHERE status = 'pending'; \
+         ALTER TABLE {table} ENABLE TRIGGER outbox_messages_notify; \
          DELETE FROM {migrations} WHERE version >= 5;",
         progress = db.qualify("outbox_messages_relay_progress"),
         after = db.qualify("outbox_messages_pending_after"),
@@ -136,6 +139,33 @@ async fn a_version_4_table_upgrades_while_applications_write_and_nothing_is_lost
         (bucket_columns, checks),
         (0, 0),
         "version 5 has no bucket column and no CHECK"
+    );
+    let (indexes, push): (Vec<String>, bool) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT (SELECT array_agg(indexrelid::regclass::text) FROM pg_index \
+                   WHERE indrelid = '{t}'::regclass), \
+                (SELECT tgenabled <> 'D' FROM pg_trigger WHERE tgrelid = '{t}'::regclass \
+                   AND tgname = 'outbox_messages_notify')",
+        t = db.qualify("outbox_messages")
+    )))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let mut indexes: Vec<&str> = indexes
+        .iter()
+        .map(|i| i.rsplit('.').next().unwrap_or(i))
+        .collect();
+    indexes.sort_unstable();
+    assert_eq!(
+        (indexes, push),
+        (
+            vec![
+                "outbox_messages_dead",
+                "outbox_messages_pending_xid",
+                "outbox_messages_pkey"
+            ],
+            false
+        ),
+        "version 7 keeps the primary key and two partial indexes, and turns the wake-up trigger off"
     );
     drop(outbox);
     drop(store);

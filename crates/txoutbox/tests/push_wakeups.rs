@@ -47,6 +47,7 @@ async fn a_commit_wakes_an_idle_relay_at_once_also_after_its_listener_was_killed
     let db = TestSchema::new().await;
     let outbox = PgOutbox::with_table(Topics::new().with(keyed::<0>(&topic)).unwrap(), db.table());
     outbox.migrate(&db.pool).await.unwrap();
+    outbox.set_push_wakeups(&db.pool, true).await.unwrap();
     let channel = format!("txoutbox_{}_outbox_messages", db.schema);
     // A poll interval far beyond the test: only a push can deliver in time.
     let relay = start_relay(

@@ -82,6 +82,7 @@ async fn an_awake_relay_silences_the_trigger_and_a_sleeping_one_is_woken_at_once
     let db = TestSchema::new().await;
     let outbox = PgOutbox::with_table(Topics::new().with(keyed::<0>(&topic)).unwrap(), db.table());
     outbox.migrate(&db.pool).await.unwrap();
+    outbox.set_push_wakeups(&db.pool, true).await.unwrap();
     let channel = format!("txoutbox_{}_outbox_messages", db.schema);
     let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
     listener.listen(&channel).await.unwrap();
@@ -195,21 +196,22 @@ async fn an_awake_relay_silences_the_trigger_and_a_sleeping_one_is_woken_at_once
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrate_upgrades_a_version_3_table_and_only_a_relay_declared_asleep_is_notified() {
+async fn migrate_upgrades_a_version_3_table_and_push_wakeups_notify_only_a_relay_declared_asleep() {
     txoutbox_testing::init_tracing();
     let db = TestSchema::new().await;
     let outbox = PgOutbox::with_table(Topics::new(), db.table());
     outbox.migrate(&db.pool).await.unwrap();
     let table = db.qualify("outbox_messages");
     let migrations = db.qualify("outbox_messages_migrations");
-    // Back to version 3: migration 2's trigger function, no state table, no rows of versions 4
-    // to 6 (whose steps run again, harmlessly).
+    // Back to version 3: migration 2's trigger function (enabled), no state table, no rows of
+    // versions 4 to 7 (whose steps run again, harmlessly).
     let notify = db.qualify("outbox_messages_notify");
     let channel = format!("txoutbox_{}_outbox_messages", db.schema);
     sqlx::raw_sql(AssertSqlSafe(format!(
         "DROP TABLE {state}; DELETE FROM {migrations} WHERE version >= 4; \
          CREATE OR REPLACE FUNCTION {notify}() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN PERFORM pg_notify('{channel}', ''); RETURN NULL; END $$; \
+         ALTER TABLE {table} ENABLE TRIGGER outbox_messages_notify; \
          INSERT INTO {table} (topic) VALUES ('kept');",
         state = db.qualify("outbox_messages_relay_state"),
     )))
@@ -228,10 +230,10 @@ async fn migrate_upgrades_a_version_3_table_and_only_a_relay_declared_asleep_is_
     assert!(outbox.store(db.pool.clone()).check().await.is_err());
 
     outbox.migrate(&db.pool).await.unwrap();
-    assert_eq!(versions().await, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions().await, vec![1, 2, 3, 4, 5, 6, 7]);
     // Idempotent: a second run changes nothing.
     outbox.migrate(&db.pool).await.unwrap();
-    assert_eq!(versions().await, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions().await, vec![1, 2, 3, 4, 5, 6, 7]);
     outbox.store(db.pool.clone()).check().await.unwrap();
     let kept: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .fetch_one(&db.pool)
@@ -239,21 +241,45 @@ async fn migrate_upgrades_a_version_3_table_and_only_a_relay_declared_asleep_is_
         .unwrap();
     assert_eq!(kept, 1, "the upgrade keeps the rows");
 
-    // The upgraded trigger: "asleep" notifies; "awake" and no row (no relay has declared
-    // anything since the table was made or the database restarted) do not.
+    // Version 7 turned push wake-ups off (writers pay nothing for them); the table keeps the
+    // setting from then on.
+    assert!(!outbox.push_wakeups(&db.pool).await.unwrap());
+    outbox.set_push_wakeups(&db.pool, true).await.unwrap();
+    assert!(outbox.push_wakeups(&db.pool).await.unwrap());
+    outbox.migrate(&db.pool).await.unwrap();
+    assert!(
+        outbox.push_wakeups(&db.pool).await.unwrap(),
+        "a migration run keeps the setting"
+    );
+
+    // The upgraded trigger, on: "asleep" notifies; "awake" and no row (no relay has declared
+    // anything since the table was made or the database restarted) do not. Off: nothing does.
     let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
     listener.listen(&channel).await.unwrap();
     let state = db.qualify("outbox_messages_relay_state");
+    let push_off = "push wake-ups off".to_owned();
     for (setup, notifies) in [
         (format!("DELETE FROM {state}"), false),
         (format!("INSERT INTO {state} (awake) VALUES (true)"), false),
         (format!("UPDATE {state} SET awake = false"), true),
         (format!("UPDATE {state} SET awake = true"), false),
+        (format!("UPDATE {state} SET awake = false"), true),
+        (push_off.clone(), false),
     ] {
-        sqlx::query(AssertSqlSafe(setup.clone()))
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        if setup == push_off {
+            outbox.set_push_wakeups(&db.pool, false).await.unwrap();
+            // The relay still says it is asleep; the disabled trigger is silent all the same.
+            let asleep: bool = sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT awake FROM {state}")))
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            assert!(asleep);
+        } else {
+            sqlx::query(AssertSqlSafe(setup.clone()))
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
         sqlx::query(AssertSqlSafe(format!("INSERT INTO {table} (topic) VALUES ('t')")))
             .execute(&db.pool)
             .await

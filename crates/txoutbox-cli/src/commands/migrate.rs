@@ -1,19 +1,36 @@
 //! `txoutbox migrate`.
 
-use crate::database::{Create, Database, wal_outbox};
+use crate::cli::{MigrateArgs, Switch};
+use crate::database::{Create, Database, pg_outbox, wal_outbox};
 use crate::error::CliError;
 use crate::target::{Source, Target};
 
 /// Creates or upgrades the outbox table; in WAL mode, also the replication slot and its
-/// publication (the table then keeps dead letters).
-pub(crate) async fn run(target: &Target) -> Result<(), CliError> {
+/// publication (the table then keeps dead letters). `--push-wakeups` sets the PostgreSQL table's
+/// wake-up trigger after the migrations.
+pub(crate) async fn run(target: &Target, args: &MigrateArgs) -> Result<(), CliError> {
     let database = Database::connect(target, Create::IfMissing, 1).await?;
-    match (&target.source, &database) {
-        (Source::Table, _) => {
+    match (&target.source, &database, args.push_wakeups) {
+        (Source::Table, Database::Postgres(pool, table), Some(push)) => {
+            let outbox = pg_outbox(table);
+            outbox.migrate(pool).await?;
+            outbox.set_push_wakeups(pool, push == Switch::On).await?;
+            println!(
+                "outbox table {table} is ready; push wake-ups are {}",
+                if push == Switch::On { "on" } else { "off" }
+            );
+        }
+        (_, _, Some(_)) => {
+            return Err(CliError::usage(
+                "--push-wakeups is for PostgreSQL's table mode (other stores and WAL mode have no \
+                 wake-up trigger); leave it out",
+            ));
+        }
+        (Source::Table, _, None) => {
             database.migrate().await?;
             println!("outbox table {} is ready", database.table());
         }
-        (Source::Wal(config), Database::Postgres(pool, _)) => {
+        (Source::Wal(config), Database::Postgres(pool, _), None) => {
             wal_outbox(config)?.migrate(pool).await?;
             println!(
                 "WAL mode is ready: replication slot {}, publication {}, dead-letter table {}",
@@ -22,7 +39,7 @@ pub(crate) async fn run(target: &Target) -> Result<(), CliError> {
                 database.table()
             );
         }
-        (Source::Wal(_), _) => return Err(crate::database::wal_needs_postgres()),
+        (Source::Wal(_), _, None) => return Err(crate::database::wal_needs_postgres()),
     }
     Ok(())
 }
