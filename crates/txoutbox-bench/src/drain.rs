@@ -2,7 +2,8 @@
 //! — a freshly filled table, as after a broker outage, never analyzed — against the raw producer
 //! sending the same messages, round by round, on PostgreSQL, SQLite and MySQL / MariaDB.
 //!
-//! Each round measures the raw producer and then each store's relay, so that every ratio
+//! Each round measures the raw producer and then, on each store, a plain relay draining the same
+//! backlog from a plain outbox table ([`crate::plain_table`]) and the relay, so that every ratio
 //! compares figures taken minutes apart, not runs apart.
 
 use std::time::{Duration, Instant};
@@ -18,7 +19,10 @@ use txoutbox_testing::mysql::TestDatabase;
 use txoutbox_testing::postgres::TestSchema;
 use txoutbox_testing::sqlite::TestDb;
 
+use sqlx::AssertSqlSafe;
+
 use crate::common::{BenchMsg, bootstrap, messages, topic_def, wait_quiet};
+use crate::plain_table::{self, PLAIN_TABLE};
 use crate::store_kind::Db;
 use crate::throughput::{PREWRITE_CHUNK, drain, new_topic, raw_producer};
 
@@ -33,6 +37,11 @@ pub(crate) struct StoreDrain {
     pub ratio_to_raw: Vec<f64>,
     pub ratio_median: f64,
     pub ratio_worst: f64,
+    /// The plain relay's messages per second on the plain table, each round.
+    pub plain_msgs_per_sec: Vec<f64>,
+    /// Relay / plain relay of the same round.
+    pub ratio_to_plain: Vec<f64>,
+    pub ratio_to_plain_median: f64,
     /// Seconds the backlog took to write (one `publish_all` of 5,000 per transaction), each round.
     pub prewrite_seconds: Vec<f64>,
 }
@@ -61,7 +70,7 @@ pub(crate) async fn run(
     for &n in backlogs {
         let msgs = messages(n, keys);
         let stores = Db::selected(sqlite, mysql);
-        let mut per_store: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); stores.len()];
+        let mut per_store: Vec<[Vec<f64>; 4]> = vec![Default::default(); stores.len()];
         let mut raw_rates = Vec::new();
         for round in 0..rounds {
             let topic = new_topic().await;
@@ -80,27 +89,36 @@ pub(crate) async fn run(
             raw_rates.push(raw.msgs_per_sec);
             for (i, db) in stores.iter().enumerate() {
                 let name = db.name();
-                let (rate, prewrite) = match db {
+                let (rate, prewrite, plain) = match db {
                     Db::Postgres => postgres(&msgs, batch, in_flight).await,
                     Db::Sqlite => sqlite_run(&msgs, batch, in_flight).await,
                     Db::MySql => mysql_run(&msgs, batch, in_flight).await,
                 };
                 eprintln!(
-                    "[drain] {n} round {}: {name} {rate:.0} msg/s ({:.2}x raw)",
+                    "[drain] {n} round {}: {name} {rate:.0} msg/s ({:.2}x raw, {:.2}x the plain relay's {plain:.0})",
                     round + 1,
-                    rate / raw.msgs_per_sec
+                    rate / raw.msgs_per_sec,
+                    rate / plain
                 );
-                per_store[i].0.push(rate);
-                per_store[i].1.push(rate / raw.msgs_per_sec);
-                per_store[i].2.push(prewrite);
+                for (series, value) in
+                    per_store[i]
+                        .iter_mut()
+                        .zip([rate, rate / raw.msgs_per_sec, prewrite, plain])
+                {
+                    series.push(value);
+                }
             }
         }
-        for (db, (rates, ratios, prewrite)) in stores.into_iter().zip(per_store) {
+        for (db, [rates, ratios, prewrite, plain]) in stores.into_iter().zip(per_store) {
             let mut sorted = ratios.clone();
             sorted.sort_by(f64::total_cmp);
+            let to_plain: Vec<f64> = rates.iter().zip(&plain).map(|(r, p)| r / p).collect();
             results.push(StoreDrain {
                 store: db.name().into(),
                 backlog: n,
+                ratio_to_plain_median: median(&to_plain),
+                ratio_to_plain: to_plain,
+                plain_msgs_per_sec: plain,
                 msgs_per_sec: rates,
                 ratio_median: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
                 ratio_worst: sorted.first().copied().unwrap_or(f64::NAN),
@@ -127,9 +145,24 @@ async fn drain_to_kafka<S: Store + Clone>(store: S, n: usize, batch: usize, in_f
     n as f64 / seconds
 }
 
-async fn postgres(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f64) {
+/// The median of `values` (the upper one of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The relay's rate, the backlog's write time and the plain relay's rate on PostgreSQL.
+async fn postgres(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f64, f64) {
     let topic = new_topic().await;
     let schema = TestSchema::with_pool_size(4).await;
+    let plain = schema.qualify(PLAIN_TABLE);
+    sqlx::raw_sql(AssertSqlSafe(plain_table::postgres_table(&plain)))
+        .execute(&schema.pool)
+        .await
+        .expect("plain table");
+    wait_quiet("drain", Duration::from_secs(30)).await;
+    let plain_rate = plain_table::postgres(&schema.pool, &plain, &new_topic().await, msgs).await;
     let outbox = PgOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), schema.table());
     outbox.migrate(&schema.pool).await.expect("migrate");
     let started = Instant::now();
@@ -142,12 +175,19 @@ async fn postgres(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f6
     // No VACUUM, no ANALYZE: the table as a backlog leaves it.
     let rate = drain_to_kafka(outbox.store(schema.pool.clone()), msgs.len(), batch, in_flight).await;
     schema.drop_schema().await;
-    (rate, prewrite)
+    (rate, prewrite, plain_rate)
 }
 
-async fn sqlite_run(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f64) {
+/// [`postgres`] on SQLite.
+async fn sqlite_run(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f64, f64) {
     let topic = new_topic().await;
     let db = TestDb::new().await;
+    sqlx::raw_sql(plain_table::SQLITE_TABLE)
+        .execute(&db.pool)
+        .await
+        .expect("plain table");
+    wait_quiet("drain", Duration::from_secs(30)).await;
+    let plain_rate = plain_table::sqlite(&db.pool, &new_topic().await, msgs).await;
     let outbox = SqliteOutbox::new(Topics::new().with(topic_def(&topic)).unwrap());
     outbox.migrate(&db.pool).await.expect("migrate");
     let started = Instant::now();
@@ -158,12 +198,20 @@ async fn sqlite_run(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, 
     }
     let prewrite = started.elapsed().as_secs_f64();
     let rate = drain_to_kafka(outbox.store(db.pool.clone()), msgs.len(), batch, in_flight).await;
-    (rate, prewrite)
+    (rate, prewrite, plain_rate)
 }
 
-async fn mysql_run(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f64) {
+/// [`postgres`] on MySQL / MariaDB.
+async fn mysql_run(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f64, f64) {
     let topic = new_topic().await;
     let db = TestDatabase::with_pool_size(4).await;
+    let plain = db.qualify(PLAIN_TABLE);
+    sqlx::raw_sql(AssertSqlSafe(plain_table::mysql_table(&plain)))
+        .execute(&db.pool)
+        .await
+        .expect("plain table");
+    wait_quiet("drain", Duration::from_secs(30)).await;
+    let plain_rate = plain_table::mysql(&db.pool, &plain, &new_topic().await, msgs).await;
     let outbox = MySqlOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), db.table());
     outbox.migrate(&db.pool).await.expect("migrate");
     let started = Instant::now();
@@ -175,5 +223,5 @@ async fn mysql_run(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f
     let prewrite = started.elapsed().as_secs_f64();
     let rate = drain_to_kafka(outbox.store(db.pool.clone()), msgs.len(), batch, in_flight).await;
     db.drop_database().await;
-    (rate, prewrite)
+    (rate, prewrite, plain_rate)
 }

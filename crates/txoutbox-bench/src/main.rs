@@ -16,6 +16,7 @@ mod inbox;
 mod latency;
 mod memory;
 mod nodes;
+mod plain_table;
 mod store_kind;
 mod throughput;
 mod writes;
@@ -143,8 +144,8 @@ enum Scenario {
     /// single-row inserts (PostgreSQL, SQLite, MySQL / MariaDB; not part of `all`).
     Writes,
     /// The relay with default settings draining a freshly written, never analyzed backlog
-    /// against the raw producer, round by round (PostgreSQL, SQLite, MySQL / MariaDB; not part
-    /// of `all`).
+    /// against the raw producer and a plain relay on a plain outbox table, round by round
+    /// (PostgreSQL, SQLite, MySQL / MariaDB; not part of `all`).
     Drain,
     /// The inbox consumer against a bare consumer doing the same database write without
     /// de-duplication, round by round (PostgreSQL, SQLite, MySQL / MariaDB; not part of `all`).
@@ -401,7 +402,7 @@ fn print_writes(w: &writes::WritesResult) {
 
 fn print_drain(d: &drain::DrainResult) {
     println!(
-        "\n== drain: default relay on a fresh, never analyzed backlog vs the raw producer ({} rounds, {} keys) ==",
+        "\n== drain: default relay on a fresh, never analyzed backlog vs the raw producer and a plain relay ({} rounds, {} keys) ==",
         d.rounds, d.keys
     );
     for (n, raw) in &d.raw_msgs_per_sec {
@@ -409,12 +410,16 @@ fn print_drain(d: &drain::DrainResult) {
     }
     for s in &d.stores {
         println!(
-            "{:<10} backlog {:>9}: vs raw median {:.2}x, worst {:.2}x, rounds {}",
+            "{:<10} backlog {:>9}: vs raw median {:.2}x, worst {:.2}x, rounds {}; vs the plain relay \
+             median {:.2}x, rounds {} (plain relay msg/s {})",
             s.store,
             s.backlog,
             s.ratio_median,
             s.ratio_worst,
-            list(&s.ratio_to_raw)
+            list(&s.ratio_to_raw),
+            s.ratio_to_plain_median,
+            list(&s.ratio_to_plain),
+            list_k(&s.plain_msgs_per_sec)
         );
     }
 }

@@ -7,6 +7,7 @@
 //! Rounds alternate plain and outbox so that drift (checkpoints, autovacuum) hits both alike; both
 //! tables are emptied before each round.
 
+use crate::plain_table::{self, PLAIN_TABLE};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,14 +162,11 @@ async fn postgres(shape: Shape) -> StoreWrites {
     let schema = Arc::new(TestSchema::with_pool_size(shape.writers as u32 + 1).await);
     let outbox = PgOutbox::with_table(Topics::new().with(topic_def(TOPIC)).unwrap(), schema.table());
     outbox.migrate(&schema.pool).await.unwrap();
-    let plain = schema.qualify("plain_outbox");
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE TABLE {plain} (id BIGSERIAL PRIMARY KEY, topic TEXT NOT NULL, key BYTEA, payload BYTEA, \
-           headers JSON, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-    )))
-    .execute(&schema.pool)
-    .await
-    .unwrap();
+    let plain = schema.qualify(PLAIN_TABLE);
+    sqlx::raw_sql(AssertSqlSafe(plain_table::postgres_table(&plain)))
+        .execute(&schema.pool)
+        .await
+        .unwrap();
     let insert = Arc::<str>::from(format!(
         "INSERT INTO {plain} (topic, key, payload, headers) VALUES ($1, $2, $3, $4::json)"
     ));
@@ -205,14 +203,10 @@ async fn sqlite_run(shape: Shape) -> StoreWrites {
     let db = Arc::new(TestDb::new().await);
     let outbox = SqliteOutbox::new(Topics::new().with(topic_def(TOPIC)).unwrap());
     outbox.migrate(&db.pool).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE TABLE plain_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB, \
-           payload BLOB, headers TEXT, \
-           created_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)))",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    sqlx::raw_sql(plain_table::SQLITE_TABLE)
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let msgs = messages(shape.rows, 1_000);
     rounds("sqlite", shape, async |target| {
         sqlx::raw_sql("DELETE FROM plain_outbox; DELETE FROM outbox_messages")
@@ -241,15 +235,11 @@ async fn mysql_run(shape: Shape) -> StoreWrites {
     let db = Arc::new(TestDatabase::with_pool_size(shape.writers as u32 + 1).await);
     let outbox = MySqlOutbox::with_table(Topics::new().with(topic_def(TOPIC)).unwrap(), db.table());
     outbox.migrate(&db.pool).await.unwrap();
-    let plain = db.qualify("plain_outbox");
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE TABLE {plain} (id BIGINT AUTO_INCREMENT PRIMARY KEY, topic VARCHAR(255) NOT NULL, \
-           `key` BLOB, payload LONGBLOB, headers LONGTEXT, \
-           created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE = InnoDB"
-    )))
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    let plain = db.qualify(PLAIN_TABLE);
+    sqlx::raw_sql(AssertSqlSafe(plain_table::mysql_table(&plain)))
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let insert = Arc::<str>::from(format!(
         "INSERT INTO {plain} (topic, `key`, payload, headers) VALUES (?, ?, ?, ?)"
     ));

@@ -1,7 +1,7 @@
 //! The table contract's online upgrade on PostgreSQL: a version 4 table (generated `bucket`
-//! column, CHECKs, no read functions, the `_pending` index, the wake-up trigger on) is migrated to
-//! versions 5, 6 and 7 while applications keep writing, then a relay sends everything: nothing
-//! lost, nothing twice, every key in order.
+//! column, CHECKs, no read functions, the partial `_pending` and `_pending_xid` indexes, the
+//! wake-up trigger on) is migrated to versions 5, 6 and 7 while applications keep writing, then a
+//! relay sends everything: nothing lost, nothing twice, every key in order.
 #![cfg(feature = "postgres")]
 
 mod common;
@@ -160,12 +160,13 @@ async fn a_version_4_table_upgrades_while_applications_write_and_nothing_is_lost
         (
             vec![
                 "outbox_messages_dead",
-                "outbox_messages_pending_xid",
-                "outbox_messages_pkey"
+                "outbox_messages_pkey",
+                "outbox_messages_xid"
             ],
             false
         ),
-        "version 7 keeps the primary key and two partial indexes, and turns the wake-up trigger off"
+        "version 7 keeps the primary key, the dead-letter index and a plain xid index, and turns \
+         the wake-up trigger off"
     );
     drop(outbox);
     drop(store);

@@ -1,0 +1,199 @@
+//! The plain outbox table the scenarios compare with: a sequence id, topic, key, payload, headers
+//! and creation time — the table other relays poll — and a plain relay over it.
+//!
+//! The plain relay does what a minimal poller does: read the oldest rows in id order, send them
+//! with a producer of `KafkaSink`'s settings (the same two headers), wait for every
+//! acknowledgement, delete them (one range: they are the lowest ids, and nothing writes meanwhile),
+//! and again — one statement at a time, nothing overlapped.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use sqlx::{AssertSqlSafe, MySqlPool, PgPool, SqlitePool};
+
+use crate::common::{BenchMsg, bootstrap, producer_config};
+use crate::throughput::{PREWRITE_CHUNK, sink_like_headers};
+
+/// The plain table's name in every store.
+pub(crate) const PLAIN_TABLE: &str = "plain_outbox";
+
+/// `CREATE TABLE` of the plain table `name` on PostgreSQL.
+pub(crate) fn postgres_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (id BIGSERIAL PRIMARY KEY, topic TEXT NOT NULL, key BYTEA, payload BYTEA, \
+           headers JSON, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+}
+
+/// `CREATE TABLE` of the plain table on SQLite.
+pub(crate) const SQLITE_TABLE: &str = "CREATE TABLE plain_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, \
+     topic TEXT NOT NULL, key BLOB, payload BLOB, headers TEXT, \
+     created_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)))";
+
+/// `CREATE TABLE` of the plain table `name` on MySQL / MariaDB.
+pub(crate) fn mysql_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (id BIGINT AUTO_INCREMENT PRIMARY KEY, topic VARCHAR(255) NOT NULL, \
+           `key` BLOB, payload LONGBLOB, headers LONGTEXT, \
+           created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE = InnoDB"
+    )
+}
+
+/// The rows one read of the plain relay takes.
+const READ: i64 = 1_000;
+
+/// Rows per statement when SQLite and MySQL fill the plain table (three parameters each).
+const FILL_ROWS: usize = 1_000;
+
+/// `INSERT INTO table (topic, key, payload) VALUES (?, ?, ?), …` for `rows` rows.
+fn multi_row_insert(table: &str, rows: usize) -> String {
+    let values = vec!["(?, ?, ?)"; rows].join(", ");
+    format!("INSERT INTO {table} (topic, `key`, payload) VALUES {values}")
+}
+
+/// A row of the plain table as the plain relay reads it.
+type PlainRow = (i64, String, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Sends `rows` and waits for every acknowledgement; panics on a failed delivery.
+async fn send_all(producer: &FutureProducer, rows: &[PlainRow]) {
+    let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(rows.len());
+    for (_, topic, key, payload) in rows {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut record = FutureRecord::to(topic)
+            .key(key.as_deref().unwrap_or_default())
+            .payload(payload.as_deref().unwrap_or_default())
+            .headers(sink_like_headers(&id));
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break deliveries.push(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => panic!("produce failed: {e}"),
+            }
+        }
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => panic!("delivery failed: {e}"),
+            Err(_) => panic!("delivery cancelled"),
+        }
+    }
+}
+
+fn producer() -> FutureProducer {
+    producer_config(&bootstrap()).create().expect("producer")
+}
+
+/// Fills the plain table with `msgs` for `topic` (one multi-row statement per chunk) and drains
+/// it with the plain relay; messages per second from its first read to its last delete.
+pub(crate) async fn postgres(pool: &PgPool, table: &str, topic: &str, msgs: &[BenchMsg]) -> f64 {
+    for chunk in msgs.chunks(PREWRITE_CHUNK) {
+        let keys: Vec<&[u8]> = chunk.iter().map(|m| m.key.as_bytes()).collect();
+        let payloads: Vec<&[u8]> = chunk.iter().map(|m| m.payload.as_slice()).collect();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (topic, key, payload) SELECT $1, k, p FROM UNNEST($2::bytea[], $3::bytea[]) AS u(k, p)"
+        )))
+        .bind(topic)
+        .bind(keys)
+        .bind(payloads)
+        .execute(pool)
+        .await
+        .expect("fill the plain table");
+    }
+    let (read, delete) = (
+        format!("SELECT id, topic, key, payload FROM {table} ORDER BY id LIMIT $1"),
+        format!("DELETE FROM {table} WHERE id <= $1"),
+    );
+    let producer = producer();
+    let started = Instant::now();
+    loop {
+        let rows: Vec<PlainRow> = sqlx::query_as(AssertSqlSafe(read.clone()))
+            .bind(READ)
+            .fetch_all(pool)
+            .await
+            .expect("read");
+        let Some(last) = rows.last().map(|r| r.0) else {
+            break;
+        };
+        send_all(&producer, &rows).await;
+        sqlx::query(AssertSqlSafe(delete.clone()))
+            .bind(last)
+            .execute(pool)
+            .await
+            .expect("delete");
+    }
+    msgs.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// [`postgres`] on SQLite (the table is [`SQLITE_TABLE`]).
+pub(crate) async fn sqlite(pool: &SqlitePool, topic: &str, msgs: &[BenchMsg]) -> f64 {
+    for chunk in msgs.chunks(FILL_ROWS) {
+        let mut insert = sqlx::query(AssertSqlSafe(multi_row_insert(PLAIN_TABLE, chunk.len())));
+        for m in chunk {
+            insert = insert
+                .bind(topic)
+                .bind(m.key.as_bytes())
+                .bind(m.payload.as_slice());
+        }
+        insert.execute(pool).await.expect("fill the plain table");
+    }
+    let producer = producer();
+    let started = Instant::now();
+    loop {
+        let rows: Vec<PlainRow> =
+            sqlx::query_as("SELECT id, topic, key, payload FROM plain_outbox ORDER BY id LIMIT ?1")
+                .bind(READ)
+                .fetch_all(pool)
+                .await
+                .expect("read");
+        let Some(last) = rows.last().map(|r| r.0) else {
+            break;
+        };
+        send_all(&producer, &rows).await;
+        sqlx::query("DELETE FROM plain_outbox WHERE id <= ?1")
+            .bind(last)
+            .execute(pool)
+            .await
+            .expect("delete");
+    }
+    msgs.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// [`postgres`] on MySQL / MariaDB.
+pub(crate) async fn mysql(pool: &MySqlPool, table: &str, topic: &str, msgs: &[BenchMsg]) -> f64 {
+    for chunk in msgs.chunks(FILL_ROWS) {
+        let mut insert = sqlx::query(AssertSqlSafe(multi_row_insert(table, chunk.len())));
+        for m in chunk {
+            insert = insert
+                .bind(topic)
+                .bind(m.key.as_bytes())
+                .bind(m.payload.as_slice());
+        }
+        insert.execute(pool).await.expect("fill the plain table");
+    }
+    let producer = producer();
+    let started = Instant::now();
+    let read = format!("SELECT id, topic, `key`, payload FROM {table} ORDER BY id LIMIT ?");
+    let delete = format!("DELETE FROM {table} WHERE id <= ?");
+    loop {
+        let rows: Vec<PlainRow> = sqlx::query_as(AssertSqlSafe(read.clone()))
+            .bind(READ)
+            .fetch_all(pool)
+            .await
+            .expect("read");
+        let Some(last) = rows.last().map(|r| r.0) else {
+            break;
+        };
+        send_all(&producer, &rows).await;
+        sqlx::query(AssertSqlSafe(delete.clone()))
+            .bind(last)
+            .execute(pool)
+            .await
+            .expect("delete");
+    }
+    msgs.len() as f64 / started.elapsed().as_secs_f64()
+}
