@@ -1,10 +1,11 @@
 //! The plain outbox table the scenarios compare with: a sequence id, topic, key, payload, headers
 //! and creation time — the table other relays poll — and a plain relay over it.
 //!
-//! The plain relay does what a minimal poller does: read the oldest rows in id order, send them
-//! with a producer of `KafkaSink`'s settings (the same two headers), wait for every
-//! acknowledgement, delete them (one range: they are the lowest ids, and nothing writes meanwhile),
-//! and again — one statement at a time, nothing overlapped.
+//! The plain relay is a naive, sequential poller: read the next rows in id order after the last
+//! one it sent, send them with a producer of `KafkaSink`'s settings (the same two headers), wait
+//! for every acknowledgement, delete them (one range: nothing writes meanwhile), and again — one
+//! step at a time, nothing overlapped, no late-commit detection, no retries. It is a reference
+//! for what the database costs a poller, not a relay to use.
 
 use std::time::{Duration, Instant};
 
@@ -105,13 +106,15 @@ pub(crate) async fn postgres(pool: &PgPool, table: &str, topic: &str, msgs: &[Be
         .expect("fill the plain table");
     }
     let (read, delete) = (
-        format!("SELECT id, topic, key, payload FROM {table} ORDER BY id LIMIT $1"),
+        format!("SELECT id, topic, key, payload FROM {table} WHERE id > $1 ORDER BY id LIMIT $2"),
         format!("DELETE FROM {table} WHERE id <= $1"),
     );
     let producer = producer();
     let started = Instant::now();
+    let mut after = 0_i64;
     loop {
         let rows: Vec<PlainRow> = sqlx::query_as(AssertSqlSafe(read.clone()))
+            .bind(after)
             .bind(READ)
             .fetch_all(pool)
             .await
@@ -125,6 +128,7 @@ pub(crate) async fn postgres(pool: &PgPool, table: &str, topic: &str, msgs: &[Be
             .execute(pool)
             .await
             .expect("delete");
+        after = last;
     }
     msgs.len() as f64 / started.elapsed().as_secs_f64()
 }
@@ -143,13 +147,16 @@ pub(crate) async fn sqlite(pool: &SqlitePool, topic: &str, msgs: &[BenchMsg]) ->
     }
     let producer = producer();
     let started = Instant::now();
+    let mut after = 0_i64;
     loop {
-        let rows: Vec<PlainRow> =
-            sqlx::query_as("SELECT id, topic, key, payload FROM plain_outbox ORDER BY id LIMIT ?1")
-                .bind(READ)
-                .fetch_all(pool)
-                .await
-                .expect("read");
+        let rows: Vec<PlainRow> = sqlx::query_as(
+            "SELECT id, topic, key, payload FROM plain_outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(READ)
+        .fetch_all(pool)
+        .await
+        .expect("read");
         let Some(last) = rows.last().map(|r| r.0) else {
             break;
         };
@@ -159,6 +166,7 @@ pub(crate) async fn sqlite(pool: &SqlitePool, topic: &str, msgs: &[BenchMsg]) ->
             .execute(pool)
             .await
             .expect("delete");
+        after = last;
     }
     msgs.len() as f64 / started.elapsed().as_secs_f64()
 }
@@ -177,10 +185,12 @@ pub(crate) async fn mysql(pool: &MySqlPool, table: &str, topic: &str, msgs: &[Be
     }
     let producer = producer();
     let started = Instant::now();
-    let read = format!("SELECT id, topic, `key`, payload FROM {table} ORDER BY id LIMIT ?");
+    let mut after = 0_i64;
+    let read = format!("SELECT id, topic, `key`, payload FROM {table} WHERE id > ? ORDER BY id LIMIT ?");
     let delete = format!("DELETE FROM {table} WHERE id <= ?");
     loop {
         let rows: Vec<PlainRow> = sqlx::query_as(AssertSqlSafe(read.clone()))
+            .bind(after)
             .bind(READ)
             .fetch_all(pool)
             .await
@@ -194,6 +204,7 @@ pub(crate) async fn mysql(pool: &MySqlPool, table: &str, topic: &str, msgs: &[Be
             .execute(pool)
             .await
             .expect("delete");
+        after = last;
     }
     msgs.len() as f64 / started.elapsed().as_secs_f64()
 }

@@ -109,9 +109,10 @@ pub(crate) async fn migrate(pool: &SqlitePool, sql: &Statements) -> Result<()> {
     }
     .await;
     if let Err(e) = apply {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
         // A step that failed while the schema table was writable must not leave this pooled
-        // connection so.
-        let _ = sqlx::raw_sql("ROLLBACK; PRAGMA writable_schema = OFF")
+        // connection so (on its own: the ROLLBACK fails if SQLite already rolled back).
+        let _ = sqlx::raw_sql("PRAGMA writable_schema = OFF")
             .execute(&mut *conn)
             .await;
         return Err(db_error(e));

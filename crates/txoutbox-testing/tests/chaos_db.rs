@@ -63,10 +63,11 @@ async fn database_restarted_mid_run_loses_nothing_and_the_relay_reconnects() {
         .unwrap();
     let outbox = PgOutbox::with_table(topics, table_name);
     outbox.migrate(&pool).await.unwrap();
+    outbox.set_push_wakeups(&pool, true).await.unwrap();
     let store = outbox.store(pool.clone());
 
     // A 60 s poll interval: after a restart, new messages reach the relay through its LISTEN
-    // connection (re-established by itself) or they wait up to a minute.
+    // connection (re-established by itself; push wake-ups are on) or they wait up to a minute.
     let mut relay = spawn_relay(&[
         ("TXOUTBOX_CHAOS_SCHEMA", "chaos"),
         ("TXOUTBOX_POSTGRES_URL", &url),

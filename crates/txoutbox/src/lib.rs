@@ -130,11 +130,11 @@
 //!   resolves). It reads committed rows in id order, hands them to the sink without waiting for
 //!   each acknowledgement, and marks (or deletes, the default [`Completion`]) a row only once
 //!   Kafka acknowledged it.
-//! - **Wake-up**: between reads the relay sleeps at most [`RelayConfig::poll_interval`]. On
-//!   PostgreSQL a commit wakes it through LISTEN/NOTIFY, from any process. Elsewhere,
+//! - **Wake-up**: between reads the relay sleeps at most [`RelayConfig::poll_interval`].
 //!   [`Wakeup::notify`] (from [`RelayHandle::wakeup`]) wakes it at once; attach it to the outbox
 //!   with `with_wakeup` and the outbox's transactions call it when they commit. Many calls coalesce
-//!   into one read.
+//!   into one read. On PostgreSQL, push wake-ups (`PgOutbox::set_push_wakeups`, off by default:
+//!   they cost every insert) also wake it through LISTEN/NOTIFY on commits from any process.
 //! - **Failures**: a message Kafka refuses is retried with back-off ([`RetryPolicy`]), holding
 //!   back only its own key, and dead-lettered after its last attempt ([`OnDeadLetter`],
 //!   [`DeadLetters`] to list and replay). An outage of the database or the brokers delays

@@ -1,5 +1,4 @@
-//! The table contract's upgrade on SQLite: a version 2 table (the status CHECK, the `_pending`
-//! index), created by version 2's own migrations and holding pending rows, is migrated to version
+//! The table contract's upgrade on SQLite: a version 2 table (with the status CHECK), created by version 2's own migrations and holding pending rows, is migrated to version
 //! 3 while an application writes through other connections; then a relay sends everything:
 //! nothing lost, nothing twice, every key in order, and the file passes `integrity_check`.
 #![cfg(feature = "sqlite")]
@@ -157,7 +156,13 @@ async fn a_version_2_table_upgrades_while_an_application_writes_and_nothing_is_l
         after.contains("json_valid(headers)"),
         "the other CHECKs stay: {after}"
     );
-    assert_eq!(indexes, vec!["outbox_messages_dead".to_owned()]);
+    assert_eq!(
+        indexes,
+        vec![
+            "outbox_messages_dead".to_owned(),
+            "outbox_messages_pending".to_owned()
+        ]
+    );
     let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_one(&db.pool)
         .await
