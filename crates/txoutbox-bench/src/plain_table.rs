@@ -89,8 +89,55 @@ fn producer() -> FutureProducer {
     producer_config(&bootstrap()).create().expect("producer")
 }
 
-/// Fills the plain table with `msgs` for `topic` (one multi-row statement per chunk) and drains
-/// it with the plain relay; messages per second from its first read to its last delete.
+/// The plain relay's loop on `$pool`, over statements `$read` (? after, ? limit) and `$delete`
+/// (? last id): messages per second from its first read to its last delete. A macro, not a
+/// function: the three drivers' pools and query types differ.
+macro_rules! drain_plain {
+    ($pool:expr, $read:expr, $delete:expr, $messages:expr) => {{
+        let producer = producer();
+        let started = Instant::now();
+        let mut after = 0_i64;
+        loop {
+            let rows: Vec<PlainRow> = sqlx::query_as(AssertSqlSafe($read.clone()))
+                .bind(after)
+                .bind(READ)
+                .fetch_all($pool)
+                .await
+                .expect("read");
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            send_all(&producer, &rows).await;
+            sqlx::query(AssertSqlSafe($delete.clone()))
+                .bind(last)
+                .execute($pool)
+                .await
+                .expect("delete");
+            after = last;
+        }
+        $messages as f64 / started.elapsed().as_secs_f64()
+    }};
+}
+
+/// Fills `$table` with `$msgs` for `$topic` on SQLite or MySQL: one multi-row statement of
+/// [`FILL_ROWS`] rows at a time.
+macro_rules! fill_multi_row {
+    ($pool:expr, $table:expr, $topic:expr, $msgs:expr) => {
+        for chunk in $msgs.chunks(FILL_ROWS) {
+            let mut insert = sqlx::query(AssertSqlSafe(multi_row_insert($table, chunk.len())));
+            for m in chunk {
+                insert = insert
+                    .bind($topic)
+                    .bind(m.key.as_bytes())
+                    .bind(m.payload.as_slice());
+            }
+            insert.execute($pool).await.expect("fill the plain table");
+        }
+    };
+}
+
+/// Fills the plain table `table` with `msgs` for `topic` (one `UNNEST` statement per chunk) and
+/// drains it with the plain relay; messages per second from its first read to its last delete.
 pub(crate) async fn postgres(pool: &PgPool, table: &str, topic: &str, msgs: &[BenchMsg]) -> f64 {
     for chunk in msgs.chunks(PREWRITE_CHUNK) {
         let keys: Vec<&[u8]> = chunk.iter().map(|m| m.key.as_bytes()).collect();
@@ -105,106 +152,32 @@ pub(crate) async fn postgres(pool: &PgPool, table: &str, topic: &str, msgs: &[Be
         .await
         .expect("fill the plain table");
     }
-    let (read, delete) = (
+    drain_plain!(
+        pool,
         format!("SELECT id, topic, key, payload FROM {table} WHERE id > $1 ORDER BY id LIMIT $2"),
         format!("DELETE FROM {table} WHERE id <= $1"),
-    );
-    let producer = producer();
-    let started = Instant::now();
-    let mut after = 0_i64;
-    loop {
-        let rows: Vec<PlainRow> = sqlx::query_as(AssertSqlSafe(read.clone()))
-            .bind(after)
-            .bind(READ)
-            .fetch_all(pool)
-            .await
-            .expect("read");
-        let Some(last) = rows.last().map(|r| r.0) else {
-            break;
-        };
-        send_all(&producer, &rows).await;
-        sqlx::query(AssertSqlSafe(delete.clone()))
-            .bind(last)
-            .execute(pool)
-            .await
-            .expect("delete");
-        after = last;
-    }
-    msgs.len() as f64 / started.elapsed().as_secs_f64()
+        msgs.len()
+    )
 }
 
 /// [`postgres`] on SQLite (the table is [`SQLITE_TABLE`]).
 pub(crate) async fn sqlite(pool: &SqlitePool, topic: &str, msgs: &[BenchMsg]) -> f64 {
-    for chunk in msgs.chunks(FILL_ROWS) {
-        let mut insert = sqlx::query(AssertSqlSafe(multi_row_insert(PLAIN_TABLE, chunk.len())));
-        for m in chunk {
-            insert = insert
-                .bind(topic)
-                .bind(m.key.as_bytes())
-                .bind(m.payload.as_slice());
-        }
-        insert.execute(pool).await.expect("fill the plain table");
-    }
-    let producer = producer();
-    let started = Instant::now();
-    let mut after = 0_i64;
-    loop {
-        let rows: Vec<PlainRow> = sqlx::query_as(
-            "SELECT id, topic, key, payload FROM plain_outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )
-        .bind(after)
-        .bind(READ)
-        .fetch_all(pool)
-        .await
-        .expect("read");
-        let Some(last) = rows.last().map(|r| r.0) else {
-            break;
-        };
-        send_all(&producer, &rows).await;
-        sqlx::query("DELETE FROM plain_outbox WHERE id <= ?1")
-            .bind(last)
-            .execute(pool)
-            .await
-            .expect("delete");
-        after = last;
-    }
-    msgs.len() as f64 / started.elapsed().as_secs_f64()
+    fill_multi_row!(pool, PLAIN_TABLE, topic, msgs);
+    drain_plain!(
+        pool,
+        format!("SELECT id, topic, key, payload FROM {PLAIN_TABLE} WHERE id > ?1 ORDER BY id LIMIT ?2"),
+        format!("DELETE FROM {PLAIN_TABLE} WHERE id <= ?1"),
+        msgs.len()
+    )
 }
 
 /// [`postgres`] on MySQL / MariaDB.
 pub(crate) async fn mysql(pool: &MySqlPool, table: &str, topic: &str, msgs: &[BenchMsg]) -> f64 {
-    for chunk in msgs.chunks(FILL_ROWS) {
-        let mut insert = sqlx::query(AssertSqlSafe(multi_row_insert(table, chunk.len())));
-        for m in chunk {
-            insert = insert
-                .bind(topic)
-                .bind(m.key.as_bytes())
-                .bind(m.payload.as_slice());
-        }
-        insert.execute(pool).await.expect("fill the plain table");
-    }
-    let producer = producer();
-    let started = Instant::now();
-    let mut after = 0_i64;
-    let read = format!("SELECT id, topic, `key`, payload FROM {table} WHERE id > ? ORDER BY id LIMIT ?");
-    let delete = format!("DELETE FROM {table} WHERE id <= ?");
-    loop {
-        let rows: Vec<PlainRow> = sqlx::query_as(AssertSqlSafe(read.clone()))
-            .bind(after)
-            .bind(READ)
-            .fetch_all(pool)
-            .await
-            .expect("read");
-        let Some(last) = rows.last().map(|r| r.0) else {
-            break;
-        };
-        send_all(&producer, &rows).await;
-        sqlx::query(AssertSqlSafe(delete.clone()))
-            .bind(last)
-            .execute(pool)
-            .await
-            .expect("delete");
-        after = last;
-    }
-    msgs.len() as f64 / started.elapsed().as_secs_f64()
+    fill_multi_row!(pool, table, topic, msgs);
+    drain_plain!(
+        pool,
+        format!("SELECT id, topic, `key`, payload FROM {table} WHERE id > ? ORDER BY id LIMIT ?"),
+        format!("DELETE FROM {table} WHERE id <= ?"),
+        msgs.len()
+    )
 }
