@@ -18,15 +18,17 @@
 --   in id order (pending rows from the cursor or from the start, skipping kept published and
 --   dead rows; dead letters; counts), `_xid` (xid) finds rows that commit late.
 --
--- No row is rewritten. Building the two indexes holds off writers (not readers) while it runs:
--- about half a second per million rows in the table on the benchmark machine. To avoid even
--- that on a large table, build them first with `CREATE INDEX CONCURRENTLY "<table>_status_id"
+-- No row is rewritten. The migration takes the table's lock first (so that it never waits for a
+-- stronger lock while holding a weaker one, which could deadlock with a transaction that read the
+-- table and then writes to it) and holds it while the two indexes are built: about half a second
+-- per million rows in the table on the benchmark machine, during which writers and the relay
+-- wait. To avoid even that on a large table, build them first with `CREATE INDEX CONCURRENTLY "<table>_status_id"
 -- ON <table> (status, id)` and `… "<table>_xid" ON <table> (xid)`: this migration keeps valid
 -- indexes of those names (and builds again one that a failed concurrent build left invalid).
--- Every other statement holds the table's lock for a moment. A lock it cannot get within 5 s (a
--- long transaction on the table) fails the migration instead of stalling the writers queued
--- behind it: run it again.
+-- A lock it cannot get within 5 s (a long transaction on the table) fails the migration instead
+-- of stalling the writers queued behind it: run it again.
 SET LOCAL lock_timeout = '5s';
+LOCK TABLE {{table}} IN ACCESS EXCLUSIVE MODE;
 
 DO $$
 DECLARE
@@ -49,16 +51,21 @@ DROP INDEX IF EXISTS {{schema_prefix}}"{{name}}_dead";
 
 -- The read functions of version 5, written so that each has one index to go through (their
 -- planner settings already rule out sorting and, for the first, scanning the table; neither
--- starts parallel workers, whose start alone costs a read several milliseconds): pending
--- rows above the cursor by a row comparison on (status, id), which the primary key cannot serve,
--- so that a read from the start never walks the kept published rows;
+-- starts parallel workers, whose start alone costs a read several milliseconds):
+-- pending rows above the cursor, as the range of `_status_id` from ('pending', cursor) up to the
+-- last 'pending' entry. Not `status = 'pending'`: with an equality on the first column, a btree
+-- scan (PostgreSQL up to 17) starts at the first 'pending' entry and steps over every entry at or
+-- below the cursor — those of the rows delivered since the last vacuum included — on every read.
+-- The order (status, id) is one the primary key cannot give without a sort, so a read from the
+-- start never walks the rows kept as published or dead;
 CREATE OR REPLACE FUNCTION {{schema_prefix}}"{{name}}_pending_after"(p_after BIGINT, p_limit BIGINT, p_buckets INTEGER[])
     RETURNS SETOF {{table}} LANGUAGE plpgsql STABLE
     SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
     SET max_parallel_workers_per_gather = 0 AS $$
 BEGIN
     RETURN QUERY SELECT * FROM {{table}} AS o
-        WHERE o.status = 'pending' AND (o.status, o.id) > ('pending'::text, p_after)
+        WHERE (o.status, o.id) > ('pending'::text, p_after) AND o.status <= 'pending'
+          AND (o.status || '') = 'pending'
           AND (p_buckets IS NULL
                OR (hashtextextended(encode(coalesce(o.key, '\x'::bytea), 'hex'), 0) & 63)::integer = ANY (p_buckets))
         ORDER BY o.status, o.id LIMIT p_limit;

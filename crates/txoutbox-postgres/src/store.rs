@@ -158,6 +158,24 @@ impl PgStore {
     }
 }
 
+/// Logs whether the table's push wake-ups are on, and what that means for rows other processes
+/// commit.
+async fn say_whether_pushed(pool: &PgPool, sql: &Statements) {
+    match migrate::push_wakeups(pool, sql).await {
+        Ok(true) => {
+            tracing::info!(table = %sql.table, "push wake-ups are on: commits wake a sleeping relay at once")
+        }
+        Ok(false) => tracing::info!(
+            table = %sql.table,
+            "push wake-ups are off: rows other processes commit while the relay sleeps wait at most \
+             its poll interval (turn them on with `txoutbox migrate --push-wakeups on`)"
+        ),
+        Err(error) => {
+            tracing::debug!(%error, table = %sql.table, "could not tell whether push wake-ups are on")
+        }
+    }
+}
+
 /// Decodes a row; a row that does not fit the table contract comes back as
 /// [`OutboxMessage::unreadable`], naming the column, so one bad row from a foreign writer never
 /// stops the relay.
@@ -212,11 +230,11 @@ fn decode_fields(row: &PgRow, id: i64, topics: &mut Interner) -> Result<OutboxMe
 
 impl Store for PgStore {
     fn watch(&self, wakeup: txoutbox_core::Wakeup) -> Option<tokio::task::JoinHandle<()>> {
-        Some(tokio::spawn(crate::listen::listen(
-            self.pool.clone(),
-            self.sql.channel.clone(),
-            wakeup,
-        )))
+        let (pool, sql) = (self.pool.clone(), Arc::clone(&self.sql));
+        Some(tokio::spawn(async move {
+            say_whether_pushed(&pool, &sql).await;
+            crate::listen::listen(pool, sql.channel.clone(), wakeup).await;
+        }))
     }
 
     /// A standby relay says nothing: only the active one's sleep may turn the wake-ups on.
@@ -233,17 +251,7 @@ impl Store for PgStore {
     }
 
     async fn check(&self) -> Result<()> {
-        migrate::check(&self.pool, &self.sql).await?;
-        if migrate::push_wakeups(&self.pool, &self.sql).await? {
-            tracing::info!(table = %self.sql.table, "push wake-ups are on: commits wake a sleeping relay at once");
-        } else {
-            tracing::info!(
-                table = %self.sql.table,
-                "push wake-ups are off: rows other processes commit while the relay sleeps wait at most \
-                 its poll interval (turn them on with `txoutbox migrate --push-wakeups on`)"
-            );
-        }
-        Ok(())
+        migrate::check(&self.pool, &self.sql).await
     }
 
     /// A single-mode relay takes the table's relay lock, so the first relay to start is the
