@@ -90,7 +90,8 @@ fn producer() -> FutureProducer {
 }
 
 /// The plain relay's loop on `$pool`, over statements `$read` (? after, ? limit) and `$delete`
-/// (? last id): messages per second from its first read to its last delete. A macro, not a
+/// (? after, ? last id: the range just sent, so that no delete steps over the entries of rows
+/// deleted before and not yet vacuumed): messages per second from its first read to its last delete. A macro, not a
 /// function: the three drivers' pools and query types differ.
 macro_rules! drain_plain {
     ($pool:expr, $read:expr, $delete:expr, $messages:expr) => {{
@@ -109,6 +110,7 @@ macro_rules! drain_plain {
             };
             send_all(&producer, &rows).await;
             sqlx::query(AssertSqlSafe($delete.clone()))
+                .bind(after)
                 .bind(last)
                 .execute($pool)
                 .await
@@ -155,7 +157,7 @@ pub(crate) async fn postgres(pool: &PgPool, table: &str, topic: &str, msgs: &[Be
     drain_plain!(
         pool,
         format!("SELECT id, topic, key, payload FROM {table} WHERE id > $1 ORDER BY id LIMIT $2"),
-        format!("DELETE FROM {table} WHERE id <= $1"),
+        format!("DELETE FROM {table} WHERE id > $1 AND id <= $2"),
         msgs.len()
     )
 }
@@ -166,7 +168,7 @@ pub(crate) async fn sqlite(pool: &SqlitePool, topic: &str, msgs: &[BenchMsg]) ->
     drain_plain!(
         pool,
         format!("SELECT id, topic, key, payload FROM {PLAIN_TABLE} WHERE id > ?1 ORDER BY id LIMIT ?2"),
-        format!("DELETE FROM {PLAIN_TABLE} WHERE id <= ?1"),
+        format!("DELETE FROM {PLAIN_TABLE} WHERE id > ?1 AND id <= ?2"),
         msgs.len()
     )
 }
@@ -177,7 +179,7 @@ pub(crate) async fn mysql(pool: &MySqlPool, table: &str, topic: &str, msgs: &[Be
     drain_plain!(
         pool,
         format!("SELECT id, topic, `key`, payload FROM {table} WHERE id > ? ORDER BY id LIMIT ?"),
-        format!("DELETE FROM {table} WHERE id <= ?"),
+        format!("DELETE FROM {table} WHERE id > ? AND id <= ?"),
         msgs.len()
     )
 }
