@@ -113,8 +113,9 @@ impl PgOutbox {
     /// statement (a trigger; see `docs/guarantees.md`). Off — the default since schema version
     /// 7 — rows that other processes commit while the relay sleeps wait at most its poll
     /// interval; a relay in the writer's process is woken by commits through
-    /// [`PgOutbox::begin`] with [`PgOutbox::with_wakeup`] either way. Needs the table's owner; run it after [`PgOutbox::migrate`]. The setting is
-    /// the table's, kept until changed (the upgrade to version 7 turns it off once).
+    /// [`PgOutbox::begin`] with [`PgOutbox::with_wakeup`] either way. Needs the table's owner;
+    /// run it after [`PgOutbox::migrate`]. The setting is the table's, kept until changed (the
+    /// upgrade to version 7 turns it off once).
     pub async fn set_push_wakeups(&self, pool: &PgPool, on: bool) -> Result<()> {
         migrate::set_push_wakeups(pool, &self.sql, on).await
     }
