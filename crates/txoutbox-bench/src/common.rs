@@ -61,6 +61,13 @@ pub(crate) fn producer_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// The median of the values that are numbers (the upper one of an even count); NaN if none.
+pub(crate) fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// Percentiles of a set of durations, in microseconds.
 #[derive(Debug, Clone, Serialize, Default)]
 pub(crate) struct Percentiles {

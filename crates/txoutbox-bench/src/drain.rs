@@ -19,9 +19,7 @@ use txoutbox_testing::mysql::TestDatabase;
 use txoutbox_testing::postgres::TestSchema;
 use txoutbox_testing::sqlite::TestDb;
 
-use sqlx::AssertSqlSafe;
-
-use crate::common::{BenchMsg, bootstrap, messages, topic_def, wait_quiet};
+use crate::common::{BenchMsg, bootstrap, median, messages, topic_def, wait_quiet};
 use crate::plain_table::{self, PLAIN_TABLE};
 use crate::store_kind::Db;
 use crate::throughput::{PREWRITE_CHUNK, drain, new_topic, raw_producer};
@@ -110,8 +108,6 @@ pub(crate) async fn run(
             }
         }
         for (db, [rates, ratios, prewrite, plain]) in stores.into_iter().zip(per_store) {
-            let mut sorted = ratios.clone();
-            sorted.sort_by(f64::total_cmp);
             let to_plain: Vec<f64> = rates.iter().zip(&plain).map(|(r, p)| r / p).collect();
             results.push(StoreDrain {
                 store: db.name().into(),
@@ -120,8 +116,8 @@ pub(crate) async fn run(
                 ratio_to_plain: to_plain,
                 plain_msgs_per_sec: plain,
                 msgs_per_sec: rates,
-                ratio_median: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
-                ratio_worst: sorted.first().copied().unwrap_or(f64::NAN),
+                ratio_median: median(&ratios),
+                ratio_worst: ratios.iter().copied().fold(f64::NAN, f64::min),
                 ratio_to_raw: ratios,
                 prewrite_seconds: prewrite,
             });
@@ -145,23 +141,11 @@ async fn drain_to_kafka<S: Store + Clone>(store: S, n: usize, batch: usize, in_f
     n as f64 / seconds
 }
 
-/// The median of `values` (the upper one of an even count).
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// The relay's rate, the backlog's write time and the plain relay's rate on PostgreSQL.
 async fn postgres(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f64, f64) {
     let topic = new_topic().await;
     let schema = TestSchema::with_pool_size(4).await;
     let plain = schema.qualify(PLAIN_TABLE);
-    sqlx::raw_sql(AssertSqlSafe(plain_table::postgres_table(&plain)))
-        .execute(&schema.pool)
-        .await
-        .expect("plain table");
-    wait_quiet("drain", Duration::from_secs(30)).await;
     let plain_rate = plain_table::postgres(&schema.pool, &plain, &new_topic().await, msgs).await;
     let outbox = PgOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), schema.table());
     outbox.migrate(&schema.pool).await.expect("migrate");
@@ -182,11 +166,6 @@ async fn postgres(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f6
 async fn sqlite_run(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f64, f64) {
     let topic = new_topic().await;
     let db = TestDb::new().await;
-    sqlx::raw_sql(plain_table::SQLITE_TABLE)
-        .execute(&db.pool)
-        .await
-        .expect("plain table");
-    wait_quiet("drain", Duration::from_secs(30)).await;
     let plain_rate = plain_table::sqlite(&db.pool, &new_topic().await, msgs).await;
     let outbox = SqliteOutbox::new(Topics::new().with(topic_def(&topic)).unwrap());
     outbox.migrate(&db.pool).await.expect("migrate");
@@ -206,11 +185,6 @@ async fn mysql_run(msgs: &[BenchMsg], batch: usize, in_flight: usize) -> (f64, f
     let topic = new_topic().await;
     let db = TestDatabase::with_pool_size(4).await;
     let plain = db.qualify(PLAIN_TABLE);
-    sqlx::raw_sql(AssertSqlSafe(plain_table::mysql_table(&plain)))
-        .execute(&db.pool)
-        .await
-        .expect("plain table");
-    wait_quiet("drain", Duration::from_secs(30)).await;
     let plain_rate = plain_table::mysql(&db.pool, &plain, &new_topic().await, msgs).await;
     let outbox = MySqlOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), db.table());
     outbox.migrate(&db.pool).await.expect("migrate");

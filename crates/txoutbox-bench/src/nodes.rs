@@ -23,7 +23,7 @@ use txoutbox::{Relay, RelayConfig, RelayHandle, Sink, Store, Topics};
 use txoutbox_testing::mysql::TestDatabase;
 use txoutbox_testing::postgres::TestSchema;
 
-use crate::common::{BenchMsg, Instrumented, StoreStats, bootstrap, messages, topic_def, wait_quiet};
+use crate::common::{BenchMsg, Instrumented, StoreStats, bootstrap, median, messages, topic_def, wait_quiet};
 use crate::throughput::{PREWRITE_CHUNK, new_topic, raw_producer};
 
 /// Longest one run may take.
@@ -122,13 +122,6 @@ struct Measured {
     rate: f64,
     steady: f64,
     settle: f64,
-}
-
-/// The median of the values that are numbers.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 pub(crate) async fn run(backlog: usize, rounds: usize, keys: usize, mysql: bool) -> NodesResult {

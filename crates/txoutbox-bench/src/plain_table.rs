@@ -13,7 +13,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use sqlx::{AssertSqlSafe, MySqlPool, PgPool, SqlitePool};
 
-use crate::common::{BenchMsg, bootstrap, producer_config};
+use crate::common::{BenchMsg, bootstrap, producer_config, wait_quiet};
 use crate::throughput::{PREWRITE_CHUNK, sink_like_headers};
 
 /// The plain table's name in every store.
@@ -89,12 +89,19 @@ fn producer() -> FutureProducer {
     producer_config(&bootstrap()).create().expect("producer")
 }
 
-/// The plain relay's loop on `$pool`, over statements `$read` (? after, ? limit) and `$delete`
-/// (? after, ? last id: the range just sent, so that no delete steps over the entries of rows
-/// deleted before and not yet vacuumed): messages per second from its first read to its last delete. A macro, not a
-/// function: the three drivers' pools and query types differ.
+/// Creates the plain table (`$create`) and fills it (`$fill`) on `$pool`, then waits for a quiet
+/// machine and runs the plain relay's loop over statements `$read` (? after, ? limit) and
+/// `$delete` (? after, ? last id: the range just sent, so that no delete steps over the entries of
+/// rows deleted before and not yet vacuumed): messages per second from its first read to its last
+/// delete. A macro, not a function: the three drivers' pools and query types differ.
 macro_rules! drain_plain {
-    ($pool:expr, $read:expr, $delete:expr, $messages:expr) => {{
+    ($pool:expr, $create:expr, $fill:block, $read:expr, $delete:expr, $messages:expr) => {{
+        sqlx::raw_sql(AssertSqlSafe($create))
+            .execute($pool)
+            .await
+            .expect("create the plain table");
+        $fill
+        wait_quiet("drain", Duration::from_secs(30)).await;
         let producer = producer();
         let started = Instant::now();
         let mut after = 0_i64;
@@ -138,24 +145,29 @@ macro_rules! fill_multi_row {
     };
 }
 
-/// Fills the plain table `table` with `msgs` for `topic` (one `UNNEST` statement per chunk) and
-/// drains it with the plain relay; messages per second from its first read to its last delete.
+/// Creates the plain table `table`, fills it with `msgs` for `topic` (one `UNNEST` statement per
+/// chunk) and drains it with the plain relay; messages per second from its first read to its last
+/// delete.
 pub(crate) async fn postgres(pool: &PgPool, table: &str, topic: &str, msgs: &[BenchMsg]) -> f64 {
-    for chunk in msgs.chunks(PREWRITE_CHUNK) {
-        let keys: Vec<&[u8]> = chunk.iter().map(|m| m.key.as_bytes()).collect();
-        let payloads: Vec<&[u8]> = chunk.iter().map(|m| m.payload.as_slice()).collect();
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {table} (topic, key, payload) SELECT $1, k, p FROM UNNEST($2::bytea[], $3::bytea[]) AS u(k, p)"
-        )))
-        .bind(topic)
-        .bind(keys)
-        .bind(payloads)
-        .execute(pool)
-        .await
-        .expect("fill the plain table");
-    }
     drain_plain!(
         pool,
+        postgres_table(table),
+        {
+            for chunk in msgs.chunks(PREWRITE_CHUNK) {
+                let keys: Vec<&[u8]> = chunk.iter().map(|m| m.key.as_bytes()).collect();
+                let payloads: Vec<&[u8]> = chunk.iter().map(|m| m.payload.as_slice()).collect();
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {table} (topic, key, payload) \
+                     SELECT $1, k, p FROM UNNEST($2::bytea[], $3::bytea[]) AS u(k, p)"
+                )))
+                .bind(topic)
+                .bind(keys)
+                .bind(payloads)
+                .execute(pool)
+                .await
+                .expect("fill the plain table");
+            }
+        },
         format!("SELECT id, topic, key, payload FROM {table} WHERE id > $1 ORDER BY id LIMIT $2"),
         format!("DELETE FROM {table} WHERE id > $1 AND id <= $2"),
         msgs.len()
@@ -164,9 +176,10 @@ pub(crate) async fn postgres(pool: &PgPool, table: &str, topic: &str, msgs: &[Be
 
 /// [`postgres`] on SQLite (the table is [`SQLITE_TABLE`]).
 pub(crate) async fn sqlite(pool: &SqlitePool, topic: &str, msgs: &[BenchMsg]) -> f64 {
-    fill_multi_row!(pool, PLAIN_TABLE, topic, msgs);
     drain_plain!(
         pool,
+        SQLITE_TABLE,
+        { fill_multi_row!(pool, PLAIN_TABLE, topic, msgs) },
         format!("SELECT id, topic, key, payload FROM {PLAIN_TABLE} WHERE id > ?1 ORDER BY id LIMIT ?2"),
         format!("DELETE FROM {PLAIN_TABLE} WHERE id > ?1 AND id <= ?2"),
         msgs.len()
@@ -175,9 +188,10 @@ pub(crate) async fn sqlite(pool: &SqlitePool, topic: &str, msgs: &[BenchMsg]) ->
 
 /// [`postgres`] on MySQL / MariaDB.
 pub(crate) async fn mysql(pool: &MySqlPool, table: &str, topic: &str, msgs: &[BenchMsg]) -> f64 {
-    fill_multi_row!(pool, table, topic, msgs);
     drain_plain!(
         pool,
+        mysql_table(table),
+        { fill_multi_row!(pool, table, topic, msgs) },
         format!("SELECT id, topic, `key`, payload FROM {table} WHERE id > ? ORDER BY id LIMIT ?"),
         format!("DELETE FROM {table} WHERE id > ? AND id <= ?"),
         msgs.len()
