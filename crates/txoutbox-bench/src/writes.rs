@@ -7,7 +7,6 @@
 //! Rounds alternate plain and outbox so that drift (checkpoints, autovacuum) hits both alike; both
 //! tables are emptied before each round.
 
-use crate::plain_table::{self, PLAIN_TABLE};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use txoutbox_testing::postgres::TestSchema;
 use txoutbox_testing::sqlite::TestDb;
 
 use crate::common::{BenchMsg, messages, topic_def, wait_quiet};
+use crate::plain_table::{self, PLAIN_TABLE};
 
 /// The topic the rows name (never read).
 const TOPIC: &str = "bench-writes";
