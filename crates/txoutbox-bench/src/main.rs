@@ -17,6 +17,7 @@ mod latency;
 mod memory;
 mod nodes;
 mod plain_table;
+mod sinks;
 mod store_kind;
 mod throughput;
 mod writes;
@@ -121,6 +122,9 @@ struct Cli {
     /// Nodes: the backlog each run drains.
     #[arg(long, global = true, default_value_t = 300_000)]
     nodes_backlog: usize,
+    /// Sinks: the messages each round publishes.
+    #[arg(long, global = true, default_value_t = 300_000)]
+    sinks_messages: usize,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +158,10 @@ enum Scenario {
     /// an exactly-once exclusive relay and the raw producer, round by round (PostgreSQL,
     /// MySQL / MariaDB; not part of `all`).
     Nodes,
+    /// Each sink other than Kafka (NATS JetStream) against its broker's own client, round by
+    /// round, the relay draining a settled PostgreSQL table (needs TXOUTBOX_NATS_URL; not part of
+    /// `all`).
+    Sinks,
     /// Every scenario but `backlog`, `console`, `memory`, `writes`, `drain`, `inbox` and
     /// `nodes`, one after the other.
     All,
@@ -172,6 +180,7 @@ struct Results {
     drain: Option<drain::DrainResult>,
     inbox: Option<inbox::InboxResult>,
     nodes: Option<nodes::NodesResult>,
+    sinks: Option<sinks::SinksResult>,
 }
 
 fn machine() -> serde_json::Value {
@@ -262,6 +271,9 @@ async fn main() -> anyhow::Result<()> {
             )
             .await,
         );
+    }
+    if cli.scenario == Scenario::Sinks {
+        results.sinks = Some(sinks::run(cli.sinks_messages.max(1), cli.rounds.max(1), cli.keys).await);
     }
     if cli.scenario == Scenario::Inbox {
         let shape = inbox::Shape {
@@ -424,6 +436,26 @@ fn print_drain(d: &drain::DrainResult) {
     }
 }
 
+fn print_sinks(r: &sinks::SinksResult) {
+    println!(
+        "\n== sinks: the relay through each sink vs the broker's own client ({} rounds, {} keys) ==",
+        r.rounds, r.keys
+    );
+    for s in &r.sinks {
+        println!(
+            "{:<8} {} messages: relay vs raw median {:.2}x, rounds {}; raw msg/s {}; relay msg/s {}; \
+             relay to a discard sink msg/s {}",
+            s.sink,
+            s.messages,
+            s.ratio_median,
+            list(&s.ratio_to_raw),
+            list_k(&s.raw_msgs_per_sec),
+            list_k(&s.relay_msgs_per_sec),
+            list_k(&s.discard_msgs_per_sec)
+        );
+    }
+}
+
 fn print_nodes(n: &nodes::NodesResult) {
     println!(
         "\n== nodes: one backlog of {} messages ({} keys) drained by relay nodes vs the raw producer ({} rounds) ==",
@@ -478,6 +510,9 @@ fn print_tables(r: &Results) {
     }
     if let Some(n) = &r.nodes {
         print_nodes(n);
+    }
+    if let Some(s) = &r.sinks {
+        print_sinks(s);
     }
     if let Some(b) = &r.backlog {
         print_backlog(b);

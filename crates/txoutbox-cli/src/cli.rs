@@ -138,12 +138,45 @@ pub(crate) struct RelayArgs {
     /// Create or upgrade the outbox table first (as `txoutbox migrate` does).
     #[arg(long, env = "TXOUTBOX_MIGRATE")]
     pub migrate: bool,
+    /// Where the relay publishes: Kafka (the default) or NATS JetStream.
+    #[arg(long, env = "TXOUTBOX_SINK", value_enum)]
+    pub sink: Option<SinkArg>,
     /// Kafka bootstrap servers, host:port[,host:port].
     #[arg(long, env = "TXOUTBOX_KAFKA_BOOTSTRAP")]
     pub kafka_bootstrap: Option<String>,
     /// A librdkafka producer property, key=value (repeatable), e.g. -X compression.type=lz4.
     #[arg(long = "kafka-property", short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
+    /// NATS: the servers, nats://host:port[,nats://host:port] (`tls://` for TLS).
+    #[arg(long, env = "TXOUTBOX_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// NATS: each message's subject; `{topic}` and `{key}` are replaced (default `{topic}`), e.g.
+    /// `outbox.{topic}`. A JetStream stream must take the subjects.
+    #[arg(long, env = "TXOUTBOX_NATS_SUBJECT")]
+    pub nats_subject: Option<String>,
+    /// NATS: a credentials file (user JWT and NKey seed, as `nsc` writes it).
+    #[arg(long, env = "TXOUTBOX_NATS_CREDS_FILE")]
+    pub nats_creds_file: Option<std::path::PathBuf>,
+    /// NATS: the user; its password from TXOUTBOX_NATS_PASSWORD or TXOUTBOX_NATS_PASSWORD_FILE.
+    /// (A token: TXOUTBOX_NATS_TOKEN or TXOUTBOX_NATS_TOKEN_FILE; an NKey seed: TXOUTBOX_NATS_NKEY
+    /// or TXOUTBOX_NATS_NKEY_FILE.)
+    #[arg(long, env = "TXOUTBOX_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS: the certificate authorities (PEM) that sign the server's certificate.
+    #[arg(long, env = "TXOUTBOX_NATS_TLS_CA_FILE")]
+    pub nats_tls_ca_file: Option<std::path::PathBuf>,
+    /// NATS: a client certificate (PEM), with --nats-tls-key-file.
+    #[arg(long, env = "TXOUTBOX_NATS_TLS_CERT_FILE", requires = "nats_tls_key_file")]
+    pub nats_tls_cert_file: Option<std::path::PathBuf>,
+    /// NATS: the client certificate's key (PEM).
+    #[arg(long, env = "TXOUTBOX_NATS_TLS_KEY_FILE", requires = "nats_tls_cert_file")]
+    pub nats_tls_key_file: Option<std::path::PathBuf>,
+    /// NATS: refuse a server without TLS.
+    #[arg(long, env = "TXOUTBOX_NATS_REQUIRE_TLS")]
+    pub nats_require_tls: bool,
+    /// NATS: how long a publish waits for its acknowledgement (default 10s).
+    #[arg(long, env = "TXOUTBOX_NATS_ACK_TIMEOUT", value_parser = parse_duration)]
+    pub nats_ack_timeout: Option<Duration>,
     /// Rows read and sent per batch.
     #[arg(long, env = "TXOUTBOX_BATCH_SIZE")]
     pub batch_size: Option<usize>,
@@ -276,6 +309,15 @@ pub(crate) enum OnDeadLetterArg {
     ReleaseKey,
     /// Later messages of the key wait until the dead one is replayed or purged.
     ParkKey,
+}
+
+/// Where the relay publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SinkArg {
+    /// Apache Kafka (the default).
+    Kafka,
+    /// NATS JetStream.
+    Nats,
 }
 
 /// The delivery guarantee.

@@ -18,6 +18,7 @@ mod environment;
 mod error;
 mod inbox_table;
 mod settings;
+mod sink_settings;
 mod target;
 
 use std::process::ExitCode;

@@ -14,9 +14,10 @@ use txoutbox_kafka::{ExactlyOnceSettings, KafkaConfig};
 use txoutbox_postgres_wal::WalConfig;
 
 use crate::cli::{
-    CompletionArg, CoordinationArg, DeliveryArg, GlobalArgs, OnDeadLetterArg, RelayArgs, SourceArg,
+    CompletionArg, CoordinationArg, DeliveryArg, GlobalArgs, OnDeadLetterArg, RelayArgs, SinkArg, SourceArg,
 };
 use crate::error::CliError;
+use crate::sink_settings::{SinkSettings, nats_config};
 use crate::target::{Source, Target};
 
 /// How long the relay waits at start for the Kafka brokers by default.
@@ -196,6 +197,8 @@ pub(crate) struct RelaySettings {
     pub coordination: Coordination,
     /// Exactly-once settings, when chosen.
     pub exactly_once: Option<ExactlyOnceSettings>,
+    /// Where the relay publishes.
+    pub sink: SinkSettings,
     /// The Kafka producer's settings.
     pub kafka: KafkaConfig,
     /// How long to wait at start for the brokers to answer (zero: do not wait).
@@ -421,11 +424,25 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
         kafka = kafka.set("bootstrap.servers", bootstrap.clone());
     }
     kafka = kafka.set_all(args.kafka_properties.iter().cloned());
-    kafka.validate().map_err(|e| {
-        CliError::usage(format!(
-            "{e} (use --kafka-bootstrap, TXOUTBOX_KAFKA_BOOTSTRAP or [kafka] in the config file)"
-        ))
-    })?;
+    let sink = match args.sink {
+        None | Some(SinkArg::Kafka) => {
+            kafka.validate().map_err(|e| {
+                CliError::usage(format!(
+                    "{e} (use --kafka-bootstrap, TXOUTBOX_KAFKA_BOOTSTRAP or [kafka] in the config file)"
+                ))
+            })?;
+            SinkSettings::Kafka
+        }
+        Some(SinkArg::Nats) => {
+            if args.delivery.or(file.relay.delivery) == Some(DeliveryArg::ExactlyOnce) {
+                return Err(CliError::usage(
+                    "exactly-once delivery needs Kafka transactions: with --sink nats, delivery is \
+                     at-least-once and the stream's duplicate window (Nats-Msg-Id) drops resends within it",
+                ));
+            }
+            SinkSettings::Nats(Box::new(nats_config(args)?))
+        }
+    };
 
     let keep_for = args.keep_published_for.or(file.retention.keep_published_for);
     let retention = match keep_for {
@@ -550,6 +567,7 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
         relay,
         coordination,
         exactly_once,
+        sink,
         kafka,
         broker_wait: args
             .broker_wait

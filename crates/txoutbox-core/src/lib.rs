@@ -15,6 +15,7 @@
 mod child_task;
 mod clock;
 pub mod coordination;
+mod created_at_text;
 mod error;
 mod health;
 mod human;
@@ -46,6 +47,7 @@ pub use bytes;
 /// The simulation's virtual wall clock (the `simulation` feature, for `txoutbox-sim`).
 #[cfg(feature = "simulation")]
 pub use clock::virtual_clock;
+pub use created_at_text::CreatedAtText;
 pub use error::{BoxError, Error, Result};
 pub use health::{HealthCheck, HealthReport, HealthThresholds};
 pub use human::HumanDuration;

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
-use txoutbox_core::{DeliveryTracker, OutboxMessage, SinkError, validate_topic_name};
+use txoutbox_core::{CreatedAtText, DeliveryTracker, OutboxMessage, SinkError, validate_topic_name};
 
 use crate::classify::classify_refusal;
 use crate::context::{DeliveryRef, SinkContext};
-use crate::record_headers::{CreatedAtText, record_headers};
+use crate::record_headers::record_headers;
 
 /// How long to wait for room when librdkafka's local queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);

@@ -6,19 +6,23 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::env_file::{external_kafka, external_mysql, external_postgres, render, variables, write_env_file};
+use crate::env_file::{
+    external_kafka, external_mysql, external_nats, external_postgres, render, variables, write_env_file,
+};
 use crate::kafka_service::{self, Node};
 use crate::lock::Lock;
-use crate::{Settings, kafka, mariadb, postgres, process, say, tools};
+use crate::{Settings, kafka, mariadb, nats, postgres, process, say, tools};
 
 /// The help text (`help`).
 pub const USAGE: &str = "\
 Local services for txoutbox's demo, tests and CI, all on loopback (127.0.0.1):
   Apache Kafka 4.1.1 (KRaft, one combined broker+controller node, jars from Maven Central),
-  PostgreSQL (our own cluster, not Debian's system one) and MariaDB (our own instance).
+  PostgreSQL (our own cluster, not Debian's system one), MariaDB (our own instance) and NATS
+  2.15.3 with JetStream (nats-server built with `go install` on first use).
 
 Usage:
-  scripts/services.sh up [kafka] [postgres] [mariadb]   start (default: kafka postgres), wait until
+  scripts/services.sh up [kafka] [postgres] [mariadb] [nats]
+                                                          start (default: kafka postgres), wait until
                                                           ready, write the env file, print its path (a
                                                           broker it starts begins with no topics)
   scripts/services.sh up kafka-cluster                    a 3-node KRaft cluster besides (nodes 11, 12, 13:
@@ -42,11 +46,11 @@ Usage:
                                                           chromium, chromium-driver; `up` does it too); print
                                                           chromedriver's path (for the web console's browser tests)
 
-Service names: kafka; kafka-cluster; postgres (pg, postgresql); mariadb (mysql).
+Service names: kafka; kafka-cluster; postgres (pg, postgresql); mariadb (mysql); nats.
 
 A service that the environment already names is used as is and never started or stopped here:
   TXOUTBOX_KAFKA_BOOTSTRAP (or KAFKA_BOOTSTRAP), TXOUTBOX_POSTGRES_URL (or DATABASE_URL when it is
-  a postgres:// URL), TXOUTBOX_MYSQL_URL. A value equal to our own local address counts as ours, so
+  a postgres:// URL), TXOUTBOX_MYSQL_URL, TXOUTBOX_NATS_URL. A value equal to our own local address counts as ours, so
   a shell that did `eval \"$(scripts/services.sh env)\"` can still run `up`/`down` again.
 
 Settings (environment):
@@ -60,6 +64,7 @@ Settings (environment):
   TXOUTBOX_KAFKA_CLUSTER_HEAP      heap of each cluster node    (-Xms128m -Xmx384m)
   TXOUTBOX_POSTGRES_PORT           PostgreSQL port              (55432)
   TXOUTBOX_MARIADB_PORT            MariaDB port                 (33306)
+  TXOUTBOX_NATS_PORT               NATS port                    (14222)
   TXOUTBOX_PG_BINDIR               PostgreSQL bin folder        (the highest /usr/lib/postgresql/*/bin)
   TXOUTBOX_SERVICES_TIMEOUT        seconds to wait for a service to become ready (120)
   TXOUTBOX_KAFKA_KEEP_DATA         1: `up` keeps the broker's topics from its last run (default:
@@ -79,6 +84,8 @@ pub enum Service {
     Postgres,
     /// `mariadb`, `mysql`.
     Mariadb,
+    /// `nats`.
+    Nats,
 }
 
 impl Service {
@@ -89,6 +96,7 @@ impl Service {
             Self::KafkaCluster => "kafka-cluster",
             Self::Postgres => "postgres",
             Self::Mariadb => "mariadb",
+            Self::Nats => "nats",
         }
     }
 }
@@ -102,7 +110,8 @@ pub fn parse_services(args: &[String], default: &[Service]) -> Result<Vec<Servic
             "kafka-cluster" => Service::KafkaCluster,
             "postgres" | "postgresql" | "pg" => Service::Postgres,
             "mariadb" | "mysql" => Service::Mariadb,
-            _ => bail!("unknown service '{a}' (known: kafka, kafka-cluster, postgres, mariadb)"),
+            "nats" => Service::Nats,
+            _ => bail!("unknown service '{a}' (known: kafka, kafka-cluster, postgres, mariadb, nats)"),
         };
         if !out.contains(&s) {
             out.push(s);
@@ -129,6 +138,7 @@ const ALL: &[Service] = &[
     Service::Kafka,
     Service::KafkaCluster,
     Service::Mariadb,
+    Service::Nats,
     Service::Postgres,
 ];
 
@@ -210,6 +220,13 @@ fn up(s: &Settings, services: &[Service]) -> Result<()> {
             None => mariadb_pending = mariadb::launch(s)?,
         }
     }
+    let mut nats_pending = None;
+    if services.contains(&Service::Nats) {
+        match external_nats(s) {
+            Some(ext) => say!("nats: using {ext} from the environment (nothing started)"),
+            None => nats_pending = nats::launch(s)?,
+        }
+    }
     if services.contains(&Service::Postgres) {
         match external_postgres(s) {
             Some(ext) => say!("postgres: using {ext} from the environment (nothing started)"),
@@ -218,6 +235,7 @@ fn up(s: &Settings, services: &[Service]) -> Result<()> {
     }
     kafka_service::wait(s, kafka_pending)?;
     mariadb::wait(s, mariadb_pending)?;
+    nats::wait(s, nats_pending)?;
     write_env_file(s)?;
     if let Err(e) = tools::chromedriver(s) {
         say!("chromium: not installed ({e:#}); the web console's browser tests will be skipped");
@@ -240,6 +258,7 @@ fn down(s: &Settings, services: &[Service]) -> Result<()> {
             Service::KafkaCluster => kafka_service::cluster_down(s)?,
             Service::Postgres => postgres::down(s)?,
             Service::Mariadb => mariadb::down(s)?,
+            Service::Nats => nats::down(s)?,
         }
     }
     write_env_file(s)
@@ -254,6 +273,7 @@ fn reset(s: &Settings, services: &[Service]) -> Result<()> {
             Service::KafkaCluster => kafka_service::delete_data(s, &kafka_service::cluster(s)),
             Service::Postgres => postgres::delete_data(s)?,
             Service::Mariadb => mariadb::delete_data(s),
+            Service::Nats => nats::delete_data(s),
         }
         say!("{}: data deleted", service.name());
     }
@@ -280,6 +300,10 @@ fn status(s: &Settings) {
     match external_mysql(s) {
         Some(ext) => line(format!("mariadb    external  {ext}")),
         None => line(mariadb::status(s)),
+    }
+    match external_nats(s) {
+        Some(ext) => line(format!("nats       external  {ext}")),
+        None => line(nats::status(s)),
     }
 }
 
@@ -341,6 +365,7 @@ mod tests {
             parse_services(&words("kafka-cluster"), &[Kafka]).unwrap(),
             [KafkaCluster]
         );
+        assert_eq!(parse_services(&words("nats"), &[]).unwrap(), [Nats]);
         let e = parse_services(&words("redis"), &[]).unwrap_err().to_string();
         assert!(e.contains("unknown service 'redis'"), "{e}");
     }

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::files::write;
-use crate::{Settings, kafka_service, mariadb, postgres};
+use crate::{Settings, kafka_service, mariadb, nats, postgres};
 
 /// A value the environment gives for a service, unless it is our own local address (a shell that
 /// did `eval "$(scripts/services.sh env)"` can still run `up`/`down`).
@@ -36,6 +36,11 @@ pub fn external_mysql(settings: &Settings) -> Option<String> {
     )
 }
 
+/// The NATS server the environment names (`TXOUTBOX_NATS_URL`).
+pub fn external_nats(settings: &Settings) -> Option<String> {
+    external(settings.env_nats.as_deref(), &nats::url(settings.nats_port))
+}
+
 /// The variables for what is up: external services as given, ours while they run.
 pub fn variables(settings: &Settings) -> Vec<(&'static str, String)> {
     let mut vars = Vec::new();
@@ -50,6 +55,9 @@ pub fn variables(settings: &Settings) -> Vec<(&'static str, String)> {
     }
     if let Some(v) = external_mysql(settings).or_else(|| mariadb::local_url(settings)) {
         vars.push(("TXOUTBOX_MYSQL_URL", v));
+    }
+    if let Some(v) = external_nats(settings).or_else(|| nats::local_url(settings)) {
+        vars.push(("TXOUTBOX_NATS_URL", v));
     }
     vars
 }

@@ -41,6 +41,8 @@ pub struct Settings {
     pub postgres_port: u16,
     /// Our MariaDB's port (`TXOUTBOX_MARIADB_PORT`).
     pub mariadb_port: u16,
+    /// Our NATS server's port (`TXOUTBOX_NATS_PORT`).
+    pub nats_port: u16,
     /// How long a service may take to become ready (`TXOUTBOX_SERVICES_TIMEOUT`, seconds).
     pub timeout: Duration,
     /// `TXOUTBOX_KAFKA_KEEP_DATA=1`: `up` keeps the broker's topics from its last run.
@@ -51,6 +53,8 @@ pub struct Settings {
     pub env_postgres: Option<String>,
     /// `TXOUTBOX_MYSQL_URL`.
     pub env_mysql: Option<String>,
+    /// `TXOUTBOX_NATS_URL`.
+    pub env_nats: Option<String>,
     /// `TXOUTBOX_PG_BINDIR`: the PostgreSQL bin folder to use instead of searching.
     pub pg_bindir: Option<PathBuf>,
 }
@@ -122,11 +126,13 @@ impl Settings {
             kafka_cluster_heap: words("TXOUTBOX_KAFKA_CLUSTER_HEAP", "-Xms128m -Xmx384m"),
             postgres_port: port("TXOUTBOX_POSTGRES_PORT", 55432)?,
             mariadb_port: port("TXOUTBOX_MARIADB_PORT", 33306)?,
+            nats_port: port("TXOUTBOX_NATS_PORT", 14222)?,
             timeout: Duration::from_secs(timeout),
             keep_kafka_data: set("TXOUTBOX_KAFKA_KEEP_DATA").as_deref() == Some("1"),
             env_kafka: set("TXOUTBOX_KAFKA_BOOTSTRAP").or_else(|| set("KAFKA_BOOTSTRAP")),
             env_postgres,
             env_mysql: set("TXOUTBOX_MYSQL_URL"),
+            env_nats: set("TXOUTBOX_NATS_URL"),
             pg_bindir: set("TXOUTBOX_PG_BINDIR").map(PathBuf::from),
             home,
         })
@@ -218,7 +224,10 @@ mod tests {
             (s.kafka_port, s.kafka_controller_port, s.kafka_cluster_port),
             (19092, 19093, 29092)
         );
-        assert_eq!((s.postgres_port, s.mariadb_port), (55432, 33306));
+        assert_eq!(
+            (s.postgres_port, s.mariadb_port, s.nats_port),
+            (55432, 33306, 14222)
+        );
         assert_eq!(s.kafka_heap, ["-Xms512m", "-Xmx1g"]);
         assert_eq!(s.timeout, Duration::from_secs(120));
         assert!(!s.keep_kafka_data && s.env_kafka.is_none() && s.env_postgres.is_none());

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod instances;
 pub mod kafka;
 pub mod mysql;
+pub mod nats;
 pub mod postgres;
 pub mod sqlite;
 pub mod toxiproxy;

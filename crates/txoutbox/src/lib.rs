@@ -249,6 +249,12 @@ pub mod kafka {
     pub use txoutbox_kafka::*;
 }
 
+/// The NATS JetStream sink.
+#[cfg(feature = "nats")]
+pub mod nats {
+    pub use txoutbox_nats::*;
+}
+
 /// The relay's HTTP endpoints as an axum router to mount: `/metrics`, `/health`, `/live`,
 /// `/status` and the web console.
 #[cfg(feature = "axum")]

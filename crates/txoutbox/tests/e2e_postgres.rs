@@ -128,3 +128,41 @@ async fn a_late_committing_transaction_keeps_its_key_in_order() {
     cases::late_committing_transaction_keeps_its_key_in_order(pg.clone(), &topics).await;
     pg.teardown().await;
 }
+
+/// The same cases through the NATS JetStream sink: a stream of the test's own, read back with
+/// NATS's own client.
+#[cfg(feature = "nats")]
+mod nats {
+    use super::*;
+    use common::broker::Nats;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rolled_back_transaction_publishes_nothing_to_nats() {
+        let nats = Nats::new("pg-rollback").await;
+        let topics = nats.topics();
+        let db = Pg::new(&topics).await;
+        cases::rolled_back_transaction_publishes_nothing_on(&nats, db.clone(), &topics).await;
+        db.teardown().await;
+        nats.stream.delete().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ten_thousand_messages_reach_nats_once_in_key_order() {
+        let nats = Nats::new("pg-10k").await;
+        let topics = nats.topics();
+        let db = Pg::new(&topics).await;
+        cases::ten_thousand_messages_arrive_once_in_key_order_on(&nats, db.clone(), &topics).await;
+        db.teardown().await;
+        nats.stream.delete().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_relay_stopped_mid_stream_and_started_again_loses_nothing_on_nats() {
+        let nats = Nats::new("pg-restart").await;
+        let topics = nats.topics();
+        let db = Pg::new(&topics).await;
+        cases::relay_stopped_mid_stream_and_restarted_loses_nothing_on(&nats, db.clone(), &topics).await;
+        db.teardown().await;
+        nats.stream.delete().await;
+    }
+}

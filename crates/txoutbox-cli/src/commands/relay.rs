@@ -10,6 +10,7 @@ use txoutbox_axum::{AllowedHosts, Console, PrometheusHandle, RelayRoutes};
 use txoutbox_core::coordination::{Coordination, Leases};
 use txoutbox_core::{HealthCheck, HealthReport, Relay, Retention, Sink, Store, metrics as names};
 use txoutbox_kafka::{ExactlyOnceSink, KafkaSink};
+use txoutbox_nats::NatsSink;
 use txoutbox_postgres::PgStore;
 use txoutbox_postgres_wal::PgWalStore;
 
@@ -19,6 +20,7 @@ use crate::database::{
 use crate::error::CliError;
 use crate::inbox_table::InboxTable;
 use crate::settings::RelaySettings;
+use crate::sink_settings::SinkSettings;
 use crate::target::{Source, Target};
 
 /// Runs the relay until SIGTERM or SIGINT.
@@ -42,12 +44,16 @@ pub(crate) async fn run(target: &Target, settings: RelaySettings) -> Result<(), 
     if let Some(console) = settings.console.as_mut() {
         console.database = Some(Database::connect_console(target).await?);
     }
-    match settings.exactly_once.clone() {
-        Some(exactly_once) => {
+    match (settings.sink.clone(), settings.exactly_once.clone()) {
+        (SinkSettings::Nats(config), _) => {
+            let sink = NatsSink::connect(&config).await?;
+            relay_with(target, &database, sink, settings, prometheus).await
+        }
+        (SinkSettings::Kafka, Some(exactly_once)) => {
             let sink = ExactlyOnceSink::new(&settings.kafka, exactly_once)?;
             relay_with(target, &database, sink, settings, prometheus).await
         }
-        None => {
+        (SinkSettings::Kafka, None) => {
             let sink = KafkaSink::new(&settings.kafka)?;
             relay_with(target, &database, sink, settings, prometheus).await
         }
@@ -149,20 +155,45 @@ async fn wait_for_brokers<K: Sink>(sink: &K, settings: &RelaySettings) -> Result
             Err(error) => error,
         };
         if started.elapsed() >= settings.broker_wait {
-            return Err(CliError::runtime(format!(
-                "cannot reach the Kafka brokers at {} within {} s: {error}. Check --kafka-bootstrap \
-                 (TXOUTBOX_KAFKA_BOOTSTRAP), that the brokers run and are reachable from here, and the \
-                 security settings (security.protocol, ssl.*, sasl.*); --broker-wait 0s starts without \
-                 waiting for them",
-                settings.kafka.get("bootstrap.servers").unwrap_or("(not set)"),
-                settings.broker_wait.as_secs_f64().round(),
-            )));
+            let wait = settings.broker_wait.as_secs_f64().round();
+            return Err(CliError::runtime(match &settings.sink {
+                SinkSettings::Kafka => format!(
+                    "cannot reach the Kafka brokers at {} within {wait} s: {error}. Check --kafka-bootstrap \
+                     (TXOUTBOX_KAFKA_BOOTSTRAP), that the brokers run and are reachable from here, and the \
+                     security settings (security.protocol, ssl.*, sasl.*); --broker-wait 0s starts without \
+                     waiting for them",
+                    settings.kafka.get("bootstrap.servers").unwrap_or("(not set)"),
+                ),
+                SinkSettings::Nats(config) => format!(
+                    "cannot reach NATS JetStream at {} within {wait} s: {error}. Check --nats-url \
+                     (TXOUTBOX_NATS_URL), that the server runs with JetStream enabled and is reachable \
+                     from here, and the credentials and TLS settings (--nats-*); --broker-wait 0s starts \
+                     without waiting for it",
+                    config.servers_redacted(),
+                ),
+            }));
         }
         if !warned {
-            warn!(error = %error, wait = %txoutbox_core::HumanDuration(settings.broker_wait), "the Kafka brokers do not answer yet; waiting for them");
+            warn!(error = %error, sink = settings.sink.name(), wait = %txoutbox_core::HumanDuration(settings.broker_wait), "the brokers do not answer yet; waiting for them");
             warned = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What `/status` shows of the sink: its kind and where it publishes (no credentials).
+fn sink_status(settings: &RelaySettings) -> serde_json::Value {
+    match &settings.sink {
+        SinkSettings::Kafka => serde_json::json!({
+            "kind": "kafka",
+            "bootstrap_servers": settings.kafka.get("bootstrap.servers"),
+            "exactly_once": settings.exactly_once.is_some(),
+        }),
+        SinkSettings::Nats(config) => serde_json::json!({
+            "kind": "nats",
+            "servers": config.servers_redacted(),
+            "subject": config.subject_template().as_str(),
+        }),
     }
 }
 
@@ -197,6 +228,7 @@ where
     }
     let reports = routes.reports();
     reports.set_status("wal_slot", serde_json::Value::Null);
+    reports.set_status("sink", sink_status(&settings));
     let mut background = tokio::task::JoinSet::new();
     // WAL mode: the slot lost or the stream stopped for good stops the daemon (exit code 2).
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<txoutbox_core::Error>(2);

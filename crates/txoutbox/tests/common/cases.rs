@@ -6,6 +6,7 @@ use std::time::Duration;
 use txoutbox::Store;
 use txoutbox_testing::kafka::{new_topic, read_all};
 
+use super::broker::{Broker, Kafka};
 use super::{Event, drained, relay_config, start_relay, verify};
 
 /// One message of a test transaction, for one of the three topics.
@@ -106,15 +107,24 @@ pub(crate) fn event<const N: usize>(key: &str, seq: u64) -> Event<N> {
 }
 
 pub(crate) async fn rolled_back_transaction_publishes_nothing<D: E2eDb>(db: D, topics: &[String]) {
+    rolled_back_transaction_publishes_nothing_on(&Kafka, db, topics).await;
+}
+
+/// [`rolled_back_transaction_publishes_nothing`] through `broker`.
+pub(crate) async fn rolled_back_transaction_publishes_nothing_on<D: E2eDb>(
+    broker: &impl Broker,
+    db: D,
+    topics: &[String],
+) {
     db.write(vec![Msg::T0(event("a", 1))], vec![event("a", 2)], false)
         .await;
     db.write(vec![Msg::T0(event("b", 1))], vec![], true).await;
     let store = db.store();
-    let relay = start_relay(store.clone(), relay_config());
+    let relay = broker.start_relay(store.clone(), relay_config());
     drained(&store, Duration::from_secs(30)).await;
     relay.shutdown().await.unwrap();
 
-    let records = read_all(topics).await;
+    let records = broker.read_all(topics).await;
     assert_eq!(
         records.len(),
         1,
@@ -124,12 +134,21 @@ pub(crate) async fn rolled_back_transaction_publishes_nothing<D: E2eDb>(db: D, t
 }
 
 pub(crate) async fn ten_thousand_messages_arrive_once_in_key_order<D: E2eDb>(db: D, topics: &[String]) {
+    ten_thousand_messages_arrive_once_in_key_order_on(&Kafka, db, topics).await;
+}
+
+/// [`ten_thousand_messages_arrive_once_in_key_order`] through `broker`.
+pub(crate) async fn ten_thousand_messages_arrive_once_in_key_order_on<D: E2eDb>(
+    broker: &impl Broker,
+    db: D,
+    topics: &[String],
+) {
     const KEYS: u64 = 300;
     const TOTAL: u64 = 10_000;
     const WRITERS: u64 = 4;
     let store = db.store();
     // The relay streams while the writers commit.
-    let relay = start_relay(store.clone(), relay_config());
+    let relay = broker.start_relay(store.clone(), relay_config());
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let db = db.clone();
@@ -169,7 +188,7 @@ pub(crate) async fn ten_thousand_messages_arrive_once_in_key_order<D: E2eDb>(db:
 
     drained(&store, Duration::from_secs(120)).await;
     relay.shutdown().await.unwrap();
-    let verdict = verify(&read_all(topics).await);
+    let verdict = verify(&broker.read_all(topics).await);
     assert_eq!(verdict.distinct as u64, TOTAL, "{verdict:?}");
     assert_eq!(
         verdict.duplicates, 0,
@@ -179,6 +198,15 @@ pub(crate) async fn ten_thousand_messages_arrive_once_in_key_order<D: E2eDb>(db:
 }
 
 pub(crate) async fn relay_stopped_mid_stream_and_restarted_loses_nothing<D: E2eDb>(db: D, topics: &[String]) {
+    relay_stopped_mid_stream_and_restarted_loses_nothing_on(&Kafka, db, topics).await;
+}
+
+/// [`relay_stopped_mid_stream_and_restarted_loses_nothing`] through `broker`.
+pub(crate) async fn relay_stopped_mid_stream_and_restarted_loses_nothing_on<D: E2eDb>(
+    broker: &impl Broker,
+    db: D,
+    topics: &[String],
+) {
     const TOTAL: u64 = 20_000;
     let events: Vec<Event<0>> = (0..TOTAL).map(|i| event(&format!("k{}", i % 101), i)).collect();
     for chunk in events.chunks(2_000) {
@@ -187,7 +215,7 @@ pub(crate) async fn relay_stopped_mid_stream_and_restarted_loses_nothing<D: E2eD
     let store = db.store();
     // Small batches, so the stop lands mid-stream.
     let config = relay_config().with_batch_size(100).with_max_in_flight(200);
-    let relay = start_relay(store.clone(), config.clone());
+    let relay = broker.start_relay(store.clone(), config.clone());
     let started = txoutbox_testing::eventually(Duration::from_secs(60), || async {
         store.backlog().await.unwrap().pending < TOTAL - 2_000
     })
@@ -200,10 +228,10 @@ pub(crate) async fn relay_stopped_mid_stream_and_restarted_loses_nothing<D: E2eD
         "the stop should land mid-stream (all {TOTAL} were already sent)"
     );
 
-    let relay = start_relay(store.clone(), config);
+    let relay = broker.start_relay(store.clone(), config);
     drained(&store, Duration::from_secs(120)).await;
     relay.shutdown().await.unwrap();
-    let verdict = verify(&read_all(&topics[..1]).await);
+    let verdict = verify(&broker.read_all(&topics[..1]).await);
     assert_eq!(verdict.distinct as u64, TOTAL, "{verdict:?}");
     assert_eq!(verdict.order_violations, 0, "{verdict:?}");
     assert_eq!(

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // reason: each test binary uses a different subset
 
+pub(crate) mod broker;
 pub(crate) mod cases;
 
 use std::collections::HashMap;

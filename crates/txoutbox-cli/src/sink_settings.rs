@@ -1,0 +1,95 @@
+//! Where the daemon publishes (`--sink`), and the NATS sink's settings from flags and the
+//! environment (secrets from variables or mounted files, never from flags).
+
+use txoutbox_nats::{NatsAuth, NatsConfig};
+
+use crate::cli::RelayArgs;
+use crate::environment::value_or_file;
+use crate::error::CliError;
+
+/// The sink the daemon publishes through.
+#[derive(Debug, Clone)]
+pub(crate) enum SinkSettings {
+    /// Kafka, with `RelaySettings::kafka`.
+    Kafka,
+    /// NATS JetStream (boxed: a config is large beside the empty Kafka variant).
+    Nats(Box<NatsConfig>),
+}
+
+impl SinkSettings {
+    /// The sink's name, as `/status` shows it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Kafka => "kafka",
+            Self::Nats(_) => "nats",
+        }
+    }
+}
+
+/// The NATS sink's settings: `--nats-*` flags (or their variables), and at most one of a
+/// credentials file, a user and password, a token or an NKey seed.
+pub(crate) fn nats_config(args: &RelayArgs) -> Result<NatsConfig, CliError> {
+    let url = args
+        .nats_url
+        .clone()
+        .filter(|url| !url.trim().is_empty())
+        .ok_or_else(|| {
+            CliError::usage("--sink nats needs --nats-url (TXOUTBOX_NATS_URL), e.g. nats://127.0.0.1:4222")
+        })?;
+    let mut config = NatsConfig::new(url);
+    if let Some(template) = &args.nats_subject {
+        config = config
+            .subject(template)
+            .map_err(|e| CliError::usage(format!("bad --nats-subject: {e}")))?;
+    }
+    let password = value_or_file("TXOUTBOX_NATS_PASSWORD")?;
+    let token = value_or_file("TXOUTBOX_NATS_TOKEN")?;
+    let nkey = value_or_file("TXOUTBOX_NATS_NKEY")?;
+    let mut ways = Vec::new();
+    if let Some(path) = &args.nats_creds_file {
+        ways.push(NatsAuth::CredentialsFile(path.clone()));
+    }
+    match (&args.nats_user, password) {
+        (Some(user), Some(password)) => ways.push(NatsAuth::UserPassword {
+            user: user.clone(),
+            password,
+        }),
+        (Some(_), None) => {
+            return Err(CliError::usage(
+                "--nats-user needs a password in TXOUTBOX_NATS_PASSWORD or TXOUTBOX_NATS_PASSWORD_FILE",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(CliError::usage(
+                "TXOUTBOX_NATS_PASSWORD needs --nats-user (TXOUTBOX_NATS_USER)",
+            ));
+        }
+        (None, None) => {}
+    }
+    if let Some(token) = token {
+        ways.push(NatsAuth::Token(token.trim().to_owned()));
+    }
+    if let Some(seed) = nkey {
+        ways.push(NatsAuth::NKey(seed.trim().to_owned()));
+    }
+    if ways.len() > 1 {
+        return Err(CliError::usage(
+            "give NATS one way to authenticate: a credentials file, a user and password, a token or an NKey seed",
+        ));
+    }
+    if let Some(auth) = ways.pop() {
+        config = config.auth(auth);
+    }
+    if let Some(path) = &args.nats_tls_ca_file {
+        config = config.root_certificates(path.clone());
+    }
+    if let (Some(cert), Some(key)) = (&args.nats_tls_cert_file, &args.nats_tls_key_file) {
+        config = config.client_certificate(cert.clone(), key.clone());
+    }
+    config = config.require_tls(args.nats_require_tls);
+    if let Some(timeout) = args.nats_ack_timeout {
+        config = config.ack_timeout(timeout);
+    }
+    config.validate().map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(config)
+}
