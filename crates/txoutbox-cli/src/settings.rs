@@ -418,8 +418,11 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
         };
         kafka = kafka.set(key.clone(), value);
     }
-    // TXOUTBOX_KAFKA_PROPERTY_* (and their _FILE forms) win over the file, flags over them.
-    kafka = kafka.set_all(crate::environment::kafka_properties(std::env::vars())?);
+    // TXOUTBOX_KAFKA_PROPERTY_* (and their _FILE forms) win over the file, flags over them; read
+    // only for the Kafka sink (an unreadable secret file must not stop a relay that never uses it).
+    if matches!(args.sink, None | Some(SinkArg::Kafka)) {
+        kafka = kafka.set_all(crate::environment::kafka_properties(std::env::vars())?);
+    }
     if let Some(bootstrap) = &args.kafka_bootstrap {
         kafka = kafka.set("bootstrap.servers", bootstrap.clone());
     }

@@ -42,9 +42,28 @@ pub(crate) fn nats_config(args: &RelayArgs) -> Result<NatsConfig, CliError> {
             .subject(template)
             .map_err(|e| CliError::usage(format!("bad --nats-subject: {e}")))?;
     }
-    let password = value_or_file("TXOUTBOX_NATS_PASSWORD")?;
-    let token = value_or_file("TXOUTBOX_NATS_TOKEN")?;
-    let nkey = value_or_file("TXOUTBOX_NATS_NKEY")?;
+    // An empty variable counts as unset (a template that renders nothing, an empty secret).
+    let secret = |var: &str| -> Result<Option<String>, CliError> {
+        Ok(value_or_file(var)?.filter(|value| !value.trim().is_empty()))
+    };
+    let password = secret("TXOUTBOX_NATS_PASSWORD")?;
+    let token = secret("TXOUTBOX_NATS_TOKEN")?;
+    let nkey = secret("TXOUTBOX_NATS_NKEY")?;
+    for (flag, path) in [
+        ("--nats-creds-file", &args.nats_creds_file),
+        ("--nats-tls-ca-file", &args.nats_tls_ca_file),
+        ("--nats-tls-cert-file", &args.nats_tls_cert_file),
+        ("--nats-tls-key-file", &args.nats_tls_key_file),
+    ] {
+        if let Some(path) = path
+            && !path.is_file()
+        {
+            return Err(CliError::usage(format!(
+                "{flag} {}: no such file (or not readable here)",
+                path.display()
+            )));
+        }
+    }
     let mut ways = Vec::new();
     if let Some(path) = &args.nats_creds_file {
         ways.push(NatsAuth::CredentialsFile(path.clone()));

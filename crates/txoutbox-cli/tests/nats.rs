@@ -122,10 +122,10 @@ async fn nats_settings_that_cannot_work_are_usage_errors() {
                 "--nats-url",
                 "nats://127.0.0.1:1",
                 "--nats-subject",
-                "orders",
+                "{topic}.{id}",
             ],
             &[],
-            "must contain {topic}",
+            "only {topic} and {key} are placeholders",
         ),
         (
             &[

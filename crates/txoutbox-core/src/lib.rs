@@ -26,8 +26,10 @@ mod maintenance;
 mod message;
 mod metric_labels;
 pub mod metrics;
+mod name_template;
 mod progress_record;
 mod publish_strategy;
+mod refused_keys;
 pub mod relay;
 mod retry;
 mod row_fields;
@@ -62,8 +64,10 @@ pub use message::{
     message_id_text,
 };
 pub use metric_labels::MetricLabels;
+pub use name_template::NameTemplate;
 pub use progress_record::ProgressRecord;
 pub use publish_strategy::PublishStrategy;
+pub use refused_keys::RefusedKeys;
 pub use relay::{
     AllowedTopics, Condition, DeadLetterTopic, OnDeadLetter, Relay, RelayConfig, RelayHandle, RelayMonitor,
     UNREADABLE_TOPIC,

@@ -1,12 +1,13 @@
 //! Handing a batch's messages to a producer in order: what both sinks share.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
-use txoutbox_core::{CreatedAtText, DeliveryTracker, OutboxMessage, SinkError, validate_topic_name};
+use txoutbox_core::{
+    CreatedAtText, DeliveryTracker, OutboxMessage, RefusedKeys, SinkError, validate_topic_name,
+};
 
 use crate::classify::classify_refusal;
 use crate::context::{DeliveryRef, SinkContext};
@@ -38,7 +39,7 @@ pub(crate) async fn enqueue(
 ) -> bool {
     let mut stamps = CreatedAtText::default();
     // Keys whose message was refused here: their later messages must not overtake it.
-    let mut refused: HashSet<(&str, &[u8])> = HashSet::new();
+    let mut refused = RefusedKeys::default();
     let mut transient = false;
     // The last topic name found valid (a batch mostly has one or two topics).
     let mut valid_topic: Option<&str> = None;
@@ -46,11 +47,7 @@ pub(crate) async fn enqueue(
         .checked_add_signed(MAX_TIMESTAMP_AHEAD)
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
     for (index, message) in batch.iter().enumerate() {
-        let key = message.key.as_deref().map(|key| (&*message.topic, key));
-        if let Some(key) = key
-            && !refused.is_empty()
-            && refused.contains(&key)
-        {
+        if refused.holds(message) {
             tracker.complete(index, Err(SinkError::deferred()));
             continue;
         }
@@ -85,9 +82,7 @@ pub(crate) async fn enqueue(
         };
         if let Some(refusal) = refusal {
             transient |= refusal.is_transient();
-            if let Some(key) = key {
-                refused.insert(key);
-            }
+            refused.refuse(message);
             tracker.complete(index, Err(refusal));
         }
     }

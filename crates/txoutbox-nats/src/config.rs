@@ -170,19 +170,17 @@ impl NatsConfig {
         &self.subject
     }
 
-    /// The server URLs, without any user information they hold (for logs and status pages).
+    /// The server URLs with any user information in them (between `://` and the last `@`
+    /// before the next URL) shown as `<redacted>`, for logs and status pages. A password may hold
+    /// `,` or `@`: what lies between a scheme and its host is hidden whole.
     pub fn servers_redacted(&self) -> String {
-        self.servers
-            .split(',')
-            .map(|url| match (url.find("://"), url.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    format!("{}<redacted>{}", &url[..scheme + 3], &url[at..])
-                }
-                (None, Some(at)) => format!("<redacted>{}", &url[at..]),
-                _ => url.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+        redact_userinfo(&self.servers)
+    }
+
+    /// Whether a server URL holds user information (better passed through [`NatsAuth`]: the
+    /// client logs server addresses at debug level).
+    pub fn urls_hold_credentials(&self) -> bool {
+        redact_userinfo(&self.servers) != self.servers
     }
 
     /// Checks the settings before connecting.
@@ -221,6 +219,37 @@ impl NatsConfig {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect()
+    }
+}
+
+/// `text` with what lies between each `://` and the last `@` before the next `://` replaced by
+/// `<redacted>`; a `user@host` without a scheme is redacted up to its `@`.
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let (head, tail) = match rest.find("://") {
+            Some(at) => rest.split_at(at + 3),
+            None => ("", rest),
+        };
+        out.push_str(head);
+        let end = tail.find("://").unwrap_or(tail.len());
+        // The next URL's scheme starts after the last separator before its `://`.
+        let this = match tail[..end].rfind(',') {
+            Some(comma) if end < tail.len() => &tail[..comma + 1],
+            _ => &tail[..end],
+        };
+        match this.rfind('@') {
+            Some(at) => {
+                out.push_str("<redacted>");
+                out.push_str(&this[at..]);
+            }
+            None => out.push_str(this),
+        }
+        rest = &tail[this.len()..];
+        if rest.is_empty() {
+            return out;
+        }
     }
 }
 
@@ -263,6 +292,6 @@ mod tests {
                 .validate()
                 .is_err()
         );
-        assert!(NatsConfig::new("nats://h:4222").subject("x").is_err());
+        assert!(NatsConfig::new("nats://h:4222").subject("x.{nope}").is_err());
     }
 }

@@ -11,6 +11,10 @@ pub const KEY_HEADER: &str = "txoutbox-key";
 /// The header carrying the key, base64 (standard, padded), when it is not plain text.
 pub const KEY_BASE64_HEADER: &str = "txoutbox-key-base64";
 
+/// The prefix of the headers JetStream acts on (`Nats-Msg-Id`, `Nats-Rollup`, `Nats-TTL`,
+/// `Nats-Expected-…`).
+const NATS_PREFIX: &str = "Nats-";
+
 /// The headers of `message`, or why a header of the row cannot travel in a NATS message.
 ///
 /// NATS headers are text lines: a name of visible ASCII without `:`, a value without CR or LF.
@@ -18,6 +22,14 @@ pub const KEY_BASE64_HEADER: &str = "txoutbox-key-base64";
 pub(crate) fn message_headers(message: &OutboxMessage, created_at: &str) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     for (name, value) in message.headers.iter() {
+        if name.len() >= NATS_PREFIX.len() && name[..NATS_PREFIX.len()].eq_ignore_ascii_case(NATS_PREFIX) {
+            return Err(format!(
+                "the row does not fit the outbox table contract for NATS: header {:?} is one of \
+                 JetStream's own (`Nats-…`), which steer the stream (roll-ups, expectations, \
+                 de-duplication); a row may not set them",
+                shorten(name)
+            ));
+        }
         let header_name: HeaderName = name.parse().map_err(|_| {
             format!(
                 "the row does not fit the outbox table contract for NATS: header name {:?} is not \
@@ -122,5 +134,9 @@ mod tests {
         assert!(e.contains("visible ASCII"), "{e}");
         let e = message_headers(&message(None, &[("a", "x\r\nPUB evil 0")]), "t").unwrap_err();
         assert!(e.contains("line break"), "{e}");
+        for name in ["Nats-Rollup", "nats-msg-id", "NATS-TTL"] {
+            let e = message_headers(&message(None, &[(name, "all")]), "t").unwrap_err();
+            assert!(e.contains("JetStream's own"), "{e}");
+        }
     }
 }

@@ -1,77 +1,69 @@
 //! The subject a message is published to: a template over its topic and key, and NATS's rules
 //! for the subject it gives.
 
-use txoutbox_core::{Error, Result};
-
-/// Where the topic goes in a template.
-const TOPIC: &str = "{topic}";
-/// Where the key goes in a template.
-const KEY: &str = "{key}";
+use txoutbox_core::{Error, NameTemplate, Result};
 
 /// The subject of each message, from a template such as `{topic}` (the default), `orders.{topic}`
-/// or `{topic}.{key}`: `{topic}` is replaced by the message's topic, `{key}` by its key (which
-/// must then be one valid subject token: UTF-8 without `.`, whitespace or wildcards).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// or `{topic}.{key}` ([`NameTemplate`]): with `{key}`, the key must be one valid subject token
+/// (UTF-8 without `.`, whitespace or wildcards).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubjectTemplate {
-    text: String,
-    uses_key: bool,
-}
-
-impl Default for SubjectTemplate {
-    fn default() -> Self {
-        Self {
-            text: TOPIC.to_owned(),
-            uses_key: false,
-        }
-    }
+    template: NameTemplate,
 }
 
 impl SubjectTemplate {
-    /// Parses a template; it must name `{topic}`, and any other text must be valid in a subject.
+    /// Parses a template; any text besides the placeholders must be valid in a subject.
     pub fn new(text: &str) -> Result<Self> {
         let bad = |why: &str| {
             Err(Error::Config(format!(
                 "NATS subject template {text:?}: {why} (e.g. `{{topic}}`, `outbox.{{topic}}` or `{{topic}}.{{key}}`)"
             )))
         };
-        if !text.contains(TOPIC) {
-            return bad("it must contain {topic}");
-        }
-        let literal = text.replace(TOPIC, "t").replace(KEY, "k");
-        if literal.contains(['{', '}']) {
-            return bad("only {topic} and {key} are placeholders");
-        }
-        if let Err(why) = check_subject(&literal) {
+        let template = match NameTemplate::new(text) {
+            Ok(template) => template,
+            Err(why) => return bad(&why),
+        };
+        if let Err(why) = check_subject(&template.with("t", "k")) {
             return bad(&why);
         }
-        Ok(Self {
-            text: text.to_owned(),
-            uses_key: text.contains(KEY),
-        })
+        Ok(Self { template })
     }
 
     /// The template as given.
     pub fn as_str(&self) -> &str {
-        &self.text
+        self.template.as_str()
     }
 
     /// The subject of a message of `topic` and `key`, or why it has none.
     pub(crate) fn render(&self, topic: &str, key: Option<&[u8]>) -> std::result::Result<String, String> {
-        let mut subject = self.text.replace(TOPIC, topic);
-        if self.uses_key {
-            let key = key.ok_or("the subject template uses {key} and the message has no key")?;
-            let token = std::str::from_utf8(key)
-                .map_err(|_| "the subject template uses {key} and the key is not UTF-8".to_owned())?;
-            if token.is_empty() || token.contains(['.', '*', '>']) || token.chars().any(forbidden) {
-                return Err(format!(
-                    "the subject template uses {{key}} and the key {token:?} is no subject token \
-                     (not empty; no `.`, `*`, `>`, whitespace or control characters)"
-                ));
-            }
-            subject = subject.replace(KEY, token);
+        if self.template.uses_key()
+            && let Some(token) = key.and_then(|k| std::str::from_utf8(k).ok())
+            && (token.is_empty() || token.contains(['.', '*', '>']) || token.chars().any(forbidden))
+        {
+            return Err(format!(
+                "the subject template uses {{key}} and the key {token:?} is no subject token \
+                 (not empty; no `.`, `*`, `>`, whitespace or control characters)"
+            ));
         }
-        check_subject(&subject).map(|()| subject)
+        let subject = self.template.render(topic, key)?;
+        check_subject(&subject)?;
+        if reserved(&subject) && !reserved(self.template.as_str()) {
+            return Err(format!(
+                "subject {subject:?} lies in NATS's own name space (`$…` holds JetStream's and the \
+                 system's API, `_INBOX` replies): a row may not address it"
+            ));
+        }
+        Ok(subject)
     }
+}
+
+/// The longest subject the sink publishes to (the server's protocol line, 4 KiB by default, holds
+/// it with the reply subject and sizes).
+const MAX_SUBJECT_BYTES: usize = 1024;
+
+/// Whether a subject (or a template) begins in NATS's own name space.
+fn reserved(subject: &str) -> bool {
+    subject.starts_with('$') || subject.split('.').next() == Some("_INBOX")
 }
 
 /// A character no subject holds.
@@ -87,6 +79,9 @@ pub(crate) fn check_subject(subject: &str) -> std::result::Result<(), String> {
     let fail = |why: &str| Err(format!("subject {shown:?}{more} is no valid NATS subject: {why}"));
     if subject.is_empty() {
         return fail("it is empty");
+    }
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return fail(&format!("it is longer than {MAX_SUBJECT_BYTES} bytes"));
     }
     if subject.chars().any(forbidden) {
         return fail("it holds whitespace or control characters");
@@ -116,18 +111,25 @@ mod tests {
             assert!(t.render("orders", Some(key)).is_err(), "{key:?}");
         }
         assert!(t.render("orders", None).unwrap_err().contains("no key"));
+        assert_eq!(
+            SubjectTemplate::new("all.events")
+                .unwrap()
+                .render("x", None)
+                .unwrap(),
+            "all.events"
+        );
     }
 
     #[test]
     fn refuses_bad_templates_and_subjects() {
         for bad in [
-            "orders",
             "{topic}.",
             "a..{topic}",
             "{topic}.*",
             "{topic}.>",
             "{topic} x",
             "{topic}.{id}",
+            "",
         ] {
             assert!(SubjectTemplate::new(bad).is_err(), "{bad}");
         }
@@ -137,5 +139,24 @@ mod tests {
             assert!(e.contains("no valid NATS subject"), "{topic:?}: {e}");
         }
         assert!(t.render("a.b-c_d", None).is_ok());
+        for system in [
+            "$JS.API.STREAM.PURGE.ORDERS",
+            "$SYS.REQ.SERVER.PING",
+            "_INBOX.abc",
+        ] {
+            let e = t.render(system, None).unwrap_err();
+            assert!(e.contains("own name space"), "{system}: {e}");
+        }
+        assert!(
+            SubjectTemplate::new("$events.{topic}")
+                .unwrap()
+                .render("a", None)
+                .is_ok()
+        );
+        assert!(
+            t.render(&"a".repeat(1025), None)
+                .unwrap_err()
+                .contains("longer than 1024")
+        );
     }
 }

@@ -159,6 +159,8 @@ async fn a_subject_no_stream_takes_fails_for_the_message_with_what_to_do() {
 async fn a_message_over_max_payload_is_rejected_before_it_is_sent() {
     let stream = TestStream::new("nats-large").await;
     let sink = sink_for(&stream).await;
+    // Unknown until the sink met the server (the daemon probes before it relays).
+    sink.probe().await.unwrap();
     let limit = sink.max_message_bytes().unwrap();
     assert!(limit >= 1024 * 1024, "the server's max_payload: {limit}");
     let outcome = send(
@@ -188,4 +190,29 @@ async fn an_unreachable_server_is_transient_and_the_probe_says_so() {
     assert!(error.is_transient(), "{error}");
     let live = NatsSink::connect(&NatsConfig::new(url())).await.unwrap();
     assert_eq!(live.probe().await, Ok(()));
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_the_acknowledgements_in_flight_goes_through() {
+    let stream = TestStream::new("nats-window").await;
+    let config = NatsConfig::new(url())
+        .subject(&stream.subject_template())
+        .unwrap()
+        .max_acks_in_flight(2);
+    let sink = NatsSink::connect(&config).await.unwrap();
+    let batch: Vec<OutboxMessage> = (0..50)
+        .map(|i| message(i, "orders", Some(b"k"), i.to_string().as_bytes(), &[]))
+        .collect();
+    let outcomes = tokio::time::timeout(Duration::from_secs(30), send(&sink, batch))
+        .await
+        .expect("a batch of 50 through a window of 2 must not wait for ever");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let payloads: Vec<String> = stream
+        .read_all()
+        .await
+        .iter()
+        .map(|r| String::from_utf8(r.payload.clone().unwrap()).unwrap())
+        .collect();
+    assert_eq!(payloads, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
+    stream.delete().await;
 }

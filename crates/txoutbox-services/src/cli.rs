@@ -7,21 +7,23 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::env_file::{
-    external_kafka, external_mysql, external_nats, external_postgres, render, variables, write_env_file,
+    external_kafka, external_mysql, external_nats, external_postgres, external_rabbitmq, external_redis,
+    render, variables, write_env_file,
 };
 use crate::kafka_service::{self, Node};
 use crate::lock::Lock;
-use crate::{Settings, kafka, mariadb, nats, postgres, process, say, tools};
+use crate::{Settings, kafka, mariadb, nats, postgres, process, rabbitmq, redis, say, tools};
 
 /// The help text (`help`).
 pub const USAGE: &str = "\
 Local services for txoutbox's demo, tests and CI, all on loopback (127.0.0.1):
   Apache Kafka 4.1.1 (KRaft, one combined broker+controller node, jars from Maven Central),
-  PostgreSQL (our own cluster, not Debian's system one), MariaDB (our own instance) and NATS
-  2.15.3 with JetStream (nats-server built with `go install` on first use).
+  PostgreSQL (our own cluster, not Debian's system one), MariaDB (our own instance), NATS 2.15.3
+  with JetStream (nats-server built with `go install` on first use), RabbitMQ and Redis (our own
+  instances of Debian's packages).
 
 Usage:
-  scripts/services.sh up [kafka] [postgres] [mariadb] [nats]
+  scripts/services.sh up [kafka] [postgres] [mariadb] [nats] [rabbitmq] [redis]
                                                           start (default: kafka postgres), wait until
                                                           ready, write the env file, print its path (a
                                                           broker it starts begins with no topics)
@@ -46,11 +48,11 @@ Usage:
                                                           chromium, chromium-driver; `up` does it too); print
                                                           chromedriver's path (for the web console's browser tests)
 
-Service names: kafka; kafka-cluster; postgres (pg, postgresql); mariadb (mysql); nats.
+Service names: kafka; kafka-cluster; postgres (pg, postgresql); mariadb (mysql); nats; rabbitmq; redis.
 
 A service that the environment already names is used as is and never started or stopped here:
   TXOUTBOX_KAFKA_BOOTSTRAP (or KAFKA_BOOTSTRAP), TXOUTBOX_POSTGRES_URL (or DATABASE_URL when it is
-  a postgres:// URL), TXOUTBOX_MYSQL_URL, TXOUTBOX_NATS_URL. A value equal to our own local address counts as ours, so
+  a postgres:// URL), TXOUTBOX_MYSQL_URL, TXOUTBOX_NATS_URL, TXOUTBOX_RABBITMQ_URL, TXOUTBOX_REDIS_URL. A value equal to our own local address counts as ours, so
   a shell that did `eval \"$(scripts/services.sh env)\"` can still run `up`/`down` again.
 
 Settings (environment):
@@ -65,6 +67,8 @@ Settings (environment):
   TXOUTBOX_POSTGRES_PORT           PostgreSQL port              (55432)
   TXOUTBOX_MARIADB_PORT            MariaDB port                 (33306)
   TXOUTBOX_NATS_PORT               NATS port                    (14222)
+  TXOUTBOX_RABBITMQ_PORT           RabbitMQ AMQP port           (35672; +1, +2: its Erlang ports)
+  TXOUTBOX_REDIS_PORT              Redis port                   (16379)
   TXOUTBOX_PG_BINDIR               PostgreSQL bin folder        (the highest /usr/lib/postgresql/*/bin)
   TXOUTBOX_SERVICES_TIMEOUT        seconds to wait for a service to become ready (120)
   TXOUTBOX_KAFKA_KEEP_DATA         1: `up` keeps the broker's topics from its last run (default:
@@ -86,6 +90,10 @@ pub enum Service {
     Mariadb,
     /// `nats`.
     Nats,
+    /// `rabbitmq`.
+    Rabbitmq,
+    /// `redis`.
+    Redis,
 }
 
 impl Service {
@@ -97,6 +105,8 @@ impl Service {
             Self::Postgres => "postgres",
             Self::Mariadb => "mariadb",
             Self::Nats => "nats",
+            Self::Rabbitmq => "rabbitmq",
+            Self::Redis => "redis",
         }
     }
 }
@@ -111,7 +121,11 @@ pub fn parse_services(args: &[String], default: &[Service]) -> Result<Vec<Servic
             "postgres" | "postgresql" | "pg" => Service::Postgres,
             "mariadb" | "mysql" => Service::Mariadb,
             "nats" => Service::Nats,
-            _ => bail!("unknown service '{a}' (known: kafka, kafka-cluster, postgres, mariadb, nats)"),
+            "rabbitmq" => Service::Rabbitmq,
+            "redis" => Service::Redis,
+            _ => bail!(
+                "unknown service '{a}' (known: kafka, kafka-cluster, postgres, mariadb, nats, rabbitmq, redis)"
+            ),
         };
         if !out.contains(&s) {
             out.push(s);
@@ -139,6 +153,8 @@ const ALL: &[Service] = &[
     Service::KafkaCluster,
     Service::Mariadb,
     Service::Nats,
+    Service::Rabbitmq,
+    Service::Redis,
     Service::Postgres,
 ];
 
@@ -227,6 +243,20 @@ fn up(s: &Settings, services: &[Service]) -> Result<()> {
             None => nats_pending = nats::launch(s)?,
         }
     }
+    let mut rabbitmq_pending = None;
+    if services.contains(&Service::Rabbitmq) {
+        match external_rabbitmq(s) {
+            Some(ext) => say!("rabbitmq: using {ext} from the environment (nothing started)"),
+            None => rabbitmq_pending = rabbitmq::launch(s)?,
+        }
+    }
+    let mut redis_pending = None;
+    if services.contains(&Service::Redis) {
+        match external_redis(s) {
+            Some(ext) => say!("redis: using {ext} from the environment (nothing started)"),
+            None => redis_pending = redis::launch(s)?,
+        }
+    }
     if services.contains(&Service::Postgres) {
         match external_postgres(s) {
             Some(ext) => say!("postgres: using {ext} from the environment (nothing started)"),
@@ -236,6 +266,8 @@ fn up(s: &Settings, services: &[Service]) -> Result<()> {
     kafka_service::wait(s, kafka_pending)?;
     mariadb::wait(s, mariadb_pending)?;
     nats::wait(s, nats_pending)?;
+    rabbitmq::wait(s, rabbitmq_pending)?;
+    redis::wait(s, redis_pending)?;
     write_env_file(s)?;
     if let Err(e) = tools::chromedriver(s) {
         say!("chromium: not installed ({e:#}); the web console's browser tests will be skipped");
@@ -259,6 +291,8 @@ fn down(s: &Settings, services: &[Service]) -> Result<()> {
             Service::Postgres => postgres::down(s)?,
             Service::Mariadb => mariadb::down(s)?,
             Service::Nats => nats::down(s)?,
+            Service::Rabbitmq => rabbitmq::down(s)?,
+            Service::Redis => redis::down(s)?,
         }
     }
     write_env_file(s)
@@ -273,7 +307,9 @@ fn reset(s: &Settings, services: &[Service]) -> Result<()> {
             Service::KafkaCluster => kafka_service::delete_data(s, &kafka_service::cluster(s)),
             Service::Postgres => postgres::delete_data(s)?,
             Service::Mariadb => mariadb::delete_data(s),
-            Service::Nats => nats::delete_data(s),
+            Service::Nats => nats::daemon(s).delete_data(),
+            Service::Rabbitmq => rabbitmq::daemon(s).delete_data(),
+            Service::Redis => redis::daemon(s).delete_data(),
         }
         say!("{}: data deleted", service.name());
     }
@@ -303,7 +339,26 @@ fn status(s: &Settings) {
     }
     match external_nats(s) {
         Some(ext) => line(format!("nats       external  {ext}")),
-        None => line(nats::status(s)),
+        None => line(nats::daemon(s).status()),
+    }
+    match external_rabbitmq(s) {
+        Some(ext) => line(format!("rabbitmq   external  {}", redact_url(&ext))),
+        None => line(rabbitmq::daemon(s).status()),
+    }
+    match external_redis(s) {
+        Some(ext) => line(format!("redis      external  {}", redact_url(&ext))),
+        None => line(redis::daemon(s).status()),
+    }
+}
+
+/// A URL with any password in it shown as `***`.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
     }
 }
 
@@ -365,9 +420,14 @@ mod tests {
             parse_services(&words("kafka-cluster"), &[Kafka]).unwrap(),
             [KafkaCluster]
         );
-        assert_eq!(parse_services(&words("nats"), &[]).unwrap(), [Nats]);
-        let e = parse_services(&words("redis"), &[]).unwrap_err().to_string();
-        assert!(e.contains("unknown service 'redis'"), "{e}");
+        assert_eq!(
+            parse_services(&words("nats rabbitmq redis"), &[]).unwrap(),
+            [Nats, Rabbitmq, Redis]
+        );
+        let e = parse_services(&words("kafka9"), &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown service 'kafka9'"), "{e}");
+        assert_eq!(redact_url("amqp://u:pw@h:1/v"), "amqp://u:***@h:1/v");
+        assert_eq!(redact_url("redis://h:1/"), "redis://h:1/");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::files::write;
-use crate::{Settings, kafka_service, mariadb, nats, postgres};
+use crate::{Settings, kafka_service, mariadb, nats, postgres, rabbitmq, redis};
 
 /// A value the environment gives for a service, unless it is our own local address (a shell that
 /// did `eval "$(scripts/services.sh env)"` can still run `up`/`down`).
@@ -41,6 +41,19 @@ pub fn external_nats(settings: &Settings) -> Option<String> {
     external(settings.env_nats.as_deref(), &nats::url(settings.nats_port))
 }
 
+/// The RabbitMQ broker the environment names (`TXOUTBOX_RABBITMQ_URL`).
+pub fn external_rabbitmq(settings: &Settings) -> Option<String> {
+    external(
+        settings.env_rabbitmq.as_deref(),
+        &rabbitmq::url(settings.rabbitmq_port),
+    )
+}
+
+/// The Redis server the environment names (`TXOUTBOX_REDIS_URL`).
+pub fn external_redis(settings: &Settings) -> Option<String> {
+    external(settings.env_redis.as_deref(), &redis::url(settings.redis_port))
+}
+
 /// The variables for what is up: external services as given, ours while they run.
 pub fn variables(settings: &Settings) -> Vec<(&'static str, String)> {
     let mut vars = Vec::new();
@@ -58,6 +71,12 @@ pub fn variables(settings: &Settings) -> Vec<(&'static str, String)> {
     }
     if let Some(v) = external_nats(settings).or_else(|| nats::local_url(settings)) {
         vars.push(("TXOUTBOX_NATS_URL", v));
+    }
+    if let Some(v) = external_rabbitmq(settings).or_else(|| rabbitmq::local_url(settings)) {
+        vars.push(("TXOUTBOX_RABBITMQ_URL", v));
+    }
+    if let Some(v) = external_redis(settings).or_else(|| redis::local_url(settings)) {
+        vars.push(("TXOUTBOX_REDIS_URL", v));
     }
     vars
 }

@@ -1,6 +1,6 @@
 //! The local services of txoutbox's demo, tests and CI, all on loopback: Apache Kafka 4.1.1
 //! (KRaft, jars from Maven Central), PostgreSQL and MariaDB (our own instances, not the system
-//! ones), a NATS server with JetStream (built with `go install`), plus the tools some tests need (Toxiproxy, headless Chromium).
+//! ones), a NATS server with JetStream (built with `go install`), RabbitMQ and Redis (Debian's packages), plus the tools some tests need (Toxiproxy, headless Chromium).
 //!
 //! One implementation for two users: the `txoutbox-services` binary (which `scripts/services.sh`
 //! wraps; see [`cli`] for its commands) and the private instances of `txoutbox-testing`, which
@@ -22,11 +22,14 @@ pub mod kafka;
 pub mod kafka_config;
 pub mod kafka_service;
 pub mod lock;
+pub mod loopback_daemon;
 pub mod mariadb;
 pub mod nats;
 pub mod packages;
 pub mod postgres;
 pub mod process;
+pub mod rabbitmq;
+pub mod redis;
 pub mod settings;
 pub mod tools;
 

@@ -2,17 +2,15 @@
 //! (Go module proxy), its store in `<services dir>/nats`.
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::files::{mkdir, write};
 use crate::lock::Lock;
-use crate::process::{
-    has_arg, is_executable, log_tail, pid_alive, port_accepts, read_pid, refuse_taken_port, run_logged,
-    since, spawn, stop_pid, which,
-};
+use crate::loopback_daemon::{LoopbackDaemon, Started, service_dir};
+use crate::process::{is_executable, refuse_taken_port, run_logged, since, spawn, which};
 use crate::{Settings, say};
 
 /// The nats-server version `go install` builds.
@@ -21,6 +19,23 @@ pub const NATS_SERVER_VERSION: &str = "v2.15.3";
 /// Our server's URL on `port`.
 pub fn url(port: u16) -> String {
     format!("nats://127.0.0.1:{port}")
+}
+
+/// Our server: `<services dir>/nats`, JetStream's store in `jetstream` below it.
+pub fn daemon(settings: &Settings) -> LoopbackDaemon {
+    let dir = service_dir(settings, "nats");
+    LoopbackDaemon {
+        name: "nats",
+        marker: store_arg(&dir),
+        dir,
+        port: settings.nats_port,
+        ready_line: "Server is ready",
+    }
+}
+
+/// The argument that names our server's store (and marks its process).
+fn store_arg(dir: &std::path::Path) -> String {
+    format!("--store_dir={}", dir.join("jetstream").display())
 }
 
 /// The `nats-server` binary in `~/.cache/txoutbox/nats-server/bin`, built from its Go module on
@@ -56,148 +71,51 @@ pub fn server_binary(settings: &Settings) -> Result<PathBuf> {
     Ok(server)
 }
 
-/// Our server's folder (JetStream store, pid, log, port).
-fn root(settings: &Settings) -> PathBuf {
-    settings.services_dir.join("nats")
-}
-
-/// The argument that marks our server's process (its store folder).
-fn store_arg(settings: &Settings) -> String {
-    format!("--store_dir={}", root(settings).join("jetstream").display())
-}
-
-/// The pid of our running server.
-pub fn pid(settings: &Settings) -> Option<u32> {
-    let pid = read_pid(&root(settings).join("pid"))?;
-    (pid_alive(pid) && has_arg(pid, &store_arg(settings))).then_some(pid)
-}
-
-fn running_port(settings: &Settings) -> u16 {
-    std::fs::read_to_string(root(settings).join("port"))
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(settings.nats_port)
-}
-
 /// Our server's URL while it runs.
 pub fn local_url(settings: &Settings) -> Option<String> {
-    pid(settings)?;
-    Some(url(running_port(settings)))
-}
-
-/// A server that was started and that [`wait`] waits for.
-#[derive(Debug)]
-pub struct Pending {
-    t0: Instant,
-    child: Child,
-    /// The log's length before this start's first line.
-    log_offset: u64,
+    let d = daemon(settings);
+    d.pid()?;
+    Some(url(d.running_port()))
 }
 
 /// Phase 1 of `up`: starts our server (building it on first use); does not wait.
-pub fn launch(settings: &Settings) -> Result<Option<Pending>> {
-    if let Some(pid) = pid(settings) {
-        say!(
-            "nats: already running on 127.0.0.1:{} (pid {pid})",
-            running_port(settings)
-        );
+pub fn launch(settings: &Settings) -> Result<Option<Started>> {
+    let d = daemon(settings);
+    if d.already_running() {
         return Ok(None);
     }
-    let t0 = Instant::now();
-    let port = settings.nats_port;
-    refuse_taken_port("nats", port, "TXOUTBOX_NATS_PORT")?;
+    refuse_taken_port("nats", d.port, "TXOUTBOX_NATS_PORT")?;
     let server = server_binary(settings)?;
-    let root = root(settings);
-    mkdir(&root)?;
-    write(&root.join("port"), format!("{port}\n"))?;
+    // After the first build: it is not the server's start.
+    let t0 = Instant::now();
+    d.write_port()?;
     // Stock settings but for the address, port and store: JetStream's defaults (limits, a
     // two-minute duplicate window per stream) are what the tests run against.
     let args = vec![
         "--addr=127.0.0.1".to_owned(),
-        format!("--port={port}"),
+        format!("--port={}", d.port),
         "--jetstream".to_owned(),
-        store_arg(settings),
+        d.marker.clone(),
         "--server_name=txoutbox-nats".to_owned(),
     ];
-    let (child, log_offset) = spawn(
+    let (child, offset) = spawn(
         "nats-server",
         &server,
         &args,
-        &root,
-        &root.join("nats.log"),
-        Some(&root.join("pid")),
+        &d.dir,
+        &d.log(),
+        Some(&d.pid_file()),
     )?;
-    say!("nats: starting on 127.0.0.1:{port}…");
-    Ok(Some(Pending {
-        t0,
-        child,
-        log_offset,
-    }))
+    say!("nats: starting on 127.0.0.1:{}…", d.port);
+    Ok(Some(Started::new(t0, child, offset)))
 }
 
 /// Phase 2: waits until the server accepts connections.
-pub fn wait(settings: &Settings, pending: Option<Pending>) -> Result<()> {
-    let Some(mut p) = pending else { return Ok(()) };
-    let log = root(settings).join("nats.log");
-    let pid = p.child.id();
-    loop {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            bail!(
-                "nats: nats-server (pid {pid}) exited while starting ({status}); log: {}\n{}",
-                log.display(),
-                log_tail(&log, 40)
-            );
-        }
-        if port_accepts(settings.nats_port)
-            && crate::process::file_contains_since(&log, p.log_offset, "Server is ready")
-        {
-            break;
-        }
-        if p.t0.elapsed() > settings.timeout {
-            bail!(
-                "nats: not ready after {} s; log: {}\n{}",
-                settings.timeout.as_secs(),
-                log.display(),
-                log_tail(&log, 40)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    say!(
-        "nats: ready on 127.0.0.1:{} in {} s (pid {pid}, log {})",
-        settings.nats_port,
-        since(p.t0),
-        log.display()
-    );
-    Ok(())
+pub fn wait(settings: &Settings, started: Option<Started>) -> Result<()> {
+    daemon(settings).wait(settings, started)
 }
 
 /// Stops our server (SIGTERM; SIGKILL after 30 s).
 pub fn down(settings: &Settings) -> Result<()> {
-    let Some(pid) = pid(settings) else {
-        say!("nats: not running");
-        return Ok(());
-    };
-    let t0 = Instant::now();
-    stop_pid(pid, "TERM", Duration::from_secs(30), "nats")?;
-    let _ = std::fs::remove_file(root(settings).join("pid"));
-    say!("nats: stopped in {} s", since(t0));
-    Ok(())
-}
-
-/// Our server's status line (without the external case).
-pub fn status(settings: &Settings) -> String {
-    match pid(settings) {
-        Some(pid) => format!(
-            "nats       running   127.0.0.1:{}  pid {pid}  {}",
-            running_port(settings),
-            root(settings).display()
-        ),
-        None => "nats       stopped".to_owned(),
-    }
-}
-
-/// Deletes our server's data (stopped first by the caller).
-pub fn delete_data(settings: &Settings) {
-    let _ = std::fs::remove_dir_all(root(settings));
+    daemon(settings).down(Duration::from_secs(30))
 }

@@ -43,6 +43,11 @@ pub struct Settings {
     pub mariadb_port: u16,
     /// Our NATS server's port (`TXOUTBOX_NATS_PORT`).
     pub nats_port: u16,
+    /// Our RabbitMQ node's AMQP port (`TXOUTBOX_RABBITMQ_PORT`; the next two are its Erlang
+    /// distribution and port-mapper ports).
+    pub rabbitmq_port: u16,
+    /// Our Redis server's port (`TXOUTBOX_REDIS_PORT`).
+    pub redis_port: u16,
     /// How long a service may take to become ready (`TXOUTBOX_SERVICES_TIMEOUT`, seconds).
     pub timeout: Duration,
     /// `TXOUTBOX_KAFKA_KEEP_DATA=1`: `up` keeps the broker's topics from its last run.
@@ -55,6 +60,10 @@ pub struct Settings {
     pub env_mysql: Option<String>,
     /// `TXOUTBOX_NATS_URL`.
     pub env_nats: Option<String>,
+    /// `TXOUTBOX_RABBITMQ_URL`.
+    pub env_rabbitmq: Option<String>,
+    /// `TXOUTBOX_REDIS_URL`.
+    pub env_redis: Option<String>,
     /// `TXOUTBOX_PG_BINDIR`: the PostgreSQL bin folder to use instead of searching.
     pub pg_bindir: Option<PathBuf>,
 }
@@ -127,12 +136,16 @@ impl Settings {
             postgres_port: port("TXOUTBOX_POSTGRES_PORT", 55432)?,
             mariadb_port: port("TXOUTBOX_MARIADB_PORT", 33306)?,
             nats_port: port("TXOUTBOX_NATS_PORT", 14222)?,
+            rabbitmq_port: port("TXOUTBOX_RABBITMQ_PORT", 35672)?,
+            redis_port: port("TXOUTBOX_REDIS_PORT", 16379)?,
             timeout: Duration::from_secs(timeout),
             keep_kafka_data: set("TXOUTBOX_KAFKA_KEEP_DATA").as_deref() == Some("1"),
             env_kafka: set("TXOUTBOX_KAFKA_BOOTSTRAP").or_else(|| set("KAFKA_BOOTSTRAP")),
             env_postgres,
             env_mysql: set("TXOUTBOX_MYSQL_URL"),
             env_nats: set("TXOUTBOX_NATS_URL"),
+            env_rabbitmq: set("TXOUTBOX_RABBITMQ_URL"),
+            env_redis: set("TXOUTBOX_REDIS_URL"),
             pg_bindir: set("TXOUTBOX_PG_BINDIR").map(PathBuf::from),
             home,
         })
