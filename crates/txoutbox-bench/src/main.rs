@@ -158,9 +158,9 @@ enum Scenario {
     /// an exactly-once exclusive relay and the raw producer, round by round (PostgreSQL,
     /// MySQL / MariaDB; not part of `all`).
     Nodes,
-    /// Each sink other than Kafka (NATS JetStream) against its broker's own client, round by
-    /// round, the relay draining a settled PostgreSQL table (needs TXOUTBOX_NATS_URL; not part of
-    /// `all`).
+    /// Each sink other than Kafka (NATS JetStream, RabbitMQ, Redis Streams) against its broker's
+    /// own client, round by round, the relay draining a settled PostgreSQL table (needs
+    /// TXOUTBOX_NATS_URL, TXOUTBOX_RABBITMQ_URL, TXOUTBOX_REDIS_URL; not part of `all`).
     Sinks,
     /// Every scenario but `backlog`, `console`, `memory`, `writes`, `drain`, `inbox` and
     /// `nodes`, one after the other.

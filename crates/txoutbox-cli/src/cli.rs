@@ -138,7 +138,7 @@ pub(crate) struct RelayArgs {
     /// Create or upgrade the outbox table first (as `txoutbox migrate` does).
     #[arg(long, env = "TXOUTBOX_MIGRATE")]
     pub migrate: bool,
-    /// Where the relay publishes: Kafka (the default) or NATS JetStream.
+    /// Where the relay publishes: Kafka (the default), NATS JetStream, RabbitMQ or Redis Streams.
     #[arg(long, env = "TXOUTBOX_SINK", value_enum)]
     pub sink: Option<SinkArg>,
     /// Kafka bootstrap servers, host:port[,host:port].
@@ -177,6 +177,37 @@ pub(crate) struct RelayArgs {
     /// NATS: how long a publish waits for its acknowledgement (default 10s).
     #[arg(long, env = "TXOUTBOX_NATS_ACK_TIMEOUT", value_parser = parse_duration)]
     pub nats_ack_timeout: Option<Duration>,
+    /// RabbitMQ: the broker, amqp://user:password@host:5672/vhost (`amqps://` for TLS). Also
+    /// from TXOUTBOX_RABBITMQ_URL_FILE.
+    #[arg(long, env = "TXOUTBOX_RABBITMQ_URL", hide_env_values = true)]
+    pub rabbitmq_url: Option<String>,
+    /// RabbitMQ: the exchange messages are published to (default: the default exchange, which
+    /// routes to the queue the routing key names).
+    #[arg(long, env = "TXOUTBOX_RABBITMQ_EXCHANGE")]
+    pub rabbitmq_exchange: Option<String>,
+    /// RabbitMQ: each message's routing key; `{topic}` and `{key}` are replaced (default `{topic}`).
+    #[arg(long, env = "TXOUTBOX_RABBITMQ_ROUTING_KEY")]
+    pub rabbitmq_routing_key: Option<String>,
+    /// RabbitMQ: how long a publish waits for the broker's confirm (default 30s).
+    #[arg(long, env = "TXOUTBOX_RABBITMQ_CONFIRM_TIMEOUT", value_parser = parse_duration)]
+    pub rabbitmq_confirm_timeout: Option<Duration>,
+    /// RabbitMQ: the largest message sent, e.g. 16MB (the default; the broker's max_message_size).
+    #[arg(long, env = "TXOUTBOX_RABBITMQ_MAX_MESSAGE_BYTES", value_parser = parse_bytes)]
+    pub rabbitmq_max_message_bytes: Option<u64>,
+    /// Redis: the server, redis://[user][:password]@host:6379/db (`rediss://` for TLS). Also
+    /// from TXOUTBOX_REDIS_URL_FILE.
+    #[arg(long, env = "TXOUTBOX_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Redis: the stream each message is added to; `{topic}` and `{key}` are replaced (default
+    /// `{topic}`).
+    #[arg(long, env = "TXOUTBOX_REDIS_STREAM_KEY")]
+    pub redis_stream_key: Option<String>,
+    /// Redis: trim each stream to about this many entries (`XADD … MAXLEN ~ n`; default: no trimming).
+    #[arg(long, env = "TXOUTBOX_REDIS_MAX_LEN")]
+    pub redis_max_len: Option<usize>,
+    /// Redis: how long a batch waits for the server's replies (default 10s).
+    #[arg(long, env = "TXOUTBOX_REDIS_RESPONSE_TIMEOUT", value_parser = parse_duration)]
+    pub redis_response_timeout: Option<Duration>,
     /// Rows read and sent per batch.
     #[arg(long, env = "TXOUTBOX_BATCH_SIZE")]
     pub batch_size: Option<usize>,
@@ -318,6 +349,10 @@ pub(crate) enum SinkArg {
     Kafka,
     /// NATS JetStream.
     Nats,
+    /// RabbitMQ.
+    Rabbitmq,
+    /// Redis Streams.
+    Redis,
 }
 
 /// The delivery guarantee.

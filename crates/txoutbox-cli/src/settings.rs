@@ -17,7 +17,7 @@ use crate::cli::{
     CompletionArg, CoordinationArg, DeliveryArg, GlobalArgs, OnDeadLetterArg, RelayArgs, SinkArg, SourceArg,
 };
 use crate::error::CliError;
-use crate::sink_settings::{SinkSettings, nats_config};
+use crate::sink_settings::{SinkSettings, nats_config, rabbitmq_config, redis_config};
 use crate::target::{Source, Target};
 
 /// How long the relay waits at start for the Kafka brokers by default.
@@ -427,8 +427,15 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
         kafka = kafka.set("bootstrap.servers", bootstrap.clone());
     }
     kafka = kafka.set_all(args.kafka_properties.iter().cloned());
-    let sink = match args.sink {
-        None | Some(SinkArg::Kafka) => {
+    let sink_arg = args.sink.unwrap_or(SinkArg::Kafka);
+    if sink_arg != SinkArg::Kafka && args.delivery.or(file.relay.delivery) == Some(DeliveryArg::ExactlyOnce) {
+        return Err(CliError::usage(
+            "exactly-once delivery needs Kafka transactions: with --sink nats, rabbitmq or redis, \
+             delivery is at-least-once (on NATS the stream's duplicate window drops resends within it)",
+        ));
+    }
+    let sink = match sink_arg {
+        SinkArg::Kafka => {
             kafka.validate().map_err(|e| {
                 CliError::usage(format!(
                     "{e} (use --kafka-bootstrap, TXOUTBOX_KAFKA_BOOTSTRAP or [kafka] in the config file)"
@@ -436,15 +443,9 @@ pub(crate) fn relay(args: &RelayArgs, file: &FileConfig, target: &Target) -> Res
             })?;
             SinkSettings::Kafka
         }
-        Some(SinkArg::Nats) => {
-            if args.delivery.or(file.relay.delivery) == Some(DeliveryArg::ExactlyOnce) {
-                return Err(CliError::usage(
-                    "exactly-once delivery needs Kafka transactions: with --sink nats, delivery is \
-                     at-least-once and the stream's duplicate window (Nats-Msg-Id) drops resends within it",
-                ));
-            }
-            SinkSettings::Nats(Box::new(nats_config(args)?))
-        }
+        SinkArg::Nats => SinkSettings::Nats(Box::new(nats_config(args)?)),
+        SinkArg::Rabbitmq => SinkSettings::Rabbitmq(Box::new(rabbitmq_config(args)?)),
+        SinkArg::Redis => SinkSettings::Redis(Box::new(redis_config(args)?)),
     };
 
     let keep_for = args.keep_published_for.or(file.retention.keep_published_for);

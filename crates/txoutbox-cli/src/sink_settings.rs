@@ -2,6 +2,8 @@
 //! environment (secrets from variables or mounted files, never from flags).
 
 use txoutbox_nats::{NatsAuth, NatsConfig};
+use txoutbox_rabbitmq::RabbitMqConfig;
+use txoutbox_redis::RedisConfig;
 
 use crate::cli::RelayArgs;
 use crate::environment::value_or_file;
@@ -14,6 +16,10 @@ pub(crate) enum SinkSettings {
     Kafka,
     /// NATS JetStream (boxed: a config is large beside the empty Kafka variant).
     Nats(Box<NatsConfig>),
+    /// RabbitMQ.
+    Rabbitmq(Box<RabbitMqConfig>),
+    /// Redis Streams.
+    Redis(Box<RedisConfig>),
 }
 
 impl SinkSettings {
@@ -22,8 +28,81 @@ impl SinkSettings {
         match self {
             Self::Kafka => "kafka",
             Self::Nats(_) => "nats",
+            Self::Rabbitmq(_) => "rabbitmq",
+            Self::Redis(_) => "redis",
         }
     }
+
+    /// Where the sink publishes, without credentials (for logs and errors).
+    pub(crate) fn destination(&self) -> Option<String> {
+        match self {
+            Self::Kafka => None,
+            Self::Nats(config) => Some(config.servers_redacted()),
+            Self::Rabbitmq(config) => Some(config.uri_redacted()),
+            Self::Redis(config) => Some(config.url_redacted()),
+        }
+    }
+}
+
+/// A URL given by its flag or variable (clap), else by the variable's `_FILE` form; empty counts
+/// as unset.
+fn url(flag: &Option<String>, var: &str) -> Result<Option<String>, CliError> {
+    let url = match flag {
+        Some(url) => Some(url.clone()),
+        None => value_or_file(var)?,
+    };
+    Ok(url.filter(|url| !url.trim().is_empty()))
+}
+
+/// The RabbitMQ sink's settings from the `--rabbitmq-*` flags (or their variables).
+pub(crate) fn rabbitmq_config(args: &RelayArgs) -> Result<RabbitMqConfig, CliError> {
+    let uri = url(&args.rabbitmq_url, "TXOUTBOX_RABBITMQ_URL")?.ok_or_else(|| {
+        CliError::usage(
+            "--sink rabbitmq needs --rabbitmq-url (TXOUTBOX_RABBITMQ_URL or TXOUTBOX_RABBITMQ_URL_FILE), \
+             e.g. amqp://relay:password@rabbit:5672/%2f",
+        )
+    })?;
+    let mut config = RabbitMqConfig::new(uri);
+    if let Some(exchange) = &args.rabbitmq_exchange {
+        config = config.exchange(exchange.clone());
+    }
+    if let Some(template) = &args.rabbitmq_routing_key {
+        config = config
+            .routing_key(template)
+            .map_err(|e| CliError::usage(format!("bad --rabbitmq-routing-key: {e}")))?;
+    }
+    if let Some(timeout) = args.rabbitmq_confirm_timeout {
+        config = config.confirm_timeout(timeout);
+    }
+    if let Some(bytes) = args.rabbitmq_max_message_bytes {
+        config = config.max_message_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+    config.validate().map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(config)
+}
+
+/// The Redis Streams sink's settings from the `--redis-*` flags (or their variables).
+pub(crate) fn redis_config(args: &RelayArgs) -> Result<RedisConfig, CliError> {
+    let url = url(&args.redis_url, "TXOUTBOX_REDIS_URL")?.ok_or_else(|| {
+        CliError::usage(
+            "--sink redis needs --redis-url (TXOUTBOX_REDIS_URL or TXOUTBOX_REDIS_URL_FILE), e.g. \
+             redis://:password@cache:6379/0",
+        )
+    })?;
+    let mut config = RedisConfig::new(url);
+    if let Some(template) = &args.redis_stream_key {
+        config = config
+            .stream_key(template)
+            .map_err(|e| CliError::usage(format!("bad --redis-stream-key: {e}")))?;
+    }
+    if let Some(entries) = args.redis_max_len {
+        config = config.max_len(entries);
+    }
+    if let Some(timeout) = args.redis_response_timeout {
+        config = config.response_timeout(timeout);
+    }
+    config.validate().map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(config)
 }
 
 /// The NATS sink's settings: `--nats-*` flags (or their variables), and at most one of a

@@ -10,6 +10,8 @@ pub mod kafka;
 pub mod mysql;
 pub mod nats;
 pub mod postgres;
+pub mod rabbitmq;
+pub mod redis;
 pub mod sqlite;
 pub mod toxiproxy;
 

@@ -255,6 +255,18 @@ pub mod nats {
     pub use txoutbox_nats::*;
 }
 
+/// The RabbitMQ sink.
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq {
+    pub use txoutbox_rabbitmq::*;
+}
+
+/// The Redis Streams sink.
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use txoutbox_redis::*;
+}
+
 /// The relay's HTTP endpoints as an axum router to mount: `/metrics`, `/health`, `/live`,
 /// `/status` and the web console.
 #[cfg(feature = "axum")]

@@ -166,3 +166,72 @@ mod nats {
         nats.stream.delete().await;
     }
 }
+
+/// The same cases through the RabbitMQ sink: a quorum queue per topic, read back with the AMQP
+/// client.
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq {
+    use super::*;
+    use common::broker::Rabbit;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rolled_back_transaction_publishes_nothing_to_rabbitmq() {
+        let (rabbit, topics) = Rabbit::new("pg-rollback").await;
+        let db = Pg::new(&topics).await;
+        cases::rolled_back_transaction_publishes_nothing_on(&rabbit, db.clone(), &topics).await;
+        db.teardown().await;
+        rabbit.queues.delete().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ten_thousand_messages_reach_rabbitmq_once_in_key_order() {
+        let (rabbit, topics) = Rabbit::new("pg-10k").await;
+        let db = Pg::new(&topics).await;
+        cases::ten_thousand_messages_arrive_once_in_key_order_on(&rabbit, db.clone(), &topics).await;
+        db.teardown().await;
+        rabbit.queues.delete().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_relay_stopped_mid_stream_and_started_again_loses_nothing_on_rabbitmq() {
+        let (rabbit, topics) = Rabbit::new("pg-restart").await;
+        let db = Pg::new(&topics).await;
+        cases::relay_stopped_mid_stream_and_restarted_loses_nothing_on(&rabbit, db.clone(), &topics).await;
+        db.teardown().await;
+        rabbit.queues.delete().await;
+    }
+}
+
+/// The same cases through the Redis Streams sink: a stream per topic, read back with `XRANGE`.
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    use common::broker::Redis;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rolled_back_transaction_publishes_nothing_to_redis() {
+        let (redis, topics) = Redis::new("pg-rollback").await;
+        let db = Pg::new(&topics).await;
+        cases::rolled_back_transaction_publishes_nothing_on(&redis, db.clone(), &topics).await;
+        db.teardown().await;
+        redis.streams.delete(&topics).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ten_thousand_messages_reach_redis_once_in_key_order() {
+        let (redis, topics) = Redis::new("pg-10k").await;
+        let db = Pg::new(&topics).await;
+        cases::ten_thousand_messages_arrive_once_in_key_order_on(&redis, db.clone(), &topics).await;
+        db.teardown().await;
+        redis.streams.delete(&topics).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_relay_stopped_mid_stream_and_started_again_loses_nothing_on_redis() {
+        let (redis, topics) = Redis::new("pg-restart").await;
+        let db = Pg::new(&topics).await;
+        cases::relay_stopped_mid_stream_and_restarted_loses_nothing_on(&redis, db.clone(), &topics).await;
+        db.teardown().await;
+        redis.streams.delete(&topics).await;
+    }
+}

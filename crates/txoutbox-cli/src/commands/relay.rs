@@ -13,6 +13,8 @@ use txoutbox_kafka::{ExactlyOnceSink, KafkaSink};
 use txoutbox_nats::NatsSink;
 use txoutbox_postgres::PgStore;
 use txoutbox_postgres_wal::PgWalStore;
+use txoutbox_rabbitmq::RabbitMqSink;
+use txoutbox_redis::RedisSink;
 
 use crate::database::{
     Create, Database, mysql_outbox, pg_outbox, redact, sqlite_outbox, wal_needs_postgres, wal_outbox,
@@ -47,6 +49,14 @@ pub(crate) async fn run(target: &Target, settings: RelaySettings) -> Result<(), 
     match (settings.sink.clone(), settings.exactly_once.clone()) {
         (SinkSettings::Nats(config), _) => {
             let sink = NatsSink::connect(&config).await?;
+            relay_with(target, &database, sink, settings, prometheus).await
+        }
+        (SinkSettings::Rabbitmq(config), _) => {
+            let sink = RabbitMqSink::new(&config)?;
+            relay_with(target, &database, sink, settings, prometheus).await
+        }
+        (SinkSettings::Redis(config), _) => {
+            let sink = RedisSink::new(&config)?;
             relay_with(target, &database, sink, settings, prometheus).await
         }
         (SinkSettings::Kafka, Some(exactly_once)) => {
@@ -164,12 +174,25 @@ async fn wait_for_brokers<K: Sink>(sink: &K, settings: &RelaySettings) -> Result
                      waiting for them",
                     settings.kafka.get("bootstrap.servers").unwrap_or("(not set)"),
                 ),
-                SinkSettings::Nats(config) => format!(
+                SinkSettings::Nats(_) => format!(
                     "cannot reach NATS JetStream at {} within {wait} s: {error}. Check --nats-url \
                      (TXOUTBOX_NATS_URL), that the server runs with JetStream enabled and is reachable \
                      from here, and the credentials and TLS settings (--nats-*); --broker-wait 0s starts \
                      without waiting for it",
-                    config.servers_redacted(),
+                    settings.sink.destination().unwrap_or_default(),
+                ),
+                SinkSettings::Rabbitmq(_) => format!(
+                    "cannot use RabbitMQ at {} within {wait} s: {error}. Check --rabbitmq-url \
+                     (TXOUTBOX_RABBITMQ_URL), that the broker runs and is reachable from here, the \
+                     user's permissions on the virtual host, and --rabbitmq-exchange; --broker-wait 0s \
+                     starts without waiting for it",
+                    settings.sink.destination().unwrap_or_default(),
+                ),
+                SinkSettings::Redis(_) => format!(
+                    "cannot reach Redis at {} within {wait} s: {error}. Check --redis-url \
+                     (TXOUTBOX_REDIS_URL), that the server runs and is reachable from here, and the \
+                     password; --broker-wait 0s starts without waiting for it",
+                    settings.sink.destination().unwrap_or_default(),
                 ),
             }));
         }
@@ -193,6 +216,17 @@ fn sink_status(settings: &RelaySettings) -> serde_json::Value {
             "kind": "nats",
             "servers": config.servers_redacted(),
             "subject": config.subject_template().as_str(),
+        }),
+        SinkSettings::Rabbitmq(config) => serde_json::json!({
+            "kind": "rabbitmq",
+            "url": config.uri_redacted(),
+            "exchange": config.exchange_name(),
+            "routing_key": config.routing_key_template().as_str(),
+        }),
+        SinkSettings::Redis(config) => serde_json::json!({
+            "kind": "redis",
+            "url": config.url_redacted(),
+            "stream_key": config.stream_key_template().as_str(),
         }),
     }
 }

@@ -69,3 +69,83 @@ impl Broker for Nats {
         records
     }
 }
+
+/// Quorum queues of their own (`TXOUTBOX_RABBITMQ_URL`), one per topic, reached through the
+/// RabbitMQ sink on the default exchange with the routing key `<prefix>.{topic}`.
+#[cfg(feature = "rabbitmq")]
+#[derive(Debug)]
+pub(crate) struct Rabbit {
+    pub(crate) queues: txoutbox_testing::rabbitmq::TestQueues,
+    sink: std::sync::Arc<txoutbox::rabbitmq::RabbitMqSink>,
+}
+
+#[cfg(feature = "rabbitmq")]
+impl Rabbit {
+    /// Three topics and their queues, and a sink that publishes into them.
+    pub(crate) async fn new(prefix: &str) -> (Self, Vec<String>) {
+        let topics: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
+        let queues = txoutbox_testing::rabbitmq::TestQueues::new(prefix, &topics).await;
+        let config = txoutbox::rabbitmq::RabbitMqConfig::new(txoutbox_testing::rabbitmq::url())
+            .routing_key(&queues.routing_key_template())
+            .unwrap();
+        let sink = std::sync::Arc::new(txoutbox::rabbitmq::RabbitMqSink::new(&config).unwrap());
+        (Self { queues, sink }, topics)
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+impl Broker for Rabbit {
+    fn start_relay<S: Store>(&self, store: S, config: RelayConfig) -> RelayHandle {
+        txoutbox::Relay::new(store, std::sync::Arc::clone(&self.sink), config)
+            .unwrap()
+            .start()
+    }
+
+    async fn read_all(&self, topics: &[String]) -> Vec<Record> {
+        let mut records = Vec::new();
+        for topic in topics {
+            records.extend(self.queues.take_all(topic).await);
+        }
+        records
+    }
+}
+
+/// Streams of their own (`TXOUTBOX_REDIS_URL`), one per topic, reached through the Redis
+/// Streams sink with the stream key `<prefix>:{topic}`.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+pub(crate) struct Redis {
+    pub(crate) streams: txoutbox_testing::redis::TestStreams,
+    sink: std::sync::Arc<txoutbox::redis::RedisSink>,
+}
+
+#[cfg(feature = "redis")]
+impl Redis {
+    /// Three topics, and a sink that adds to their streams.
+    pub(crate) async fn new(prefix: &str) -> (Self, Vec<String>) {
+        let topics: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
+        let streams = txoutbox_testing::redis::TestStreams::new(prefix).await;
+        let config = txoutbox::redis::RedisConfig::new(txoutbox_testing::redis::url())
+            .stream_key(&streams.stream_key_template())
+            .unwrap();
+        let sink = std::sync::Arc::new(txoutbox::redis::RedisSink::new(&config).unwrap());
+        (Self { streams, sink }, topics)
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Broker for Redis {
+    fn start_relay<S: Store>(&self, store: S, config: RelayConfig) -> RelayHandle {
+        txoutbox::Relay::new(store, std::sync::Arc::clone(&self.sink), config)
+            .unwrap()
+            .start()
+    }
+
+    async fn read_all(&self, topics: &[String]) -> Vec<Record> {
+        let mut records = Vec::new();
+        for topic in topics {
+            records.extend(self.streams.read_all(topic).await);
+        }
+        records
+    }
+}

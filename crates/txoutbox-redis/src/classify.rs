@@ -1,0 +1,59 @@
+//! Redis errors sorted into the relay's classes, at the boundary.
+
+use redis::{ErrorKind, RedisError};
+use txoutbox_core::{SinkError, SinkErrorKind};
+
+/// Turns a failed `XADD` to `stream` (or a failed batch) into a classified [`SinkError`] whose
+/// message says what to do.
+///
+/// - `WRONGTYPE` (the key holds something that is not a stream), `NOPERM` (the user may not
+///   write the key), any other refusal of the command (`ERR …`): permanent for the message.
+/// - Out of memory (`OOM`, `maxmemory` reached), a replica or a loading server (`READONLY`,
+///   `MASTERDOWN`, `LOADING`), a failed snapshot (`MISCONF`), a busy script (`BUSY`), a cluster
+///   in motion (`TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`), a connection lost, a timeout:
+///   transient (retried without counting an attempt).
+pub(crate) fn classify(error: &RedisError, stream: &str) -> SinkError {
+    let code = error.code().unwrap_or_default().to_owned();
+    let (kind, hint) = match (error.kind(), code.as_str()) {
+        (_, "WRONGTYPE") => (
+            SinkErrorKind::Permanent,
+            " (the key holds a value that is not a stream: use another stream key template, or \
+             remove the key; then replay the message)",
+        ),
+        (_, "NOPERM") => (
+            SinkErrorKind::Permanent,
+            " (the relay's user may not run XADD on this key: grant it in the ACL, then replay)",
+        ),
+        (_, "OOM") => (
+            SinkErrorKind::Transient,
+            " (maxmemory reached and the policy evicts nothing: retried until there is room)",
+        ),
+        (
+            _,
+            "READONLY" | "MASTERDOWN" | "LOADING" | "MISCONF" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MOVED"
+            | "ASK",
+        ) => (SinkErrorKind::Transient, ""),
+        (ErrorKind::AuthenticationFailed, _) => (
+            SinkErrorKind::Transient,
+            " (check the user and password: TXOUTBOX_REDIS_URL, or its _FILE form)",
+        ),
+        (ErrorKind::Server(_) | ErrorKind::Extension, _) => (SinkErrorKind::Permanent, ""),
+        _ => (SinkErrorKind::Transient, ""),
+    };
+    SinkError::new(
+        kind,
+        (!code.is_empty()).then_some(code),
+        format!("stream `{stream}`: {error}{hint}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_is_transient() {
+        let io = RedisError::from(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
+        assert!(classify(&io, "s").is_transient());
+    }
+}

@@ -1,0 +1,247 @@
+//! The Redis Streams sink: one `XADD` per message, a batch's commands in one pipeline, batches
+//! written one after the other on one connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+use txoutbox_core::{
+    BatchDelivery, CreatedAtText, DeliveryTracker, Error, OutboxMessage, RefusedKeys, Result, Sink, SinkError,
+};
+
+use crate::classify::classify;
+use crate::config::RedisConfig;
+use crate::entry::entry_fields;
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Adds outbox messages to Redis streams and completes each one when the server has replied to
+/// its `XADD` with the entry's id (in the server's memory and, with `appendonly yes`, its
+/// append-only file; see docs/redis.md for durability).
+///
+/// Each message becomes an entry of the stream its key template gives, with the fields
+/// `txoutbox-message-id`, `txoutbox-created-at`, `txoutbox-key` (the key's bytes), `payload`, and
+/// `header:<name>` per header in the row's order. A batch goes in one pipeline; batches are
+/// written in the relay's order, one after the other, on one connection that reconnects by itself.
+/// After a batch fails for the connection, the batches queued behind it fail too (they may hold
+/// later messages of its keys), so nothing overtakes what the relay sends again.
+pub struct RedisSink {
+    config: Arc<RedisConfig>,
+    connection: ConnectionManager,
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Moves on when queued batches must not be written any more.
+    generation: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for RedisSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSink")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A batch's pipeline on its way to the writer.
+struct Job {
+    pipeline: redis::Pipeline,
+    /// The index and stream of each command, in pipeline order.
+    commands: Vec<(usize, String)>,
+    tracker: Arc<DeliveryTracker>,
+    generation: u64,
+}
+
+impl RedisSink {
+    /// A sink for `config`, inside a tokio runtime. It connects at the first batch and again
+    /// whenever the connection failed, so a relay started while Redis is down keeps its messages
+    /// pending and catches up when it comes.
+    pub fn new(config: &RedisConfig) -> Result<Self> {
+        config.validate()?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| Error::Config(format!("Redis URL {}: {e}", config.url_redacted())))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT));
+        let connection = ConnectionManager::new_lazy_with_config(client, manager)
+            .map_err(|e| Error::Config(format!("cannot set up the Redis connection: {e}")))?;
+        tracing::info!(url = %config.url_redacted(), stream_key = config.stream_key.as_str(), "Redis Streams sink");
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let generation = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_batches(queue, connection.clone(), Arc::clone(&generation)));
+        Ok(Self {
+            config: Arc::new(config.clone()),
+            connection,
+            jobs,
+            generation,
+        })
+    }
+
+    /// The pipeline of a batch: one `XADD` per message that can go; the others complete at once
+    /// (refused, or held back behind a refused message of their key).
+    fn pipeline(
+        &self,
+        batch: &[OutboxMessage],
+        tracker: &Arc<DeliveryTracker>,
+    ) -> (redis::Pipeline, Vec<(usize, String)>) {
+        let mut pipeline = redis::pipe();
+        pipeline.ignore_errors();
+        let mut commands = Vec::with_capacity(batch.len());
+        let mut stamps = CreatedAtText::default();
+        let mut refused = RefusedKeys::default();
+        for (index, message) in batch.iter().enumerate() {
+            if refused.holds(message) {
+                tracker.complete(index, Err(SinkError::deferred()));
+                continue;
+            }
+            match self.command(message, &mut stamps) {
+                Ok((stream, command)) => {
+                    pipeline.add_command(command);
+                    commands.push((index, stream));
+                }
+                Err(refusal) => {
+                    refused.refuse(message);
+                    tracker.complete(index, Err(refusal));
+                }
+            }
+        }
+        (pipeline, commands)
+    }
+
+    /// The `XADD` of one message and its stream, or why it cannot go.
+    fn command(
+        &self,
+        message: &OutboxMessage,
+        stamps: &mut CreatedAtText,
+    ) -> std::result::Result<(String, redis::Cmd), SinkError> {
+        if let Some(reason) = &message.malformed {
+            return Err(SinkError::rejected(reason.clone()));
+        }
+        let stream = self
+            .config
+            .stream_key
+            .render(&message.topic, message.key.as_deref())
+            .map_err(|why| {
+                SinkError::rejected(format!("the row cannot be added to a Redis stream: {why}"))
+            })?;
+        let (fields, size) = entry_fields(message, stamps.format(message.created_at));
+        if size > self.config.max_message_bytes {
+            return Err(SinkError::rejected(format!(
+                "the message is {size} bytes, more than the {} this sink sends (raise it, and Redis's \
+                 proto-max-bulk-len, then replay the message)",
+                self.config.max_message_bytes
+            )));
+        }
+        let mut command = redis::cmd("XADD");
+        command.arg(&stream);
+        if let Some(max_len) = self.config.max_len {
+            command.arg("MAXLEN").arg("~").arg(max_len);
+        }
+        command.arg("*");
+        for (field, value) in fields {
+            command.arg(field).arg(value);
+        }
+        Ok((stream, command))
+    }
+}
+
+/// Writes the queued batches one after the other, completing each command's message.
+async fn write_batches(
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    mut connection: ConnectionManager,
+    generation: Arc<AtomicU64>,
+) {
+    while let Some(job) = queue.recv().await {
+        if job.generation != generation.load(Ordering::Acquire) {
+            let discarded = SinkError::transient(
+                "not sent: an earlier batch failed, and this one may hold later messages of its keys",
+            )
+            .unsent();
+            for (index, _) in &job.commands {
+                job.tracker.complete(*index, Err(discarded.clone()));
+            }
+            continue;
+        }
+        let replies: redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> =
+            job.pipeline.query_async(&mut connection).await;
+        match replies {
+            Ok(replies) if replies.len() == job.commands.len() => {
+                for ((index, stream), reply) in job.commands.iter().zip(replies) {
+                    job.tracker
+                        .complete(*index, reply.map(drop).map_err(|e| classify(&e, stream)));
+                }
+            }
+            Ok(replies) => {
+                generation.fetch_add(1, Ordering::AcqRel);
+                let error = SinkError::transient(format!(
+                    "Redis answered {} of {} commands of the batch",
+                    replies.len(),
+                    job.commands.len()
+                ));
+                for (index, _) in &job.commands {
+                    job.tracker.complete(*index, Err(error.clone()));
+                }
+            }
+            Err(error) => {
+                // The batches queued behind this one may hold later messages of its keys.
+                generation.fetch_add(1, Ordering::AcqRel);
+                for (index, stream) in &job.commands {
+                    job.tracker.complete(*index, Err(classify(&error, stream)));
+                }
+            }
+        }
+    }
+}
+
+impl Sink for RedisSink {
+    async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
+        let tracker = DeliveryTracker::new(batch.len());
+        let (pipeline, commands) = self.pipeline(&batch, &tracker);
+        if commands.is_empty() {
+            return tracker.delivery();
+        }
+        let job = Job {
+            pipeline,
+            commands,
+            tracker: Arc::clone(&tracker),
+            generation: self.generation.load(Ordering::Acquire),
+        };
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
+            let gone = SinkError::transient("the Redis writer stopped").unsent();
+            for (index, _) in &job.commands {
+                tracker.complete(*index, Err(gone.clone()));
+            }
+        }
+        tracker.delivery()
+    }
+
+    /// The batches queued and not written yet fail (transient, unsent): the relay sends their
+    /// messages again after the failed one.
+    fn discard_queued(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.config.max_message_bytes)
+    }
+
+    /// `PING`.
+    async fn probe(&self) -> std::result::Result<(), SinkError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        match tokio::time::timeout(self.config.response_timeout, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(SinkError::transient(format!(
+                "Redis at {} does not answer: {error}",
+                self.config.url_redacted()
+            ))),
+            Err(_) => Err(SinkError::transient(format!(
+                "no answer from Redis at {} within {} s",
+                self.config.url_redacted(),
+                self.config.response_timeout.as_secs()
+            ))),
+        }
+    }
+}
