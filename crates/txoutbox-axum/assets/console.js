@@ -151,8 +151,17 @@
 
   // ---------------------------------------------------------------- overview
 
+  // Where the relay publishes: `→ nats outbox.{topic}` (the daemon's /status `sink`; none for a
+  // relay mounted in an application that does not report it).
+  function sinkText(sink) {
+    if (!sink || !sink.kind) return '';
+    const where = sink.subject || sink.routing_key || sink.stream_key || sink.bootstrap_servers || '';
+    return `→ ${sink.kind}${where ? ' ' + where : ''}`;
+  }
+
   function renderOverview(o) {
     $('table').textContent = o.table;
+    $('sink').textContent = sinkText(o.sink);
     showInbox(o.inbox);
     showAccess(o.read_only);
     const backlog = o.health && o.health.backlog;

@@ -181,6 +181,9 @@ async fn the_overview_shows_what_the_database_holds_and_its_charts_refresh() {
     );
     assert_eq!(browser.text("#dead").await.as_deref(), Some("0"));
     assert_eq!(browser.text("#health").await.as_deref(), Some("healthy"));
+    // Where the relay publishes, from the daemon's /status.
+    let sink = format!("→ kafka {}", txoutbox_testing::kafka::bootstrap());
+    assert_eq!(browser.text("#sink").await.as_deref(), Some(sink.as_str()));
 
     // The charts: drawn as SVG, with the publish burst and its latency, and redrawn as time goes.
     let drawn = browser

@@ -78,6 +78,8 @@ pub(super) async fn overview(
         json!({
             "now": Utc::now(),
             "table": console.store.table(),
+            // Where the relay publishes, as the daemon reports it in /status (no credentials).
+            "sink": state.reports.status_fields().get("sink").cloned().unwrap_or(Value::Null),
             "inbox": inbox_table(console.inbox.as_ref()),
             "read_only": console.read_only(),
             "show_payloads": console.show_payloads,
