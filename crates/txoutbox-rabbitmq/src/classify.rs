@@ -3,8 +3,26 @@
 use lapin::Confirmation;
 use txoutbox_core::{SinkError, SinkErrorKind};
 
+/// The failure of a message the broker returned as unroutable (mandatory, no queue bound).
+pub(crate) fn unroutable(exchange: &str, routing_key: &str) -> SinkError {
+    let exchange = if exchange.is_empty() {
+        "(the default exchange)"
+    } else {
+        exchange
+    };
+    SinkError::new(
+        SinkErrorKind::Permanent,
+        Some("Unroutable".into()),
+        format!(
+            "exchange `{exchange}`, routing key `{routing_key}`: unroutable: no queue is bound for this \
+             routing key; declare one and bind it, then replay the message"
+        ),
+    )
+}
+
 /// The outcome of a publish to `exchange` with `routing_key`, from the broker's confirm, a
-/// client error, or no confirm within the timeout (`None`).
+/// client error, or no confirm within the timeout (`None`). A returned message is not this
+/// publish's: returns are matched by message id ([`unroutable`]).
 pub(crate) fn outcome(
     confirm: Option<lapin::Result<Confirmation>>,
     exchange: &str,
@@ -16,16 +34,7 @@ pub(crate) fn outcome(
         exchange
     };
     match confirm {
-        Some(Ok(Confirmation::Ack(None))) => Ok(()),
-        Some(Ok(Confirmation::Ack(Some(returned)))) => Err(SinkError::new(
-            SinkErrorKind::Permanent,
-            Some(format!("Returned{}", returned.reply_code)),
-            format!(
-                "exchange `{exchange}`, routing key `{routing_key}`: unroutable ({} {}): no queue is bound \
-                 for this routing key; declare one and bind it, then replay the message",
-                returned.reply_code, returned.reply_text
-            ),
-        )),
+        Some(Ok(Confirmation::Ack(_))) => Ok(()),
         Some(Ok(Confirmation::Nack(_))) => Err(SinkError::new(
             SinkErrorKind::Transient,
             Some("Nack".into()),

@@ -8,6 +8,10 @@ use txoutbox_core::{CREATED_AT_HEADER, MESSAGE_ID_HEADER, OutboxMessage};
 /// The header carrying the key (its bytes as they are: AMQP long strings are binary).
 pub const KEY_HEADER: &str = "txoutbox-key";
 
+/// The most header bytes (names, values, the key) a message may carry: the content header must fit
+/// one frame (`frame_max`, 131,072 bytes by default), or the broker closes the connection.
+const MAX_HEADER_BYTES: usize = 120_000;
+
 /// AMQP's persistent delivery mode: the broker writes the message to disk (for a durable queue).
 const PERSISTENT: u8 = 2;
 
@@ -20,6 +24,15 @@ pub(crate) fn message_properties(
     let mut headers = FieldTable::default();
     let mut size = 0;
     for (name, value) in message.headers.iter() {
+        if ["CC", "BCC"].iter().any(|n| name.eq_ignore_ascii_case(n))
+            || name.to_ascii_lowercase().starts_with("txoutbox-")
+        {
+            return Err(format!(
+                "the row does not fit the outbox table contract for RabbitMQ: header {name:?} is the \
+                 broker's (`CC`, `BCC` route a message to more queues) or the relay's own \
+                 (`txoutbox-…`); a row may not set it"
+            ));
+        }
         let key = ShortString::try_new(name.as_str()).map_err(|_| {
             format!(
                 "the row does not fit the outbox table contract for RabbitMQ: a header name is {} bytes \
@@ -33,6 +46,13 @@ pub(crate) fn message_properties(
     if let Some(key) = &message.key {
         size += key.len();
         append(&mut headers, ShortString::from(KEY_HEADER), key);
+    }
+    if size > MAX_HEADER_BYTES {
+        return Err(format!(
+            "the row does not fit the outbox table contract for RabbitMQ: its headers and key take \
+             {size} bytes, more than an AMQP frame carries ({MAX_HEADER_BYTES} of the broker's \
+             default frame_max of 131,072)"
+        ));
     }
     append(
         &mut headers,
@@ -113,6 +133,17 @@ mod tests {
         assert_eq!(text(&h[MESSAGE_ID_HEADER]), m.message_id.as_bytes());
         assert_eq!(text(&h[CREATED_AT_HEADER]), b"2026-12-07T00:00:00.000000Z");
         assert_eq!(size, 6 + 2);
+    }
+
+    #[test]
+    fn refuses_headers_that_steer_the_broker_or_forge_ours() {
+        for name in ["CC", "bcc", "txoutbox-message-id", "TXOUTBOX-KEY"] {
+            let e = message_properties(&message(None, &[(name, "q")]), "t").unwrap_err();
+            assert!(e.contains("may not set it"), "{name}: {e}");
+        }
+        let big = "v".repeat(130_000);
+        let e = message_properties(&message(None, &[("big", &big)]), "t").unwrap_err();
+        assert!(e.contains("frame"), "{e}");
     }
 
     #[test]

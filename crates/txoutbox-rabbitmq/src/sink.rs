@@ -1,19 +1,20 @@
 //! The RabbitMQ sink: persistent messages on one channel with publisher confirms, mandatory so
 //! that an unroutable message is reported instead of dropped.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
+use tokio::sync::mpsc;
 use txoutbox_core::{
     BatchDelivery, CreatedAtText, DeliveryTracker, OutboxMessage, RefusedKeys, Result, Sink, SinkError,
 };
 
-use crate::classify::outcome;
+use crate::classify::{outcome, unroutable};
 use crate::config::{MAX_ROUTING_KEY_BYTES, RabbitMqConfig};
 use crate::message_properties::message_properties;
 
@@ -34,13 +35,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RabbitMqSink {
     config: Arc<RabbitMqConfig>,
     link: tokio::sync::Mutex<Option<Link>>,
+    /// Set when a message failed transiently (or the queued ones were given up): batches are
+    /// refused until the relay has given the failed rows back ([`Sink::epoch_moved`]), so none
+    /// of their keys' later messages overtakes them.
+    refusing: Arc<AtomicBool>,
 }
 
-/// A connection and its confirm-mode channel.
+/// A connection, its confirm-mode channel, and the task that completes its confirms in publish
+/// order.
 struct Link {
-    /// Kept open with the channel.
     connection: Connection,
     channel: Channel,
+    confirms: mpsc::UnboundedSender<PendingConfirm>,
+}
+
+/// A publish waiting for its confirm.
+struct PendingConfirm {
+    index: usize,
+    message_id: Arc<str>,
+    routing_key: String,
+    confirm: PublisherConfirm,
+    tracker: Arc<DeliveryTracker>,
 }
 
 impl std::fmt::Debug for RabbitMqSink {
@@ -51,9 +66,6 @@ impl std::fmt::Debug for RabbitMqSink {
     }
 }
 
-/// A publish waiting for its confirm: the message's index, its routing key, the confirm.
-type PendingConfirm = (usize, String, PublisherConfirm);
-
 impl RabbitMqSink {
     /// A sink for `config`; it connects when it first sends or probes, so a relay started while
     /// the broker is down keeps its messages pending and catches up when it comes.
@@ -63,6 +75,7 @@ impl RabbitMqSink {
         Ok(Self {
             config: Arc::new(config.clone()),
             link: tokio::sync::Mutex::new(None),
+            refusing: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -80,7 +93,17 @@ impl RabbitMqSink {
             let connection = Connection::connect(&self.config.uri, properties).await?;
             let channel = connection.create_channel().await?;
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
-            lapin::Result::Ok(Link { connection, channel })
+            let (confirms, pending) = mpsc::unbounded_channel();
+            tokio::spawn(complete_confirms(
+                pending,
+                Arc::clone(&self.config),
+                Arc::clone(&self.refusing),
+            ));
+            lapin::Result::Ok(Link {
+                connection,
+                channel,
+                confirms,
+            })
         };
         let opened = tokio::time::timeout(CONNECT_TIMEOUT, connect).await;
         match opened {
@@ -102,40 +125,66 @@ impl RabbitMqSink {
         }
     }
 
-    /// Publishes each message of `batch` in order on `channel`; the confirms to wait for. A
-    /// message refused before it is published completes at once, and the later messages of its
-    /// key in the batch are held back so none overtakes it. Whether the channel failed.
+    /// Publishes each message of `batch` in order on `link`'s channel, handing each confirm to
+    /// its task. A message refused before it is published completes at once, and the later
+    /// messages of its key in the batch are held back so none overtakes it. After a transient
+    /// refusal (the channel failed, the connection is blocked) the rest of the batch fails at
+    /// once. Whether the channel failed.
     async fn publish_all(
         &self,
-        channel: &Channel,
+        link: &Link,
         batch: &[OutboxMessage],
         tracker: &Arc<DeliveryTracker>,
-    ) -> (Vec<PendingConfirm>, bool) {
-        let mut confirms = Vec::with_capacity(batch.len());
+    ) -> bool {
         let mut stamps = CreatedAtText::default();
         let mut refused = RefusedKeys::default();
-        let mut failed = false;
+        let mut failed: Option<SinkError> = None;
         for (index, message) in batch.iter().enumerate() {
+            if let Some(error) = &failed {
+                tracker.complete(index, Err(error.clone()));
+                continue;
+            }
             if refused.holds(message) {
                 tracker.complete(index, Err(SinkError::deferred()));
                 continue;
             }
-            match self.publish(channel, message, &mut stamps).await {
-                Ok(pending) => confirms.push((index, pending.0, pending.1)),
+            match self.publish(link, message, &mut stamps).await {
+                Ok((routing_key, confirm)) => {
+                    let pending = PendingConfirm {
+                        index,
+                        message_id: Arc::clone(&message.message_id),
+                        routing_key,
+                        confirm,
+                        tracker: Arc::clone(tracker),
+                    };
+                    if let Err(mpsc::error::SendError(lost)) = link.confirms.send(pending) {
+                        tracker.complete(
+                            lost.index,
+                            Err(SinkError::transient("the RabbitMQ confirm task stopped")),
+                        );
+                    }
+                }
                 Err(refusal) => {
-                    failed |= refusal.is_transient();
+                    if refusal.is_transient() {
+                        failed = Some(
+                            SinkError::transient(format!(
+                                "not sent: RabbitMQ could not take an earlier message of the batch: {refusal}"
+                            ))
+                            .unsent(),
+                        );
+                    }
                     refused.refuse(message);
-                    tracker.complete(index, Err(refusal.unsent()));
+                    tracker.complete(index, Err(refusal));
                 }
             }
         }
-        (confirms, failed)
+        failed.is_some()
     }
 
     /// Publishes one message; its routing key and confirm, or why it was not published.
     async fn publish(
         &self,
-        channel: &Channel,
+        link: &Link,
         message: &OutboxMessage,
         stamps: &mut CreatedAtText,
     ) -> std::result::Result<(String, PublisherConfirm), SinkError> {
@@ -147,6 +196,12 @@ impl RabbitMqSink {
             .routing_key
             .render(&message.topic, message.key.as_deref())
             .map_err(|why| SinkError::rejected(format!("the row cannot be published to RabbitMQ: {why}")))?;
+        if self.config.exchange.is_empty() && routing_key.starts_with("amq.") {
+            return Err(SinkError::rejected(format!(
+                "the row cannot be published to RabbitMQ: routing key `{routing_key}` names one of the \
+                 broker's own queues (`amq.…`) on the default exchange"
+            )));
+        }
         let key = ShortString::try_new(routing_key.as_str()).map_err(|_| {
             SinkError::rejected(format!(
                 "the row cannot be published to RabbitMQ: its routing key is {} bytes long, longer than \
@@ -165,23 +220,31 @@ impl RabbitMqSink {
                 self.config.max_message_bytes
             )));
         }
+        if link.connection.status().blocked() {
+            return Err(SinkError::transient(
+                "RabbitMQ blocks this connection (a memory or disk alarm): nothing is published until it lifts",
+            ));
+        }
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        match channel
-            .basic_publish(
-                self.config.exchange.as_str().into(),
-                key,
-                options,
-                payload,
-                properties,
-            )
-            .await
-        {
-            Ok(confirm) => Ok((routing_key, confirm)),
-            Err(error) => Err(SinkError::transient(format!(
+        let publish = link.channel.basic_publish(
+            self.config.exchange.as_str().into(),
+            key,
+            options,
+            payload,
+            properties,
+        );
+        match tokio::time::timeout(self.config.confirm_timeout, publish).await {
+            Ok(Ok(confirm)) => Ok((routing_key, confirm)),
+            Ok(Err(error)) => Err(SinkError::transient(format!(
                 "routing key `{routing_key}`: the publish failed: {error}"
+            ))),
+            Err(_) => Err(SinkError::transient(format!(
+                "routing key `{routing_key}`: the publish was not written within {} s (the \
+                 connection is blocked or stalled); the connection is dropped",
+                self.config.confirm_timeout.as_secs()
             ))),
         }
     }
@@ -190,45 +253,38 @@ impl RabbitMqSink {
 impl Sink for RabbitMqSink {
     async fn send_batch(&self, batch: Arc<[OutboxMessage]>) -> BatchDelivery {
         let tracker = DeliveryTracker::new(batch.len());
-        let mut link = self.link.lock().await;
-        let channel = match self.channel(&mut link).await {
-            Ok(channel) => channel,
-            Err(error) => {
-                for index in 0..batch.len() {
-                    tracker.complete(index, Err(error.clone().unsent()));
-                }
-                return tracker.delivery();
+        let refuse_all = |error: SinkError| {
+            for index in 0..batch.len() {
+                tracker.complete(index, Err(error.clone()));
             }
         };
-        let (confirms, failed) = self.publish_all(&channel, &batch, &tracker).await;
-        if failed {
-            // Connect again for the next batch.
+        if self.refusing.load(Ordering::Acquire) {
+            refuse_all(
+                SinkError::transient("not sent: an earlier message failed and is sent again first").unsent(),
+            );
+            return tracker.delivery();
+        }
+        let mut link = self.link.lock().await;
+        if let Err(error) = self.channel(&mut link).await {
+            self.refusing.store(true, Ordering::Release);
+            refuse_all(error.unsent());
+            return tracker.delivery();
+        }
+        let Some(open) = link.as_ref() else {
+            refuse_all(SinkError::transient("the RabbitMQ connection closed").unsent());
+            return tracker.delivery();
+        };
+        if self.publish_all(open, &batch, &tracker).await {
+            // Connect again for the next batch; refuse batches until the relay gave these back.
+            self.refusing.store(true, Ordering::Release);
             *link = None;
         }
-        drop(link);
-        if !confirms.is_empty() {
-            let tracker = Arc::clone(&tracker);
-            let config = Arc::clone(&self.config);
-            tokio::spawn(async move {
-                let mut confirms: FuturesUnordered<_> = confirms
-                    .into_iter()
-                    .map(|(index, routing_key, confirm)| {
-                        let timeout = config.confirm_timeout;
-                        async move {
-                            (
-                                index,
-                                routing_key,
-                                tokio::time::timeout(timeout, confirm).await.ok(),
-                            )
-                        }
-                    })
-                    .collect();
-                while let Some((index, routing_key, confirm)) = confirms.next().await {
-                    tracker.complete(index, outcome(confirm, &config.exchange, &routing_key));
-                }
-            });
-        }
         tracker.delivery()
+    }
+
+    /// Takes batches again: the relay has given back the rows that failed.
+    fn epoch_moved(&self) {
+        self.refusing.store(false, Ordering::Release);
     }
 
     fn max_message_bytes(&self) -> Option<usize> {
@@ -273,5 +329,38 @@ impl Sink for RabbitMqSink {
                 "RabbitMQ did not answer the exchange check in time",
             )),
         }
+    }
+}
+
+/// Completes each publish of a channel as its confirm comes, in publish order.
+///
+/// The broker returns an unroutable (mandatory) message before it acknowledges it, but lapin
+/// hands each returned message to whichever acknowledgement it processes next, which may be an
+/// earlier message's (a multiple ack). So returns are collected by message id from every confirm,
+/// and a message counts as delivered only if no return named it by the time its own confirm came:
+/// taken in publish order, every confirm up to its own has been seen then.
+async fn complete_confirms(
+    mut pending: mpsc::UnboundedReceiver<PendingConfirm>,
+    config: Arc<RabbitMqConfig>,
+    refusing: Arc<AtomicBool>,
+) {
+    let mut returned: HashSet<String> = HashSet::new();
+    while let Some(p) = pending.recv().await {
+        let confirm = tokio::time::timeout(config.confirm_timeout, p.confirm).await.ok();
+        if let Some(Ok(lapin::Confirmation::Ack(Some(back)) | lapin::Confirmation::Nack(Some(back)))) =
+            &confirm
+            && let Some(id) = back.delivery.properties.message_id()
+        {
+            returned.insert(id.to_string());
+        }
+        let result = if returned.remove(&*p.message_id) {
+            Err(unroutable(&config.exchange, &p.routing_key))
+        } else {
+            outcome(confirm, &config.exchange, &p.routing_key)
+        };
+        if result.as_ref().is_err_and(SinkError::is_transient) {
+            refusing.store(true, Ordering::Release);
+        }
+        p.tracker.complete(p.index, result);
     }
 }

@@ -190,3 +190,43 @@ async fn an_unreachable_broker_is_transient_and_a_missing_exchange_fails_the_pro
     let live = RabbitMqSink::new(&RabbitMqConfig::new(url()).exchange("amq.direct")).unwrap();
     assert_eq!(live.probe().await, Ok(()));
 }
+
+#[tokio::test]
+async fn unroutable_messages_among_routable_ones_each_get_their_own_outcome() {
+    let queues = TestQueues::new("rmq-mixed", &["orders".into()]).await;
+    let sink = sink_for(&queues);
+    // Pipelined: the broker coalesces acknowledgements, and returns may ride on any of them.
+    let batch: Vec<OutboxMessage> = (0..400)
+        .map(|i| {
+            let topic = if i % 3 == 0 { "nowhere" } else { "orders" };
+            message(
+                i,
+                topic,
+                Some(format!("k{i}").as_bytes()),
+                i.to_string().as_bytes(),
+                &[],
+            )
+        })
+        .collect();
+    let outcomes = send(&sink, batch).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i % 3 == 0 {
+            let error = outcome.as_ref().unwrap_err();
+            assert_eq!(error.kind(), SinkErrorKind::Permanent, "{i}: {error}");
+        } else {
+            assert_eq!(outcome, &Ok(()), "{i}");
+        }
+    }
+    let payloads: Vec<String> = queues
+        .take_all("orders")
+        .await
+        .into_iter()
+        .map(|r| String::from_utf8(r.payload.unwrap()).unwrap())
+        .collect();
+    let expected: Vec<String> = (0..400)
+        .filter(|i| i % 3 != 0)
+        .map(|i: i64| i.to_string())
+        .collect();
+    assert_eq!(payloads, expected);
+    queues.delete().await;
+}

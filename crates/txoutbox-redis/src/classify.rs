@@ -7,7 +7,8 @@ use txoutbox_core::{SinkError, SinkErrorKind};
 /// message says what to do.
 ///
 /// - `WRONGTYPE` (the key holds something that is not a stream), `NOPERM` (the user may not
-///   write the key), any other refusal of the command (`ERR …`): permanent for the message.
+///   write the key), a refusal of the command itself (`ERR …`): permanent for the message.
+/// - Any code not known here: transient (a proxy's or module's condition may pass).
 /// - Out of memory (`OOM`, `maxmemory` reached), a replica or a loading server (`READONLY`,
 ///   `MASTERDOWN`, `LOADING`), a failed snapshot (`MISCONF`), a busy script (`BUSY`), a cluster
 ///   in motion (`TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`), a connection lost, a timeout:
@@ -37,7 +38,8 @@ pub(crate) fn classify(error: &RedisError, stream: &str) -> SinkError {
             SinkErrorKind::Transient,
             " (check the user and password: TXOUTBOX_REDIS_URL, or its _FILE form)",
         ),
-        (ErrorKind::Server(_) | ErrorKind::Extension, _) => (SinkErrorKind::Permanent, ""),
+        // The command itself refused (`ERR …`): it would be refused again.
+        (ErrorKind::Server(redis::ServerErrorKind::ResponseError), _) => (SinkErrorKind::Permanent, ""),
         _ => (SinkErrorKind::Transient, ""),
     };
     SinkError::new(

@@ -90,16 +90,33 @@ impl RedisConfig {
         &self.stream_key
     }
 
-    /// The URL with its password shown as `***` (for logs and status pages).
+    /// The URL with its password shown as `***` (for logs and status pages): the user
+    /// information's password, and a `pass=` query parameter (`redis+unix://…?pass=…`).
     pub fn url_redacted(&self) -> String {
         let url = &self.url;
-        match (url.find("://"), url.rfind('@')) {
+        let mut shown = match (url.find("://"), url.rfind('@')) {
             (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
                 Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
                 None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
             },
             _ => url.clone(),
+        };
+        if let Some(query) = shown.find('?') {
+            let (head, params) = shown.split_at(query + 1);
+            let params: Vec<String> = params
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((name, _))
+                        if name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password") =>
+                    {
+                        format!("{name}=***")
+                    }
+                    _ => p.to_owned(),
+                })
+                .collect();
+            shown = format!("{head}{}", params.join("&"));
         }
+        shown
     }
 
     /// Checks the settings before connecting.

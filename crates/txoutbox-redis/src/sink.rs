@@ -26,14 +26,32 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `txoutbox-message-id`, `txoutbox-created-at`, `txoutbox-key` (the key's bytes), `payload`, and
 /// `header:<name>` per header in the row's order. A batch goes in one pipeline; batches are
 /// written in the relay's order, one after the other, on one connection that reconnects by itself.
-/// After a batch fails for the connection, the batches queued behind it fail too (they may hold
-/// later messages of its keys), so nothing overtakes what the relay sends again.
+/// After a message fails transiently, every batch handed over until the relay has given the
+/// failed rows back fails too (they may hold later messages of its keys), so nothing overtakes
+/// what the relay sends again.
 pub struct RedisSink {
     config: Arc<RedisConfig>,
     connection: ConnectionManager,
     jobs: mpsc::UnboundedSender<Job>,
-    /// Moves on when queued batches must not be written any more.
-    generation: Arc<AtomicU64>,
+    epochs: Arc<Epochs>,
+}
+
+/// Which batches the writer may write: those handed over in the relay's current send epoch,
+/// once a failure (or the relay's `discard_queued`) has refused the ones before it.
+#[derive(Debug, Default)]
+struct Epochs {
+    /// The relay's send epoch: moves on at every [`Sink::epoch_moved`].
+    current: AtomicU64,
+    /// Batches of an earlier epoch than this are refused (not sent).
+    lowest_accepted: AtomicU64,
+}
+
+impl Epochs {
+    /// Refuses every batch handed over until the epoch moves on.
+    fn refuse_until_moved(&self) {
+        let next = self.current.load(Ordering::Acquire) + 1;
+        self.lowest_accepted.fetch_max(next, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for RedisSink {
@@ -50,7 +68,7 @@ struct Job {
     /// The index and stream of each command, in pipeline order.
     commands: Vec<(usize, String)>,
     tracker: Arc<DeliveryTracker>,
-    generation: u64,
+    epoch: u64,
 }
 
 impl RedisSink {
@@ -64,17 +82,23 @@ impl RedisSink {
         let manager = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(CONNECT_TIMEOUT));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager)
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
             .map_err(|e| Error::Config(format!("cannot set up the Redis connection: {e}")))?;
         tracing::info!(url = %config.url_redacted(), stream_key = config.stream_key.as_str(), "Redis Streams sink");
         let (jobs, queue) = mpsc::unbounded_channel();
-        let generation = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_batches(queue, connection.clone(), Arc::clone(&generation)));
+        let epochs = Arc::new(Epochs::default());
+        let writer = Writer {
+            client,
+            manager,
+            connection: connection.clone(),
+            epochs: Arc::clone(&epochs),
+        };
+        tokio::spawn(writer.run(queue));
         Ok(Self {
             config: Arc::new(config.clone()),
             connection,
             jobs,
-            generation,
+            epochs,
         })
     }
 
@@ -146,48 +170,67 @@ impl RedisSink {
     }
 }
 
-/// Writes the queued batches one after the other, completing each command's message.
-async fn write_batches(
-    mut queue: mpsc::UnboundedReceiver<Job>,
-    mut connection: ConnectionManager,
-    generation: Arc<AtomicU64>,
-) {
-    while let Some(job) = queue.recv().await {
-        if job.generation != generation.load(Ordering::Acquire) {
-            let discarded = SinkError::transient(
-                "not sent: an earlier batch failed, and this one may hold later messages of its keys",
-            )
-            .unsent();
-            for (index, _) in &job.commands {
-                job.tracker.complete(*index, Err(discarded.clone()));
-            }
-            continue;
-        }
-        let replies: redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> =
-            job.pipeline.query_async(&mut connection).await;
-        match replies {
-            Ok(replies) if replies.len() == job.commands.len() => {
-                for ((index, stream), reply) in job.commands.iter().zip(replies) {
-                    job.tracker
-                        .complete(*index, reply.map(drop).map_err(|e| classify(&e, stream)));
-                }
-            }
-            Ok(replies) => {
-                generation.fetch_add(1, Ordering::AcqRel);
-                let error = SinkError::transient(format!(
-                    "Redis answered {} of {} commands of the batch",
-                    replies.len(),
-                    job.commands.len()
-                ));
+/// The task that writes the queued batches one after the other on one connection.
+struct Writer {
+    client: redis::Client,
+    manager: ConnectionManagerConfig,
+    connection: ConnectionManager,
+    epochs: Arc<Epochs>,
+}
+
+impl Writer {
+    /// Writes each queued batch, completing each command's message. A batch of an epoch the
+    /// sink refuses fails at once (transient, unsent).
+    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = queue.recv().await {
+            if job.epoch < self.epochs.lowest_accepted.load(Ordering::Acquire) {
+                let refused = SinkError::transient(
+                    "not sent: an earlier message failed and is sent again first (this batch may hold \
+                     later messages of its key)",
+                )
+                .unsent();
                 for (index, _) in &job.commands {
-                    job.tracker.complete(*index, Err(error.clone()));
+                    job.tracker.complete(*index, Err(refused.clone()));
                 }
+                continue;
             }
-            Err(error) => {
-                // The batches queued behind this one may hold later messages of its keys.
-                generation.fetch_add(1, Ordering::AcqRel);
-                for (index, stream) in &job.commands {
-                    job.tracker.complete(*index, Err(classify(&error, stream)));
+            let replies: redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> =
+                job.pipeline.query_async(&mut self.connection).await;
+            match replies {
+                Ok(replies) if replies.len() == job.commands.len() => {
+                    for ((index, stream), reply) in job.commands.iter().zip(replies) {
+                        let result = reply.map(drop).map_err(|e| classify(&e, stream));
+                        if result.as_ref().is_err_and(SinkError::is_transient) {
+                            // The batches behind it may hold later messages of its key.
+                            self.epochs.refuse_until_moved();
+                        }
+                        job.tracker.complete(*index, result);
+                    }
+                }
+                Ok(replies) => {
+                    self.epochs.refuse_until_moved();
+                    let error = SinkError::transient(format!(
+                        "Redis answered {} of {} commands of the batch",
+                        replies.len(),
+                        job.commands.len()
+                    ));
+                    for (index, _) in &job.commands {
+                        job.tracker.complete(*index, Err(error.clone()));
+                    }
+                }
+                Err(error) => {
+                    self.epochs.refuse_until_moved();
+                    // The connection manager reconnects by itself after an I/O error only; after
+                    // any other (a refused password, too many clients) it would keep failing.
+                    if !error.is_io_error()
+                        && let Ok(fresh) =
+                            ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager.clone())
+                    {
+                        self.connection = fresh;
+                    }
+                    for (index, stream) in &job.commands {
+                        job.tracker.complete(*index, Err(classify(&error, stream)));
+                    }
                 }
             }
         }
@@ -205,7 +248,7 @@ impl Sink for RedisSink {
             pipeline,
             commands,
             tracker: Arc::clone(&tracker),
-            generation: self.generation.load(Ordering::Acquire),
+            epoch: self.epochs.current.load(Ordering::Acquire),
         };
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
             let gone = SinkError::transient("the Redis writer stopped").unsent();
@@ -216,10 +259,15 @@ impl Sink for RedisSink {
         tracker.delivery()
     }
 
-    /// The batches queued and not written yet fail (transient, unsent): the relay sends their
-    /// messages again after the failed one.
+    /// The batches queued and not written yet fail (transient, unsent), and so does every batch
+    /// until the epoch moves: the relay sends their messages again after the failed one.
     fn discard_queued(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.epochs.refuse_until_moved();
+    }
+
+    /// Takes batches again: the relay has given back the rows that failed.
+    fn epoch_moved(&self) {
+        self.epochs.current.fetch_add(1, Ordering::AcqRel);
     }
 
     fn max_message_bytes(&self) -> Option<usize> {

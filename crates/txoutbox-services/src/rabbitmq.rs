@@ -66,6 +66,16 @@ fn node_env(dir: &Path, port: u16) -> Vec<(&'static str, String)> {
             "RABBITMQ_CONFIG_FILE",
             dir.join("rabbitmq.conf").display().to_string(),
         ),
+        // Not the package's /etc/rabbitmq/conf.d, advanced.config or rabbitmq-env.conf either.
+        ("RABBITMQ_CONFIG_FILES", dir.join("conf.d").display().to_string()),
+        (
+            "RABBITMQ_ADVANCED_CONFIG_FILE",
+            dir.join("advanced.config").display().to_string(),
+        ),
+        (
+            "RABBITMQ_CONF_ENV_FILE",
+            dir.join("rabbitmq-env.conf").display().to_string(),
+        ),
         (
             "RABBITMQ_ENABLED_PLUGINS_FILE",
             dir.join("enabled_plugins").display().to_string(),
@@ -101,7 +111,14 @@ pub fn launch(settings: &Settings) -> Result<Option<Started>> {
     if !Path::new(SERVER).is_file() || which("rabbitmqctl").is_none() {
         crate::packages::apt_install(settings, &["rabbitmq-server"]).context("rabbitmq")?;
         // Should the package's own node have started, stop it: we run our own.
-        let _ = Command::new("rabbitmqctl").arg("stop").output();
+        if let Ok(out) = Command::new("rabbitmqctl").arg("stop").output()
+            && !out.status.success()
+        {
+            say!(
+                "rabbitmq: could not stop the package's own node (it does not clash with ours): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
     d.write_port()?;
     // Stock settings; the config file only has to exist. No plugins (no management port).
@@ -143,11 +160,12 @@ pub fn wait(settings: &Settings, started: Option<Started>) -> Result<()> {
 /// Stops our node (SIGTERM: a clean shutdown; SIGKILL after 60 s).
 pub fn down(settings: &Settings) -> Result<()> {
     let d = daemon(settings);
-    d.down(Duration::from_secs(60))?;
-    // The port mapper the node started outlives it; it is ours (its own port), so stop it too.
+    let stopped = d.down(Duration::from_secs(60));
+    // The port mapper the node started outlives it; it is ours (its own port), so stop it too,
+    // whether the node stopped cleanly or not.
     let _ = Command::new("epmd")
         .arg("-kill")
         .env("ERL_EPMD_PORT", (d.running_port() + 2).to_string())
         .output();
-    Ok(())
+    stopped
 }

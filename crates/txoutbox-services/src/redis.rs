@@ -17,13 +17,16 @@ pub fn url(port: u16) -> String {
 /// Our server: `<services dir>/redis`.
 pub fn daemon(settings: &Settings) -> LoopbackDaemon {
     let dir = service_dir(settings, "redis");
-    LoopbackDaemon {
+    let mut daemon = LoopbackDaemon {
         name: "redis",
-        marker: format!("127.0.0.1:{}", settings.redis_port),
+        marker: String::new(),
         dir,
         port: settings.redis_port,
         ready_line: "Ready to accept connections",
-    }
+    };
+    // Its process title names its address: the port it was started on, whatever the setting now.
+    daemon.marker = format!("127.0.0.1:{}", daemon.running_port());
+    daemon
 }
 
 /// Our server's URL while it runs.
