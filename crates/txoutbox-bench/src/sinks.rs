@@ -15,17 +15,16 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 use txoutbox::nats::{DEFAULT_MAX_ACKS_IN_FLIGHT, KEY_HEADER, NatsConfig, NatsSink};
-use txoutbox::postgres::{PgOutbox, PgStore};
+use txoutbox::postgres::PgStore;
 use txoutbox::rabbitmq::{RabbitMqConfig, RabbitMqSink};
 use txoutbox::redis::{RedisConfig, RedisSink};
-use txoutbox::{CREATED_AT_HEADER, MESSAGE_ID_HEADER, RelayConfig, Topics};
+use txoutbox::{CREATED_AT_HEADER, MESSAGE_ID_HEADER, RelayConfig};
 use txoutbox_testing::nats::TestStream;
-use txoutbox_testing::postgres::TestSchema;
 use txoutbox_testing::rabbitmq::TestQueues;
 use txoutbox_testing::redis::TestStreams;
 
-use crate::common::{BenchMsg, DiscardSink, median, messages, topic_def, wait_quiet};
-use crate::throughput::{PREWRITE_CHUNK, drain};
+use crate::common::{BenchMsg, DiscardSink, median, messages, wait_quiet};
+use crate::throughput::{drain, settled_postgres_backlog};
 
 /// The topic the messages name (the sink's subject is `<stream>.<topic>`).
 const TOPIC: &str = "bench";
@@ -293,21 +292,7 @@ async fn raw_nats(stream: &TestStream, msgs: &[BenchMsg]) -> f64 {
 /// Writes `msgs` to a fresh PostgreSQL outbox, settles it (`VACUUM ANALYZE`), and drains it
 /// through `sink` with the relay's default batch and window: messages per second.
 async fn relay_through<K: txoutbox::Sink>(msgs: &[BenchMsg], sink: K) -> f64 {
-    let schema = TestSchema::with_pool_size(4).await;
-    let outbox = PgOutbox::with_table(Topics::new().with(topic_def(TOPIC)).unwrap(), schema.table());
-    outbox.migrate(&schema.pool).await.expect("migrate");
-    for chunk in msgs.chunks(PREWRITE_CHUNK) {
-        let mut tx = schema.pool.begin().await.unwrap();
-        outbox.publish_all(&mut *tx, chunk).await.expect("publish_all");
-        tx.commit().await.unwrap();
-    }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "VACUUM ANALYZE {}",
-        schema.qualify("outbox_messages")
-    )))
-    .execute(&schema.pool)
-    .await
-    .unwrap();
+    let (schema, outbox, _) = settled_postgres_backlog(TOPIC, msgs).await;
     let store: PgStore = outbox.store(schema.pool.clone());
     wait_quiet("sinks", Duration::from_secs(30)).await;
     let defaults = RelayConfig::default();

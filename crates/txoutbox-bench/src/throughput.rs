@@ -209,11 +209,12 @@ impl PgSink {
     }
 }
 
-async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, mode: PgSink, raw: f64) -> RelayResult {
-    let kafka = mode != PgSink::Discard;
-    let topic = new_topic().await;
+/// A fresh PostgreSQL outbox holding `msgs` on `topic` (one `publish_all` per
+/// [`PREWRITE_CHUNK`]), settled as a backlog would be after a while (`VACUUM ANALYZE`: visibility
+/// map and statistics), and the seconds the writes took.
+pub(crate) async fn settled_postgres_backlog(topic: &str, msgs: &[BenchMsg]) -> (TestSchema, PgOutbox, f64) {
     let schema = TestSchema::with_pool_size(4).await;
-    let outbox = PgOutbox::with_table(Topics::new().with(topic_def(&topic)).unwrap(), schema.table());
+    let outbox = PgOutbox::with_table(Topics::new().with(topic_def(topic)).unwrap(), schema.table());
     outbox.migrate(&schema.pool).await.expect("migrate");
     let t = Instant::now();
     for chunk in msgs.chunks(PREWRITE_CHUNK) {
@@ -222,7 +223,6 @@ async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, mode: PgSink, 
         tx.commit().await.unwrap();
     }
     let prewrite_seconds = t.elapsed().as_secs_f64();
-    // A settled table, as a backlog would be after a while: visibility map and statistics.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "VACUUM ANALYZE {}",
         schema.qualify("outbox_messages")
@@ -230,6 +230,13 @@ async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, mode: PgSink, 
     .execute(&schema.pool)
     .await
     .unwrap();
+    (schema, outbox, prewrite_seconds)
+}
+
+async fn relay_pg(msgs: &[BenchMsg], batch: usize, factor: usize, mode: PgSink, raw: f64) -> RelayResult {
+    let kafka = mode != PgSink::Discard;
+    let topic = new_topic().await;
+    let (schema, outbox, prewrite_seconds) = settled_postgres_backlog(&topic, msgs).await;
     let store = outbox.store(schema.pool.clone());
     let progress_topic = txoutbox_testing::unique("bench-progress");
     let exactly_once = ExactlyOnceSettings::for_table(&schema.schema)

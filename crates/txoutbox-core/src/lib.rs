@@ -41,6 +41,7 @@ mod stream_positions;
 mod topic;
 mod topics;
 mod trace_context;
+mod url_redaction;
 mod wakeup;
 
 /// The byte buffer of [`OutboxMessage`] keys and payloads, for stores and sinks written outside
@@ -81,4 +82,5 @@ pub use stream_positions::StreamPositions;
 pub use topic::{Topic, validate_topic_name};
 pub use topics::Topics;
 pub use trace_context::{TRACEPARENT_HEADER, TRACESTATE_HEADER};
+pub use url_redaction::redact_url;
 pub use wakeup::Wakeup;

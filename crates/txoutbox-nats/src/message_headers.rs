@@ -83,20 +83,10 @@ fn shorten(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn message(key: Option<&[u8]>, headers: &[(&str, &str)]) -> OutboxMessage {
-        let mut m = OutboxMessage::unreadable(7, "x");
-        m.malformed = None;
-        m.message_id = Arc::from("0190a0a0-0000-7000-8000-000000000007");
-        m.key = key.map(bytes::Bytes::copy_from_slice);
-        m.headers = headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect();
-        m
+        txoutbox_testing::sinks::message(7, "t", key, b"", headers)
     }
 
     #[test]

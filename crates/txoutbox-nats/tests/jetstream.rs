@@ -1,43 +1,18 @@
 //! The NATS sink against a real nats-server with JetStream (`TXOUTBOX_NATS_URL`): what reaches the
 //! stream, read back with NATS's own client, and how each failure is classified.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use txoutbox_core::{NewMessage, OutboxMessage, Sink, SinkErrorKind};
+use txoutbox_core::{OutboxMessage, Sink, SinkErrorKind};
 use txoutbox_nats::{KEY_BASE64_HEADER, KEY_HEADER, NatsConfig, NatsSink};
 use txoutbox_testing::nats::{TestStream, url};
-
-fn message(
-    id: i64,
-    topic: &str,
-    key: Option<&[u8]>,
-    payload: &[u8],
-    headers: &[(&str, &str)],
-) -> OutboxMessage {
-    NewMessage {
-        message_id: uuid::Uuid::now_v7(),
-        topic: topic.to_owned(),
-        key: key.map(<[u8]>::to_vec),
-        payload: Some(payload.to_vec()),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-        strategy: Default::default(),
-    }
-    .into_outbox_message(id, chrono::Utc::now())
-}
+use txoutbox_testing::sinks::{message, send};
 
 async fn sink_for(stream: &TestStream) -> NatsSink {
     let config = NatsConfig::new(url())
         .subject(&stream.subject_template())
         .unwrap();
     NatsSink::connect(&config).await.unwrap()
-}
-
-async fn send(sink: &NatsSink, batch: Vec<OutboxMessage>) -> Vec<Result<(), txoutbox_core::SinkError>> {
-    sink.send_batch(Arc::from(batch)).await.wait().await
 }
 
 #[tokio::test]

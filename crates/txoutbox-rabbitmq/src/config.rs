@@ -114,14 +114,7 @@ impl RabbitMqConfig {
 
     /// The URI with its password shown as `***` (for logs and status pages).
     pub fn uri_redacted(&self) -> String {
-        let uri = &self.uri;
-        match (uri.find("://"), uri.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => match uri[scheme + 3..at].split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
-                None => uri.clone(),
-            },
-            _ => uri.clone(),
-        }
+        txoutbox_core::redact_url(&self.uri)
     }
 
     /// Checks the settings before connecting.

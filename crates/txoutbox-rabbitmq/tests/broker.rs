@@ -1,33 +1,12 @@
 //! The RabbitMQ sink against a real broker (`TXOUTBOX_RABBITMQ_URL`, quorum queues): what reaches
 //! the queues, read back with the AMQP client, and how each failure is classified.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use txoutbox_core::{NewMessage, OutboxMessage, Sink, SinkErrorKind};
+use txoutbox_core::{OutboxMessage, Sink, SinkErrorKind};
 use txoutbox_rabbitmq::{KEY_HEADER, RabbitMqConfig, RabbitMqSink};
 use txoutbox_testing::rabbitmq::{TestQueues, url};
-
-fn message(
-    id: i64,
-    topic: &str,
-    key: Option<&[u8]>,
-    payload: &[u8],
-    headers: &[(&str, &str)],
-) -> OutboxMessage {
-    NewMessage {
-        message_id: uuid::Uuid::now_v7(),
-        topic: topic.to_owned(),
-        key: key.map(<[u8]>::to_vec),
-        payload: Some(payload.to_vec()),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-        strategy: Default::default(),
-    }
-    .into_outbox_message(id, chrono::Utc::now())
-}
+use txoutbox_testing::sinks::{message, send};
 
 fn sink_for(queues: &TestQueues) -> RabbitMqSink {
     RabbitMqSink::new(
@@ -36,10 +15,6 @@ fn sink_for(queues: &TestQueues) -> RabbitMqSink {
             .unwrap(),
     )
     .unwrap()
-}
-
-async fn send(sink: &RabbitMqSink, batch: Vec<OutboxMessage>) -> Vec<Result<(), txoutbox_core::SinkError>> {
-    sink.send_batch(Arc::from(batch)).await.wait().await
 }
 
 #[tokio::test]

@@ -93,30 +93,7 @@ impl RedisConfig {
     /// The URL with its password shown as `***` (for logs and status pages): the user
     /// information's password, and a `pass=` query parameter (`redis+unix://…?pass=…`).
     pub fn url_redacted(&self) -> String {
-        let url = &self.url;
-        let mut shown = match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
-            },
-            _ => url.clone(),
-        };
-        if let Some(query) = shown.find('?') {
-            let (head, params) = shown.split_at(query + 1);
-            let params: Vec<String> = params
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((name, _))
-                        if name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password") =>
-                    {
-                        format!("{name}=***")
-                    }
-                    _ => p.to_owned(),
-                })
-                .collect();
-            shown = format!("{head}{}", params.join("&"));
-        }
-        shown
+        txoutbox_core::redact_url(&self.url)
     }
 
     /// Checks the settings before connecting.
@@ -149,8 +126,8 @@ mod tests {
         assert_eq!(config.url_redacted(), "redis://relay:***@h:6379/0");
         assert!(!format!("{config:?}").contains("pw"));
         assert_eq!(
-            RedisConfig::new("redis://token@h:1").url_redacted(),
-            "redis://***@h:1"
+            RedisConfig::new("redis://:pw@h:1?pass=pw2").url_redacted(),
+            "redis://:***@h:1?pass=***"
         );
         assert!(config.validate().is_ok());
         assert!(RedisConfig::new("http://h").validate().is_err());

@@ -1,34 +1,13 @@
 //! The Redis Streams sink against a real server (`TXOUTBOX_REDIS_URL`, stock settings): what
 //! reaches the streams, read back with `XRANGE`, and how each failure is classified.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands as _;
-use txoutbox_core::{NewMessage, OutboxMessage, Sink, SinkErrorKind};
+use txoutbox_core::{OutboxMessage, Sink, SinkErrorKind};
 use txoutbox_redis::{RedisConfig, RedisSink};
 use txoutbox_testing::redis::{TestStreams, url};
-
-fn message(
-    id: i64,
-    topic: &str,
-    key: Option<&[u8]>,
-    payload: &[u8],
-    headers: &[(&str, &str)],
-) -> OutboxMessage {
-    NewMessage {
-        message_id: uuid::Uuid::now_v7(),
-        topic: topic.to_owned(),
-        key: key.map(<[u8]>::to_vec),
-        payload: Some(payload.to_vec()),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-        strategy: Default::default(),
-    }
-    .into_outbox_message(id, chrono::Utc::now())
-}
+use txoutbox_testing::sinks::{message, send};
 
 fn sink_for(streams: &TestStreams) -> RedisSink {
     RedisSink::new(
@@ -37,10 +16,6 @@ fn sink_for(streams: &TestStreams) -> RedisSink {
             .unwrap(),
     )
     .unwrap()
-}
-
-async fn send(sink: &RedisSink, batch: Vec<OutboxMessage>) -> Vec<Result<(), txoutbox_core::SinkError>> {
-    sink.send_batch(Arc::from(batch)).await.wait().await
 }
 
 #[tokio::test]

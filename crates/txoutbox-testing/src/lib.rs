@@ -12,6 +12,7 @@ pub mod nats;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
+pub mod sinks;
 pub mod sqlite;
 pub mod toxiproxy;
 
