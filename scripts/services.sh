@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Local services for txoutbox's demo, tests and CI (Kafka KRaft, PostgreSQL, MariaDB on loopback):
+# Local services for txoutbox's demo, tests and CI (Kafka KRaft, PostgreSQL, MariaDB, NATS,
+# RabbitMQ, Redis on loopback):
 # builds and runs the launcher, crates/txoutbox-services (`scripts/services.sh help` for its
 # commands and settings). Cargo's output goes to stderr: stdout is the command's result
 # (`eval "$(scripts/services.sh env)"`).

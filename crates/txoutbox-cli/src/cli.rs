@@ -148,7 +148,7 @@ pub(crate) struct RelayArgs {
     #[arg(long = "kafka-property", short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
     /// NATS: the servers, nats://host:port[,nats://host:port] (`tls://` for TLS).
-    #[arg(long, env = "TXOUTBOX_NATS_URL")]
+    #[arg(long, env = "TXOUTBOX_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// NATS: each message's subject; `{topic}` and `{key}` are replaced (default `{topic}`), e.g.
     /// `outbox.{topic}`. A JetStream stream must take the subjects.

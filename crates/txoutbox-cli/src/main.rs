@@ -32,6 +32,10 @@ use crate::error::CliError;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
+    // The NATS, RabbitMQ and Redis clients speak TLS through rustls and ask for different crypto
+    // providers (ring, aws-lc-rs); with both in one build rustls cannot pick one by itself and a
+    // TLS connection would panic. This process uses ring. (An error means one is installed.)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -6,7 +6,12 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    // The authority ends at the first `/` or `?` after its last `@`: a password may hold either.
+    let host_start = rest.rfind('@').map_or(0, |at| at + 1);
+    let authority_end = rest
+        .get(host_start..)
+        .and_then(|host| host.find(['/', '?']))
+        .map_or(rest.len(), |end| host_start + end);
     let (authority, tail) = rest.split_at(authority_end);
     let tail = redact_query(tail);
     match authority.rsplit_once('@') {
@@ -63,6 +68,10 @@ mod tests {
         assert_eq!(
             redact_url("redis+unix:///run/redis.sock?db=1&pass=secret"),
             "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redact_url("amqp://relay:p/w?x@h:5672/v"),
+            "amqp://relay:***@h:5672/v"
         );
     }
 }

@@ -269,6 +269,14 @@ mod tests {
             config.servers_redacted(),
             "nats://<redacted>@h:4222, tls://h2:4222"
         );
+        assert!(config.urls_hold_credentials());
+        let comma = NatsConfig::new("nats://u:pa,ss@h:1,nats://v:p@w@h2:2");
+        assert_eq!(
+            comma.servers_redacted(),
+            "nats://<redacted>@h:1,nats://<redacted>@h2:2"
+        );
+        assert_eq!(NatsConfig::new("u:pw@h:1").servers_redacted(), "<redacted>@h:1");
+        assert!(!NatsConfig::new("nats://h:1,nats://h2:2").urls_hold_credentials());
         assert_eq!(
             format!("{:?}", NatsAuth::Token("t0k".into())),
             "Token(<redacted>)"

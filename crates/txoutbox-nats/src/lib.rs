@@ -15,6 +15,14 @@
 //! topic. `Nats-Msg-Id` is the message id, so the stream's duplicate window removes the copies a
 //! relay sends again after a crash or a lost acknowledgement.
 
+// No panic on data (why these lints are here and not in Cargo.toml: clippy.toml).
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod classify;
 mod config;
 mod message_headers;

@@ -22,7 +22,10 @@ const NATS_PREFIX: &str = "Nats-";
 pub(crate) fn message_headers(message: &OutboxMessage, created_at: &str) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     for (name, value) in message.headers.iter() {
-        if name.len() >= NATS_PREFIX.len() && name[..NATS_PREFIX.len()].eq_ignore_ascii_case(NATS_PREFIX) {
+        if name
+            .get(..NATS_PREFIX.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(NATS_PREFIX))
+        {
             return Err(format!(
                 "the row does not fit the outbox table contract for NATS: header {:?} is one of \
                  JetStream's own (`Nats-…`), which steer the stream (roll-ups, expectations, \

@@ -15,6 +15,14 @@
 //! that must survive a node); a message no queue is bound for fails like a message to a missing
 //! Kafka topic.
 
+// No panic on data (why these lints are here and not in Cargo.toml: clippy.toml).
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod classify;
 mod config;
 mod message_properties;

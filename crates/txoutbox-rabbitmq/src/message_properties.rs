@@ -24,13 +24,14 @@ pub(crate) fn message_properties(
     let mut headers = FieldTable::default();
     let mut size = 0;
     for (name, value) in message.headers.iter() {
-        if ["CC", "BCC"].iter().any(|n| name.eq_ignore_ascii_case(n))
-            || name.to_ascii_lowercase().starts_with("txoutbox-")
+        if ["CC", "BCC", KEY_HEADER, MESSAGE_ID_HEADER, CREATED_AT_HEADER]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
         {
             return Err(format!(
                 "the row does not fit the outbox table contract for RabbitMQ: header {name:?} is the \
-                 broker's (`CC`, `BCC` route a message to more queues) or the relay's own \
-                 (`txoutbox-…`); a row may not set it"
+                 broker's (`CC`, `BCC` route a message to more queues) or one the sink \
+                 writes (`txoutbox-key`, `txoutbox-message-id`, `txoutbox-created-at`); a row may not set it"
             ));
         }
         let key = ShortString::try_new(name.as_str()).map_err(|_| {
@@ -127,10 +128,27 @@ mod tests {
 
     #[test]
     fn refuses_headers_that_steer_the_broker_or_forge_ours() {
-        for name in ["CC", "bcc", "txoutbox-message-id", "TXOUTBOX-KEY"] {
+        for name in [
+            "CC",
+            "bcc",
+            "txoutbox-message-id",
+            "TXOUTBOX-KEY",
+            "txoutbox-created-at",
+        ] {
             let e = message_properties(&message(None, &[(name, "q")]), "t").unwrap_err();
             assert!(e.contains("may not set it"), "{name}: {e}");
         }
+        let copy = message(
+            None,
+            &[
+                ("txoutbox-dead-letter-topic", "orders"),
+                ("txoutbox-dead-letter-error", "x"),
+            ],
+        );
+        assert!(
+            message_properties(&copy, "t").is_ok(),
+            "a dead-letter copy's headers travel"
+        );
         let big = "v".repeat(130_000);
         let e = message_properties(&message(None, &[("big", &big)]), "t").unwrap_err();
         assert!(e.contains("frame"), "{e}");

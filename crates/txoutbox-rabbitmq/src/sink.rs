@@ -55,6 +55,8 @@ struct PendingConfirm {
     message_id: Arc<str>,
     routing_key: String,
     confirm: PublisherConfirm,
+    /// When the confirm is late: the publish's time plus the confirm timeout.
+    deadline: tokio::time::Instant,
     tracker: Arc<DeliveryTracker>,
 }
 
@@ -155,6 +157,7 @@ impl RabbitMqSink {
                         message_id: Arc::clone(&message.message_id),
                         routing_key,
                         confirm,
+                        deadline: tokio::time::Instant::now() + self.config.confirm_timeout,
                         tracker: Arc::clone(tracker),
                     };
                     if let Err(mpsc::error::SendError(lost)) = link.confirms.send(pending) {
@@ -346,7 +349,7 @@ async fn complete_confirms(
 ) {
     let mut returned: HashSet<String> = HashSet::new();
     while let Some(p) = pending.recv().await {
-        let confirm = tokio::time::timeout(config.confirm_timeout, p.confirm).await.ok();
+        let confirm = tokio::time::timeout_at(p.deadline, p.confirm).await.ok();
         if let Some(Ok(lapin::Confirmation::Ack(Some(back)) | lapin::Confirmation::Nack(Some(back)))) =
             &confirm
             && let Some(id) = back.delivery.properties.message_id()

@@ -29,10 +29,15 @@ pub(crate) fn classify(error: &RedisError, stream: &str) -> SinkError {
             SinkErrorKind::Transient,
             " (maxmemory reached and the policy evicts nothing: retried until there is room)",
         ),
+        (_, "MOVED" | "ASK" | "CROSSSLOT") => (
+            SinkErrorKind::Transient,
+            " (a Redis Cluster node: the sink speaks to one server; point --redis-url at a \
+             standalone server or primary)",
+        ),
         (
             _,
-            "READONLY" | "MASTERDOWN" | "LOADING" | "MISCONF" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MOVED"
-            | "ASK",
+            "READONLY" | "MASTERDOWN" | "LOADING" | "MISCONF" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN"
+            | "NOREPLICAS" | "NOAUTH",
         ) => (SinkErrorKind::Transient, ""),
         (ErrorKind::AuthenticationFailed, _) => (
             SinkErrorKind::Transient,
@@ -47,6 +52,22 @@ pub(crate) fn classify(error: &RedisError, stream: &str) -> SinkError {
         (!code.is_empty()).then_some(code),
         format!("stream `{stream}`: {error}{hint}"),
     )
+}
+
+/// [`classify`] for a failure of a whole batch (the connection, its setup — a refused `SELECT`,
+/// too many clients — or the pipeline): transient unless the server refused the command itself
+/// for the key (`WRONGTYPE`, `NOPERM`).
+pub(crate) fn classify_batch(error: &RedisError, stream: &str) -> SinkError {
+    let classified = classify(error, stream);
+    if classified.kind() == SinkErrorKind::Permanent && !matches!(error.code(), Some("WRONGTYPE" | "NOPERM"))
+    {
+        return SinkError::new(
+            SinkErrorKind::Transient,
+            classified.code().map(str::to_owned),
+            classified.to_string(),
+        );
+    }
+    classified
 }
 
 #[cfg(test)]

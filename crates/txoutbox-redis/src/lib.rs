@@ -14,6 +14,14 @@
 //! is its persistence settings' business (`appendonly yes` with `appendfsync always` loses
 //! nothing acknowledged; `everysec`, up to a second; the default snapshots, minutes).
 
+// No panic on data (why these lints are here and not in Cargo.toml: clippy.toml).
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod classify;
 mod config;
 mod entry;

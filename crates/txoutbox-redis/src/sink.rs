@@ -11,7 +11,7 @@ use txoutbox_core::{
     BatchDelivery, CreatedAtText, DeliveryTracker, Error, OutboxMessage, RefusedKeys, Result, Sink, SinkError,
 };
 
-use crate::classify::classify;
+use crate::classify::{classify, classify_batch};
 use crate::config::RedisConfig;
 use crate::entry::entry_fields;
 
@@ -31,7 +31,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// what the relay sends again.
 pub struct RedisSink {
     config: Arc<RedisConfig>,
-    connection: ConnectionManager,
+    client: redis::Client,
     jobs: mpsc::UnboundedSender<Job>,
     epochs: Arc<Epochs>,
 }
@@ -88,15 +88,15 @@ impl RedisSink {
         let (jobs, queue) = mpsc::unbounded_channel();
         let epochs = Arc::new(Epochs::default());
         let writer = Writer {
-            client,
+            client: client.clone(),
             manager,
-            connection: connection.clone(),
+            connection,
             epochs: Arc::clone(&epochs),
         };
         tokio::spawn(writer.run(queue));
         Ok(Self {
             config: Arc::new(config.clone()),
-            connection,
+            client,
             jobs,
             epochs,
         })
@@ -229,7 +229,7 @@ impl Writer {
                         self.connection = fresh;
                     }
                     for (index, stream) in &job.commands {
-                        job.tracker.complete(*index, Err(classify(&error, stream)));
+                        job.tracker.complete(*index, Err(classify_batch(&error, stream)));
                     }
                 }
             }
@@ -274,11 +274,13 @@ impl Sink for RedisSink {
         Some(self.config.max_message_bytes)
     }
 
-    /// `PING`.
+    /// `PING` on a connection of its own (the writer's may be mid-batch, or rebuilt after a
+    /// refused password).
     async fn probe(&self) -> std::result::Result<(), SinkError> {
-        let mut connection = self.connection.clone();
-        let command = redis::cmd("PING");
-        let ping = command.query_async::<String>(&mut connection);
+        let ping = async {
+            let mut connection = self.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut connection).await
+        };
         match tokio::time::timeout(self.config.response_timeout, ping).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(SinkError::transient(format!(

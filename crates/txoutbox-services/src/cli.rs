@@ -338,7 +338,7 @@ fn status(s: &Settings) {
         None => line(mariadb::status(s)),
     }
     match external_nats(s) {
-        Some(ext) => line(format!("nats       external  {ext}")),
+        Some(ext) => line(format!("nats       external  {}", redact_url(&ext))),
         None => line(nats::daemon(s).status()),
     }
     match external_rabbitmq(s) {

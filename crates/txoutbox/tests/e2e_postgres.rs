@@ -53,6 +53,52 @@ impl Pg {
     }
 }
 
+/// A row no relay can read (its `headers` are JSON but no object) is dead-lettered at once, with
+/// the reason, and its copy reaches the dead-letter topic through `broker`'s sink (`topics[2]`,
+/// which the broker takes), while the good row after it is delivered.
+#[cfg(any(feature = "nats", feature = "rabbitmq", feature = "redis"))]
+async fn an_unreadable_row_is_copied_to_the_dead_letter_topic(
+    broker: &impl common::broker::Broker,
+    db: &Pg,
+    topics: &[String],
+) {
+    let table = db.db.qualify("outbox_messages");
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (topic, key, payload, headers) VALUES \
+           ($1, convert_to('k', 'UTF8'), convert_to('unreadable', 'UTF8'), '[1, 2]'), \
+           ($1, convert_to('k2', 'UTF8'), convert_to('good', 'UTF8'), NULL)"
+    )))
+    .bind(&topics[0])
+    .execute(&db.db.pool)
+    .await
+    .unwrap();
+    let store = db.store_over_pool();
+    let config =
+        common::relay_config().with_dead_letter_topic(txoutbox::DeadLetterTopic::new(&topics[2]).unwrap());
+    let relay = broker.start_relay(store.clone(), config);
+    common::drained(&store, std::time::Duration::from_secs(60)).await;
+    let copies = txoutbox_testing::eventually(std::time::Duration::from_secs(30), || async {
+        broker.read_all(&topics[2..]).await.len() == 1
+    })
+    .await;
+    relay.shutdown().await.unwrap();
+    assert!(copies, "no dead-letter copy arrived");
+    let good: Vec<Option<Vec<u8>>> = broker
+        .read_all(&topics[..1])
+        .await
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(good, [Some(b"good".to_vec())]);
+    let reason: String = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT last_error FROM {table} WHERE status = 'dead'"
+    )))
+    .fetch_one(&db.db.pool)
+    .await
+    .unwrap();
+    assert!(reason.contains("headers"), "{reason}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_transaction_publishes_nothing() {
     let topics = three_new_topics("pg-rollback").await;
@@ -165,6 +211,15 @@ mod nats {
         db.teardown().await;
         nats.stream.delete().await;
     }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_row_is_dead_and_its_copy_reaches_the_dead_letter_topic_on_nats() {
+        let nats = Nats::new("pg-dead").await;
+        let topics = nats.topics();
+        let db = Pg::new(&topics).await;
+        an_unreadable_row_is_copied_to_the_dead_letter_topic(&nats, &db, &topics).await;
+        db.teardown().await;
+        nats.stream.delete().await;
+    }
 }
 
 /// The same cases through the RabbitMQ sink: a quorum queue per topic, read back with the AMQP
@@ -200,6 +255,14 @@ mod rabbitmq {
         db.teardown().await;
         rabbit.queues.delete().await;
     }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_row_is_dead_and_its_copy_reaches_the_dead_letter_topic_on_rabbitmq() {
+        let (rabbit, topics) = Rabbit::new("pg-dead").await;
+        let db = Pg::new(&topics).await;
+        an_unreadable_row_is_copied_to_the_dead_letter_topic(&rabbit, &db, &topics).await;
+        db.teardown().await;
+        rabbit.queues.delete().await;
+    }
 }
 
 /// The same cases through the Redis Streams sink: a stream per topic, read back with `XRANGE`.
@@ -231,6 +294,14 @@ mod redis {
         let (redis, topics) = Redis::new("pg-restart").await;
         let db = Pg::new(&topics).await;
         cases::relay_stopped_mid_stream_and_restarted_loses_nothing_on(&redis, db.clone(), &topics).await;
+        db.teardown().await;
+        redis.streams.delete(&topics).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_row_is_dead_and_its_copy_reaches_the_dead_letter_topic_on_redis() {
+        let (redis, topics) = Redis::new("pg-dead").await;
+        let db = Pg::new(&topics).await;
+        an_unreadable_row_is_copied_to_the_dead_letter_topic(&redis, &db, &topics).await;
         db.teardown().await;
         redis.streams.delete(&topics).await;
     }
