@@ -2,15 +2,12 @@
 //! (Go module proxy), its store in `<services dir>/nats`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::files::{mkdir, write};
-use crate::lock::Lock;
 use crate::loopback_daemon::{LoopbackDaemon, Started, service_dir};
-use crate::process::{is_executable, refuse_taken_port, run_logged, since, spawn, which};
+use crate::process::{refuse_taken_port, spawn};
 use crate::{Settings, say};
 
 /// The nats-server version `go install` builds.
@@ -41,34 +38,14 @@ fn store_arg(dir: &std::path::Path) -> String {
 /// The `nats-server` binary in `~/.cache/txoutbox/nats-server/bin`, built from its Go module on
 /// first use (~1 min; needs Go 1.24+).
 pub fn server_binary(settings: &Settings) -> Result<PathBuf> {
-    let dir = settings.cache_dir().join("nats-server");
-    let server = dir.join("bin/nats-server");
-    let built = || {
-        is_executable(&server)
-            && std::fs::read_to_string(dir.join("version")).is_ok_and(|v| v.trim() == NATS_SERVER_VERSION)
-    };
-    if built() {
-        return Ok(server);
-    }
-    let go = which("go")
-        .or_else(|| Some(PathBuf::from("/usr/local/go/bin/go")).filter(|p| is_executable(p)))
-        .context("nats: needs Go (1.24 or later) to build nats-server; none found")?;
-    mkdir(&dir)?;
-    let _lock =
-        Lock::acquire(&dir.join(".lock"), "another invocation building nats-server").context("nats")?;
-    if !built() {
-        let t0 = Instant::now();
-        say!("nats: building nats-server {NATS_SERVER_VERSION} with go install (first run, ~1 min)…");
-        let mut install = Command::new(go);
-        install
-            .env("GOBIN", dir.join("bin"))
-            .arg("install")
-            .arg(format!("github.com/nats-io/nats-server/v2@{NATS_SERVER_VERSION}"));
-        run_logged(&mut install, &dir.join("build.log"), "nats: go install")?;
-        write(&dir.join("version"), format!("{NATS_SERVER_VERSION}\n"))?;
-        say!("nats: built in {} s", since(t0));
-    }
-    Ok(server)
+    crate::tools::go_install(
+        settings,
+        "nats-server",
+        "nats-server",
+        &format!("github.com/nats-io/nats-server/v2@{NATS_SERVER_VERSION}"),
+        NATS_SERVER_VERSION,
+        "1.24",
+    )
 }
 
 /// Our server's URL while it runs.

@@ -18,33 +18,61 @@ pub const TOXIPROXY_VERSION: &str = "v2.12.0";
 /// The Toxiproxy server binary in `~/.cache/txoutbox/toxiproxy/bin`, built from its Go module on
 /// first use (~1 min; needs Go 1.22+).
 pub fn toxiproxy(settings: &Settings) -> Result<PathBuf> {
-    let dir = settings.cache_dir().join("toxiproxy");
-    let server = dir.join("bin/server");
+    go_install(
+        settings,
+        "toxiproxy",
+        "server",
+        &format!("github.com/Shopify/toxiproxy/v2/cmd/server@{TOXIPROXY_VERSION}"),
+        TOXIPROXY_VERSION,
+        "1.22",
+    )
+}
+
+/// Binary `binary` of the Go package `package` (`module/path@version`) in
+/// `~/.cache/txoutbox/<folder>/bin`, built with `go install` unless that `version` is there (one
+/// invocation builds at a time; `go_version` is the oldest Go that builds it, for the error).
+pub fn go_install(
+    settings: &Settings,
+    folder: &str,
+    binary: &str,
+    package: &str,
+    version: &str,
+    go_version: &str,
+) -> Result<PathBuf> {
+    let dir = settings.cache_dir().join(folder);
+    let program = dir.join("bin").join(binary);
     let built = || {
-        is_executable(&server)
-            && std::fs::read_to_string(dir.join("version")).is_ok_and(|v| v.trim() == TOXIPROXY_VERSION)
+        is_executable(&program)
+            && std::fs::read_to_string(dir.join("version")).is_ok_and(|v| v.trim() == version)
     };
     if built() {
-        return Ok(server);
+        return Ok(program);
     }
     let go = which("go")
         .or_else(|| Some(PathBuf::from("/usr/local/go/bin/go")).filter(|p| is_executable(p)))
-        .context("toxiproxy: needs Go (1.22 or later) to build it; none found")?;
+        .with_context(|| {
+            format!("{folder}: needs Go ({go_version} or later) to build {binary}; none found")
+        })?;
     mkdir(&dir)?;
-    let _lock =
-        Lock::acquire(&dir.join(".lock"), "another invocation building Toxiproxy").context("toxiproxy")?;
+    let _lock = Lock::acquire(
+        &dir.join(".lock"),
+        &format!("another invocation building {folder}"),
+    )
+    .with_context(|| folder.to_owned())?;
     if !built() {
         let t0 = Instant::now();
-        say!("toxiproxy: building {TOXIPROXY_VERSION} with go install (first run, ~1 min)…");
+        say!("{folder}: building {version} with go install (first run, ~1 min)…");
         let mut install = Command::new(go);
-        install.env("GOBIN", dir.join("bin")).arg("install").arg(format!(
-            "github.com/Shopify/toxiproxy/v2/cmd/server@{TOXIPROXY_VERSION}"
-        ));
-        run_logged(&mut install, &dir.join("build.log"), "toxiproxy: go install")?;
-        write(&dir.join("version"), format!("{TOXIPROXY_VERSION}\n"))?;
-        say!("toxiproxy: built in {} s", since(t0));
+        install.env("GOBIN", dir.join("bin")).arg("install").arg(package);
+        run_logged(
+            &mut install,
+            &dir.join("build.log"),
+            &format!("{folder}: go install"),
+        )?;
+        write(&dir.join("version"), format!("{version}\n"))?;
+        say!("{folder}: built in {} s", since(t0));
     }
-    Ok(server)
+    Ok(program)
 }
 
 /// chromedriver's path, installing Debian's `chromium` and `chromium-driver` when either is
