@@ -58,6 +58,7 @@ pub(crate) async fn run(
     backlogs: &[usize],
     rounds: usize,
     keys: usize,
+    postgres_too: bool,
     sqlite: bool,
     mysql: bool,
 ) -> DrainResult {
@@ -67,7 +68,7 @@ pub(crate) async fn run(
     let mut results = Vec::new();
     for &n in backlogs {
         let msgs = messages(n, keys);
-        let stores = Db::selected(sqlite, mysql);
+        let stores = Db::selected(postgres_too, sqlite, mysql);
         let mut per_store: Vec<[Vec<f64>; 4]> = vec![Default::default(); stores.len()];
         let mut raw_rates = Vec::new();
         for round in 0..rounds {

@@ -74,6 +74,9 @@ struct Cli {
     /// Throughput: max_in_flight as a multiple of the batch size.
     #[arg(long, global = true, default_value_t = 4)]
     inflight_factor: usize,
+    /// Writes, drain and inbox: skip the PostgreSQL runs.
+    #[arg(long, global = true)]
+    no_postgres: bool,
     /// Throughput: skip the SQLite relay runs.
     #[arg(long, global = true)]
     no_sqlite: bool,
@@ -247,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
             per_transaction: cli.rows_per_transaction.max(1),
             rounds: cli.rounds.max(1),
         };
-        results.writes = Some(writes::run(shape, !cli.no_sqlite, !cli.no_mysql).await);
+        results.writes = Some(writes::run(shape, !cli.no_postgres, !cli.no_sqlite, !cli.no_mysql).await);
     }
     if cli.scenario == Scenario::Drain {
         results.drain = Some(
@@ -255,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
                 &cli.drain_backlogs,
                 cli.rounds.max(1),
                 cli.keys,
+                !cli.no_postgres,
                 !cli.no_sqlite,
                 !cli.no_mysql,
             )
@@ -283,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
             rounds: cli.rounds.max(1),
             records_per_transaction: cli.inbox_records_per_transaction.max(1),
         };
-        results.inbox = Some(inbox::run(shape, !cli.no_sqlite, !cli.no_mysql).await);
+        results.inbox = Some(inbox::run(shape, !cli.no_postgres, !cli.no_sqlite, !cli.no_mysql).await);
     }
     if cli.scenario == Scenario::Memory {
         results.memory =

@@ -18,9 +18,10 @@ impl Db {
         }
     }
 
-    /// PostgreSQL, and SQLite and MySQL / MariaDB unless skipped.
-    pub(crate) fn selected(sqlite: bool, mysql: bool) -> Vec<Db> {
-        [Db::Postgres]
+    /// PostgreSQL, SQLite and MySQL / MariaDB, each unless skipped.
+    pub(crate) fn selected(postgres: bool, sqlite: bool, mysql: bool) -> Vec<Db> {
+        postgres
+            .then_some(Db::Postgres)
             .into_iter()
             .chain(sqlite.then_some(Db::Sqlite))
             .chain(mysql.then_some(Db::MySql))

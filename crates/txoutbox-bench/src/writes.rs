@@ -58,8 +58,12 @@ pub(crate) struct Shape {
     pub rounds: usize,
 }
 
-pub(crate) async fn run(shape: Shape, sqlite: bool, mysql: bool) -> WritesResult {
-    let mut stores = vec![postgres(shape).await];
+/// Runs `shape` on PostgreSQL, SQLite (one writer) and MySQL / MariaDB, each unless skipped.
+pub(crate) async fn run(shape: Shape, postgres_too: bool, sqlite: bool, mysql: bool) -> WritesResult {
+    let mut stores = Vec::new();
+    if postgres_too {
+        stores.push(postgres(shape).await);
+    }
     if sqlite {
         // One writer: SQLite takes one writing transaction at a time.
         stores.push(sqlite_run(Shape { writers: 1, ..shape }).await);

@@ -23,6 +23,7 @@
 )]
 
 mod error;
+mod id_ranges;
 mod leases;
 mod maintenance;
 mod migrate;

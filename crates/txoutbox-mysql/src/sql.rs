@@ -1,8 +1,11 @@
 //! The statements of the MySQL / MariaDB store, built from the validated table name. Every value
-//! is a bound parameter; lists of ids are `IN (?, …)` lists whose length is rounded up to a power
-//! of two (padded with a repeated id), so a connection caches a handful of statement shapes.
+//! is a bound parameter; lists of ids are `IN (?, …)` lists, or ranges of ids, whose length is
+//! rounded up to a power of two (padded with a repeated id or range), so a connection caches a
+//! handful of statement shapes.
 
 use txoutbox_core::TableName;
+
+use crate::id_ranges::IdRange;
 
 /// The size the relay counts for a row (what a [`txoutbox_core::ReadLimit`] bounds): topic,
 /// key, payload and headers in bytes.
@@ -103,6 +106,85 @@ where
     query
 }
 
+/// `(id BETWEEN ? AND ? OR …)` with `n` ranges, for a statement that takes no locks.
+fn in_ranges(n: usize) -> String {
+    let mut s = String::with_capacity(n * 24 + 2);
+    s.push('(');
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(" OR ");
+        }
+        s.push_str("id BETWEEN ? AND ?");
+    }
+    s.push(')');
+    s
+}
+
+/// `query` with the bounds of `ranges` bound, padded to [`padded_len`] with its last range.
+pub(crate) fn bind_ranges<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
+    ranges: &[IdRange],
+) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
+    for i in 0..padded_len(ranges.len()) {
+        let (start, end) = ranges.get(i).or(ranges.last()).copied().unwrap_or((1, 0));
+        query = query.bind(start).bind(end);
+    }
+    query
+}
+
+/// `(id BETWEEN ? AND ? OR id = ? OR …)` with `n` runs, for a locking statement: each run
+/// `[a, b]` is named as `[a, b - 1]` and `b` (see [`bind_runs`]). A range scan locks the first
+/// record past its end (InnoDB's next-key lock at REPEATABLE READ), and past a batch's last id
+/// that record is often a writer's uncommitted row: `id BETWEEN a AND b` made the completion wait
+/// for that writer's commit (measured on MariaDB 10.11: a lock-wait timeout), where the range up
+/// to `b - 1` stops at `b`, a row of the batch, and `id = b` locks that row alone.
+fn in_runs(n: usize) -> String {
+    let mut s = String::with_capacity(n * 36 + 2);
+    s.push('(');
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(" OR ");
+        }
+        s.push_str("id BETWEEN ? AND ? OR id = ?");
+    }
+    s.push(')');
+    s
+}
+
+/// `query` with the runs of [`in_runs`] bound (`a`, `b - 1`, `b` each), padded to
+/// [`padded_len`] with the last run.
+pub(crate) fn bind_runs<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
+    runs: &[IdRange],
+) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
+    for i in 0..padded_len(runs.len()) {
+        let (start, end) = runs.get(i).or(runs.last()).copied().unwrap_or((1, 0));
+        // A run of one id names the empty range `[1, 0]` and the id.
+        let (start, below_end) = match end.checked_sub(1) {
+            Some(below_end) if start <= below_end => (start, below_end),
+            _ => (1, 0),
+        };
+        query = query.bind(start).bind(below_end).bind(end);
+    }
+    query
+}
+
+/// Which rows a completion names: `n` ids in an `IN` list, or `n` runs of consecutive ids.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ids {
+    List(usize),
+    Runs(usize),
+}
+
+impl Ids {
+    fn condition(self) -> String {
+        match self {
+            Self::List(n) => format!("id IN ({})", placeholders(n)),
+            Self::Runs(n) => in_runs(n),
+        }
+    }
+}
+
 fn placeholders(n: usize) -> String {
     let mut s = String::with_capacity(n * 3);
     for i in 0..n {
@@ -131,6 +213,8 @@ pub(crate) struct Statements {
     pub(crate) pending_ids_upto: String,
     /// `pending_ids_upto` limited to the buckets of a mask (after the cursor).
     pub(crate) pending_ids_upto_in_buckets: String,
+    /// The quoted name of the `(status, id)` index.
+    status_index: String,
     pub(crate) record_failure: String,
     /// `record_failure` fenced (see [`fence`]; its parameters after the id).
     pub(crate) record_failure_fenced: String,
@@ -224,6 +308,7 @@ impl Statements {
                 "SELECT id FROM {t} FORCE INDEX ({status_index}) \
                  WHERE status = 'pending' AND id <= ? AND {IN_BUCKETS} ORDER BY id LIMIT ?"
             ),
+            status_index,
             record_failure_fenced: format!("{record_failure} AND {}", fence(&leases.leases)),
             fence: fence(&leases.leases),
             record_failure,
@@ -305,23 +390,40 @@ impl Statements {
         }
     }
 
-    /// Deletes the pending rows among `n` ids (`fenced`: of a coordinated node).
-    pub(crate) fn delete(&self, n: usize, fenced: bool) -> String {
+    /// The pending ids in `n` ranges (the candidates for late commits outside the ids in
+    /// flight), limited to the buckets of a mask when `in_buckets`. Parameters: the ranges' bounds,
+    /// the mask (when `in_buckets`), the limit.
+    pub(crate) fn pending_ids_in(&self, n: usize, in_buckets: bool) -> String {
+        let buckets = if in_buckets {
+            format!(" AND {IN_BUCKETS}")
+        } else {
+            String::new()
+        };
         format!(
-            "DELETE FROM {} WHERE status = 'pending' AND id IN ({}){}",
+            "SELECT id FROM {} FORCE INDEX ({}) WHERE status = 'pending' AND {}{buckets} ORDER BY id LIMIT ?",
             self.quoted,
-            placeholders(n),
+            self.status_index,
+            in_ranges(n)
+        )
+    }
+
+    /// Deletes the pending rows among `ids` (`fenced`: of a coordinated node).
+    pub(crate) fn delete(&self, ids: Ids, fenced: bool) -> String {
+        format!(
+            "DELETE FROM {} WHERE status = 'pending' AND {}{}",
+            self.quoted,
+            ids.condition(),
             self.fenced(fenced)
         )
     }
 
-    /// Marks the pending rows among `n` ids published (`fenced`: of a coordinated node).
-    pub(crate) fn mark_published(&self, n: usize, fenced: bool) -> String {
+    /// Marks the pending rows among `ids` published (`fenced`: of a coordinated node).
+    pub(crate) fn mark_published(&self, ids: Ids, fenced: bool) -> String {
         format!(
             "UPDATE {} SET status = 'published', published_at = CURRENT_TIMESTAMP(6), next_attempt_at = NULL \
-             WHERE status = 'pending' AND id IN ({}){}",
+             WHERE status = 'pending' AND {}{}",
             self.quoted,
-            placeholders(n),
+            ids.condition(),
             self.fenced(fenced)
         )
     }
@@ -477,8 +579,14 @@ mod tests {
     fn id_lists_are_padded_to_powers_of_two() {
         assert_eq!([0, 1, 2, 3, 5, 1000].map(padded_len), [1, 1, 2, 4, 8, 1024]);
         let sql = Statements::new(TableName::default());
-        assert!(sql.delete(3, false).ends_with("IN (?, ?, ?)"));
-        assert_eq!(sql.delete(3, true).matches('?').count(), 3 + 4);
+        assert!(sql.delete(Ids::List(3), false).ends_with("IN (?, ?, ?)"));
+        assert_eq!(sql.delete(Ids::List(3), true).matches('?').count(), 3 + 4);
+        assert!(
+            sql.delete(Ids::Runs(2), false)
+                .ends_with("(id BETWEEN ? AND ? OR id = ? OR id BETWEEN ? AND ? OR id = ?)")
+        );
+        assert_eq!(sql.mark_published(Ids::Runs(2), true).matches('?').count(), 6 + 4);
+        assert_eq!(sql.pending_ids_in(2, true).matches('?').count(), 4 + 2);
         assert_eq!(sql.insert_many(2).matches('?').count(), 2 * INSERT_PARAMS);
     }
 }

@@ -4,11 +4,13 @@
 //! commit, so a row can appear below the cursor after the relay read past its id, and MySQL has
 //! no transaction ids to tell such rows apart (PostgreSQL's `xid8`). The store remembers the ids
 //! it returned that may still be pending; `fetch_after` lists the pending ids at or below the
-//! cursor (ids only, through the `(status, id)` index), and every listed id it never returned is a
-//! late commit, read in full with the rows above the cursor. The rows above the cursor are read
-//! first: a row that committed before any of them is then among the listed ids.
+//! cursor that it never returned (ids only, through the `(status, id)` index, over the ranges
+//! around the returned ids), and each is a late commit, read in full with the rows above the
+//! cursor. The rows above the cursor are read first: a row that committed before any of them is
+//! then among the listed ids.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -21,9 +23,13 @@ use txoutbox_core::{
 };
 
 use crate::error::db_error;
+use crate::id_ranges;
 use crate::migrate;
 use crate::relay_lock::{Held, RelayLock};
-use crate::sql::{ALL_BUCKETS, MAX_IDS, Statements, bind_padded, padded_len};
+use crate::sql::{ALL_BUCKETS, Ids, MAX_IDS, Statements, bind_padded, bind_ranges, bind_runs, padded_len};
+
+/// A statement of this store with its parameters being bound.
+type Query<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
 
 /// The lock name a coordinated node's reads ask `IS_USED_LOCK` about (they hold no relay lock and
 /// do not look at the answer): MySQL refuses a NULL or empty lock name.
@@ -37,6 +43,10 @@ const CANDIDATES: usize = row_position::COUNT + 2;
 /// The most pending ids at or below the cursor one fetch lists; beyond it the fetch reads from
 /// the start instead (always correct, slower).
 const BELOW_CURSOR_CAP: i64 = 100_000;
+
+/// Every this many checks for late commits, one lists every pending id behind the cursor, the
+/// returned ones too, and forgets returned ids that are no longer pending.
+const FULL_LISTING_EVERY: u32 = 32;
 
 /// The relay's [`Store`] over a MySQL / MariaDB outbox table. Create it with
 /// [`MySqlOutbox::store`](crate::MySqlOutbox::store).
@@ -58,8 +68,12 @@ pub struct MySqlStore {
     sql: Arc<Statements>,
     lock: Arc<RelayLock>,
     /// Ids this store returned that may still be pending: a pending id at or below the cursor
-    /// that is not in here committed late.
+    /// that is not in here committed late. Ids leave it when completed or dead-lettered here, at
+    /// a read from the start, and at every [`FULL_LISTING_EVERY`]th check for late commits (ids
+    /// another store or a person changed).
     returned: Arc<Mutex<BTreeSet<i64>>>,
+    /// Checks for late commits so far (see [`FULL_LISTING_EVERY`]).
+    checks: Arc<AtomicU32>,
     /// Set for a coordinated relay: its reads are scoped and its writes fenced.
     pub(crate) ownership: Option<Ownership>,
 }
@@ -86,6 +100,7 @@ impl MySqlStore {
             sql,
             lock,
             returned: Arc::new(Mutex::new(BTreeSet::new())),
+            checks: Arc::new(AtomicU32::new(0)),
             ownership: None,
         }
     }
@@ -125,20 +140,85 @@ impl MySqlStore {
         completion: Completion,
         fence: Option<(&str, i64)>,
     ) -> Result<u64> {
+        let statement = |ids: Ids| match completion {
+            Completion::MarkPublished => self.sql.mark_published(ids, fence.is_some()),
+            _ => self.sql.delete(ids, fence.is_some()),
+        };
+        fn fenced<'q>(query: Query<'q>, fence: Option<(&'q str, i64)>) -> Query<'q> {
+            match fence {
+                Some((node, epoch)) => query.bind(node).bind(epoch).bind(node).bind(epoch),
+                None => query,
+            }
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // A batch read in id order is mostly runs of consecutive ids: name them as ranges.
+        if let Some(ranges) = id_ranges::runs(ids) {
+            let sql = statement(Ids::Runs(padded_len(ranges.len())));
+            let query = fenced(bind_runs(sqlx::query(AssertSqlSafe(sql)), &ranges), fence);
+            return Ok(query.execute(&mut *conn).await.map_err(db_error)?.rows_affected());
+        }
         let mut changed = 0;
         for chunk in ids.chunks(MAX_IDS) {
-            let n = padded_len(chunk.len());
-            let sql = match completion {
-                Completion::MarkPublished => self.sql.mark_published(n, fence.is_some()),
-                _ => self.sql.delete(n, fence.is_some()),
-            };
-            let mut query = bind_padded(sqlx::query(AssertSqlSafe(sql)), chunk);
-            if let Some((node, epoch)) = fence {
-                query = query.bind(node).bind(epoch).bind(node).bind(epoch);
-            }
+            let sql = statement(Ids::List(padded_len(chunk.len())));
+            let query = fenced(bind_padded(sqlx::query(AssertSqlSafe(sql)), chunk), fence);
             changed += query.execute(&mut *conn).await.map_err(db_error)?.rows_affected();
         }
         Ok(changed)
+    }
+
+    /// The pending ids at or below `after` (within the buckets of `mask`), up to
+    /// [`BELOW_CURSOR_CAP`]: those this store has not returned, listed over the ranges around
+    /// the returned ids, which keeps the rows in flight (up to `max_in_flight`, pending until
+    /// completed) out of the read. When the returned ids leave more than
+    /// [`id_ranges::MAX_RANGES`] gaps, and every [`FULL_LISTING_EVERY`]th call, every pending id
+    /// there instead, the returned ones too, and `returned` keeps only those still pending.
+    async fn pending_ids_upto(&self, after: i64, mask: u64) -> Result<Vec<i64>> {
+        let in_buckets = mask != ALL_BUCKETS;
+        let full = self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(FULL_LISTING_EVERY);
+        let outside = if full {
+            None
+        } else {
+            id_ranges::outside(&self.returned(), after)
+        };
+        if let Some(ranges) = outside {
+            if ranges.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sql = self.sql.pending_ids_in(padded_len(ranges.len()), in_buckets);
+            let mut query = bind_ranges(sqlx::query(AssertSqlSafe(sql)), &ranges);
+            if in_buckets {
+                query = query.bind(mask);
+            }
+            let rows = query
+                .bind(BELOW_CURSOR_CAP)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+            return rows.iter().map(|row| row.try_get(0).map_err(db_error)).collect();
+        }
+        let below: Vec<i64> = if in_buckets {
+            sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto_in_buckets.as_str()))
+                .bind(after)
+                .bind(mask)
+                .bind(BELOW_CURSOR_CAP)
+        } else {
+            sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto.as_str()))
+                .bind(after)
+                .bind(BELOW_CURSOR_CAP)
+        }
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut returned = self.returned();
+        let pending: HashSet<i64> = below.iter().copied().collect();
+        // Returned ids at or below the cursor that are no longer pending are done.
+        returned.retain(|id| *id > after || pending.contains(id));
+        Ok(below)
     }
 
     fn returned(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
@@ -373,19 +453,7 @@ impl Store for MySqlStore {
         let Some((mut above, _)) = self.fetch_from(&access, after, limit).await? else {
             return Ok(Vec::new());
         };
-        let below: Vec<i64> = if access.mask == ALL_BUCKETS {
-            sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto.as_str()))
-                .bind(after)
-                .bind(BELOW_CURSOR_CAP)
-        } else {
-            sqlx::query_scalar(AssertSqlSafe(self.sql.pending_ids_upto_in_buckets.as_str()))
-                .bind(after)
-                .bind(access.mask)
-                .bind(BELOW_CURSOR_CAP)
-        }
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let below = self.pending_ids_upto(after, access.mask).await?;
         if below.len() as i64 >= BELOW_CURSOR_CAP {
             tracing::warn!(
                 table = %self.sql.table,
@@ -394,10 +462,7 @@ impl Store for MySqlStore {
             return self.fetch_start(&access, limit).await;
         }
         let late: Vec<i64> = {
-            let mut returned = self.returned();
-            let pending: HashSet<i64> = below.iter().copied().collect();
-            // Returned ids at or below the cursor that are no longer pending are done.
-            returned.retain(|id| *id > after || pending.contains(id));
+            let returned = self.returned();
             below.into_iter().filter(|id| !returned.contains(id)).collect()
         };
         let (mut rows, late_cut) = if late.is_empty() {

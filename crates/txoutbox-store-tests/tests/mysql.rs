@@ -207,6 +207,190 @@ async fn fetch_after_finds_a_late_commit_below_the_cursor_once() {
     assert!(again.is_empty(), "a late row is returned once: {again:?}");
 }
 
+/// The message ids of `messages`, in order.
+fn message_ids(messages: &[txoutbox_core::OutboxMessage]) -> Vec<String> {
+    messages.iter().map(|m| m.message_id.to_string()).collect()
+}
+
+/// Rows still in flight (returned, not completed) are left out of the read behind the cursor,
+/// which lists only the ids around them: a late commit below the lowest of them and one in a gap
+/// between them are both found, once; completing runs of ids around the gap leaves its row.
+#[tokio::test]
+async fn late_commits_around_rows_in_flight_are_found_once() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(4).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let store = outbox.store(db.pool.clone());
+
+    let mut below = db.pool.begin().await.unwrap();
+    let late_below = outbox.publish(&mut *below, &OrderCreated::new(0)).await.unwrap();
+    let mut committed = Vec::new();
+    for i in 1..=3 {
+        committed.push(outbox.publish(&db.pool, &OrderCreated::new(i)).await.unwrap());
+    }
+    let mut between = db.pool.begin().await.unwrap();
+    let late_between = outbox
+        .publish(&mut *between, &OrderCreated::new(4))
+        .await
+        .unwrap();
+    for i in 5..=7 {
+        committed.push(outbox.publish(&db.pool, &OrderCreated::new(i)).await.unwrap());
+    }
+    let in_flight = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
+    let expected: Vec<String> = committed.iter().map(ToString::to_string).collect();
+    assert_eq!(message_ids(&in_flight), expected, "only committed rows are read");
+    let cursor = in_flight.last().unwrap().id;
+    // The first check for late commits lists every pending id; the next ones only those around
+    // the rows in flight, which the reads below are.
+    let nothing_yet = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
+    assert!(
+        nothing_yet.is_empty(),
+        "uncommitted rows are not read: {nothing_yet:?}"
+    );
+    below.commit().await.unwrap();
+    between.commit().await.unwrap();
+
+    let next = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
+    let again = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
+    let sent: Vec<i64> = in_flight.iter().map(|m| m.id).collect();
+    store.complete(&sent, Completion::Delete).await.unwrap();
+    let left = store.backlog().await.unwrap().pending;
+    let rest = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
+    drop(store);
+    db.drop_database().await;
+
+    assert_eq!(
+        message_ids(&next),
+        [late_below.to_string(), late_between.to_string()],
+        "both late rows, in id order"
+    );
+    assert!(
+        next[1].id > in_flight[0].id && next[1].id < cursor,
+        "the second late row sits between rows in flight"
+    );
+    assert!(again.is_empty(), "a late row is returned once: {again:?}");
+    assert_eq!(
+        left, 2,
+        "completing the rows in flight leaves the late rows between them"
+    );
+    assert_eq!(message_ids(&rest), message_ids(&next));
+}
+
+/// Completing a batch whose last id is followed by a writer's uncommitted row does not wait for
+/// that writer (a range over the batch's ids would lock the next record at REPEATABLE READ).
+#[tokio::test]
+async fn completing_a_batch_does_not_wait_for_the_writer_behind_it() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(4).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let store = outbox.store(db.pool.clone());
+    for i in 0..100 {
+        outbox.publish(&db.pool, &OrderCreated::new(i)).await.unwrap();
+    }
+    let batch = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(1_000))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+    let mut writer = db.pool.begin().await.unwrap();
+    outbox
+        .publish(&mut *writer, &OrderCreated::new(100))
+        .await
+        .unwrap();
+    let mut results = Vec::new();
+    for completion in [Completion::MarkPublished, Completion::Delete] {
+        let subset = if completion == Completion::MarkPublished {
+            &ids[50..]
+        } else {
+            &ids[..]
+        };
+        results.push(
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                store.complete(subset, completion),
+            )
+            .await,
+        );
+    }
+    writer.commit().await.unwrap();
+    let left = store.backlog().await.unwrap().pending;
+    drop(store);
+    db.drop_database().await;
+
+    assert_eq!(ids.len(), 100);
+    for result in results {
+        assert!(
+            matches!(result, Ok(Ok(()))),
+            "completion waited for the writer or failed: {result:?}"
+        );
+    }
+    assert_eq!(left, 1, "the writer's row is left");
+}
+
+/// With more gaps among the rows in flight than one read names (ids of rolled-back transactions
+/// here), the read behind the cursor lists every pending id there, and still finds a late commit.
+#[tokio::test]
+async fn late_commits_are_found_behind_many_gaps() {
+    txoutbox_testing::init_tracing();
+    let db = TestDatabase::with_pool_size(4).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let store = outbox.store(db.pool.clone());
+
+    let mut held = db.pool.begin().await.unwrap();
+    let late = outbox.publish(&mut *held, &OrderCreated::new(0)).await.unwrap();
+    for i in 1..=80 {
+        outbox.publish(&db.pool, &OrderCreated::new(i)).await.unwrap();
+        let mut rolled_back = db.pool.begin().await.unwrap();
+        outbox
+            .publish(&mut *rolled_back, &OrderCreated::new(1_000 + i))
+            .await
+            .unwrap();
+        rolled_back.rollback().await.unwrap();
+    }
+    let in_flight = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(1_000))
+        .await
+        .unwrap();
+    let cursor = in_flight.last().unwrap().id;
+    held.commit().await.unwrap();
+    let next = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(1_000))
+        .await
+        .unwrap();
+    let again = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(1_000))
+        .await
+        .unwrap();
+    let sent: Vec<i64> = in_flight.iter().map(|m| m.id).collect();
+    store.complete(&sent, Completion::Delete).await.unwrap();
+    let left = store.backlog().await.unwrap().pending;
+    drop(store);
+    db.drop_database().await;
+
+    assert_eq!(in_flight.len(), 80);
+    assert_eq!(message_ids(&next), [late.to_string()]);
+    assert!(again.is_empty(), "a late row is returned once: {again:?}");
+    assert_eq!(left, 1, "80 rows completed by id list, the late one left");
+}
+
 /// The stores of two outboxes (two processes) over one table: only the one holding the table's
 /// relay lock reads rows; when its outbox's stores are gone, the other takes over.
 #[tokio::test]
