@@ -19,6 +19,7 @@ mod created_at_text;
 mod error;
 mod health;
 mod human;
+pub mod id_ranges;
 mod identifier;
 mod immediate;
 mod interner;

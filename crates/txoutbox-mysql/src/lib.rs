@@ -23,7 +23,6 @@
 )]
 
 mod error;
-mod id_ranges;
 mod leases;
 mod maintenance;
 mod migrate;

@@ -5,7 +5,7 @@
 
 use txoutbox_core::TableName;
 
-use crate::id_ranges::IdRange;
+use txoutbox_core::id_ranges::IdRange;
 
 /// The size the relay counts for a row (what a [`txoutbox_core::ReadLimit`] bounds): topic,
 /// key, payload and headers in bytes.

@@ -23,10 +23,10 @@ use txoutbox_core::{
 };
 
 use crate::error::db_error;
-use crate::id_ranges;
 use crate::migrate;
 use crate::relay_lock::{Held, RelayLock};
 use crate::sql::{ALL_BUCKETS, Ids, MAX_IDS, Statements, bind_padded, bind_ranges, bind_runs, padded_len};
+use txoutbox_core::id_ranges;
 
 /// A statement of this store with its parameters being bound.
 type Query<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;

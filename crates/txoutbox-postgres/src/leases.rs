@@ -139,13 +139,15 @@ impl Leases for PgStore {
         if !taken.is_empty() && !ids.is_empty() {
             // The fenced completion sees this transaction's leases: it completes the rows of the
             // buckets just taken (and of this session's others), nobody else's.
-            sqlx::query(AssertSqlSafe(Arc::clone(self.sql().complete_fenced(completion))))
-                .bind(ids)
-                .bind(node)
-                .bind(epoch)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            sqlx::query(AssertSqlSafe(Arc::clone(
+                self.sql().complete(completion, false, true),
+            )))
+            .bind(ids)
+            .bind(node)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)?;
         taken.sort_unstable();

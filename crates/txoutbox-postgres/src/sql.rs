@@ -81,6 +81,13 @@ pub(crate) struct Statements {
     /// Writes of a coordinated node: conditional on its lease ($2 node, $3 epoch; failures: $5, $6).
     pub(crate) delete_fenced: Arc<str>,
     pub(crate) mark_published_fenced: Arc<str>,
+    /// `delete` and `mark_published` of the ids from $1 to $2 (a batch of consecutive ids: one
+    /// range scan of the primary key, where `id = ANY($1)` descends it for every id), and their
+    /// fenced forms ($3 node, $4 epoch).
+    pub(crate) delete_range: Arc<str>,
+    pub(crate) mark_published_range: Arc<str>,
+    pub(crate) delete_range_fenced: Arc<str>,
+    pub(crate) mark_published_range_fenced: Arc<str>,
     pub(crate) record_failures_fenced: Arc<str>,
     /// The relay says whether it is awake ($1): the notify trigger stays silent while it is.
     pub(crate) relay_awake: Arc<str>,
@@ -88,11 +95,19 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
-    /// The fenced completion `completion` asks for ($1 ids, $2 node, $3 epoch).
-    pub(crate) fn complete_fenced(&self, completion: Completion) -> &Arc<str> {
-        match completion {
-            Completion::MarkPublished => &self.mark_published_fenced,
-            _ => &self.delete_fenced,
+    /// The completion `completion` asks for: of the ids in $1 (`range`: of the ids from $1 to
+    /// $2), fenced by the node and epoch that follow when `fenced`.
+    pub(crate) fn complete(&self, completion: Completion, range: bool, fenced: bool) -> &Arc<str> {
+        let published = completion == Completion::MarkPublished;
+        match (published, range, fenced) {
+            (true, false, false) => &self.mark_published,
+            (true, false, true) => &self.mark_published_fenced,
+            (true, true, false) => &self.mark_published_range,
+            (true, true, true) => &self.mark_published_range_fenced,
+            (false, false, false) => &self.delete,
+            (false, false, true) => &self.delete_fenced,
+            (false, true, false) => &self.delete_range,
+            (false, true, true) => &self.delete_range_fenced,
         }
     }
 }
@@ -283,6 +298,23 @@ impl Statements {
                    count(*) FILTER (WHERE status = 'dead') AS dead, \
                    count(*) FILTER (WHERE status = 'published') AS published \
                  FROM {t} GROUP BY topic ORDER BY topic"
+            )
+            .into(),
+            delete_range: format!("DELETE FROM {t} WHERE id BETWEEN $1 AND $2 AND status = 'pending'").into(),
+            mark_published_range: format!(
+                "UPDATE {t} SET status = 'published', published_at = now(), next_attempt_at = NULL \
+                 WHERE id BETWEEN $1 AND $2 AND status = 'pending'"
+            )
+            .into(),
+            delete_range_fenced: format!(
+                "DELETE FROM {t} AS o WHERE o.id BETWEEN $1 AND $2 AND o.status = 'pending' AND {}",
+                fence(&leases, "$3", "$4")
+            )
+            .into(),
+            mark_published_range_fenced: format!(
+                "UPDATE {t} AS o SET status = 'published', published_at = now(), next_attempt_at = NULL \
+                 WHERE o.id BETWEEN $1 AND $2 AND o.status = 'pending' AND {}",
+                fence(&leases, "$3", "$4")
             )
             .into(),
             delete_fenced: format!(

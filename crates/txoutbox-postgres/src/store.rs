@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use txoutbox_core::coordination::{Ownership, Scope};
+use txoutbox_core::id_ranges;
 use txoutbox_core::{
     Backlog, Completion, Failure, Interner, OutboxMessage, ReadLimit, Result, RowFields, Store, UnfitColumn,
 };
@@ -284,28 +285,28 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
-        if let Some(ownership) = &self.ownership {
-            let (node, epoch) = ownership.fence();
-            let done = sqlx::query(AssertSqlSafe(Arc::clone(self.sql.complete_fenced(completion))))
-                .bind(ids)
-                .bind(node)
-                .bind(epoch)
-                .execute(&self.pool)
-                .await
-                .map_err(db_error)?;
-            ownership.record_write(ids.len(), done.rows_affected());
+        if ids.is_empty() {
             return Ok(());
         }
-        let statement = if completion == Completion::MarkPublished {
-            &self.sql.mark_published
-        } else {
-            &self.sql.delete
+        // A batch of consecutive ids (a backlog read in id order) is named by its range.
+        let range = match id_ranges::runs(ids).as_deref() {
+            Some(&[run]) => Some(run),
+            _ => None,
         };
-        sqlx::query(AssertSqlSafe(Arc::clone(statement)))
-            .bind(ids)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let fence = self.ownership.as_ref().map(Ownership::fence);
+        let statement = self.sql.complete(completion, range.is_some(), fence.is_some());
+        let mut query = sqlx::query(AssertSqlSafe(Arc::clone(statement)));
+        query = match range {
+            Some((first, last)) => query.bind(first).bind(last),
+            None => query.bind(ids),
+        };
+        if let Some((node, epoch)) = fence {
+            query = query.bind(node).bind(epoch);
+        }
+        let done = query.execute(&self.pool).await.map_err(db_error)?;
+        if let Some(ownership) = &self.ownership {
+            ownership.record_write(ids.len(), done.rows_affected());
+        }
         Ok(())
     }
 

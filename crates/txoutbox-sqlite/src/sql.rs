@@ -23,6 +23,10 @@ pub(crate) struct Statements {
     pub(crate) fetch_pending: Arc<str>,
     pub(crate) delete: Arc<str>,
     pub(crate) mark_published: Arc<str>,
+    /// `delete` and `mark_published` of the ids from ?1 to ?2 (a batch of consecutive ids: one
+    /// walk of the table's b-tree, no JSON list to build and read).
+    pub(crate) delete_range: Arc<str>,
+    pub(crate) mark_published_range: Arc<str>,
     pub(crate) record_failures: Arc<str>,
     pub(crate) backlog: Arc<str>,
     pub(crate) dead_keys: Arc<str>,
@@ -102,6 +106,13 @@ impl Statements {
                 "UPDATE {t} SET status = 'published', next_attempt_at = NULL, \
                    published_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
                  WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending'"
+            )
+            .into(),
+            delete_range: format!("DELETE FROM {t} WHERE id BETWEEN ?1 AND ?2 AND status = 'pending'").into(),
+            mark_published_range: format!(
+                "UPDATE {t} SET status = 'published', next_attempt_at = NULL, \
+                   published_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
+                 WHERE id BETWEEN ?1 AND ?2 AND status = 'pending'"
             )
             .into(),
             record_failures: format!(

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use txoutbox_core::id_ranges;
 use txoutbox_core::{
     Backlog, Completion, Failure, Interner, OutboxMessage, ReadLimit, Result, RowFields, Store, UnfitColumn,
     row_position,
@@ -205,15 +206,29 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
-        let statement = match completion {
-            Completion::MarkPublished => &self.sql.mark_published,
-            _ => &self.sql.delete,
+        let published = completion == Completion::MarkPublished;
+        // A batch of consecutive ids (a backlog read in id order) is named by its range.
+        let query = match id_ranges::runs(ids).as_deref() {
+            Some(&[(first, last)]) => {
+                let statement = if published {
+                    &self.sql.mark_published_range
+                } else {
+                    &self.sql.delete_range
+                };
+                sqlx::query(AssertSqlSafe(Arc::clone(statement)))
+                    .bind(first)
+                    .bind(last)
+            }
+            _ => {
+                let statement = if published {
+                    &self.sql.mark_published
+                } else {
+                    &self.sql.delete
+                };
+                sqlx::query(AssertSqlSafe(Arc::clone(statement))).bind(id_list(ids))
+            }
         };
-        sqlx::query(AssertSqlSafe(Arc::clone(statement)))
-            .bind(id_list(ids))
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        query.execute(&self.pool).await.map_err(db_error)?;
         Ok(())
     }
 

@@ -468,6 +468,38 @@ pub async fn complete_delete_removes_rows_and_is_idempotent<H: StoreHarness>() {
     h.teardown().await;
 }
 
+/// Completing a run of consecutive ids (which stores may name by its range) completes exactly
+/// those rows, by either completion, repeated ids included, and leaves the rows on either side.
+pub async fn completing_a_run_of_ids_leaves_the_rows_around_it<H: StoreHarness>() {
+    let h = migrated::<H>().await;
+    let store = h.store();
+    let ids = publish_orders(&h, 9).await;
+
+    store
+        .complete(&[ids[3], ids[2], ids[4], ids[3]], Completion::Delete)
+        .await
+        .expect("complete a run");
+    assert_eq!(
+        pending_ids(&store).await,
+        [ids[0], ids[1], ids[5], ids[6], ids[7], ids[8]]
+    );
+    store
+        .complete(&ids[5..8], Completion::MarkPublished)
+        .await
+        .expect("publish a run");
+    assert_eq!(pending_ids(&store).await, [ids[0], ids[1], ids[8]]);
+    for &id in &ids[5..8] {
+        assert_eq!(row(&h, id).await.status, "published", "row {id}");
+    }
+    assert_eq!(
+        h.row_count().await,
+        6,
+        "published rows are kept, deleted ones gone"
+    );
+    assert_eq!(store.backlog().await.unwrap().pending, 3);
+    h.teardown().await;
+}
+
 /// `Completion::MarkPublished` keeps the rows as `published` with their time, out of the pending
 /// rows and the backlog; completing them again changes nothing, and a late failure report does not
 /// bring them back.

@@ -298,6 +298,7 @@ macro_rules! store_conformance {
             fetch_pending_respects_the_limit_in_id_order,
             complete_delete_removes_rows_and_is_idempotent,
             complete_mark_published_keeps_rows_out_of_the_backlog,
+            completing_a_run_of_ids_leaves_the_rows_around_it,
             failure_with_retry_time_keeps_the_row_pending,
             failure_without_retry_time_dead_letters_the_row,
             dead_keys_lists_each_dead_key_once,

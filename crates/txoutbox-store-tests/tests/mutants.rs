@@ -41,6 +41,7 @@ const LARGE_ROWS_READ_WHOLE: u8 = 25;
 const FETCH_AFTER_SKIPS_THE_NEXT_ID: u8 = 26;
 const PROGRESS_KEY_FOLDED: u8 = 27;
 const PROGRESS_NOT_KEPT: u8 = 28;
+const COMPLETION_WIDENED: u8 = 29;
 
 /// The SQLite store with defect `D`.
 struct MutantStore<const D: u8>(SqliteStore);
@@ -104,6 +105,17 @@ impl<const D: u8> Store for MutantStore<D> {
             (DELETE_IS_NOOP, Completion::Delete) => Ok(()),
             (MARK_PUBLISHED_DELETES, _) => self.0.complete(ids, Completion::Delete).await,
             (EMPTY_BATCH_FAILS, _) if ids.is_empty() => Err(Error::Config("no ids".into())),
+            // A range one id too wide at each end.
+            (COMPLETION_WIDENED, _) => {
+                let (low, high) = (ids.iter().min().copied(), ids.iter().max().copied());
+                let wide: Vec<i64> = ids
+                    .iter()
+                    .copied()
+                    .chain(low.map(|id| id - 1))
+                    .chain(high.map(|id| id + 1))
+                    .collect();
+                self.0.complete(&wide, completion).await
+            }
             _ => self.0.complete(ids, completion).await,
         }
     }
@@ -332,6 +344,7 @@ must_catch! {
     fetch_pending_respects_the_limit_in_id_order: FETCH_IGNORES_LIMIT, FETCH_REVERSED;
     complete_delete_removes_rows_and_is_idempotent: DELETE_IS_NOOP;
     complete_mark_published_keeps_rows_out_of_the_backlog: MARK_PUBLISHED_DELETES;
+    completing_a_run_of_ids_leaves_the_rows_around_it: COMPLETION_WIDENED, MARK_PUBLISHED_DELETES;
     failure_with_retry_time_keeps_the_row_pending: RETRY_TIME_IN_SECONDS;
     failure_without_retry_time_dead_letters_the_row: NEVER_DEAD, DEAD_NOT_COUNTED;
     dead_keys_lists_each_dead_key_once: DEAD_KEYS_REPEATED, DEAD_KEYS_OF_EVERY_ROW;

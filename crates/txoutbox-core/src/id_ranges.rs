@@ -1,20 +1,18 @@
-//! Sets of ids as inclusive ranges, so a statement names a batch by `id BETWEEN ? AND ?` instead
-//! of one `IN` entry per id: InnoDB walks a range once where an `IN` list descends the index for
-//! every id (a 1,000-row delete by range took the relay's MariaDB drain from 0.83–0.93× to
-//! 1.03–1.18× the plain relay's rate).
+//! Sets of row ids as inclusive ranges, for stores whose statements name a batch by
+//! `id BETWEEN … AND …` instead of one entry per id: a B-tree walks a range once where a list of
+//! ids descends the index for every id.
 
 use std::collections::BTreeSet;
 
-/// The most ranges one statement names; a set that needs more goes by `IN` list (or, for the
-/// ids behind the cursor, lists every pending id there).
-pub(crate) const MAX_RANGES: usize = 64;
+/// The most ranges [`runs`] and [`outside`] return: a store names more ids by list instead.
+pub const MAX_RANGES: usize = 64;
 
 /// An inclusive range of ids, `start <= end`.
-pub(crate) type IdRange = (i64, i64);
+pub type IdRange = (i64, i64);
 
 /// `ids` as the fewest inclusive ranges that hold exactly those ids, in ascending order; `None`
 /// when that takes more than [`MAX_RANGES`].
-pub(crate) fn runs(ids: &[i64]) -> Option<Vec<IdRange>> {
+pub fn runs(ids: &[i64]) -> Option<Vec<IdRange>> {
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
@@ -37,7 +35,7 @@ pub(crate) fn runs(ids: &[i64]) -> Option<Vec<IdRange>> {
 /// The ids up to `upto` (inclusive) that are not in `known`, as the fewest ranges, in ascending
 /// order; `None` when that takes more than [`MAX_RANGES`]. Empty when `known` holds every id
 /// from `i64::MIN` to `upto`.
-pub(crate) fn outside(known: &BTreeSet<i64>, upto: i64) -> Option<Vec<IdRange>> {
+pub fn outside(known: &BTreeSet<i64>, upto: i64) -> Option<Vec<IdRange>> {
     let mut ranges: Vec<IdRange> = Vec::new();
     // The lowest id not yet placed in a range or known; `None` once past `i64::MAX`.
     let mut next = Some(i64::MIN);
