@@ -81,14 +81,14 @@ pub(crate) struct Statements {
     /// Writes of a coordinated node: conditional on its lease ($2 node, $3 epoch; failures: $5, $6).
     pub(crate) delete_fenced: Arc<str>,
     pub(crate) mark_published_fenced: Arc<str>,
+    pub(crate) record_failures_fenced: Arc<str>,
     /// `delete` and `mark_published` of the ids from $1 to $2 (a batch of consecutive ids: one
-    /// range scan of the primary key, where `id = ANY($1)` descends it for every id), and their
-    /// fenced forms ($3 node, $4 epoch).
+    /// index range scan, where `id = ANY($1)` descends the index for every id), and their fenced
+    /// forms ($3 node, $4 epoch).
     pub(crate) delete_range: Arc<str>,
     pub(crate) mark_published_range: Arc<str>,
     pub(crate) delete_range_fenced: Arc<str>,
     pub(crate) mark_published_range_fenced: Arc<str>,
-    pub(crate) record_failures_fenced: Arc<str>,
     /// The relay says whether it is awake ($1): the notify trigger stays silent while it is.
     pub(crate) relay_awake: Arc<str>,
     pub(crate) leases: LeaseStatements,

@@ -21,6 +21,7 @@ macro_rules! lease_conformance {
         $crate::lease_conformance!(@cases $harness;
             a_bucket_has_one_holder_until_it_is_released,
             writes_of_a_session_whose_lease_was_taken_are_fenced_off,
+            fenced_completions_of_runs_and_lists_change_only_their_rows,
             a_work_balance_node_reads_only_its_buckets,
             node_ids_are_compared_exactly,
             claims_name_the_sessions_whose_expired_leases_they_take,
@@ -49,14 +50,7 @@ where
 /// Inserts one row per key as a foreign writer would, and returns (id, bucket) of each (the
 /// bucket as the relay reads it).
 async fn rows<H: Harness>(harness: &H, keys: &[String]) -> Vec<(i64, i32)> {
-    let mut ids = Vec::with_capacity(keys.len());
-    for key in keys {
-        ids.push(
-            harness
-                .insert_foreign("t", Some(key.as_bytes()), Some(b"x"), None)
-                .await,
-        );
-    }
+    let ids = rows_of(harness, keys).await;
     let read = harness
         .store()
         .fetch_pending(ReadLimit::rows(keys.len() + 1))
@@ -197,6 +191,91 @@ where
     // The old session learns it at its next renewal: the leases are not its any more.
     assert!(store.claim("old", old, &buckets, LONG).await.unwrap().is_empty());
     harness.teardown().await;
+}
+
+/// A node's fenced completions, of a run of consecutive ids and of ids with a gap between them,
+/// by either completion, change those rows and no others while it holds their buckets, and
+/// nothing once another session took them.
+pub async fn fenced_completions_of_runs_and_lists_change_only_their_rows<H: Harness>()
+where
+    H::Store: Leases,
+{
+    let harness = H::ready(topics()).await;
+    let keys: Vec<String> = (0..6).map(|i| format!("fenced-{i}")).collect();
+    let rows = rows(&harness, &keys).await;
+    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+    let buckets: Vec<i32> = rows.iter().map(|(_, b)| *b).collect();
+    let store = harness.store();
+    let epoch = store.join("node", "work-balance", LONG).await.unwrap();
+    store.claim("node", epoch, &buckets, LONG).await.unwrap();
+    let view = Ownership::new("node");
+    view.begin_for_tests(epoch);
+    let node = attached(&harness, &view);
+
+    node.complete(&ids[0..2], Completion::MarkPublished)
+        .await
+        .unwrap();
+    node.complete(&[ids[2], ids[4]], Completion::MarkPublished)
+        .await
+        .unwrap();
+    node.complete(&[ids[3], ids[5]], Completion::Delete)
+        .await
+        .unwrap();
+    let published: Vec<Option<String>> = statuses(&harness, &ids).await;
+    assert_eq!(
+        published,
+        [
+            Some("published"),
+            Some("published"),
+            Some("published"),
+            None,
+            Some("published"),
+            None
+        ]
+        .map(|s| s.map(str::to_owned)),
+        "runs and lists change exactly their rows"
+    );
+    assert_eq!(view.write_counts(), (6, 0));
+
+    // Another session takes the buckets: this node's writes change nothing.
+    let more = rows_of(&harness, &keys).await;
+    store.release("node", epoch, &buckets).await.unwrap();
+    let other = store.join("other", "work-balance", LONG).await.unwrap();
+    store.claim("other", other, &buckets, LONG).await.unwrap();
+    node.complete(&more, Completion::Delete).await.unwrap();
+    node.complete(&[more[0], more[2]], Completion::MarkPublished)
+        .await
+        .unwrap();
+    for id in &more {
+        assert_eq!(
+            status(&harness, *id).await.as_deref(),
+            Some("pending"),
+            "row {id}"
+        );
+    }
+    harness.teardown().await;
+}
+
+/// The status of each of `ids` (`None`: deleted).
+async fn statuses<H: StoreHarness>(harness: &H, ids: &[i64]) -> Vec<Option<String>> {
+    let mut statuses = Vec::with_capacity(ids.len());
+    for id in ids {
+        statuses.push(status(harness, *id).await);
+    }
+    statuses
+}
+
+/// Inserts one row per key as a foreign writer would, and returns their ids.
+async fn rows_of<H: Harness>(harness: &H, keys: &[String]) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(keys.len());
+    for key in keys {
+        ids.push(
+            harness
+                .insert_foreign("t", Some(key.as_bytes()), Some(b"x"), None)
+                .await,
+        );
+    }
+    ids
 }
 
 /// A work-balance node reads the rows of its buckets only — from the start and after a cursor —,
