@@ -106,18 +106,23 @@ where
     query
 }
 
-/// `(id BETWEEN ? AND ? OR …)` with `n` ranges, for a statement that takes no locks.
-fn in_ranges(n: usize) -> String {
-    let mut s = String::with_capacity(n * 24 + 2);
+/// `(term OR term …)` with `n` terms.
+fn any_of(n: usize, term: &str) -> String {
+    let mut s = String::with_capacity(n * (term.len() + 4) + 2);
     s.push('(');
     for i in 0..n {
         if i > 0 {
             s.push_str(" OR ");
         }
-        s.push_str("id BETWEEN ? AND ?");
+        s.push_str(term);
     }
     s.push(')');
     s
+}
+
+/// `(id BETWEEN ? AND ? OR …)` with `n` ranges, for a statement that takes no locks.
+fn in_ranges(n: usize) -> String {
+    any_of(n, "id BETWEEN ? AND ?")
 }
 
 /// `query` with the bounds of `ranges` bound, padded to [`padded_len`] with its last range.
@@ -139,16 +144,7 @@ pub(crate) fn bind_ranges<'q>(
 /// for that writer's commit (measured on MariaDB 10.11: a lock-wait timeout), where the range up
 /// to `b - 1` stops at `b`, a row of the batch, and `id = b` locks that row alone.
 fn in_runs(n: usize) -> String {
-    let mut s = String::with_capacity(n * 36 + 2);
-    s.push('(');
-    for i in 0..n {
-        if i > 0 {
-            s.push_str(" OR ");
-        }
-        s.push_str("id BETWEEN ? AND ? OR id = ?");
-    }
-    s.push(')');
-    s
+    any_of(n, "id BETWEEN ? AND ? OR id = ?")
 }
 
 /// `query` with the runs of [`in_runs`] bound (`a`, `b - 1`, `b` each), padded to

@@ -194,6 +194,23 @@ fn fence(leases: &str, node: &str, epoch: &str) -> String {
     )
 }
 
+/// The completions of the pending rows `ids` selects (a condition on `o.id`): delete, mark
+/// published, and both fenced by the node and epoch in the parameters `fence_params`.
+fn completions(t: &str, leases: &str, ids: &str, fence_params: (&str, &str)) -> [Arc<str>; 4] {
+    let delete = format!("DELETE FROM {t} AS o WHERE {ids} AND o.status = 'pending'");
+    let mark_published = format!(
+        "UPDATE {t} AS o SET status = 'published', published_at = now(), next_attempt_at = NULL \
+         WHERE {ids} AND o.status = 'pending'"
+    );
+    let fenced = format!(" AND {}", fence(leases, fence_params.0, fence_params.1));
+    [
+        Arc::from(delete.as_str()),
+        Arc::from(mark_published.as_str()),
+        Arc::from(format!("{delete}{fenced}")),
+        Arc::from(format!("{mark_published}{fenced}")),
+    ]
+}
+
 /// The dead-letter filter: $1 topic, $2 lowest id, $3 highest id, $4 created before (each NULL
 /// for "any").
 const DEAD_FILTER: &str = "status = 'dead' AND ($1::text IS NULL OR topic = $1) \
@@ -204,6 +221,14 @@ impl Statements {
     pub(crate) fn new(table: TableName) -> Self {
         let t = table.quoted();
         let leases = table.quoted_with_suffix("_relay_leases");
+        let [delete, mark_published, delete_fenced, mark_published_fenced] =
+            completions(&t, &leases, "o.id = ANY($1)", ("$2", "$3"));
+        let [
+            delete_range,
+            mark_published_range,
+            delete_range_fenced,
+            mark_published_range_fenced,
+        ] = completions(&t, &leases, "o.id BETWEEN $1 AND $2", ("$3", "$4"));
         Self {
             migrations_table: table.quoted_with_suffix("_migrations"),
             progress_kept: format!(
@@ -251,12 +276,6 @@ impl Statements {
             .into(),
             fetch_pending_in_buckets: fetch_statement(&table, "true", "$7::int[]").into(),
             fetch_pending_locked: fetch_statement(&table, &relay_lock_granted(), "NULL::int[]").into(),
-            delete: format!("DELETE FROM {t} WHERE id = ANY($1) AND status = 'pending'").into(),
-            mark_published: format!(
-                "UPDATE {t} SET status = 'published', published_at = now(), next_attempt_at = NULL \
-                 WHERE id = ANY($1) AND status = 'pending'"
-            )
-            .into(),
             record_failures: format!(
                 "UPDATE {t} AS o SET attempts = f.attempts, last_error = f.error, next_attempt_at = f.next, \
                    status = CASE WHEN f.next IS NULL THEN 'dead' ELSE 'pending' END \
@@ -300,34 +319,14 @@ impl Statements {
                  FROM {t} GROUP BY topic ORDER BY topic"
             )
             .into(),
-            delete_range: format!("DELETE FROM {t} WHERE id BETWEEN $1 AND $2 AND status = 'pending'").into(),
-            mark_published_range: format!(
-                "UPDATE {t} SET status = 'published', published_at = now(), next_attempt_at = NULL \
-                 WHERE id BETWEEN $1 AND $2 AND status = 'pending'"
-            )
-            .into(),
-            delete_range_fenced: format!(
-                "DELETE FROM {t} AS o WHERE o.id BETWEEN $1 AND $2 AND o.status = 'pending' AND {}",
-                fence(&leases, "$3", "$4")
-            )
-            .into(),
-            mark_published_range_fenced: format!(
-                "UPDATE {t} AS o SET status = 'published', published_at = now(), next_attempt_at = NULL \
-                 WHERE o.id BETWEEN $1 AND $2 AND o.status = 'pending' AND {}",
-                fence(&leases, "$3", "$4")
-            )
-            .into(),
-            delete_fenced: format!(
-                "DELETE FROM {t} AS o WHERE o.id = ANY($1) AND o.status = 'pending' AND {}",
-                fence(&leases, "$2", "$3")
-            )
-            .into(),
-            mark_published_fenced: format!(
-                "UPDATE {t} AS o SET status = 'published', published_at = now(), next_attempt_at = NULL \
-                 WHERE o.id = ANY($1) AND o.status = 'pending' AND {}",
-                fence(&leases, "$2", "$3")
-            )
-            .into(),
+            delete,
+            mark_published,
+            delete_fenced,
+            mark_published_fenced,
+            delete_range,
+            mark_published_range,
+            delete_range_fenced,
+            mark_published_range_fenced,
             record_failures_fenced: format!(
                 "UPDATE {t} AS o SET attempts = f.attempts, last_error = f.error, next_attempt_at = f.next, \
                    status = CASE WHEN f.next IS NULL THEN 'dead' ELSE 'pending' END \
