@@ -106,10 +106,10 @@ pub(crate) struct InboxResult {
 }
 
 /// Runs `shape.rounds` rounds on PostgreSQL, SQLite and MySQL / MariaDB, each unless skipped.
-pub(crate) async fn run(shape: Shape, postgres: bool, sqlite: bool, mysql: bool) -> InboxResult {
+pub(crate) async fn run(shape: Shape, postgres_too: bool, sqlite: bool, mysql: bool) -> InboxResult {
     let lanes = InboxConfig::default().concurrency;
     let pool_size = lanes as u32 + 1;
-    let stores = Db::selected(postgres, sqlite, mysql);
+    let stores = Db::selected(postgres_too, sqlite, mysql);
     let records = records(shape.records, shape.keys);
     let mut per_store: Vec<Rounds> = vec![Rounds::default(); stores.len()];
     let mut fill = Vec::new();

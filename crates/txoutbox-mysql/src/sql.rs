@@ -142,7 +142,9 @@ pub(crate) fn bind_ranges<'q>(
 /// record past its end (InnoDB's next-key lock at REPEATABLE READ), and past a batch's last id
 /// that record is often a writer's uncommitted row: `id BETWEEN a AND b` made the completion wait
 /// for that writer's commit (measured on MariaDB 10.11: a lock-wait timeout), where the range up
-/// to `b - 1` stops at `b`, a row of the batch, and `id = b` locks that row alone.
+/// to `b - 1` stops at `b`, a row of the batch, and `id = b` locks that row alone. (Were `b` gone
+/// already — completed twice, and purged — the scan would reach the next record again: a wait,
+/// never a wrong row.)
 fn in_runs(n: usize) -> String {
     any_of(n, "id BETWEEN ? AND ? OR id = ?")
 }

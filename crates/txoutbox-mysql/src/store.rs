@@ -69,8 +69,9 @@ pub struct MySqlStore {
     lock: Arc<RelayLock>,
     /// Ids this store returned that may still be pending: a pending id at or below the cursor
     /// that is not in here committed late. Ids leave it when completed or dead-lettered here, at
-    /// a read from the start, and at every [`FULL_LISTING_EVERY`]th check for late commits (ids
-    /// another store or a person changed).
+    /// a read from the start, and at every check for late commits that lists every pending id
+    /// (each [`FULL_LISTING_EVERY`]th, and those with more gaps than one statement names): ids
+    /// another store or a person changed.
     returned: Arc<Mutex<BTreeSet<i64>>>,
     /// Checks for late commits so far (see [`FULL_LISTING_EVERY`]).
     checks: Arc<AtomicU32>,
