@@ -32,6 +32,16 @@ pub fn runs(ids: &[i64]) -> Option<Vec<IdRange>> {
     Some(ranges)
 }
 
+/// The range `ids` make when they are one run of consecutive ids (repeats allowed), else `None`.
+pub fn single_run(ids: &[i64]) -> Option<IdRange> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let (&first, &last) = (sorted.first()?, sorted.last()?);
+    let span = last.checked_sub(first)?;
+    (usize::try_from(span).ok()? == sorted.len() - 1).then_some((first, last))
+}
+
 /// The ids up to `upto` (inclusive) that are not in `known`, as the fewest ranges, in ascending
 /// order; `None` when that takes more than [`MAX_RANGES`]. Empty when `known` holds every id
 /// from `i64::MIN` to `upto`.
@@ -81,6 +91,16 @@ mod tests {
     }
 
     #[test]
+    fn a_single_run_is_its_range() {
+        assert_eq!(single_run(&[5, 3, 4, 4]), Some((3, 5)));
+        assert_eq!(single_run(&[7]), Some((7, 7)));
+        assert_eq!(single_run(&[1, 3]), None);
+        assert_eq!(single_run(&[1, 1, 3]), None);
+        assert_eq!(single_run(&[]), None);
+        assert_eq!(single_run(&[i64::MIN, i64::MAX]), None);
+    }
+
+    #[test]
     fn too_many_runs_are_refused() {
         let spread: Vec<i64> = (0..=MAX_RANGES as i64).map(|i| i * 2).collect();
         assert_eq!(runs(&spread), None);
@@ -116,6 +136,16 @@ mod tests {
                     prop_assert!(gaps + 1 > MAX_RANGES);
                 }
             }
+        }
+
+        /// `single_run` agrees with `runs` on whether the ids make one run.
+        #[test]
+        fn single_run_is_a_one_range_run(ids in proptest::collection::vec(-20i64..20, 0..30)) {
+            let expected = match runs(&ids).as_deref() {
+                Some(&[run]) => Some(run),
+                _ => None,
+            };
+            prop_assert_eq!(single_run(&ids), expected);
         }
 
         /// Every id up to `upto` is in the ranges or in `known`, never both, and none above it.

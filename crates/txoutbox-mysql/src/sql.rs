@@ -7,6 +7,9 @@ use txoutbox_core::TableName;
 
 use txoutbox_core::id_ranges::IdRange;
 
+/// A statement of this store with its parameters being bound.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
+
 /// The size the relay counts for a row (what a [`txoutbox_core::ReadLimit`] bounds): topic,
 /// key, payload and headers in bytes.
 const ROW_SIZE: &str = "LENGTH(topic) + COALESCE(LENGTH(`key`), 0) + COALESCE(LENGTH(payload), 0) \
@@ -93,10 +96,7 @@ pub(crate) fn padded_len(n: usize) -> usize {
 }
 
 /// `query` with the values of `list` bound, padded to [`padded_len`] with its last value.
-pub(crate) fn bind_padded<'q, T>(
-    mut query: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
-    list: &[T],
-) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>
+pub(crate) fn bind_padded<'q, T>(mut query: Query<'q>, list: &[T]) -> Query<'q>
 where
     T: Copy + Default + sqlx::Encode<'q, sqlx::MySql> + sqlx::Type<sqlx::MySql> + 'q,
 {
@@ -126,10 +126,7 @@ fn in_ranges(n: usize) -> String {
 }
 
 /// `query` with the bounds of `ranges` bound, padded to [`padded_len`] with its last range.
-pub(crate) fn bind_ranges<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
-    ranges: &[IdRange],
-) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
+pub(crate) fn bind_ranges<'q>(mut query: Query<'q>, ranges: &[IdRange]) -> Query<'q> {
     for i in 0..padded_len(ranges.len()) {
         let (start, end) = ranges.get(i).or(ranges.last()).copied().unwrap_or((1, 0));
         query = query.bind(start).bind(end);
@@ -151,10 +148,7 @@ fn in_runs(n: usize) -> String {
 
 /// `query` with the runs of [`in_runs`] bound (`a`, `b - 1`, `b` each), padded to
 /// [`padded_len`] with the last run.
-pub(crate) fn bind_runs<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
-    runs: &[IdRange],
-) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
+pub(crate) fn bind_runs<'q>(mut query: Query<'q>, runs: &[IdRange]) -> Query<'q> {
     for i in 0..padded_len(runs.len()) {
         let (start, end) = runs.get(i).or(runs.last()).copied().unwrap_or((1, 0));
         // A run of one id names the empty range `[1, 0]` and the id.

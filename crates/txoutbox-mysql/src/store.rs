@@ -25,11 +25,10 @@ use txoutbox_core::{
 use crate::error::db_error;
 use crate::migrate;
 use crate::relay_lock::{Held, RelayLock};
-use crate::sql::{ALL_BUCKETS, Ids, MAX_IDS, Statements, bind_padded, bind_ranges, bind_runs, padded_len};
+use crate::sql::{
+    ALL_BUCKETS, Ids, MAX_IDS, Query, Statements, bind_padded, bind_ranges, bind_runs, padded_len,
+};
 use txoutbox_core::id_ranges;
-
-/// A statement of this store with its parameters being bound.
-type Query<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
 
 /// The lock name a coordinated node's reads ask `IS_USED_LOCK` about (they hold no relay lock and
 /// do not look at the answer): MySQL refuses a NULL or empty lock name.

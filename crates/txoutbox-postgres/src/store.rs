@@ -289,10 +289,7 @@ impl Store for PgStore {
             return Ok(());
         }
         // A batch of consecutive ids (a backlog read in id order) is named by its range.
-        let range = match id_ranges::runs(ids).as_deref() {
-            Some(&[run]) => Some(run),
-            _ => None,
-        };
+        let range = id_ranges::single_run(ids);
         let fence = self.ownership.as_ref().map(Ownership::fence);
         let statement = self.sql.complete(completion, range.is_some(), fence.is_some());
         let mut query = sqlx::query(AssertSqlSafe(Arc::clone(statement)));

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use txoutbox_core::TableName;
+use txoutbox_core::{Completion, TableName};
 
 /// The size the relay counts for a row (what a [`txoutbox_core::ReadLimit`] bounds): topic,
 /// key, payload and headers in bytes.
@@ -43,9 +43,34 @@ pub(crate) struct Statements {
 const DEAD_FILTER: &str = "status = 'dead' AND (?1 IS NULL OR topic = ?1) \
      AND (?2 IS NULL OR id >= ?2) AND (?3 IS NULL OR id <= ?3) AND (?4 IS NULL OR created_at < ?4)";
 
+/// The delete and the mark-published of the pending rows `ids` selects (a condition on `id`).
+fn completions(t: &str, ids: &str) -> [Arc<str>; 2] {
+    [
+        Arc::from(format!("DELETE FROM {t} WHERE {ids} AND status = 'pending'")),
+        Arc::from(format!(
+            "UPDATE {t} SET status = 'published', next_attempt_at = NULL, \
+               published_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
+             WHERE {ids} AND status = 'pending'"
+        )),
+    ]
+}
+
 impl Statements {
+    /// The completion `completion` asks for: of the ids in the JSON list ?1 (`range`: of the ids
+    /// from ?1 to ?2).
+    pub(crate) fn complete(&self, completion: Completion, range: bool) -> &Arc<str> {
+        match (completion == Completion::MarkPublished, range) {
+            (true, false) => &self.mark_published,
+            (true, true) => &self.mark_published_range,
+            (false, false) => &self.delete,
+            (false, true) => &self.delete_range,
+        }
+    }
+
     pub(crate) fn new(table: TableName) -> Self {
         let t = table.quoted();
+        let [delete, mark_published] = completions(&t, "id IN (SELECT value FROM json_each(?1))");
+        let [delete_range, mark_published_range] = completions(&t, "id BETWEEN ?1 AND ?2");
         Self {
             migrations_table: table.quoted_with_suffix("_migrations"),
             progress_kept: format!(
@@ -98,23 +123,10 @@ impl Statements {
                  ORDER BY t.id"
             )
             .into(),
-            delete: format!(
-                "DELETE FROM {t} WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending'"
-            )
-            .into(),
-            mark_published: format!(
-                "UPDATE {t} SET status = 'published', next_attempt_at = NULL, \
-                   published_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
-                 WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending'"
-            )
-            .into(),
-            delete_range: format!("DELETE FROM {t} WHERE id BETWEEN ?1 AND ?2 AND status = 'pending'").into(),
-            mark_published_range: format!(
-                "UPDATE {t} SET status = 'published', next_attempt_at = NULL, \
-                   published_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
-                 WHERE id BETWEEN ?1 AND ?2 AND status = 'pending'"
-            )
-            .into(),
+            delete,
+            mark_published,
+            delete_range,
+            mark_published_range,
             record_failures: format!(
                 "UPDATE {t} AS o SET attempts = f.value ->> 1, last_error = f.value ->> 2, \
                    next_attempt_at = f.value ->> 3, \

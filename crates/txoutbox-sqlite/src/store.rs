@@ -206,27 +206,13 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
-        let published = completion == Completion::MarkPublished;
         // A batch of consecutive ids (a backlog read in id order) is named by its range.
-        let query = match id_ranges::runs(ids).as_deref() {
-            Some(&[(first, last)]) => {
-                let statement = if published {
-                    &self.sql.mark_published_range
-                } else {
-                    &self.sql.delete_range
-                };
-                sqlx::query(AssertSqlSafe(Arc::clone(statement)))
-                    .bind(first)
-                    .bind(last)
-            }
-            _ => {
-                let statement = if published {
-                    &self.sql.mark_published
-                } else {
-                    &self.sql.delete
-                };
-                sqlx::query(AssertSqlSafe(Arc::clone(statement))).bind(id_list(ids))
-            }
+        let range = id_ranges::single_run(ids);
+        let statement = self.sql.complete(completion, range.is_some());
+        let query = sqlx::query(AssertSqlSafe(Arc::clone(statement)));
+        let query = match range {
+            Some((first, last)) => query.bind(first).bind(last),
+            None => query.bind(id_list(ids)),
         };
         query.execute(&self.pool).await.map_err(db_error)?;
         Ok(())
