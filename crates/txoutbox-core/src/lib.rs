@@ -78,7 +78,7 @@ pub use retry::RetryPolicy;
 pub use row_fields::{RowFields, UnfitColumn};
 pub use schema::{Migration, Migrations, check_schema_version};
 pub use sink::{BatchDelivery, DeliveryResult, DeliveryTracker, Sink, SinkError, SinkErrorKind, TakenOver};
-pub use store::{Backlog, Completion, Failure, ReadLimit, Store};
+pub use store::{Backlog, Completion, Failure, ReadLimit, Store, in_id_order};
 pub use stream_positions::StreamPositions;
 pub use topic::{Topic, validate_topic_name};
 pub use topics::Topics;

@@ -123,6 +123,16 @@ impl ReadLimit {
     }
 }
 
+/// The rows of a read in id order. The SQL stores' budgeted reads do not sort their results again
+/// (the window over row sizes already orders them, and a final sort cost about as much as that
+/// window): they come in id order in practice, and this check keeps that from being assumed.
+pub fn in_id_order(mut messages: Vec<OutboxMessage>) -> Vec<OutboxMessage> {
+    if !messages.is_sorted_by_key(|m| m.id) {
+        messages.sort_by_key(|m| m.id);
+    }
+    messages
+}
+
 /// The backlog at a glance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Backlog {
@@ -322,6 +332,15 @@ mod tests {
         m.topic = "t".into();
         m.payload = Some(vec![0; payload].into());
         m
+    }
+
+    #[test]
+    fn rows_come_back_in_id_order() {
+        let ids = |messages: &[OutboxMessage]| messages.iter().map(|m| m.id).collect::<Vec<_>>();
+        let made = |ids: &[i64]| ids.iter().map(|id| message(*id, 1)).collect::<Vec<_>>();
+        assert_eq!(ids(&in_id_order(made(&[3, 1, 2]))), [1, 2, 3]);
+        assert_eq!(ids(&in_id_order(made(&[1, 2, 3]))), [1, 2, 3]);
+        assert!(in_id_order(Vec::new()).is_empty());
     }
 
     #[test]

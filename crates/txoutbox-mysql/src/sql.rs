@@ -19,28 +19,30 @@ const ROW_SIZE: &str = "LENGTH(topic) + COALESCE(LENGTH(`key`), 0) + COALESCE(LE
 const KEPT_LENGTHS: &str = "COALESCE(LENGTH(`key`), 0) AS key_len, LENGTH(topic) AS topic_len";
 
 /// The relay's read of the rows `sizes` selects (`SELECT id, <size> AS size, key_len, topic_len ...`, its own
-/// parameters in the middle): in id order while their sizes add up to less than the byte budget
+/// parameters in the middle): while their sizes, added up in id order, stay below the byte budget
 /// (at least one row); a row larger than the largest message comes back without payload and
 /// headers (and without a key over 64 KiB or a topic longer than any valid one), and only what it
-/// brings counts against the budget.
+/// brings counts against the budget. The result is not sorted again (the window orders the rows;
+/// the caller checks, see [`txoutbox_core::in_id_order`]).
 /// Parameters: the relay lock's name, the largest message (twice), those of `sizes`, the budget.
 /// The columns: the table contract's, in [`txoutbox_core::row_position`] order, `holder` (the connection holding the relay lock when
-/// the rows were read), the row's size, and how many rows the read had before the budget cut it.
+/// the rows were read), the row's size, and whether the read had a row after it (1 or 0): on the
+/// last row, that the budget cut the read.
 fn budgeted(t: &str, sizes: &str) -> String {
     format!(
         "SELECT r.id, r.message_id, IF(c.big AND LENGTH(r.topic) > 255, '', r.topic), \
            IF(c.big AND LENGTH(r.`key`) > 65536, NULL, r.`key`), IF(c.big, NULL, r.payload), IF(c.big, NULL, r.headers), \
            r.created_at, r.attempts, r.next_attempt_at, r.bucket, \
-           CAST(IS_USED_LOCK(?) AS SIGNED) AS holder, CAST(c.size AS SIGNED), CAST(c.candidates AS SIGNED) \
+           CAST(IS_USED_LOCK(?) AS SIGNED) AS holder, CAST(c.size AS SIGNED), c.more \
          FROM ( \
-           SELECT k.id, k.size, k.big, k.cost, SUM(k.cost) OVER (ORDER BY k.id) AS upto, \
-             COUNT(*) OVER () AS candidates \
+           SELECT k.id, k.size, k.big, k.cost, SUM(k.cost) OVER o AS upto, \
+             CAST(LEAD(k.id) OVER o IS NOT NULL AS SIGNED) AS more \
            FROM (SELECT s.id, s.size, s.size > ? AS big, \
                    IF(s.size > ?, IF(s.key_len > 65536, 0, s.key_len) + IF(s.topic_len > 255, 0, s.topic_len), s.size) AS cost \
                  FROM ({sizes}) AS s) AS k \
+           WINDOW o AS (ORDER BY k.id) \
          ) AS c JOIN {t} AS r ON r.id = c.id \
-         WHERE c.upto - c.cost < ? \
-         ORDER BY r.id"
+         WHERE c.upto - c.cost < ?"
     )
 }
 

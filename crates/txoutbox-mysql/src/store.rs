@@ -36,8 +36,8 @@ const NO_RELAY_LOCK: &str = "txoutbox: coordinated, no relay lock";
 
 /// Where a read's row size sits (after the table contract's columns and `holder`).
 const SIZE: usize = row_position::COUNT + 1;
-/// Where a read's count of rows before the byte budget cut it sits.
-const CANDIDATES: usize = row_position::COUNT + 2;
+/// Where a read's flag that it had a row after this one sits.
+const MORE: usize = row_position::COUNT + 2;
 
 /// The most pending ids at or below the cursor one fetch lists; beyond it the fetch reads from
 /// the start instead (always correct, slower).
@@ -235,7 +235,8 @@ impl MySqlStore {
     ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
         let mut messages = Vec::with_capacity(rows.len());
         let mut topics = Interner::new();
-        let mut candidates = 0;
+        // The last row in id order, and whether the read had more rows after it.
+        let mut last: Option<(i64, bool)> = None;
         for row in rows {
             let holder: Option<i64> = row.try_get(row_position::COUNT).map_err(db_error)?;
             if let Some(held) = &access.held
@@ -244,11 +245,15 @@ impl MySqlStore {
                 self.lock.lost().await;
                 return Ok(None);
             }
-            candidates = row.try_get::<i64, _>(CANDIDATES).map_err(db_error)?;
-            messages.push(decode(row, message_bytes, &mut topics).map_err(db_error)?);
+            let message = decode(row, message_bytes, &mut topics).map_err(db_error)?;
+            if last.is_none_or(|(id, _)| message.id > id) {
+                let more = row.try_get::<i64, _>(MORE).map_err(db_error)? != 0;
+                last = Some((message.id, more));
+            }
+            messages.push(message);
         }
-        let cut = (messages.len() as i64) < candidates;
-        Ok(Some((messages, cut)))
+        let cut = last.is_some_and(|(_, more)| more);
+        Ok(Some((txoutbox_core::in_id_order(messages), cut)))
     }
 
     async fn fetch_from(

@@ -100,17 +100,19 @@ impl Statements {
             // brings counts against the budget: its size, or for a larger row only its key and
             // topic (when they are returned). Sizes first (read from the
             // record headers, not the values), then the contents of the rows within the budget:
-            // a row larger than ?4 without payload and headers (and key over 64 KiB). Each row carries its size and
-            // how many rows the read had before the budget cut it.
+            // a row larger than ?4 without payload and headers (and key over 64 KiB). Each row
+            // carries its size. The result is not sorted again (the window orders the rows; the
+            // caller checks): that sort and a second window, `count(*) OVER ()`, made the read
+            // about a tenth slower.
             fetch_pending: format!(
                 "SELECT t.id, t.message_id, \
                    CASE WHEN c.big AND octet_length(t.topic) > 255 THEN '' ELSE t.topic END, \
                    CASE WHEN c.big AND octet_length(t.key) > 65536 THEN NULL ELSE t.key END, \
                    CASE WHEN c.big THEN NULL ELSE t.payload END, \
                    CASE WHEN c.big THEN NULL ELSE t.headers END, \
-                   t.created_at, t.attempts, t.next_attempt_at, t.bucket, c.size, c.candidates \
+                   t.created_at, t.attempts, t.next_attempt_at, t.bucket, c.size \
                  FROM ( \
-                   SELECT k.*, sum(k.cost) OVER (ORDER BY k.id) AS upto, count(*) OVER () AS candidates \
+                   SELECT k.*, sum(k.cost) OVER (ORDER BY k.id) AS upto \
                    FROM (SELECT s.id, s.size, s.size > ?4 AS big, CASE WHEN s.size > ?4 THEN \
                            (CASE WHEN s.key_len > 65536 THEN 0 ELSE s.key_len END) \
                            + (CASE WHEN s.topic_len > 255 THEN 0 ELSE s.topic_len END) \
@@ -119,8 +121,7 @@ impl Statements {
                                  coalesce(octet_length(topic), 0) AS topic_len FROM {t} \
                                WHERE status = 'pending' AND id > ?2 ORDER BY id LIMIT ?1) AS s) AS k \
                  ) AS c JOIN {t} AS t ON t.id = c.id \
-                 WHERE c.upto - c.cost < ?3 \
-                 ORDER BY t.id"
+                 WHERE c.upto - c.cost < ?3"
             )
             .into(),
             delete,

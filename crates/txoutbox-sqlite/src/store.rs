@@ -199,10 +199,12 @@ impl Store for SqliteStore {
             .await
             .map_err(db_error)?;
         let mut topics = Interner::new();
-        rows.iter()
+        let messages = rows
+            .iter()
             .map(|row| decode(row, limit.message_bytes, &mut topics))
             .collect::<Result<_, _>>()
-            .map_err(db_error)
+            .map_err(db_error)?;
+        Ok(txoutbox_core::in_id_order(messages))
     }
 
     async fn complete(&self, ids: &[i64], completion: Completion) -> Result<()> {
