@@ -124,8 +124,8 @@ impl ReadLimit {
 }
 
 /// The rows of a read in id order. The SQL stores' budgeted reads do not sort their results again
-/// (the window over row sizes already orders them, and a final sort cost about as much as that
-/// window): they come in id order in practice, and this check keeps that from being assumed.
+/// (the window over row sizes already orders them, and a second sort costs the database time on
+/// every read): they come in id order in practice, and this check keeps that from being assumed.
 pub fn in_id_order(mut messages: Vec<OutboxMessage>) -> Vec<OutboxMessage> {
     if !messages.is_sorted_by_key(|m| m.id) {
         messages.sort_by_key(|m| m.id);

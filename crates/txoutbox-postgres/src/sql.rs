@@ -145,10 +145,10 @@ const ROW_SIZE: &str = "octet_length(topic)::bigint + coalesce(octet_length(key)
 /// row also carries its size and whether the read had a row after it.
 ///
 /// The running sum and the look-ahead share one window over the candidates in id order (a
-/// `float8` sum, exact far beyond any budget: a `bigint` sum is `numeric`, several times slower),
-/// and the result is not sorted again: the caller puts the rows in id order. With a second
-/// window (`count(*) OVER ()`), a numeric sum and a final sort this wrapper took about as long
-/// again as the two reads it wraps.
+/// `float8` sum, exact while the rows add up to less than 2^53 bytes: a `bigint` sum is
+/// `numeric`, and slower), and the result is not sorted again: the caller puts the rows in id
+/// order. With a second window (`count(*) OVER ()`), a numeric sum and a final sort, a 1,000-row
+/// read took 6.0–8.5 ms of server time against 4.5–5.9 ms (docs/benchmarks.md).
 fn fetch_statement(table: &TableName, held: &str, buckets: &str) -> String {
     let after = table.quoted_with_suffix("_pending_after");
     let late = table.quoted_with_suffix("_pending_late");

@@ -102,8 +102,7 @@ impl Statements {
             // record headers, not the values), then the contents of the rows within the budget:
             // a row larger than ?4 without payload and headers (and key over 64 KiB). Each row
             // carries its size. The result is not sorted again (the window orders the rows; the
-            // caller checks): that sort and a second window, `count(*) OVER ()`, made the read
-            // about a tenth slower.
+            // caller checks, see `txoutbox_core::in_id_order`).
             fetch_pending: format!(
                 "SELECT t.id, t.message_id, \
                    CASE WHEN c.big AND octet_length(t.topic) > 255 THEN '' ELSE t.topic END, \
