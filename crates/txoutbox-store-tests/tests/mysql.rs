@@ -292,6 +292,46 @@ async fn late_commits_around_rows_in_flight_are_found_once() {
     assert_eq!(message_ids(&rest), message_ids(&next));
 }
 
+/// A read from the start that its byte budget cuts short still counts the rows it did not reach
+/// as read, while an earlier read returned them and they are pending (in flight): a later read
+/// from the cursor does not return them again as late commits.
+#[tokio::test]
+async fn a_read_from_the_start_cut_by_its_budget_keeps_the_rows_in_flight() {
+    let db = TestDatabase::with_pool_size(4).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let store = outbox.store(db.pool.clone());
+    let messages: Vec<NewMessage> = (0..3u8).map(|i| raw("raw", vec![i; 1_000])).collect();
+    let mut conn = db.pool.acquire().await.unwrap();
+    outbox.publish_messages(&mut conn, messages).await.unwrap();
+    drop(conn);
+
+    let in_flight = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
+    let cursor = in_flight.last().map(|m| m.id).unwrap_or_default();
+    // Each row brings about 1,000 bytes: a budget of 1,000 takes the first one only.
+    let cut = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100).with_bytes(1_000))
+        .await
+        .unwrap();
+    let after = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
+    drop(store);
+    db.drop_database().await;
+
+    assert_eq!(in_flight.len(), 3);
+    assert_eq!(message_ids(&cut), message_ids(&in_flight[..1]), "cut by bytes");
+    assert!(
+        after.is_empty(),
+        "rows in flight came back as late commits: {:?}",
+        message_ids(&after)
+    );
+}
+
 /// Completing a batch whose last id is followed by a writer's uncommitted row does not wait for
 /// that writer (a range over the batch's ids would lock the next record at REPEATABLE READ).
 #[tokio::test]
