@@ -203,6 +203,12 @@ async fn a_parked_key_waits_for_its_dead_message_and_the_copy_reaches_the_dead_l
     let flowed =
         txoutbox_testing::eventually(Duration::from_secs(30), || async { count(&topics).await == 60 }).await;
     assert!(flowed, "{:?}", store.backlog().await);
+    // The records are in Kafka before the relay deletes their rows: wait for the completions.
+    let completed = txoutbox_testing::eventually(Duration::from_secs(30), || async {
+        store.backlog().await.is_ok_and(|b| b.pending <= 2)
+    })
+    .await;
+    assert!(completed, "{:?}", store.backlog().await);
     assert_eq!(
         store.backlog().await.unwrap().pending,
         2,
