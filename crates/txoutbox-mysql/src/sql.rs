@@ -26,14 +26,15 @@ const KEPT_LENGTHS: &str = "COALESCE(LENGTH(`key`), 0) AS key_len, LENGTH(topic)
 /// the caller checks, see [`txoutbox_core::in_id_order`]).
 /// Parameters: the relay lock's name, the largest message (twice), those of `sizes`, the budget.
 /// The columns: the table contract's, in [`txoutbox_core::row_position`] order, `holder` (the connection holding the relay lock when
-/// the rows were read), the row's size, and whether the read had a row after it (1 or 0): on the
-/// last row, that the budget cut the read.
+/// the rows were read), the row's size, whether the read had a row after it (1 or 0: on the
+/// last row, that the budget cut the read), and the bytes counted against the budget up to and
+/// including the row.
 fn budgeted(t: &str, sizes: &str) -> String {
     format!(
         "SELECT r.id, r.message_id, IF(c.big AND LENGTH(r.topic) > 255, '', r.topic), \
            IF(c.big AND LENGTH(r.`key`) > 65536, NULL, r.`key`), IF(c.big, NULL, r.payload), IF(c.big, NULL, r.headers), \
            r.created_at, r.attempts, r.next_attempt_at, r.bucket, \
-           CAST(IS_USED_LOCK(?) AS SIGNED) AS holder, CAST(c.size AS SIGNED), c.more \
+           CAST(IS_USED_LOCK(?) AS SIGNED) AS holder, CAST(c.size AS SIGNED), c.more, CAST(c.upto AS SIGNED) \
          FROM ( \
            SELECT k.id, k.size, k.big, k.cost, SUM(k.cost) OVER o AS upto, \
              CAST(LEAD(k.id) OVER o IS NOT NULL AS SIGNED) AS more \

@@ -38,6 +38,43 @@ const NO_RELAY_LOCK: &str = "txoutbox: coordinated, no relay lock";
 const SIZE: usize = row_position::COUNT + 1;
 /// Where a read's flag that it had a row after this one sits.
 const MORE: usize = row_position::COUNT + 2;
+/// Where a read's count of the bytes its budget took, up to and including the row, sits.
+const UPTO: usize = row_position::COUNT + 3;
+
+/// What one budgeted read returned.
+struct BudgetedRead {
+    /// The rows, in id order.
+    rows: Vec<OutboxMessage>,
+    /// For each row, the bytes the rows up to and including it took from the budget, as the
+    /// statement counted them (a row's headers as the stored JSON text; only the key and topic
+    /// of a row larger than the largest message), which is not [`OutboxMessage::size`].
+    spent_upto: Vec<i64>,
+    /// Whether the byte budget left rows out.
+    cut: bool,
+}
+
+impl BudgetedRead {
+    /// The bytes the rows took from the budget.
+    fn spent(&self) -> i64 {
+        self.spent_upto.last().copied().unwrap_or(0)
+    }
+
+    /// Keeps the rows that also fit a budget of `budget` bytes of which another read took
+    /// `spent` first: each row while what came before it adds up to less than `budget`.
+    fn after_spending(mut self, spent: i64, budget: i64) -> Self {
+        if spent > 0 {
+            let before = std::iter::once(0).chain(self.spent_upto.iter().copied());
+            let fit = before
+                .take(self.rows.len())
+                .take_while(|before| spent.saturating_add(*before) < budget)
+                .count();
+            self.cut |= fit < self.rows.len();
+            self.rows.truncate(fit);
+            self.spent_upto.truncate(fit);
+        }
+        self
+    }
+}
 
 /// The most pending ids at or below the cursor one fetch lists; beyond it the fetch reads from
 /// the start instead (always correct, slower).
@@ -225,18 +262,20 @@ impl MySqlStore {
         self.returned.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Decodes fetched rows, and whether the byte budget cut the read; `None` when they were
-    /// read while another connection held the relay lock.
+    /// Decodes the rows of a budgeted read; `None` when they were read while another connection
+    /// held the relay lock.
     async fn decode_rows(
         &self,
         rows: &[MySqlRow],
         access: &Access,
         message_bytes: usize,
-    ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
+    ) -> Result<Option<BudgetedRead>> {
         let mut messages = Vec::with_capacity(rows.len());
         let mut topics = Interner::new();
-        // The last row in id order, and whether the read had more rows after it.
-        let mut last: Option<(i64, bool)> = None;
+        // The kept rows are the first ones in id order, so the byte budget cut the read exactly
+        // when every one of them had a row after it.
+        let mut every_row_has_more = true;
+        let mut spent_upto = Vec::with_capacity(rows.len());
         for row in rows {
             let holder: Option<i64> = row.try_get(row_position::COUNT).map_err(db_error)?;
             if let Some(held) = &access.held
@@ -246,14 +285,17 @@ impl MySqlStore {
                 return Ok(None);
             }
             let message = decode(row, message_bytes, &mut topics).map_err(db_error)?;
-            if last.is_none_or(|(id, _)| message.id > id) {
-                let more = row.try_get::<i64, _>(MORE).map_err(db_error)? != 0;
-                last = Some((message.id, more));
-            }
+            every_row_has_more &= row.try_get::<i64, _>(MORE).map_err(db_error)? != 0;
+            spent_upto.push(row.try_get::<i64, _>(UPTO).map_err(db_error)?);
             messages.push(message);
         }
-        let cut = last.is_some_and(|(_, more)| more);
-        Ok(Some((txoutbox_core::in_id_order(messages), cut)))
+        // A running sum of sizes never falls: in id order too.
+        spent_upto.sort_unstable();
+        Ok(Some(BudgetedRead {
+            cut: every_row_has_more && !messages.is_empty(),
+            rows: txoutbox_core::in_id_order(messages),
+            spent_upto,
+        }))
     }
 
     async fn fetch_from(
@@ -261,7 +303,7 @@ impl MySqlStore {
         access: &Access,
         after: i64,
         limit: ReadLimit,
-    ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
+    ) -> Result<Option<BudgetedRead>> {
         let (bytes, message_bytes) = limit.sql_bytes();
         let rows = sqlx::query(AssertSqlSafe(self.sql.fetch_after.as_str()))
             .bind(
@@ -282,19 +324,25 @@ impl MySqlStore {
         self.decode_rows(&rows, access, limit.message_bytes).await
     }
 
-    /// The pending rows among `ids`, within the byte budget of `limit`, and whether the budget
-    /// left some out.
+    /// The pending rows among `ids`, within the byte budget of `limit` (one budget over the
+    /// statements a long list needs).
     async fn fetch_ids(
         &self,
         access: &Access,
         ids: &[i64],
         limit: ReadLimit,
-    ) -> Result<Option<(Vec<OutboxMessage>, bool)>> {
-        let (mut bytes, message_bytes) = limit.sql_bytes();
-        let mut messages: Vec<OutboxMessage> = Vec::with_capacity(ids.len());
+    ) -> Result<Option<BudgetedRead>> {
+        let (budget, message_bytes) = limit.sql_bytes();
+        let mut read = BudgetedRead {
+            rows: Vec::with_capacity(ids.len()),
+            spent_upto: Vec::with_capacity(ids.len()),
+            cut: false,
+        };
         for chunk in ids.chunks(MAX_IDS) {
+            let bytes = budget.saturating_sub(read.spent());
             if bytes <= 0 {
-                return Ok(Some((messages, true)));
+                read.cut = true;
+                return Ok(Some(read));
             }
             let sql = self.sql.fetch_ids(padded_len(chunk.len()));
             let query = sqlx::query(AssertSqlSafe(sql))
@@ -312,24 +360,24 @@ impl MySqlStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db_error)?;
-            match self.decode_rows(&rows, access, limit.message_bytes).await? {
-                Some((mut part, cut)) => {
-                    let read: usize = part.iter().map(OutboxMessage::size).sum();
-                    bytes = bytes.saturating_sub(i64::try_from(read).unwrap_or(i64::MAX));
-                    messages.append(&mut part);
-                    // Late rows the budget left are found again by the next read.
-                    if cut {
-                        return Ok(Some((messages, true)));
-                    }
-                }
-                None => return Ok(None),
+            let Some(mut part) = self.decode_rows(&rows, access, limit.message_bytes).await? else {
+                return Ok(None);
+            };
+            let spent = read.spent();
+            read.spent_upto
+                .extend(part.spent_upto.iter().map(|upto| upto.saturating_add(spent)));
+            read.rows.append(&mut part.rows);
+            // Late rows the budget left are found again by the next read.
+            if part.cut {
+                read.cut = true;
+                return Ok(Some(read));
             }
         }
-        Ok(Some((messages, false)))
+        Ok(Some(read))
     }
 
     async fn fetch_start(&self, access: &Access, limit: ReadLimit) -> Result<Vec<OutboxMessage>> {
-        let Some((rows, cut)) = self.fetch_from(access, 0, limit).await? else {
+        let Some(BudgetedRead { rows, cut, .. }) = self.fetch_from(access, 0, limit).await? else {
             return Ok(Vec::new());
         };
         let mut returned = self.returned();
@@ -455,7 +503,7 @@ impl Store for MySqlStore {
         // statement has its own snapshot, and a row seen above the cursor must not overtake an
         // earlier row of its key that committed before it with a lower id. Read in this order,
         // that earlier row committed before the first read, so the second one sees it.
-        let Some((mut above, _)) = self.fetch_from(&access, after, limit).await? else {
+        let Some(above) = self.fetch_from(&access, after, limit).await? else {
             return Ok(Vec::new());
         };
         let below = self.pending_ids_upto(after, access.mask).await?;
@@ -470,19 +518,24 @@ impl Store for MySqlStore {
             let returned = self.returned();
             below.into_iter().filter(|id| !returned.contains(id)).collect()
         };
-        let (mut rows, late_cut) = if late.is_empty() {
-            (Vec::new(), false)
+        let (mut rows, late_cut, late_spent) = if late.is_empty() {
+            (Vec::new(), false, 0)
         } else {
             match self.fetch_ids(&access, &late, limit).await? {
-                Some(read) => read,
+                Some(read) => {
+                    let spent = read.spent();
+                    (read.rows, read.cut, spent)
+                }
                 None => return Ok(Vec::new()),
             }
         };
-        // Late rows first, in id order; the rows above the cursor follow unless the late ones
-        // make ten batches already, or the byte budget left late rows out (they must go before
-        // any later row of their keys): then those above are read again next time.
+        // Late rows first, in id order; the rows above the cursor follow, within what the late
+        // ones left of the byte budget, unless the late ones make ten batches already, or the
+        // budget left late rows out (they must go before any later row of their keys): the rows
+        // above the cursor left out are read again next time.
         if !late_cut && rows.len() < limit.rows.saturating_mul(10) {
-            rows.append(&mut above);
+            let (budget, _) = limit.sql_bytes();
+            rows.append(&mut above.after_spending(late_spent, budget).rows);
         }
         self.returned().extend(rows.iter().map(|m| m.id));
         Ok(rows)

@@ -121,17 +121,15 @@ impl PgStore {
         let mut messages = Vec::with_capacity(rows.len());
         let mut topics = Interner::new();
         let mut late = 0;
-        // The last row in id order, and whether the read had more rows after it.
-        let mut last: Option<(i64, bool)> = None;
+        // The kept rows are the first ones in id order, so the byte budget cut the read exactly
+        // when every one of them had a row after it.
+        let mut every_row_has_more = true;
         for row in &rows {
             if let Some(id) = row
                 .try_get::<Option<i64>, _>(fetch_column::ID)
                 .map_err(db_error)?
             {
-                if last.is_none_or(|(last_id, _)| id > last_id) {
-                    let more = row.try_get::<bool, _>(fetch_column::MORE).map_err(db_error)?;
-                    last = Some((id, more));
-                }
+                every_row_has_more &= row.try_get::<bool, _>(fetch_column::MORE).map_err(db_error)?;
                 let message = decode(row, id, limit.message_bytes, &mut topics);
                 late += i64::from(message.id <= after);
                 messages.push(message);
@@ -140,7 +138,8 @@ impl PgStore {
         let messages = txoutbox_core::in_id_order(messages);
         // The budget cut the read before it reached the rows above the cursor: late rows may be
         // left, so the previous snapshot stays (a later read finds them again).
-        let cut_in_late_rows = last.is_some_and(|(id, more)| more && id <= after);
+        let cut_in_late_rows =
+            every_row_has_more && messages.last().is_some_and(|highest| highest.id <= after);
         if late < late_limit
             && !cut_in_late_rows
             && let Some(first) = rows.first()

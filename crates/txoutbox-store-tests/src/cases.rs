@@ -1419,6 +1419,75 @@ pub async fn late_commits_below_the_cursor_are_read_after_it<H: StoreHarness>() 
     h.teardown().await;
 }
 
+/// A read from the cursor whose byte budget takes every late row and cuts the rows above the
+/// cursor short has read every late row: the next read from its new cursor returns the rows the
+/// budget left above it, and not the late row again (it is still pending, in flight). One budget
+/// covers the late rows and those above the cursor. Where writers take ids in commit order
+/// (SQLite), only the rows above the cursor are checked.
+pub async fn a_read_cut_above_the_cursor_returns_its_late_rows_once<H: StoreHarness>() {
+    let h = migrated::<H>().await;
+    let store = h.store();
+    let late = vec![new_message("raw", Some(b"late"), Some(&[0; 600]), &[])];
+    let held = h.publish_held(late.clone()).await;
+    let on_time = h
+        .publish_message(
+            new_message("raw", Some(b"on time"), Some(b"t"), &[]),
+            TxEnd::Commit,
+        )
+        .await
+        .unwrap();
+    let first = fetch_all(&store).await;
+    assert_eq!(
+        first.iter().map(|m| &*m.message_id).collect::<Vec<_>>(),
+        [on_time.to_string()],
+        "only committed rows are read"
+    );
+    let cursor = first[0].id;
+    let late_id = match held {
+        Some(commit) => {
+            commit.await;
+            Some(late[0].message_id.to_string())
+        }
+        None => None,
+    };
+    let mut above = Vec::new();
+    for i in 1..=3u8 {
+        let id = h
+            .publish_message(
+                new_message("raw", Some(b"above"), Some(&[i; 600]), &[]),
+                TxEnd::Commit,
+            )
+            .await
+            .unwrap();
+        above.push(id.to_string());
+    }
+
+    // Rows of 607 and 608 bytes: a budget of 1,000 takes two of them.
+    let cut = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(100).with_bytes(1_000))
+        .await
+        .unwrap();
+    let taken = 2 - usize::from(late_id.is_some());
+    let expected: Vec<&str> = late_id
+        .iter()
+        .chain(&above[..taken])
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        cut.iter().map(|m| &*m.message_id).collect::<Vec<_>>(),
+        expected,
+        "the late row first, then the rows above the cursor, within one byte budget"
+    );
+    let next_cursor = cut.iter().map(|m| m.id).max().unwrap_or(cursor);
+    let next = fetch_after_all(&store, next_cursor).await;
+    assert_eq!(
+        next.iter().map(|m| &*m.message_id).collect::<Vec<_>>(),
+        above[taken..].iter().map(String::as_str).collect::<Vec<_>>(),
+        "the rows the budget left, and no row returned before"
+    );
+    h.teardown().await;
+}
+
 async fn fetch_after_all<S: Store>(store: &S, after: i64) -> Vec<OutboxMessage> {
     store
         .fetch_after(after, txoutbox_core::ReadLimit::rows(100_000))

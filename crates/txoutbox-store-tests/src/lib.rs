@@ -308,6 +308,7 @@ macro_rules! store_conformance {
             header_value_with_a_nul_character_round_trips,
             reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty,
             late_commits_below_the_cursor_are_read_after_it,
+            a_read_cut_above_the_cursor_returns_its_late_rows_once,
         }
     };
     // The cases over a `Harness`: migrations, table names, buckets and foreign SQL writers.

@@ -96,6 +96,13 @@ impl<const D: u8> Store for MutantStore<D> {
     async fn fetch_after(&self, after: i64, limit: txoutbox_core::ReadLimit) -> Result<Vec<OutboxMessage>> {
         match D {
             FETCH_AFTER_SKIPS_THE_NEXT_ID => self.0.fetch_after(after.saturating_add(1), limit).await,
+            FETCH_IGNORES_BYTES => {
+                let limit = txoutbox_core::ReadLimit {
+                    bytes: usize::MAX,
+                    ..limit
+                };
+                self.0.fetch_after(after, limit).await
+            }
             _ => self.0.fetch_after(after, limit).await,
         }
     }
@@ -362,6 +369,7 @@ must_catch! {
     foreign_row_of_another_type_never_blocks_fetching: FETCH_FAILS_ON_MALFORMED, MALFORMED_IGNORED;
     reads_keep_to_their_byte_budget_and_larger_rows_come_back_empty: FETCH_IGNORES_BYTES, LARGE_ROWS_READ_WHOLE, MALFORMED_IGNORED;
     late_commits_below_the_cursor_are_read_after_it: FETCH_AFTER_SKIPS_THE_NEXT_ID;
+    a_read_cut_above_the_cursor_returns_its_late_rows_once: FETCH_AFTER_SKIPS_THE_NEXT_ID, FETCH_IGNORES_BYTES;
     progress_keys_are_remembered_exactly: PROGRESS_KEY_FOLDED, PROGRESS_NOT_KEPT;
 }
 /// Every case is checked against a defect above, but for known failures of the SQLite store.

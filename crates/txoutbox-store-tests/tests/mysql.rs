@@ -332,6 +332,76 @@ async fn a_read_from_the_start_cut_by_its_budget_keeps_the_rows_in_flight() {
     );
 }
 
+/// Late rows read by id in several statements (more ids than one statement names) share one byte
+/// budget: a read cut in the second statement returns exactly the rows the budget holds, in id
+/// order, and leaves the rows above the cursor for later; the next read returns the rest of the
+/// late rows and those above, each row once.
+#[tokio::test]
+async fn a_byte_budget_carries_across_the_statements_of_a_late_read() {
+    txoutbox_testing::init_tracing();
+    const LATE: usize = 8_300;
+    const KEPT: usize = 8_250;
+    let db = TestDatabase::with_pool_size(4).await;
+    let outbox = MySqlOutbox::with_table(topics(), db.table());
+    outbox.migrate(&db.pool).await.unwrap();
+    let store = outbox.store(db.pool.clone());
+    // Rows of one size, so that a budget of KEPT rows' bytes takes exactly KEPT of them.
+    let row = |i: usize| raw("raw", i.to_be_bytes().to_vec());
+    let mut held = db.pool.begin().await.unwrap();
+    let late = outbox
+        .publish_messages(&mut held, (0..LATE).map(row).collect())
+        .await
+        .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    outbox.publish_messages(&mut conn, vec![row(LATE)]).await.unwrap();
+    let first = store
+        .fetch_pending(txoutbox_core::ReadLimit::rows(100))
+        .await
+        .unwrap();
+    held.commit().await.unwrap();
+    let above = outbox
+        .publish_messages(&mut conn, vec![row(LATE + 1)])
+        .await
+        .unwrap();
+    drop(conn);
+
+    let cursor = first.last().map(|m| m.id).unwrap_or_default();
+    // The bytes the store counts for a row (its headers as stored JSON text).
+    let size: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT CAST(LENGTH(topic) + LENGTH(`key`) + LENGTH(payload) + LENGTH(headers) AS SIGNED) \
+         FROM {} WHERE id = ?",
+        db.qualify("outbox_messages")
+    )))
+    .bind(cursor)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let budget = txoutbox_core::ReadLimit::rows(100_000).with_bytes(KEPT * usize::try_from(size).unwrap());
+    let cut = store.fetch_after(cursor, budget).await.unwrap();
+    let rest = store
+        .fetch_after(cursor, txoutbox_core::ReadLimit::rows(100_000))
+        .await
+        .unwrap();
+    drop(store);
+    db.drop_database().await;
+
+    assert_eq!(first.len(), 1, "only the committed row is read first");
+    let late: Vec<String> = late.iter().map(Uuid::to_string).collect();
+    assert_eq!(
+        (cut.len(), rest.len()),
+        (KEPT, LATE - KEPT + 1),
+        "rows in each read"
+    );
+    assert_eq!(message_ids(&cut), late[..KEPT], "cut by the budget, in id order");
+    let mut expected = late[KEPT..].to_vec();
+    expected.push(above[0].to_string());
+    assert_eq!(
+        message_ids(&rest),
+        expected,
+        "the late rows the budget left, then the row above the cursor"
+    );
+}
+
 /// Completing a batch whose last id is followed by a writer's uncommitted row does not wait for
 /// that writer (a range over the batch's ids would lock the next record at REPEATABLE READ).
 #[tokio::test]
