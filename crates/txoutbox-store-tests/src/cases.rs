@@ -1359,29 +1359,7 @@ pub async fn late_commits_below_the_cursor_are_read_after_it<H: StoreHarness>() 
     let late: Vec<NewMessage> = (1..=2u8)
         .map(|i| new_message("raw", Some(b"late"), Some(&[i; 1_000]), &[]))
         .collect();
-    let held = h.publish_held(late.clone()).await;
-    let on_time = h
-        .publish_message(
-            new_message("raw", Some(b"on time"), Some(b"t"), &[]),
-            TxEnd::Commit,
-        )
-        .await
-        .unwrap();
-    let first = fetch_all(&store).await;
-    assert_eq!(
-        first.iter().map(|m| &*m.message_id).collect::<Vec<_>>(),
-        [on_time.to_string()],
-        "only committed rows are read"
-    );
-    let cursor = first[0].id;
-
-    let late_ids: Vec<String> = match held {
-        Some(commit) => {
-            commit.await;
-            late.iter().map(|m| m.message_id.to_string()).collect()
-        }
-        None => Vec::new(),
-    };
+    let (cursor, late_ids) = commit_behind_a_read(&h, &store, late).await;
     let above = h
         .publish_message(new_message("raw", Some(b"above"), Some(b"a"), &[]), TxEnd::Commit)
         .await
@@ -1428,28 +1406,8 @@ pub async fn a_read_cut_above_the_cursor_returns_its_late_rows_once<H: StoreHarn
     let h = migrated::<H>().await;
     let store = h.store();
     let late = vec![new_message("raw", Some(b"late"), Some(&[0; 600]), &[])];
-    let held = h.publish_held(late.clone()).await;
-    let on_time = h
-        .publish_message(
-            new_message("raw", Some(b"on time"), Some(b"t"), &[]),
-            TxEnd::Commit,
-        )
-        .await
-        .unwrap();
-    let first = fetch_all(&store).await;
-    assert_eq!(
-        first.iter().map(|m| &*m.message_id).collect::<Vec<_>>(),
-        [on_time.to_string()],
-        "only committed rows are read"
-    );
-    let cursor = first[0].id;
-    let late_id = match held {
-        Some(commit) => {
-            commit.await;
-            Some(late[0].message_id.to_string())
-        }
-        None => None,
-    };
+    let (cursor, late_ids) = commit_behind_a_read(&h, &store, late).await;
+    let late_id = late_ids.first().cloned();
     let mut above = Vec::new();
     for i in 1..=3u8 {
         let id = h
@@ -1486,6 +1444,38 @@ pub async fn a_read_cut_above_the_cursor_returns_its_late_rows_once<H: StoreHarn
         "the rows the budget left, and no row returned before"
     );
     h.teardown().await;
+}
+
+/// Publishes `late` in a transaction held open while a row commits after it and a read returns
+/// that row alone, then commits `late` behind the read: the read's cursor, and the message ids of
+/// `late` (none where writers take ids in commit order, as on SQLite, and nothing can be late).
+async fn commit_behind_a_read<H: StoreHarness>(
+    h: &H,
+    store: &H::Store,
+    late: Vec<NewMessage>,
+) -> (i64, Vec<String>) {
+    let held = h.publish_held(late.clone()).await;
+    let on_time = h
+        .publish_message(
+            new_message("raw", Some(b"on time"), Some(b"t"), &[]),
+            TxEnd::Commit,
+        )
+        .await
+        .unwrap();
+    let first = fetch_all(store).await;
+    assert_eq!(
+        first.iter().map(|m| &*m.message_id).collect::<Vec<_>>(),
+        [on_time.to_string()],
+        "only committed rows are read"
+    );
+    let late_ids = match held {
+        Some(commit) => {
+            commit.await;
+            late.iter().map(|m| m.message_id.to_string()).collect()
+        }
+        None => Vec::new(),
+    };
+    (first[0].id, late_ids)
 }
 
 async fn fetch_after_all<S: Store>(store: &S, after: i64) -> Vec<OutboxMessage> {
