@@ -3,20 +3,26 @@
 # the packages. Compile only: no services needed. Prints the time each step took.
 #
 #   1. `cargo package` of the workspace without its internal crates (`publish = false`): one
-#      `.crate` per crate, in dependency order, each unpacked to <target>/package/<name>-<version>/
-#      and its lib built on its own against the packages before it (cargo's verification step; the
-#      path dev-dependencies without a version are gone there, as on crates.io).
+#      `.crate` per crate, each unpacked to <target>/package/<name>-<version>/ (the path
+#      dev-dependencies without a version are gone there, as on crates.io). With
+#      PACKAGE_VERIFY=1, cargo's verification step too: each crate's lib built on its own, with
+#      its own default features, against the packages before it. It takes about 13 minutes on
+#      two cores (every crate's feature set builds its dependencies again), so by default the
+#      steps below build the packages instead, all of them together.
 #   2. A fresh project outside the workspace, generated in <target>/package-check: its
 #      `[dependencies]` are the README quickstart's, as written there, and every txoutbox crate is
 #      patched to its unpacked package (`path =`). It builds the quickstart (PostgreSQL + Kafka; its
-#      code runs inside `async fn quickstart(pool: sqlx::PgPool)`) and an SQLite variant.
+#      code runs inside `async fn quickstart(pool: sqlx::PgPool)`) and an SQLite variant (the
+#      facade's default features and the inbox).
 #   3. `cargo install --path` of the unpacked txoutbox-cli (debug profile, into
-#      <target>/package-check/install), then `txoutbox --version`.
+#      <target>/package-check/install), then `txoutbox --version`. With step 2 this builds every
+#      packaged crate from its package.
 #
 # Every step shares the workspace's target directory and builds dependencies with the workspace's
 # dev profile, so the dependencies are compiled once for all of them.
 #
 #   scripts/package.sh
+#   PACKAGE_VERIFY=1 scripts/package.sh   # and cargo's verification of each crate on its own
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -70,14 +76,22 @@ done
 cargo clean --quiet "${clean_packages[@]}"
 step_done "removed the previous run's packages, their unpacked sources and builds"
 
+verify=(--no-verify)
+if [[ ${PACKAGE_VERIFY:-0} == 1 ]]; then
+    verify=()
+fi
 # --allow-dirty: this checks the working tree as it is; publishing is not done here.
-cargo package --workspace "${internal[@]}" --locked --allow-dirty "${profile[@]}"
-step_done "cargo package (${publishable[*]})"
+cargo package --workspace "${internal[@]}" --locked --allow-dirty "${verify[@]}" "${profile[@]}"
+step_done "cargo package ${verify[*]} (${publishable[*]})"
 
 unpacked() {
     echo "$target_dir/package/$1-$version"
 }
 for name in "${publishable[@]}"; do
+    # cargo unpacks a package only to verify it.
+    if [[ ! -d "$(unpacked "$name")" ]]; then
+        tar -xzf "$target_dir/package/$name-$version.crate" -C "$target_dir/package"
+    fi
     if [[ ! -f "$(unpacked "$name")/Cargo.toml" ]]; then
         echo "package.sh: $(unpacked "$name") is missing" >&2
         exit 1
@@ -119,9 +133,10 @@ manifest() {
     done
 }
 manifest txoutbox-package-check "$dependencies" >"$check/Cargo.toml"
-# The SQLite variant: the facade with its default features, as an SQLite user writes it.
+# The SQLite variant: the facade with its default features, as an SQLite user writes it, and the
+# inbox (the one crate neither the quickstart nor the daemon builds).
 manifest txoutbox-package-check-sqlite '[dependencies]
-txoutbox = "0.1"   # default features: sqlite, kafka
+txoutbox = { version = "0.1", features = ["inbox"] }   # default features (sqlite, kafka) and the inbox
 sqlx = { version = "0.9", features = ["runtime-tokio", "sqlite"] }
 serde = { version = "1", features = ["derive"] }' >"$check/sqlite/Cargo.toml"
 {
