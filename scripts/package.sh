@@ -6,9 +6,10 @@
 #      `.crate` per crate, each unpacked to <target>/package/<name>-<version>/ (the path
 #      dev-dependencies without a version are gone there, as on crates.io). With
 #      PACKAGE_VERIFY=1, cargo's verification step too: each crate's lib built on its own, with
-#      its own default features, against the packages before it. It takes about 13 minutes on
-#      two cores (every crate's feature set builds its dependencies again), so by default the
-#      steps below build the packages instead, all of them together.
+#      its own default features, against the packages before it. Every crate's feature set
+#      builds the dependencies again: in two clean-clone CI runs on two cores this script took
+#      928 s with it and 431 s without, so by default the steps below build the packages
+#      instead, all of them together (and fail if one was not built).
 #   2. A fresh project outside the workspace, generated in <target>/package-check: its
 #      `[dependencies]` are the README quickstart's, as written there, and every txoutbox crate is
 #      patched to its unpacked package (`path =`). It builds the quickstart (PostgreSQL + Kafka; its
@@ -58,13 +59,14 @@ for manifest in crates/*/Cargo.toml; do
     fi
 done
 
-# cargo verifies each package against the others through a temporary registry in
+# With PACKAGE_VERIFY=1, cargo verifies each package against the others through a temporary registry in
 # <target>/package/tmp-registry. It unpacks that registry's crates into $CARGO_HOME/registry/src/
 # once per registry path and never again, and it treats what it built from them as unchanged while
 # the version is (registry sources count as immutable; their files carry the tarball's fixed
 # mtimes). A second run at the same path would verify each crate against the previous run's
 # dependencies. So every run starts without them: the unpacked sources, the packages, and the
-# compiled txoutbox crates (the workspace builds them again on its next build).
+# compiled txoutbox crates (the workspace builds them again on its next build). Without it, the
+# same start makes the builds below compile every package afresh.
 rm -rf "$target_dir/package"
 for name in "${publishable[@]}"; do
     rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$name-$version"
@@ -76,10 +78,11 @@ done
 cargo clean --quiet "${clean_packages[@]}"
 step_done "removed the previous run's packages, their unpacked sources and builds"
 
-verify=(--no-verify)
-if [[ ${PACKAGE_VERIFY:-0} == 1 ]]; then
-    verify=()
-fi
+case "${PACKAGE_VERIFY:-0}" in
+    0) verify=(--no-verify) ;;
+    1) verify=() ;;
+    *) echo "package.sh: PACKAGE_VERIFY is 0 (the default) or 1, not $PACKAGE_VERIFY" >&2; exit 1 ;;
+esac
 # --allow-dirty: this checks the working tree as it is; publishing is not done here.
 cargo package --workspace "${internal[@]}" --locked --allow-dirty "${verify[@]}" "${profile[@]}"
 step_done "cargo package ${verify[*]} (${publishable[*]})"
@@ -197,8 +200,12 @@ EOF
 cp Cargo.lock "$check/Cargo.lock"
 cp Cargo.lock "$check/sqlite/Cargo.lock"
 echo "package.sh: the patches of crates the quickstart does not use are reported unused" >&2
-cargo build --manifest-path "$check/Cargo.toml" --bins "${profile[@]}"
-cargo build --manifest-path "$check/sqlite/Cargo.toml" --bins "${profile[@]}"
+# What each build compiled (or found fresh), as cargo's JSON messages, to check below that every
+# package was built.
+artifacts="$check/artifacts.jsonl"
+json=(--message-format=json-render-diagnostics)
+cargo build --manifest-path "$check/Cargo.toml" --bins "${profile[@]}" "${json[@]}" >"$artifacts"
+cargo build --manifest-path "$check/sqlite/Cargo.toml" --bins "${profile[@]}" "${json[@]}" >>"$artifacts"
 step_done "the fresh project (README quickstart on PostgreSQL, SQLite variant)"
 
 # The daemon from its package, with the Cargo.lock it carries (the workspace's versions, as
@@ -215,8 +222,20 @@ done
 [[ ${#patches[@]} -gt 0 ]] || { echo "package.sh: found no txoutbox dependency in $cli/Cargo.toml" >&2; exit 1; }
 cargo metadata --manifest-path "$cli/Cargo.toml" --format-version 1 "${patches[@]}" >/dev/null
 cargo install --locked --debug --path "$cli" --root "$check/install" --target-dir "$target_dir" \
-    "${profile[@]}" "${patches[@]}"
+    "${profile[@]}" "${patches[@]}" "${json[@]}" >>"$artifacts"
 "$check/install/bin/txoutbox" --version
 step_done "cargo install --debug of the packaged txoutbox-cli"
+
+# A publishable crate that none of the builds above depends on would go unchecked: say which.
+unbuilt=()
+for name in "${publishable[@]}"; do
+    if ! grep -q "\"manifest_path\":\"$(unpacked "$name")/Cargo.toml\"" "$artifacts"; then
+        unbuilt+=("$name")
+    fi
+done
+if [[ ${#unbuilt[@]} -gt 0 ]]; then
+    echo "package.sh: no build above compiled ${unbuilt[*]} from its package: add it to the fresh project's dependencies" >&2
+    exit 1
+fi
 
 echo "package.sh: packaged and built ${#publishable[@]} crates in $((SECONDS - started)) s" >&2

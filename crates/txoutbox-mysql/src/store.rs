@@ -59,20 +59,18 @@ impl BudgetedRead {
         self.spent_upto.last().copied().unwrap_or(0)
     }
 
-    /// Keeps the rows that also fit a budget of `budget` bytes of which another read took
-    /// `spent` first: each row while what came before it adds up to less than `budget`.
-    fn after_spending(mut self, spent: i64, budget: i64) -> Self {
+    /// The rows that also fit a budget of `budget` bytes of which another read took `spent`
+    /// first: each row while what came before it adds up to less than `budget`.
+    fn rows_after_spending(mut self, spent: i64, budget: i64) -> Vec<OutboxMessage> {
         if spent > 0 {
             let before = std::iter::once(0).chain(self.spent_upto.iter().copied());
             let fit = before
                 .take(self.rows.len())
                 .take_while(|before| spent.saturating_add(*before) < budget)
                 .count();
-            self.cut |= fit < self.rows.len();
             self.rows.truncate(fit);
-            self.spent_upto.truncate(fit);
         }
-        self
+        self.rows
     }
 }
 
@@ -325,7 +323,7 @@ impl MySqlStore {
     }
 
     /// The pending rows among `ids`, within the byte budget of `limit` (one budget over the
-    /// statements a long list needs).
+    /// statements a long list needs); `None` when another connection held the relay lock.
     async fn fetch_ids(
         &self,
         access: &Access,
@@ -535,7 +533,7 @@ impl Store for MySqlStore {
         // above the cursor left out are read again next time.
         if !late_cut && rows.len() < limit.rows.saturating_mul(10) {
             let (budget, _) = limit.sql_bytes();
-            rows.append(&mut above.after_spending(late_spent, budget).rows);
+            rows.extend(above.rows_after_spending(late_spent, budget));
         }
         self.returned().extend(rows.iter().map(|m| m.id));
         Ok(rows)
