@@ -74,10 +74,11 @@ impl ReadLimit {
         self
     }
 
-    /// `bytes` and `message_bytes` as SQL parameters (`BIGINT`).
+    /// `bytes` and `message_bytes` as SQL parameters (`BIGINT`); `bytes` at least 1, so that a
+    /// statement's "while the rows before it add up to less" keeps at least one row.
     pub fn sql_bytes(&self) -> (i64, i64) {
         (
-            i64::try_from(self.bytes).unwrap_or(i64::MAX),
+            i64::try_from(self.bytes).unwrap_or(i64::MAX).max(1),
             i64::try_from(self.message_bytes).unwrap_or(i64::MAX),
         )
     }
