@@ -42,6 +42,7 @@ const MORE: usize = row_position::COUNT + 2;
 const UPTO: usize = row_position::COUNT + 3;
 
 /// What one budgeted read returned.
+#[derive(Default)]
 struct BudgetedRead {
     /// The rows, in id order.
     rows: Vec<OutboxMessage>,
@@ -516,22 +517,21 @@ impl Store for MySqlStore {
             let returned = self.returned();
             below.into_iter().filter(|id| !returned.contains(id)).collect()
         };
-        let (mut rows, late_cut, late_spent) = if late.is_empty() {
-            (Vec::new(), false, 0)
+        let late = if late.is_empty() {
+            BudgetedRead::default()
         } else {
             match self.fetch_ids(&access, &late, limit).await? {
-                Some(read) => {
-                    let spent = read.spent();
-                    (read.rows, read.cut, spent)
-                }
+                Some(read) => read,
                 None => return Ok(Vec::new()),
             }
         };
+        let late_spent = late.spent();
+        let mut rows = late.rows;
         // Late rows first, in id order; the rows above the cursor follow, within what the late
         // ones left of the byte budget, unless the late ones make ten batches already, or the
         // budget left late rows out (they must go before any later row of their keys): the rows
         // above the cursor left out are read again next time.
-        if !late_cut && rows.len() < limit.rows.saturating_mul(10) {
+        if !late.cut && rows.len() < limit.rows.saturating_mul(10) {
             let (budget, _) = limit.sql_bytes();
             rows.extend(above.rows_after_spending(late_spent, budget));
         }
